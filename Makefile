@@ -1,0 +1,69 @@
+# Every target creates the virtual environment it needs: on a fresh machine,
+# `make demo` and `make test` are the only commands to type.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# A prediction client written by someone else, in its own environment, as a real
+# client would run it (tritonclient pins protobuf < 7; the platform uses 7).
+CLIENT_VENV := .venv-client
+CLIENT_STAMP := $(CLIENT_VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv client-venv proto proto-check lint format test test-fast up demo bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+$(CLIENT_STAMP): tests/clients/requirements.lock
+	$(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install --quiet -r tests/clients/requirements.lock
+	touch $(CLIENT_STAMP)
+
+client-venv: $(CLIENT_STAMP)
+
+## Regenerate the checked-in protobuf and gRPC code from protos/.
+proto: venv
+	$(BIN)/python protos/generate.py
+
+## Fail when the checked-in generated code differs from what protos/ generates.
+proto-check: venv
+	rm -rf .proto-check && $(BIN)/python protos/generate.py .proto-check
+	diff -r -q services/common/proto .proto-check && rm -rf .proto-check
+
+lint: venv
+	$(BIN)/ruff check services tests bench protos
+	$(BIN)/ruff format --check services tests bench protos
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff check --fix services tests bench protos
+	$(BIN)/ruff format services tests bench protos
+
+## The whole suite: lint, types, unit, integration and end-to-end tests.
+test: venv client-venv lint
+	OMP_NUM_THREADS=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+## Everything but the end-to-end closed loop.
+test-fast: venv
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+## The local stack on the embedded broker and database, until Ctrl-C.
+up: venv
+	OMP_NUM_THREADS=1 $(BIN)/mlops up
+
+## The closed loop, end to end, on the running local stack or a fresh one.
+demo: venv
+	OMP_NUM_THREADS=1 $(BIN)/mlops demo
+
+bench: venv
+	OMP_NUM_THREADS=1 $(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(CLIENT_VENV) .proto-check .mlops .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,212 @@
+"""Topic names and the CloudEvents envelope every internal Kafka message travels in.
+
+Internal payloads are protobuf messages carried in the CloudEvents Kafka binding,
+binary mode: attributes in ``ce_*`` headers, ``content-type: application/protobuf``,
+the serialized message as the value, the entity or request id as the key. The
+CloudEvents ``type`` is the protobuf message's full name, so a consumer can refuse a
+message of the wrong kind before parsing it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from google.protobuf.message import DecodeError, Message
+
+PROTOBUF_CONTENT_TYPE = "application/protobuf"
+SPEC_VERSION = "1.0"
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The platform's topic names under one prefix; every consumed topic has ``<topic>.dlq``."""
+
+    prefix: str = "mlops"
+
+    @property
+    def raw_events(self) -> str:
+        return f"{self.prefix}.events.raw"
+
+    @property
+    def features(self) -> str:
+        return f"{self.prefix}.features"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.prefix}.labels"
+
+    @property
+    def train_requests(self) -> str:
+        return f"{self.prefix}.train.requests"
+
+    @property
+    def train_results(self) -> str:
+        return f"{self.prefix}.train.results"
+
+    @property
+    def model_events(self) -> str:
+        return f"{self.prefix}.models.events"
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.prefix}.predictions"
+
+    @property
+    def drift(self) -> str:
+        return f"{self.prefix}.drift"
+
+    @staticmethod
+    def dlq(topic: str) -> str:
+        return f"{topic}.dlq"
+
+    def all(self) -> list[str]:
+        """Every topic the platform uses, dead-letter topics included."""
+        main = [
+            self.raw_events,
+            self.features,
+            self.labels,
+            self.train_requests,
+            self.train_results,
+            self.model_events,
+            self.predictions,
+            self.drift,
+        ]
+        return main + [self.dlq(topic) for topic in main]
+
+
+class _ProtobufFormat(JSONFormat):
+    """The JSON format's attribute handling, but the value is kept as raw bytes.
+
+    The stock format decodes any UTF-8-valid body to ``str``, which would corrupt
+    protobuf payloads that happen to be valid UTF-8.
+    """
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
+        return bytes(body)
+
+
+_FORMAT = _ProtobufFormat()
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """A record ready for the producer."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IncomingRecord:
+    """A record as consumed, with where it came from (for dead letters and commits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+class EnvelopeError(ValueError):
+    """A record that is not a well-formed envelope of the expected kind."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass(frozen=True)
+class Envelope(Generic[M]):
+    """A decoded record: CloudEvents attributes plus the protobuf payload."""
+
+    id: str
+    source: str
+    type: str
+    time: datetime | None
+    message: M
+    record: IncomingRecord
+
+
+def type_name(message_type: type[Message] | Message) -> str:
+    return str(message_type.DESCRIPTOR.full_name)
+
+
+def encode(
+    topic: str,
+    message: Message,
+    *,
+    source: str,
+    key: str | bytes | None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> OutgoingRecord:
+    """Wrap ``message`` in a binary-mode CloudEvent for ``topic``."""
+    event = CloudEvent(
+        attributes={
+            "type": type_name(message),
+            "source": source,
+            "id": event_id or uuid.uuid4().hex,
+            "time": time or datetime.now(UTC),
+            "datacontenttype": PROTOBUF_CONTENT_TYPE,
+        },
+        data=message.SerializeToString(),
+    )
+    encoded_key = key.encode() if isinstance(key, str) else key
+    kafka_message = to_binary(event, _FORMAT, key_mapper=lambda _: encoded_key)
+    return OutgoingRecord(
+        topic=topic,
+        value=kafka_message.value,
+        key=encoded_key,
+        headers=[*kafka_message.headers.items(), *headers],
+    )
+
+
+def decode(record: IncomingRecord, message_type: type[M]) -> Envelope[M]:
+    """Open an envelope, or raise :class:`EnvelopeError` naming what is wrong."""
+    if record.value is None:
+        raise EnvelopeError("empty_value", "record has no value (tombstone)")
+    headers: dict[str, bytes] = {}
+    for name, value in record.headers:
+        headers[name] = value if value is not None else b""
+    missing = [h for h in ("ce_specversion", "ce_type", "ce_id", "ce_source") if h not in headers]
+    if missing:
+        raise EnvelopeError("not_cloudevent", f"missing CloudEvents header(s): {', '.join(missing)}")
+    try:
+        event = from_binary(KafkaMessage(headers=headers, key=record.key, value=record.value), _FORMAT)
+    except Exception as exc:  # the library raises several types for bad attributes
+        raise EnvelopeError("bad_envelope", f"invalid CloudEvents attributes: {exc}") from None
+    attributes = event.get_attributes()
+    expected = type_name(message_type)
+    if attributes.get("type") != expected:
+        raise EnvelopeError("unexpected_type", f"expected type {expected!r}, got {attributes.get('type')!r}")
+    content_type = attributes.get("datacontenttype")
+    if content_type != PROTOBUF_CONTENT_TYPE:
+        raise EnvelopeError(
+            "unexpected_content_type", f"expected {PROTOBUF_CONTENT_TYPE}, got {content_type!r}"
+        )
+    try:
+        message = message_type.FromString(record.value)
+    except DecodeError as exc:
+        raise EnvelopeError("decode_error", f"cannot parse {expected}: {exc}") from None
+    return Envelope(
+        id=str(attributes["id"]),
+        source=str(attributes["source"]),
+        type=expected,
+        time=attributes.get("time"),
+        message=message,
+        record=record,
+    )

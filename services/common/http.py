@@ -1,0 +1,111 @@
+"""The HTTP side every service shares: FastAPI app with health and Prometheus routes,
+bearer-token dependencies, and a uvicorn server that runs inside the service's loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal
+
+_bearer = HTTPBearer(
+    auto_error=False, description="A platform token: `mlops token create` or the local stack's."
+)
+HttpDenialHook = Callable[[Request, AuthError], Awaitable[None]]
+
+
+def create_app(
+    title: str,
+    version: str,
+    *,
+    verifier: TokenVerifier,
+    ready: Callable[[], bool] = lambda: True,
+    on_denied: HttpDenialHook | None = None,
+    description: str = "",
+) -> FastAPI:
+    """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on those)."""
+    app = FastAPI(title=title, version=version, description=description)
+    app.state.verifier = verifier
+    app.state.on_denied = on_denied
+
+    @app.get("/health/live", tags=["health"], summary="The process is up.")
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        summary="The service can do its job.",
+        responses={503: {"description": "Not ready yet, or shutting down."}},
+    )
+    async def readiness() -> Response:
+        if ready():
+            return Response('{"status":"ready"}', media_type="application/json")
+        return Response('{"status":"not ready"}', status_code=503, media_type="application/json")
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics.", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits a request only with a valid token carrying ``scope``."""
+
+    async def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        verifier: TokenVerifier = request.app.state.verifier
+        try:
+            principal = verifier.authorize(request.headers.get("authorization"), scope)
+        except AuthError as exc:
+            hook: HttpDenialHook | None = request.app.state.on_denied
+            if hook is not None:
+                await hook(request, exc)
+            raise HTTPException(
+                status_code=403 if exc.forbidden else 401,
+                detail=str(exc),
+                headers={"WWW-Authenticate": "Bearer"},
+            ) from None
+        current_principal.set(principal)
+        return principal
+
+    return dependency
+
+
+class HttpServer:
+    """Runs a FastAPI app with uvicorn inside the current event loop."""
+
+    def __init__(self, app: FastAPI, host: str, port: int):
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(), name="http")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise OSError("HTTP server exited during start-up")
+            await asyncio.sleep(0.01)
+
+    @property
+    def port(self) -> int:
+        servers = getattr(self._server, "servers", [])
+        for server in servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return 0
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)

