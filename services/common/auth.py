@@ -256,6 +256,12 @@ def _rewrap(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHand
     return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), **kwargs)
 
 
+def service_token(secret: str, service: str, scopes: Iterable[Scope]) -> str:
+    """The token a service presents when it calls another one: subject ``service:<name>``,
+    only the scopes it needs, valid for a day (services mint a new one at start)."""
+    return mint_token(secret, f"service:{service}", scopes, ttl_seconds=24 * 3600)
+
+
 def bearer_metadata(token: str, request_id: str | None = None) -> tuple[tuple[str, str], ...]:
     """gRPC call metadata carrying ``token`` (and a request id when given)."""
     metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)

@@ -1,0 +1,1 @@
+"""Typed async gRPC clients for the services other services call."""
