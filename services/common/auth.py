@@ -256,10 +256,24 @@ def _rewrap(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHand
     return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), **kwargs)
 
 
-def service_token(secret: str, service: str, scopes: Iterable[Scope]) -> str:
-    """The token a service presents when it calls another one: subject ``service:<name>``,
-    only the scopes it needs, valid for a day (services mint a new one at start)."""
-    return mint_token(secret, f"service:{service}", scopes, ttl_seconds=24 * 3600)
+class ServiceCredentials:
+    """The token a service presents when it calls another: subject ``service:<name>``,
+    only the scopes it needs, short-lived and re-minted before it expires."""
+
+    def __init__(self, secret: str, service: str, scopes: Iterable[Scope], ttl_seconds: float = 3600):
+        self._secret = secret
+        self._subject = f"service:{service}"
+        self._scopes = frozenset(scopes)
+        self._ttl = ttl_seconds
+        self._token = ""
+        self._renew_at = 0.0
+
+    def __call__(self) -> str:
+        now = time.time()
+        if now >= self._renew_at:
+            self._token = mint_token(self._secret, self._subject, self._scopes, ttl_seconds=self._ttl)
+            self._renew_at = now + self._ttl * 0.8
+        return self._token
 
 
 def bearer_metadata(token: str, request_id: str | None = None) -> tuple[tuple[str, str], ...]:
