@@ -1,0 +1,1 @@
+"""``mlops``: the operator's command line."""
