@@ -42,6 +42,14 @@ class ServiceSettings(BaseSettings):
     registry_address: str = platform_field("REGISTRY_ADDRESS", "127.0.0.1:50051")
     """gRPC address of the registry, for the services that call it."""
 
+    datasets_address: str = platform_field("DATASETS_ADDRESS", "127.0.0.1:50052")
+    """gRPC address of ingest's dataset API, for the services that read training data."""
+
+    artifact_signing_key: SecretStr | None = platform_field("ARTIFACT_SIGNING_KEY", None, min_length=32)
+    """HMAC key for artifacts in formats that can run code on load (river models): the trainer
+    signs with it, the registry and serving refuse anything it does not verify. Unset: such
+    artifacts are refused outright."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = platform_field("LOG_LEVEL", "INFO")
     """Lowest level of log lines written."""
 
