@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from services.common.proto.mlops.v1 import model_pb2 as mlops_dot_v1_dot_model__pb2
 from services.common.proto.mlops.v1 import registry_pb2 as mlops_dot_v1_dot_registry__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -79,6 +80,66 @@ class RegistryServiceStub:
                 request_serializer=mlops_dot_v1_dot_registry__pb2.DownloadArtifactRequest.SerializeToString,
                 response_deserializer=mlops_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
+        self.UpdateModel = channel.unary_unary(
+                '/mlops.v1.RegistryService/UpdateModel',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.UpdateModelRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.Model.FromString,
+                _registered_method=True)
+        self.SearchModelVersions = channel.unary_unary(
+                '/mlops.v1.RegistryService/SearchModelVersions',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ListModelVersionsResponse.FromString,
+                _registered_method=True)
+        self.ApproveVersion = channel.unary_unary(
+                '/mlops.v1.RegistryService/ApproveVersion',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ReviewVersionRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.RejectVersion = channel.unary_unary(
+                '/mlops.v1.RegistryService/RejectVersion',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ReviewVersionRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.ArchiveVersion = channel.unary_unary(
+                '/mlops.v1.RegistryService/ArchiveVersion',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ArchiveVersionRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/mlops.v1.RegistryService/Rollback',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.RollbackResponse.FromString,
+                _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/mlops.v1.RegistryService/GetLineage',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.LineageResponse.FromString,
+                _registered_method=True)
+        self.ListAliasHistory = channel.unary_unary(
+                '/mlops.v1.RegistryService/ListAliasHistory',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.FromString,
+                _registered_method=True)
+        self.PutModelSpec = channel.unary_unary(
+                '/mlops.v1.RegistryService/PutModelSpec',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.PutModelSpecRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_model__pb2.ModelSpec.FromString,
+                _registered_method=True)
+        self.GetModelSpec = channel.unary_unary(
+                '/mlops.v1.RegistryService/GetModelSpec',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.GetModelSpecRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_model__pb2.ModelSpec.FromString,
+                _registered_method=True)
+        self.ListModelSpecs = channel.unary_unary(
+                '/mlops.v1.RegistryService/ListModelSpecs',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ListModelSpecsRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ListModelSpecsResponse.FromString,
+                _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/mlops.v1.RegistryService/ListAuditRecords',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -145,6 +206,89 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateModel(self, request, context):
+        """Description, tags and promotion policy; unset fields are left as they are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchModelVersions(self, request, context):
+        """Versions across models by dataset, content hash, tag, metric, status or alias.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveVersion(self, request, context):
+        """A PENDING_APPROVAL version becomes APPROVED and takes the production alias.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectVersion(self, request, context):
+        """A PENDING_APPROVAL version becomes REJECTED; the comment is required.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveVersion(self, request, context):
+        """An archived version keeps its artifact and lineage but can take no alias.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Moves the alias (production by default) back to the version it pointed at
+        before the current one, skipping versions already rolled back from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLineage(self, request, context):
+        """What produced a version (its lineage and parent chain) and what it produced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliasHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutModelSpec(self, request, context):
+        """Stores a new version of the model's training spec (spec_version is assigned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelSpec(self, request, context):
+        """By spec_version, or the latest when it is 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModelSpecs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditRecords(self, request, context):
+        """The append-only audit log: every change and every denial. Needs the admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +336,66 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=mlops_dot_v1_dot_registry__pb2.DownloadArtifactRequest.FromString,
                     response_serializer=mlops_dot_v1_dot_registry__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'UpdateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModel,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.UpdateModelRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.Model.SerializeToString,
+            ),
+            'SearchModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchModelVersions,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'ApproveVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveVersion,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ReviewVersionRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'RejectVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectVersion,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ReviewVersionRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'ArchiveVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveVersion,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ArchiveVersionRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.RollbackRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.RollbackResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.GetLineageRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.LineageResponse.SerializeToString,
+            ),
+            'ListAliasHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliasHistory,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.SerializeToString,
+            ),
+            'PutModelSpec': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutModelSpec,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.PutModelSpecRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_model__pb2.ModelSpec.SerializeToString,
+            ),
+            'GetModelSpec': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelSpec,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.GetModelSpecRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_model__pb2.ModelSpec.SerializeToString,
+            ),
+            'ListModelSpecs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelSpecs,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ListModelSpecsRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ListModelSpecsResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -437,6 +641,330 @@ class RegistryService:
             '/mlops.v1.RegistryService/DownloadArtifact',
             mlops_dot_v1_dot_registry__pb2.DownloadArtifactRequest.SerializeToString,
             mlops_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/UpdateModel',
+            mlops_dot_v1_dot_registry__pb2.UpdateModelRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/SearchModelVersions',
+            mlops_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/ApproveVersion',
+            mlops_dot_v1_dot_registry__pb2.ReviewVersionRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/RejectVersion',
+            mlops_dot_v1_dot_registry__pb2.ReviewVersionRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/ArchiveVersion',
+            mlops_dot_v1_dot_registry__pb2.ArchiveVersionRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/Rollback',
+            mlops_dot_v1_dot_registry__pb2.RollbackRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.RollbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/GetLineage',
+            mlops_dot_v1_dot_registry__pb2.GetLineageRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.LineageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliasHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/ListAliasHistory',
+            mlops_dot_v1_dot_registry__pb2.ListAliasHistoryRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ListAliasHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutModelSpec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/PutModelSpec',
+            mlops_dot_v1_dot_registry__pb2.PutModelSpecRequest.SerializeToString,
+            mlops_dot_v1_dot_model__pb2.ModelSpec.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelSpec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/GetModelSpec',
+            mlops_dot_v1_dot_registry__pb2.GetModelSpecRequest.SerializeToString,
+            mlops_dot_v1_dot_model__pb2.ModelSpec.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelSpecs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/ListModelSpecs',
+            mlops_dot_v1_dot_registry__pb2.ListModelSpecsRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ListModelSpecsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/ListAuditRecords',
+            mlops_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

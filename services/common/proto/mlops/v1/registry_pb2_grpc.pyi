@@ -7,6 +7,7 @@ artifacts, lineage, approvals and the audit log.
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from services.common.proto.mlops.v1 import model_pb2 as _model_pb2
 from services.common.proto.mlops.v1 import registry_pb2 as _registry_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -51,6 +52,30 @@ class RegistryServiceStub:
     DeleteAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteAliasRequest, _registry_pb2.Model]
     DownloadArtifact: _grpc.UnaryStreamMultiCallable[_registry_pb2.DownloadArtifactRequest, _registry_pb2.ArtifactChunk]
     """Streams the artifact; the registry verifies the digest while reading."""
+    UpdateModel: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateModelRequest, _registry_pb2.Model]
+    """Description, tags and promotion policy; unset fields are left as they are."""
+    SearchModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SearchModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]
+    """Versions across models by dataset, content hash, tag, metric, status or alias."""
+    ApproveVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReviewVersionRequest, _registry_pb2.ModelVersion]
+    """A PENDING_APPROVAL version becomes APPROVED and takes the production alias."""
+    RejectVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReviewVersionRequest, _registry_pb2.ModelVersion]
+    """A PENDING_APPROVAL version becomes REJECTED; the comment is required."""
+    ArchiveVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ArchiveVersionRequest, _registry_pb2.ModelVersion]
+    """An archived version keeps its artifact and lineage but can take no alias."""
+    Rollback: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RollbackRequest, _registry_pb2.RollbackResponse]
+    """Moves the alias (production by default) back to the version it pointed at
+    before the current one, skipping versions already rolled back from.
+    """
+    GetLineage: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetLineageRequest, _registry_pb2.LineageResponse]
+    """What produced a version (its lineage and parent chain) and what it produced."""
+    ListAliasHistory: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAliasHistoryRequest, _registry_pb2.ListAliasHistoryResponse]
+    PutModelSpec: _grpc.UnaryUnaryMultiCallable[_registry_pb2.PutModelSpecRequest, _model_pb2.ModelSpec]
+    """Stores a new version of the model's training spec (spec_version is assigned)."""
+    GetModelSpec: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetModelSpecRequest, _model_pb2.ModelSpec]
+    """By spec_version, or the latest when it is 0."""
+    ListModelSpecs: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelSpecsRequest, _registry_pb2.ListModelSpecsResponse]
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAuditRecordsRequest, _registry_pb2.ListAuditRecordsResponse]
+    """The append-only audit log: every change and every denial. Needs the admin scope."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -73,6 +98,30 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     DeleteAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteAliasRequest, _registry_pb2.Model]  # type: ignore[assignment]
     DownloadArtifact: _aio.UnaryStreamMultiCallable[_registry_pb2.DownloadArtifactRequest, _registry_pb2.ArtifactChunk]  # type: ignore[assignment]
     """Streams the artifact; the registry verifies the digest while reading."""
+    UpdateModel: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateModelRequest, _registry_pb2.Model]  # type: ignore[assignment]
+    """Description, tags and promotion policy; unset fields are left as they are."""
+    SearchModelVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.SearchModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
+    """Versions across models by dataset, content hash, tag, metric, status or alias."""
+    ApproveVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReviewVersionRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
+    """A PENDING_APPROVAL version becomes APPROVED and takes the production alias."""
+    RejectVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReviewVersionRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
+    """A PENDING_APPROVAL version becomes REJECTED; the comment is required."""
+    ArchiveVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.ArchiveVersionRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
+    """An archived version keeps its artifact and lineage but can take no alias."""
+    Rollback: _aio.UnaryUnaryMultiCallable[_registry_pb2.RollbackRequest, _registry_pb2.RollbackResponse]  # type: ignore[assignment]
+    """Moves the alias (production by default) back to the version it pointed at
+    before the current one, skipping versions already rolled back from.
+    """
+    GetLineage: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetLineageRequest, _registry_pb2.LineageResponse]  # type: ignore[assignment]
+    """What produced a version (its lineage and parent chain) and what it produced."""
+    ListAliasHistory: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAliasHistoryRequest, _registry_pb2.ListAliasHistoryResponse]  # type: ignore[assignment]
+    PutModelSpec: _aio.UnaryUnaryMultiCallable[_registry_pb2.PutModelSpecRequest, _model_pb2.ModelSpec]  # type: ignore[assignment]
+    """Stores a new version of the model's training spec (spec_version is assigned)."""
+    GetModelSpec: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelSpecRequest, _model_pb2.ModelSpec]  # type: ignore[assignment]
+    """By spec_version, or the latest when it is 0."""
+    ListModelSpecs: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelSpecsRequest, _registry_pb2.ListModelSpecsResponse]  # type: ignore[assignment]
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAuditRecordsRequest, _registry_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """The append-only audit log: every change and every denial. Needs the admin scope."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -146,5 +195,101 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.ArtifactChunk], _abc.AsyncIterator[_registry_pb2.ArtifactChunk]]:
         """Streams the artifact; the registry verifies the digest while reading."""
+
+    @_abc_1.abstractmethod
+    def UpdateModel(
+        self,
+        request: _registry_pb2.UpdateModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Model, _abc.Awaitable[_registry_pb2.Model]]:
+        """Description, tags and promotion policy; unset fields are left as they are."""
+
+    @_abc_1.abstractmethod
+    def SearchModelVersions(
+        self,
+        request: _registry_pb2.SearchModelVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListModelVersionsResponse, _abc.Awaitable[_registry_pb2.ListModelVersionsResponse]]:
+        """Versions across models by dataset, content hash, tag, metric, status or alias."""
+
+    @_abc_1.abstractmethod
+    def ApproveVersion(
+        self,
+        request: _registry_pb2.ReviewVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]:
+        """A PENDING_APPROVAL version becomes APPROVED and takes the production alias."""
+
+    @_abc_1.abstractmethod
+    def RejectVersion(
+        self,
+        request: _registry_pb2.ReviewVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]:
+        """A PENDING_APPROVAL version becomes REJECTED; the comment is required."""
+
+    @_abc_1.abstractmethod
+    def ArchiveVersion(
+        self,
+        request: _registry_pb2.ArchiveVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]:
+        """An archived version keeps its artifact and lineage but can take no alias."""
+
+    @_abc_1.abstractmethod
+    def Rollback(
+        self,
+        request: _registry_pb2.RollbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RollbackResponse, _abc.Awaitable[_registry_pb2.RollbackResponse]]:
+        """Moves the alias (production by default) back to the version it pointed at
+        before the current one, skipping versions already rolled back from.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLineage(
+        self,
+        request: _registry_pb2.GetLineageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.LineageResponse, _abc.Awaitable[_registry_pb2.LineageResponse]]:
+        """What produced a version (its lineage and parent chain) and what it produced."""
+
+    @_abc_1.abstractmethod
+    def ListAliasHistory(
+        self,
+        request: _registry_pb2.ListAliasHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListAliasHistoryResponse, _abc.Awaitable[_registry_pb2.ListAliasHistoryResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PutModelSpec(
+        self,
+        request: _registry_pb2.PutModelSpecRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.ModelSpec, _abc.Awaitable[_model_pb2.ModelSpec]]:
+        """Stores a new version of the model's training spec (spec_version is assigned)."""
+
+    @_abc_1.abstractmethod
+    def GetModelSpec(
+        self,
+        request: _registry_pb2.GetModelSpecRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_pb2.ModelSpec, _abc.Awaitable[_model_pb2.ModelSpec]]:
+        """By spec_version, or the latest when it is 0."""
+
+    @_abc_1.abstractmethod
+    def ListModelSpecs(
+        self,
+        request: _registry_pb2.ListModelSpecsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListModelSpecsResponse, _abc.Awaitable[_registry_pb2.ListModelSpecsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _registry_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListAuditRecordsResponse, _abc.Awaitable[_registry_pb2.ListAuditRecordsResponse]]:
+        """The append-only audit log: every change and every denial. Needs the admin scope."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
