@@ -8,6 +8,7 @@ windows with their content hash, for training and lineage.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from services.common.proto.mlops.v1 import events_pb2 as _events_pb2
@@ -64,13 +65,14 @@ class FieldSpec(_message.Message):
     type: Global___FieldType.ValueType
     required: _builtins.bool
     private: _builtins.bool
-    """Pseudonymized with keyed HMAC-SHA256 at the door."""
+    """Pseudonymized with keyed HMAC-SHA256 at the door (text and category only)."""
     has_min: _builtins.bool
     """Bounds for numbers; ignored unless has_min / has_max."""
     min: _builtins.float
     has_max: _builtins.bool
     max: _builtins.float
     max_length: _builtins.int
+    """Longest text or category value in characters; 0: no limit beyond the event size."""
     @_builtins.property
     def allowed_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Allowed values for categories; empty: any."""
@@ -145,18 +147,32 @@ class DatasetSchema(_message.Message):
     TIMESTAMP_FIELD_FIELD_NUMBER: _builtins.int
     DERIVED_FIELD_NUMBER: _builtins.int
     RETENTION_SECONDS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
+    """On registration: 0 registers the next version if the change is compatible
+    (or version 1 of a new dataset); latest + 1 registers a new version even
+    when the change is breaking; an existing version is accepted only
+    unchanged (versions are immutable). Set by the server in responses.
+    """
     label_field: _builtins.str
     event_id_field: _builtins.str
     entity_id_field: _builtins.str
     timestamp_field: _builtins.str
     retention_seconds: _builtins.int
-    """Rows older than this are removed; 0 keeps them."""
+    """Rows older than this (by event time) are removed; 0 keeps them."""
+    description: _builtins.str
+    created_by: _builtins.str
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldSpec]: ...
     @_builtins.property
     def derived(self) -> _containers.RepeatedCompositeFieldContainer[Global___DerivedFeature]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """Set by the server."""
+
     def __init__(
         self,
         *,
@@ -169,10 +185,13 @@ class DatasetSchema(_message.Message):
         timestamp_field: _builtins.str = ...,
         derived: _abc.Iterable[Global___DerivedFeature] | None = ...,
         retention_seconds: _builtins.int = ...,
+        description: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["derived", b"derived", "entity_id_field", b"entity_id_field", "event_id_field", b"event_id_field", "fields", b"fields", "label_field", b"label_field", "name", b"name", "retention_seconds", b"retention_seconds", "timestamp_field", b"timestamp_field", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "derived", b"derived", "description", b"description", "entity_id_field", b"entity_id_field", "event_id_field", b"event_id_field", "fields", b"fields", "label_field", b"label_field", "name", b"name", "retention_seconds", b"retention_seconds", "timestamp_field", b"timestamp_field", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -221,6 +240,41 @@ class GetSchemaRequest(_message.Message):
 Global___GetSchemaRequest: _TypeAlias = GetSchemaRequest  # noqa: Y015
 
 @_typing.final
+class ListSchemasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchemasRequest: _TypeAlias = ListSchemasRequest  # noqa: Y015
+
+@_typing.final
+class ListSchemasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEMAS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schemas(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetSchema]: ...
+    def __init__(
+        self,
+        *,
+        schemas: _abc.Iterable[Global___DatasetSchema] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schemas", b"schemas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchemasResponse: _TypeAlias = ListSchemasResponse  # noqa: Y015
+
+@_typing.final
 class ReadWindowRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -230,6 +284,7 @@ class ReadWindowRequest(_message.Message):
     labelled_only: _builtins.bool
     """Only rows with a label."""
     chunk_rows: _builtins.int
+    """Rows per streamed message; 0: the server's default."""
     @_builtins.property
     def window(self) -> _model_pb2.DataWindow: ...
     def __init__(
@@ -272,3 +327,109 @@ class WindowChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WindowChunk: _TypeAlias = WindowChunk  # noqa: Y015
+
+@_typing.final
+class QualitySummaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Processing-time bounds, start inclusive, end exclusive; unset: open."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualitySummaryRequest: _TypeAlias = QualitySummaryRequest  # noqa: Y015
+
+@_typing.final
+class QualityIssue(_message.Message):
+    """Refused events of one kind, for one field."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_CLASS_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    error_class: _builtins.str
+    """missing_field, wrong_type, out_of_range, unknown_category, not_finite,
+    bad_timestamp, oversize, unknown_field, ...
+    """
+    field: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        error_class: _builtins.str = ...,
+        field: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "error_class", b"error_class", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityIssue: _TypeAlias = QualityIssue  # noqa: Y015
+
+@_typing.final
+class QualitySummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    LABELS_ATTACHED_FIELD_NUMBER: _builtins.int
+    ISSUES_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    accepted: _builtins.int
+    """Events stored as new rows."""
+    duplicates: _builtins.int
+    """Events whose id was already stored (acknowledged, not stored again)."""
+    rejected: _builtins.int
+    """Events refused, in total and by reason and field (issues)."""
+    labels_attached: _builtins.int
+    """Labels attached to earlier events."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def issues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityIssue]: ...
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        accepted: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        labels_attached: _builtins.int = ...,
+        issues: _abc.Iterable[Global___QualityIssue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "dataset", b"dataset", "duplicates", b"duplicates", "end_time", b"end_time", "issues", b"issues", "labels_attached", b"labels_attached", "rejected", b"rejected", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualitySummary: _TypeAlias = QualitySummary  # noqa: Y015

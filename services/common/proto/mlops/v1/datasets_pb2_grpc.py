@@ -44,10 +44,20 @@ class DatasetServiceStub:
                 request_serializer=mlops_dot_v1_dot_datasets__pb2.GetSchemaRequest.SerializeToString,
                 response_deserializer=mlops_dot_v1_dot_datasets__pb2.DatasetSchema.FromString,
                 _registered_method=True)
+        self.ListSchemas = channel.unary_unary(
+                '/mlops.v1.DatasetService/ListSchemas',
+                request_serializer=mlops_dot_v1_dot_datasets__pb2.ListSchemasRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_datasets__pb2.ListSchemasResponse.FromString,
+                _registered_method=True)
         self.ReadWindow = channel.unary_stream(
                 '/mlops.v1.DatasetService/ReadWindow',
                 request_serializer=mlops_dot_v1_dot_datasets__pb2.ReadWindowRequest.SerializeToString,
                 response_deserializer=mlops_dot_v1_dot_datasets__pb2.WindowChunk.FromString,
+                _registered_method=True)
+        self.GetQualitySummary = channel.unary_unary(
+                '/mlops.v1.DatasetService/GetQualitySummary',
+                request_serializer=mlops_dot_v1_dot_datasets__pb2.QualitySummaryRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_datasets__pb2.QualitySummary.FromString,
                 _registered_method=True)
 
 
@@ -55,13 +65,22 @@ class DatasetServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def RegisterSchema(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Registers a schema version (see DatasetSchema.version for the rules).
+        Scope: write.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSchema(self, request, context):
-        """Latest version when version is 0.
+        """Latest version when version is 0. Scope: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchemas(self, request, context):
+        """The latest version of every dataset's schema, by name. Scope: read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,7 +88,14 @@ class DatasetServiceServicer:
 
     def ReadWindow(self, request, context):
         """Rows of a window in time order, in chunks; the last message carries the
-        materialized window (content hash, row count, resolved bounds).
+        materialized window (content hash, row count, resolved bounds). Scope: read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQualitySummary(self, request, context):
+        """What became of the events of a dataset in a time window. Scope: read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -88,10 +114,20 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     request_deserializer=mlops_dot_v1_dot_datasets__pb2.GetSchemaRequest.FromString,
                     response_serializer=mlops_dot_v1_dot_datasets__pb2.DatasetSchema.SerializeToString,
             ),
+            'ListSchemas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchemas,
+                    request_deserializer=mlops_dot_v1_dot_datasets__pb2.ListSchemasRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_datasets__pb2.ListSchemasResponse.SerializeToString,
+            ),
             'ReadWindow': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadWindow,
                     request_deserializer=mlops_dot_v1_dot_datasets__pb2.ReadWindowRequest.FromString,
                     response_serializer=mlops_dot_v1_dot_datasets__pb2.WindowChunk.SerializeToString,
+            ),
+            'GetQualitySummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQualitySummary,
+                    request_deserializer=mlops_dot_v1_dot_datasets__pb2.QualitySummaryRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_datasets__pb2.QualitySummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -159,6 +195,33 @@ class DatasetService:
             _registered_method=True)
 
     @staticmethod
+    def ListSchemas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.DatasetService/ListSchemas',
+            mlops_dot_v1_dot_datasets__pb2.ListSchemasRequest.SerializeToString,
+            mlops_dot_v1_dot_datasets__pb2.ListSchemasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ReadWindow(request,
             target,
             options=(),
@@ -175,6 +238,33 @@ class DatasetService:
             '/mlops.v1.DatasetService/ReadWindow',
             mlops_dot_v1_dot_datasets__pb2.ReadWindowRequest.SerializeToString,
             mlops_dot_v1_dot_datasets__pb2.WindowChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQualitySummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.DatasetService/GetQualitySummary',
+            mlops_dot_v1_dot_datasets__pb2.QualitySummaryRequest.SerializeToString,
+            mlops_dot_v1_dot_datasets__pb2.QualitySummary.FromString,
             options,
             channel_credentials,
             insecure,

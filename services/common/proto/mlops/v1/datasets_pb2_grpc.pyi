@@ -34,23 +34,37 @@ class DatasetServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DatasetServiceAsyncStub: ...
     RegisterSchema: _grpc.UnaryUnaryMultiCallable[_datasets_pb2.RegisterSchemaRequest, _datasets_pb2.DatasetSchema]
+    """Registers a schema version (see DatasetSchema.version for the rules).
+    Scope: write.
+    """
     GetSchema: _grpc.UnaryUnaryMultiCallable[_datasets_pb2.GetSchemaRequest, _datasets_pb2.DatasetSchema]
-    """Latest version when version is 0."""
+    """Latest version when version is 0. Scope: read."""
+    ListSchemas: _grpc.UnaryUnaryMultiCallable[_datasets_pb2.ListSchemasRequest, _datasets_pb2.ListSchemasResponse]
+    """The latest version of every dataset's schema, by name. Scope: read."""
     ReadWindow: _grpc.UnaryStreamMultiCallable[_datasets_pb2.ReadWindowRequest, _datasets_pb2.WindowChunk]
     """Rows of a window in time order, in chunks; the last message carries the
-    materialized window (content hash, row count, resolved bounds).
+    materialized window (content hash, row count, resolved bounds). Scope: read.
     """
+    GetQualitySummary: _grpc.UnaryUnaryMultiCallable[_datasets_pb2.QualitySummaryRequest, _datasets_pb2.QualitySummary]
+    """What became of the events of a dataset in a time window. Scope: read."""
 
 @_typing.type_check_only
 class DatasetServiceAsyncStub(DatasetServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterSchema: _aio.UnaryUnaryMultiCallable[_datasets_pb2.RegisterSchemaRequest, _datasets_pb2.DatasetSchema]  # type: ignore[assignment]
+    """Registers a schema version (see DatasetSchema.version for the rules).
+    Scope: write.
+    """
     GetSchema: _aio.UnaryUnaryMultiCallable[_datasets_pb2.GetSchemaRequest, _datasets_pb2.DatasetSchema]  # type: ignore[assignment]
-    """Latest version when version is 0."""
+    """Latest version when version is 0. Scope: read."""
+    ListSchemas: _aio.UnaryUnaryMultiCallable[_datasets_pb2.ListSchemasRequest, _datasets_pb2.ListSchemasResponse]  # type: ignore[assignment]
+    """The latest version of every dataset's schema, by name. Scope: read."""
     ReadWindow: _aio.UnaryStreamMultiCallable[_datasets_pb2.ReadWindowRequest, _datasets_pb2.WindowChunk]  # type: ignore[assignment]
     """Rows of a window in time order, in chunks; the last message carries the
-    materialized window (content hash, row count, resolved bounds).
+    materialized window (content hash, row count, resolved bounds). Scope: read.
     """
+    GetQualitySummary: _aio.UnaryUnaryMultiCallable[_datasets_pb2.QualitySummaryRequest, _datasets_pb2.QualitySummary]  # type: ignore[assignment]
+    """What became of the events of a dataset in a time window. Scope: read."""
 
 class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -58,7 +72,10 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _datasets_pb2.RegisterSchemaRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_datasets_pb2.DatasetSchema, _abc.Awaitable[_datasets_pb2.DatasetSchema]]: ...
+    ) -> _typing.Union[_datasets_pb2.DatasetSchema, _abc.Awaitable[_datasets_pb2.DatasetSchema]]:
+        """Registers a schema version (see DatasetSchema.version for the rules).
+        Scope: write.
+        """
 
     @_abc_1.abstractmethod
     def GetSchema(
@@ -66,7 +83,15 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _datasets_pb2.GetSchemaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_datasets_pb2.DatasetSchema, _abc.Awaitable[_datasets_pb2.DatasetSchema]]:
-        """Latest version when version is 0."""
+        """Latest version when version is 0. Scope: read."""
+
+    @_abc_1.abstractmethod
+    def ListSchemas(
+        self,
+        request: _datasets_pb2.ListSchemasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_datasets_pb2.ListSchemasResponse, _abc.Awaitable[_datasets_pb2.ListSchemasResponse]]:
+        """The latest version of every dataset's schema, by name. Scope: read."""
 
     @_abc_1.abstractmethod
     def ReadWindow(
@@ -75,7 +100,15 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_datasets_pb2.WindowChunk], _abc.AsyncIterator[_datasets_pb2.WindowChunk]]:
         """Rows of a window in time order, in chunks; the last message carries the
-        materialized window (content hash, row count, resolved bounds).
+        materialized window (content hash, row count, resolved bounds). Scope: read.
         """
+
+    @_abc_1.abstractmethod
+    def GetQualitySummary(
+        self,
+        request: _datasets_pb2.QualitySummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_datasets_pb2.QualitySummary, _abc.Awaitable[_datasets_pb2.QualitySummary]]:
+        """What became of the events of a dataset in a time window. Scope: read."""
 
 def add_DatasetServiceServicer_to_server(servicer: DatasetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
