@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import datasets, demo, drift, models
+from services.cli import datasets, demo, drift, lifecycle, models
+from services.cli.output import EXIT_CODES_HELP
 
 app = typer.Typer(
     name="mlops",
-    help="Operate the MLOps platform: the local stack, the closed-loop demo, models, datasets and drift.",
+    help="Operate the MLOps platform: the local stack, the closed-loop demo, models, datasets and drift.\n\n"
+    "Commands find the platform through MLOPS_* variables (MLOPS_TOKEN, addresses), else the local "
+    "stack `mlops up` runs, else the default ports.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
+app.command("up", rich_help_panel="Local stack")(lifecycle.up)
+app.command("down", rich_help_panel="Local stack")(lifecycle.down)
+app.command("status", rich_help_panel="Local stack")(lifecycle.status)
+app.command("demo", rich_help_panel="Local stack")(demo.demo)
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")
-app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -1,0 +1,580 @@
+"""The local stack: the embedded broker and database plus the five services, each its own
+process on loopback, supervised from one place.
+
+``mlops up`` runs it on the default ports until Ctrl-C; the demo and the end-to-end tests
+run it on free ports. Everything it starts is a child in its own process group that dies
+with its parent, and :meth:`LocalStack.stop` stops services before the infrastructure they
+need, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.auth import Scope, mint_token
+from services.common.events import Topics
+from services.common.kafka import ensure_topics
+from services.common.localstack import (
+    ManagedProcess,
+    free_port,
+    port_open,
+    start_kafka,
+    start_mongo,
+    start_process,
+)
+
+HOST = "127.0.0.1"
+STATE_FILE = "stack.json"
+INFRA = ("kafka", "mongodb")
+ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer")
+"""Every service, in start order: a service starts after the ones it calls."""
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """Where each component of the stack listens on loopback."""
+
+    kafka: int
+    mongodb: int
+    registry_grpc: int
+    registry_http: int
+    serving_grpc: int
+    serving_http: int
+    ingest_grpc: int
+    ingest_http: int
+    monitor_http: int
+    trainer_http: int
+
+    @classmethod
+    def defaults(cls) -> StackPorts:
+        """The documented default ports (as Triton and KServe use for serving)."""
+        return cls(
+            kafka=9092,
+            mongodb=27017,
+            registry_grpc=50051,
+            registry_http=8080,
+            serving_grpc=8001,
+            serving_http=8000,
+            ingest_grpc=50052,
+            ingest_http=8081,
+            monitor_http=8082,
+            trainer_http=8083,
+        )
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        """Ports free on loopback right now, all distinct (for tests and ``mlops up --free-ports``)."""
+        chosen: set[int] = set()
+        while len(chosen) < len(dataclasses.fields(cls)):
+            chosen.add(free_port())
+        return cls(*sorted(chosen))
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def replace(self, overrides: Mapping[str, int]) -> StackPorts:
+        """These ports with some replaced by name (``{"serving_grpc": 9001}``)."""
+        unknown = set(overrides) - set(self.as_dict())
+        if unknown:
+            raise ValueError(f"unknown port name(s) {sorted(unknown)}; known: {', '.join(self.as_dict())}")
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How the stack runs and checks one service."""
+
+    name: str
+    grpc_port: str | None
+    """The :class:`StackPorts` field of its gRPC port, if it has one."""
+    http_port: str
+    """The :class:`StackPorts` field of its HTTP port (health and metrics at least)."""
+    health: Literal["grpc", "http"]
+    """Which port answers readiness: the gRPC health protocol or ``/health/ready``."""
+    after: tuple[str, ...] = ()
+    """Services it calls, which start first."""
+
+
+SERVICES: dict[str, ServiceSpec] = {
+    spec.name: spec
+    for spec in (
+        ServiceSpec("registry", "registry_grpc", "registry_http", "grpc"),
+        ServiceSpec("ingest", "ingest_grpc", "ingest_http", "grpc"),
+        ServiceSpec("monitor", None, "monitor_http", "http"),
+        ServiceSpec("serving", "serving_grpc", "serving_http", "grpc", after=("registry",)),
+        ServiceSpec("trainer", None, "trainer_http", "http", after=("registry", "ingest")),
+    )
+}
+
+
+def available_services() -> tuple[str, ...]:
+    """The services that can run here (their package has a ``__main__``), in start order."""
+    return tuple(
+        name
+        for name in ALL_SERVICES
+        if importlib.util.find_spec(f"services.{name}") is not None
+        and importlib.util.find_spec(f"services.{name}.__main__") is not None
+    )
+
+
+class StackError(RuntimeError):
+    """The stack could not start (or restart) a component; the message carries its log tail."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Health checks, shared by the stack's start-up and by ``mlops status``.
+
+
+@dataclass(frozen=True)
+class Health:
+    component: str
+    endpoint: str
+    healthy: bool
+    detail: str
+
+
+def check_grpc_health(address: str, timeout: float = 1.0, service: str = "") -> tuple[bool, str]:
+    """The standard gRPC health protocol: SERVING or why not."""
+    host, _, port = address.rpartition(":")
+    if not port_open(int(port), host or HOST):
+        return False, "connection refused"
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            return False, f"{exc.code().name}: {exc.details()}"
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return reply.status == health_pb2.HealthCheckResponse.SERVING, status
+
+
+def check_http_health(url: str, timeout: float = 1.0) -> tuple[bool, str]:
+    """An HTTP readiness route: 200 or why not."""
+    parsed = httpx.URL(url)
+    if not port_open(parsed.port or 80, parsed.host):
+        return False, "connection refused"
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return False, type(exc).__name__
+    return response.status_code == 200, f"HTTP {response.status_code}"
+
+
+def check_kafka(bootstrap: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """A metadata round trip with the broker, not just an open port."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def topics() -> int:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="mlops-status", request_timeout_ms=int(timeout * 1000)
+        )
+        await admin.start()
+        try:
+            return len(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if not port_open(int(port), host or HOST):
+        return False, "connection refused"
+    try:
+        count = asyncio.run(asyncio.wait_for(topics(), timeout))
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, f"{count} topics"
+
+
+def check_mongodb(uri: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """A ``ping`` command, not just an open port."""
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+    from pymongo.uri_parser import parse_uri
+
+    host, port = parse_uri(uri)["nodelist"][0]
+    if not port_open(port, host):
+        return False, "connection refused"
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000))
+    try:
+        client.admin.command("ping")
+        return True, f"MongoDB {client.server_info().get('version', '?')}"
+    except PyMongoError as exc:
+        return False, type(exc).__name__
+    finally:
+        client.close()
+
+
+def check_component(name: str, ports: StackPorts, host: str = HOST, timeout: float = 1.0) -> Health:
+    """Health of one component of a stack listening on ``host`` at ``ports``."""
+    if name == "kafka":
+        endpoint = f"{host}:{ports.kafka}"
+        return Health(name, endpoint, *check_kafka(endpoint, timeout=max(timeout, 3.0)))
+    if name == "mongodb":
+        endpoint = f"mongodb://{host}:{ports.mongodb}"
+        return Health(name, endpoint, *check_mongodb(endpoint, timeout=max(timeout, 3.0)))
+    spec = SERVICES[name]
+    if spec.health == "grpc":
+        assert spec.grpc_port is not None
+        endpoint = f"{host}:{getattr(ports, spec.grpc_port)}"
+        return Health(name, endpoint, *check_grpc_health(endpoint, timeout))
+    endpoint = f"http://{host}:{getattr(ports, spec.http_port)}/health/ready"
+    return Health(name, endpoint, *check_http_health(endpoint, timeout))
+
+
+# ---------------------------------------------------------------------------------------------
+# The stack's state file, read by ``mlops down``/``status``/``demo`` to find a running stack.
+
+
+@dataclass(frozen=True)
+class StackState:
+    """What ``mlops up`` writes to ``<workdir>/stack.json`` (mode 0600: it holds a token)."""
+
+    pid: int
+    """The supervising ``mlops up`` process."""
+    ports: StackPorts
+    pids: dict[str, int]
+    services: list[str]
+    token: str
+    """An admin token for this stack."""
+    auth_secret: str
+    topic_prefix: str
+    started_at: str
+    workdir: str
+
+    def save(self, path: Path) -> None:
+        """Write atomically, readable by the owner only."""
+        payload = dataclasses.asdict(self)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> StackState:
+        data = json.loads(path.read_text())
+        data["ports"] = StackPorts(**data["ports"])
+        return cls(**data)
+
+    def supervisor_alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def running_stack(workdir: Path) -> StackState | None:
+    """The stack ``mlops up`` is running from ``workdir``, if one is."""
+    path = workdir / STATE_FILE
+    try:
+        state = StackState.load(path)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return state if state.supervisor_alive() else None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class LocalStack:
+    """The embedded broker and database and the platform's services as child processes.
+
+    Parameters
+    ----------
+    workdir
+        Holds the database files (``mongodb/``) and one log per component (``logs/<name>.log``).
+    ports
+        Where everything listens: :meth:`StackPorts.defaults` or :meth:`StackPorts.free`.
+    auth_secret
+        The token-signing secret; a random one when not given.
+    env
+        Extra environment for every service (``SERVING_MAX_BATCH_SIZE=...``); it wins over
+        what the stack sets.
+    services
+        Which services to run, a subset of :data:`ALL_SERVICES`.
+    topic_prefix
+        Prefix of every topic.
+    mongo_sync_on_commit
+        Make every database commit durable before it is acknowledged, for tests that kill
+        the database.
+
+    Examples
+    --------
+    >>> with LocalStack(Path("/tmp/stack"), StackPorts.free()) as stack:  # doctest: +SKIP
+    ...     token = stack.admin_token
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        ports: StackPorts,
+        *,
+        auth_secret: str | None = None,
+        env: Mapping[str, str] | None = None,
+        services: Sequence[str] = ALL_SERVICES,
+        topic_prefix: str = "mlops",
+        mongo_sync_on_commit: bool = False,
+    ):
+        unknown = [s for s in services if s not in SERVICES]
+        if unknown:
+            raise ValueError(f"unknown service(s) {unknown}; known: {', '.join(ALL_SERVICES)}")
+        self.workdir = Path(workdir)
+        self.ports = ports
+        self.auth_secret = auth_secret or secrets.token_urlsafe(48)
+        self.artifact_signing_key = secrets.token_urlsafe(48)
+        self.admin_token = mint_token(self.auth_secret, "local-admin", [Scope.ADMIN])
+        self.topic_prefix = topic_prefix
+        self.topics = Topics(topic_prefix)
+        self.services = [s for s in ALL_SERVICES if s in services]
+        self.processes: dict[str, ManagedProcess] = {}
+        self._extra_env = dict(env or {})
+        self._mongo_sync_on_commit = mongo_sync_on_commit
+        self.started_at: datetime | None = None
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{HOST}:{self.ports.kafka}"
+
+    @property
+    def mongodb_uri(self) -> str:
+        return f"mongodb://{HOST}:{self.ports.mongodb}"
+
+    def grpc_address(self, service: str) -> str:
+        port_field = SERVICES[service].grpc_port
+        if port_field is None:
+            raise ValueError(f"{service} has no gRPC port")
+        return f"{HOST}:{getattr(self.ports, port_field)}"
+
+    def http_url(self, service: str) -> str:
+        return f"http://{HOST}:{getattr(self.ports, SERVICES[service].http_port)}"
+
+    def log_path(self, component: str) -> Path:
+        return self.workdir / "logs" / f"{component}.log"
+
+    def env_for(self, service: str) -> dict[str, str]:
+        """The environment the stack gives ``service`` (on top of its own process environment)."""
+        spec = SERVICES[service]
+        prefix = service.upper()
+        env = {
+            "MLOPS_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "MLOPS_MONGODB_URI": self.mongodb_uri,
+            "MLOPS_MONGODB_DATABASE": "mlops",
+            "MLOPS_TOPIC_PREFIX": self.topic_prefix,
+            "MLOPS_AUTH_SECRET": self.auth_secret,
+            "MLOPS_ARTIFACT_SIGNING_KEY": self.artifact_signing_key,
+            "MLOPS_REGISTRY_ADDRESS": self.grpc_address("registry"),
+            "MLOPS_DATASETS_ADDRESS": self.grpc_address("ingest"),
+            "MLOPS_LOG_FORMAT": "json",
+            f"{prefix}_HOST": HOST,
+            f"{prefix}_HTTP_PORT": str(getattr(self.ports, spec.http_port)),
+        }
+        if spec.grpc_port is not None:
+            env[f"{prefix}_GRPC_PORT"] = str(getattr(self.ports, spec.grpc_port))
+        env.update(self._extra_env)
+        return env
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60) -> None:
+        """Start the broker and database, create the topics, then the services in dependency
+        order, each tier once the one before is healthy. On any failure everything started
+        is stopped again and :class:`StackError` says which component failed and why."""
+        deadline = time.monotonic() + timeout
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_kafka(deadline)
+            self._start_mongodb(deadline)
+            for tier in self._tiers():
+                for service in tier:
+                    self._spawn(service)
+                self._wait_healthy(tier, deadline)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_at = datetime.now(UTC)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every service at once, SIGKILL what is left after ``grace``; then the
+        database and the broker. Safe to call twice."""
+        services = [p for name, p in self.processes.items() if name not in INFRA]
+        for process in services:
+            if process.alive():
+                process.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in services:
+            process.stop(timeout=max(0.1, deadline - time.monotonic()))
+        for name in ("mongodb", "kafka"):
+            if name in self.processes:
+                self.processes[name].stop(timeout=grace)
+        self.processes.clear()
+
+    def kill(self, component: str) -> None:
+        """SIGKILL one component (a service, ``kafka`` or ``mongodb``), for fault tests."""
+        self.processes[component].kill()
+
+    def restart(self, component: str, timeout: float = 60) -> None:
+        """Stop ``component`` if it runs, start it again on the same ports, and wait until
+        it is healthy. Restarting ``kafka`` re-creates the topics (its storage is memory)."""
+        deadline = time.monotonic() + timeout
+        if component in self.processes:
+            self.processes.pop(component).stop()
+        if component == "kafka":
+            self._start_kafka(deadline)
+        elif component == "mongodb":
+            self._start_mongodb(deadline)
+        elif component in self.services:
+            self._spawn(component)
+            self._wait_healthy([component], deadline)
+        else:
+            raise ValueError(f"{component!r} is not part of this stack")
+
+    def health(self, timeout: float = 1.0) -> list[Health]:
+        return [check_component(c, self.ports, timeout=timeout) for c in (*INFRA, *self.services)]
+
+    def state(self, supervisor_pid: int | None = None) -> StackState:
+        return StackState(
+            pid=supervisor_pid if supervisor_pid is not None else os.getpid(),
+            ports=self.ports,
+            pids={name: p.pid for name, p in self.processes.items()},
+            services=list(self.services),
+            token=self.admin_token,
+            auth_secret=self.auth_secret,
+            topic_prefix=self.topic_prefix,
+            started_at=(self.started_at or datetime.now(UTC)).isoformat(),
+            workdir=str(self.workdir.resolve()),
+        )
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _tiers(self) -> Iterator[list[str]]:
+        started: set[str] = set()
+        pending = list(self.services)
+        while pending:
+            tier = [s for s in pending if all(d in started or d not in pending for d in SERVICES[s].after)]
+            if not tier:
+                raise StackError(f"dependency cycle among {pending}")
+            yield tier
+            started.update(tier)
+            pending = [s for s in pending if s not in tier]
+
+    def _start_kafka(self, deadline: float) -> None:
+        try:
+            self.processes["kafka"] = start_kafka(
+                self.ports.kafka, log_path=self.log_path("kafka"), timeout=_left(deadline)
+            )
+            asyncio.run(ensure_topics(self.kafka_bootstrap, self.topics.all()))
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            raise StackError(f"kafka failed to start on port {self.ports.kafka}: {exc}") from exc
+
+    def _start_mongodb(self, deadline: float) -> None:
+        try:
+            self.processes["mongodb"] = start_mongo(
+                self.ports.mongodb,
+                self.workdir / "mongodb",
+                sync_on_commit=self._mongo_sync_on_commit,
+                log_path=self.log_path("mongodb"),
+                timeout=_left(deadline),
+            )
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            raise StackError(f"mongodb failed to start on port {self.ports.mongodb}: {exc}") from exc
+
+    def _spawn(self, service: str) -> None:
+        env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **os.environ, **self.env_for(service)}
+        process = start_process(
+            service,
+            [sys.executable, "-m", f"services.{service}"],
+            env=env,
+            log_path=self.log_path(service),
+        )
+        spec = SERVICES[service]
+        process.ports["http"] = getattr(self.ports, spec.http_port)
+        if spec.grpc_port is not None:
+            process.ports["grpc"] = getattr(self.ports, spec.grpc_port)
+        self.processes[service] = process
+
+    def _wait_healthy(self, services: Sequence[str], deadline: float) -> None:
+        pending = list(services)
+        last: dict[str, str] = {}
+        while pending:
+            for service in list(pending):
+                process = self.processes[service]
+                if not process.alive():
+                    raise StackError(
+                        f"{service} exited with code {process.popen.returncode} during start-up; "
+                        f"log {process.log_path}:\n{process.log_tail()}"
+                    )
+                health = check_component(service, self.ports, timeout=0.5)
+                last[service] = health.detail
+                if health.healthy:
+                    pending.remove(service)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                service = pending[0]
+                process = self.processes[service]
+                raise StackError(
+                    f"{service} not healthy in time (last check: {last.get(service)}); "
+                    f"log {process.log_path}:\n{process.log_tail()}"
+                )
+            time.sleep(0.1)
+
+
+def _left(deadline: float) -> float:
+    return max(1.0, deadline - time.monotonic())
+
+
+@contextlib.contextmanager
+def signals_as_exit(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Turn ``signals`` into :class:`KeyboardInterrupt` in the main thread, so ``try/finally``
+    blocks clean up whichever signal stops the process."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous: dict[int, Callable[..., Any] | int | None] = {}
+    for sig in signals:
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
