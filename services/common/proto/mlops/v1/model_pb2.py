@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14mlops/v1/model.proto\x12\x08mlops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0cnumber_value\x18\x01 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\x9f\x01\n\nDataWindow\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08max_rows\x18\x04 \x01(\x03\x12\x10\n\x08min_rows\x18\x05 \x01(\x03\"}\n\x12MaterializedWindow\x12$\n\x06window\x18\x01 \x01(\x0b\x32\x14.mlops.v1.DataWindow\x12\x16\n\x0e\x63ontent_sha256\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12\x16\n\x0eschema_version\x18\x04 \x01(\x05\"O\n\rEstimatorSpec\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\x12\x19\n\x11search_space_json\x18\x03 \x01(\t\"{\n\x05Gates\x12\x12\n\nmin_metric\x18\x01 \x01(\x01\x12\x16\n\x0emax_regression\x18\x02 \x01(\x01\x12\x17\n\x0fmin_improvement\x18\x03 \x01(\x01\x12\x16\n\x0emax_noise_drop\x18\x04 \x01(\x01\x12\x15\n\rmax_slice_gap\x18\x05 \x01(\x01\"\xe6\x02\n\tModelSpec\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x1c\n\x04task\x18\x06 \x01(\x0e\x32\x0e.mlops.v1.Task\x12+\n\nestimators\x18\x07 \x03(\x0b\x32\x17.mlops.v1.EstimatorSpec\x12\x0e\n\x06metric\x18\x08 \x01(\t\x12\x1b\n\x13time_budget_seconds\x18\t \x01(\x01\x12$\n\x06window\x18\n \x01(\x0b\x32\x14.mlops.v1.DataWindow\x12\x1e\n\x05gates\x18\x0b \x01(\x0b\x32\x0f.mlops.v1.Gates\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x18\n\x10holdout_fraction\x18\r \x01(\x01\x12\x14\n\x0cspec_version\x18\x0e \x01(\x05\"\\\n\nGateResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"N\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x11\n\tallow_nan\x18\x04 \x01(\x08\"\x9e\x01\n\tSignature\x12$\n\x06inputs\x18\x01 \x03(\x0b\x32\x14.mlops.v1.TensorSpec\x12%\n\x07outputs\x18\x02 \x03(\x0b\x32\x14.mlops.v1.TensorSpec\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12\x1c\n\x04task\x18\x05 \x01(\x0e\x32\x0e.mlops.v1.Task\"\xa0\x02\n\x07Lineage\x12*\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x1c.mlops.v1.MaterializedWindow\x12\x14\n\x0c\x63ode_version\x18\x02 \x01(\t\x12@\n\x10package_versions\x18\x03 \x03(\x0b\x32&.mlops.v1.Lineage.PackageVersionsEntry\x12\x16\n\x0eparent_version\x18\x04 \x01(\x03\x12\x18\n\x10train_request_id\x18\x05 \x01(\t\x12\x0f\n\x07trigger\x18\x06 \x01(\t\x12\x16\n\x0e\x64rift_event_id\x18\x07 \x01(\t\x1a\x36\n\x14PackageVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*J\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_CLASSIFICATION\x10\x01\x12\x13\n\x0fTASK_REGRESSION\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14mlops/v1/model.proto\x12\x08mlops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0cnumber_value\x18\x01 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\x9f\x01\n\nDataWindow\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08max_rows\x18\x04 \x01(\x03\x12\x10\n\x08min_rows\x18\x05 \x01(\x03\"}\n\x12MaterializedWindow\x12$\n\x06window\x18\x01 \x01(\x0b\x32\x14.mlops.v1.DataWindow\x12\x16\n\x0e\x63ontent_sha256\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12\x16\n\x0eschema_version\x18\x04 \x01(\x05\"O\n\rEstimatorSpec\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\x12\x19\n\x11search_space_json\x18\x03 \x01(\t\"\x95\x01\n\x05Gates\x12\x12\n\nmin_metric\x18\x01 \x01(\x01\x12\x16\n\x0emax_regression\x18\x02 \x01(\x01\x12\x17\n\x0fmin_improvement\x18\x03 \x01(\x01\x12\x16\n\x0emax_noise_drop\x18\x04 \x01(\x01\x12\x15\n\rmax_slice_gap\x18\x05 \x01(\x01\x12\x18\n\x10max_missing_drop\x18\x06 \x01(\x01\"\xe6\x02\n\tModelSpec\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x1c\n\x04task\x18\x06 \x01(\x0e\x32\x0e.mlops.v1.Task\x12+\n\nestimators\x18\x07 \x03(\x0b\x32\x17.mlops.v1.EstimatorSpec\x12\x0e\n\x06metric\x18\x08 \x01(\t\x12\x1b\n\x13time_budget_seconds\x18\t \x01(\x01\x12$\n\x06window\x18\n \x01(\x0b\x32\x14.mlops.v1.DataWindow\x12\x1e\n\x05gates\x18\x0b \x01(\x0b\x32\x0f.mlops.v1.Gates\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x18\n\x10holdout_fraction\x18\r \x01(\x01\x12\x14\n\x0cspec_version\x18\x0e \x01(\x05\"\\\n\nGateResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"N\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x11\n\tallow_nan\x18\x04 \x01(\x08\"\x9e\x01\n\tSignature\x12$\n\x06inputs\x18\x01 \x03(\x0b\x32\x14.mlops.v1.TensorSpec\x12%\n\x07outputs\x18\x02 \x03(\x0b\x32\x14.mlops.v1.TensorSpec\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12\x1c\n\x04task\x18\x05 \x01(\x0e\x32\x0e.mlops.v1.Task\"\xa0\x02\n\x07Lineage\x12*\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x1c.mlops.v1.MaterializedWindow\x12\x14\n\x0c\x63ode_version\x18\x02 \x01(\t\x12@\n\x10package_versions\x18\x03 \x03(\x0b\x32&.mlops.v1.Lineage.PackageVersionsEntry\x12\x16\n\x0eparent_version\x18\x04 \x01(\x03\x12\x18\n\x10train_request_id\x18\x05 \x01(\t\x12\x0f\n\x07trigger\x18\x06 \x01(\t\x12\x16\n\x0e\x64rift_event_id\x18\x07 \x01(\t\x1a\x36\n\x14PackageVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*J\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_CLASSIFICATION\x10\x01\x12\x13\n\x0fTASK_REGRESSION\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LINEAGE_PACKAGEVERSIONSENTRY']._loaded_options = None
   _globals['_LINEAGE_PACKAGEVERSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_TASK']._serialized_start=1643
-  _globals['_TASK']._serialized_end=1717
+  _globals['_TASK']._serialized_start=1670
+  _globals['_TASK']._serialized_end=1744
   _globals['_FEATUREVALUE']._serialized_start=67
   _globals['_FEATUREVALUE']._serialized_end=159
   _globals['_DATAWINDOW']._serialized_start=162
@@ -44,18 +44,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MATERIALIZEDWINDOW']._serialized_end=448
   _globals['_ESTIMATORSPEC']._serialized_start=450
   _globals['_ESTIMATORSPEC']._serialized_end=529
-  _globals['_GATES']._serialized_start=531
-  _globals['_GATES']._serialized_end=654
-  _globals['_MODELSPEC']._serialized_start=657
-  _globals['_MODELSPEC']._serialized_end=1015
-  _globals['_GATERESULT']._serialized_start=1017
-  _globals['_GATERESULT']._serialized_end=1109
-  _globals['_TENSORSPEC']._serialized_start=1111
-  _globals['_TENSORSPEC']._serialized_end=1189
-  _globals['_SIGNATURE']._serialized_start=1192
-  _globals['_SIGNATURE']._serialized_end=1350
-  _globals['_LINEAGE']._serialized_start=1353
-  _globals['_LINEAGE']._serialized_end=1641
-  _globals['_LINEAGE_PACKAGEVERSIONSENTRY']._serialized_start=1587
-  _globals['_LINEAGE_PACKAGEVERSIONSENTRY']._serialized_end=1641
+  _globals['_GATES']._serialized_start=532
+  _globals['_GATES']._serialized_end=681
+  _globals['_MODELSPEC']._serialized_start=684
+  _globals['_MODELSPEC']._serialized_end=1042
+  _globals['_GATERESULT']._serialized_start=1044
+  _globals['_GATERESULT']._serialized_end=1136
+  _globals['_TENSORSPEC']._serialized_start=1138
+  _globals['_TENSORSPEC']._serialized_end=1216
+  _globals['_SIGNATURE']._serialized_start=1219
+  _globals['_SIGNATURE']._serialized_end=1377
+  _globals['_LINEAGE']._serialized_start=1380
+  _globals['_LINEAGE']._serialized_end=1668
+  _globals['_LINEAGE_PACKAGEVERSIONSENTRY']._serialized_start=1614
+  _globals['_LINEAGE_PACKAGEVERSIONSENTRY']._serialized_end=1668
 # @@protoc_insertion_point(module_scope)

@@ -180,6 +180,7 @@ class Gates(_message.Message):
     MIN_IMPROVEMENT_FIELD_NUMBER: _builtins.int
     MAX_NOISE_DROP_FIELD_NUMBER: _builtins.int
     MAX_SLICE_GAP_FIELD_NUMBER: _builtins.int
+    MAX_MISSING_DROP_FIELD_NUMBER: _builtins.int
     min_metric: _builtins.float
     """Holdout metric floor."""
     max_regression: _builtins.float
@@ -190,6 +191,10 @@ class Gates(_message.Message):
     """Robustness: largest allowed metric drop under small input noise."""
     max_slice_gap: _builtins.float
     """Slices: largest allowed gap between the best and worst category."""
+    max_missing_drop: _builtins.float
+    """Robustness: largest allowed metric drop when any one feature is missing
+    (every row's value of that feature removed, the others kept).
+    """
     def __init__(
         self,
         *,
@@ -198,10 +203,11 @@ class Gates(_message.Message):
         min_improvement: _builtins.float = ...,
         max_noise_drop: _builtins.float = ...,
         max_slice_gap: _builtins.float = ...,
+        max_missing_drop: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_noise_drop", b"max_noise_drop", "max_regression", b"max_regression", "max_slice_gap", b"max_slice_gap", "min_improvement", b"min_improvement", "min_metric", b"min_metric"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_missing_drop", b"max_missing_drop", "max_noise_drop", b"max_noise_drop", "max_regression", b"max_regression", "max_slice_gap", b"max_slice_gap", "min_improvement", b"min_improvement", "min_metric", b"min_metric"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
