@@ -360,13 +360,18 @@ class ConsumerLoop:
                 metrics.KAFKA_CONSUMER_LAG.labels(self._group_id, tp.topic, str(tp.partition)).set(lag)
 
 
-async def ensure_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 4) -> None:
+async def ensure_topics(
+    bootstrap_servers: str, topics: Iterable[str], partitions: int = 4, replication_factor: int = 1
+) -> None:
     """Create the topics that do not exist yet (an existing topic is left as it is)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mlops-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in topics]
+        missing = [
+            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+            for name in topics
+        ]
         missing = [t for t in missing if t.name not in existing]
         if missing:
             try:
