@@ -1,0 +1,377 @@
+"""Async client of the registry's gRPC API.
+
+Usage::
+
+    async with RegistryClient("127.0.0.1:50051", credentials) as registry:
+        version, data = await registry.download_artifact("demo", alias="production")
+
+``token`` is called before every call, so :class:`~services.common.auth.ServiceCredentials`
+can renew it. Errors surface as :class:`grpc.aio.AioRpcError` with the registry's
+status code (NOT_FOUND, ABORTED for a lost compare-and-set, INVALID_ARGUMENT naming the
+field ...). Artifacts stream both ways in chunks; a download is checked against its
+SHA-256 and refused with :class:`~services.common.artifacts.DigestMismatch` on mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+
+import grpc
+
+from services.common.artifacts import DigestMismatch, sha256_hex
+from services.common.auth import bearer_metadata
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+
+Model = registry_pb2.Model
+ModelVersion = registry_pb2.ModelVersion
+VersionMetadata = registry_pb2.VersionMetadata
+AUTO = registry_pb2.PROMOTION_POLICY_AUTO
+MANUAL = registry_pb2.PROMOTION_POLICY_MANUAL
+
+DEFAULT_CHUNK_BYTES = 1024 * 1024
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+class RegistryClient:
+    """Typed calls to ``mlops.v1.RegistryService``; one channel per client."""
+
+    def __init__(
+        self,
+        address: str,
+        token: Callable[[], str],
+        *,
+        timeout: float = 30.0,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ):
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self._token = token
+        self._timeout = timeout
+        self._chunk_bytes = chunk_bytes
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def _metadata(self, request_id: str | None) -> tuple[tuple[str, str], ...]:
+        return bearer_metadata(self._token(), request_id)
+
+    # ------------------------------------------------------------------ models
+
+    async def create_model(
+        self,
+        name: str,
+        description: str = "",
+        policy: registry_pb2.PromotionPolicy.ValueType = AUTO,
+        tags: Mapping[str, str] | None = None,
+        exist_ok: bool = False,
+        *,
+        request_id: str | None = None,
+    ) -> Model:
+        """Create a model; with ``exist_ok`` an existing model of that name is returned as is."""
+        request = registry_pb2.CreateModelRequest(
+            name=name, description=description, tags=dict(tags or {}), promotion_policy=policy
+        )
+        try:
+            return await self._stub.CreateModel(
+                request, metadata=self._metadata(request_id), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exist_ok and exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return await self.get_model(name)
+            raise
+
+    async def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        set_tags: Mapping[str, str] | None = None,
+        remove_tags: list[str] | None = None,
+        policy: registry_pb2.PromotionPolicy.ValueType = registry_pb2.PROMOTION_POLICY_UNSPECIFIED,
+        request_id: str | None = None,
+    ) -> Model:
+        request = registry_pb2.UpdateModelRequest(
+            name=name, set_tags=dict(set_tags or {}), remove_tags=remove_tags or [], promotion_policy=policy
+        )
+        if description is not None:
+            request.description = description
+        return await self._stub.UpdateModel(
+            request, metadata=self._metadata(request_id), timeout=self._timeout
+        )
+
+    async def get_model(self, name: str) -> Model:
+        return await self._stub.GetModel(
+            registry_pb2.GetModelRequest(name=name), metadata=self._metadata(None), timeout=self._timeout
+        )
+
+    async def list_models(
+        self, alias: str = "", *, name_contains: str = "", tags: Mapping[str, str] | None = None
+    ) -> list[Model]:
+        """Every model (all pages), optionally only those with ``alias`` set."""
+        models: list[Model] = []
+        token = ""
+        while True:
+            response = await self._stub.ListModels(
+                registry_pb2.ListModelsRequest(
+                    alias=alias, name_contains=name_contains, tags=dict(tags or {}), page_token=token
+                ),
+                metadata=self._metadata(None),
+                timeout=self._timeout,
+            )
+            models += response.models
+            token = response.next_page_token
+            if not token:
+                return models
+
+    # ---------------------------------------------------------------- versions
+
+    async def create_version(
+        self, metadata: VersionMetadata, artifact: bytes, *, request_id: str | None = None
+    ) -> ModelVersion:
+        """Register a version, streaming ``artifact`` up in chunks.
+
+        ``metadata.artifact.sha256`` and ``size_bytes`` are filled in from ``artifact`` when
+        left empty; ``metadata.artifact.format`` (``skops`` or ``river-hmac``) must be set.
+        """
+        declared = VersionMetadata()
+        declared.CopyFrom(metadata)
+        if not declared.artifact.sha256:
+            declared.artifact.sha256 = sha256_hex(artifact)
+        if not declared.artifact.size_bytes:
+            declared.artifact.size_bytes = len(artifact)
+
+        async def messages() -> AsyncIterator[registry_pb2.CreateModelVersionRequest]:
+            yield registry_pb2.CreateModelVersionRequest(metadata=declared)
+            view = memoryview(artifact)
+            for start in range(0, len(artifact), self._chunk_bytes):
+                yield registry_pb2.CreateModelVersionRequest(
+                    chunk=bytes(view[start : start + self._chunk_bytes])
+                )
+
+        return await self._stub.CreateModelVersion(
+            messages(), metadata=self._metadata(request_id), timeout=max(self._timeout, 300.0)
+        )
+
+    async def get_version(self, name: str, version: int = 0, alias: str = "") -> ModelVersion:
+        """By number, or by alias when ``version`` is 0."""
+        return await self._stub.GetModelVersion(
+            registry_pb2.GetModelVersionRequest(model_name=name, version=version, alias=alias),
+            metadata=self._metadata(None),
+            timeout=self._timeout,
+        )
+
+    async def list_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of ``name``, newest first."""
+        versions: list[ModelVersion] = []
+        token = ""
+        while True:
+            response = await self._stub.ListModelVersions(
+                registry_pb2.ListModelVersionsRequest(model_name=name, page_token=token),
+                metadata=self._metadata(None),
+                timeout=self._timeout,
+            )
+            versions += response.versions
+            token = response.next_page_token
+            if not token:
+                return versions
+
+    async def search_versions(self, request: registry_pb2.SearchModelVersionsRequest) -> list[ModelVersion]:
+        """Every version matching ``request`` (all pages)."""
+        versions: list[ModelVersion] = []
+        query = registry_pb2.SearchModelVersionsRequest()
+        query.CopyFrom(request)
+        while True:
+            response = await self._stub.SearchModelVersions(
+                query, metadata=self._metadata(None), timeout=self._timeout
+            )
+            versions += response.versions
+            query.page_token = response.next_page_token
+            if not query.page_token:
+                return versions
+
+    async def download_artifact(
+        self, name: str, version: int = 0, alias: str = ""
+    ) -> tuple[ModelVersion, bytes]:
+        """The version (by number, or by alias when ``version`` is 0) and its artifact's
+        bytes, verified against the version's SHA-256 and size."""
+        resolved = await self.get_version(name, version, alias)
+        # Download the number resolved above, so a concurrent alias move cannot pair this
+        # version's metadata with another version's bytes.
+        call = self._stub.DownloadArtifact(
+            registry_pb2.DownloadArtifactRequest(model_name=name, version=resolved.version),
+            metadata=self._metadata(None),
+            timeout=max(self._timeout, 300.0),
+        )
+        digest = hashlib.sha256()
+        parts: list[bytes] = []
+        async for chunk in call:
+            digest.update(chunk.data)
+            parts.append(chunk.data)
+        data = b"".join(parts)
+        if not hmac.compare_digest(digest.hexdigest(), resolved.artifact.sha256):
+            raise DigestMismatch(resolved.artifact.sha256, digest.hexdigest())
+        if len(data) != resolved.artifact.size_bytes:
+            raise DigestMismatch(resolved.artifact.sha256, f"{digest.hexdigest()} ({len(data)} bytes)")
+        return resolved, data
+
+    # ----------------------------------------------------------------- aliases
+
+    async def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        expected_version: int = 0,
+        reason: str = "",
+        *,
+        request_id: str | None = None,
+    ) -> Model:
+        """Point ``alias`` at ``version``. ``expected_version``: 0 unconditionally, -1 only if
+        the alias is unset, N only if it points at N (otherwise ABORTED, nothing changed)."""
+        return await self._stub.SetAlias(
+            registry_pb2.SetAliasRequest(
+                model_name=name,
+                alias=alias,
+                version=version,
+                expected_version=expected_version,
+                reason=reason,
+            ),
+            metadata=self._metadata(request_id),
+            timeout=self._timeout,
+        )
+
+    async def delete_alias(
+        self, name: str, alias: str, expected_version: int = 0, *, request_id: str | None = None
+    ) -> Model:
+        return await self._stub.DeleteAlias(
+            registry_pb2.DeleteAliasRequest(model_name=name, alias=alias, expected_version=expected_version),
+            metadata=self._metadata(request_id),
+            timeout=self._timeout,
+        )
+
+    async def rollback(
+        self,
+        name: str,
+        alias: str = "production",
+        expected_version: int = 0,
+        reason: str = "",
+        *,
+        request_id: str | None = None,
+    ) -> registry_pb2.RollbackResponse:
+        return await self._stub.Rollback(
+            registry_pb2.RollbackRequest(
+                model_name=name, alias=alias, expected_version=expected_version, reason=reason
+            ),
+            metadata=self._metadata(request_id),
+            timeout=self._timeout,
+        )
+
+    async def alias_history(
+        self, name: str, alias: str = "", limit: int = 100
+    ) -> list[registry_pb2.AliasChange]:
+        """The latest ``limit`` alias changes of ``name``, newest first."""
+        response = await self._stub.ListAliasHistory(
+            registry_pb2.ListAliasHistoryRequest(model_name=name, alias=alias, page_size=limit),
+            metadata=self._metadata(None),
+            timeout=self._timeout,
+        )
+        return list(response.changes)
+
+    # -------------------------------------------------------- approvals, archive
+
+    async def approve(
+        self, name: str, version: int, comment: str = "", *, request_id: str | None = None
+    ) -> ModelVersion:
+        return await self._stub.ApproveVersion(
+            registry_pb2.ReviewVersionRequest(model_name=name, version=version, comment=comment),
+            metadata=self._metadata(request_id),
+            timeout=self._timeout,
+        )
+
+    async def reject(
+        self, name: str, version: int, comment: str, *, request_id: str | None = None
+    ) -> ModelVersion:
+        return await self._stub.RejectVersion(
+            registry_pb2.ReviewVersionRequest(model_name=name, version=version, comment=comment),
+            metadata=self._metadata(request_id),
+            timeout=self._timeout,
+        )
+
+    async def archive(
+        self, name: str, version: int, reason: str = "", *, request_id: str | None = None
+    ) -> ModelVersion:
+        return await self._stub.ArchiveVersion(
+            registry_pb2.ArchiveVersionRequest(model_name=name, version=version, reason=reason),
+            metadata=self._metadata(request_id),
+            timeout=self._timeout,
+        )
+
+    async def lineage(self, name: str, version: int = 0, alias: str = "") -> registry_pb2.LineageResponse:
+        return await self._stub.GetLineage(
+            registry_pb2.GetLineageRequest(model_name=name, version=version, alias=alias),
+            metadata=self._metadata(None),
+            timeout=self._timeout,
+        )
+
+    # ------------------------------------------------------------------- specs
+
+    async def put_spec(
+        self, spec: model_pb2.ModelSpec, *, request_id: str | None = None
+    ) -> model_pb2.ModelSpec:
+        """Store ``spec`` as the model's next spec version; returns it with ``spec_version`` set."""
+        return await self._stub.PutModelSpec(
+            registry_pb2.PutModelSpecRequest(spec=spec),
+            metadata=self._metadata(request_id),
+            timeout=self._timeout,
+        )
+
+    async def get_spec(self, name: str, spec_version: int = 0) -> model_pb2.ModelSpec:
+        """A spec by version, or the latest when ``spec_version`` is 0."""
+        return await self._stub.GetModelSpec(
+            registry_pb2.GetModelSpecRequest(model_name=name, spec_version=spec_version),
+            metadata=self._metadata(None),
+            timeout=self._timeout,
+        )
+
+    async def list_specs(self, name: str) -> list[model_pb2.ModelSpec]:
+        specs: list[model_pb2.ModelSpec] = []
+        token = ""
+        while True:
+            response = await self._stub.ListModelSpecs(
+                registry_pb2.ListModelSpecsRequest(model_name=name, page_token=token),
+                metadata=self._metadata(None),
+                timeout=self._timeout,
+            )
+            specs += response.specs
+            token = response.next_page_token
+            if not token:
+                return specs
+
+    # ------------------------------------------------------------------- audit
+
+    async def audit_log(
+        self, request: registry_pb2.ListAuditRecordsRequest | None = None
+    ) -> registry_pb2.ListAuditRecordsResponse:
+        """One page of the audit log (newest first); needs the admin scope."""
+        return await self._stub.ListAuditRecords(
+            request or registry_pb2.ListAuditRecordsRequest(),
+            metadata=self._metadata(None),
+            timeout=self._timeout,
+        )

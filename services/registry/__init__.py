@@ -1,0 +1,2 @@
+"""The model registry: the system of record for models, versions, aliases, artifacts,
+lineage, approvals and the audit log, over gRPC and a REST mirror."""

@@ -1,0 +1,138 @@
+"""Composition root: MongoDB, the artifact store, the outbox relay, the gRPC API and the
+REST mirror, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import Request
+from pymongo import AsyncMongoClient
+
+from services.common import mongo
+from services.common.auth import AuthError, AuthInterceptor, TokenVerifier
+from services.common.events import Topics
+from services.common.grpc_server import GrpcServer
+from services.common.http import HttpServer
+from services.common.logging import get_logger
+from services.common.mongo import Document
+from services.common.proto.mlops.v1 import registry_pb2_grpc
+from services.registry import grpc_api, http_api
+from services.registry.artifact_store import ArtifactStore
+from services.registry.outbox import OutboxRelay
+from services.registry.registry import Actor, Registry
+from services.registry.settings import RegistrySettings
+from services.registry.store import Store
+
+log = get_logger(__name__)
+
+# A version's metadata (signature, lineage, spec) must fit in one gRPC message; artifact
+# bytes stream in chunks far below this.
+MAX_GRPC_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+class RegistryApp:
+    """The registry service. After :meth:`start`, ``grpc_port`` and ``http_port`` are bound."""
+
+    def __init__(self, settings: RegistrySettings):
+        self.settings = settings
+        self.grpc_port = 0
+        self.http_port = 0
+        self.registry: Registry | None = None
+        self._client: AsyncMongoClient[Document] | None = None
+        self._relay: OutboxRelay | None = None
+        self._grpc: GrpcServer | None = None
+        self._http: HttpServer | None = None
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._client = mongo.create_client(settings, "mlops-registry")
+        store = Store(self._client, mongo.database(self._client, settings))
+        await store.ensure_indexes(settings.outbox_retention_seconds)
+        key = settings.artifact_signing_key
+        artifacts = ArtifactStore(
+            store.db,
+            chunk_bytes=settings.artifact_chunk_bytes,
+            signing_key=key.get_secret_value().encode() if key is not None else None,
+        )
+        self._relay = OutboxRelay(
+            store,
+            settings.kafka_bootstrap_servers,
+            Topics(settings.topic_prefix).model_events,
+            settings.outbox_poll_seconds,
+        )
+        registry = Registry(store, artifacts, settings, on_commit=self._relay.wake)
+        self.registry = registry
+        self._relay.start()
+
+        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+
+        async def grpc_denied(method: str, exc: AuthError, request_id: str) -> None:
+            await registry.record_refusal(
+                Actor(exc.principal.subject if exc.principal else "anonymous", request_id, "grpc"),
+                grpc_api.method_name(method),
+                method,
+                "denied" if exc.forbidden else "unauthenticated",
+                str(exc),
+            )
+
+        async def http_denied(request: Request, exc: AuthError) -> None:
+            await registry.record_refusal(
+                Actor(
+                    exc.principal.subject if exc.principal else "anonymous",
+                    http_api.request_id(request),
+                    "http",
+                ),
+                http_api.operation_name(request),
+                request.url.path[:512],
+                "denied" if exc.forbidden else "unauthenticated",
+                str(exc),
+            )
+
+        self._grpc = GrpcServer(
+            f"{settings.host}:{settings.grpc_port}",
+            interceptors=[AuthInterceptor(verifier, grpc_api.METHOD_SCOPES, on_denied=grpc_denied)],
+            max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
+        )
+        self._grpc.add_service(
+            registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+            grpc_api.RegistryServicer(registry),
+            grpc_api.SERVICE_NAME,
+        )
+        http_app = http_api.create_http_app(
+            registry, settings, verifier, ready=lambda: self._ready, on_denied=http_denied
+        )
+        self._http = HttpServer(http_app, settings.host, settings.http_port)
+        await self._grpc.start()
+        await self._http.start()
+        self.grpc_port = self._grpc.port
+        self.http_port = self._http.port
+        self._ready = True
+        log.info("registry_started", grpc_port=self.grpc_port, http_port=self.http_port)
+
+    async def stop(self) -> None:
+        """Stop taking calls, let the ones in flight finish, flush the outbox, disconnect."""
+        self._ready = False
+        if self._grpc is not None:
+            await self._grpc.stop()
+        if self._http is not None:
+            await self._http.stop()
+        if self._relay is not None:
+            await self._relay.stop()
+        if self._client is not None:
+            await self._client.close()
+        log.info("registry_stopped")
+
+
+async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set."""
+    app = RegistryApp(settings)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()

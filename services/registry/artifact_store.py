@@ -1,0 +1,176 @@
+"""Artifacts in GridFS, addressed by SHA-256, verified on the way in and on the way out.
+
+Bytes are hashed while they are stored; an upload whose size or digest does not match
+what the caller declared (or whose HMAC does not verify, for formats that can run code
+on load) is aborted and leaves no chunk behind. The ``artifacts`` collection maps a
+digest to the one GridFS file that holds it, so identical bytes are stored once.
+No file path is ever built from anything a client sends: files are found by id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from bson import ObjectId
+from gridfs import AsyncGridFSBucket
+from gridfs.errors import GridFSError
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.common.artifacts import RIVER_HMAC
+from services.common.proto.mlops.v1 import registry_pb2
+from services.registry.errors import InvalidArgument, RegistryError
+
+
+class ArtifactCorrupt(RegistryError):
+    """Stored bytes no longer match their digest: refuse them loudly."""
+
+    grpc_code = grpc.StatusCode.DATA_LOSS
+    http_status = 500
+    outcome = "data_loss"
+
+
+@dataclass(frozen=True)
+class ReceivedArtifact:
+    """Bytes received and verified; ``file_id`` is None when they were already stored."""
+
+    sha256: str
+    size_bytes: int
+    file_id: ObjectId | None
+
+
+class ArtifactStore:
+    def __init__(
+        self,
+        db: AsyncDatabase[Any],
+        *,
+        chunk_bytes: int,
+        signing_key: bytes | None,
+    ):
+        self._bucket = AsyncGridFSBucket(db, bucket_name="artifacts", chunk_size_bytes=chunk_bytes)
+        self._index = db["artifacts"]
+        self._chunk_bytes = chunk_bytes
+        self._signing_key = signing_key
+
+    def check_format_allowed(self, artifact_format: str) -> None:
+        """Refuse code-executing formats before any byte is read when no key can verify them."""
+        if artifact_format == RIVER_HMAC and self._signing_key is None:
+            raise InvalidArgument(
+                f"metadata.artifact.format: {RIVER_HMAC} artifacts are refused: the registry has no "
+                "artifact signing key (MLOPS_ARTIFACT_SIGNING_KEY) to verify them with",
+                field="metadata.artifact.format",
+            )
+
+    async def receive(
+        self, declared: registry_pb2.Artifact, signature_hmac: str, chunks: AsyncIterator[bytes]
+    ) -> ReceivedArtifact:
+        """Store ``chunks`` while hashing them; refuse and clean up on any mismatch."""
+        self.check_format_allowed(declared.format)
+        already_stored = await self._index.find_one({"_id": declared.sha256}, {"_id": 1}) is not None
+        digest = hashlib.sha256()
+        mac = None
+        if declared.format == RIVER_HMAC and self._signing_key is not None:
+            mac = hmac.new(self._signing_key, digestmod=hashlib.sha256)
+        upload = (
+            None
+            if already_stored
+            else self._bucket.open_upload_stream(declared.sha256, metadata={"sha256": declared.sha256})
+        )
+        size = 0
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > declared.size_bytes:
+                    raise InvalidArgument(
+                        f"metadata.artifact.size_bytes: received more than the declared {declared.size_bytes} bytes",
+                        field="metadata.artifact.size_bytes",
+                    )
+                digest.update(chunk)
+                if mac is not None:
+                    mac.update(chunk)
+                if upload is not None:
+                    await upload.write(chunk)
+            if size < declared.size_bytes:
+                raise InvalidArgument(
+                    f"metadata.artifact.size_bytes: upload truncated: received {size} of "
+                    f"{declared.size_bytes} declared bytes",
+                    field="metadata.artifact.size_bytes",
+                )
+            actual = digest.hexdigest()
+            if not hmac.compare_digest(actual, declared.sha256):
+                raise InvalidArgument(
+                    f"metadata.artifact.sha256: digest mismatch: declared {declared.sha256}, received "
+                    f"bytes hash to {actual}",
+                    field="metadata.artifact.sha256",
+                )
+            if mac is not None and not hmac.compare_digest(mac.hexdigest(), signature_hmac.lower()):
+                raise InvalidArgument(
+                    "metadata.signature_hmac: the artifact's HMAC does not verify under the platform's "
+                    "signing key; refusing a format that runs code on load",
+                    field="metadata.signature_hmac",
+                )
+            if upload is not None:
+                await upload.close()
+        except BaseException:
+            if upload is not None:
+                with contextlib.suppress(Exception):
+                    await upload.abort()
+            raise
+        return ReceivedArtifact(declared.sha256, size, upload._id if upload is not None else None)
+
+    async def register(self, received: ReceivedArtifact, session: AsyncClientSession) -> bool:
+        """Index the received file under its digest (inside the caller's transaction).
+
+        Returns whether the received file is the one indexed; when another upload of the
+        same bytes got there first, the caller deletes its own copy after committing.
+        """
+        existing = await self._index.find_one({"_id": received.sha256}, session=session)
+        if existing is not None:
+            return False
+        if received.file_id is None:
+            raise ArtifactCorrupt(f"artifact {received.sha256} was indexed when the upload began and is gone")
+        await self._index.insert_one(
+            {
+                "_id": received.sha256,
+                "file_id": received.file_id,
+                "size_bytes": received.size_bytes,
+                "created_at": datetime.now(UTC),
+            },
+            session=session,
+        )
+        return True
+
+    async def discard(self, received: ReceivedArtifact) -> None:
+        """Delete an uploaded file that ended up unused (duplicate, or its version was refused)."""
+        if received.file_id is not None:
+            with contextlib.suppress(Exception):
+                await self._bucket.delete(received.file_id)
+
+    async def read(self, sha256: str) -> AsyncIterator[bytes]:
+        """The stored bytes in chunks; raises :class:`ArtifactCorrupt` at the end when they no
+        longer hash to ``sha256`` (the caller has to drop what it received)."""
+        entry = await self._index.find_one({"_id": sha256})
+        if entry is None:
+            raise ArtifactCorrupt(f"artifact {sha256} is missing from storage")
+        digest = hashlib.sha256()
+        try:
+            stream = await self._bucket.open_download_stream(entry["file_id"])
+            while True:
+                chunk = await stream.read(self._chunk_bytes)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                yield chunk
+        except GridFSError as exc:
+            raise ArtifactCorrupt(f"stored artifact {sha256} is damaged ({exc}); refusing it") from None
+        if not hmac.compare_digest(digest.hexdigest(), sha256):
+            raise ArtifactCorrupt(
+                f"stored artifact {sha256} is corrupt: its bytes hash to {digest.hexdigest()}; refusing it"
+            )

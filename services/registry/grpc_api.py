@@ -1,0 +1,344 @@
+"""``mlops.v1.RegistryService`` over gRPC: translate requests, call the registry, map errors.
+
+Authentication and scopes are checked before a method runs (``AuthInterceptor`` with
+:data:`METHOD_SCOPES`); each method here only translates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from services.common.auth import MethodScopes, Scope, current_principal, current_request_id
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+from services.registry.errors import InvalidArgument, RegistryError
+from services.registry.metrics import ARTIFACT_BYTES, REQUEST_SECONDS, REQUESTS
+from services.registry.registry import Actor, Registry
+
+T = TypeVar("T")
+
+SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+
+METHOD_SCOPES = MethodScopes(
+    default=Scope.ADMIN,
+    methods={
+        "CreateModel": Scope.WRITE,
+        "UpdateModel": Scope.WRITE,
+        "GetModel": Scope.READ,
+        "ListModels": Scope.READ,
+        "CreateModelVersion": Scope.WRITE,
+        "GetModelVersion": Scope.READ,
+        "ListModelVersions": Scope.READ,
+        "SearchModelVersions": Scope.READ,
+        "DownloadArtifact": Scope.READ,
+        "GetLineage": Scope.READ,
+        "ListAliasHistory": Scope.READ,
+        "SetAlias": Scope.PROMOTE,
+        "DeleteAlias": Scope.PROMOTE,
+        "Rollback": Scope.PROMOTE,
+        "ApproveVersion": Scope.APPROVE,
+        "RejectVersion": Scope.APPROVE,
+        "ArchiveVersion": Scope.WRITE,
+        "PutModelSpec": Scope.WRITE,
+        "GetModelSpec": Scope.READ,
+        "ListModelSpecs": Scope.READ,
+        "ListAuditRecords": Scope.ADMIN,
+    },
+)
+
+
+def current_actor() -> Actor:
+    principal = current_principal.get()
+    return Actor(principal.subject if principal else "anonymous", current_request_id.get(), "grpc")
+
+
+async def _answer(method: str, context: grpc.aio.ServicerContext, operation: Callable[[], Awaitable[T]]) -> T:
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        return await operation()
+    except RegistryError as exc:
+        outcome = exc.outcome
+        await context.abort(exc.grpc_code, exc.message)
+        raise  # abort raises; this keeps type checkers informed
+    finally:
+        REQUESTS.labels(method, "grpc", outcome).inc()
+        REQUEST_SECONDS.labels(method, "grpc").observe(time.perf_counter() - started)
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry):
+        self._registry = registry
+
+    async def CreateModel(
+        self, request: registry_pb2.CreateModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Model:
+        return await _answer(
+            "CreateModel",
+            context,
+            lambda: self._registry.create_model(
+                current_actor(),
+                request.name,
+                request.description,
+                dict(request.tags),
+                request.promotion_policy,
+            ),
+        )
+
+    async def UpdateModel(
+        self, request: registry_pb2.UpdateModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Model:
+        return await _answer(
+            "UpdateModel",
+            context,
+            lambda: self._registry.update_model(
+                current_actor(),
+                request.name,
+                description=request.description if request.HasField("description") else None,
+                set_tags=dict(request.set_tags),
+                remove_tags=list(request.remove_tags),
+                policy=request.promotion_policy,
+            ),
+        )
+
+    async def GetModel(
+        self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Model:
+        return await _answer("GetModel", context, lambda: self._registry.get_model(request.name))
+
+    async def ListModels(
+        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelsResponse:
+        async def run() -> registry_pb2.ListModelsResponse:
+            page = await self._registry.list_models(
+                alias=request.alias,
+                name_contains=request.name_contains,
+                tags=dict(request.tags),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return registry_pb2.ListModelsResponse(models=page.items, next_page_token=page.next_page_token)
+
+        return await _answer("ListModels", context, run)
+
+    async def CreateModelVersion(
+        self,
+        request_iterator: AsyncIterator[registry_pb2.CreateModelVersionRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> registry_pb2.ModelVersion:
+        async def run() -> registry_pb2.ModelVersion:
+            messages = aiter(request_iterator)
+            first = await anext(messages, None)
+            if first is None or first.WhichOneof("part") != "metadata":
+                raise InvalidArgument(
+                    "metadata: the first message of the stream must carry the version metadata",
+                    field="metadata",
+                )
+
+            async def chunks() -> AsyncIterator[bytes]:
+                async for message in messages:
+                    if message.WhichOneof("part") != "chunk":
+                        raise InvalidArgument(
+                            "chunk: only the first message may carry metadata; the rest carry artifact bytes",
+                            field="chunk",
+                        )
+                    ARTIFACT_BYTES.labels("in").inc(len(message.chunk))
+                    yield message.chunk
+
+            return await self._registry.create_version(current_actor(), first.metadata, chunks())
+
+        return await _answer("CreateModelVersion", context, run)
+
+    async def GetModelVersion(
+        self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelVersion:
+        return await _answer(
+            "GetModelVersion",
+            context,
+            lambda: self._registry.get_version(request.model_name, request.version, request.alias),
+        )
+
+    async def ListModelVersions(
+        self, request: registry_pb2.ListModelVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelVersionsResponse:
+        async def run() -> registry_pb2.ListModelVersionsResponse:
+            page = await self._registry.list_versions(
+                request.model_name, page_size=request.page_size, page_token=request.page_token
+            )
+            return registry_pb2.ListModelVersionsResponse(
+                versions=page.items, next_page_token=page.next_page_token
+            )
+
+        return await _answer("ListModelVersions", context, run)
+
+    async def SearchModelVersions(
+        self, request: registry_pb2.SearchModelVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelVersionsResponse:
+        async def run() -> registry_pb2.ListModelVersionsResponse:
+            page = await self._registry.search_versions(request)
+            return registry_pb2.ListModelVersionsResponse(
+                versions=page.items, next_page_token=page.next_page_token
+            )
+
+        return await _answer("SearchModelVersions", context, run)
+
+    async def SetAlias(
+        self, request: registry_pb2.SetAliasRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Model:
+        return await _answer(
+            "SetAlias",
+            context,
+            lambda: self._registry.set_alias(
+                current_actor(),
+                request.model_name,
+                request.alias,
+                request.version,
+                request.expected_version,
+                request.reason,
+            ),
+        )
+
+    async def DeleteAlias(
+        self, request: registry_pb2.DeleteAliasRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Model:
+        return await _answer(
+            "DeleteAlias",
+            context,
+            lambda: self._registry.delete_alias(
+                current_actor(), request.model_name, request.alias, request.expected_version
+            ),
+        )
+
+    async def DownloadArtifact(
+        self, request: registry_pb2.DownloadArtifactRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[registry_pb2.ArtifactChunk]:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            version, stream = await self._registry.download(
+                request.model_name, request.version, request.alias
+            )
+            first = True
+            async for data in stream:
+                chunk = registry_pb2.ArtifactChunk(data=data, version=version.version)
+                if first:
+                    chunk.artifact.CopyFrom(version.artifact)
+                    first = False
+                ARTIFACT_BYTES.labels("out").inc(len(data))
+                yield chunk
+        except RegistryError as exc:
+            outcome = exc.outcome
+            await context.abort(exc.grpc_code, exc.message)
+        finally:
+            REQUESTS.labels("DownloadArtifact", "grpc", outcome).inc()
+            REQUEST_SECONDS.labels("DownloadArtifact", "grpc").observe(time.perf_counter() - started)
+
+    async def ApproveVersion(
+        self, request: registry_pb2.ReviewVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelVersion:
+        return await _answer(
+            "ApproveVersion",
+            context,
+            lambda: self._registry.review(
+                current_actor(), request.model_name, request.version, approve=True, comment=request.comment
+            ),
+        )
+
+    async def RejectVersion(
+        self, request: registry_pb2.ReviewVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelVersion:
+        return await _answer(
+            "RejectVersion",
+            context,
+            lambda: self._registry.review(
+                current_actor(), request.model_name, request.version, approve=False, comment=request.comment
+            ),
+        )
+
+    async def ArchiveVersion(
+        self, request: registry_pb2.ArchiveVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelVersion:
+        return await _answer(
+            "ArchiveVersion",
+            context,
+            lambda: self._registry.archive(
+                current_actor(), request.model_name, request.version, request.reason
+            ),
+        )
+
+    async def Rollback(
+        self, request: registry_pb2.RollbackRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RollbackResponse:
+        return await _answer(
+            "Rollback",
+            context,
+            lambda: self._registry.rollback(
+                current_actor(), request.model_name, request.alias, request.expected_version, request.reason
+            ),
+        )
+
+    async def GetLineage(
+        self, request: registry_pb2.GetLineageRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.LineageResponse:
+        return await _answer(
+            "GetLineage",
+            context,
+            lambda: self._registry.lineage(request.model_name, request.version, request.alias),
+        )
+
+    async def ListAliasHistory(
+        self, request: registry_pb2.ListAliasHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListAliasHistoryResponse:
+        async def run() -> registry_pb2.ListAliasHistoryResponse:
+            page = await self._registry.alias_history(
+                request.model_name, request.alias, page_size=request.page_size, page_token=request.page_token
+            )
+            return registry_pb2.ListAliasHistoryResponse(
+                changes=page.items, next_page_token=page.next_page_token
+            )
+
+        return await _answer("ListAliasHistory", context, run)
+
+    async def PutModelSpec(
+        self, request: registry_pb2.PutModelSpecRequest, context: grpc.aio.ServicerContext
+    ) -> model_pb2.ModelSpec:
+        return await _answer(
+            "PutModelSpec", context, lambda: self._registry.put_spec(current_actor(), request.spec)
+        )
+
+    async def GetModelSpec(
+        self, request: registry_pb2.GetModelSpecRequest, context: grpc.aio.ServicerContext
+    ) -> model_pb2.ModelSpec:
+        return await _answer(
+            "GetModelSpec", context, lambda: self._registry.get_spec(request.model_name, request.spec_version)
+        )
+
+    async def ListModelSpecs(
+        self, request: registry_pb2.ListModelSpecsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelSpecsResponse:
+        async def run() -> registry_pb2.ListModelSpecsResponse:
+            page = await self._registry.list_specs(
+                request.model_name, page_size=request.page_size, page_token=request.page_token
+            )
+            return registry_pb2.ListModelSpecsResponse(specs=page.items, next_page_token=page.next_page_token)
+
+        return await _answer("ListModelSpecs", context, run)
+
+    async def ListAuditRecords(
+        self, request: registry_pb2.ListAuditRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListAuditRecordsResponse:
+        async def run() -> registry_pb2.ListAuditRecordsResponse:
+            page = await self._registry.audit_log(request)
+            return registry_pb2.ListAuditRecordsResponse(
+                records=page.items, next_page_token=page.next_page_token
+            )
+
+        return await _answer("ListAuditRecords", context, run)
+
+
+def method_name(full_method: str) -> str:
+    """``SetAlias`` from ``/mlops.v1.RegistryService/SetAlias``."""
+    return full_method.rsplit("/", 1)[-1]

@@ -1,0 +1,48 @@
+"""Settings of the registry service (``REGISTRY_*``; platform fields from ``MLOPS_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+MiB = 1024 * 1024
+
+
+class RegistrySettings(ServiceSettings):
+    """Where the registry listens and the limits it enforces."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REGISTRY_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    """Interface both servers bind to."""
+
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    """gRPC port of ``mlops.v1.RegistryService`` (0: any free port)."""
+
+    http_port: int = Field(8080, ge=0, le=65535)
+    """Port of the REST mirror, its OpenAPI document, health and metrics (0: any free port)."""
+
+    artifact_chunk_bytes: int = Field(1 * MiB, ge=16 * 1024, le=4 * MiB)
+    """Size of the chunks artifacts are streamed and stored in."""
+
+    max_artifact_bytes: int = Field(512 * MiB, ge=1)
+    """Largest artifact accepted; a larger declared or streamed size is refused."""
+
+    max_page_size: int = Field(500, ge=1, le=10000)
+    """Most items one list or search call returns."""
+
+    default_page_size: int = Field(100, ge=1, le=10000)
+    """Items per page when the caller does not say."""
+
+    require_distinct_approver: bool = True
+    """Four-eyes rule: whoever registered a version may not approve it themselves."""
+
+    outbox_poll_seconds: float = Field(1.0, gt=0, le=60)
+    """How often the relay looks for unsent events written by other replicas or before a crash."""
+
+    outbox_retention_seconds: int = Field(7 * 24 * 3600, ge=60)
+    """How long relayed events stay in the outbox (for inspection) before MongoDB expires them."""
