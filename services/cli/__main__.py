@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import datasets, demo, drift, lifecycle, models
+from services.cli import datasets, demo, drift, lifecycle, models, predict, probe, produce, token, topics
 from services.cli.output import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -23,9 +23,14 @@ app.command("up", rich_help_panel="Local stack")(lifecycle.up)
 app.command("down", rich_help_panel="Local stack")(lifecycle.down)
 app.command("status", rich_help_panel="Local stack")(lifecycle.status)
 app.command("demo", rich_help_panel="Local stack")(demo.demo)
+app.command("produce", rich_help_panel="Data and predictions")(produce.produce)
+app.command("predict", rich_help_panel="Data and predictions")(predict.predict)
+app.add_typer(topics.app, name="topics", rich_help_panel="Data and predictions")
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")
+app.add_typer(token.app, name="token", rich_help_panel="Operations")
+app.add_typer(probe.app, name="probe", rich_help_panel="Operations")
 
 
 def main() -> None:

@@ -1,0 +1,43 @@
+"""``mlops probe``: one health check, for container health checks and scripts.
+
+Images have no grpc_health_probe, and the platform already ships the standard gRPC
+health client, so the images' HEALTHCHECK lines call this.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from services.cli.output import ExitCode, console, err_console
+from services.cli.stack import check_grpc_health, check_http_health
+
+app = typer.Typer(help="One health check; exit 0 when healthy, 1 when not.", no_args_is_help=True)
+
+
+@app.command()
+def grpc(
+    address: Annotated[str, typer.Argument(help="host:port of a gRPC server.")],
+    service: Annotated[str, typer.Option(help="Service name to check; empty: the whole server.")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 2.0,
+) -> None:
+    """The standard gRPC health protocol (grpc.health.v1.Health/Check): SERVING or not."""
+    _report(*check_grpc_health(address, timeout, service))
+
+
+@app.command()
+def http(
+    url: Annotated[str, typer.Argument(help="A health route, e.g. http://127.0.0.1:8082/health/ready.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 2.0,
+) -> None:
+    """An HTTP health route: 200 or not."""
+    _report(*check_http_health(url, timeout))
+
+
+def _report(healthy: bool, detail: str) -> None:
+    if healthy:
+        console.print(detail, highlight=False)
+        return
+    err_console.print(f"unhealthy: {detail}", highlight=False)
+    raise typer.Exit(int(ExitCode.FAILED))
