@@ -1,0 +1,208 @@
+"""Composition root: the registry client, the model manager, the prediction log, the
+model-events listener, and the gRPC and HTTP servers, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+from aiokafka import AIOKafkaProducer
+
+from services.common.auth import MethodScopes, Scope, ServiceCredentials, TokenVerifier
+from services.common.clients.registry import RegistryClient
+from services.common.events import Topics
+from services.common.grpc_server import GrpcServer
+from services.common.http import HttpServer, create_app
+from services.common.kafka import BackgroundPublisher, create_producer, ensure_topics
+from services.common.logging import get_logger
+from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
+from services.serving import http_api
+from services.serving.events import ModelEventsListener, PredictionLog
+from services.serving.grpc_api import SERVICE_NAME, InferenceServicer, ServingAuthInterceptor
+from services.serving.inference import InferenceService
+from services.serving.metrics import BatchMetrics, ServingMetrics
+from services.serving.models import ModelManager
+from services.serving.routing import ModelPolicy, Rollout
+from services.serving.settings import ServingSettings
+
+log = get_logger(__name__)
+
+SERVICE = "serving"
+RETRY_SECONDS = 2.0
+
+
+class ServingApp:
+    """The serving service. After :meth:`start`, ``grpc_port`` and ``http_port`` are bound.
+
+    ``start`` returns once the models with a ``production`` alias are loaded (or, if the
+    registry is away, after ``startup_timeout_seconds``, not ready and still retrying).
+    """
+
+    def __init__(self, settings: ServingSettings):
+        self.settings = settings
+        self.grpc_port = 0
+        self.http_port = 0
+        self.topics = Topics(settings.topic_prefix)
+        self._ready = False
+        self._synced = asyncio.Event()
+        self._registry: RegistryClient | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.publisher: BackgroundPublisher | None = None
+        self._events: ModelEventsListener | None = None
+        self._grpc: GrpcServer | None = None
+        self._http: HttpServer | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self.manager: ModelManager | None = None
+        self.inference: InferenceService | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        settings = self.settings
+        secret = settings.auth_secret.get_secret_value()
+        verifier = TokenVerifier(secret)
+        self._registry = RegistryClient(
+            settings.registry_address, ServiceCredentials(secret, SERVICE, [Scope.READ])
+        )
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            settings.predict_threads, thread_name_prefix="predict"
+        )
+        manager = ModelManager(
+            self._registry,
+            served_aliases=settings.served_aliases,
+            defaults=ModelPolicy(
+                rollout=Rollout(settings.default_rollout),
+                canary_share=settings.default_canary_share,
+                max_batch_rows=settings.max_batch_rows,
+                max_batch_wait_ms=settings.max_batch_wait_ms,
+            ),
+            predict_executor=self._executor,
+            max_queue_rows=settings.max_queue_rows,
+            retained_versions=settings.retained_versions,
+            observer_factory=BatchMetrics,
+        )
+        self.manager = manager
+
+        await ensure_topics(
+            settings.kafka_bootstrap_servers, [self.topics.model_events, self.topics.predictions]
+        )
+        sink = None
+        if settings.prediction_logging:
+            self._producer = create_producer(settings.kafka_bootstrap_servers, SERVICE)
+            await self._producer.start()
+            self.publisher = BackgroundPublisher(
+                self._producer, self.topics.predictions, capacity=settings.prediction_buffer
+            )
+            self.publisher.start()
+            sink = PredictionLog(self.publisher, self.topics.predictions)
+        self.inference = InferenceService(
+            manager,
+            max_rows=settings.max_rows,
+            sink=sink,
+            observer=ServingMetrics(),
+            shadow_max_queue_rows=settings.shadow_max_queue_rows,
+        )
+
+        # Listen before the first full read: a change after this point arrives as an event,
+        # one before it is in what the read returns.
+        self._events = ModelEventsListener(
+            settings.kafka_bootstrap_servers, self.topics.model_events, manager.request_sync, SERVICE
+        )
+        await self._events.start()
+
+        self._grpc = GrpcServer(
+            f"{settings.host}:{settings.grpc_port}",
+            interceptors=[ServingAuthInterceptor(verifier, MethodScopes(default=Scope.PREDICT))],
+            max_message_bytes=settings.max_message_bytes,
+        )
+        self._grpc.add_service(
+            oip_grpc.add_GRPCInferenceServiceServicer_to_server,
+            InferenceServicer(
+                self.inference, manager, ready=lambda: self._ready, version=settings.code_version
+            ),
+            SERVICE_NAME,
+        )
+        app = create_app(
+            "mlops serving",
+            settings.code_version,
+            verifier=verifier,
+            ready=lambda: self._ready,
+            description="Open Inference Protocol (KServe V2) over HTTP/JSON.",
+        )
+        http_api.install(
+            app,
+            self.inference,
+            manager,
+            ready=lambda: self._ready,
+            version=settings.code_version,
+            max_body_bytes=settings.max_message_bytes,
+        )
+        self._http = HttpServer(app, settings.host, settings.http_port)
+        await self._grpc.start()
+        await self._grpc.set_serving(False)
+        await self._http.start()
+        self.grpc_port = self._grpc.port
+        self.http_port = self._http.port
+
+        self._sync_task = asyncio.create_task(self._keep_in_sync(), name="serving-sync")
+        try:
+            async with asyncio.timeout(settings.startup_timeout_seconds):
+                await self._synced.wait()
+        except TimeoutError:
+            log.warning("serving_not_ready", reason="the registry could not be read yet; still retrying")
+        log.info("serving_started", grpc_port=self.grpc_port, http_port=self.http_port, ready=self._ready)
+
+    async def _keep_in_sync(self) -> None:
+        """The first full read of the registry, then one every ``resync_interval_seconds``."""
+        assert self.manager is not None and self._grpc is not None
+        while True:
+            try:
+                await self.manager.sync_all()
+            except Exception as exc:
+                log.warning("registry_sync_failed", error=repr(exc))
+            else:
+                if not self._ready:
+                    self._ready = True
+                    await self._grpc.set_serving(True)
+                    self._synced.set()
+            ServingMetrics.models(self.manager.models)
+            await asyncio.sleep(self.settings.resync_interval_seconds if self._ready else RETRY_SECONDS)
+
+    async def stop(self) -> None:
+        """Stop taking requests, let those in flight finish, flush the prediction log."""
+        self._ready = False
+        if self._grpc is not None:
+            await self._grpc.stop()
+        if self._http is not None:
+            await self._http.stop()
+        if self._events is not None:
+            await self._events.stop()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+        if self.manager is not None:
+            await self.manager.close()
+        if self.inference is not None:
+            await self.inference.drain_shadows()
+        if self.publisher is not None:
+            await self.publisher.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._registry is not None:
+            await self._registry.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        log.info("serving_stopped")
+
+
+async def run(settings: ServingSettings, stop: asyncio.Event) -> None:
+    """Run serving until ``stop`` is set."""
+    app = ServingApp(settings)
+    try:
+        await app.start()
+        await stop.wait()
+    finally:
+        await app.stop()

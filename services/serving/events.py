@@ -1,0 +1,159 @@
+"""Kafka for serving: model lifecycle events in, prediction records out.
+
+Every replica must see every model event, so the listener reads all partitions
+without a consumer group and from the end: events are only triggers, the registry
+holds the truth, and whatever happened before a replica started it reads from the
+registry directly. Prediction records leave through a :class:`BackgroundPublisher`,
+which never blocks or fails a prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter
+
+from services.common.events import EnvelopeError, IncomingRecord, decode, encode
+from services.common.kafka import BackgroundPublisher
+from services.common.logging import get_logger
+from services.common.metrics import PREFIX
+from services.common.proto.mlops.v1 import events_pb2
+from services.serving.models import LoadedVersion
+from services.serving.predictor import FeatureBatch, Outputs
+
+log = get_logger(__name__)
+
+SOURCE = "/mlops/serving"
+
+MODEL_EVENTS = Counter(
+    f"{PREFIX}_serving_model_events_total",
+    "Model lifecycle events read, by outcome (applied, or the reason one was ignored).",
+    ["outcome"],
+)
+
+
+class ModelEventsListener:
+    """Calls ``on_change(model_name)`` for every model event published after :meth:`start`."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, on_change: Callable[[str], None], client_id: str):
+        self._topic = topic
+        self._on_change = on_change
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=100,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start reading; returns once every partition's position is fixed, so no later event is missed.
+
+        The topic must exist (the app creates it): partitions are assigned, not subscribed,
+        so there is no group to join.
+        """
+        await self._consumer.start()
+        await self._consumer.topics()
+        partitions = self._consumer.partitions_for_topic(self._topic)
+        if not partitions:
+            raise RuntimeError(f"topic {self._topic} does not exist")
+        assignment = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(assignment)
+        await self._consumer.seek_to_end(*assignment)
+        for partition in assignment:
+            await self._consumer.position(partition)
+        self._task = asyncio.create_task(self._run(), name="model-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    self._handle(record)
+
+    def _handle(self, record: Any) -> None:
+        incoming = IncomingRecord(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            tuple(record.headers or ()),
+            record.timestamp,
+        )
+        try:
+            event = decode(incoming, events_pb2.ModelEvent).message
+        except EnvelopeError as exc:
+            MODEL_EVENTS.labels(exc.error_class).inc()
+            log.warning(
+                "model_event_ignored", offset=record.offset, error_class=exc.error_class, error=str(exc)
+            )
+            return
+        if not event.model_name:
+            MODEL_EVENTS.labels("no_model_name").inc()
+            return
+        MODEL_EVENTS.labels("applied").inc()
+        self._on_change(event.model_name)
+
+
+class PredictionLog:
+    """Turns each served answer into one PredictionRecord on the predictions topic."""
+
+    def __init__(self, publisher: BackgroundPublisher, topic: str):
+        self._publisher = publisher
+        self._topic = topic
+
+    def record(
+        self,
+        *,
+        request_id: str,
+        version: LoadedVersion,
+        route: str,
+        shadow: bool,
+        batch: FeatureBatch,
+        outputs: Outputs,
+        latency_seconds: float,
+    ) -> None:
+        predictor = version.predictor
+        message = events_pb2.PredictionRecord(
+            request_id=request_id,
+            model_name=predictor.name,
+            model_version=predictor.version,
+            route=route,
+            shadow=shadow,
+            latency_us=int(latency_seconds * 1e6),
+            feature_names=predictor.feature_names,
+        )
+        occurred_at = Timestamp()
+        occurred_at.GetCurrentTime()
+        message.occurred_at.CopyFrom(occurred_at)
+        features = predictor.logged_features(batch.matrix).tolist()
+        probabilities = outputs["probabilities"].tolist() if "probabilities" in outputs else None
+        labels = outputs["label"].tolist() if "label" in outputs else None
+        values = outputs["value"].tolist() if "value" in outputs else None
+        rows = batch.rows
+        for i in range(rows):
+            if batch.row_ids is not None:
+                row_id = batch.row_ids[i]
+            else:
+                row_id = request_id if rows == 1 else f"{request_id}/{i}"
+            row = message.rows.add(id=row_id, features=features[i])
+            if probabilities is not None:
+                row.probabilities.extend(probabilities[i])
+            if labels is not None:
+                row.label = labels[i]
+            if values is not None:
+                row.value = values[i]
+        self._publisher.offer(encode(self._topic, message, source=SOURCE, key=request_id))

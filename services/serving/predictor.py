@@ -1,0 +1,355 @@
+"""One model version as served: its signature decides what it accepts and returns.
+
+A :class:`Predictor` turns decoded input tensors into the feature matrix the estimator
+was trained on (checking names, datatypes, shapes and non-finite values against the
+signature), and the estimator's answers into output tensors. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.common.proto.mlops.v1 import model_pb2
+from services.common.values import label_text
+from services.serving.errors import InvalidInput, TooLarge
+from services.serving.tensors import FLOATS, NUMERIC, Tensor
+
+MATRIX_DATATYPES = frozenset({"FP32", "FP64", "INT32", "INT64"})
+ROW_IDS_INPUT = "row_ids"
+"""Optional BYTES input naming each row, so each logged row can be joined with its label."""
+
+Outputs = dict[str, np.ndarray[Any, Any]]
+
+
+class SignatureError(ValueError):
+    """A version whose signature cannot be served (it is refused at load)."""
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """A tensor as the model's metadata describes it."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    allow_nan: bool = False
+    text_ok: bool = False
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    """Rows ready for the estimator, with what the prediction log needs of them."""
+
+    matrix: np.ndarray[Any, Any]
+    row_ids: tuple[str, ...] | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.matrix.shape[0])
+
+
+class Predictor:
+    """A loaded estimator under its signature.
+
+    Parameters
+    ----------
+    name, version
+        The registry's model name and version number.
+    estimator
+        A fitted scikit-learn estimator or pipeline.
+    signature
+        The version's signature from the registry; it is checked against the estimator.
+    """
+
+    def __init__(self, name: str, version: int, estimator: Any, signature: model_pb2.Signature):
+        self.name = name
+        self.version = version
+        self.estimator = estimator
+        self.feature_names: tuple[str, ...] = tuple(signature.feature_names)
+        if not self.feature_names:
+            raise SignatureError("the version's signature names no features")
+        if len(set(self.feature_names)) != len(self.feature_names):
+            raise SignatureError("the version's signature names a feature twice")
+        self.task = signature.task or (
+            model_pb2.TASK_CLASSIFICATION if hasattr(estimator, "classes_") else model_pb2.TASK_REGRESSION
+        )
+        self._columns = {name: i for i, name in enumerate(self.feature_names)}
+        fitted_width = getattr(estimator, "n_features_in_", None)
+        if fitted_width is not None and fitted_width != len(self.feature_names):
+            raise SignatureError(
+                f"the signature names {len(self.feature_names)} features but the estimator was fitted on "
+                f"{fitted_width}"
+            )
+        self.feature_inputs = self._feature_inputs(signature)
+        self.categorical = any(t.datatype == "BYTES" for t in self.feature_inputs.values())
+        self.matrix_input = None if self.categorical else self._matrix_input(signature)
+        self.classes: tuple[str, ...] = ()
+        self._has_proba = False
+        if self.task == model_pb2.TASK_CLASSIFICATION:
+            self._init_classes(signature)
+        self.outputs = self._outputs()
+        self._class_array = np.array(self.classes, dtype=object)
+
+    # -- signature ---------------------------------------------------------------------------
+
+    def _feature_inputs(self, signature: model_pb2.Signature) -> dict[str, TensorMeta]:
+        declared = {t.name: t for t in signature.inputs if t.name in self._columns}
+        matrix = next((t for t in signature.inputs if len(t.shape) == 2), None)
+        default_nan = bool(matrix.allow_nan) if matrix is not None else False
+        inputs = {}
+        for feature in self.feature_names:
+            spec = declared.get(feature)
+            if spec is None:
+                # Undeclared: numbers, or text for a category (the pipeline decides).
+                inputs[feature] = TensorMeta(feature, "FP64", (-1,), default_nan, text_ok=True)
+                continue
+            if spec.datatype not in NUMERIC | {"BYTES"}:
+                raise SignatureError(f"feature '{feature}' has unsupported datatype {spec.datatype!r}")
+            inputs[feature] = TensorMeta(
+                feature, spec.datatype, (-1,), spec.allow_nan, text_ok=spec.datatype == "BYTES"
+            )
+        return inputs
+
+    def _matrix_input(self, signature: model_pb2.Signature) -> TensorMeta:
+        spec = next((t for t in signature.inputs if len(t.shape) == 2), None)
+        width = len(self.feature_names)
+        if spec is None:
+            return TensorMeta("features", "FP64", (-1, width))
+        if spec.shape[1] != width:
+            raise SignatureError(
+                f"input '{spec.name}' is {list(spec.shape)} but the signature names {width} features"
+            )
+        if spec.datatype not in MATRIX_DATATYPES:
+            raise SignatureError(f"input '{spec.name}' has unsupported datatype {spec.datatype!r}")
+        return TensorMeta(spec.name, spec.datatype, (-1, width), spec.allow_nan)
+
+    def _init_classes(self, signature: model_pb2.Signature) -> None:
+        fitted = [
+            label_text(c.item() if hasattr(c, "item") else c) for c in getattr(self.estimator, "classes_", [])
+        ]
+        declared = list(signature.classes)
+        if declared and fitted and declared != fitted:
+            raise SignatureError(f"signature classes {declared} differ from the estimator's {fitted}")
+        self.classes = tuple(declared or fitted)
+        if not self.classes:
+            raise SignatureError("a classifier's signature must name its classes")
+        self._has_proba = hasattr(self.estimator, "predict_proba")
+
+    def _outputs(self) -> dict[str, TensorMeta]:
+        if self.task == model_pb2.TASK_REGRESSION:
+            return {"value": TensorMeta("value", "FP64", (-1,))}
+        outputs = {}
+        if self._has_proba:
+            outputs["probabilities"] = TensorMeta("probabilities", "FP64", (-1, len(self.classes)))
+        outputs["label"] = TensorMeta("label", "BYTES", (-1,))
+        return outputs
+
+    @property
+    def inputs(self) -> list[TensorMeta]:
+        """The inputs as metadata lists them: the matrix when there is one, else one per feature."""
+        if self.matrix_input is not None:
+            return [self.matrix_input]
+        return list(self.feature_inputs.values())
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def assemble(self, tensors: Sequence[Tensor], max_rows: int) -> FeatureBatch:
+        """The feature matrix for ``tensors``, or :class:`InvalidInput` naming what is wrong."""
+        by_name: dict[str, Tensor] = {}
+        for tensor in tensors:
+            if tensor.name in by_name:
+                raise InvalidInput(f"input '{tensor.name}' appears more than once")
+            by_name[tensor.name] = tensor
+        row_ids = by_name.pop(ROW_IDS_INPUT, None) if ROW_IDS_INPUT not in self._columns else None
+        if not by_name:
+            raise InvalidInput(f"the request has no inputs; {self._expected_inputs()}")
+        if self.matrix_input is not None and self.matrix_input.name in by_name:
+            if len(by_name) > 1:
+                others = sorted(set(by_name) - {self.matrix_input.name})
+                raise InvalidInput(
+                    f"input '{self.matrix_input.name}' carries every feature; unexpected input(s): "
+                    + ", ".join(f"'{n}'" for n in others)
+                )
+            matrix = self._from_matrix(by_name[self.matrix_input.name], max_rows)
+        else:
+            matrix = self._from_columns(by_name, max_rows)
+        ids = self._row_ids(row_ids, matrix.shape[0]) if row_ids is not None else None
+        return FeatureBatch(matrix, ids)
+
+    def _expected_inputs(self) -> str:
+        columns = ", ".join(self.feature_names[:8]) + (" ..." if len(self.feature_names) > 8 else "")
+        if self.matrix_input is None:
+            return f"model '{self.name}' takes one 1-D tensor per feature: {columns}"
+        return (
+            f"model '{self.name}' takes '{self.matrix_input.name}' {list(self.matrix_input.shape)} "
+            f"or one 1-D tensor per feature: {columns}"
+        )
+
+    def _check_rows(self, name: str, rows: int, max_rows: int) -> None:
+        if rows == 0:
+            raise InvalidInput(f"input '{name}' has no rows")
+        if rows > max_rows:
+            raise TooLarge(
+                f"input '{name}' has {rows} rows; this server accepts at most {max_rows} per request"
+            )
+
+    def _from_matrix(self, tensor: Tensor, max_rows: int) -> np.ndarray[Any, Any]:
+        spec = self.matrix_input
+        assert spec is not None
+        if tensor.datatype not in MATRIX_DATATYPES:
+            raise InvalidInput(
+                f"input '{tensor.name}': expected datatype {spec.datatype} "
+                f"(or one of {', '.join(sorted(MATRIX_DATATYPES))}), got {tensor.datatype}"
+            )
+        width = len(self.feature_names)
+        if len(tensor.shape) != 2 or tensor.shape[1] != width:
+            raise InvalidInput(
+                f"input '{tensor.name}': expected shape [-1, {width}], got {list(tensor.shape)}"
+            )
+        self._check_rows(tensor.name, tensor.shape[0], max_rows)
+        matrix = tensor.data.astype(np.float64, copy=False)
+        if tensor.datatype in FLOATS and not spec.allow_nan:
+            self._check_finite(tensor.name, matrix)
+        return matrix
+
+    def _check_finite(self, name: str, matrix: np.ndarray[Any, Any]) -> None:
+        finite = np.isfinite(matrix)
+        if not finite.all():
+            row, column = (int(i) for i in np.argwhere(~finite)[0])
+            raise InvalidInput(
+                f"input '{name}': row {row}, feature '{self.feature_names[column]}' is "
+                f"{matrix[row, column]}; the model's signature does not allow NaN or infinity"
+            )
+
+    def _from_columns(self, by_name: Mapping[str, Tensor], max_rows: int) -> np.ndarray[Any, Any]:
+        unknown = sorted(set(by_name) - set(self._columns))
+        if unknown:
+            raise InvalidInput(
+                f"unknown input(s) {', '.join(repr(n) for n in unknown)}; {self._expected_inputs()}"
+            )
+        missing = [f for f in self.feature_names if f not in by_name]
+        if missing:
+            raise InvalidInput(
+                f"missing input(s) {', '.join(repr(n) for n in missing[:8])}"
+                + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+                + f"; {self._expected_inputs()}"
+            )
+        rows = -1
+        columns = []
+        for feature in self.feature_names:
+            tensor = by_name[feature]
+            spec = self.feature_inputs[feature]
+            if len(tensor.shape) == 2 and tensor.shape[1] == 1:
+                data = tensor.data[:, 0]
+            elif len(tensor.shape) == 1:
+                data = tensor.data
+            else:
+                raise InvalidInput(
+                    f"input '{feature}': expected shape [-1] or [-1, 1], got {list(tensor.shape)}"
+                )
+            if rows < 0:
+                rows = data.shape[0]
+                self._check_rows(feature, rows, max_rows)
+            elif data.shape[0] != rows:
+                raise InvalidInput(
+                    f"input '{feature}': has {data.shape[0]} rows but the other inputs have {rows}"
+                )
+            columns.append(self._column(feature, spec, tensor.datatype, data))
+        if all(column.dtype != object for column in columns):
+            return np.column_stack(columns).astype(np.float64, copy=False)
+        # Text categories: the object matrix the trainer fits on (numbers as floats, text as str).
+        matrix = np.empty((rows, len(columns)), dtype=object)
+        for i, column in enumerate(columns):
+            matrix[:, i] = column
+        return matrix
+
+    def _column(self, feature: str, spec: TensorMeta, datatype: str, data: np.ndarray[Any, Any]) -> Any:
+        if datatype == "BYTES":
+            if not spec.text_ok:
+                raise InvalidInput(f"input '{feature}': expected datatype {spec.datatype}, got BYTES")
+            try:
+                return np.array([v.decode() for v in data], dtype=object)
+            except UnicodeDecodeError:
+                raise InvalidInput(f"input '{feature}': BYTES elements must be UTF-8 text") from None
+        if spec.datatype == "BYTES":
+            raise InvalidInput(f"input '{feature}': expected datatype BYTES, got {datatype}")
+        if datatype not in NUMERIC:
+            raise InvalidInput(
+                f"input '{feature}': expected datatype {spec.datatype} (or another numeric type), got {datatype}"
+            )
+        column = data.astype(np.float64, copy=False)
+        if datatype in FLOATS and not spec.allow_nan:
+            finite = np.isfinite(column)
+            if not finite.all():
+                row = int(np.argmin(finite))
+                raise InvalidInput(
+                    f"input '{feature}': row {row} is {column[row]}; "
+                    "the model's signature does not allow NaN or infinity"
+                )
+        return column
+
+    @staticmethod
+    def _row_ids(tensor: Tensor, rows: int) -> tuple[str, ...]:
+        if tensor.datatype != "BYTES" or tensor.data.ndim != 1:
+            raise InvalidInput(
+                f"input '{ROW_IDS_INPUT}': expected a 1-D BYTES tensor, got {tensor.datatype} "
+                f"{list(tensor.shape)}"
+            )
+        if tensor.data.shape[0] != rows:
+            raise InvalidInput(f"input '{ROW_IDS_INPUT}': has {tensor.data.shape[0]} ids for {rows} rows")
+        try:
+            return tuple(v.decode() for v in tensor.data)
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input '{ROW_IDS_INPUT}': ids must be UTF-8 text") from None
+
+    def check_outputs(self, requested: Sequence[str]) -> list[str]:
+        """The output names to return: all when none are requested; an unknown one is an error."""
+        if not requested:
+            return list(self.outputs)
+        for name in requested:
+            if name not in self.outputs:
+                raise InvalidInput(
+                    f"requested output '{name}' is not produced by model '{self.name}'; "
+                    f"it produces: {', '.join(self.outputs)}"
+                )
+        return list(dict.fromkeys(requested))
+
+    # -- prediction --------------------------------------------------------------------------
+
+    def predict(self, matrix: np.ndarray[Any, Any]) -> Outputs:
+        """Every output for ``matrix``: runs the estimator (call it off the event loop)."""
+        if self.task == model_pb2.TASK_REGRESSION:
+            return {"value": np.asarray(self.estimator.predict(matrix), dtype=np.float64).reshape(-1)}
+        if self._has_proba:
+            probabilities = np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
+            labels = self._class_array[np.argmax(probabilities, axis=1)]
+            return {"probabilities": probabilities, "label": labels}
+        raw = self.estimator.predict(matrix)
+        return {
+            "label": np.array([label_text(v.item() if hasattr(v, "item") else v) for v in raw], dtype=object)
+        }
+
+    def warm_matrix(self, rows: int) -> np.ndarray[Any, Any]:
+        """A dummy batch of ``rows`` (zeros, empty categories) to warm a version before it serves."""
+        if not self.categorical:
+            return np.zeros((rows, len(self.feature_names)))
+        matrix = np.zeros((rows, len(self.feature_names)), dtype=object)
+        for i, feature in enumerate(self.feature_names):
+            if self.feature_inputs[feature].datatype == "BYTES":
+                matrix[:, i] = ""
+        return matrix
+
+    def logged_features(self, matrix: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The rows as the prediction log carries them: numbers, NaN where a feature is text."""
+        if matrix.dtype != object:
+            return matrix
+        logged = np.full(matrix.shape, np.nan)
+        for i in range(matrix.shape[1]):
+            column = matrix[:, i]
+            numeric = np.fromiter((isinstance(v, float | int) for v in column), dtype=bool, count=len(column))
+            logged[numeric, i] = column[numeric].astype(np.float64)
+        return logged

@@ -1,0 +1,86 @@
+"""Settings of the serving service, read from ``SERVING_*`` (and the platform's ``MLOPS_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class ServingSettings(ServiceSettings):
+    """Where serving listens, what it accepts, and how it batches and logs.
+
+    Run it with ``OMP_NUM_THREADS=1``: scikit-learn's OpenMP threads fight the event
+    loop and each other for the cores, and tree ensembles get slower per call, not faster.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SERVING_")
+
+    host: str = "127.0.0.1"
+    """Interface the gRPC and HTTP servers bind to."""
+
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """Open Inference Protocol over gRPC (0: any free port)."""
+
+    http_port: int = Field(8000, ge=0, le=65535)
+    """Open Inference Protocol over HTTP/JSON, health and /metrics (0: any free port)."""
+
+    max_rows: int = Field(4096, ge=1)
+    """Most rows one inference request may carry; more is RESOURCE_EXHAUSTED."""
+
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest request accepted, in bytes, on gRPC and HTTP; larger is RESOURCE_EXHAUSTED (HTTP 413)."""
+
+    served_aliases: tuple[str, ...] = ("production", "candidate")
+    """Aliases whose versions are loaded. A model is served while it has a ``production`` alias;
+    the others are loaded beside it for canary, shadow and explicit alias routing."""
+
+    max_batch_rows: int = Field(64, ge=1)
+    """Default largest micro-batch (rows) handed to one predict call; a model's tag
+    ``max_batch_rows`` overrides it. 1 turns batching off."""
+
+    max_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
+    """Default time the batcher waits for more requests once it has one. 0 (the default) batches
+    only what queued up while the previous batch ran, so an idle server adds no latency; a
+    model's tag ``max_batch_wait_ms`` overrides it."""
+
+    max_queue_rows: int = Field(8192, ge=1)
+    """Rows allowed to wait for one model version; beyond that requests get RESOURCE_EXHAUSTED
+    rather than a growing latency."""
+
+    predict_threads: int = Field(1, ge=1, le=64)
+    """Threads that run predict calls, off the event loop."""
+
+    default_rollout: str = Field("none", pattern="^(none|canary|shadow)$")
+    """Rollout for a model whose tags do not say: ``none`` (candidate only on request),
+    ``canary`` or ``shadow``."""
+
+    default_canary_share: float = Field(0.1, ge=0.0, le=1.0)
+    """Share of a model's traffic sent to ``candidate`` under canary when its tags do not say."""
+
+    shadow_max_queue_rows: int = Field(1024, ge=0)
+    """Shadow requests are skipped (and counted) while the candidate has this many rows waiting,
+    so mirroring never competes with answers for long."""
+
+    prediction_buffer: int = Field(20000, ge=1)
+    """Prediction records held while the broker is slow or away; the oldest are dropped
+    (and counted in ``mlops_kafka_records_dropped_total``) beyond it."""
+
+    prediction_logging: bool = True
+    """Publish one PredictionRecord per request to ``<prefix>.predictions``."""
+
+    resync_interval_seconds: float = Field(60.0, gt=0)
+    """Full re-read of the served models from the registry, beside the events, so a missed
+    event (broker away, replica restarted) is repaired within this time."""
+
+    registry_timeout_seconds: float = Field(30.0, gt=0)
+    """Deadline of one registry call (a download included)."""
+
+    startup_timeout_seconds: float = Field(30.0, gt=0)
+    """How long ``start()`` waits for the first load of the served models before it returns
+    not-ready and keeps retrying in the background."""
+
+    retained_versions: int = Field(2, ge=0, le=32)
+    """Versions kept in memory per model after they stop being served, so a rollback to one of
+    them swaps at once, without a download."""

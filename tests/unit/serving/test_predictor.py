@@ -1,0 +1,154 @@
+"""The signature decides what a version accepts and returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.common.proto.mlops.v1 import model_pb2
+from services.serving.errors import InvalidInput, TooLarge
+from services.serving.predictor import Predictor, SignatureError
+from services.serving.tensors import Tensor, encode_bytes_elements, from_raw
+from tests.unit.serving.conftest import Fitted, classifier_signature
+
+
+def matrix(data: np.ndarray, datatype: str = "FP64", name: str = "features") -> Tensor:
+    return Tensor(name, datatype, tuple(data.shape), data)
+
+
+def test_predictions_match_the_estimator_and_labels_follow_the_class_order(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    batch = predictor.assemble([matrix(classifier.X[:10])], max_rows=100)
+    outputs = predictor.predict(batch.matrix)
+    np.testing.assert_allclose(
+        outputs["probabilities"], classifier.estimator.predict_proba(classifier.X[:10])
+    )
+    assert outputs["label"].tolist() == classifier.estimator.predict(classifier.X[:10]).tolist()
+    assert list(predictor.outputs) == ["probabilities", "label"]
+    assert predictor.outputs["probabilities"].shape == (-1, 3)
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "INT32", "INT64"])
+def test_other_numeric_datatypes_are_accepted_for_the_matrix(classifier: Fitted, datatype: str) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    dtype = {"FP32": "<f4", "INT32": "<i4", "INT64": "<i8"}[datatype]
+    data = np.round(classifier.X[:3]).astype(dtype)
+    batch = predictor.assemble([from_raw("features", datatype, [3, 4], data.tobytes())], max_rows=10)
+    assert batch.matrix.dtype == np.float64
+    np.testing.assert_array_equal(batch.matrix, data.astype(np.float64))
+
+
+def test_wrong_shape_names_the_tensor_and_expected_versus_received(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    with pytest.raises(InvalidInput, match=r"input 'features': expected shape \[-1, 4\], got \[2, 3\]"):
+        predictor.assemble([matrix(np.zeros((2, 3)))], max_rows=10)
+    with pytest.raises(InvalidInput, match=r"expected shape \[-1, 4\], got \[4\]"):
+        predictor.assemble([matrix(np.zeros(4))], max_rows=10)
+
+
+def test_wrong_datatype_names_expected_and_received(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    data = np.array([b"a"] * 4, dtype=object).reshape(1, 4)
+    with pytest.raises(InvalidInput, match="input 'features': expected datatype FP64 .* got BYTES"):
+        predictor.assemble([matrix(data, "BYTES")], max_rows=10)
+
+
+def test_nan_and_infinity_are_refused_with_row_and_feature_unless_allowed(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    data = np.zeros((3, 4))
+    data[2, 1] = np.nan
+    with pytest.raises(
+        InvalidInput, match="row 2, feature 'f1' is nan; the model's signature does not allow NaN"
+    ):
+        predictor.assemble([matrix(data)], max_rows=10)
+    data[2, 1] = -np.inf
+    with pytest.raises(InvalidInput, match="feature 'f1' is -inf"):
+        predictor.assemble([matrix(data)], max_rows=10)
+    tolerant = Predictor(
+        "m", 1, classifier.estimator, classifier_signature(4, ["0", "1", "2"], allow_nan=True)
+    )
+    assert np.isinf(tolerant.assemble([matrix(data)], max_rows=10).matrix[2, 1])
+
+
+def test_rows_beyond_the_limit_are_resource_exhausted_and_zero_rows_invalid(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    with pytest.raises(TooLarge, match="has 11 rows; this server accepts at most 10"):
+        predictor.assemble([matrix(np.zeros((11, 4)))], max_rows=10)
+    with pytest.raises(InvalidInput, match="has no rows"):
+        predictor.assemble([matrix(np.zeros((0, 4)))], max_rows=10)
+
+
+def test_one_tensor_per_feature_builds_the_same_matrix(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    X = classifier.X[:5]
+    columns = [Tensor(f"f{i}", "FP64", (5,), X[:, i]) for i in range(4)]
+    np.testing.assert_array_equal(predictor.assemble(columns, max_rows=10).matrix, X)
+
+
+def test_per_feature_errors_name_the_inputs(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    columns = [Tensor(f"f{i}", "FP64", (5,), np.zeros(5)) for i in range(3)]
+    with pytest.raises(InvalidInput, match="missing input\\(s\\) 'f3'"):
+        predictor.assemble(columns, max_rows=10)
+    with pytest.raises(InvalidInput, match="unknown input\\(s\\) 'age'"):
+        predictor.assemble([*columns, Tensor("age", "FP64", (5,), np.zeros(5))], max_rows=10)
+    with pytest.raises(InvalidInput, match="input 'f3': has 4 rows but the other inputs have 5"):
+        predictor.assemble([*columns, Tensor("f3", "FP64", (4,), np.zeros(4))], max_rows=10)
+    with pytest.raises(InvalidInput, match="input 'features' appears more than once"):
+        predictor.assemble([matrix(np.zeros((1, 4)))] * 2, max_rows=10)
+    with pytest.raises(InvalidInput, match="unexpected input\\(s\\): 'f0'"):
+        predictor.assemble([matrix(np.zeros((1, 4))), Tensor("f0", "FP64", (1,), np.zeros(1))], max_rows=10)
+    with pytest.raises(InvalidInput, match="the request has no inputs"):
+        predictor.assemble([], max_rows=10)
+
+
+def test_text_categories_arrive_as_bytes_columns_and_predict_like_the_training_matrix(
+    categorical: Fitted,
+) -> None:
+    predictor = Predictor("m", 1, categorical.estimator, categorical.signature)
+    X = categorical.X[:6]
+    size = Tensor("size", "FP64", (6,), X[:, 0].astype(np.float64))
+    colour = from_raw("colour", "BYTES", [6], encode_bytes_elements([str(c) for c in X[:, 1]]))
+    batch = predictor.assemble([size, colour], max_rows=10)
+    assert batch.matrix.dtype == object
+    np.testing.assert_allclose(
+        predictor.predict(batch.matrix)["probabilities"], categorical.estimator.predict_proba(X)
+    )
+    logged = predictor.logged_features(batch.matrix)
+    np.testing.assert_array_equal(logged[:, 0], X[:, 0].astype(np.float64))
+    assert np.isnan(logged[:, 1]).all()
+
+
+def test_row_ids_name_the_rows_and_must_match_them(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    ids = from_raw("row_ids", "BYTES", [2], encode_bytes_elements(["e1", "e2"]))
+    assert predictor.assemble([matrix(np.zeros((2, 4))), ids], max_rows=10).row_ids == ("e1", "e2")
+    with pytest.raises(InvalidInput, match="has 2 ids for 3 rows"):
+        predictor.assemble([matrix(np.zeros((3, 4))), ids], max_rows=10)
+
+
+def test_requested_outputs_are_checked(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    assert predictor.check_outputs([]) == ["probabilities", "label"]
+    assert predictor.check_outputs(["label"]) == ["label"]
+    with pytest.raises(
+        InvalidInput,
+        match="requested output 'value' is not produced by model 'm'; it produces: probabilities, label",
+    ):
+        predictor.check_outputs(["value"])
+
+
+def test_regressors_return_values(regressor: Fitted) -> None:
+    predictor = Predictor("r", 1, regressor.estimator, regressor.signature)
+    outputs = predictor.predict(predictor.assemble([matrix(regressor.X[:4])], max_rows=10).matrix)
+    np.testing.assert_allclose(outputs["value"], regressor.estimator.predict(regressor.X[:4]))
+    assert list(predictor.outputs) == ["value"]
+
+
+def test_signatures_that_do_not_fit_the_estimator_are_refused(classifier: Fitted) -> None:
+    with pytest.raises(SignatureError, match="differ from the estimator's"):
+        Predictor("m", 1, classifier.estimator, classifier_signature(4, ["a", "b", "c"]))
+    with pytest.raises(SignatureError, match="names 5 features but the estimator was fitted on 4"):
+        Predictor("m", 1, classifier.estimator, classifier_signature(5, ["0", "1", "2"]))
+    with pytest.raises(SignatureError, match="names no features"):
+        Predictor("m", 1, classifier.estimator, model_pb2.Signature())
