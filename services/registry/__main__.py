@@ -25,7 +25,9 @@ def main() -> None:
     try:
         settings = RegistrySettings()
     except ValidationError as exc:
-        sys.stderr.write(f"registry: invalid settings:\n{exc}\n")
+        # Name the fields, never echo the values: they may hold credentials.
+        problems = "".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}\n" for e in exc.errors())
+        sys.stderr.write(f"registry: invalid settings:\n{problems}")
         raise SystemExit(2) from None
     configure_logging("registry", settings.log_level, settings.log_format)
     get_logger(__name__).info("registry_starting", grpc_port=settings.grpc_port, http_port=settings.http_port)
