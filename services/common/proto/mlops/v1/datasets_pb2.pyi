@@ -397,7 +397,7 @@ class QualitySummary(_message.Message):
     ACCEPTED_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
-    LABELS_ATTACHED_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     ISSUES_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     accepted: _builtins.int
@@ -406,8 +406,10 @@ class QualitySummary(_message.Message):
     """Events whose id was already stored (acknowledged, not stored again)."""
     rejected: _builtins.int
     """Events refused, in total and by reason and field (issues)."""
-    labels_attached: _builtins.int
-    """Labels attached to earlier events."""
+    labels: _builtins.int
+    """Labels received for earlier events (attached to the stored row, or
+    kept until the event arrives).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -423,12 +425,12 @@ class QualitySummary(_message.Message):
         accepted: _builtins.int = ...,
         duplicates: _builtins.int = ...,
         rejected: _builtins.int = ...,
-        labels_attached: _builtins.int = ...,
+        labels: _builtins.int = ...,
         issues: _abc.Iterable[Global___QualityIssue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "dataset", b"dataset", "duplicates", b"duplicates", "end_time", b"end_time", "issues", b"issues", "labels_attached", b"labels_attached", "rejected", b"rejected", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "dataset", b"dataset", "duplicates", b"duplicates", "end_time", b"end_time", "issues", b"issues", "labels", b"labels", "rejected", b"rejected", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The ingest service: raw events in, validated rows, labels and dead letters out."""

@@ -1,0 +1,143 @@
+"""Composition root: MongoDB, the producer, the raw-event consumer, the dataset API (gRPC)
+and the batch endpoint (HTTP), started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+from pymongo import AsyncMongoClient
+
+from services.common import mongo
+from services.common.auth import AuthInterceptor, TokenVerifier
+from services.common.events import Topics
+from services.common.grpc_server import GrpcServer
+from services.common.http import HttpServer
+from services.common.kafka import create_producer, ensure_topics
+from services.common.logging import get_logger
+from services.common.mongo import Document
+from services.common.proto.mlops.v1 import datasets_pb2_grpc
+from services.ingest import grpc_api, http_api
+from services.ingest.consumer import RawEventConsumer
+from services.ingest.datasets import Datasets
+from services.ingest.pipeline import IngestPipeline, SchemaCatalog
+from services.ingest.privacy import Pseudonymizer
+from services.ingest.settings import IngestSettings
+from services.ingest.store import DatasetStore
+
+log = get_logger(__name__)
+
+# Windows stream in chunks far below this; a chunk of wide rows must still fit.
+MAX_GRPC_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class IngestApp:
+    """The ingest service. After :meth:`start`, ``grpc_port`` and ``http_port`` are bound."""
+
+    def __init__(self, settings: IngestSettings):
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.grpc_port = 0
+        self.http_port = 0
+        self.pipeline: IngestPipeline | None = None
+        self.consumer: RawEventConsumer | None = None
+        self._client: AsyncMongoClient[Document] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._grpc: GrpcServer | None = None
+        self._http: HttpServer | None = None
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self.consumer is not None and self.consumer.loop.running
+
+    async def start(self) -> None:
+        settings, topics = self.settings, self.topics
+        self._client = mongo.create_client(settings, "mlops-ingest")
+        store = DatasetStore(mongo.database(self._client, settings))
+        await store.ensure_indexes()
+        key = settings.pseudonymization_key
+        pseudonymizer = (
+            Pseudonymizer(key.get_secret_value().encode(), settings.pseudonymization_key_version)
+            if key is not None
+            else None
+        )
+        if pseudonymizer is None and await store.any_private_schema():
+            log.warning(
+                "pseudonymization_key_missing",
+                detail="datasets with private fields exist; their events are refused until "
+                "INGEST_PSEUDONYMIZATION_KEY is set",
+            )
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            [topics.raw_events, Topics.dlq(topics.raw_events), topics.features, topics.labels],
+        )
+        self._producer = create_producer(settings.kafka_bootstrap_servers, "mlops-ingest")
+        await self._producer.start()
+        catalog = SchemaCatalog(
+            store, pseudonymizer, settings.max_clock_skew_seconds, settings.schema_cache_seconds
+        )
+        self.pipeline = IngestPipeline(
+            store,
+            catalog,
+            self._producer,
+            topics,
+            max_event_bytes=settings.max_event_bytes,
+            pending_label_seconds=settings.pending_label_seconds,
+        )
+        datasets = Datasets(
+            store,
+            catalog,
+            pseudonymization_enabled=pseudonymizer is not None,
+            default_chunk_rows=settings.window_chunk_rows,
+            max_chunk_rows=settings.window_max_chunk_rows,
+        )
+        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        self._grpc = GrpcServer(
+            f"{settings.host}:{settings.grpc_port}",
+            interceptors=[AuthInterceptor(verifier, grpc_api.SCOPES)],
+            max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
+        )
+        self._grpc.add_service(
+            datasets_pb2_grpc.add_DatasetServiceServicer_to_server,
+            grpc_api.DatasetServicer(datasets),
+            grpc_api.SERVICE_NAME,
+        )
+        self._http = HttpServer(
+            http_api.create_http_app(self.pipeline, datasets, settings, verifier, ready=lambda: self.ready),
+            settings.host,
+            settings.http_port,
+        )
+        self.consumer = RawEventConsumer(settings, self.pipeline, self._producer, topics)
+        await self.consumer.start()
+        await self._grpc.start()
+        await self._http.start()
+        self.grpc_port = self._grpc.port
+        self.http_port = self._http.port
+        self._ready = True
+        log.info("ingest_started", grpc_port=self.grpc_port, http_port=self.http_port)
+
+    async def stop(self) -> None:
+        """Stop taking calls, finish and commit the batch in hand, then disconnect."""
+        self._ready = False
+        if self._http is not None:
+            await self._http.stop()
+        if self._grpc is not None:
+            await self._grpc.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._client is not None:
+            await self._client.close()
+        log.info("ingest_stopped")
+
+
+async def run(settings: IngestSettings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set."""
+    app = IngestApp(settings)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
