@@ -1,0 +1,111 @@
+"""What the registry stores with a candidate: metadata, lineage and the artifact. No I/O.
+
+Lineage records everything needed to reproduce or audit the version: the window as
+materialised (bounds, row count, content hash), the code and package versions, the
+parent version, the request and what triggered it. Parameters hold the winning
+configuration and every search trial, so "why this model" has an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from functools import cache
+from importlib import metadata
+
+from services.common.artifacts import SKOPS, dump_sklearn, sha256_hex
+from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainTrigger
+from services.common.proto.mlops.v1.model_pb2 import Lineage, MaterializedWindow, ModelSpec
+from services.common.proto.mlops.v1.registry_pb2 import Artifact, ModelCard, VersionMetadata
+from services.trainer.plan import TrainingPlan
+from services.trainer.training import TrainedCandidate
+
+RECORDED_PACKAGES = ("scikit-learn", "numpy", "scipy", "river", "skops")
+
+
+@cache
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide what a trained model computes."""
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def trigger_name(trigger: TrainTrigger.ValueType) -> str:
+    """``drift``, ``manual`` ... (``unspecified`` when the request did not say)."""
+    return TrainTrigger.Name(trigger).removeprefix("TRAIN_TRIGGER_").lower()
+
+
+def lineage(
+    request: TrainRequest, window: MaterializedWindow, code_version: str, parent_version: int
+) -> Lineage:
+    return Lineage(
+        data=window,
+        code_version=code_version,
+        package_versions=package_versions(),
+        parent_version=request.parent_version or parent_version,
+        train_request_id=request.request_id,
+        trigger=trigger_name(request.trigger),
+        drift_event_id=request.drift_event_id,
+    )
+
+
+def params(plan: TrainingPlan, candidate: TrainedCandidate) -> dict[str, str]:
+    """String parameters: the chosen configuration, the split, the seed, and every search trial."""
+    chosen = candidate.configuration
+    out = {
+        "family": chosen.family.name,
+        "metric": plan.metric.name,
+        "seed": str(plan.seed),
+        "holdout_fraction": f"{plan.holdout_fraction:g}",
+        "time_budget_seconds": f"{plan.time_budget_seconds:g}",
+        "training_seconds": f"{candidate.seconds:.3f}",
+        "features": json.dumps([f.name for f in plan.features]),
+        "feature_kinds": json.dumps({f.name: f.kind.value for f in plan.features}),
+    }
+    for name, value in sorted(chosen.params.items()):
+        out[f"estimator.{name}"] = json.dumps(value)
+    if candidate.trials:
+        out["search.strategy"] = "successive_halving"
+        out["search.truncated"] = "true" if candidate.search_truncated else "false"
+        out["search.trials"] = json.dumps([t.as_record() for t in candidate.trials], separators=(",", ":"))
+    return out
+
+
+def version_metadata(
+    *,
+    plan: TrainingPlan,
+    spec: ModelSpec,
+    request: TrainRequest,
+    candidate: TrainedCandidate,
+    window: MaterializedWindow,
+    code_version: str,
+    parent_version: int,
+) -> tuple[VersionMetadata, bytes]:
+    """The registry's ``VersionMetadata`` and the skops artifact it describes."""
+    artifact = dump_sklearn(candidate.pipeline)
+    described = VersionMetadata(
+        model_name=plan.model_name,
+        artifact=Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format=SKOPS),
+        metrics=candidate.metrics,
+        params=params(plan, candidate),
+        signature=candidate.signature,
+        lineage=lineage(request, window, code_version, parent_version),
+        gates=candidate.gates,
+        gates_passed=candidate.gates_passed,
+        tags={"flavor": "sklearn", "family": candidate.configuration.family.name},
+        card=ModelCard(
+            description=(
+                f"{candidate.configuration.family.name} on {window.row_count} rows of dataset "
+                f"{plan.dataset!r} (schema v{plan.schema_version}), {plan.metric.name} "
+                f"{candidate.metrics.get(plan.metric.name, float('nan')):.4f} on the newest "
+                f"{candidate.holdout_rows} rows held out"
+            )
+        ),
+        spec=spec,
+    )
+    return described, artifact
