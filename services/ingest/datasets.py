@@ -15,7 +15,7 @@ from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, QualityIs
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
 from services.ingest.pipeline import LABEL_OUTCOME, SchemaCatalog, Status
-from services.ingest.schemas import has_private_fields, plan_registration, validate_schema
+from services.ingest.schemas import check_storable, plan_registration, validate_schema
 from services.ingest.store import DatasetStore, WindowQuery, row_to_feature_row
 
 
@@ -77,15 +77,11 @@ class Datasets:
     async def register_schema(self, candidate: DatasetSchema, actor: str) -> DatasetSchema:
         """Store ``candidate`` as a version per ``DatasetSchema.version``'s rules.
 
-        Raises :class:`SchemaError` (invalid), ``SchemaConflict`` (breaking or changed),
-        :class:`FailedPrecondition` (private fields without a key) or :class:`Conflict`.
+        Raises ``SchemaError`` (invalid), ``SchemaConflict`` (breaking or changed),
+        ``SchemaUnsupported`` (private fields without a key) or :class:`Conflict` (a race).
         """
         validate_schema(candidate)
-        if has_private_fields(candidate) and not self._pseudonymization_enabled:
-            raise FailedPrecondition(
-                "the schema has private fields but no pseudonymization key is configured "
-                "(INGEST_PSEUDONYMIZATION_KEY): they would have no way to be stored"
-            )
+        check_storable(candidate, self._pseudonymization_enabled)
         latest = await self._store.get_schema(candidate.name)
         stored = None
         if latest is not None and 0 < candidate.version <= latest.version:

@@ -23,7 +23,7 @@ from services.ingest.datasets import (
     WindowRequest,
     to_datetime,
 )
-from services.ingest.schemas import SchemaConflict, SchemaError
+from services.ingest.schemas import SchemaConflict, SchemaError, SchemaUnsupported
 
 SERVICE_NAME = "mlops.v1.DatasetService"
 SCOPES = MethodScopes(default=Scope.READ, methods={"RegisterSchema": Scope.WRITE})
@@ -37,7 +37,7 @@ def status_of(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND, str(exc)
-    if isinstance(exc, SchemaConflict | FailedPrecondition):
+    if isinstance(exc, SchemaConflict | SchemaUnsupported | FailedPrecondition):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, Conflict):
         return grpc.StatusCode.ABORTED, str(exc)

@@ -113,7 +113,7 @@ def create_http_app(
         ready=ready,
         description="Batches of raw events in, validated like the raw topic's; schemas and data quality out.",
     )
-    body_limit = min(settings.http_max_events * settings.max_event_bytes, 256 * 1024 * 1024)
+    body_limit = settings.http_max_body_bytes
 
     @app.post(
         "/v1/events",

@@ -44,6 +44,10 @@ class SchemaError(ValueError):
         self.field = field
 
 
+class SchemaUnsupported(Exception):
+    """A valid schema this server cannot honour as configured."""
+
+
 class SchemaConflict(Exception):
     """A registration that contradicts what is stored: a breaking change without a new
     version, or different content under an existing version."""
@@ -156,6 +160,15 @@ def _check_role(
 
 def has_private_fields(schema: DatasetSchema) -> bool:
     return any(spec.private for spec in schema.fields)
+
+
+def check_storable(schema: DatasetSchema, pseudonymization_enabled: bool) -> None:
+    """Raise :class:`SchemaUnsupported` for a schema whose events this server could not store."""
+    if has_private_fields(schema) and not pseudonymization_enabled:
+        raise SchemaUnsupported(
+            "the schema has private fields but no pseudonymization key is configured "
+            "(INGEST_PSEUDONYMIZATION_KEY): their values could not be stored"
+        )
 
 
 def _content(schema: DatasetSchema) -> DatasetSchema:

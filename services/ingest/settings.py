@@ -55,6 +55,9 @@ class IngestSettings(ServiceSettings):
     http_max_events: int = Field(5000, ge=1, le=100000)
     """Most events in one HTTP batch; a larger batch is refused whole with 413."""
 
+    http_max_body_bytes: int = Field(16 * MiB, ge=KiB, le=512 * MiB)
+    """Largest HTTP batch body; a larger one is refused whole with 413 before it is read in full."""
+
     window_chunk_rows: int = Field(1000, ge=1, le=50000)
     """Rows per streamed window message when the caller does not say."""
 

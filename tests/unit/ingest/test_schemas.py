@@ -10,7 +10,9 @@ from services.ingest.schemas import (
     Registration,
     SchemaConflict,
     SchemaError,
+    SchemaUnsupported,
     breaking_changes,
+    check_storable,
     plan_registration,
     validate_schema,
 )
@@ -198,3 +200,13 @@ def test_versions_are_immutable_and_contiguous() -> None:
         plan_registration(at(1, other), at(2), at(1))
     with pytest.raises(SchemaError, match="next version"):
         plan_registration(at(4), at(2), None)
+
+
+def test_private_fields_need_a_pseudonymization_key() -> None:
+    check_storable(demo_schema(), pseudonymization_enabled=True)
+    with pytest.raises(SchemaUnsupported, match="INGEST_PSEUDONYMIZATION_KEY"):
+        check_storable(demo_schema(), pseudonymization_enabled=False)
+    public = demo_schema()
+    for spec in public.fields:
+        spec.private = False
+    check_storable(public, pseudonymization_enabled=False)
