@@ -312,11 +312,6 @@ class JobRunner:
             ):
                 raise DataError(f"reading the window: {exc.details()}", field="window") from None
             raise
-        if window.min_rows and data.summary.row_count < window.min_rows:
-            raise DataError(
-                f"the window holds {data.summary.row_count} labelled rows, fewer than its min_rows {window.min_rows}",
-                field="window.min_rows",
-            )
         production = await self._production(request.model_name)
         candidate = await self._train(plan, data.rows, production, request)
         if lost.is_set():
