@@ -245,6 +245,11 @@ class ConsumerLoop:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this member holds right now (empty before it joins, or when the
+        group has more members than partitions)."""
+        return frozenset(self._consumer.assignment())
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
