@@ -83,7 +83,7 @@ async def test_bad_requests_are_refused_whole_with_the_reason(ingest: Ingest, da
     assert (response.status_code, response.json()["detail"]) == (400, "body: not valid JSON")
     response = await ingest.http.post("/v1/events", json={"events": "many"}, headers=headers)
     assert response.status_code == 422 and response.json()["detail"].startswith("events:")
-    too_many = [{}] * (ingest.settings.http_max_events + 1)
+    too_many: list[dict[str, str]] = [{}] * (ingest.settings.http_max_events + 1)
     response = await ingest.http.post("/v1/events", json=too_many, headers=headers)
     assert response.status_code == 413 and response.json()["detail"].startswith("events:")
 
