@@ -21,6 +21,7 @@ from services.common.http import HttpServer, create_app
 from services.common.kafka import ConsumerLoop, create_producer, ensure_topics
 from services.common.logging import get_logger
 from services.common.mongo import Document
+from services.trainer import metrics
 from services.trainer.events import ResultPublisher, TrainRequestHandler
 from services.trainer.jobs import JobStore
 from services.trainer.runner import JobRunner, RunnerConfig
@@ -85,7 +86,7 @@ class TrainerApp:
         self._consumer = ConsumerLoop(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             topics=[topics.train_requests],
-            group_id=settings.consumer_group,
+            group_id=f"{settings.topic_prefix}.{settings.consumer_group}",
             handler=TrainRequestHandler(self._runner),
             producer=self._producer,
             client_id=f"mlops-trainer-{self.instance}",
@@ -93,6 +94,8 @@ class TrainerApp:
             max_batch=1,
         )
         await self._consumer.start()
+        consumer = self._consumer
+        metrics.ASSIGNED_PARTITIONS.set_function(lambda: len(consumer.assignment()))
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
         http_app = create_app(
             "mlops trainer",

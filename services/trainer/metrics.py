@@ -21,3 +21,6 @@ RUNNING = Gauge("mlops_trainer_jobs_running", "Jobs this trainer is working on (
 TRIALS = Counter(
     "mlops_trainer_search_trials_total", "Search trials fitted, by estimator family.", ["family"]
 )
+ASSIGNED_PARTITIONS = Gauge(
+    "mlops_trainer_assigned_partitions", "Partitions of the train-requests topic this trainer holds."
+)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from functools import cache
 from importlib import metadata
+from typing import Any
 
 from services.common.artifacts import SKOPS, dump_sklearn, sha256_hex
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainTrigger
@@ -21,6 +23,8 @@ from services.trainer.plan import TrainingPlan
 from services.trainer.training import TrainedCandidate
 
 RECORDED_PACKAGES = ("scikit-learn", "numpy", "scipy", "river", "skops")
+MAX_PARAM_CHARS = 4096
+"""The registry's limit on one parameter value: longer lists are split over several keys."""
 
 
 @cache
@@ -72,8 +76,39 @@ def params(plan: TrainingPlan, candidate: TrainedCandidate) -> dict[str, str]:
     if candidate.trials:
         out["search.strategy"] = "successive_halving"
         out["search.truncated"] = "true" if candidate.search_truncated else "false"
-        out["search.trials"] = json.dumps([t.as_record() for t in candidate.trials], separators=(",", ":"))
+        records = [t.as_record() for t in candidate.trials]
+        for i, part in enumerate(json_chunks(records, MAX_PARAM_CHARS)):
+            out[f"search.trials.{i:03d}"] = part
     return out
+
+
+def stored_trials(params: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The search trials recorded in a version's ``params``, in the order they ran."""
+    keys = sorted(k for k in params if k.startswith("search.trials."))
+    return [record for key in keys for record in json.loads(params[key])]
+
+
+def json_chunks(records: list[dict[str, Any]], limit: int) -> list[str]:
+    """``records`` as JSON lists of at most ``limit`` characters each, in order.
+
+    Read them back by concatenating the lists of ``search.trials.000``, ``.001`` ... in
+    key order. A record too long on its own is cut to its identifying fields.
+    """
+    parts: list[str] = []
+    batch: list[str] = []
+    size = 2
+    for record in records:
+        text = json.dumps(record, separators=(",", ":"), default=str)
+        if len(text) + 2 > limit:
+            text = json.dumps({k: record[k] for k in ("configuration", "family", "rung", "rows", "score")})
+        if batch and size + len(text) + 1 > limit:
+            parts.append("[" + ",".join(batch) + "]")
+            batch, size = [], 2
+        batch.append(text)
+        size += len(text) + 1
+    if batch:
+        parts.append("[" + ",".join(batch) + "]")
+    return parts
 
 
 def version_metadata(

@@ -20,8 +20,9 @@ class TrainerSettings(ServiceSettings):
     http_port: int = Field(8083, ge=0, le=65535)
     """Port of the health and ``/metrics`` routes; 0 picks a free one."""
 
-    consumer_group: str = "trainer"
-    """Kafka consumer group of ``<prefix>.train.requests``; trainers in one group share the work."""
+    consumer_group: str = Field("trainer", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    """Consumer group on ``<prefix>.train.requests``, prefixed with the topic prefix
+    (``mlops.trainer``); every trainer in the group shares the partitions."""
 
     default_time_budget_seconds: float = Field(120.0, gt=0)
     """Time budget of a job whose spec does not set one."""

@@ -44,7 +44,28 @@ CONFIGURATIONS_PER_FAMILY = 8
 VALIDATION_FRACTION = 0.2
 IMPORTANCE_REPEATS = 5
 
+MAX_FEATURE_METRICS = 40
+"""Per-feature metrics kept of each kind (the largest), so a wide dataset stays within
+the registry's limit on metrics per version."""
+
 Progress = Callable[[float, str], None]
+
+
+def _bounded(measurements: dict[str, float]) -> dict[str, float]:
+    """Finite measurements, keeping only the largest ``MAX_FEATURE_METRICS`` of each per-feature kind."""
+    kept: dict[str, float] = {}
+    per_kind: dict[str, list[tuple[str, float]]] = {}
+    for name, value in measurements.items():
+        if not math.isfinite(value):
+            continue
+        kind, _, feature = name.rpartition(".")
+        if kind in ("robustness.missing_drop", "slice_gap"):
+            per_kind.setdefault(kind, []).append((name, value))
+        else:
+            kept[name] = value
+    for items in per_kind.values():
+        kept.update(sorted(items, key=lambda item: -abs(item[1]))[:MAX_FEATURE_METRICS])
+    return kept
 
 
 @dataclass(frozen=True)
@@ -299,8 +320,11 @@ class Trainer:
         budget: Deadline,
     ) -> TrainedCandidate:
         recorded = {name: value for name, value in metrics.items() if math.isfinite(value)}
-        recorded.update({k: v for k, v in report.measurements.items() if math.isfinite(v)})
-        recorded.update({f"importance.{k}": v for k, v in importances.items() if math.isfinite(v)})
+        recorded.update(_bounded(report.measurements))
+        top = sorted(importances, key=lambda name: -abs(importances[name]))[:MAX_FEATURE_METRICS]
+        recorded.update(
+            {f"importance.{name}": importances[name] for name in top if math.isfinite(importances[name])}
+        )
         recorded["train_rows"] = float(len(train))
         recorded["holdout_rows"] = float(len(holdout))
         if search.trials:

@@ -5,8 +5,6 @@ requests that end precisely without a version."""
 
 from __future__ import annotations
 
-import json
-
 import grpc
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from services.common.events import Topics, encode
 from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, publish
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates
+from services.trainer.registration import stored_trials
 from services.trainer.tabular import Feature, FeatureKind, feature_matrix
 from tests.integration.trainer.conftest import Platform, read_topic
 from tests.unit.trainer import synthetic
@@ -69,7 +68,7 @@ async def test_a_train_request_registers_a_promoted_version_with_its_lineage(
     assert version.lineage.code_version == "test-sha"
     assert version.lineage.package_versions["scikit-learn"]
     assert version.spec.model_name == model and list(version.spec.features) == ["f0", "f1", "color", "flag"]
-    trials = json.loads(version.params["search.trials"])
+    trials = stored_trials(version.params)
     assert len(trials) == version.metrics["search.trials"] > 8
     assert list(version.signature.classes) == ["0", "1"]
 

@@ -13,7 +13,13 @@ from services.common.artifacts import SKOPS, load_sklearn
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
 from services.trainer.plan import make_plan
-from services.trainer.registration import package_versions, trigger_name, version_metadata
+from services.trainer.registration import (
+    json_chunks,
+    package_versions,
+    stored_trials,
+    trigger_name,
+    version_metadata,
+)
 from services.trainer.tabular import feature_matrix
 from services.trainer.training import Trainer
 from tests.unit.trainer import synthetic
@@ -76,7 +82,7 @@ def test_params_hold_the_winner_and_every_trial(registered: tuple[Any, Any, byte
     params = described.params
     assert params["family"] == candidate.configuration.family.name
     assert params["seed"] == "7" and params["metric"] == "accuracy"
-    trials = json.loads(params["search.trials"])
+    trials = stored_trials(params)
     assert len(trials) == len(candidate.trials) == described.metrics["search.trials"]
     assert {t["family"] for t in trials} == {"logistic_regression", "random_forest"}
     assert all({"score", "rows", "rung", "params", "seconds"} <= set(t) for t in trials)
@@ -97,3 +103,27 @@ def test_metadata_carries_gates_signature_and_the_spec(registered: tuple[Any, An
 def test_trigger_names_are_lowercase_words() -> None:
     assert trigger_name(TrainTrigger.TRAIN_TRIGGER_MANUAL) == "manual"
     assert trigger_name(TrainTrigger.TRAIN_TRIGGER_UNSPECIFIED) == "unspecified"
+
+
+def test_long_trial_lists_are_split_under_the_registrys_value_limit() -> None:
+    records = [
+        {
+            "configuration": i,
+            "family": "random_forest",
+            "params": {"n": "x" * 50},
+            "rung": 0,
+            "rows": 10,
+            "score": 0.5,
+        }
+        for i in range(200)
+    ]
+    parts = json_chunks(records, 4096)
+    assert len(parts) > 1 and all(len(p) <= 4096 for p in parts)
+    params = {f"search.trials.{i:03d}": part for i, part in enumerate(parts)}
+    assert stored_trials(params) == records
+    huge = [
+        {"configuration": 0, "family": "f", "params": {"p": "y" * 5000}, "rung": 0, "rows": 1, "score": None}
+    ]
+    assert json_chunks(huge, 4096) == [
+        '[{"configuration": 0, "family": "f", "rung": 0, "rows": 1, "score": null}]'
+    ]
