@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 
@@ -81,6 +82,7 @@ class ServingApp:
             ),
             predict_executor=self._executor,
             max_queue_rows=settings.max_queue_rows,
+            inline_rows=settings.inline_predict_rows,
             retained_versions=settings.retained_versions,
             observer_factory=BatchMetrics,
         )
@@ -172,30 +174,48 @@ class ServingApp:
             await asyncio.sleep(self.settings.resync_interval_seconds if self._ready else RETRY_SECONDS)
 
     async def stop(self) -> None:
-        """Stop taking requests, let those in flight finish, flush the prediction log."""
+        """Stop taking requests, let those in flight finish, flush the prediction log.
+
+        Each step runs even if one before it failed (a broker that is away must not keep
+        the gRPC port or the registry channel open)."""
         self._ready = False
-        if self._grpc is not None:
-            await self._grpc.stop()
-        if self._http is not None:
-            await self._http.stop()
-        if self._events is not None:
-            await self._events.stop()
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
-        if self.manager is not None:
-            await self.manager.close()
-        if self.inference is not None:
-            await self.inference.drain_shadows()
-        if self.publisher is not None:
-            await self.publisher.stop()
-        if self._producer is not None:
-            await self._producer.stop()
-        if self._registry is not None:
-            await self._registry.close()
+        steps: list[tuple[str, Callable[[], Awaitable[object]] | None]] = [
+            ("grpc", self._grpc.stop if self._grpc else None),
+            ("http", self._http.stop if self._http else None),
+            ("model_events", self._events.stop if self._events else None),
+            ("sync", self._stop_sync),
+            ("manager", self.manager.close if self.manager else None),
+            ("shadows", self.inference.drain_shadows if self.inference else None),
+            ("prediction_log", self._stop_prediction_log),
+            ("registry_client", self._registry.close if self._registry else None),
+        ]
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                await step()
+            except Exception as exc:
+                log.warning("stop_step_failed", step=name, error=repr(exc))
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         log.info("serving_stopped")
+
+    async def _stop_prediction_log(self) -> None:
+        """Flush what is buffered, within the configured time even if the broker is away."""
+        flush = self.settings.prediction_flush_seconds
+        if self.publisher is not None:
+            await self.publisher.stop(flush_timeout=flush)
+        if self._producer is not None:
+            try:
+                async with asyncio.timeout(flush + 1):
+                    await self._producer.stop()
+            except TimeoutError:
+                log.warning("prediction_log_not_flushed", reason="the broker did not answer in time")
+
+    async def _stop_sync(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
 
 
 async def run(settings: ServingSettings, stop: asyncio.Event) -> None:

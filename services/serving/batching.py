@@ -23,6 +23,7 @@ import numpy as np
 from services.serving.errors import InferenceError, InvalidInput, Overloaded
 from services.serving.predictor import Outputs
 
+SETTLE_TURNS = 8
 PredictFn = Callable[[np.ndarray[Any, Any]], Outputs]
 
 
@@ -61,6 +62,12 @@ class Batcher:
         Seconds to wait for more requests once one is queued (0: none).
     max_queue_rows
         Rows allowed to wait; a request that would exceed it is refused with :class:`Overloaded`.
+    inline_rows
+        Batches of at most this many rows run on the event loop rather than in ``executor``.
+        A predict call that small takes about a millisecond, and handing it to a thread costs
+        more than that: the thread must win the GIL back from the busy loop after every
+        release, which the interpreter grants only every switch interval (5 ms). Bigger
+        batches, which would hold the loop for long, still go to the thread.
     """
 
     def __init__(
@@ -71,6 +78,7 @@ class Batcher:
         max_batch_rows: int = 64,
         max_wait: float = 0.0,
         max_queue_rows: int = 8192,
+        inline_rows: int = 0,
         observer: BatchObserver | None = None,
         label: str = "",
     ):
@@ -79,6 +87,7 @@ class Batcher:
         self.max_batch_rows = max_batch_rows
         self.max_wait = max_wait
         self.max_queue_rows = max_queue_rows
+        self.inline_rows = inline_rows
         self._observer = observer or BatchObserver()
         self._label = label
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -115,6 +124,15 @@ class Batcher:
                 await self._execute(batch)
 
     async def _next_batch(self) -> list[_Pending]:
+        # Requests that arrived together are still on their way to the queue (decoding,
+        # checking): give them a turn of the loop, for as long as more keep arriving.
+        for _ in range(SETTLE_TURNS):
+            if self._queued_rows >= self.max_batch_rows:
+                break
+            waiting = len(self._queue)
+            await asyncio.sleep(0)
+            if len(self._queue) == waiting:
+                break
         if self.max_wait > 0 and self._queued_rows < self.max_batch_rows:
             deadline = time.monotonic() + self.max_wait
             while self._queued_rows < self.max_batch_rows:
@@ -167,7 +185,7 @@ class Batcher:
             offset = end
 
     async def _call(self, matrix: np.ndarray[Any, Any]) -> Outputs:
-        if self._executor is None:
+        if self._executor is None or matrix.shape[0] <= self.inline_rows:
             return self._predict(matrix)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, matrix)
 

@@ -74,7 +74,15 @@ class ModelEventsListener:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
+        try:
+            await self._consumer.stop()
+        except asyncio.CancelledError:
+            # aiokafka lets a fetch it cancels itself escape when the broker is away; only a
+            # cancellation of this task is ours to pass on.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("model_events_consumer_stopped_uncleanly")
 
     async def _run(self) -> None:
         while True:

@@ -121,8 +121,8 @@ class ModelManager:
         Rollout and batching for models whose tags do not say.
     predict_executor
         Where predict calls run.
-    max_queue_rows
-        Rows allowed to wait per version (see :class:`Batcher`).
+    max_queue_rows, inline_rows
+        Per-version batcher limits (see :class:`Batcher`).
     retained_versions
         Versions per model kept in memory after they stop being served.
     observer_factory
@@ -137,6 +137,7 @@ class ModelManager:
         defaults: ModelPolicy = DEFAULT_POLICY,
         predict_executor: concurrent.futures.Executor | None = None,
         max_queue_rows: int = 8192,
+        inline_rows: int = 0,
         retained_versions: int = 2,
         observer_factory: ObserverFactory | None = None,
         retry_delay: float = 1.0,
@@ -147,6 +148,7 @@ class ModelManager:
         self._defaults = defaults
         self._executor = predict_executor
         self._max_queue_rows = max_queue_rows
+        self._inline_rows = inline_rows
         self._retained = retained_versions
         self._observer_factory = observer_factory or (lambda name, version: BatchObserver())
         self._retry_delay = retry_delay
@@ -363,6 +365,7 @@ class ModelManager:
             max_batch_rows=self._defaults.max_batch_rows,
             max_wait=self._defaults.max_batch_wait_ms / 1000,
             max_queue_rows=self._max_queue_rows,
+            inline_rows=self._inline_rows,
             observer=self._observer_factory(name, predictor.version),
             label=f"'{name}' version {predictor.version}",
         )

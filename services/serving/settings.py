@@ -50,7 +50,12 @@ class ServingSettings(ServiceSettings):
     rather than a growing latency."""
 
     predict_threads: int = Field(1, ge=1, le=64)
-    """Threads that run predict calls, off the event loop."""
+    """Threads that run the predict calls too big to run on the event loop."""
+
+    inline_predict_rows: int = Field(128, ge=0)
+    """Batches of at most this many rows are predicted on the event loop, bigger ones in a
+    thread. Small predict calls cost about a millisecond; in a thread they cost several,
+    waiting for the GIL while the loop is busy. 0 sends every batch to a thread."""
 
     default_rollout: str = Field("none", pattern="^(none|canary|shadow)$")
     """Rollout for a model whose tags do not say: ``none`` (candidate only on request),
@@ -66,6 +71,9 @@ class ServingSettings(ServiceSettings):
     prediction_buffer: int = Field(20000, ge=1)
     """Prediction records held while the broker is slow or away; the oldest are dropped
     (and counted in ``mlops_kafka_records_dropped_total``) beyond it."""
+
+    prediction_flush_seconds: float = Field(5.0, ge=0)
+    """How long a stopping replica tries to hand buffered prediction records to the broker."""
 
     prediction_logging: bool = True
     """Publish one PredictionRecord per request to ``<prefix>.predictions``."""
