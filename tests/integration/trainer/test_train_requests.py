@@ -5,15 +5,19 @@ requests that end precisely without a version."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import grpc
 import numpy as np
 import pytest
+from pymongo import AsyncMongoClient
 
 from services.common.artifacts import load_sklearn
 from services.common.events import Topics, encode
 from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, publish
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates
+from services.trainer.jobs import JOBS
 from services.trainer.registration import stored_trials
 from services.trainer.tabular import Feature, FeatureKind, feature_matrix
 from tests.integration.trainer.conftest import Platform, read_topic
@@ -214,3 +218,67 @@ async def test_undecodable_or_anonymous_requests_are_dead_lettered(platform: Pla
     letters = await read_topic(platform.infra.kafka_bootstrap, dlq, 2)
     reasons = sorted((dict(r.headers)[DLQ_ERROR_CLASS], dict(r.headers)[DLQ_ERROR_FIELD]) for r in letters)
     assert reasons == [(b"invalid_request", b"model_name"), (b"not_cloudevent", b"")]
+
+
+async def test_the_models_stored_spec_is_used_and_a_newer_one_wins_over_the_production_one(
+    platform: Platform, names: tuple[str, str]
+) -> None:
+    dataset, model = names
+    await platform.dataset(dataset, 300)
+    await platform.registry.create_model(model)
+    stored = await platform.registry.put_spec(synthetic.spec(model, dataset=dataset))
+    first = await platform.results.final(await platform.request(TrainRequest(model_name=model)))
+    assert first.status == TrainStatus.TRAIN_STATUS_REGISTERED, first.error
+    assert (
+        await platform.registry.get_version(model, first.version)
+    ).spec.spec_version == stored.spec_version
+
+    fewer_features = synthetic.spec(
+        model, dataset=dataset, features=("f0", "color"), gates=Gates(max_regression=0.2)
+    )
+    newer = await platform.registry.put_spec(fewer_features)
+    second = await platform.results.final(await platform.request(TrainRequest(model_name=model)))
+    assert second.status == TrainStatus.TRAIN_STATUS_REGISTERED, second.error
+    version = await platform.registry.get_version(model, second.version)
+    assert version.spec.spec_version == newer.spec_version > stored.spec_version
+    assert list(version.signature.feature_names) == ["f0", "color"]
+
+
+async def test_a_trainer_that_died_while_registering_is_not_followed_by_a_second_version(
+    platform: Platform, names: tuple[str, str]
+) -> None:
+    dataset, model = names
+    await platform.dataset(dataset, 300)
+    request = TrainRequest(request_id="r-" + model, idempotency_key="k-" + model, model_name=model)
+    request.spec.CopyFrom(synthetic.spec(model, dataset=dataset))
+    first = await platform.results.final(await platform.request(request))
+    assert first.status == TrainStatus.TRAIN_STATUS_REGISTERED and first.version == 1
+
+    # Put the job back as a trainer killed between the registry's answer and its own
+    # bookkeeping would have left it: registering, its lease lapsed, no result.
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(platform.infra.mongodb_uri)
+    try:
+        await client[platform.topics.prefix][JOBS].update_one(
+            {"_id": request.idempotency_key},
+            {
+                "$set": {
+                    "state": "registering",
+                    "owner": "dead",
+                    "lease_until": datetime.fromtimestamp(0, UTC),
+                },
+                "$unset": {"result": ""},
+            },
+        )
+    finally:
+        await client.close()
+    already = len(platform.results.of(request.request_id))
+    await platform.request(request)
+    answers = await platform.results.wait_for(
+        lambda r: r.request_id == request.request_id and r.status == TrainStatus.TRAIN_STATUS_REGISTERED,
+        count=2,
+    )
+    assert answers[1].version == 1
+    assert TrainStatus.TRAIN_STATUS_STARTED not in [
+        r.status for r in platform.results.of(request.request_id)[already:]
+    ]
+    assert (await platform.registry.get_model(model)).latest_version == 1
