@@ -1,19 +1,23 @@
 """``mlops probe``: one health check, for container health checks and scripts.
 
 Images have no grpc_health_probe, and the platform already ships the standard gRPC
-health client, so the images' HEALTHCHECK lines call this.
+health client, so the images' HEALTHCHECK lines run ``python -m services.cli.probe``:
+run as a module it imports only the check it makes, not the whole CLI, because a
+health check runs every few seconds next to the service it checks.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from services.cli.output import ExitCode, console, err_console
-from services.cli.stack import check_grpc_health, check_http_health
+from services.cli.health import check_grpc_health, check_http_health
 
-app = typer.Typer(help="One health check; exit 0 when healthy, 1 when not.", no_args_is_help=True)
+app = typer.Typer(
+    help="One health check; exit 0 when healthy, 1 when not.", no_args_is_help=True, add_completion=False
+)
 
 
 @app.command()
@@ -37,7 +41,11 @@ def http(
 
 def _report(healthy: bool, detail: str) -> None:
     if healthy:
-        console.print(detail, highlight=False)
+        print(detail)
         return
-    err_console.print(f"unhealthy: {detail}", highlight=False)
-    raise typer.Exit(int(ExitCode.FAILED))
+    print(f"unhealthy: {detail}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -25,17 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from services.cli.health import Health, check_grpc_health, check_http_health, check_kafka, check_mongodb
 from services.common.auth import Scope, mint_token
 from services.common.events import Topics
 from services.common.kafka import ensure_topics
 from services.common.localstack import (
     ManagedProcess,
     free_port,
-    port_open,
     start_kafka,
     start_mongo,
     start_process,
@@ -140,86 +137,6 @@ class StackError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Health checks, shared by the stack's start-up and by ``mlops status``.
-
-
-@dataclass(frozen=True)
-class Health:
-    component: str
-    endpoint: str
-    healthy: bool
-    detail: str
-
-
-def check_grpc_health(address: str, timeout: float = 1.0, service: str = "") -> tuple[bool, str]:
-    """The standard gRPC health protocol: SERVING or why not."""
-    host, _, port = address.rpartition(":")
-    if not port_open(int(port), host or HOST):
-        return False, "connection refused"
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
-        except grpc.RpcError as exc:
-            return False, f"{exc.code().name}: {exc.details()}"
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    return reply.status == health_pb2.HealthCheckResponse.SERVING, status
-
-
-def check_http_health(url: str, timeout: float = 1.0) -> tuple[bool, str]:
-    """An HTTP readiness route: 200 or why not."""
-    parsed = httpx.URL(url)
-    if not port_open(parsed.port or 80, parsed.host):
-        return False, "connection refused"
-    try:
-        response = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return False, type(exc).__name__
-    return response.status_code == 200, f"HTTP {response.status_code}"
-
-
-def check_kafka(bootstrap: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """A metadata round trip with the broker, not just an open port."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def topics() -> int:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, client_id="mlops-status", request_timeout_ms=int(timeout * 1000)
-        )
-        await admin.start()
-        try:
-            return len(await admin.list_topics())
-        finally:
-            await admin.close()
-
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    if not port_open(int(port), host or HOST):
-        return False, "connection refused"
-    try:
-        count = asyncio.run(asyncio.wait_for(topics(), timeout))
-    except Exception as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-    return True, f"{count} topics"
-
-
-def check_mongodb(uri: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """A ``ping`` command, not just an open port."""
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
-    from pymongo.uri_parser import parse_uri
-
-    host, port = parse_uri(uri)["nodelist"][0]
-    if not port_open(port, host):
-        return False, "connection refused"
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000))
-    try:
-        client.admin.command("ping")
-        return True, f"MongoDB {client.server_info().get('version', '?')}"
-    except PyMongoError as exc:
-        return False, type(exc).__name__
-    finally:
-        client.close()
 
 
 def check_component(name: str, ports: StackPorts, host: str = HOST, timeout: float = 1.0) -> Health:
@@ -402,8 +319,15 @@ class LocalStack:
         }
         if spec.grpc_port is not None:
             env[f"{prefix}_GRPC_PORT"] = str(getattr(self.ports, spec.grpc_port))
+        if service == "ingest":
+            env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
         env.update(self._extra_env)
         return env
+
+    @functools.cached_property
+    def pseudonymization_key(self) -> str:
+        """Ingest's key for private fields, kept in the workdir so pseudonyms stay stable."""
+        return _persistent_key(self.workdir / "pseudonymization.key")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -556,6 +480,21 @@ class LocalStack:
                     f"log {process.log_path}:\n{process.log_tail()}"
                 )
             time.sleep(0.1)
+
+
+def _persistent_key(path: Path) -> str:
+    """A random key kept in ``path`` (mode 0600): stored pseudonyms stay comparable across
+    restarts of a stack whose database persists in the same directory."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
 
 
 def _left(deadline: float) -> float:

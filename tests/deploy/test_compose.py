@@ -68,7 +68,7 @@ def test_platform_services_are_healthchecked_and_wait_for_what_they_need(
     services = compose_config["services"]
     for name in PLATFORM_SERVICES:
         service = services[name]
-        assert service["healthcheck"]["test"][:3] == ["CMD", "mlops", "probe"], name
+        assert service["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "services.cli.probe"], name
         depends = {dep: cond["condition"] for dep, cond in service["depends_on"].items()}
         assert depends["kafka"] == "service_healthy"
         assert depends["mongodb"] == "service_healthy"

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from click.testing import Result
+from typer.testing import CliRunner
 
+from services.cli.__main__ import app
 from services.cli.output import ExitCode
 from services.cli.stack import (
     INFRA,
@@ -28,8 +34,12 @@ from services.cli.stack import (
     check_component,
     pid_alive,
 )
+from services.common.auth import bearer_metadata
 from services.common.events import Topics
-from services.common.localstack import port_open
+from services.common.localstack import free_port, port_open, start_process
+from services.common.proto.inference import grpc_service_pb2 as oip
+from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
+from services.common.proto.mlops.v1 import registry_pb2, registry_pb2_grpc
 
 INSTALLED = available_services()
 
@@ -65,14 +75,9 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def mlops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+def mlops(*args: str) -> Result:
+    """The CLI in this process: ``status`` and ``down`` only read the state file and signal."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
 def start_up(workdir: Path, services: tuple[str, ...]) -> tuple[subprocess.Popen[str], StackState]:
@@ -119,6 +124,19 @@ def test_every_component_is_healthy_and_the_topics_exist(stack: LocalStack) -> N
     assert set(Topics("mlops").all()) <= asyncio.run(topic_names())
 
 
+def test_the_container_probe_reports_health_by_exit_code(stack: LocalStack) -> None:
+    def probe(*args: str) -> int:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli.probe", *args], capture_output=True, timeout=30
+        ).returncode
+
+    # One of each kind: the checks themselves are what the stack's start-up already uses.
+    assert probe("grpc", stack.grpc_address("registry")) == 0
+    assert probe("http", f"{stack.http_url('monitor')}/health/ready") == 0
+    assert probe("grpc", f"127.0.0.1:{free_port()}") == 1
+    assert probe("http", f"http://127.0.0.1:{free_port()}/health/ready") == 1
+
+
 @pytest.mark.skipif(not INSTALLED, reason="no service package installed yet to kill and restart")
 def test_a_killed_service_is_reported_and_comes_back_on_restart(stack: LocalStack) -> None:
     service = INSTALLED[0]
@@ -150,20 +168,22 @@ def test_a_service_that_cannot_start_fails_the_start_with_its_log_and_leaves_not
 
 
 def test_up_status_down_leave_no_process_behind(tmp_path: Path) -> None:
-    process, state = start_up(tmp_path, INSTALLED)
+    # One service is enough to prove service processes are supervised and stopped; the
+    # module's stack already shows that every service starts and answers its health check.
+    process, state = start_up(tmp_path, INSTALLED[:1])
     try:
         children = descendants(process.pid)
         assert set(state.pids.values()) <= children
-        assert state.services == list(INSTALLED)
+        assert state.services == list(INSTALLED[:1])
 
         status = mlops("status", "--workdir", str(tmp_path), "--json")
-        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.exit_code == 0, status.output
         report = json.loads(status.stdout)
         assert report["healthy"] is True
-        assert [c["name"] for c in report["components"]] == [*INFRA, *INSTALLED]
+        assert [c["name"] for c in report["components"]] == [*INFRA, *INSTALLED[:1]]
 
         down = mlops("down", "--workdir", str(tmp_path), "--json")
-        assert down.returncode == 0, down.stdout + down.stderr
+        assert down.exit_code == 0, down.output
         assert json.loads(down.stdout) == {"stopped": True, "pid": process.pid, "left_running": []}
         assert process.wait(timeout=30) == 0
         assert [p for p in children if pid_alive(p)] == []
@@ -187,7 +207,102 @@ def test_status_of_nothing_running_is_unhealthy_and_says_why(tmp_path: Path) -> 
     ports = StackPorts.free()
     args = [f"--port={name}={port}" for name, port in ports.as_dict().items()]
     status = mlops("status", "--workdir", str(tmp_path), "--json", *args)
-    assert status.returncode == ExitCode.FAILED
+    assert status.exit_code == ExitCode.FAILED
     report = json.loads(status.stdout)
     assert report["healthy"] is False
     assert {c["detail"] for c in report["components"]} == {"connection refused"}
+
+
+def prometheus_query(port: int, query: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5)
+    response.raise_for_status()
+    return list(response.json()["data"]["result"])
+
+
+def generate_traffic(stack: LocalStack) -> None:
+    """One request each to registry, serving and ingest, so their request counters exist."""
+    metadata = bearer_metadata(stack.admin_token)
+    with grpc.insecure_channel(stack.grpc_address("registry")) as channel:
+        registry_pb2_grpc.RegistryServiceStub(channel).ListModels(
+            registry_pb2.ListModelsRequest(), metadata=metadata, timeout=10
+        )
+    with grpc.insecure_channel(stack.grpc_address("serving")) as channel:
+        request = oip.ModelInferRequest(model_name="no-such-model", id="probe")
+        tensor = request.inputs.add(name="features", datatype="FP64", shape=[1, 1])
+        tensor.contents.fp64_contents.append(1.0)
+        with pytest.raises(grpc.RpcError) as unknown:
+            oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=metadata, timeout=10)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    response = httpx.post(
+        f"{stack.http_url('ingest')}/v1/events",
+        json=[{"dataset": "no-such-dataset", "event_id": "probe-1"}],
+        headers={"authorization": f"Bearer {stack.admin_token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["rejected"] == 1, response.text
+
+
+# One metric of each service, by the names the services export (see docs/operations.md).
+SERVICE_METRICS = {
+    "registry": ("mlops_registry_requests_total", {"method": "ListModels"}),
+    # Unknown model names are not labels (a client could explode the series count).
+    "serving": ("mlops_serving_requests_total", {"model": "", "code": "NOT_FOUND"}),
+    "ingest": ("mlops_ingest_events_total", {"outcome": "rejected"}),
+    "monitor": ("mlops_monitor_join_entries", {}),
+    "trainer": ("mlops_trainer_job_seconds_count", {}),
+}
+
+
+def selector(metric: str, labels: dict[str, str]) -> str:
+    return metric + "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def test_prometheus_scrapes_one_metric_of_each_service(stack: LocalStack, tmp_path: Path) -> None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("Debian's prometheus is not installed: `make observability-tools` installs it")
+    assert set(INSTALLED) == set(SERVICE_METRICS), "every service must run for this test"
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": name,
+                "static_configs": [{"targets": [stack.http_url(name).removeprefix("http://")]}],
+            }
+            for name in INSTALLED
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    generate_traffic(stack)
+    prometheus = start_process(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        log_path=tmp_path / "prometheus.log",
+    )
+    try:
+        missing = dict(SERVICE_METRICS)
+
+        def scraped_everything() -> bool:
+            for service, (metric, labels) in list(missing.items()):
+                try:
+                    result = prometheus_query(port, selector(metric, {**labels, "job": service}))
+                except httpx.HTTPError:
+                    return False
+                if result:
+                    del missing[service]
+            return not missing
+
+        try:
+            wait_for(scraped_everything, 60, "Prometheus to scrape one metric of each service")
+        except AssertionError:
+            raise AssertionError(f"never scraped: {missing}; {prometheus.log_tail(10)}") from None
+        up = prometheus_query(port, "up")
+        assert {r["metric"]["job"]: r["value"][1] for r in up} == dict.fromkeys(INSTALLED, "1")
+    finally:
+        prometheus.stop()

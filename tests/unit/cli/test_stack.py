@@ -159,3 +159,12 @@ def test_up_refuses_to_start_a_second_stack_in_the_same_directory(tmp_path: Path
     result = runner.invoke(app, ["up", "--workdir", str(tmp_path)])
     assert result.exit_code == ExitCode.FAILED
     assert "already running" in result.output
+
+
+def test_only_ingest_gets_the_pseudonymization_key_and_it_survives_restarts(tmp_path: Path) -> None:
+    first = LocalStack(tmp_path, StackPorts.defaults())
+    key = first.env_for("ingest")["INGEST_PSEUDONYMIZATION_KEY"]
+    assert len(key) >= 32
+    assert stat.S_IMODE((tmp_path / "pseudonymization.key").stat().st_mode) == 0o600
+    assert all("INGEST_PSEUDONYMIZATION_KEY" not in first.env_for(s) for s in ALL_SERVICES if s != "ingest")
+    assert LocalStack(tmp_path, StackPorts.defaults()).env_for("ingest")["INGEST_PSEUDONYMIZATION_KEY"] == key
