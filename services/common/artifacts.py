@@ -15,8 +15,6 @@ import io
 import pickle
 from typing import Any
 
-import skops.io as sio
-
 SKOPS = "skops"
 RIVER_HMAC = "river-hmac"
 
@@ -48,11 +46,15 @@ def verify_digest(data: bytes, expected_sha256: str) -> None:
 
 
 def dump_sklearn(model: Any) -> bytes:
+    import skops.io as sio  # imported on use: it pulls in scikit-learn (seconds), digests need neither
+
     return bytes(sio.dumps(model))
 
 
 def load_sklearn(data: bytes, expected_sha256: str) -> Any:
     """Load a skops artifact after checking its digest and every type it would build."""
+    import skops.io as sio  # imported on use: it pulls in scikit-learn (seconds), digests need neither
+
     verify_digest(data, expected_sha256)
     try:
         untrusted = sio.get_untrusted_types(data=data)
