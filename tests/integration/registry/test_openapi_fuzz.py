@@ -40,7 +40,7 @@ from tests.integration.registry.helpers import metadata, random_artifact
 
 SEEDED_MODEL = "fuzz-seed"
 # Per operation and mode; 21 operations x 4 runs x EXAMPLES calls in all.
-EXAMPLES = 10
+EXAMPLES = 8
 
 
 @pytest.fixture(scope="module")
