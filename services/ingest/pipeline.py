@@ -16,6 +16,7 @@ source is a duplicate event: acknowledged, counted, not stored or published agai
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import enum
 import time
@@ -31,12 +32,11 @@ from services.common.kafka import publish
 from services.common.mongo import Document
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow, LabelRecord
-from services.common.values import to_feature_value
 from services.ingest import metrics
 from services.ingest.formats import Decoded, redacted_body
 from services.ingest.privacy import Pseudonymizer
 from services.ingest.store import DatasetStore, minute_of, utc
-from services.ingest.validation import EventValidator, Reason, Rejection, ValidEvent
+from services.ingest.validation import EventValidator, Reason, Rejection, ValidEvent, set_cell
 
 SOURCE = "/mlops/ingest"
 MAX_SCHEMA_CACHE = 10000
@@ -119,9 +119,9 @@ def feature_row(event: ValidEvent, schema: DatasetSchema) -> FeatureRow:
     if event.event_time is not None:
         row.event_time.FromDatetime(event.event_time)
     for name, value in event.features.items():
-        row.features[name].CopyFrom(to_feature_value(value))
+        set_cell(row.features[name], value)
     if event.label is not None:
-        row.label.CopyFrom(to_feature_value(event.label))
+        set_cell(row.label, event.label)
     return row
 
 
@@ -209,17 +209,25 @@ class IngestPipeline:
         quality: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         await self._store_rows(rows, now, outcomes, records, quality)
         await self._attach_labels(label_updates, now, outcomes, records, quality)
-        await publish(self._producer, records)
         final = [outcome for outcome in outcomes if outcome is not None]
         assert len(final) == len(submissions)
+        events: collections.Counter[tuple[str, str]] = collections.Counter()
+        rejections: collections.Counter[tuple[str, str]] = collections.Counter()
         for outcome in final:
+            dataset = outcome.dataset or metrics.UNKNOWN_DATASET
+            events[(dataset, outcome.status.value)] += 1
             if outcome.status is Status.REJECTED and outcome.rejection is not None:
-                dataset = outcome.dataset or metrics.UNKNOWN_DATASET
                 rejection = outcome.rejection
                 quality[(dataset, Status.REJECTED.value, rejection.error_class, rejection.field[:128])] += 1
-                metrics.REJECTIONS.labels(dataset, rejection.error_class).inc()
-            metrics.EVENTS.labels(outcome.dataset or metrics.UNKNOWN_DATASET, outcome.status.value).inc()
-        await self._store.add_quality(minute_of(now), quality)
+                rejections[(dataset, rejection.error_class)] += 1
+        # Features, labels and quality counts do not depend on each other: write them at once.
+        await asyncio.gather(
+            publish(self._producer, records), self._store.add_quality(minute_of(now), quality)
+        )
+        for (dataset, status), count in events.items():
+            metrics.EVENTS.labels(dataset, status).inc(count)
+        for (dataset, reason), count in rejections.items():
+            metrics.REJECTIONS.labels(dataset, reason).inc(count)
         return final
 
     def _validate(self, decoded: Decoded, validator: EventValidator, now: datetime) -> ValidEvent | Rejection:
@@ -335,7 +343,8 @@ class IngestPipeline:
 
     def _label_record(self, event: ValidEvent, dataset: str, now: datetime) -> OutgoingRecord:
         record = LabelRecord(event_id=event.event_id, entity_id=event.entity_id, dataset=dataset)
-        record.label.CopyFrom(to_feature_value(event.label))  # type: ignore[arg-type]
+        if event.label is not None:
+            set_cell(record.label, event.label)
         if event.event_time is not None:
             record.event_time.FromDatetime(event.event_time)
         record.ingested_at.FromDatetime(now)

@@ -31,7 +31,7 @@ from pymongo.errors import BulkWriteError
 from services.common.mongo import Document
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
-from services.common.values import to_feature_value
+from services.ingest.validation import set_cell
 
 DUPLICATE_KEY = 11000
 WINDOW_ORDER = [("event_time", ASCENDING), ("event_id", ASCENDING)]
@@ -68,10 +68,10 @@ def row_to_feature_row(document: Mapping[str, Any]) -> FeatureRow:
     )
     row.event_time.FromDatetime(utc(document["event_time"]))
     for name, value in document.get("features", {}).items():
-        row.features[name].CopyFrom(to_feature_value(value))
+        set_cell(row.features[name], value)
     label = document.get("label")
     if label is not None:
-        row.label.CopyFrom(to_feature_value(label))
+        set_cell(row.label, label)
     return row
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from services.common.features import FeatureDeriver
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldSpec, FieldType
+from services.common.proto.mlops.v1.model_pb2 import FeatureValue
 from services.common.values import label_text
 from services.ingest.privacy import REDACTED, Pseudonymizer
 
@@ -79,6 +80,17 @@ class ValidEvent:
     features: dict[str, Scalar]
     label: Scalar | None
     label_only: bool = False
+
+
+def set_cell(cell: FeatureValue, value: Scalar) -> None:
+    """Write a validated scalar into a ``FeatureValue`` in place (no intermediate message:
+    this runs for every feature of every row)."""
+    if value is True or value is False:
+        cell.bool_value = value
+    elif isinstance(value, str):
+        cell.string_value = value
+    else:
+        cell.number_value = value
 
 
 class _Invalid(Exception):

@@ -1,0 +1,348 @@
+"""Ingest throughput against the two floors it is built on, and its memory over a soak.
+
+``python -m bench.ingest [--events 20000] [--soak-seconds 120]``
+
+Events of 20 numeric fields plus an id, a private customer id (pseudonymized), a
+timestamp and a label (two derived features: hour of day and a ratio) go through the
+whole ingest path in its own process: consume, validate, pseudonymize, derive,
+bulk-store, publish features and labels, commit. Floors, measured in this run on the
+same broker and database with the same events:
+
+- raw aiokafka consumption of the same messages (no group, no work);
+- bulk ``insert_many`` of the same rows, as ingest stores them and with ingest's
+  indexes, in batches of the same size.
+
+Target (issue 5): ingest throughput at least 60% of the slower floor. Then the same
+process ingests a steady stream for ``--soak-seconds`` while its resident memory is
+sampled: the target is memory flat (under 10% growth after the first quarter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pymongo import AsyncMongoClient
+
+from services.common.auth import Scope, mint_token
+from services.common.clients.datasets import DatasetClient
+from services.common.events import Topics
+from services.common.kafka import create_producer, ensure_topics
+from services.common.localstack import ManagedProcess, free_port, start_kafka, start_mongo, start_process
+from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, DerivedFeature, FieldSpec, FieldType
+from services.ingest.privacy import Pseudonymizer
+from services.ingest.store import DatasetStore
+
+DATASET = "bench-events"
+N_FEATURES = 20
+BATCH = 1000
+TARGET_RATIO = 0.60
+MAX_MEMORY_GROWTH = 0.10
+KEY = "bench-pseudonymization-key-" + "x" * 16
+EVENTS_TOTAL = re.compile(
+    r'^mlops_ingest_events_total\{dataset="bench-events",outcome="\w+"\} ([0-9.e+]+)$', re.M
+)
+
+
+def schema() -> DatasetSchema:
+    fields = [
+        FieldSpec(name="event_id", type=FieldType.FIELD_TYPE_TEXT, required=True),
+        FieldSpec(name="customer", type=FieldType.FIELD_TYPE_TEXT, required=True, private=True),
+        FieldSpec(name="ts", type=FieldType.FIELD_TYPE_TIMESTAMP, required=True),
+        FieldSpec(name="label", type=FieldType.FIELD_TYPE_CATEGORY, allowed_values=["0", "1"]),
+    ]
+    fields += [
+        FieldSpec(name=f"f{i}", type=FieldType.FIELD_TYPE_NUMBER, required=True, has_min=True, min=-1e6)
+        for i in range(N_FEATURES)
+    ]
+    return DatasetSchema(
+        name=DATASET,
+        event_id_field="event_id",
+        entity_id_field="customer",
+        timestamp_field="ts",
+        label_field="label",
+        fields=fields,
+        derived=[
+            DerivedFeature(name="hour", function="hour_of_day", inputs=["ts"]),
+            DerivedFeature(name="f0_per_f1", function="ratio", inputs=["f0", "f1"]),
+        ],
+    )
+
+
+def event(i: int, base: datetime) -> dict[str, Any]:
+    values = {f"f{j}": round(((i * 7919 + j * 104729) % 10007) / 97.0, 4) for j in range(N_FEATURES)}
+    return {
+        "dataset": DATASET,
+        "event_id": f"e{i}",
+        "customer": f"customer-{i % 5000}",
+        "ts": (base + timedelta(milliseconds=i)).isoformat(),
+        **values,
+        "label": i % 2,
+    }
+
+
+def stored_row(
+    item: dict[str, Any], dataset: str, pseudonymize: Pseudonymizer, now: datetime
+) -> dict[str, Any]:
+    """The document ingest stores for ``item``, built here for the insert floor."""
+    moment = datetime.fromisoformat(item["ts"])
+    features: dict[str, Any] = {f"f{j}": float(item[f"f{j}"]) for j in range(N_FEATURES)}
+    features["hour"] = float(moment.hour)
+    features["f0_per_f1"] = features["f0"] / features["f1"] if features["f1"] else None
+    return {
+        "dataset": dataset,
+        "event_id": item["event_id"],
+        "entity_id": pseudonymize(item["customer"]),
+        "schema_version": 1,
+        "event_time": moment,
+        "ingested_at": now,
+        "features": features,
+        "label": str(item["label"]),
+        "source": "bench",
+    }
+
+
+async def produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    producer = create_producer(bootstrap, "bench-producer", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, json.dumps(item).encode(), key=item["event_id"].encode())
+            for item in events
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def consume_floor(bootstrap: str, topic: str, count: int) -> float:
+    """Messages per second of a bare consumer reading the topic from the start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen = 0
+        started = time.perf_counter()
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=200, max_records=BATCH)
+            seen += sum(len(records) for records in batches.values())
+        return count / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def insert_floor(mongodb_uri: str, database: str, rows: list[dict[str, Any]]) -> float:
+    """Rows per second of ``insert_many`` in batches, into ingest's own collection and indexes."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_uri, tz_aware=True)
+    try:
+        await DatasetStore(client[database]).ensure_indexes()
+        collection = client[database]["ingest_rows"]
+        started = time.perf_counter()
+        for start in range(0, len(rows), BATCH):
+            await collection.insert_many([dict(row) for row in rows[start : start + BATCH]], ordered=False)
+        return len(rows) / (time.perf_counter() - started)
+    finally:
+        await client.close()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def handled(http: httpx.AsyncClient, port: int) -> int:
+    text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return int(sum(float(n) for n in EVENTS_TOTAL.findall(text)))
+
+
+async def wait_handled(
+    http: httpx.AsyncClient, port: int, count: int, process: ManagedProcess
+) -> tuple[float, float]:
+    """Poll until ``count`` events are handled; (time the first was seen, time the last was)."""
+    first = None
+    while True:
+        if not process.alive():
+            raise RuntimeError(f"ingest exited:\n{process.log_tail()}")
+        done = await handled(http, port)
+        now = time.perf_counter()
+        if done and first is None:
+            first = now
+        if done >= count:
+            return first or now, now
+        await asyncio.sleep(0.05)
+
+
+async def run(events: int, soak_seconds: float, workdir: Path) -> int:
+    kafka_port, mongo_port = free_port(), free_port()
+    kafka = start_kafka(kafka_port, log_path=workdir / "kafka.log")
+    mongodb = start_mongo(mongo_port, ":memory:", log_path=workdir / "mongodb.log")
+    bootstrap, mongodb_uri = f"127.0.0.1:{kafka_port}", f"mongodb://127.0.0.1:{mongo_port}"
+    prefix = "bench" + uuid.uuid4().hex[:6]
+    topics = Topics(prefix)
+    secret = uuid.uuid4().hex * 2
+    http_port, grpc_port = free_port(), free_port()
+    ingest: ManagedProcess | None = None
+    try:
+        await ensure_topics(bootstrap, topics.all())
+        base = datetime.now(UTC) - timedelta(days=1)
+        stream = [event(i, base) for i in range(events)]
+        pseudonymize = Pseudonymizer(KEY.encode(), "1")
+
+        def rows(dataset: str) -> list[dict[str, Any]]:
+            now = datetime.now(UTC)
+            return [stored_row(item, dataset, pseudonymize, now) for item in stream]
+
+        # The insert floor is measured before and after ingest runs (the database grows),
+        # and the faster of the two is the floor: the comparison is never flattered.
+        insert_before = await insert_floor(mongodb_uri, prefix, rows("floor-before"))
+        env = {
+            **os.environ,
+            "MLOPS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "MLOPS_MONGODB_URI": mongodb_uri,
+            "MLOPS_MONGODB_DATABASE": prefix,
+            "MLOPS_TOPIC_PREFIX": prefix,
+            "MLOPS_AUTH_SECRET": secret,
+            "MLOPS_LOG_LEVEL": "WARNING",
+            "INGEST_HTTP_PORT": str(http_port),
+            "INGEST_GRPC_PORT": str(grpc_port),
+            "INGEST_PSEUDONYMIZATION_KEY": KEY,
+            "INGEST_CONSUMER_BATCH_SIZE": str(BATCH),
+        }
+        ingest = start_process(
+            "ingest", [sys.executable, "-m", "services.ingest"], env=env, log_path=workdir / "ingest.log"
+        )
+        token = mint_token(secret, "bench", [Scope.WRITE, Scope.READ])
+        async with httpx.AsyncClient(timeout=10) as http:
+            # The schema goes in through ingest's own API before any event does.
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    async with DatasetClient(f"127.0.0.1:{grpc_port}", lambda: token) as api:
+                        await api.register_schema(schema())
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or not ingest.alive():
+                        raise
+                    await asyncio.sleep(0.2)
+            await produce(bootstrap, topics.raw_events, stream)
+            print(
+                f"{events} events of {N_FEATURES} numbers + id, private customer, timestamp, label",
+                flush=True,
+            )
+            first, last = await wait_handled(http, http_port, events, ingest)
+            # The first poll that sees progress lands after the first batch: count from there.
+            ingest_rate = (events - BATCH) / (last - first) if last > first else float("inf")
+
+            # The floors, on the same broker, database and events, once ingest is idle.
+            consume_rate = await consume_floor(bootstrap, topics.raw_events, events)
+            insert_after = await insert_floor(mongodb_uri, prefix, rows("floor-after"))
+            insert_rate = max(insert_before, insert_after)
+            floor = min(consume_rate, insert_rate)
+            ratio = ingest_rate / floor
+            print(f"  floor, raw aiokafka consumption : {consume_rate:10,.0f} events/s")
+            print(
+                f"  floor, insert_many of the rows  : {insert_rate:10,.0f} rows/s "
+                f"(before {insert_before:,.0f}, after {insert_after:,.0f})"
+            )
+            print(f"  ingest, whole path              : {ingest_rate:10,.0f} events/s")
+            print(
+                f"  ratio to the slower floor       : {ratio:10.2f}   (target >= {TARGET_RATIO:.2f})",
+                flush=True,
+            )
+
+            memory_ok = True
+            if soak_seconds > 0:
+                memory_ok = await soak(
+                    bootstrap, topics.raw_events, http, http_port, ingest, ingest_rate, soak_seconds, events
+                )
+        return 0 if ratio >= TARGET_RATIO and memory_ok else 1
+    finally:
+        if ingest is not None:
+            ingest.stop()
+        mongodb.stop()
+        kafka.stop()
+
+
+async def soak(
+    bootstrap: str,
+    topic: str,
+    http: httpx.AsyncClient,
+    port: int,
+    ingest: ManagedProcess,
+    ingest_rate: float,
+    seconds: float,
+    offset: int,
+) -> bool:
+    """Feed a steady stream at 70% of the measured rate; sample ingest's memory as it goes."""
+    rate = max(100.0, 0.7 * ingest_rate)
+    producer = create_producer(bootstrap, "bench-soak", linger_ms=5)
+    await producer.start()
+    samples: list[tuple[float, int]] = []
+    base = datetime.now(UTC) - timedelta(hours=12)
+    sent = 0
+    started = time.perf_counter()
+    next_sample = started
+    try:
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * rate)
+            while sent < due:
+                item = event(offset + sent, base)
+                await producer.send(topic, json.dumps(item).encode(), key=item["event_id"].encode())
+                sent += 1
+            if time.perf_counter() >= next_sample:
+                samples.append((elapsed, rss_bytes(ingest.pid)))
+                next_sample += 5.0
+            await asyncio.sleep(0.01)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    await wait_handled(http, port, offset + sent, ingest)
+    samples.append((time.perf_counter() - started, rss_bytes(ingest.pid)))
+    warm = next(rss for at, rss in samples if at >= seconds / 4)
+    peak, end = max(rss for _, rss in samples), samples[-1][1]
+    growth = (end - warm) / warm
+    mib = 1024 * 1024
+    print(f"  soak: {sent:,} events over {seconds:.0f} s at {rate:,.0f}/s, all handled")
+    print(
+        f"  ingest RSS: {samples[0][1] / mib:.0f} MiB at start, {warm / mib:.0f} MiB after {seconds / 4:.0f} s, "
+        f"{end / mib:.0f} MiB at the end (peak {peak / mib:.0f}); growth {growth:+.1%} "
+        f"(target < {MAX_MEMORY_GROWTH:.0%})",
+        flush=True,
+    )
+    return growth < MAX_MEMORY_GROWTH
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000, help="events in the throughput run")
+    parser.add_argument(
+        "--soak-seconds", type=float, default=120.0, help="length of the memory run; 0 skips it"
+    )
+    args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
+    if args.events <= 2 * BATCH:
+        parser.error(f"--events must exceed {2 * BATCH}")
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
+        return asyncio.run(run(args.events, args.soak_seconds, Path(workdir)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
