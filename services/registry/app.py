@@ -4,9 +4,11 @@ REST mirror, started and stopped in order."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from fastapi import Request
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from services.common import mongo
 from services.common.auth import AuthError, AuthInterceptor, TokenVerifier
@@ -43,6 +45,7 @@ class RegistryApp:
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
         self._ready = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -68,6 +71,7 @@ class RegistryApp:
         registry = Registry(store, artifacts, settings, on_commit=self._relay.wake)
         self.registry = registry
         self._relay.start()
+        self._sweeper = asyncio.create_task(self._sweep(artifacts), name="artifact-sweeper")
 
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
 
@@ -114,9 +118,24 @@ class RegistryApp:
         self._ready = True
         log.info("registry_started", grpc_port=self.grpc_port, http_port=self.http_port)
 
+    async def _sweep(self, artifacts: ArtifactStore) -> None:
+        """Remove what interrupted uploads left behind, now and then periodically."""
+        age = timedelta(seconds=self.settings.orphan_age_seconds)
+        while True:
+            try:
+                removed = await artifacts.sweep_orphans(age)
+                if removed:
+                    log.info("artifact_orphans_removed", count=removed)
+            except PyMongoError as exc:
+                log.warning("artifact_sweep_failed", error=repr(exc))
+            await asyncio.sleep(self.settings.orphan_sweep_seconds)
+
     async def stop(self) -> None:
         """Stop taking calls, let the ones in flight finish, flush the outbox, disconnect."""
         self._ready = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         if self._grpc is not None:
             await self._grpc.stop()
         if self._http is not None:

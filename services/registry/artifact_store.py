@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -56,6 +56,8 @@ class ArtifactStore:
     ):
         self._bucket = AsyncGridFSBucket(db, bucket_name="artifacts", chunk_size_bytes=chunk_bytes)
         self._index = db["artifacts"]
+        self._files = db["artifacts.files"]
+        self._chunks = db["artifacts.chunks"]
         self._chunk_bytes = chunk_bytes
         self._signing_key = signing_key
 
@@ -152,6 +154,24 @@ class ArtifactStore:
         if received.file_id is not None:
             with contextlib.suppress(Exception):
                 await self._bucket.delete(received.file_id)
+
+    async def sweep_orphans(self, older_than: timedelta) -> int:
+        """Delete what uploads interrupted by a crash left behind: chunks without a file, and
+        files no digest points at. Only data older than ``older_than`` is touched, so uploads
+        in progress are safe. Returns how many files and chunk sets were removed."""
+        cutoff = ObjectId.from_datetime(datetime.now(UTC) - older_than)
+        indexed = {doc["file_id"] async for doc in self._index.find({}, {"file_id": 1})}
+        removed = 0
+        async for doc in self._files.find({"_id": {"$lt": cutoff}}, {"_id": 1}):
+            if doc["_id"] not in indexed:
+                await self.discard(ReceivedArtifact("", 0, doc["_id"]))
+                removed += 1
+        files = {doc["_id"] async for doc in self._files.find({}, {"_id": 1})}
+        for file_id in await self._chunks.distinct("files_id", {"files_id": {"$lt": cutoff}}):
+            if file_id not in files:
+                await self._chunks.delete_many({"files_id": file_id})
+                removed += 1
+        return removed
 
     async def read(self, sha256: str) -> AsyncIterator[bytes]:
         """The stored bytes in chunks; raises :class:`ArtifactCorrupt` at the end when they no

@@ -46,3 +46,10 @@ class RegistrySettings(ServiceSettings):
 
     outbox_retention_seconds: int = Field(7 * 24 * 3600, ge=60)
     """How long relayed events stay in the outbox (for inspection) before MongoDB expires them."""
+
+    orphan_sweep_seconds: float = Field(3600.0, gt=0)
+    """How often to delete artifact bytes left behind by uploads a crash interrupted."""
+
+    orphan_age_seconds: float = Field(3600.0, ge=60)
+    """Age after which unreferenced artifact bytes count as left behind (uploads in progress
+    are younger)."""

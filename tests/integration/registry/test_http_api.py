@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 
+import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
@@ -188,3 +189,23 @@ async def test_tokens_and_scopes_over_rest_are_enforced_and_audited(
     assert [(r["actor"], r["action"], r["outcome"], r["transport"]) for r in records] == [
         ("web-reader", "CreateModel", "denied", "http")
     ]
+
+
+async def test_metrics_count_calls_and_relayed_events(
+    registry_app: RegistryApp, http: httpx.AsyncClient, admin: RegistryClient, model_name: str
+) -> None:
+    await admin.create_model(model_name)
+    await expect_grpc_not_found(admin, model_name)
+    assert registry_app.registry is not None
+    text = (await http.get("/metrics")).text
+    assert 'mlops_registry_requests_total{method="CreateModel",outcome="ok",transport="grpc"}' in text
+    assert (
+        'mlops_registry_requests_total{method="GetModelVersion",outcome="not_found",transport="grpc"}' in text
+    )
+    assert "mlops_registry_events_relayed_total" in text
+
+
+async def expect_grpc_not_found(admin: RegistryClient, model_name: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin.get_version(model_name, 99)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND

@@ -1,0 +1,87 @@
+"""What the registry does when things go wrong around it: a broker that is away when
+changes happen, uploads a crash interrupted."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from bson import ObjectId
+
+from services.common.auth import Scope
+from services.common.clients.registry import RegistryClient
+from services.common.events import Topics
+from services.common.localstack import free_port, start_kafka
+from services.common.proto.mlops.v1 import events_pb2
+from services.registry.app import RegistryApp
+from tests.conftest import Infra
+from tests.integration.registry.conftest import EventReader, settings_for
+from tests.integration.registry.helpers import metadata, random_artifact
+
+
+async def test_changes_made_while_the_broker_is_away_are_published_when_it_returns(
+    infra: Infra, model_name: str
+) -> None:
+    kafka_port = free_port()
+    name = "away" + uuid.uuid4().hex[:8]
+    app = RegistryApp(settings_for(infra, name, kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}"))
+    await app.start()
+    kafka = None
+    try:
+        token = infra.token(Scope.ADMIN)
+        async with RegistryClient(f"127.0.0.1:{app.grpc_port}", lambda: token) as client:
+            await client.create_model(model_name)
+            version = await client.create_version(metadata(model_name, b"offline"), b"offline")
+        assert list(version.aliases) == ["production"], "the registry works without the broker"
+
+        kafka = start_kafka(kafka_port, log_path=infra.logs / f"kafka-{name}.log")
+        reader = EventReader(f"127.0.0.1:{kafka_port}", Topics(name).model_events)
+        await reader.start()
+        try:
+            events = await reader.wait_for(lambda evs: len(evs) >= 3, within=30)
+        finally:
+            await reader.stop()
+        assert [e.type for e in events] == [
+            events_pb2.MODEL_EVENT_TYPE_MODEL_CREATED,
+            events_pb2.MODEL_EVENT_TYPE_VERSION_CREATED,
+            events_pb2.MODEL_EVENT_TYPE_ALIAS_SET,
+        ]
+        assert len(set(reader.ids)) == 3, "each event keeps its CloudEvents id"
+    finally:
+        await app.stop()
+        if kafka is not None:
+            kafka.stop()
+
+
+async def test_what_interrupted_uploads_left_behind_is_swept(
+    registry_app: RegistryApp, admin: RegistryClient, model_name: str
+) -> None:
+    await admin.create_model(model_name)
+    kept = random_artifact(2000)
+    await admin.create_version(metadata(model_name, kept), kept)
+    assert registry_app.registry is not None
+    store = registry_app.registry._store
+    artifacts = registry_app.registry._artifacts
+    db = store.db
+    long_ago = datetime.now(UTC) - timedelta(days=1)
+    # A crash after the bytes were stored but before the version was committed ...
+    unreferenced = ObjectId.from_datetime(long_ago)
+    await db["artifacts.files"].insert_one(
+        {"_id": unreferenced, "length": 1, "chunkSize": 1, "filename": "x"}
+    )
+    await db["artifacts.chunks"].insert_one({"files_id": unreferenced, "n": 0, "data": b"x"})
+    # ... and a crash in the middle of storing them (chunks without their file).
+    headless = ObjectId.from_datetime(long_ago - timedelta(seconds=1))
+    await db["artifacts.chunks"].insert_one({"files_id": headless, "n": 0, "data": b"y"})
+    # An upload in progress right now must survive.
+    in_progress = ObjectId()
+    await db["artifacts.chunks"].insert_one({"files_id": in_progress, "n": 0, "data": b"z"})
+
+    removed = await artifacts.sweep_orphans(timedelta(hours=1))
+
+    assert removed >= 2
+    assert await db["artifacts.files"].count_documents({"_id": unreferenced}) == 0
+    assert await db["artifacts.chunks"].count_documents({"files_id": {"$in": [unreferenced, headless]}}) == 0
+    assert await db["artifacts.chunks"].count_documents({"files_id": in_progress}) == 1
+    assert (await admin.download_artifact(model_name, 1))[1] == kept
+    await db["artifacts.chunks"].delete_many({"files_id": in_progress})
