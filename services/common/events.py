@@ -20,6 +20,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from google.protobuf.message import DecodeError, Message
 
+from services.common.tracing import trace_headers
+
 PROTOBUF_CONTENT_TYPE = "application/protobuf"
 SPEC_VERSION = "1.0"
 
@@ -171,7 +173,7 @@ def encode(
         topic=topic,
         value=kafka_message.value,
         key=encoded_key,
-        headers=[*kafka_message.headers.items(), *headers],
+        headers=[*kafka_message.headers.items(), *trace_headers(), *headers],
     )
 
 

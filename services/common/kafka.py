@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
-from services.common import metrics
+from services.common import metrics, tracing
 from services.common.events import IncomingRecord, OutgoingRecord
 from services.common.logging import get_logger
 
@@ -271,7 +271,9 @@ class ConsumerLoop:
                 for r in partition_records
             ]
             started = time.perf_counter()
-            handled = await self._handle(records)
+            topic_names = ",".join(sorted({r.topic for r in records}))
+            with tracing.consume_span(topic_names, self._group_id, [r.headers for r in records]):
+                handled = await self._handle(records)
             if not handled:
                 return
             await self._commit(batches)

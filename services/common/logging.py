@@ -8,16 +8,29 @@ service writes parses as JSON. Bind ``request_id`` or ``model_version`` with
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import structlog
+from opentelemetry import trace
+
+
+def add_trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``trace_id`` and ``span_id`` of the current span, so a log line leads to its trace."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event.setdefault("span_id", format(span_context.span_id, "016x"))
+    return event
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library through one renderer on stderr."""
+    """Route structlog and the standard library through one renderer on stderr, and export
+    traces when an OTLP endpoint is configured (see :mod:`services.common.tracing`)."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -51,6 +64,9 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
+    from services.common.tracing import configure_tracing  # it logs through what is set up here
+
+    configure_tracing(service, os.environ.get("MLOPS_CODE_VERSION", "dev"))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

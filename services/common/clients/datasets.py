@@ -30,6 +30,7 @@ from types import TracebackType
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common import tracing
 from services.common.auth import bearer_metadata
 from services.common.proto.mlops.v1 import datasets_pb2, datasets_pb2_grpc
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
@@ -116,6 +117,7 @@ class DatasetClient:
                 ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             ],
+            interceptors=tracing.client_interceptors(),
         )
         self._stub = datasets_pb2_grpc.DatasetServiceStub(self._channel)
         self._token = token

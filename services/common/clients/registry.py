@@ -21,6 +21,7 @@ from types import TracebackType
 
 import grpc
 
+from services.common import tracing
 from services.common.artifacts import DigestMismatch, sha256_hex
 from services.common.auth import bearer_metadata
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
@@ -52,6 +53,7 @@ class RegistryClient:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
+            interceptors=tracing.client_interceptors(),
         )
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         self._token = token
