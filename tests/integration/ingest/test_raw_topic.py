@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from services.common.events import Topics, decode, encode
+from services.common.events import IncomingRecord, Topics, decode, encode
 from services.common.kafka import (
     DLQ_ERROR_CLASS,
     DLQ_ERROR_FIELD,
@@ -22,6 +22,9 @@ from services.common.kafka import (
 from services.common.proto.mlops.v1.datasets_pb2 import QualitySummary
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow, LabelRecord, RawEvent
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, FeatureValue
+from services.ingest.consumer import source_of
+from services.ingest.formats import decode_record
+from services.ingest.pipeline import Status, Submission
 from tests.integration.ingest.conftest import Ingest, orders_schema
 
 T = TypeVar("T")
@@ -208,3 +211,66 @@ async def test_labels_for_earlier_events_update_the_row_and_are_published(
         lambda: ingest.datasets.quality_summary(dataset), lambda s: s.duplicates == 1
     )
     assert (summary.accepted, summary.labels, summary.rejected) == (2, 2, 0)
+
+
+async def test_poison_records_are_dead_lettered_and_the_consumer_moves_on(
+    ingest: Ingest, dataset: str
+) -> None:
+    await ingest.datasets.register_schema(orders_schema(dataset))
+    marker = dataset.encode()
+    poison = [
+        b"\xff\xfe" + marker,  # not UTF-8
+        b"[" + marker + b"]",  # not JSON
+        json.dumps({"dataset": f"{dataset}-unregistered", "event_id": "x"}).encode(),
+        json.dumps(["a list", dataset]).encode(),
+    ]
+    for value in poison:
+        await ingest.producer.send_and_wait(ingest.topics.raw_events, value, key=b"same-partition")
+    after = order(dataset, 1, datetime.now(UTC) - timedelta(minutes=1))
+    await ingest.producer.send_and_wait(
+        ingest.topics.raw_events, json.dumps(after).encode(), key=b"same-partition"
+    )
+
+    dead = await ingest.tap.wait_for(
+        Topics.dlq(ingest.topics.raw_events), lambda r: marker in (r.value or b""), 4
+    )
+    classes = sorted(dict(r.headers)[DLQ_ERROR_CLASS].decode() for r in dead)
+    assert classes == ["not_an_object", "undecodable", "undecodable", "unknown_dataset"]
+    assert sorted(r.value for r in dead) == sorted(poison)  # kept as sent: nothing says what is private
+    await ingest.tap.wait_for(ingest.topics.features, rows_of(ingest, dataset), 1)
+
+
+async def test_a_redelivered_record_is_handled_again_but_a_resent_event_is_a_duplicate(
+    ingest: Ingest, dataset: str
+) -> None:
+    """After a crash between the write and the commit, the same record comes back: it must be
+    published again (the first attempt may not have been). The same event sent twice by a
+    producer is another record: a duplicate, acknowledged and not published again."""
+    await ingest.datasets.register_schema(orders_schema(dataset))
+    pipeline = ingest.app.pipeline
+    assert pipeline is not None
+    body = json.dumps(order(dataset, 1, datetime.now(UTC) - timedelta(minutes=1))).encode()
+
+    def submission(offset: int) -> Submission:
+        record = IncomingRecord(ingest.topics.raw_events, 0, offset, None, body, (), 0)
+        return Submission(decode_record(record), source_of(record))
+
+    first = await pipeline.ingest([submission(10**9)])
+    redelivered = await pipeline.ingest([submission(10**9)])
+    resent = await pipeline.ingest([submission(10**9 + 1)])
+    assert [o.status for o in (*first, *redelivered, *resent)] == [
+        Status.ACCEPTED,
+        Status.ACCEPTED,
+        Status.DUPLICATE,
+    ]
+    # A later row of the same customer lands on the same partition after anything published
+    # before it: once it is there, a wrongly republished duplicate would be too.
+    sentinel = json.dumps(order(dataset, 4, datetime.now(UTC) - timedelta(minutes=1))).encode()
+    record = IncomingRecord(ingest.topics.raw_events, 0, 10**9 + 2, None, sentinel, (), 0)
+    await pipeline.ingest([Submission(decode_record(record), source_of(record))])
+    published = await ingest.tap.wait_for(ingest.topics.features, rows_of(ingest, dataset), 3)
+    assert [decode(r, FeatureRow).message.event_id for r in published] == [
+        f"{dataset}-{i}" for i in (1, 1, 4)
+    ]
+    window = await ingest.datasets.read_window(DataWindow(dataset=dataset), labelled_only=False)
+    assert [r.event_id for r in window.rows] == [f"{dataset}-1", f"{dataset}-4"]
