@@ -10,6 +10,7 @@ reports something takes ``--json``; exit codes are those of ``mlops`` (2 bad inp
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -745,19 +746,29 @@ def audit(
     if json_output:
         print_json([_json(r) for r in page.records])
         return
-    table = Table("when", "who", "action", "resource", "outcome", "before", "after", "detail")
+    table = Table("when", "who", "action", "resource", "outcome", "change", "detail")
+    table.columns[3].overflow = "fold"
     for r in page.records:
-        table.add_row(
-            _when(r.occurred_at),
-            r.actor,
-            r.action,
-            r.resource,
-            r.outcome,
-            r.before_json,
-            r.after_json,
-            r.detail,
-        )
+        change = " -> ".join(part for part in (_compact(r.before_json), _compact(r.after_json)) if part)
+        table.add_row(_when(r.occurred_at), r.actor, r.action, r.resource, r.outcome, change, r.detail)
     console.print(table)
+
+
+def _compact(document: str) -> str:
+    """An audit before/after object as ``key=value`` pairs, long hashes shortened."""
+    if not document:
+        return ""
+    try:
+        values = json.loads(document)
+    except ValueError:
+        return document
+    if not isinstance(values, dict):
+        return document
+    parts = []
+    for key, value in values.items():
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        parts.append(f"{key}={text[:12] + '…' if len(text) > 16 and key.endswith('sha256') else text}")
+    return " ".join(parts)
 
 
 # -------------------------------------------------------------------------- specs
