@@ -1,0 +1,88 @@
+"""Composition root: the topics, the stream application around the drift monitor, and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from services.common.auth import TokenVerifier
+from services.common.events import Topics
+from services.common.http import HttpServer
+from services.common.kafka import ensure_topics
+from services.common.logging import get_logger
+from services.monitor import http_api
+from services.monitor.drift import DriftMonitor, MonitorPolicy
+from services.monitor.settings import MonitorSettings
+from services.monitor.stream import MonitorStreams
+
+log = get_logger(__name__)
+
+
+class MonitorApp:
+    """The monitor service. After :meth:`start`, ``http_port`` is bound.
+
+    ``clock`` (epoch seconds) paces join expiry and cooldowns; tests move it forward.
+    """
+
+    def __init__(self, settings: MonitorSettings, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self._clock = clock
+        self.http_port = 0
+        self.monitor = DriftMonitor(
+            MonitorPolicy(
+                detector=settings.detector_spec(),
+                accuracy_window=settings.accuracy_window,
+                history=settings.history,
+                cooldown_seconds=settings.cooldown_seconds,
+                retrain_min_samples=settings.retrain_min_samples,
+            )
+        )
+        self.streams: MonitorStreams | None = None
+        self._http: HttpServer | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.streams is not None and self.streams.running
+
+    async def start(self) -> None:
+        settings = self.settings
+        topics = Topics(settings.topic_prefix)
+        self.streams = MonitorStreams(settings, self.monitor, clock=self._clock)
+        consumed = [topics.predictions, topics.labels, topics.model_events]
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            [*consumed, *(Topics.dlq(t) for t in consumed), topics.drift, topics.train_requests],
+        )
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            [self.streams.join_topic, self.streams.samples_topic],
+            partitions=settings.partitions,
+        )
+        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        http_app = http_api.create_http_app(
+            self.monitor, verifier, ready=lambda: self.ready, version=settings.code_version
+        )
+        self._http = HttpServer(http_app, settings.host, settings.http_port)
+        await self._http.start()
+        self.http_port = self._http.port
+        await self.streams.start()
+        log.info("monitor_started", http_port=self.http_port, group=settings.consumer_group())
+
+    async def stop(self) -> None:
+        """Stop consuming (committing what was handled), then stop serving HTTP."""
+        if self.streams is not None:
+            await self.streams.stop()
+        if self._http is not None:
+            await self._http.stop()
+        log.info("monitor_stopped")
+
+
+async def run(settings: MonitorSettings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set."""
+    app = MonitorApp(settings)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()

@@ -1,0 +1,159 @@
+"""Translation between the platform's Kafka messages and the monitor's own values.
+
+Everything that arrives is checked here, field by field: a record that is not what it
+claims to be raises :class:`~services.monitor.records.InvalidRecord` naming the field,
+and goes to the dead-letter topic instead of into a detector.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.events import IncomingRecord, OutgoingRecord, decode, encode
+from services.common.proto.mlops.v1 import events_pb2, model_pb2
+from services.common.values import from_feature_value, label_text
+from services.monitor.drift import CONCEPT, Drift
+from services.monitor.records import InvalidRecord, Label, Prediction, finite
+from services.monitor.retrain import RetrainRequest
+
+SOURCE = "/mlops/monitor"
+REQUESTED_BY = "service:monitor"
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_ID_LENGTH = 512
+MAX_ROWS = 100_000
+PRODUCTION = "production"
+DRIFT_KINDS = {CONCEPT: events_pb2.DRIFT_KIND_CONCEPT}
+
+
+def _seconds(timestamp: Timestamp) -> float:
+    return timestamp.seconds + timestamp.nanos / 1e9
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    timestamp = Timestamp()
+    timestamp.FromNanoseconds(int(seconds * 1e9))
+    return timestamp
+
+
+def _check_id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidRecord(field, "empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidRecord(field, f"longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def predictions_from(record: IncomingRecord) -> list[Prediction]:
+    """The rows of a ``PredictionRecord``, each a :class:`Prediction`."""
+    message = decode(record, events_pb2.PredictionRecord).message
+    if not MODEL_NAME.match(message.model_name):
+        raise InvalidRecord("model_name", f"not a model name: {message.model_name[:140]!r}")
+    if message.model_version <= 0:
+        raise InvalidRecord("model_version", f"must be positive, got {message.model_version}")
+    if not message.rows:
+        raise InvalidRecord("rows", "no rows")
+    if len(message.rows) > MAX_ROWS:
+        raise InvalidRecord("rows", f"more than {MAX_ROWS} rows")
+    occurred_at = (
+        _seconds(message.occurred_at) if message.HasField("occurred_at") else record.timestamp_ms / 1000
+    )
+    width = len(message.feature_names)
+    predictions = []
+    for index, row in enumerate(message.rows):
+        field = f"rows[{index}]"
+        row_id = row.id or (message.request_id if len(message.rows) == 1 else "")
+        _check_id(row_id, f"{field}.id")
+        if width and len(row.features) != width:
+            raise InvalidRecord(f"{field}.features", f"{len(row.features)} values for {width} feature names")
+        for p in row.probabilities:
+            if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+                raise InvalidRecord(f"{field}.probabilities", f"not a probability: {p!r}")
+        predictions.append(
+            Prediction(
+                id=row_id,
+                model=message.model_name,
+                version=message.model_version,
+                route=message.route,
+                shadow=message.shadow,
+                label=row.label,
+                value=finite(row.value, f"{field}.value"),
+                occurred_at=occurred_at,
+                features=tuple(row.features),
+            )
+        )
+    return predictions
+
+
+def label_from(record: IncomingRecord) -> Label:
+    """The :class:`Label` of a ``LabelRecord``."""
+    message = decode(record, events_pb2.LabelRecord).message
+    _check_id(message.event_id, "event_id")
+    if not message.HasField("label") or message.label.WhichOneof("kind") is None:
+        raise InvalidRecord("label", "missing")
+    value = from_feature_value(message.label)
+    number: float | None = None
+    if isinstance(value, float):
+        number = finite(value, "label")
+    available_at = (
+        _seconds(message.ingested_at) if message.HasField("ingested_at") else record.timestamp_ms / 1000
+    )
+    return Label(
+        id=message.event_id,
+        label=label_text(value),
+        value=number,
+        event_time=_seconds(message.event_time) if message.HasField("event_time") else None,
+        available_at=available_at,
+    )
+
+
+def live_version_from(record: IncomingRecord) -> tuple[str, int] | None:
+    """``(model, version)`` when a ``ModelEvent`` moved the production alias, else None."""
+    message = decode(record, events_pb2.ModelEvent).message
+    if message.type != events_pb2.MODEL_EVENT_TYPE_ALIAS_SET or message.alias != PRODUCTION:
+        return None
+    if not MODEL_NAME.match(message.model_name):
+        raise InvalidRecord("model_name", f"not a model name: {message.model_name[:140]!r}")
+    if message.version <= 0:
+        raise InvalidRecord("version", f"must be positive, got {message.version}")
+    return message.model_name, message.version
+
+
+def drift_record(topic: str, drift: Drift) -> OutgoingRecord:
+    change = drift.change
+    message = events_pb2.DriftEvent(
+        event_id=drift.id,
+        model_name=drift.model,
+        model_version=drift.version,
+        kind=DRIFT_KINDS[drift.kind],
+        detector=drift.detector,
+        feature=drift.feature,
+        statistic=change.statistic,
+        reference_statistic=change.reference_statistic,
+        window_size=change.window_size,
+        sample_index=change.sample_index,
+        detected_at=_timestamp(drift.detected_at),
+        onset_time=_timestamp(change.onset_time),
+    )
+    return encode(topic, message, source=SOURCE, key=drift.model, event_id=drift.id)
+
+
+def train_request_record(topic: str, request: RetrainRequest) -> OutgoingRecord:
+    """A ``TrainRequest`` for the production spec on data since the onset (the trainer
+    fills in the spec's dataset because ``window.dataset`` is left empty)."""
+    request_id = uuid.uuid4().hex
+    message = events_pb2.TrainRequest(
+        request_id=request_id,
+        idempotency_key=request.idempotency_key,
+        model_name=request.model,
+        trigger=events_pb2.TRAIN_TRIGGER_DRIFT,
+        window=model_pb2.DataWindow(start_time=_timestamp(request.onset_time)),
+        parent_version=request.parent_version,
+        drift_event_id=request.drift_event_id,
+        requested_at=_timestamp(request.requested_at),
+        requested_by=REQUESTED_BY,
+    )
+    return encode(topic, message, source=SOURCE, key=request.model, event_id=request_id)

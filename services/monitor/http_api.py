@@ -1,0 +1,46 @@
+"""HTTP: health and metrics (shared), and the live status of every watched model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException
+
+from services.common.auth import Principal, Scope, TokenVerifier
+from services.common.http import create_app, require_scope
+from services.monitor.drift import DriftMonitor
+
+Reader = Annotated[Principal, Depends(require_scope(Scope.READ))]
+
+
+def create_http_app(
+    monitor: DriftMonitor, verifier: TokenVerifier, *, ready: Callable[[], bool], version: str
+) -> FastAPI:
+    app = create_app(
+        "mlops monitor",
+        version,
+        verifier=verifier,
+        ready=ready,
+        description="Live model quality and drift. Each monitor process reports the models it watches.",
+    )
+
+    @app.get(
+        "/v1/status", tags=["status"], summary="Every watched model: versions, accuracy, detectors, drift."
+    )
+    async def status(_: Reader) -> dict[str, Any]:
+        return {"models": monitor.status()}
+
+    @app.get(
+        "/v1/status/{model}",
+        tags=["status"],
+        summary="One model's status.",
+        responses={404: {"description": "This process watches no model of that name."}},
+    )
+    async def model_status(model: str, _: Reader) -> dict[str, Any]:
+        for entry in monitor.status():
+            if entry["model"] == model:
+                return dict(entry)
+        raise HTTPException(status_code=404, detail=f"model: {model[:140]!r} is not watched by this monitor")
+
+    return app

@@ -1,0 +1,51 @@
+"""The monitor's Prometheus metrics (``mlops_monitor_*``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREFIX = "mlops_monitor"
+
+PREDICTIONS = Counter(
+    f"{PREFIX}_predictions_total",
+    "Predicted rows seen once each (duplicates excluded), by model and version.",
+    ["model", "version"],
+)
+LABELLED = Counter(
+    f"{PREFIX}_labelled_samples_total",
+    "Predictions joined with their label, by model and version.",
+    ["model", "version"],
+)
+ACCURACY = Gauge(
+    f"{PREFIX}_accuracy_ratio",
+    "Rolling accuracy of a classifier version over its last labelled samples.",
+    ["model", "version"],
+)
+MEAN_ABSOLUTE_ERROR = Gauge(
+    f"{PREFIX}_mean_absolute_error",
+    "Rolling mean absolute error of a regressor version over its last labelled samples.",
+    ["model", "version"],
+)
+LABEL_LAG = Histogram(
+    f"{PREFIX}_label_lag_seconds",
+    "Time from a prediction to its label becoming available.",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+DRIFTS = Counter(
+    f"{PREFIX}_drift_events_total",
+    "Drift events raised, by model, version, kind and detector.",
+    ["model", "version", "kind", "detector"],
+)
+RETRAINS = Counter(f"{PREFIX}_retrain_requests_total", "Retrain requests sent after drift.", ["model"])
+DUPLICATES = Counter(
+    f"{PREFIX}_duplicates_total",
+    "Predictions or labels received again (redelivery) and not counted twice.",
+    ["kind"],
+)
+JOIN_EXPIRED = Counter(
+    f"{PREFIX}_join_expired_total",
+    "Predictions that never got a label, and labels that never met a prediction, within the join window.",
+    ["kind"],
+)
+JOIN_PENDING = Gauge(f"{PREFIX}_join_entries", "Row ids held by this process's join table.")

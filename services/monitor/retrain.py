@@ -1,0 +1,170 @@
+"""When drift becomes a retrain request: once per drift episode, at most once per cooldown.
+
+A detector on a noisy stream can fire several times for one change (it flaps). Each alarm
+is worth a drift event, but a retrain is costly and a storm of them helps no one, so
+alarms are grouped into *episodes*, one per model:
+
+- the first alarm on the live version opens an episode, whose onset is that alarm's onset;
+- the episode asks for one retrain once enough labelled samples have arrived since the
+  onset to train on, and once the cooldown since the model's previous request has passed;
+- it ends when another version goes live (the retrain worked, or someone rolled back),
+  or one cooldown after its request (the retrain did not help: a later alarm may try again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One model's drift, from its first alarm until it is dealt with."""
+
+    id: str
+    model: str
+    version: int
+    """The live version that drifted: the parent of the retrained one."""
+    drift_event_id: str
+    """The drift event that opened the episode."""
+    onset_time: float
+    """Event time the change began (epoch seconds): training data starts here."""
+    opened_at: float
+    samples: int
+    """Labelled samples of the drifted version since the onset."""
+    requested_at: float | None = None
+    """When the retrain was requested; None until then."""
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """The decision to retrain a model on data since a drift's onset."""
+
+    model: str
+    parent_version: int
+    idempotency_key: str
+    """The same for every request of one episode, so a redelivered request coalesces."""
+    drift_event_id: str
+    onset_time: float
+    requested_at: float
+
+
+class RetrainPolicy:
+    """Groups alarms into episodes and decides when each asks for its one retrain.
+
+    Parameters
+    ----------
+    cooldown_seconds
+        Least time between two requests for one model.
+    min_samples
+        Labelled samples needed since the onset before a retrain is worth it.
+
+    Examples
+    --------
+    A detector that fires three times within the cooldown causes one request:
+
+    >>> policy = RetrainPolicy(cooldown_seconds=600, min_samples=100)
+    >>> policy.on_drift("m", 1, "d1", onset_time=50.0, window_size=80, now=100.0, episode_id="ep1")
+    >>> [policy.on_labelled("m", 1, now=100.0 + i) for i in range(19)].count(None)
+    19
+    >>> request = policy.on_labelled("m", 1, now=120.0)
+    >>> request.idempotency_key, request.onset_time
+    ('drift:m:ep1', 50.0)
+    >>> policy.on_drift("m", 1, "d2", onset_time=90.0, window_size=500, now=130.0, episode_id="ep2")
+    >>> policy.on_labelled("m", 1, now=131.0) is None
+    True
+    """
+
+    def __init__(self, cooldown_seconds: float, min_samples: int):
+        self.cooldown_seconds = cooldown_seconds
+        self.min_samples = min_samples
+        self._episodes: dict[str, Episode] = {}
+        self._last_request: dict[str, float] = {}
+
+    def episode(self, model: str) -> Episode | None:
+        return self._episodes.get(model)
+
+    def on_drift(
+        self,
+        model: str,
+        version: int,
+        drift_event_id: str,
+        *,
+        onset_time: float,
+        window_size: int,
+        now: float,
+        episode_id: str,
+    ) -> RetrainRequest | None:
+        """An alarm on the live ``version``: opens an episode unless one is under way."""
+        self._close_if_done(model, now)
+        if model not in self._episodes:
+            self._episodes[model] = Episode(
+                id=episode_id,
+                model=model,
+                version=version,
+                drift_event_id=drift_event_id,
+                onset_time=onset_time,
+                opened_at=now,
+                samples=window_size,
+            )
+        return self._request_if_due(model, now)
+
+    def on_labelled(self, model: str, version: int, now: float) -> RetrainRequest | None:
+        """A labelled sample of ``version`` arrived."""
+        self._close_if_done(model, now)
+        episode = self._episodes.get(model)
+        if episode is None or episode.version != version or episode.requested_at is not None:
+            return None
+        self._episodes[model] = dataclasses.replace(episode, samples=episode.samples + 1)
+        return self._request_if_due(model, now)
+
+    def on_version_live(self, model: str, version: int) -> None:
+        """Another version serves production now: the episode of the old one is over."""
+        episode = self._episodes.get(model)
+        if episode is not None and episode.version != version:
+            del self._episodes[model]
+
+    def _close_if_done(self, model: str, now: float) -> None:
+        episode = self._episodes.get(model)
+        if (
+            episode
+            and episode.requested_at is not None
+            and now - episode.requested_at >= self.cooldown_seconds
+        ):
+            del self._episodes[model]
+
+    def _request_if_due(self, model: str, now: float) -> RetrainRequest | None:
+        episode = self._episodes[model]
+        if episode.requested_at is not None or episode.samples < self.min_samples:
+            return None
+        last = self._last_request.get(model)
+        if last is not None and now - last < self.cooldown_seconds:
+            return None
+        self._episodes[model] = dataclasses.replace(episode, requested_at=now)
+        self._last_request[model] = now
+        return RetrainRequest(
+            model=model,
+            parent_version=episode.version,
+            idempotency_key=f"drift:{model}:{episode.id}",
+            drift_event_id=episode.drift_event_id,
+            onset_time=episode.onset_time,
+            requested_at=now,
+        )
+
+    def export(self, model: str) -> dict[str, Any]:
+        """The model's state as JSON, to survive a restart or a move to another process."""
+        episode = self._episodes.get(model)
+        return {
+            "episode": dataclasses.asdict(episode) if episode else None,
+            "last_request": self._last_request.get(model),
+        }
+
+    def restore(self, model: str, state: dict[str, Any]) -> None:
+        """Take back what :meth:`export` wrote."""
+        self._episodes.pop(model, None)
+        self._last_request.pop(model, None)
+        if state.get("episode"):
+            self._episodes[model] = Episode(**state["episode"])
+        if state.get("last_request") is not None:
+            self._last_request[model] = float(state["last_request"])

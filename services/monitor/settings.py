@@ -1,0 +1,88 @@
+"""Settings of the monitor service (``MONITOR_*``, plus the platform's ``MLOPS_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+from services.monitor.detectors import DetectorSpec
+
+
+class MonitorSettings(ServiceSettings):
+    """Everything the monitor reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MONITOR_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    """Interface the HTTP server (health, metrics, status) listens on."""
+
+    http_port: int = Field(8082, ge=0, le=65535)
+    """HTTP port; 0 picks a free one (tests)."""
+
+    group_id: str = Field("", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+    """Consumer group (and stream application id) shared by every monitor process of one
+    platform. Empty: ``<topic prefix>-monitor``. Processes in one group split the work."""
+
+    partitions: int = Field(4, ge=1, le=256)
+    """Partitions of the monitor's own topics (the join and sample streams); fixed once created.
+    It bounds how many monitor processes can share the work."""
+
+    join_window_seconds: float = Field(3600.0, gt=0)
+    """How long a prediction waits for its label (and a label for its prediction) before
+    it expires unmatched and is counted as such; also how long duplicates are recognised."""
+
+    sweep_interval_seconds: float = Field(5.0, gt=0)
+    """How often expired join entries are swept, even on partitions with no traffic."""
+
+    concept_detector: str = "ADWIN"
+    """river detector on each version's error stream: ADWIN, PageHinkley, KSWIN, or (for
+    classifiers) the binary DDM, EDDM, FHDDM, HDDMA, HDDMW."""
+
+    concept_detector_params: dict[str, float | int | str] = Field(default_factory=dict)
+    """Parameters of that detector, as JSON (``{"delta": 0.002}``); river's defaults otherwise."""
+
+    accuracy_window: int = Field(1000, ge=10, le=1_000_000)
+    """Labelled samples the rolling accuracy (or mean absolute error) is computed over."""
+
+    history: int = Field(20_000, ge=100, le=10_000_000)
+    """Recent samples kept per detector to locate a change's onset in event time."""
+
+    cooldown_seconds: float = Field(600.0, ge=0)
+    """Least time between two retrain requests for one model: a flapping detector causes
+    one retrain, not a storm."""
+
+    retrain_min_samples: int = Field(200, ge=1)
+    """Labelled samples that must have arrived since a drift's onset before retraining on them."""
+
+    batch_size: int = Field(500, ge=1, le=10_000)
+    """Most records handled as one batch between the monitor's stages."""
+
+    batch_seconds: float = Field(0.01, gt=0, le=5)
+    """Longest a record waits for its batch to fill: the delay each stage may add."""
+
+    commit_interval_seconds: float = Field(1.0, gt=0)
+    """How often consumed offsets are committed (after their effects are flushed)."""
+
+    fetch_max_wait_ms: int = Field(20, ge=1, le=5000)
+    """How long the broker may hold a fetch when there is nothing new; low keeps detection prompt."""
+
+    rebalance_timeout_seconds: float = Field(10.0, gt=0)
+    """Group rebalance timeout; the embedded broker holds every join for about half of it."""
+
+    session_timeout_seconds: float = Field(10.0, gt=0)
+    """A monitor process silent this long leaves the group and its partitions move."""
+
+    @model_validator(mode="after")
+    def _detector_builds(self) -> MonitorSettings:
+        self.detector_spec()
+        return self
+
+    def consumer_group(self) -> str:
+        return self.group_id or f"{self.topic_prefix}-monitor"
+
+    def detector_spec(self) -> DetectorSpec:
+        """The concept detector, checked: an unknown name or parameter fails at start-up."""
+        return DetectorSpec(self.concept_detector, dict(self.concept_detector_params))

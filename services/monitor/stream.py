@@ -1,0 +1,452 @@
+"""The monitor's stream processing: a faust application of three agents.
+
+::
+
+    predictions, labels,   route    <prefix>.monitor.join     join     <prefix>.monitor.samples   detect
+    model events        ─────────▶  (key: row id)        ─────────▶  (key: model name)      ─────────▶ drift,
+                        decode,      join table (by id),   expiry,    one detector per             train requests
+                        dead-letter  dedupe                          model version
+
+- *route* opens envelopes (dead-lettering what it cannot use) and re-keys every
+  predicted row and label by the row id, so a row and its label meet in one partition
+  whatever the producers keyed them by;
+- *join* keeps a table of what arrived per id (backed by a changelog topic, so it
+  survives restarts and moves between processes), passes on each prediction once and
+  each (prediction, label) pair once, and expires entries after the join window;
+- *detect* re-keys by model name, so one process holds all of a model's detectors and
+  several monitor processes in one group split the models between them.
+
+Every agent runs with concurrency 1: faust's concurrent agents can commit an offset past a
+message still being processed. Faust commits offsets only after flushing what the agents
+produced (at-least-once), and the join's dedupe makes redelivery harmless.
+
+Faust runs inside the service's own event loop (``await app.start()``) rather than as a
+``faust worker``: one process, one loop, one set of signal handlers and logs, and tests
+start it exactly as production does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Set
+from typing import Any, cast
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from services.common import metrics as common_metrics
+from services.common.events import EnvelopeError, IncomingRecord, Topics
+from services.common.kafka import DeadLetter
+from services.common.logging import get_logger
+from services.monitor import metrics
+from services.monitor.changelog import BatchedChangelogTable
+from services.monitor.drift import Decision, Drift, DriftMonitor
+from services.monitor.events import (
+    drift_record,
+    label_from,
+    live_version_from,
+    predictions_from,
+    train_request_record,
+)
+from services.monitor.join import ExpiryQueue, JoinEntry, JoinResult, add_label, add_prediction, partition_of
+from services.monitor.records import InvalidRecord, Label, LabelledSample, Prediction, dumps, loads
+from services.monitor.retrain import RetrainRequest
+from services.monitor.settings import MonitorSettings
+
+log = get_logger(__name__)
+
+# Messages on the monitor's internal topics are JSON batches: {"j": [item, ...]} on the
+# join topic, {"s": [item, ...]} on the samples topic; each item says what it is in "k".
+JOIN_ITEMS = "j"
+SAMPLE_ITEMS = "s"
+PREDICTED = "p"
+LABEL = "l"
+OBSERVED = "o"
+SAMPLE = "s"
+LIVE = "live"
+
+
+class _Batches:
+    """Items bound for the monitor's internal topics, grouped by the partition they belong to."""
+
+    def __init__(self, partitions: int):
+        self._partitions = partitions
+        self.join: dict[int, list[dict[str, Any]]] = {}
+        self.samples: dict[int, list[dict[str, Any]]] = {}
+
+    def add_join(self, row_id: str, item: dict[str, Any]) -> None:
+        self.join.setdefault(partition_of(row_id, self._partitions), []).append(item)
+
+    def add_sample(self, model: str, item: dict[str, Any]) -> None:
+        self.samples.setdefault(partition_of(model, self._partitions), []).append(item)
+
+    async def flush(self, app: faust.App, join_topic: str, samples_topic: str) -> None:
+        """One message per partition and topic; faust flushes them before committing."""
+        for topic, field, batches in (
+            (join_topic, JOIN_ITEMS, self.join),
+            (samples_topic, SAMPLE_ITEMS, self.samples),
+        ):
+            for partition, items in batches.items():
+                await app.producer.send(topic, None, dumps({field: items}), partition, None, None)
+            batches.clear()
+
+
+class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer with a short fetch wait.
+
+    Faust fixes ``fetch_max_wait_ms`` at 1.5 s, and the embedded broker holds a fetch on
+    a quiet partition for all of it, which would add up to seconds per stage to every
+    detection. The attribute is read when the consumer starts, just after this.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = cast(StreamApp, self.app).fetch_max_wait_ms
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> Any:
+        return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class StreamApp(faust.App):
+    """A faust app whose consumer waits at most ``fetch_max_wait_ms`` for new data."""
+
+    fetch_max_wait_ms = 1500
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+def _incoming(event: faust.types.EventT) -> IncomingRecord:
+    message = event.message
+    headers = message.headers
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+    return IncomingRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple(pairs),
+        timestamp_ms=int(message.timestamp * 1000),
+    )
+
+
+class MonitorStreams:
+    """Builds and runs the faust application around a :class:`DriftMonitor`.
+
+    Parameters
+    ----------
+    settings
+        The monitor's settings (topics, group, join window, timeouts).
+    monitor
+        The domain object that every joined sample goes to.
+    clock
+        Wall-clock time in epoch seconds (replaceable in tests).
+    """
+
+    def __init__(
+        self, settings: MonitorSettings, monitor: DriftMonitor, clock: Callable[[], float] = time.time
+    ):
+        self.settings = settings
+        self.monitor = monitor
+        self.topics = Topics(settings.topic_prefix)
+        self.join_topic = f"{self.topics.prefix}.monitor.join"
+        self.samples_topic = f"{self.topics.prefix}.monitor.samples"
+        self._clock = clock
+        self._expiry = ExpiryQueue()
+        self._restored: set[str] = set()
+        self._model_partitions: dict[str, int] = {}
+        app = StreamApp(
+            settings.consumer_group(),
+            broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+            autodiscover=False,
+            web_enabled=False,
+            store="memory://",
+            processing_guarantee="at_least_once",
+            topic_partitions=settings.partitions,
+            topic_replication_factor=1,
+            table_standby_replicas=0,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=settings.commit_interval_seconds,
+            broker_session_timeout=settings.session_timeout_seconds,
+            broker_rebalance_timeout=settings.rebalance_timeout_seconds,
+            broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+            broker_request_timeout=max(30.0, settings.session_timeout_seconds),
+            producer_acks=-1,
+            producer_max_request_size=8 * 1024 * 1024,
+            consumer_max_fetch_size=8 * 1024 * 1024,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+        self.app = app
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        self._sources = app.topic(
+            self.topics.predictions, self.topics.labels, self.topics.model_events, **raw
+        )
+        self._join = app.topic(self.join_topic, partitions=settings.partitions, internal=True, **raw)
+        self._samples = app.topic(self.samples_topic, partitions=settings.partitions, internal=True, **raw)
+        # Values are JSON (faust's default for tables): nothing here is ever unpickled.
+        self._pending = cast(
+            BatchedChangelogTable,
+            app.tables.add(
+                BatchedChangelogTable(
+                    app,
+                    name="join",
+                    partitions=settings.partitions,
+                    on_recover=self._rebuild_expiry,
+                    beacon=app.tables.beacon,
+                )
+            ),
+        )
+        self._episodes = app.Table("episodes", partitions=settings.partitions)
+        app.agent(self._sources, name="route")(self._route)
+        app.agent(self._join, name="join")(self._join_rows)
+        app.agent(self._samples, name="detect")(self._detect)
+        app.timer(settings.sweep_interval_seconds, name="sweep")(self._send_ticks)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    async def start(self) -> None:
+        await self.app.start()
+
+    async def stop(self) -> None:
+        await self.app.stop()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.app.started and not self.app.should_stop and not self.app.crashed)
+
+    # --- route: envelopes in, rows and labels out, batched by join partition ---------------
+
+    async def _route(self, stream: faust.StreamT) -> None:
+        # take_events acks a batch only once the loop body is done with it.
+        batches = cast(faust.Stream, stream).take_events(
+            self.settings.batch_size, within=self.settings.batch_seconds
+        )
+        async for events in batches:
+            out = _Batches(self.settings.partitions)
+            for event in events:
+                record = _incoming(event)
+                try:
+                    self._route_one(record, out)
+                except (EnvelopeError, InvalidRecord) as exc:
+                    error_class = exc.error_class if isinstance(exc, EnvelopeError) else "invalid"
+                    field = exc.field if isinstance(exc, InvalidRecord) else ""
+                    await self._dead_letter(DeadLetter(record, error_class, str(exc), field))
+                except Exception as exc:
+                    log.exception("route_failed", topic=record.topic, offset=record.offset)
+                    await self._dead_letter(
+                        DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")
+                    )
+            await out.flush(self.app, self.join_topic, self.samples_topic)
+
+    def _route_one(self, record: IncomingRecord, out: _Batches) -> None:
+        if record.topic == self.topics.predictions:
+            for prediction in predictions_from(record):
+                out.add_join(prediction.id, {"k": PREDICTED, **prediction.to_json()})
+        elif record.topic == self.topics.labels:
+            label = label_from(record)
+            out.add_join(label.id, {"k": LABEL, **label.to_json()})
+        else:
+            live = live_version_from(record)
+            if live is not None:
+                model, version = live
+                out.add_sample(model, {"k": LIVE, "m": model, "v": version})
+
+    async def _dead_letter(self, dead: DeadLetter) -> None:
+        out = dead.to_outgoing()
+        await self.app.producer.send(out.topic, out.key, out.value, None, None, list(out.headers))
+        common_metrics.KAFKA_DEAD_LETTERS.labels(dead.record.topic, dead.error_class).inc()
+        log.info(
+            "dead_letter",
+            topic=dead.record.topic,
+            partition=dead.record.partition,
+            offset=dead.record.offset,
+            error_class=dead.error_class,
+            field=dead.field,
+        )
+
+    # --- join: one entry per row id, each pair passed on once ------------------------------
+
+    async def _join_rows(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            now = self._clock()
+            out = _Batches(self.settings.partitions)
+            try:
+                for item in loads(event.value)[JOIN_ITEMS]:
+                    kind = item["k"]
+                    if kind == PREDICTED:
+                        self._join_prediction(Prediction.from_json(item), partition, now, out)
+                    elif kind == LABEL:
+                        self._join_label(Label.from_json(item), partition, now, out)
+                self._expire(partition, now)
+            except Exception:
+                # Only the monitor writes this topic: a record it cannot read is a bug, not
+                # hostile input. Log it and go on rather than stop the join.
+                log.exception("join_failed", partition=partition, offset=event.message.offset)
+            await self._pending.flush_changelog()
+            await out.flush(self.app, self.join_topic, self.samples_topic)
+
+    def _join_prediction(self, prediction: Prediction, partition: int, now: float, out: _Batches) -> None:
+        entry = self._entry(prediction.id)
+        result = add_prediction(
+            entry, prediction, deadline=now + self.settings.join_window_seconds, partition=partition
+        )
+        self._store(prediction.id, entry, result, "prediction", out)
+        if not result.duplicate:
+            out.add_sample(prediction.model, {"k": OBSERVED, **prediction.to_json()})
+
+    def _join_label(self, label: Label, partition: int, now: float, out: _Batches) -> None:
+        entry = self._entry(label.id)
+        result = add_label(
+            entry, label, deadline=now + self.settings.join_window_seconds, partition=partition
+        )
+        self._store(label.id, entry, result, "label", out)
+
+    def _entry(self, key: str) -> JoinEntry | None:
+        stored = self._pending.get(key)
+        return JoinEntry.from_json(stored) if stored is not None else None
+
+    def _store(
+        self, key: str, before: JoinEntry | None, result: JoinResult, kind: str, out: _Batches
+    ) -> None:
+        if result.duplicate:
+            metrics.DUPLICATES.labels(kind).inc()
+            return
+        self._pending[key] = result.entry.to_json()
+        if before is None:
+            self._expiry.add(result.entry.partition, result.entry.expires_at, key)
+            metrics.JOIN_PENDING.inc()
+        for sample in result.joined:
+            out.add_sample(sample.prediction.model, {"k": SAMPLE, **sample.to_json()})
+
+    def _expire(self, partition: int, now: float) -> None:
+        for key in self._expiry.pop_due(partition, now):
+            entry = self._entry(key)
+            if entry is None or entry.expires_at > now:
+                continue
+            if entry.unmatched_predictions:
+                metrics.JOIN_EXPIRED.labels("prediction").inc(entry.unmatched_predictions)
+            if entry.unmatched_label:
+                metrics.JOIN_EXPIRED.labels("label").inc()
+            del self._pending[key]
+            metrics.JOIN_PENDING.dec()
+
+    async def _rebuild_expiry(self) -> None:
+        """After the table is recovered from its changelog, index what it holds by deadline."""
+        self._expiry = ExpiryQueue()
+        for key, stored in self._pending.items():
+            self._expiry.add(int(stored["pt"]), float(stored["e"]), key)
+        metrics.JOIN_PENDING.set(len(self._expiry))
+
+    async def _send_ticks(self) -> None:
+        """Wake every join partition so expiry runs even where no data arrives."""
+        tick = dumps({JOIN_ITEMS: []})
+        for partition in range(self.settings.partitions):
+            await self.app.producer.send(self.join_topic, None, tick, partition, None, None)
+
+    # --- detect: one process per model, detectors in memory --------------------------------
+
+    async def _detect(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            now = self._clock()
+            try:
+                for item in loads(event.value)[SAMPLE_ITEMS]:
+                    await self._detect_one(item, partition, now)
+            except Exception:
+                log.exception("detect_failed", partition=partition, offset=event.message.offset)
+
+    async def _detect_one(self, data: dict[str, Any], partition: int, now: float) -> None:
+        kind = data["k"]
+        if kind == OBSERVED:
+            prediction = Prediction.from_json(data)
+            self._restore(prediction.model, partition)
+            await self._publish(self.monitor.observe(prediction, now))
+            metrics.PREDICTIONS.labels(prediction.model, str(prediction.version)).inc()
+        elif kind == SAMPLE:
+            sample = LabelledSample.from_json(data)
+            self._restore(sample.prediction.model, partition)
+            await self._publish(self.monitor.observe_labelled(sample, now))
+            self._export_quality(sample)
+        elif kind == LIVE:
+            model, version = str(data["m"]), int(data["v"])
+            self._restore(model, partition)
+            self.monitor.version_live(model, version)
+            self._save(model)
+
+    async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """After a rebalance, let go of what moved to another process: its join entries'
+        expiry and its models' detectors (the new owner takes over the episode state)."""
+        assigned: Set[Any] = args[0]
+        mine = {(tp.topic, tp.partition) for tp in assigned}
+        for partition in range(self.settings.partitions):
+            if (self.join_topic, partition) not in mine:
+                self._expiry.forget(partition)
+        for model, partition in list(self._model_partitions.items()):
+            if (self.samples_topic, partition) not in mine:
+                del self._model_partitions[model]
+                self._restored.discard(model)
+                self.monitor.forget(model)
+
+    def _restore(self, model: str, partition: int) -> None:
+        """Take over a model's drift episode and cooldown from whoever held it before."""
+        if model in self._restored:
+            return
+        self._restored.add(model)
+        self._model_partitions[model] = partition
+        state = self._episodes.get(model)
+        if state is not None:
+            self.monitor.retrain.restore(model, state)
+
+    def _save(self, model: str) -> None:
+        self._episodes[model] = self.monitor.retrain.export(model)
+
+    async def _publish(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            if isinstance(decision, Drift):
+                out = drift_record(self.topics.drift, decision)
+                metrics.DRIFTS.labels(
+                    decision.model, str(decision.version), decision.kind, decision.detector
+                ).inc()
+                log.info(
+                    "drift_detected",
+                    model=decision.model,
+                    version=decision.version,
+                    kind=decision.kind,
+                    detector=decision.detector,
+                    sample_index=decision.change.sample_index,
+                    statistic=round(decision.change.statistic, 4),
+                )
+            elif isinstance(decision, RetrainRequest):
+                out = train_request_record(self.topics.train_requests, decision)
+                metrics.RETRAINS.labels(decision.model).inc()
+                log.info(
+                    "retrain_requested",
+                    model=decision.model,
+                    parent_version=decision.parent_version,
+                    idempotency_key=decision.idempotency_key,
+                )
+            await self.app.producer.send(out.topic, out.key, out.value, None, None, list(out.headers))
+            self._save(decision.model)
+
+    def _export_quality(self, sample: LabelledSample) -> None:
+        prediction = sample.prediction
+        version = str(prediction.version)
+        metrics.LABELLED.labels(prediction.model, version).inc()
+        metrics.LABEL_LAG.labels(prediction.model).observe(sample.label_lag)
+        quality = self.monitor.quality(prediction.model, prediction.version)
+        if quality is None:
+            return
+        if quality.accuracy is not None:
+            metrics.ACCURACY.labels(prediction.model, version).set(quality.accuracy)
+        elif quality.rolling_error.value is not None:
+            metrics.MEAN_ABSOLUTE_ERROR.labels(prediction.model, version).set(quality.rolling_error.value)

@@ -1,0 +1,132 @@
+"""Producing the platform's records and reading topics, for the monitor's tests and bench."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.events import IncomingRecord, OutgoingRecord, encode
+from services.common.kafka import publish
+from services.common.proto.mlops.v1 import events_pb2, model_pb2
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def prediction(
+    topic: str,
+    event_id: str,
+    model: str,
+    version: int,
+    label: str,
+    *,
+    occurred_at: float,
+    features: Sequence[float] = (0.5, 1.5),
+    route: str = "production",
+    shadow: bool = False,
+) -> OutgoingRecord:
+    """A single-row classifier prediction, as serving publishes it (row id = request id)."""
+    message = events_pb2.PredictionRecord(
+        request_id=event_id,
+        model_name=model,
+        model_version=version,
+        route=route,
+        shadow=shadow,
+        occurred_at=timestamp(occurred_at),
+        feature_names=[f"f{i}" for i in range(len(features))],
+        rows=[
+            events_pb2.PredictedRow(
+                id=event_id,
+                features=list(features),
+                probabilities=[0.3, 0.7] if label == "1" else [0.7, 0.3],
+                label=label,
+            )
+        ],
+    )
+    return encode(topic, message, source="/test/serving", key=event_id)
+
+
+def label(topic: str, event_id: str, value: float, *, event_time: float) -> OutgoingRecord:
+    """A label as ingest publishes it, keyed by event id."""
+    message = events_pb2.LabelRecord(
+        event_id=event_id,
+        entity_id="u1",
+        dataset="demo",
+        label=model_pb2.FeatureValue(number_value=value),
+        event_time=timestamp(event_time),
+        ingested_at=timestamp(event_time + 1),
+    )
+    return encode(topic, message, source="/test/ingest", key=event_id)
+
+
+def model_event(topic: str, model: str, version: int, alias: str = "production") -> OutgoingRecord:
+    message = events_pb2.ModelEvent(
+        event_id=f"{model}-{version}-{alias}",
+        type=events_pb2.MODEL_EVENT_TYPE_ALIAS_SET,
+        model_name=model,
+        version=version,
+        alias=alias,
+    )
+    return encode(topic, message, source="/test/registry", key=model)
+
+
+async def send(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord], batch: int = 1000) -> None:
+    pending: list[OutgoingRecord] = []
+    for record in records:
+        pending.append(record)
+        if len(pending) >= batch:
+            await publish(producer, pending)
+            pending = []
+    await publish(producer, pending)
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[IncomingRecord]:
+    """Every record in ``topic`` up to its current end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            await consumer.force_metadata_update()
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        out: list[IncomingRecord] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out += [
+                    IncomingRecord(
+                        r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
+                    )
+                    for r in records
+                ]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(
+    condition: Callable[[], object], within: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll ``condition`` (sync or async) until it is truthy; fail naming ``what``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(interval)

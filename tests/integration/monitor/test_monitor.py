@@ -1,0 +1,377 @@
+"""The monitor over the real broker: predictions and labels in; drift events, one retrain
+request, live quality and dead letters out.
+
+One monitor runs for the whole module (a consumer-group join costs seconds on the
+embedded broker); each test uses its own model names, so they do not interfere. The
+clock is the wall clock plus an offset the expiry test moves forward, so that test runs last.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.common.auth import Scope
+from services.common.events import Topics, decode, encode
+from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, DLQ_ORIGINAL_OFFSET, create_producer
+from services.common.proto.mlops.v1 import events_pb2
+from services.monitor.app import MonitorApp
+from services.monitor.settings import MonitorSettings
+from tests.conftest import Infra
+from tests.integration.monitor.helpers import (
+    label,
+    model_event,
+    prediction,
+    read_topic,
+    send,
+    wait_for,
+)
+
+JOIN_WINDOW = 600.0
+MIN_SAMPLES = 100
+
+
+class Clock:
+    """Wall-clock time plus an offset a test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@dataclass
+class Running:
+    app: MonitorApp
+    topics: Topics
+    producer: AIOKafkaProducer
+    clock: Clock
+    infra: Infra
+
+    def version(self, model: str, version: int) -> dict[str, object] | None:
+        for entry in self.app.monitor.status():
+            if entry["model"] == model:
+                for v in entry["versions"]:
+                    if v["version"] == version:
+                        return dict(v)
+        return None
+
+    def model(self, model: str) -> dict[str, object]:
+        return next(e for e in self.app.monitor.status() if e["model"] == model)
+
+    def labelled(self, model: str, version: int) -> int:
+        status = self.version(model, version)
+        return int(status["labelled"]) if status else 0  # type: ignore[call-overload]
+
+    def predicted(self, model: str, version: int) -> int:
+        status = self.version(model, version)
+        return int(status["predictions"]) if status else 0  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="module")
+async def running(infra: Infra) -> AsyncIterator[Running]:
+    topics = Topics(prefix=f"mon{random.randrange(16**8):08x}")
+    settings = MonitorSettings(
+        MLOPS_KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
+        MLOPS_TOPIC_PREFIX=topics.prefix,
+        MLOPS_AUTH_SECRET=infra.auth_secret,
+        http_port=0,
+        join_window_seconds=JOIN_WINDOW,
+        sweep_interval_seconds=0.2,
+        cooldown_seconds=3600,
+        retrain_min_samples=MIN_SAMPLES,
+        commit_interval_seconds=0.2,
+    )
+    clock = Clock()
+    app = MonitorApp(settings, clock=clock)
+    producer = create_producer(infra.kafka_bootstrap, "monitor-test")
+    await producer.start()
+    await app.start()
+    try:
+        yield Running(app, topics, producer, clock, infra)
+    finally:
+        await app.stop()
+        await producer.stop()
+
+
+def drifting_stream(
+    topics: Topics, model: str, version: int, n: int, change_at: int, seed: int, start: float
+) -> tuple[list, list]:
+    """Predictions and labels of a classifier wrong 10% of the time, then 30% from ``change_at``."""
+    rng = random.Random(seed)
+    predictions, labels = [], []
+    for i in range(n):
+        event_id = f"{model}-v{version}-{i}"
+        wrong = rng.random() < (0.1 if i < change_at else 0.3)
+        at = start + i
+        predictions.append(prediction(topics.predictions, event_id, model, version, "1", occurred_at=at))
+        labels.append(label(topics.labels, event_id, 0.0 if wrong else 1.0, event_time=at))
+    return predictions, labels
+
+
+async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(running: Running) -> None:
+    topics, model = running.topics, "churn-drift"
+    n, change_at, start = 6000, 3000, 1_800_000_000.0
+    predictions, labels = drifting_stream(topics, model, 1, n, change_at, seed=11, start=start)
+    # Labels trail their predictions by 200 events, as they would in life.
+    interleaved = []
+    for i in range(n):
+        interleaved.append(predictions[i])
+        if i >= 200:
+            interleaved.append(labels[i - 200])
+    interleaved += labels[n - 200 :]
+    await send(running.producer, interleaved)
+
+    await wait_for(lambda: running.labelled(model, 1) == n, 60, "every sample labelled")
+
+    drifts = [
+        decode(r, events_pb2.DriftEvent).message
+        for r in await read_topic(running.infra.kafka_bootstrap, topics.drift)
+    ]
+    drifts = [d for d in drifts if d.model_name == model]
+    assert drifts, "no drift event"
+    first = drifts[0]
+    assert first.kind == events_pb2.DRIFT_KIND_CONCEPT and first.detector == "ADWIN"
+    assert first.model_version == 1 and first.feature == ""
+    # Detected after the change, within ADWIN's usual delay (about 124 samples on average).
+    assert change_at < first.sample_index < change_at + 1000
+    assert first.statistic > first.reference_statistic
+    onset = first.onset_time.seconds
+    assert start <= onset <= start + first.sample_index
+    assert first.window_size > 0
+
+    await wait_for(
+        lambda: running.model(model)["episode"] and running.model(model)["episode"]["retrain_requested_at"],  # type: ignore[index]
+        30,
+        "the retrain request",
+    )
+    requests = [
+        decode(r, events_pb2.TrainRequest).message
+        for r in await read_topic(running.infra.kafka_bootstrap, topics.train_requests)
+    ]
+    requests = [r for r in requests if r.model_name == model]
+    assert len(requests) == 1, requests
+    request = requests[0]
+    assert request.trigger == events_pb2.TRAIN_TRIGGER_DRIFT
+    assert request.parent_version == 1
+    assert request.drift_event_id == first.event_id
+    assert request.window.start_time == first.onset_time
+    assert request.window.dataset == ""
+    assert request.requested_by == "service:monitor"
+    assert request.idempotency_key and request.request_id
+    assert not request.HasField("spec")
+
+    status = running.version(model, 1)
+    assert status is not None
+    assert status["detector"]["state"] == "drift"  # type: ignore[index]
+    assert 0.6 < status["accuracy"] < 0.8  # type: ignore[operator]
+
+    # A new version goes live: its detectors start empty and the episode is over. It
+    # stays at 30% error, which is stationary for it: no drift, no retrain.
+    predictions, labels = drifting_stream(topics, model, 2, 1500, 0, seed=12, start=start + n)
+    await send(running.producer, predictions + labels)
+    await wait_for(lambda: running.labelled(model, 2) == 1500, 60, "version 2 labelled")
+    assert running.model(model)["live_version"] == 2
+    assert running.model(model)["episode"] is None
+    assert running.version(model, 2)["detector"]["drifts"] == 0  # type: ignore[index]
+
+    # A rollback to version 1 (a model event) starts its detectors afresh.
+    await send(running.producer, [model_event(topics.model_events, model, 1)])
+    await wait_for(lambda: running.model(model)["live_version"] == 1, 30, "the rollback")
+    assert running.version(model, 1)["detector"]["samples"] == 0  # type: ignore[index]
+    assert running.version(model, 1)["labelled"] == n  # type: ignore[index]
+
+    requests = [
+        decode(r, events_pb2.TrainRequest).message
+        for r in await read_topic(running.infra.kafka_bootstrap, topics.train_requests)
+    ]
+    assert len([r for r in requests if r.model_name == model]) == 1
+
+
+async def test_labels_before_and_long_after_their_predictions_are_joined(running: Running) -> None:
+    topics, model, now = running.topics, "late-labels", time.time()
+    ids = [f"late-{i}" for i in range(40)]
+    wrong = set(ids[::4])  # 10 of 40 wrong: accuracy 0.75
+
+    def label_for(event_id: str) -> object:
+        return label(topics.labels, event_id, 0.0 if event_id in wrong else 1.0, event_time=now)
+
+    # Half the labels come first, then every prediction, then the other half of the labels.
+    await send(running.producer, [label_for(i) for i in ids[:20]])  # type: ignore[misc]
+    await send(
+        running.producer, [prediction(topics.predictions, i, model, 1, "1", occurred_at=now) for i in ids]
+    )
+    await wait_for(lambda: running.labelled(model, 1) == 20, 30, "the early labels joined")
+    await send(running.producer, [label_for(i) for i in ids[20:]])  # type: ignore[misc]
+    await wait_for(lambda: running.labelled(model, 1) == 40, 30, "the late labels joined")
+
+    status = running.version(model, 1)
+    assert status is not None
+    assert status["predictions"] == 40
+    assert status["accuracy"] == pytest.approx(0.75)
+
+
+async def test_duplicate_predictions_and_labels_are_counted_once(running: Running) -> None:
+    topics, model, now = running.topics, "dupes", time.time()
+    ids = [f"dup-{i}" for i in range(30)]
+    predictions = [prediction(topics.predictions, i, model, 1, "1", occurred_at=now) for i in ids]
+    labels = [label(topics.labels, i, 1.0 if n % 3 else 0.0, event_time=now) for n, i in enumerate(ids)]
+    # Redelivery: every prediction and label twice, some duplicates after the pair joined.
+    await send(running.producer, predictions + labels + predictions + labels[:10])
+    # A marker sent last on every partition's path: once it is labelled, all above was handled.
+    marker = "dup-marker"
+    await send(
+        running.producer,
+        [
+            prediction(topics.predictions, marker, model, 1, "1", occurred_at=now),
+            label(topics.labels, marker, 1.0, event_time=now),
+        ],
+    )
+    await wait_for(lambda: running.labelled(model, 1) >= 31, 30, "the pairs joined")
+    status = running.version(model, 1)
+    assert status is not None
+    assert status["predictions"] == 31
+    assert status["labelled"] == 31
+    assert status["accuracy"] == pytest.approx(21 / 31)
+
+
+async def test_shadow_answers_join_the_same_labels_as_production(running: Running) -> None:
+    topics, model, now = running.topics, "shadowed", time.time()
+    ids = [f"sh-{i}" for i in range(20)]
+    production = [prediction(topics.predictions, i, model, 1, "1", occurred_at=now) for i in ids]
+    # The candidate answers "0" for the first 5: wrong there, right elsewhere.
+    shadow = [
+        prediction(
+            topics.predictions,
+            i,
+            model,
+            2,
+            "0" if n < 5 else "1",
+            occurred_at=now,
+            route="shadow",
+            shadow=True,
+        )
+        for n, i in enumerate(ids)
+    ]
+    labels = [label(topics.labels, i, 1.0, event_time=now) for i in ids]
+    await send(running.producer, production + labels[:10] + shadow + labels[10:])
+    await wait_for(
+        lambda: running.labelled(model, 1) == 20 and running.labelled(model, 2) == 20,
+        30,
+        "both versions labelled",
+    )
+    assert running.version(model, 1)["accuracy"] == pytest.approx(1.0)  # type: ignore[index]
+    assert running.version(model, 2)["accuracy"] == pytest.approx(0.75)  # type: ignore[index]
+    # Shadow traffic never makes its version the live one.
+    assert running.model(model)["live_version"] == 1
+
+
+async def test_records_the_monitor_cannot_use_are_dead_lettered_and_it_carries_on(running: Running) -> None:
+    topics, model, now = running.topics, "after-poison", time.time()
+    bad_version = events_pb2.PredictionRecord(
+        request_id="bad-1",
+        model_name=model,
+        model_version=0,
+        rows=[events_pb2.PredictedRow(id="bad-1", label="1")],
+    )
+    nan_value = events_pb2.PredictionRecord(
+        request_id="bad-2",
+        model_name=model,
+        model_version=1,
+        rows=[events_pb2.PredictedRow(id="bad-2", value=math.nan)],
+    )
+    no_label = events_pb2.LabelRecord(event_id="bad-3")
+    await running.producer.send_and_wait(topics.predictions, b"\x00 not an envelope", key=b"junk")
+    await send(
+        running.producer,
+        [
+            encode(topics.predictions, bad_version, source="/test", key="bad-1"),
+            encode(topics.predictions, nan_value, source="/test", key="bad-2"),
+            encode(topics.labels, no_label, source="/test", key="bad-3"),
+            # The right message on the wrong topic.
+            encode(
+                topics.labels, events_pb2.PredictionRecord(request_id="bad-4"), source="/test", key="bad-4"
+            ),
+            prediction(topics.predictions, "good-1", model, 1, "1", occurred_at=now),
+            label(topics.labels, "good-1", 1.0, event_time=now),
+        ],
+    )
+    await wait_for(lambda: running.labelled(model, 1) == 1, 30, "the good pair after the poison")
+
+    async def dead_letters() -> dict[str, dict[str, bytes]]:
+        out = {}
+        for topic in (topics.predictions, topics.labels):
+            for record in await read_topic(running.infra.kafka_bootstrap, Topics.dlq(topic)):
+                out[(record.key or b"").decode()] = dict(record.headers)
+        return out
+
+    await wait_for(
+        lambda: _has_keys(dead_letters(), {"junk", "bad-1", "bad-2", "bad-3", "bad-4"}), 30, "dead letters"
+    )
+    dead = await dead_letters()
+    assert dead["junk"][DLQ_ERROR_CLASS] == b"not_cloudevent"
+    assert dead["bad-1"][DLQ_ERROR_FIELD] == b"model_version"
+    assert dead["bad-2"][DLQ_ERROR_FIELD] == b"rows[0].value"
+    assert dead["bad-3"][DLQ_ERROR_FIELD] == b"label"
+    assert dead["bad-4"][DLQ_ERROR_CLASS] == b"unexpected_type"
+    assert DLQ_ORIGINAL_OFFSET in dead["junk"]
+
+
+async def _has_keys(pending: object, keys: set[str]) -> bool:
+    found = await pending  # type: ignore[misc]
+    return keys <= set(found)
+
+
+async def test_status_endpoint_needs_the_read_scope(running: Running) -> None:
+    url = f"http://127.0.0.1:{running.app.http_port}"
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        assert (await client.get("/health/ready")).status_code == 200
+        assert (await client.get("/v1/status")).status_code == 401
+        forbidden = await client.get(
+            "/v1/status", headers={"authorization": f"Bearer {running.infra.token(Scope.PREDICT)}"}
+        )
+        assert forbidden.status_code == 403
+        headers = {"authorization": f"Bearer {running.infra.token(Scope.READ)}"}
+        body = (await client.get("/v1/status", headers=headers)).json()
+        assert {m["model"] for m in body["models"]} >= {"late-labels", "dupes"}
+        one = (await client.get("/v1/status/dupes", headers=headers)).json()
+        assert one["versions"][0]["labelled"] == 31
+        assert (await client.get("/v1/status/nope", headers=headers)).status_code == 404
+        metrics = (await client.get("/metrics")).text
+        assert 'mlops_monitor_accuracy_ratio{model="dupes",version="1"}' in metrics
+        assert "mlops_monitor_label_lag_seconds_bucket" in metrics
+
+
+async def test_unmatched_predictions_and_labels_expire_and_are_counted(running: Running) -> None:
+    """Runs last in the module: it moves the clock past every join deadline."""
+    from services.monitor import metrics
+
+    topics, model, now = running.topics, "expiring", time.time()
+    expired_predictions = metrics.JOIN_EXPIRED.labels("prediction")
+    expired_labels = metrics.JOIN_EXPIRED.labels("label")
+    before = expired_predictions._value.get(), expired_labels._value.get()
+    held = metrics.JOIN_PENDING._value.get()
+    await send(
+        running.producer,
+        [
+            prediction(topics.predictions, "lonely-prediction", model, 1, "1", occurred_at=now),
+            label(topics.labels, "lonely-label", 1.0, event_time=now),
+        ],
+    )
+    await wait_for(lambda: metrics.JOIN_PENDING._value.get() == held + 2, 30, "both held in the join")
+    running.clock.offset += JOIN_WINDOW + 1
+    await wait_for(
+        lambda: expired_predictions._value.get() > before[0] and expired_labels._value.get() > before[1],
+        30,
+        "expiry",
+    )
+    assert running.predicted(model, 1) == 1
+    assert running.labelled(model, 1) == 0

@@ -1,0 +1,119 @@
+"""The concept detector on an error stream: it finds a real change soon, places its
+onset in event time, and stays quiet on a stationary stream."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.monitor.detectors import ChangeDetector, DetectorSpec, SampleHistory
+from services.monitor.quality import VersionQuality
+from services.monitor.records import Label, LabelledSample, Prediction
+
+
+def error_stream(seed: int, n: int, change_at: int, before: float = 0.1, after: float = 0.3) -> list[float]:
+    rng = random.Random(seed)
+    return [float(rng.random() < (before if i < change_at else after)) for i in range(n)]
+
+
+def first_change(detector: ChangeDetector, errors: list[float]) -> tuple[int, object] | None:
+    for i, error in enumerate(errors):
+        change = detector.update(error, event_time=1000.0 + i)
+        if change is not None:
+            return i, change
+    return None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_adwin_detects_an_error_rate_going_from_10_to_30_percent(seed: int) -> None:
+    change_at = 3000
+    found = first_change(ChangeDetector(DetectorSpec("ADWIN")), error_stream(seed, 8000, change_at))
+    assert found is not None
+    index, change = found
+    # river measured about 124 samples of delay on average; allow for the tail.
+    assert change_at < index < change_at + 1000
+    assert change.sample_index == index  # type: ignore[attr-defined]
+    # The post-change window reaches back to (or before) the change, not after it.
+    assert change.onset_time <= 1000.0 + change_at + 32  # type: ignore[attr-defined]
+    assert change.statistic > change.reference_statistic  # type: ignore[attr-defined]
+
+
+def test_adwin_raises_no_alarm_on_100000_stationary_samples() -> None:
+    detector = ChangeDetector(DetectorSpec("ADWIN"))
+    assert first_change(detector, error_stream(7, 100_000, change_at=100_000)) is None
+    assert detector.samples == 100_000
+
+
+def test_onset_is_the_oldest_event_time_in_the_window_even_out_of_order() -> None:
+    detector = ChangeDetector(DetectorSpec("ADWIN"), history=100_000)
+    errors = error_stream(3, 8000, 3000, before=0.05, after=0.6)
+    changes = []
+    for i, error in enumerate(errors):
+        # Late arrivals: every tenth sample happened 500 s earlier than its neighbours.
+        event_time = 10_000.0 + i - (500 if i % 10 == 0 else 0)
+        change = detector.update(error, event_time)
+        if change:
+            changes.append((i, change))
+            break
+    index, change = changes[0]
+    window_times = [
+        10_000.0 + j - (500 if j % 10 == 0 else 0) for j in range(index - change.window_size + 1, index + 1)
+    ]
+    assert change.onset_time == min(window_times)
+
+
+def test_detectors_with_a_warning_zone_place_the_onset_at_the_first_warning() -> None:
+    detector = ChangeDetector(DetectorSpec("DDM"))
+    change_at = 3000
+    changes = [
+        detector.update(error, event_time=1000.0 + i)
+        for i, error in enumerate(error_stream(5, 8000, change_at, before=0.1, after=0.5))
+    ]
+    after = [c for c in changes if c is not None and c.sample_index >= change_at]
+    assert after, "the change was missed"
+    change = after[0]
+    # The window starts at the warning just before the alarm, not at the previous alarm
+    # (DDM also fires early on while its estimate settles).
+    assert change.window_size < 500
+    assert change.onset_time == 1000.0 + change.sample_index - change.window_size + 1
+    assert change.onset_time >= 1000.0 + change_at - 200
+
+
+def test_a_regressor_gets_adwin_even_when_a_binary_detector_is_configured() -> None:
+    quality = VersionQuality("m", 1, "regression", DetectorSpec("DDM"), window=100, history=1000)
+    assert quality.concept.spec.name == "ADWIN"
+    rng = random.Random(1)
+    for i in range(3000):
+        truth = rng.gauss(0, 1)
+        prediction = Prediction(
+            f"e{i}", "m", 1, "production", False, "", truth + (0.1 if i < 1500 else 2.0), float(i)
+        )
+        quality.add(LabelledSample(prediction, Label(f"e{i}", "", truth, float(i), float(i))), now=float(i))
+    assert quality.drifts >= 1
+    assert quality.accuracy is None
+    assert quality.rolling_error.value == pytest.approx(2.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("ADWN", {}, "unknown detector 'ADWN'"),
+        ("ADWIN", {"delta_": 0.1}, "bad parameters for ADWIN"),
+        ("PageHinkley", {"mode": "sideways"}, "bad parameters for PageHinkley"),
+    ],
+)
+def test_a_detector_spec_is_checked_when_made(name: str, params: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DetectorSpec(name, params)
+
+
+def test_sample_history_keeps_the_newest_samples_in_order() -> None:
+    history = SampleHistory(capacity=4)
+    for t in range(10):
+        history.append(float(t), float(t) * 2)
+    times, values = history.last(3)
+    assert times.tolist() == [7.0, 8.0, 9.0]
+    assert values.tolist() == [14.0, 16.0, 18.0]
+    times, _ = history.last(10, skip=1)
+    assert times.tolist() == [6.0, 7.0, 8.0]

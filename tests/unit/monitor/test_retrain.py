@@ -1,0 +1,162 @@
+"""From drift to retrain: one request per episode, none before enough samples, none
+within the cooldown, none for versions that do not serve production."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from services.monitor.detectors import DetectorSpec
+from services.monitor.drift import Drift, DriftMonitor, MonitorPolicy
+from services.monitor.records import Label, LabelledSample, Prediction
+from services.monitor.retrain import RetrainPolicy, RetrainRequest
+
+
+def sample(
+    i: int, wrong: bool, version: int = 1, route: str = "production", shadow: bool = False
+) -> LabelledSample:
+    prediction = Prediction(f"e{version}-{i}", "churn", version, route, shadow, "1", 0.0, float(i))
+    return LabelledSample(
+        prediction, Label(prediction.id, "0" if wrong else "1", None, float(i), float(i) + 1)
+    )
+
+
+def feed(
+    monitor: DriftMonitor,
+    rates: list[tuple[int, float]],
+    seed: int = 0,
+    version: int = 1,
+    start: int = 0,
+    **kw: object,
+) -> list:
+    """Labelled samples in regimes of (count, error rate); ``now`` advances 1 s per sample."""
+    rng = random.Random(seed)
+    decisions: list = []
+    i = start
+    for count, rate in rates:
+        for _ in range(count):
+            decisions += monitor.observe_labelled(sample(i, rng.random() < rate, version, **kw), now=float(i))  # type: ignore[arg-type]
+            i += 1
+    return decisions
+
+
+def monitor(cooldown: float = 3600, min_samples: int = 100) -> DriftMonitor:
+    counter = itertools.count()
+    return DriftMonitor(
+        MonitorPolicy(DetectorSpec("ADWIN"), cooldown_seconds=cooldown, retrain_min_samples=min_samples),
+        new_id=lambda: f"id{next(counter)}",
+    )
+
+
+def test_a_flapping_detector_causes_one_retrain_request() -> None:
+    m = monitor(cooldown=10_000)
+    # Within one cooldown the error rate keeps jumping between 5% and 50%: the detector
+    # fires again and again.
+    decisions = feed(m, [(2000, 0.05), (1000, 0.5), (1000, 0.05), (1000, 0.5), (1000, 0.05), (1000, 0.5)])
+    drifts = [d for d in decisions if isinstance(d, Drift)]
+    requests = [d for d in decisions if isinstance(d, RetrainRequest)]
+    assert len(drifts) >= 3
+    assert len(requests) == 1
+    request = requests[0]
+    assert request.drift_event_id == drifts[0].id
+    assert request.onset_time == drifts[0].change.onset_time
+    assert request.parent_version == 1
+
+
+def test_the_request_waits_for_enough_samples_since_the_onset() -> None:
+    m = monitor(min_samples=2000)
+    decisions = feed(m, [(3000, 0.1), (3000, 0.5)])
+    drift = next(d for d in decisions if isinstance(d, Drift))
+    request = next(d for d in decisions if isinstance(d, RetrainRequest))
+    # Samples in the post-change window at detection, plus those that followed.
+    samples_at_request = drift.change.window_size + (int(request.requested_at) - drift.change.sample_index)
+    assert samples_at_request == 2000
+
+
+def test_a_drift_that_persists_after_the_cooldown_asks_again_under_a_new_key() -> None:
+    m = monitor(cooldown=1000)
+    decisions = feed(m, [(3000, 0.05), (1500, 0.5), (1500, 0.05), (1500, 0.5)])
+    requests = [d for d in decisions if isinstance(d, RetrainRequest)]
+    assert len(requests) == 2
+    assert requests[1].requested_at - requests[0].requested_at >= 1000
+    assert requests[0].idempotency_key != requests[1].idempotency_key
+
+
+def test_a_new_version_going_live_ends_the_episode_and_starts_fresh() -> None:
+    m = monitor(cooldown=10_000)
+    first = feed(m, [(3000, 0.05), (1000, 0.5)])
+    assert any(isinstance(d, RetrainRequest) for d in first)
+    assert m.retrain.episode("churn") is not None
+    # Version 2 answers production traffic: its own detectors, no episode.
+    m.observe(sample(5000, False, version=2).prediction, now=5000.0)
+    assert m.live_version("churn") == 2
+    assert m.retrain.episode("churn") is None
+    # Late labels for version 1 still update it, but cannot open an episode.
+    late = feed(m, [(2000, 0.9)], version=1, start=4000)
+    assert not any(isinstance(d, RetrainRequest) for d in late)
+    assert m.retrain.episode("churn") is None
+    # Version 2 drifts too, within the cooldown of the last request: a drift event, no request.
+    second = feed(m, [(3000, 0.05), (1000, 0.5)], version=2, start=6000)
+    assert any(isinstance(d, Drift) and d.version == 2 for d in second)
+    assert not any(isinstance(d, RetrainRequest) for d in second)
+
+
+def test_a_rollback_resets_the_version_it_returns_to() -> None:
+    m = monitor()
+    feed(m, [(3000, 0.05), (1000, 0.5)])
+    m.observe(sample(9000, False, version=2).prediction, now=9000.0)
+    m.version_live("churn", 1)
+    quality = m.quality("churn", 1)
+    assert quality is not None
+    assert quality.concept.samples == 0
+    assert quality.last_drift is None
+    assert quality.labelled == 4000
+    assert m.live_version("churn") == 1
+
+
+def test_shadow_and_canary_drift_raise_events_but_never_retrain() -> None:
+    m = monitor()
+    shadow = feed(m, [(3000, 0.05), (1000, 0.5)], route="shadow", shadow=True)
+    canary = feed(m, [(3000, 0.05), (1000, 0.5)], version=2, route="candidate")
+    assert any(isinstance(d, Drift) for d in shadow) and any(isinstance(d, Drift) for d in canary)
+    assert not any(isinstance(d, RetrainRequest) for d in shadow + canary)
+
+
+def test_an_error_rate_that_falls_is_drift_but_not_a_reason_to_retrain() -> None:
+    m = monitor()
+    decisions = feed(m, [(3000, 0.4), (3000, 0.05)])
+    assert any(isinstance(d, Drift) for d in decisions)
+    assert not any(isinstance(d, RetrainRequest) for d in decisions)
+    assert m.retrain.episode("churn") is None
+
+
+def test_the_episode_and_cooldown_survive_a_restart() -> None:
+    policy = RetrainPolicy(cooldown_seconds=600, min_samples=10)
+    request = policy.on_drift("m", 3, "d1", onset_time=5.0, window_size=50, now=100.0, episode_id="ep")
+    assert request is not None
+    state = policy.export("m")
+
+    restarted = RetrainPolicy(cooldown_seconds=600, min_samples=10)
+    restarted.restore("m", state)
+    assert (
+        restarted.on_drift("m", 3, "d2", onset_time=9.0, window_size=50, now=200.0, episode_id="ep2") is None
+    )
+    # A new version, then its drift, still within the cooldown of the first request.
+    restarted.on_version_live("m", 4)
+    assert (
+        restarted.on_drift("m", 4, "d3", onset_time=9.0, window_size=50, now=300.0, episode_id="ep3") is None
+    )
+    later = restarted.on_labelled("m", 4, now=701.0)
+    assert later is not None and later.idempotency_key == "drift:m:ep3"
+
+
+def test_rolling_accuracy_counts_each_labelled_sample() -> None:
+    m = monitor()
+    for i in range(10):
+        m.observe_labelled(sample(i, wrong=i < 3), now=float(i))
+    quality = m.quality("churn", 1)
+    assert quality is not None
+    assert quality.accuracy == 0.7
+    status = m.status()[0]
+    assert status["model"] == "churn" and status["live_version"] == 1
+    assert status["versions"][0]["labelled"] == 10

@@ -1,0 +1,50 @@
+"""Settings are checked at start-up; the domain's docstring examples run."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+from pydantic import ValidationError
+
+from services.monitor.settings import MonitorSettings
+
+SECRET = "s" * 40
+
+
+def test_detector_and_parameters_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("MONITOR_CONCEPT_DETECTOR", "PageHinkley")
+    monkeypatch.setenv("MONITOR_CONCEPT_DETECTOR_PARAMS", '{"threshold": 30, "min_instances": 50}')
+    monkeypatch.setenv("MONITOR_COOLDOWN_SECONDS", "120")
+    settings = MonitorSettings()
+    assert settings.detector_spec().build().threshold == 30
+    assert settings.cooldown_seconds == 120
+    assert settings.http_port == 8082
+    assert settings.consumer_group() == "mlops-monitor"
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("MONITOR_CONCEPT_DETECTOR", "ADWN", "unknown detector"),
+        ("MONITOR_CONCEPT_DETECTOR_PARAMS", '{"delta_": 1}', "bad parameters for ADWIN"),
+        ("MONITOR_RETRAIN_MIN_SAMPLES", "0", "retrain_min_samples"),
+        ("MONITOR_GROUP_ID", "bad group!", "group_id"),
+    ],
+)
+def test_bad_settings_fail_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValidationError, match=message):
+        MonitorSettings()
+
+
+@pytest.mark.parametrize("module", ["detectors", "drift", "join", "quality", "records", "retrain"])
+def test_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(f"services.monitor.{module}"))
+    assert result.attempted > 0
+    assert result.failed == 0
