@@ -7,7 +7,19 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import datasets, demo, drift, lifecycle, models, predict, probe, produce, token, topics
+from services.cli import (
+    config_reference,
+    datasets,
+    demo,
+    drift,
+    lifecycle,
+    models,
+    predict,
+    probe,
+    produce,
+    token,
+    topics,
+)
 from services.cli.output import EXIT_CODES_HELP
 
 app = typer.Typer(
@@ -31,6 +43,7 @@ app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")
 app.add_typer(token.app, name="token", rich_help_panel="Operations")
 app.add_typer(probe.app, name="probe", rich_help_panel="Operations")
+app.add_typer(config_reference.app, name="config", rich_help_panel="Operations")
 
 
 def main() -> None:
