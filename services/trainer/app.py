@@ -24,6 +24,7 @@ from services.common.mongo import Document
 from services.trainer import metrics
 from services.trainer.events import ResultPublisher, TrainRequestHandler
 from services.trainer.jobs import JobStore
+from services.trainer.online import OnlineConfig, OnlineLearner
 from services.trainer.runner import JobRunner, RunnerConfig
 from services.trainer.settings import TrainerSettings
 
@@ -45,6 +46,7 @@ class TrainerApp:
         self._executor: ThreadPoolExecutor | None = None
         self._runner: JobRunner | None = None
         self._consumer: ConsumerLoop | None = None
+        self._online: OnlineLearner | None = None
         self._http: HttpServer | None = None
         self._ready = False
 
@@ -60,7 +62,7 @@ class TrainerApp:
         await store.ensure_indexes()
         await ensure_topics(
             settings.kafka_bootstrap_servers,
-            [topics.train_requests, Topics.dlq(topics.train_requests), topics.train_results],
+            [topics.train_requests, Topics.dlq(topics.train_requests), topics.train_results, topics.features],
         )
         self._producer = create_producer(settings.kafka_bootstrap_servers, "mlops-trainer")
         await self._producer.start()
@@ -69,6 +71,8 @@ class TrainerApp:
         )
         self._registry = RegistryClient(settings.registry_address, credentials)
         self._datasets = DatasetClient(settings.datasets_address, credentials)
+        key = settings.artifact_signing_key
+        signing_key = key.get_secret_value().encode() if key is not None else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
         self._runner = JobRunner(
             store=store,
@@ -81,6 +85,7 @@ class TrainerApp:
                 code_version=settings.code_version,
                 lease_seconds=settings.job_lease_seconds,
                 progress_interval_seconds=settings.progress_interval_seconds,
+                signing_key=signing_key,
             ),
         )
         self._consumer = ConsumerLoop(
@@ -94,6 +99,20 @@ class TrainerApp:
             max_batch=1,
         )
         await self._consumer.start()
+        if settings.online_learning and signing_key is not None:
+            self._online = OnlineLearner(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                features_topic=topics.features,
+                registry=self._registry,
+                store=store,
+                config=OnlineConfig(
+                    snapshot_rows=settings.online_snapshot_rows,
+                    refresh_seconds=settings.online_refresh_seconds,
+                    code_version=settings.code_version,
+                    signing_key=signing_key,
+                ),
+            )
+            await self._online.start()
         consumer = self._consumer
         metrics.ASSIGNED_PARTITIONS.set_function(lambda: len(consumer.assignment()))
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
@@ -115,6 +134,8 @@ class TrainerApp:
         self._ready = False
         if self._runner is not None:
             self._runner.stop()
+        if self._online is not None:
+            await self._online.stop()
         if self._consumer is not None:
             await self._consumer.stop()
         if self._http is not None:

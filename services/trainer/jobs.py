@@ -144,19 +144,33 @@ class JobStore:
         """Remember a request that was answered by this job instead of running its own."""
         await self._jobs.update_one({"_id": key}, {"$addToSet": {"coalesced": request_id}})
 
-    async def lease_model(self, model_name: str, key: str) -> str:
-        """Take the model's lease for job ``key``; the empty string, or the job holding it."""
+    async def lease(self, name: str, holder: str) -> str:
+        """Take the lease ``name`` (a model's, for one job at a time) for ``holder``.
+
+        The empty string when taken (or already held by ``holder``), else the current holder.
+        """
         now = datetime.now(UTC)
         try:
             await self._leases.update_one(
-                {"_id": model_name, "$or": [{"job": key}, {"lease_until": {"$lt": now}}]},
-                {"$set": {"job": key, "owner": self.owner, "lease_until": self._until()}},
+                {"_id": name, "$or": [{"job": holder}, {"lease_until": {"$lt": now}}]},
+                {"$set": {"job": holder, "owner": self.owner, "lease_until": self._until()}},
                 upsert=True,
             )
             return ""
         except DuplicateKeyError:
-            holder = await self._leases.find_one({"_id": model_name})
-            return str(holder["job"]) if holder else ""
+            current = await self._leases.find_one({"_id": name})
+            return str(current["job"]) if current else ""
+
+    async def renew_lease(self, name: str, holder: str) -> bool:
+        renewed = await self._leases.update_one(
+            {"_id": name, "job": holder}, {"$set": {"lease_until": self._until()}}
+        )
+        return renewed.matched_count == 1
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._leases.update_one(
+            {"_id": name, "job": holder}, {"$set": {"lease_until": datetime.fromtimestamp(0, UTC)}}
+        )
 
     async def renew(self, key: str, model_name: str) -> bool:
         """Extend both leases; False when the job is no longer ours (another trainer took it over)."""
@@ -169,7 +183,7 @@ class JobStore:
             },
             {"$set": {"lease_until": until}},
         )
-        await self._leases.update_one({"_id": model_name, "job": key}, {"$set": {"lease_until": until}})
+        await self.renew_lease(model_name, key)
         return renewed.matched_count == 1
 
     async def registering(self, key: str, latest_version: int) -> bool:
@@ -197,19 +211,13 @@ class JobStore:
             "updated_at": datetime.now(UTC),
         }
         await self._jobs.update_one({"_id": key, "owner": self.owner}, {"$set": update})
-        await self.release(key, model_name)
-
-    async def release(self, key: str, model_name: str) -> None:
-        """Free the model lease held for ``key`` (the job claim stays, as the job's record)."""
-        await self._leases.update_one(
-            {"_id": model_name, "job": key}, {"$set": {"lease_until": datetime.fromtimestamp(0, UTC)}}
-        )
+        await self.release_lease(model_name, key)
 
     async def abandon(self, key: str, model_name: str) -> None:
         """Let go of an unfinished job at once (on shutdown), so another trainer need not wait out the lease."""
         expired = datetime.fromtimestamp(0, UTC)
         await self._jobs.update_one({"_id": key, "owner": self.owner}, {"$set": {"lease_until": expired}})
-        await self.release(key, model_name)
+        await self.release_lease(model_name, key)
 
     async def get(self, key: str) -> Job | None:
         doc = await self._jobs.find_one({"_id": key})

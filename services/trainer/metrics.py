@@ -24,3 +24,11 @@ TRIALS = Counter(
 ASSIGNED_PARTITIONS = Gauge(
     "mlops_trainer_assigned_partitions", "Partitions of the train-requests topic this trainer holds."
 )
+ONLINE_ROWS = Counter(
+    "mlops_trainer_online_rows_total",
+    "Feature rows seen by online learning: learned, or undecodable.",
+    ["outcome"],
+)
+ONLINE_SNAPSHOTS = Counter(
+    "mlops_trainer_online_snapshots_total", "Online models registered as new versions."
+)

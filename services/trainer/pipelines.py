@@ -36,6 +36,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from services.common.proto.mlops.v1.model_pb2 import Task
 from services.trainer.errors import SpecError
+from services.trainer.river_models import RiverEstimator
 from services.trainer.tabular import Feature, FeatureKind
 
 MISSING_CATEGORY = "__missing__"
@@ -71,15 +72,24 @@ class Range:
 Distribution = Choice | Range
 
 
+SKLEARN = "sklearn"
+RIVER = "river"
+
+
 @dataclass(frozen=True)
 class Family:
-    """One estimator family: what it can do, how it is built, where its search starts."""
+    """One estimator family: what it can do, how it is built, where its search starts.
+
+    ``flavor`` is ``sklearn`` (a Pipeline stored with skops) or ``river`` (an online
+    model that does its own preprocessing, stored as a signed pickle).
+    """
 
     name: str
     tasks: frozenset[Task.ValueType]
     make: Callable[[Task.ValueType, dict[str, Any], int], Any]
-    preprocess: Callable[[Sequence[Feature]], ColumnTransformer]
+    preprocess: Callable[[Sequence[Feature]], ColumnTransformer] | None = None
     default_space: Mapping[str, Distribution] = field(default_factory=dict)
+    flavor: str = SKLEARN
 
     def estimator(self, task: Task.ValueType, params: Mapping[str, Any], seed: int) -> Any:
         return self.make(task, dict(params), seed)
@@ -165,6 +175,14 @@ def _random_forest(task: Task.ValueType, params: dict[str, Any], seed: int) -> A
     return cls(**params, random_state=seed, n_jobs=1)
 
 
+def _river(name: str) -> Callable[[Task.ValueType, dict[str, Any], int], Any]:
+    def make(task: Task.ValueType, params: dict[str, Any], seed: int) -> Any:
+        # River's linear models and Hoeffding trees draw no random numbers: no seed to pass.
+        return RiverEstimator(name, task, params)
+
+    return make
+
+
 CLASSIFICATION = frozenset({Task.TASK_CLASSIFICATION})
 REGRESSION = frozenset({Task.TASK_REGRESSION})
 BOTH = CLASSIFICATION | REGRESSION
@@ -209,6 +227,27 @@ FAMILIES: dict[str, Family] = {
                 "min_samples_leaf": Range(1, 10, integer=True),
                 "max_features": Choice(("sqrt", 0.5, 1.0)),
             },
+        ),
+        Family(
+            "river_logistic_regression",
+            CLASSIFICATION,
+            _river("river_logistic_regression"),
+            default_space={"l2": Range(1e-6, 1e-2, log=True)},
+            flavor=RIVER,
+        ),
+        Family(
+            "river_linear_regression",
+            REGRESSION,
+            _river("river_linear_regression"),
+            default_space={"l2": Range(1e-6, 1e-2, log=True)},
+            flavor=RIVER,
+        ),
+        Family(
+            "river_hoeffding_tree",
+            BOTH,
+            _river("river_hoeffding_tree"),
+            default_space={"grace_period": Range(50, 400, integer=True), "delta": Choice((1e-7, 1e-5, 1e-3))},
+            flavor=RIVER,
         ),
     )
 }
@@ -335,14 +374,20 @@ def _range(spec: dict[str, Any], where: str) -> Range:
 
 def build_pipeline(
     family: Family, task: Task.ValueType, features: Sequence[Feature], params: Mapping[str, Any], seed: int
-) -> Pipeline:
-    """The full model: the family's preprocessing for ``features``, then its estimator."""
+) -> Any:
+    """The full model: the family's preprocessing for ``features``, then its estimator
+    (a scikit-learn ``Pipeline``, or a :class:`RiverEstimator` for the online flavor)."""
     estimator = family.estimator(task, params, seed)
+    if family.flavor == RIVER:
+        return estimator.with_features(features)
+    assert family.preprocess is not None
     return Pipeline([("prepare", family.preprocess(features)), ("model", estimator)])
 
 
-def converged(pipeline: Pipeline) -> tuple[bool, str]:
+def converged(pipeline: Any) -> tuple[bool, str]:
     """Whether an iterative estimator stopped before its iteration cap, and what to say if not."""
+    if not isinstance(pipeline, Pipeline):
+        return True, ""
     estimator = pipeline.named_steps["model"]
     n_iter = getattr(estimator, "n_iter_", None)
     max_iter = getattr(estimator, "max_iter", None)

@@ -36,8 +36,10 @@ from services.common.proto.mlops.v1.registry_pb2 import ModelVersion, SearchMode
 from services.trainer import metrics
 from services.trainer.errors import DataError, SpecError, TrainingFailed
 from services.trainer.jobs import Claim, Job, JobState, JobStore
+from services.trainer.pipelines import RIVER
 from services.trainer.plan import Limits, TrainingPlan, make_plan, resolve_window
-from services.trainer.registration import version_metadata
+from services.trainer.registration import SIGNATURE_PARAM, version_metadata
+from services.trainer.river_models import RiverEstimator
 from services.trainer.training import TrainedCandidate, Trainer
 
 log = get_logger(__name__)
@@ -68,6 +70,7 @@ class RunnerConfig:
     code_version: str
     lease_seconds: float
     progress_interval_seconds: float
+    signing_key: bytes | None = None
 
 
 class JobRunner:
@@ -101,7 +104,7 @@ class JobRunner:
             return
         if claim is Claim.BUSY:
             raise TransientError(f"job {key!r} is running on {job.owner}")
-        holder = await self._store.lease_model(job.model_name, key)
+        holder = await self._store.lease(job.model_name, key)
         if holder:
             raise TransientError(f"model {job.model_name!r} is busy with job {holder!r}")
         original = job.request or request
@@ -267,23 +270,38 @@ class JobRunner:
                 return None
             raise
 
-    async def _production(self, model_name: str) -> ProductionModel | None:
+    async def _production(self, model_name: str, plan: TrainingPlan) -> ProductionModel | None:
         version = await self._maybe(self._registry.get_version(model_name, alias="production"))
         if version is None:
             return None
-        if version.artifact.format != artifacts.SKOPS:
-            return ProductionModel(
-                version, unusable=f"its {version.artifact.format} artifact is not comparable"
-            )
         try:
             _, data = await self._registry.download_artifact(model_name, version.version)
             loop = asyncio.get_running_loop()
-            model = await loop.run_in_executor(
-                self._executor, artifacts.load_sklearn, data, version.artifact.sha256
-            )
+            model = await loop.run_in_executor(self._executor, self._load, version, data, plan)
         except artifacts.ArtifactError as exc:
             return ProductionModel(version, unusable=str(exc))
         return ProductionModel(version, model=model)
+
+    def _load(self, version: ModelVersion, data: bytes, plan: TrainingPlan) -> Any:
+        """A production artifact, verified, as something the gates can score."""
+        if version.artifact.format == artifacts.SKOPS:
+            return artifacts.load_sklearn(data, version.artifact.sha256)
+        if version.artifact.format != artifacts.RIVER_HMAC:
+            raise artifacts.ArtifactError(f"unknown artifact format {version.artifact.format!r}")
+        if self._config.signing_key is None:
+            raise artifacts.ArtifactError("no artifact signing key to verify its signature with")
+        signature = version.params.get(SIGNATURE_PARAM, "")
+        model = artifacts.load_signed_pickle(
+            data, version.artifact.sha256, signature, self._config.signing_key
+        )
+        missing = [name for name in version.signature.feature_names if name not in plan.available_features]
+        if missing:
+            raise artifacts.ArtifactError(
+                f"it needs feature(s) {', '.join(missing)} the dataset no longer has"
+            )
+        features = [plan.available_features[name] for name in version.signature.feature_names]
+        family = version.params.get("family", "")
+        return RiverEstimator.fitted(model, family, plan.task, features, list(version.signature.classes))
 
     async def _train_and_register(self, job: Job, request: TrainRequest, lost: asyncio.Event) -> TrainResult:
         spec = await self._spec(request)
@@ -297,6 +315,12 @@ class JobRunner:
                 ) from None
             raise
         plan = make_plan(spec, schema, self._config.limits)
+        if self._config.signing_key is None and any(c.family.flavor == RIVER for c in plan.candidates):
+            raise SpecError(
+                "river families are stored as signed pickles, and this trainer has no "
+                "MLOPS_ARTIFACT_SIGNING_KEY to sign them with",
+                field="estimators",
+            )
         window = resolve_window(spec, request.window if request.HasField("window") else None)
         try:
             data = await self._datasets.read_window(window, labelled_only=True)
@@ -312,7 +336,7 @@ class JobRunner:
             ):
                 raise DataError(f"reading the window: {exc.details()}", field="window") from None
             raise
-        production = await self._production(request.model_name)
+        production = await self._production(request.model_name, plan)
         candidate = await self._train(plan, data.rows, production, request)
         if lost.is_set():
             raise JobLost()
@@ -328,6 +352,7 @@ class JobRunner:
                 window=data.summary,
                 code_version=self._config.code_version,
                 parent_version=parent,
+                signing_key=self._config.signing_key,
             ),
         )
         model = await self._registry.create_model(

@@ -44,6 +44,16 @@ class TrainerSettings(ServiceSettings):
     progress_interval_seconds: float = Field(1.0, ge=0)
     """Least time between two PROGRESS results of one job."""
 
+    online_learning: bool = True
+    """Let production river models keep learning from ``<prefix>.features`` (needs
+    ``MLOPS_ARTIFACT_SIGNING_KEY``, without which river models are not trained at all)."""
+
+    online_snapshot_rows: int = Field(1000, ge=1)
+    """Rows an online model learns before it is registered as a new version."""
+
+    online_refresh_seconds: float = Field(10.0, gt=0)
+    """How often online learning looks for new or changed river models in production."""
+
     @property
     def limits(self) -> Limits:
         return Limits(

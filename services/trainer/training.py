@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from sklearn.inspection import permutation_importance
-from sklearn.pipeline import Pipeline
 
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import GateResult, Signature, Task, TensorSpec
@@ -49,6 +48,8 @@ MAX_FEATURE_METRICS = 40
 the registry's limit on metrics per version."""
 
 Progress = Callable[[float, str], None]
+Model = Any
+"""A fitted model: a scikit-learn ``Pipeline``, or a ``RiverEstimator`` for the online flavor."""
 
 
 def _bounded(measurements: dict[str, float]) -> dict[str, float]:
@@ -72,7 +73,7 @@ def _bounded(measurements: dict[str, float]) -> dict[str, float]:
 class TrainedCandidate:
     """A fitted pipeline with everything the registry stores beside it."""
 
-    pipeline: Pipeline
+    pipeline: Model
     configuration: Configuration
     metrics: dict[str, float]
     gates: list[GateResult]
@@ -113,7 +114,7 @@ def _check_classes(y: np.ndarray, what: str, target: str) -> None:
         raise DataError(f"{what} has {only} in {target!r}: a classifier needs at least two", field=target)
 
 
-def signature_for(plan: TrainingPlan, pipeline: Pipeline) -> Signature:
+def signature_for(plan: TrainingPlan, pipeline: Model) -> Signature:
     """What serving enforces: one ``features`` tensor in ``feature_names`` order, and the outputs."""
     signature = Signature(
         inputs=[TensorSpec(name="features", datatype="FP64", shape=[-1, len(plan.features)], allow_nan=True)],
@@ -282,7 +283,7 @@ class Trainer:
         by_id = {row.event_id: row for row in self._rows}
         return [by_id[event_id] for event_id in holdout.event_ids]
 
-    def _importances(self, pipeline: Pipeline, holdout: Table) -> dict[str, float]:
+    def _importances(self, pipeline: Model, holdout: Table) -> dict[str, float]:
         metric = self.plan.metric
 
         def scorer(model: Any, X: np.ndarray, y: np.ndarray) -> float:
@@ -309,7 +310,7 @@ class Trainer:
 
     def _candidate(
         self,
-        pipeline: Pipeline,
+        pipeline: Model,
         best: Configuration,
         search: SearchResult,
         metrics: dict[str, float],

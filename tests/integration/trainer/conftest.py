@@ -10,18 +10,19 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from google.protobuf.message import Message
 
 from services.common.auth import Scope
 from services.common.clients.datasets import DatasetClient
 from services.common.clients.registry import RegistryClient
 from services.common.events import IncomingRecord, Topics, decode, encode
 from services.common.kafka import create_producer, publish
-from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainResult, TrainStatus
+from services.common.proto.mlops.v1.events_pb2 import ModelEvent, TrainRequest, TrainResult, TrainStatus
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.registry.app import RegistryApp
@@ -31,6 +32,7 @@ from services.trainer.settings import TrainerSettings
 from tests.conftest import Infra
 from tests.unit.trainer import synthetic
 
+SIGNING_KEY = secrets.token_hex(32)
 FINAL = {
     TrainStatus.TRAIN_STATUS_REGISTERED,
     TrainStatus.TRAIN_STATUS_GATES_FAILED,
@@ -39,10 +41,13 @@ FINAL = {
 }
 
 
-class Results:
-    """Every TrainResult on the results topic, read from the start, to wait on."""
+M = TypeVar("M", bound=Message)
 
-    def __init__(self, bootstrap: str, topic: str):
+
+class Messages(Generic[M]):
+    """Every message of one type on one topic, read from the start, to wait on."""
+
+    def __init__(self, bootstrap: str, topic: str, message_type: type[M]):
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -50,7 +55,8 @@ class Results:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=20,
         )
-        self.seen: list[TrainResult] = []
+        self._type = message_type
+        self.seen: list[M] = []
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -73,21 +79,26 @@ class Results:
                         record = IncomingRecord(
                             r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
                         )
-                        self.seen.append(decode(record, TrainResult).message)
+                        self.seen.append(decode(record, self._type).message)
                 self._changed.notify_all()
 
-    def of(self, request_id: str) -> list[TrainResult]:
-        return [r for r in self.seen if r.request_id == request_id]
-
-    async def wait_for(
-        self, match: Callable[[TrainResult], bool], count: int = 1, within: float = 90.0
-    ) -> list[TrainResult]:
-        def found() -> list[TrainResult]:
-            return [r for r in self.seen if match(r)]
+    async def wait_for(self, match: Callable[[M], bool], count: int = 1, within: float = 90.0) -> list[M]:
+        def found() -> list[M]:
+            return [m for m in self.seen if match(m)]
 
         async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(lambda: len(found()) >= count)
         return found()
+
+
+class Results(Messages[TrainResult]):
+    """Every TrainResult on the results topic."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        super().__init__(bootstrap, topic, TrainResult)
+
+    def of(self, request_id: str) -> list[TrainResult]:
+        return [r for r in self.seen if r.request_id == request_id]
 
     async def final(self, request_id: str, within: float = 90.0) -> TrainResult:
         """The request's outcome (REGISTERED, GATES_FAILED, FAILED or DUPLICATE)."""
@@ -129,6 +140,7 @@ class Platform:
     datasets: DatasetClient
     http: httpx.AsyncClient
     results: Results
+    model_events: Messages[ModelEvent]
 
     def trainer_settings(self, **overrides: Any) -> TrainerSettings:
         return trainer_settings(
@@ -193,16 +205,28 @@ async def platform(infra: Infra) -> AsyncIterator[Platform]:
     }
     ingest = IngestApp(IngestSettings(**common, pseudonymization_key=secrets.token_hex(32)))
     registry_app = RegistryApp(
-        RegistrySettings(**common, artifact_signing_key=secrets.token_hex(32), outbox_poll_seconds=0.2)
+        RegistrySettings(**common, artifact_signing_key=SIGNING_KEY, outbox_poll_seconds=0.2)
     )
     await ingest.start()
     await registry_app.start()
-    trainer = TrainerApp(trainer_settings(infra, prefix, registry_app.grpc_port, ingest.grpc_port))
+    trainer = TrainerApp(
+        trainer_settings(
+            infra,
+            prefix,
+            registry_app.grpc_port,
+            ingest.grpc_port,
+            artifact_signing_key=SIGNING_KEY,
+            online_snapshot_rows=100,
+            online_refresh_seconds=0.5,
+        )
+    )
     await trainer.start()
     producer = create_producer(infra.kafka_bootstrap, "trainer-tests", linger_ms=1)
     await producer.start()
     results = Results(infra.kafka_bootstrap, topics.train_results)
     await results.start()
+    model_events = Messages(infra.kafka_bootstrap, topics.model_events, ModelEvent)
+    await model_events.start()
     token = infra.token(Scope.READ, Scope.WRITE, Scope.INGEST, Scope.PROMOTE)
     registry = RegistryClient(f"127.0.0.1:{registry_app.grpc_port}", lambda: token)
     datasets = DatasetClient(f"127.0.0.1:{ingest.grpc_port}", lambda: token)
@@ -213,13 +237,24 @@ async def platform(infra: Infra) -> AsyncIterator[Platform]:
     )
     try:
         yield Platform(
-            infra, topics, ingest, registry_app, trainer, producer, registry, datasets, http, results
+            infra,
+            topics,
+            ingest,
+            registry_app,
+            trainer,
+            producer,
+            registry,
+            datasets,
+            http,
+            results,
+            model_events,
         )
     finally:
         await http.aclose()
         await registry.close()
         await datasets.close()
         await results.stop()
+        await model_events.stop()
         await producer.stop()
         await trainer.stop()
         await registry_app.stop()

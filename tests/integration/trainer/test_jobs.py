@@ -68,18 +68,18 @@ async def test_a_job_whose_lease_lapsed_is_taken_over_with_its_registration_stat
 
 async def test_one_model_runs_one_job_at_a_time(database: object) -> None:
     a, b = stores(database)
-    assert await a.lease_model("credit", "job-1") == ""
-    assert await a.lease_model("credit", "job-1") == ""  # holding it already is fine
-    assert await b.lease_model("credit", "job-2") == "job-1"
-    assert await b.lease_model("other-model", "job-3") == ""
-    await a.release("job-1", "credit")
-    assert await b.lease_model("credit", "job-2") == ""
+    assert await a.lease("credit", "job-1") == ""
+    assert await a.lease("credit", "job-1") == ""  # holding it already is fine
+    assert await b.lease("credit", "job-2") == "job-1"
+    assert await b.lease("other-model", "job-3") == ""
+    await a.release_lease("credit", "job-1")
+    assert await b.lease("credit", "job-2") == ""
 
 
 async def test_abandoning_a_job_frees_it_for_another_trainer_at_once(database: object) -> None:
     a, b = stores(database)
     await a.claim("k4", request("k4", model="n"))
-    assert await a.lease_model("n", "k4") == ""
+    assert await a.lease("n", "k4") == ""
     await a.abandon("k4", "n")
     assert (await b.claim("k4", request("k4", model="n")))[0] is Claim.RESUMED
-    assert await b.lease_model("n", "k4") == ""
+    assert await b.lease("n", "k4") == ""

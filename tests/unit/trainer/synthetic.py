@@ -42,8 +42,10 @@ def schema(name: str = "credit", version: int = 1) -> DatasetSchema:
     )
 
 
-def events(n: int, seed: int = 0, *, flip: bool = False, noise: float = 0.3) -> list[dict[str, object]]:
-    """``n`` raw events one minute apart; ``flip`` inverts the concept (drift)."""
+def events(
+    n: int, seed: int = 0, *, flip: bool = False, noise: float = 0.3, first_minute: int = 0
+) -> list[dict[str, object]]:
+    """``n`` raw events one minute apart from ``first_minute``; ``flip`` inverts the concept (drift)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -55,7 +57,7 @@ def events(n: int, seed: int = 0, *, flip: bool = False, noise: float = 0.3) -> 
             {
                 "event_id": f"e{seed}-{i}",
                 "entity_id": f"u{i % 17}",
-                "ts": (START + timedelta(minutes=i)).isoformat().replace("+00:00", "Z"),
+                "ts": (START + timedelta(minutes=first_minute + i)).isoformat().replace("+00:00", "Z"),
                 "f0": round(f0, 6),
                 "f1": round(f1, 6),
                 "color": color,

@@ -1,0 +1,273 @@
+"""Online learning: production river models keep learning from the feature topic, and a
+snapshot is registered as a new version every ``online_snapshot_rows`` rows.
+
+Why no consumer group: a group would split ``<prefix>.features`` between the trainer
+processes, and each would learn a part of the stream. Instead each online model is
+leased to one trainer (in the trainer's MongoDB collection, like jobs), which reads
+every partition itself. Its position is not a committed offset but the model's own
+state in the registry: a snapshot records, per partition, the next offset it has not
+learned (``online.positions``), and whoever loads it (after a restart, or taking over
+the lease) resumes exactly there. A batch-trained version has no positions: learning
+starts at records published around the end of its training window, and only rows newer
+than that window are learned. Nothing is learned twice; what was learned since the
+last snapshot is relearned by whoever resumes, because nothing was committed.
+
+Rows learned are the ones that carried their label when ingested; labels that arrive
+later reach the model through the next batch retrain. Snapshots are gated by the
+spec's ``min_metric`` on their progressive-validation score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.common import artifacts
+from services.common.clients.registry import RegistryClient
+from services.common.events import EnvelopeError, IncomingRecord, decode
+from services.common.logging import get_logger
+from services.common.proto.mlops.v1.events_pb2 import FeatureRow
+from services.common.proto.mlops.v1.registry_pb2 import (
+    ModelVersion,
+    SearchModelVersionsRequest,
+    VersionMetadata,
+)
+from services.trainer import metrics
+from services.trainer.errors import SpecError
+from services.trainer.gates import metric_floor
+from services.trainer.jobs import JobStore
+from services.trainer.registration import SIGNATURE_PARAM, package_versions
+from services.trainer.river_models import OnlineSession, RiverEstimator
+from services.trainer.scoring import DEFAULT_METRIC, METRICS
+from services.trainer.tabular import Feature, FeatureKind
+
+log = get_logger(__name__)
+
+# Records are stamped when ingest publishes them, which is after the event happened;
+# rewinding this much further covers publishers whose clocks run a little ahead.
+REWIND_MARGIN_MS = 60_000
+POSITIONS_PARAM = "online.positions"
+"""Per partition, the next feature-topic offset an online snapshot has not learned yet."""
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    snapshot_rows: int
+    refresh_seconds: float
+    code_version: str
+    signing_key: bytes
+
+
+class OnlineLearner:
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        features_topic: str,
+        registry: RegistryClient,
+        store: JobStore,
+        config: OnlineConfig,
+    ):
+        self._topic = features_topic
+        self._registry = registry
+        self._store = store
+        self._config = config
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=200,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self.sessions: dict[str, OnlineSession] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        await self._consumer.topics()  # fetches the cluster's metadata
+        partitions = self._consumer.partitions_for_topic(self._topic) or set()
+        self._consumer.assign([TopicPartition(self._topic, p) for p in sorted(partitions)])
+        await self._consumer.seek_to_end()
+        self._task = asyncio.create_task(self._run(), name="online-learner")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for name in list(self.sessions):
+            with contextlib.suppress(Exception):
+                await self._store.release_lease(self._lease_name(name), self._store.owner)
+        await self._consumer.stop()
+
+    @staticmethod
+    def _lease_name(model_name: str) -> str:
+        return f"online:{model_name}"
+
+    async def _run(self) -> None:
+        next_refresh = 0.0
+        while True:
+            if time.monotonic() >= next_refresh:
+                try:
+                    await self._refresh()
+                except Exception as exc:  # the registry or database blinked: try again next time
+                    log.warning("online_refresh_failed", error=repr(exc))
+                next_refresh = time.monotonic() + self._config.refresh_seconds
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+            records = [r for part in batches.values() for r in part]
+            if records and self.sessions:
+                await self._learn(records)
+
+    async def _refresh(self) -> None:
+        """Follow the production river versions: take the leases, load what changed, drop the rest."""
+        versions = await self._registry.search_versions(
+            SearchModelVersionsRequest(alias="production", tags={"flavor": "river"})
+        )
+        production = {v.model_name: v for v in versions}
+        for name in [n for n in self.sessions if n not in production]:
+            await self._drop(name, "no longer a river model in production")
+        for name, version in production.items():
+            lease = self._lease_name(name)
+            session = self.sessions.get(name)
+            if session is not None:
+                if not await self._store.renew_lease(lease, self._store.owner):
+                    await self._drop(name, "lease lost")
+                    continue
+                if version.version in session.versions:
+                    continue  # ours, or the parent of a snapshot the gates kept out of production
+            elif await self._store.lease(lease, self._store.owner):
+                continue  # another trainer learns this one
+            await self._load(version)
+
+    async def _drop(self, name: str, why: str) -> None:
+        self.sessions.pop(name, None)
+        await self._store.release_lease(self._lease_name(name), self._store.owner)
+        log.info("online_model_dropped", model=name, reason=why)
+
+    async def _load(self, version: ModelVersion) -> None:
+        try:
+            session = await self._session(version)
+        except (artifacts.ArtifactError, SpecError, ValueError) as exc:
+            log.warning(
+                "online_model_unusable", model=version.model_name, version=version.version, error=str(exc)
+            )
+            await self._drop(version.model_name, str(exc))
+            return
+        self.sessions[version.model_name] = session
+        for tp in self._consumer.assignment():
+            if session.positions[tp.partition] < await self._consumer.position(tp):
+                self._consumer.seek(tp, session.positions[tp.partition])
+        log.info("online_model_loaded", model=version.model_name, version=version.version)
+
+    async def _session(self, version: ModelVersion) -> OnlineSession:
+        _, data = await self._registry.download_artifact(version.model_name, version.version)
+        signature = version.params.get(SIGNATURE_PARAM, "")
+        model = artifacts.load_signed_pickle(
+            data, version.artifact.sha256, signature, self._config.signing_key
+        )
+        kinds = _feature_kinds(version)
+        features = [
+            Feature(name, kinds.get(name, FeatureKind.NUMERIC)) for name in version.signature.feature_names
+        ]
+        estimator = RiverEstimator.fitted(
+            model,
+            version.params.get("family", ""),
+            version.signature.task,
+            features,
+            list(version.signature.classes),
+        )
+        end_ns = version.lineage.data.window.end_time.ToNanoseconds()
+        by_time = await self._offsets_at(end_ns // 1_000_000 - REWIND_MARGIN_MS)
+        stored = {int(p): int(o) for p, o in json.loads(version.params.get(POSITIONS_PARAM, "{}")).items()}
+        return OnlineSession(
+            model_name=version.model_name,
+            version=version.version,
+            dataset=version.spec.dataset or version.lineage.data.window.dataset,
+            estimator=estimator,
+            # A snapshot says where it stopped; a batch-trained version only how recent its data is.
+            positions={p: stored.get(p, offset) for p, offset in by_time.items()} if stored else by_time,
+            floor_ns=0 if stored else end_ns,
+        )
+
+    async def _offsets_at(self, timestamp_ms: int) -> dict[int, int]:
+        """Per partition, the first offset published at or after ``timestamp_ms`` (the end if none)."""
+        partitions = sorted(self._consumer.assignment(), key=lambda tp: tp.partition)
+        found = await self._consumer.offsets_for_times(dict.fromkeys(partitions, max(0, timestamp_ms)))
+        ends = await self._consumer.end_offsets(partitions)
+        return {
+            tp.partition: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in partitions
+        }
+
+    async def _learn(self, records: Sequence[Any]) -> None:
+        rows: list[tuple[FeatureRow, int, int]] = []
+        for r in records:
+            record = IncomingRecord(
+                r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp
+            )
+            try:
+                rows.append((decode(record, FeatureRow).message, r.partition, r.offset))
+            except EnvelopeError:
+                metrics.ONLINE_ROWS.labels("undecodable").inc()
+        sessions = list(self.sessions.values())
+        learned = await asyncio.to_thread(_offer_all, sessions, rows)
+        metrics.ONLINE_ROWS.labels("learned").inc(learned)
+        for session in sessions:
+            if session.learned >= self._config.snapshot_rows and session.model_name in self.sessions:
+                await self._snapshot(session)
+
+    async def _snapshot(self, session: OnlineSession) -> None:
+        """Register what the session learned as a new version; the registry's policy promotes it."""
+        parent = await self._registry.get_version(session.model_name, session.version)
+        scores = {k: v for k, v in session.scores().items() if v == v}
+        metric_name = parent.params.get("metric") or DEFAULT_METRIC[parent.signature.task]
+        metric = METRICS.get(metric_name)
+        gates = []
+        if parent.spec.gates.min_metric and metric is not None and metric_name in scores:
+            gates.append(metric_floor(metric, scores[metric_name], parent.spec.gates.min_metric))
+        data, signature_hmac = artifacts.dump_signed_pickle(
+            session.estimator.model_, self._config.signing_key
+        )
+        described = VersionMetadata(
+            model_name=session.model_name,
+            metrics=scores | {"online.rows": float(session.learned)},
+            params=dict(parent.params)
+            | {SIGNATURE_PARAM: signature_hmac, "online.parent": str(parent.version)},
+            signature_hmac=signature_hmac,
+            gates=gates,
+            gates_passed=all(g.passed for g in gates),
+            tags=dict(parent.tags),
+            spec=parent.spec,
+        )
+        described.artifact.sha256 = artifacts.sha256_hex(data)
+        described.artifact.size_bytes = len(data)
+        described.artifact.format = artifacts.RIVER_HMAC
+        described.signature.CopyFrom(parent.signature)
+        del described.signature.classes[:]
+        described.signature.classes.extend(str(c) for c in session.estimator.classes_)
+        described.lineage.data.CopyFrom(session.span(parent.lineage.data.schema_version))
+        described.lineage.code_version = self._config.code_version
+        described.lineage.package_versions.update(package_versions())
+        described.lineage.parent_version = parent.version
+        described.lineage.trigger = "online"
+        described.lineage.train_request_id = f"online:{session.model_name}:{parent.version}"
+        version = await self._registry.create_version(described, data)
+        metrics.ONLINE_SNAPSHOTS.inc()
+        log.info("online_snapshot", model=session.model_name, version=version.version, rows=session.learned)
+        session.snapshot_taken(version.version)
+
+
+def _offer_all(sessions: list[OnlineSession], rows: list[tuple[FeatureRow, int, int]]) -> int:
+    return sum(
+        session.offer(row, partition, offset) for row, partition, offset in rows for session in sessions
+    )
+
+
+def _feature_kinds(version: ModelVersion) -> dict[str, FeatureKind]:
+    raw = version.params.get("feature_kinds", "{}")
+    return {name: FeatureKind(kind) for name, kind in json.loads(raw).items()}
