@@ -17,9 +17,12 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import Result
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from services.cli.__main__ import app
@@ -34,12 +37,14 @@ from services.cli.stack import (
     check_component,
     pid_alive,
 )
-from services.common.auth import bearer_metadata
+from services.common.artifacts import SKOPS, dump_sklearn
+from services.common.auth import Scope, bearer_metadata, mint_token
+from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.localstack import free_port, port_open, start_process
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
-from services.common.proto.mlops.v1 import registry_pb2, registry_pb2_grpc
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
 
 INSTALLED = available_services()
 
@@ -146,13 +151,6 @@ def test_a_killed_service_is_reported_and_comes_back_on_restart(stack: LocalStac
     stack.restart(service)
     assert stack.processes[service].pid != old_pid
     assert check_component(service, stack.ports).healthy
-
-
-def test_kafka_restart_recreates_the_topics(stack: LocalStack) -> None:
-    stack.restart("kafka")
-    health = check_component("kafka", stack.ports)
-    assert health.healthy
-    assert health.detail == f"{len(Topics('mlops').all())} topics"
 
 
 @pytest.mark.skipif(not INSTALLED, reason="no service package installed yet to misconfigure")
@@ -306,3 +304,99 @@ def test_prometheus_scrapes_one_metric_of_each_service(stack: LocalStack, tmp_pa
         assert {r["metric"]["job"]: r["value"][1] for r in up} == dict.fromkeys(INSTALLED, "1")
     finally:
         prometheus.stop()
+
+
+N_FEATURES = 3
+
+
+def register_classifier(stack: LocalStack, name: str) -> Any:
+    """A logistic regression registered with passing gates: the registry's AUTO policy puts
+    it in production, and serving loads it from the model event."""
+    X, y = make_classification(
+        n_samples=200, n_features=N_FEATURES, n_informative=2, n_redundant=0, random_state=3
+    )
+    estimator = LogisticRegression().fit(X, np.array(["no", "yes"], dtype=object)[y])
+    metadata = registry_pb2.VersionMetadata(
+        model_name=name,
+        artifact=registry_pb2.Artifact(format=SKOPS),
+        metrics={"accuracy": 0.9},
+        signature=model_pb2.Signature(
+            inputs=[model_pb2.TensorSpec(name="features", datatype="FP64", shape=[-1, N_FEATURES])],
+            outputs=[
+                model_pb2.TensorSpec(name="probabilities", datatype="FP64", shape=[-1, 2]),
+                model_pb2.TensorSpec(name="label", datatype="BYTES", shape=[-1]),
+            ],
+            feature_names=[f"f{i}" for i in range(N_FEATURES)],
+            classes=["no", "yes"],
+            task=model_pb2.TASK_CLASSIFICATION,
+        ),
+        lineage=model_pb2.Lineage(
+            data=model_pb2.MaterializedWindow(
+                window=model_pb2.DataWindow(dataset="demo"), content_sha256="ab" * 32, row_count=200
+            ),
+            code_version="test",
+        ),
+        gates=[model_pb2.GateResult(name="min_metric", passed=True, value=0.9, threshold=0.8)],
+        gates_passed=True,
+    )
+
+    async def register() -> None:
+        async with RegistryClient(stack.grpc_address("registry"), lambda: stack.admin_token) as client:
+            await client.create_model(name)
+            await client.create_version(metadata, dump_sklearn(estimator))
+
+    asyncio.run(register())
+    with grpc.insecure_channel(stack.grpc_address("serving")) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        metadata_ = bearer_metadata(stack.admin_token)
+        wait_for(
+            lambda: stub.ModelReady(oip.ModelReadyRequest(name=name), metadata=metadata_, timeout=5).ready,
+            60,
+            f"serving to load {name}",
+        )
+    return estimator
+
+
+def test_predict_answers_from_the_production_model_and_maps_errors_to_exit_codes(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    estimator = register_classifier(stack, "cli-churn")
+    predict_token = mint_token(stack.auth_secret, "app:test", [Scope.PREDICT])
+    env = {"MLOPS_SERVING_ADDRESS": stack.grpc_address("serving"), "MLOPS_TOKEN": predict_token}
+    runner = CliRunner()
+
+    one = runner.invoke(
+        app, ["predict", "cli-churn", "--features", "0.5,-1,2", "--id", "e-1", "--json"], env=env
+    )
+    assert one.exit_code == 0, one.output
+    answer = json.loads(one.stdout)
+    expected = estimator.predict_proba(np.array([[0.5, -1.0, 2.0]]))[0]
+    assert answer["id"] == "e-1" and answer["model_version"] == "1"
+    assert answer["probabilities"] == pytest.approx(list(expected))
+    assert answer["label"] == ["no", "yes"][int(np.argmax(expected))]
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("event_id,f0,f1,f2,label\ne-2,0.1,0.2,0.3,yes\ne-3,-2,1,0,no\n")
+    many = runner.invoke(app, ["predict", "cli-churn", "--file", str(rows), "--json"], env=env)
+    assert many.exit_code == 0, many.output
+    answers = [json.loads(line) for line in many.stdout.splitlines()]
+    assert [a["id"] for a in answers] == ["e-2", "e-3"]
+    expected_rows = estimator.predict_proba(np.array([[0.1, 0.2, 0.3], [-2.0, 1.0, 0.0]]))
+    for got, want in zip(answers, expected_rows, strict=True):
+        assert got["probabilities"] == pytest.approx(list(want))
+
+    wrong_shape = runner.invoke(app, ["predict", "cli-churn", "--features", "1,2"], env=env)
+    assert wrong_shape.exit_code == ExitCode.USAGE, wrong_shape.output
+    unknown = runner.invoke(app, ["predict", "no-such-model", "--features", "1,2,3"], env=env)
+    assert unknown.exit_code == ExitCode.NOT_FOUND, unknown.output
+    read_only = {**env, "MLOPS_TOKEN": mint_token(stack.auth_secret, "app:test", [Scope.READ])}
+    denied = runner.invoke(app, ["predict", "cli-churn", "--features", "1,2,3"], env=read_only)
+    assert denied.exit_code == ExitCode.DENIED, denied.output
+
+
+def test_kafka_restart_recreates_the_topics(stack: LocalStack) -> None:
+    # Last in the module: the broker loses everything it held (memory storage).
+    stack.restart("kafka")
+    health = check_component("kafka", stack.ports)
+    assert health.healthy
+    assert health.detail == f"{len(Topics('mlops').all())} topics"
