@@ -443,11 +443,16 @@ class LocalStack:
 
     def _spawn(self, service: str) -> None:
         env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **os.environ, **self.env_for(service)}
+        # Each service runs in its own directory under the stack's, so whatever a library
+        # writes relative to the working directory (faust's table data) stays there.
+        rundir = self.workdir / "run" / service
+        rundir.mkdir(parents=True, exist_ok=True)
         process = start_process(
             service,
             [sys.executable, "-m", f"services.{service}"],
             env=env,
             log_path=self.log_path(service),
+            cwd=rundir,
         )
         spec = SERVICES[service]
         process.ports["http"] = getattr(self.ports, spec.http_port)

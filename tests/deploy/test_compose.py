@@ -76,6 +76,7 @@ def test_platform_services_are_healthchecked_and_wait_for_what_they_need(
         for called in SERVICES[name].after:
             assert depends[called] == "service_healthy", (name, called)
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert service["working_dir"] == "/tmp" and "/tmp" in service["tmpfs"]
     assert services["serving-lb"]["depends_on"]["serving"]["condition"] == "service_healthy"
     assert "healthcheck" in services["kafka"] and "healthcheck" in services["mongodb"]
 

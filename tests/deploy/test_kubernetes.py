@@ -70,6 +70,7 @@ def test_deployment_is_probed_limited_locked_down_and_configured_as_the_code_rea
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert pod["automountServiceAccountToken"] is False
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert container["workingDir"] == "/tmp"  # relative writes must not hit the read-only root
 
     # Settings come from the shared ConfigMap, the Secret, and the service's own env.
     sources = {next(iter(ref)): next(iter(ref.values()))["name"] for ref in container["envFrom"]}

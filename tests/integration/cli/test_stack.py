@@ -129,6 +129,8 @@ def test_every_component_is_healthy_and_the_topics_exist(stack: LocalStack) -> N
     unhealthy = [h for h in stack.health() if not h.healthy]
     assert not unhealthy
     assert all(stack.log_path(name).exists() for name in stack.processes)
+    # Services run inside the stack's directory: nothing is written where the caller stands.
+    assert {p.name for p in (stack.workdir / "run").iterdir()} == set(INSTALLED)
 
     assert set(Topics("mlops").all()) <= topic_names(stack)
 
