@@ -4,6 +4,8 @@ the services' settings classes, so the deployment cannot drift from the code."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from typing import Any
 
@@ -176,3 +178,29 @@ def test_the_tools_profile_runs_the_cli_against_the_stack(compose_config: dict[s
     assert producer["command"][0] == "produce"
     assert client["command"][0] == "predict"
     assert client["environment"]["MLOPS_SERVING_ADDRESS"] == "serving-lb:8001"
+
+
+def test_the_image_installs_exactly_the_runtime_dependencies_pinned_by_the_lock() -> None:
+    """The builder stage's own command lists pyproject's runtime dependencies, and each is
+    pinned in requirements.lock, so an image build is reproducible and has no dev tools."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    command = re.search(r'RUN (python -c "import tomllib;.*?") \\', dockerfile)
+    assert command is not None
+    listed = subprocess.run(
+        ["bash", "-c", command.group(1).replace("python ", f"{sys.executable} ", 1)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert listed == project["dependencies"]
+    pinned = {
+        re.split(r"[=<>]", line)[0].lower().replace("_", "-")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
+    names = {re.split(r"[=<>\[ ]", dep)[0].lower().replace("_", "-") for dep in listed}
+    assert names <= pinned, f"not pinned in requirements.lock: {names - pinned}"
+    dev = {re.split(r"[=<>\[ ]", dep)[0].lower() for dep in project["optional-dependencies"]["dev"]}
+    assert not names & dev
