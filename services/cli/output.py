@@ -23,6 +23,7 @@ from typing import Annotated, Any, NoReturn
 import grpc
 import typer
 from rich.console import Console
+from rich.text import Text
 
 console = Console()
 """Human output (tables, progress) goes to stdout."""
@@ -69,7 +70,8 @@ def print_json(payload: Any) -> None:
 
 def fail(message: str, code: ExitCode = ExitCode.FAILED) -> NoReturn:
     """Print ``message`` on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Messages quote user input: never let it be read as console markup.
+    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False)
     raise typer.Exit(int(code))
 
 
@@ -79,6 +81,7 @@ def grpc_errors(what: str) -> Iterator[None]:
     try:
         yield
     except grpc.RpcError as exc:
+        # grpc.RpcError itself has no code(); the errors calls raise are also grpc.Call.
         code: grpc.StatusCode = (
             exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
         )
