@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
@@ -63,6 +64,7 @@ class ServingApp:
 
     async def start(self) -> None:
         settings = self.settings
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         secret = settings.auth_secret.get_secret_value()
         verifier = TokenVerifier(secret)
         self._registry = RegistryClient(

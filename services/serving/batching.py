@@ -63,11 +63,9 @@ class Batcher:
     max_queue_rows
         Rows allowed to wait; a request that would exceed it is refused with :class:`Overloaded`.
     inline_rows
-        Batches of at most this many rows run on the event loop rather than in ``executor``.
-        A predict call that small takes about a millisecond, and handing it to a thread costs
-        more than that: the thread must win the GIL back from the busy loop after every
-        release, which the interpreter grants only every switch interval (5 ms). Bigger
-        batches, which would hold the loop for long, still go to the thread.
+        Batches of at most this many rows run on the event loop rather than in ``executor``
+        (0: none). Cheaper per call, but the loop admits no new request meanwhile, so
+        batches stay small under gRPC; see ``ServingSettings.inline_predict_rows``.
     """
 
     def __init__(

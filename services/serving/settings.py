@@ -52,10 +52,16 @@ class ServingSettings(ServiceSettings):
     predict_threads: int = Field(1, ge=1, le=64)
     """Threads that run the predict calls too big to run on the event loop."""
 
-    inline_predict_rows: int = Field(128, ge=0)
-    """Batches of at most this many rows are predicted on the event loop, bigger ones in a
-    thread. Small predict calls cost about a millisecond; in a thread they cost several,
-    waiting for the GIL while the loop is busy. 0 sends every batch to a thread."""
+    inline_predict_rows: int = Field(0, ge=0)
+    """Batches of at most this many rows are predicted on the event loop instead of a thread.
+    0 (the default) sends every batch to a thread: a loop busy predicting admits new calls
+    only between predictions, so requests stop meeting in batches."""
+
+    gil_switch_interval_ms: float = Field(0.5, gt=0, le=100)
+    """The interpreter's thread switch interval for this process (Python's default is 5 ms).
+    A predict thread that released the GIL in native code waits up to this long to get it
+    back from a busy event loop, once or more per call; at 5 ms that wait, not the model,
+    bounds the predict rate."""
 
     default_rollout: str = Field("none", pattern="^(none|canary|shadow)$")
     """Rollout for a model whose tags do not say: ``none`` (candidate only on request),
