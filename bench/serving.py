@@ -1,0 +1,240 @@
+"""Serving throughput and latency over gRPC against the in-process predict rate.
+
+``python -m bench.serving [--seconds 15]``
+
+A HistGradientBoostingClassifier on 20 features (make_classification, 20,000 rows,
+random_state 0) is registered in a real registry and served by a real serving process
+(broker, database, registry and serving each their own process, prediction logging on).
+A load generator sends ModelInfer requests of 1 and 64 rows at concurrency 8 and 32 and
+reports requests/s, rows/s, p50 and p99, next to the floor measured in this run: the
+model's own ``predict_proba`` rate in this process, one call per request. The single-row
+scenario at concurrency 32 and the 64-row one are repeated with logging off, to price it.
+
+Targets (issue 3): single rows at concurrency 32 at least 5x the in-process single-row
+rate with p99 under 25 ms; 64-row requests at least 70% of the in-process rows/s;
+logging costs under 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.datasets import make_classification  # noqa: E402
+from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
+
+from services.cli.stack import LocalStack, StackPorts  # noqa: E402
+from services.common.artifacts import SKOPS, dump_sklearn  # noqa: E402
+from services.common.auth import Scope, bearer_metadata, mint_token  # noqa: E402
+from services.common.clients.registry import RegistryClient  # noqa: E402
+from services.common.proto.inference import grpc_service_pb2 as oip  # noqa: E402
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2  # noqa: E402
+
+MODEL = "bench-hgb"
+N_FEATURES = 20
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+SCENARIOS = [(1, 8), (1, 32), (64, 8), (64, 32)]
+LOGGING_OFF_SCENARIOS = [(1, 32), (64, 32)]
+
+
+@dataclass(frozen=True)
+class Result:
+    rows: int
+    concurrency: int
+    logging: bool
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.requests * self.rows / self.seconds
+
+
+def train() -> tuple[HistGradientBoostingClassifier, np.ndarray]:
+    X, y = make_classification(n_samples=20_000, n_features=N_FEATURES, random_state=0)
+    labels = np.array(["0", "1"], dtype=object)[y]
+    return HistGradientBoostingClassifier(random_state=0).fit(X, labels), X
+
+
+def in_process_floor(model: HistGradientBoostingClassifier, X: np.ndarray, seconds: float) -> tuple[float, float]:
+    """Single-row predict_proba calls/s and 64-row rows/s, one call after another."""
+
+    def rate(rows: int) -> float:
+        calls = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            start = (calls * rows) % (len(X) - rows)
+            model.predict_proba(X[start : start + rows])
+            calls += 1
+        return calls * rows / (time.perf_counter() - started)
+
+    rate(1)  # warm
+    return rate(1), rate(64)
+
+
+def signature() -> model_pb2.Signature:
+    return model_pb2.Signature(
+        inputs=[model_pb2.TensorSpec(name="features", datatype="FP64", shape=[-1, N_FEATURES])],
+        outputs=[
+            model_pb2.TensorSpec(name="probabilities", datatype="FP64", shape=[-1, 2]),
+            model_pb2.TensorSpec(name="label", datatype="BYTES", shape=[-1]),
+        ],
+        feature_names=[f"f{i}" for i in range(N_FEATURES)],
+        classes=["0", "1"],
+        task=model_pb2.TASK_CLASSIFICATION,
+    )
+
+
+async def register(stack: LocalStack, artifact: bytes) -> None:
+    async with RegistryClient(stack.grpc_address("registry"), lambda: stack.admin_token) as registry:
+        await registry.create_model(MODEL, exist_ok=True)
+        await registry.create_version(
+            registry_pb2.VersionMetadata(
+                model_name=MODEL,
+                artifact=registry_pb2.Artifact(format=SKOPS),
+                signature=signature(),
+                gates=[model_pb2.GateResult(name="bench", passed=True)],
+                gates_passed=True,
+            ),
+            artifact,
+        )
+
+
+def request_bytes(X: np.ndarray, rows: int) -> list[bytes]:
+    """Serialized requests (raw FP64 tensors, as tritonclient sends), cycling through the data."""
+    requests = []
+    for start in range(0, 64 * rows, rows):
+        request = oip.ModelInferRequest(model_name=MODEL)
+        request.inputs.add(name="features", datatype="FP64", shape=[rows, N_FEATURES])
+        request.raw_input_contents.append(np.ascontiguousarray(X[start : start + rows]).tobytes())
+        requests.append(request.SerializeToString())
+    return requests
+
+
+async def wait_until_served(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
+    ready = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelReady",
+        request_serializer=oip.ModelReadyRequest.SerializeToString,
+        response_deserializer=oip.ModelReadyResponse.FromString,
+    )
+    async with asyncio.timeout(60):
+        while not (await ready(oip.ModelReadyRequest(name=MODEL), metadata=metadata)).ready:
+            await asyncio.sleep(0.1)
+
+
+async def load(
+    address: str, token: str, X: np.ndarray, rows: int, concurrency: int, seconds: float, logging: bool
+) -> Result:
+    """``concurrency`` clients sending back to back for ``seconds``; bytes in, bytes out, so the
+    load generator spends its CPU on the wire rather than on protobuf."""
+    metadata = bearer_metadata(token)
+    async with grpc.aio.insecure_channel(address) as channel:
+        await wait_until_served(channel, metadata)
+        infer = channel.unary_unary(INFER)
+        payloads = request_bytes(X, rows)
+        latencies: list[float] = []
+        errors = 0
+
+        async def client(worker: int, deadline: float, record: bool) -> None:
+            nonlocal errors
+            i = worker
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    await infer(payloads[i % len(payloads)], metadata=metadata, timeout=10)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    continue
+                if record:
+                    latencies.append(time.perf_counter() - started)
+                i += concurrency
+
+        warm_until = time.perf_counter() + min(2.0, seconds / 5)
+        await asyncio.gather(*(client(w, warm_until, False) for w in range(concurrency)))
+        errors = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(client(w, started + seconds, True) for w in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99]) if latencies else (float("nan"),) * 2
+    return Result(rows, concurrency, logging, len(latencies), errors, elapsed, float(p50), float(p99))
+
+
+def run_stack(
+    workdir: Path, artifact: bytes, X: np.ndarray, scenarios: list[tuple[int, int]], seconds: float, logging: bool
+) -> list[Result]:
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "MLOPS_LOG_LEVEL": "WARNING",
+        "SERVING_PREDICTION_LOGGING": "true" if logging else "false",
+    }
+    with LocalStack(workdir, StackPorts.free(), services=["registry", "serving"], env=env) as stack:
+        asyncio.run(register(stack, artifact))
+        token = mint_token(stack.auth_secret, "bench", [Scope.PREDICT])
+        address = stack.grpc_address("serving")
+        results = []
+        for rows, concurrency in scenarios:
+            result = asyncio.run(load(address, token, X, rows, concurrency, seconds, logging))
+            print(
+                f"  rows={rows:<3} concurrency={concurrency:<3} logging={'on ' if logging else 'off'} "
+                f"{result.requests_per_s:9.0f} req/s {result.rows_per_s:9.0f} rows/s "
+                f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}",
+                flush=True,
+            )
+            results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration of each scenario")
+    parser.add_argument("--floor-seconds", type=float, default=3.0, help="duration of each in-process floor")
+    args = parser.parse_args(argv)
+
+    model, X = train()
+    single_floor, batch_floor = in_process_floor(model, X, args.floor_seconds)
+    print(f"in-process floor: {single_floor:.0f} single-row calls/s, {batch_floor:.0f} rows/s in 64-row calls")
+    artifact = dump_sklearn(model)
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        logged = run_stack(Path(tmp) / "on", artifact, X, SCENARIOS, args.seconds, logging=True)
+        unlogged = run_stack(Path(tmp) / "off", artifact, X, LOGGING_OFF_SCENARIOS, args.seconds, logging=False)
+
+    by_key = {(r.rows, r.concurrency, r.logging): r for r in [*logged, *unlogged]}
+    single = by_key[(1, 32, True)]
+    batch = by_key[(64, 32, True)]
+    single_ratio = single.rows_per_s / single_floor
+    batch_ratio = batch.rows_per_s / batch_floor
+    single_cost = 1 - single.rows_per_s / by_key[(1, 32, False)].rows_per_s
+    batch_cost = 1 - batch.rows_per_s / by_key[(64, 32, False)].rows_per_s
+    errors = sum(r.errors for r in [*logged, *unlogged])
+    verdicts = [
+        (f"single rows, concurrency 32: {single_ratio:.1f}x the in-process single-row rate", single_ratio >= 5),
+        (f"single rows, concurrency 32: p99 {single.p99_ms:.1f} ms", single.p99_ms < 25),
+        (f"64-row requests, concurrency 32: {batch_ratio:.0%} of the in-process rows/s", batch_ratio >= 0.7),
+        (f"prediction logging costs {single_cost:.1%} (1 row) and {batch_cost:.1%} (64 rows)", max(single_cost, batch_cost) < 0.10),
+        (f"failed requests: {errors}", errors == 0),
+    ]
+    print("\ntargets:")
+    for text, met in verdicts:
+        print(f"  [{'met' if met else 'MISSED'}] {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
