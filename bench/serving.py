@@ -28,17 +28,17 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import make_classification  # noqa: E402
-from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
+import grpc
+import numpy as np
+from sklearn.datasets import make_classification
+from sklearn.ensemble import HistGradientBoostingClassifier
 
-from services.cli.stack import LocalStack, StackPorts  # noqa: E402
-from services.common.artifacts import SKOPS, dump_sklearn  # noqa: E402
-from services.common.auth import Scope, bearer_metadata, mint_token  # noqa: E402
-from services.common.clients.registry import RegistryClient  # noqa: E402
-from services.common.proto.inference import grpc_service_pb2 as oip  # noqa: E402
-from services.common.proto.mlops.v1 import model_pb2, registry_pb2  # noqa: E402
+from services.cli.stack import LocalStack, StackPorts
+from services.common.artifacts import SKOPS, dump_sklearn
+from services.common.auth import Scope, bearer_metadata, mint_token
+from services.common.clients.registry import RegistryClient
+from services.common.proto.inference import grpc_service_pb2 as oip
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 MODEL = "bench-hgb"
 N_FEATURES = 20
@@ -73,7 +73,9 @@ def train() -> tuple[HistGradientBoostingClassifier, np.ndarray]:
     return HistGradientBoostingClassifier(random_state=0).fit(X, labels), X
 
 
-def in_process_floor(model: HistGradientBoostingClassifier, X: np.ndarray, seconds: float) -> tuple[float, float]:
+def in_process_floor(
+    model: HistGradientBoostingClassifier, X: np.ndarray, seconds: float
+) -> tuple[float, float]:
     """Single-row predict_proba calls/s and 64-row rows/s, one call after another."""
 
     def rate(rows: int) -> float:
@@ -135,7 +137,9 @@ async def wait_until_served(channel: grpc.aio.Channel, metadata: tuple[tuple[str
         response_deserializer=oip.ModelReadyResponse.FromString,
     )
     async with asyncio.timeout(60):
-        while not (await ready(oip.ModelReadyRequest(name=MODEL), metadata=metadata)).ready:
+        while True:
+            if (await ready(oip.ModelReadyRequest(name=MODEL), metadata=metadata)).ready:
+                return
             await asyncio.sleep(0.1)
 
 
@@ -177,7 +181,12 @@ async def load(
 
 
 def run_stack(
-    workdir: Path, artifact: bytes, X: np.ndarray, scenarios: list[tuple[int, int]], seconds: float, logging: bool
+    workdir: Path,
+    artifact: bytes,
+    X: np.ndarray,
+    scenarios: list[tuple[int, int]],
+    seconds: float,
+    logging: bool,
 ) -> list[Result]:
     env = {
         "OMP_NUM_THREADS": "1",
@@ -209,11 +218,15 @@ def main(argv: list[str] | None = None) -> int:
 
     model, X = train()
     single_floor, batch_floor = in_process_floor(model, X, args.floor_seconds)
-    print(f"in-process floor: {single_floor:.0f} single-row calls/s, {batch_floor:.0f} rows/s in 64-row calls")
+    print(
+        f"in-process floor: {single_floor:.0f} single-row calls/s, {batch_floor:.0f} rows/s in 64-row calls"
+    )
     artifact = dump_sklearn(model)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         logged = run_stack(Path(tmp) / "on", artifact, X, SCENARIOS, args.seconds, logging=True)
-        unlogged = run_stack(Path(tmp) / "off", artifact, X, LOGGING_OFF_SCENARIOS, args.seconds, logging=False)
+        unlogged = run_stack(
+            Path(tmp) / "off", artifact, X, LOGGING_OFF_SCENARIOS, args.seconds, logging=False
+        )
 
     by_key = {(r.rows, r.concurrency, r.logging): r for r in [*logged, *unlogged]}
     single = by_key[(1, 32, True)]
@@ -224,10 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     batch_cost = 1 - batch.rows_per_s / by_key[(64, 32, False)].rows_per_s
     errors = sum(r.errors for r in [*logged, *unlogged])
     verdicts = [
-        (f"single rows, concurrency 32: {single_ratio:.1f}x the in-process single-row rate", single_ratio >= 5),
+        (
+            f"single rows, concurrency 32: {single_ratio:.1f}x the in-process single-row rate",
+            single_ratio >= 5,
+        ),
         (f"single rows, concurrency 32: p99 {single.p99_ms:.1f} ms", single.p99_ms < 25),
         (f"64-row requests, concurrency 32: {batch_ratio:.0%} of the in-process rows/s", batch_ratio >= 0.7),
-        (f"prediction logging costs {single_cost:.1%} (1 row) and {batch_cost:.1%} (64 rows)", max(single_cost, batch_cost) < 0.10),
+        (
+            f"prediction logging costs {single_cost:.1%} (1 row) and {batch_cost:.1%} (64 rows)",
+            max(single_cost, batch_cost) < 0.10,
+        ),
         (f"failed requests: {errors}", errors == 0),
     ]
     print("\ntargets:")
