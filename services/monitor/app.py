@@ -12,7 +12,7 @@ from services.common.http import HttpServer
 from services.common.kafka import ensure_topics
 from services.common.logging import get_logger
 from services.monitor import http_api
-from services.monitor.drift import DriftMonitor, MonitorPolicy
+from services.monitor.drift import DriftMonitor
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
 
@@ -29,15 +29,7 @@ class MonitorApp:
         self.settings = settings
         self._clock = clock
         self.http_port = 0
-        self.monitor = DriftMonitor(
-            MonitorPolicy(
-                detector=settings.detector_spec(),
-                accuracy_window=settings.accuracy_window,
-                history=settings.history,
-                cooldown_seconds=settings.cooldown_seconds,
-                retrain_min_samples=settings.retrain_min_samples,
-            )
-        )
+        self.monitor = DriftMonitor(settings.policy())
         self.streams: MonitorStreams | None = None
         self._http: HttpServer | None = None
 

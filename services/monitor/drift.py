@@ -13,23 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.monitor.detectors import Change, DetectorSpec
-from services.monitor.quality import VersionQuality
-from services.monitor.records import LabelledSample, Prediction
+from services.monitor.detectors import Change
+from services.monitor.policy import MonitorPolicy
+from services.monitor.quality import CONCEPT, DATA, PREDICTION, Finding, VersionQuality
+from services.monitor.records import CLASSIFICATION, LabelledSample, Prediction
 from services.monitor.retrain import RetrainPolicy, RetrainRequest
 
-CONCEPT = "concept"
+__all__ = ["CONCEPT", "DATA", "PREDICTION", "Decision", "Drift", "DriftMonitor", "MonitorPolicy"]
+
 MAX_VERSIONS_PER_MODEL = 8
-"""Versions watched per model; the oldest not live is dropped beyond that."""
-
-
-@dataclass(frozen=True)
-class MonitorPolicy:
-    detector: DetectorSpec = DetectorSpec()
-    accuracy_window: int = 1000
-    history: int = 20_000
-    cooldown_seconds: float = 600.0
-    retrain_min_samples: int = 200
+"""Versions watched per model; the least recently seen one not live is dropped beyond that."""
 
 
 @dataclass(frozen=True)
@@ -40,13 +33,36 @@ class Drift:
     model: str
     version: int
     kind: str
+    """``concept``, ``data`` or ``prediction``."""
     detector: str
     feature: str
+    """The input feature (data drift) or output (prediction drift) that changed."""
     change: Change
     detected_at: float
 
 
 Decision = Drift | RetrainRequest
+
+
+@dataclass
+class PairedScore:
+    """A challenger (shadow or canary) and the live version, on the same labelled requests."""
+
+    task: str
+    samples: int = 0
+    live_error: float = 0.0
+    challenger_error: float = 0.0
+
+    def add(self, live: LabelledSample, challenger: LabelledSample) -> None:
+        self.samples += 1
+        self.live_error += live.error
+        self.challenger_error += challenger.error
+
+    def snapshot(self) -> dict[str, Any]:
+        live, challenger = self.live_error / self.samples, self.challenger_error / self.samples
+        if self.task == CLASSIFICATION:
+            return {"samples": self.samples, "accuracy": 1 - challenger, "live_accuracy": 1 - live}
+        return {"samples": self.samples, "mean_absolute_error": challenger, "live_mean_absolute_error": live}
 
 
 class DriftMonitor:
@@ -79,6 +95,7 @@ class DriftMonitor:
         self._new_id = new_id
         self._versions: dict[str, dict[int, VersionQuality]] = {}
         self._live: dict[str, int] = {}
+        self._paired: dict[str, dict[tuple[int, int], PairedScore]] = {}
 
     def models(self) -> list[str]:
         return sorted(self._versions)
@@ -93,55 +110,39 @@ class DriftMonitor:
         """Drop everything about ``model``: another monitor process watches it now."""
         self._versions.pop(model, None)
         self._live.pop(model, None)
+        self._paired.pop(model, None)
         self.retrain.restore(model, {})
 
     def observe(self, prediction: Prediction, now: float) -> list[Decision]:
-        """A prediction was served (counted once, whether or not its label ever comes)."""
-        self._quality(prediction, now).observe(now)
+        """A prediction was served (seen once, whether or not its label ever comes):
+        data drift on its inputs, prediction drift on its answer."""
         if prediction.live:
             self._note_live(prediction.model, prediction.version)
-        return []
+        findings = self._quality(prediction, now).observe(prediction, now)
+        return self._decide(prediction, findings, now)
 
     def observe_labelled(self, sample: LabelledSample, now: float) -> list[Decision]:
         """A prediction met its label: one point on the version's error stream."""
         prediction = sample.prediction
-        quality = self._quality(prediction, now)
-        change = quality.add(sample, now)
-        decisions: list[Decision] = []
         if prediction.live:
             self._note_live(prediction.model, prediction.version)
-        on_live = prediction.live and self._live[prediction.model] == prediction.version
-        if change is not None:
-            drift = Drift(
-                id=self._new_id(),
-                model=prediction.model,
-                version=prediction.version,
-                kind=CONCEPT,
-                detector=quality.concept.spec.name,
-                feature="",
-                change=change,
-                detected_at=now,
-            )
-            decisions.append(drift)
-            # A model that got better is worth a drift event, not a retrain.
-            if on_live and change.statistic > change.reference_statistic:
-                request = self.retrain.on_drift(
-                    prediction.model,
-                    prediction.version,
-                    drift.id,
-                    onset_time=change.onset_time,
-                    window_size=change.window_size,
-                    now=now,
-                    episode_id=self._new_id(),
-                )
-                if request is not None:
-                    decisions.append(request)
-                return decisions
-        if on_live:
+        finding = self._quality(prediction, now).add(sample, now)
+        decisions = self._decide(prediction, [finding] if finding else [], now)
+        # A sample that raised an alarm is already counted in the episode's window.
+        if finding is None and self._on_live(prediction):
             request = self.retrain.on_labelled(prediction.model, prediction.version, now)
             if request is not None:
                 decisions.append(request)
         return decisions
+
+    def compare(self, live: LabelledSample, challenger: LabelledSample) -> None:
+        """The live version and a shadow or canary answered the same request, now labelled."""
+        model = live.prediction.model
+        key = (challenger.prediction.version, live.prediction.version)
+        scores = self._paired.setdefault(model, {})
+        if key not in scores:
+            scores[key] = PairedScore(live.prediction.task)
+        scores[key].add(live, challenger)
 
     def version_live(self, model: str, version: int) -> None:
         """``version`` serves production from now on (a promotion or a rollback): its
@@ -151,6 +152,43 @@ class DriftMonitor:
         if quality is not None:
             quality.reset()
         self.retrain.on_version_live(model, version)
+
+    def _decide(self, prediction: Prediction, findings: list[Finding], now: float) -> list[Decision]:
+        decisions: list[Decision] = []
+        for finding in findings:
+            drift = Drift(
+                id=self._new_id(),
+                model=prediction.model,
+                version=prediction.version,
+                kind=finding.kind,
+                detector=finding.detector,
+                feature=finding.name,
+                change=finding.change,
+                detected_at=now,
+            )
+            decisions.append(drift)
+            if self._warrants_retrain(drift) and self._on_live(prediction):
+                request = self.retrain.on_drift(
+                    drift.model,
+                    drift.version,
+                    drift.id,
+                    onset_time=drift.change.onset_time,
+                    window_size=drift.change.window_size,
+                    now=now,
+                    episode_id=self._new_id(),
+                )
+                if request is not None:
+                    decisions.append(request)
+        return decisions
+
+    def _warrants_retrain(self, drift: Drift) -> bool:
+        if drift.kind == CONCEPT:
+            # A model that got better is worth a drift event, not a retrain.
+            return drift.change.statistic > drift.change.reference_statistic
+        return drift.kind == DATA and self.policy.retrain_on_data_drift
+
+    def _on_live(self, prediction: Prediction) -> bool:
+        return prediction.live and self._live.get(prediction.model) == prediction.version
 
     def _note_live(self, model: str, version: int) -> None:
         # Only a newer version takes over: answers from the old one still trickle in
@@ -167,14 +205,7 @@ class DriftMonitor:
         if quality is None:
             if len(versions) >= MAX_VERSIONS_PER_MODEL:
                 self._forget_oldest(prediction.model)
-            quality = VersionQuality(
-                prediction.model,
-                prediction.version,
-                prediction.task,
-                self.policy.detector,
-                self.policy.accuracy_window,
-                self.policy.history,
-            )
+            quality = VersionQuality(prediction.model, prediction.version, prediction.task, self.policy)
             versions[prediction.version] = quality
         return quality
 
@@ -185,6 +216,13 @@ class DriftMonitor:
         if candidates:
             oldest = min(candidates, key=lambda q: q.last_seen)
             del versions[oldest.version]
+
+    def shadow_comparison(self, model: str) -> list[dict[str, Any]]:
+        """Each shadow or canary version against the live one, on the requests both answered."""
+        return [
+            {"version": challenger, "against": live, **score.snapshot()}
+            for (challenger, live), score in sorted(self._paired.get(model, {}).items())
+        ]
 
     def status(self) -> list[dict[str, Any]]:
         """Per model: the live version, the drift episode, and every watched version."""
@@ -207,6 +245,7 @@ class DriftMonitor:
                         "retrain_requested_at": episode.requested_at,
                     },
                     "versions": [q.snapshot() for _, q in sorted(self._versions[model].items())],
+                    "shadow_comparison": self.shadow_comparison(model),
                 }
             )
         return out

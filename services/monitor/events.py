@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.common.events import IncomingRecord, OutgoingRecord, decode, encode
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
 from services.common.values import from_feature_value, label_text
-from services.monitor.drift import CONCEPT, Drift
+from services.monitor.drift import CONCEPT, DATA, PREDICTION, Drift
 from services.monitor.records import InvalidRecord, Label, Prediction, finite
 from services.monitor.retrain import RetrainRequest
 
@@ -24,9 +24,14 @@ SOURCE = "/mlops/monitor"
 REQUESTED_BY = "service:monitor"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ID_LENGTH = 512
+MAX_NAME_LENGTH = 128
 MAX_ROWS = 100_000
 PRODUCTION = "production"
-DRIFT_KINDS = {CONCEPT: events_pb2.DRIFT_KIND_CONCEPT}
+DRIFT_KINDS = {
+    CONCEPT: events_pb2.DRIFT_KIND_CONCEPT,
+    DATA: events_pb2.DRIFT_KIND_DATA,
+    PREDICTION: events_pb2.DRIFT_KIND_PREDICTION,
+}
 
 
 def _seconds(timestamp: Timestamp) -> float:
@@ -62,6 +67,10 @@ def predictions_from(record: IncomingRecord) -> list[Prediction]:
         _seconds(message.occurred_at) if message.HasField("occurred_at") else record.timestamp_ms / 1000
     )
     width = len(message.feature_names)
+    names = tuple(message.feature_names)
+    for index, name in enumerate(names):
+        if not name or len(name) > MAX_NAME_LENGTH:
+            raise InvalidRecord(f"feature_names[{index}]", f"must be 1 to {MAX_NAME_LENGTH} characters")
     predictions = []
     for index, row in enumerate(message.rows):
         field = f"rows[{index}]"
@@ -83,6 +92,7 @@ def predictions_from(record: IncomingRecord) -> list[Prediction]:
                 value=finite(row.value, f"{field}.value"),
                 occurred_at=occurred_at,
                 features=tuple(row.features),
+                feature_names=names if width else (),
             )
         )
     return predictions

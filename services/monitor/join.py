@@ -73,6 +73,8 @@ class JoinResult:
     """The entry to store."""
     joined: tuple[LabelledSample, ...] = ()
     """Pairs completed by this arrival."""
+    compared: tuple[tuple[LabelledSample, LabelledSample], ...] = ()
+    """(live, shadow or canary) answers to one request, both labelled by this arrival."""
     duplicate: bool = False
     """The arrival was already known: nothing changed, nothing to count."""
 
@@ -93,10 +95,13 @@ def add_prediction(
         entry = JoinEntry(expires_at=deadline, partition=partition)
     if any(known.served_by == prediction.served_by for known in entry.predictions):
         return JoinResult(entry, duplicate=True)
-    stored = dataclasses.replace(prediction, features=())
+    stored = dataclasses.replace(prediction, features=(), feature_names=())
     updated = dataclasses.replace(entry, predictions=(*entry.predictions, stored))
-    joined = (LabelledSample(prediction, entry.label),) if entry.label is not None else ()
-    return JoinResult(updated, joined)
+    if entry.label is None:
+        return JoinResult(updated)
+    sample = LabelledSample(prediction, entry.label)
+    others = [LabelledSample(p, entry.label) for p in entry.predictions]
+    return JoinResult(updated, (sample,), _comparisons([sample], others))
 
 
 def add_label(entry: JoinEntry | None, label: Label, *, deadline: float, partition: int) -> JoinResult:
@@ -112,8 +117,24 @@ def add_label(entry: JoinEntry | None, label: Label, *, deadline: float, partiti
         entry = JoinEntry(expires_at=deadline, partition=partition)
     if entry.label is not None:
         return JoinResult(entry, duplicate=True)
-    joined = tuple(LabelledSample(prediction, label) for prediction in entry.predictions)
-    return JoinResult(dataclasses.replace(entry, label=label), joined)
+    joined = [LabelledSample(prediction, label) for prediction in entry.predictions]
+    return JoinResult(dataclasses.replace(entry, label=label), tuple(joined), _comparisons(joined, joined))
+
+
+def _comparisons(
+    new: list[LabelledSample], known: list[LabelledSample]
+) -> tuple[tuple[LabelledSample, LabelledSample], ...]:
+    """Every (live, challenger) pair of one model among ``new`` x ``known``, once."""
+    pairs = []
+    for a in new:
+        for b in known:
+            if a is b or a.prediction.model != b.prediction.model:
+                continue
+            for live, challenger in ((a, b), (b, a)):
+                if live.prediction.live and not challenger.prediction.live:
+                    if (live, challenger) not in pairs:
+                        pairs.append((live, challenger))
+    return tuple(pairs)
 
 
 class ExpiryQueue:

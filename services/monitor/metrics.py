@@ -34,8 +34,19 @@ LABEL_LAG = Histogram(
 )
 DRIFTS = Counter(
     f"{PREFIX}_drift_events_total",
-    "Drift events raised, by model, version, kind and detector.",
-    ["model", "version", "kind", "detector"],
+    "Drift events raised, by model, version, kind (concept, data, prediction), detector and "
+    "feature (the input feature for data drift, the output for prediction drift).",
+    ["model", "version", "kind", "detector", "feature"],
+)
+SHADOW_ACCURACY = Gauge(
+    f"{PREFIX}_shadow_accuracy_ratio",
+    "Accuracy of a shadow or canary version on the labelled requests it answered alongside the live one.",
+    ["model", "version", "against"],
+)
+SHADOW_LIVE_ACCURACY = Gauge(
+    f"{PREFIX}_shadow_baseline_accuracy_ratio",
+    "Accuracy of the live version on the same requests as the shadow or canary it is compared with.",
+    ["model", "version", "against"],
 )
 RETRAINS = Counter(f"{PREFIX}_retrain_requests_total", "Retrain requests sent after drift.", ["model"])
 DUPLICATES = Counter(

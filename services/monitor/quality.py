@@ -1,13 +1,21 @@
-"""Live quality of one model version: rolling accuracy (or error) and concept drift."""
+"""Live quality of one model version: rolling accuracy (or error), and its detectors:
+concept drift on the errors, data drift on each input feature, prediction drift on the
+answers."""
 
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from services.monitor.detectors import Change, ChangeDetector, DetectorSpec
-from services.monitor.records import CLASSIFICATION, LabelledSample
+from services.monitor.policy import MonitorPolicy
+from services.monitor.records import CLASSIFICATION, LabelledSample, Prediction
+
+CONCEPT = "concept"
+DATA = "data"
+PREDICTION = "prediction"
 
 
 class RollingMean:
@@ -46,9 +54,52 @@ class RollingMean:
 
 
 @dataclass(frozen=True)
-class DetectedChange:
+class Finding:
+    """A change found by one of a version's detectors."""
+
+    kind: str
+    """``concept``, ``data`` or ``prediction``."""
+    name: str
+    """The feature (data drift), the output such as ``label=1`` or ``value`` (prediction
+    drift); empty for concept drift."""
+    detector: str
     change: Change
     detected_at: float
+
+
+class StreamWatch:
+    """A detector per named stream (feature, class), created on first sight, at most ``limit``."""
+
+    def __init__(self, kind: str, spec: DetectorSpec, history: int, limit: int):
+        self.kind = kind
+        self.spec = spec
+        self._history = history
+        self._limit = limit
+        self.detectors: dict[str, ChangeDetector] = {}
+        self.last: dict[str, Finding] = {}
+
+    def update(self, name: str, value: float, event_time: float, now: float) -> Finding | None:
+        detector = self.detectors.get(name)
+        if detector is None:
+            if len(self.detectors) >= self._limit:
+                return None
+            detector = self.detectors[name] = ChangeDetector(self.spec, self._history)
+        change = detector.update(value, event_time)
+        if change is None:
+            return None
+        finding = Finding(self.kind, name, self.spec.name, change, now)
+        self.last[name] = finding
+        return finding
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            name: {
+                "samples": detector.samples,
+                "drifts": detector.changes,
+                "state": "drift" if name in self.last else detector.state,
+            }
+            for name, detector in sorted(self.detectors.items())
+        }
 
 
 class VersionQuality:
@@ -60,52 +111,86 @@ class VersionQuality:
         The version watched.
     task
         ``classification`` (errors are 0/1) or ``regression`` (absolute errors).
-    spec
-        The concept detector on the error stream. Binary detectors cannot take absolute
-        errors, so a regressor gets ADWIN instead.
-    window
-        Labelled samples in the rolling accuracy or mean absolute error.
-    history
-        Samples each detector remembers to place an onset.
+    policy
+        Detectors and windows. A binary concept detector cannot take absolute errors,
+        so a regressor gets ADWIN instead.
     """
 
-    def __init__(self, model: str, version: int, task: str, spec: DetectorSpec, window: int, history: int):
+    def __init__(self, model: str, version: int, task: str, policy: MonitorPolicy):
         self.model = model
         self.version = version
         self.task = task
-        if task != CLASSIFICATION and spec.binary:
-            spec = DetectorSpec("ADWIN")
-        self._spec = spec
-        self._history = history
-        self._window = window
+        self._policy = policy
+        spec = policy.detector
+        self._concept_spec = DetectorSpec("ADWIN") if task != CLASSIFICATION and spec.binary else spec
         self.predictions = 0
         self.labelled = 0
         self.last_seen = 0.0
         self.drifts = 0
-        self.last_drift: DetectedChange | None = None
         self.reset()
 
     def reset(self) -> None:
-        """Start the detector and the rolling figures afresh (the version went live again)."""
-        self.concept = ChangeDetector(self._spec, self._history)
-        self.rolling_error = RollingMean(self._window)
-        self.last_drift = None
+        """Start every detector and the rolling figures afresh (the version went live again)."""
+        policy = self._policy
+        self.concept = ChangeDetector(self._concept_spec, policy.history)
+        self.rolling_error = RollingMean(policy.accuracy_window)
+        self.last_drift: Finding | None = None
+        self.data = (
+            StreamWatch(DATA, policy.data_detector, policy.history, policy.max_watched_features)
+            if policy.data_detector
+            else None
+        )
+        self.outputs = (
+            StreamWatch(PREDICTION, policy.prediction_detector, policy.history, policy.max_watched_features)
+            if policy.prediction_detector
+            else None
+        )
+        self._classes: list[str] = []
 
-    def observe(self, now: float) -> None:
+    def observe(self, prediction: Prediction, now: float) -> list[Finding]:
+        """One served prediction: feeds the data and prediction drift detectors."""
         self.predictions += 1
         self.last_seen = now
+        found: list[Finding] = []
+        at = prediction.occurred_at
+        if self.data is not None and self.predictions % self._policy.data_sample_every == 0:
+            for name, value in zip(prediction.feature_names, prediction.features, strict=False):
+                # Missing values (NaN) say nothing about the distribution of the others.
+                if math.isfinite(value):
+                    finding = self.data.update(name, value, at, now)
+                    if finding:
+                        found.append(finding)
+        if self.outputs is not None:
+            found += self._observe_output(prediction, at, now)
+        return found
 
-    def add(self, sample: LabelledSample, now: float) -> Change | None:
-        """One labelled sample; the change it reveals, if any."""
+    def _observe_output(self, prediction: Prediction, at: float, now: float) -> list[Finding]:
+        assert self.outputs is not None
+        if prediction.task != CLASSIFICATION:
+            finding = self.outputs.update("value", prediction.value, at, now)
+            return [finding] if finding else []
+        if prediction.label not in self._classes and len(self._classes) < self._policy.max_watched_features:
+            self._classes.append(prediction.label)
+        found = []
+        # Each class's share of the answers; with two classes one of them says it all.
+        for label in self._classes[:1] if len(self._classes) <= 2 else self._classes:
+            finding = self.outputs.update(f"label={label}", float(prediction.label == label), at, now)
+            if finding:
+                found.append(finding)
+        return found
+
+    def add(self, sample: LabelledSample, now: float) -> Finding | None:
+        """One labelled sample; the concept drift it reveals, if any."""
         error = sample.error
         self.labelled += 1
         self.last_seen = now
         self.rolling_error.add(error)
         change = self.concept.update(error, sample.event_time)
-        if change is not None:
-            self.drifts += 1
-            self.last_drift = DetectedChange(change, now)
-        return change
+        if change is None:
+            return None
+        self.drifts += 1
+        self.last_drift = Finding(CONCEPT, "", self.concept.spec.name, change, now)
+        return self.last_drift
 
     @property
     def accuracy(self) -> float | None:
@@ -141,4 +226,6 @@ class VersionQuality:
                 "reference_statistic": last.change.reference_statistic,
                 "window_size": last.change.window_size,
             },
+            "features": self.data.snapshot() if self.data else {},
+            "outputs": self.outputs.snapshot() if self.outputs else {},
         }

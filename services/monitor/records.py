@@ -43,6 +43,7 @@ class Prediction:
     occurred_at: float
     """When it was served, epoch seconds."""
     features: tuple[float, ...] = ()
+    feature_names: tuple[str, ...] = ()
 
     @property
     def task(self) -> str:
@@ -72,6 +73,7 @@ class Prediction:
         }
         if with_features and self.features:
             data["f"] = self.features
+            data["fn"] = self.feature_names
         return data
 
     @classmethod
@@ -86,6 +88,7 @@ class Prediction:
             value=float(data["x"]),
             occurred_at=float(data["t"]),
             features=tuple(data.get("f", ())),
+            feature_names=tuple(data.get("fn", ())),
         )
 
 

@@ -7,6 +7,9 @@ from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
 from services.monitor.detectors import DetectorSpec
+from services.monitor.policy import MonitorPolicy
+
+OFF = "off"
 
 
 class MonitorSettings(ServiceSettings):
@@ -44,10 +47,33 @@ class MonitorSettings(ServiceSettings):
     concept_detector_params: dict[str, float | int | str] = Field(default_factory=dict)
     """Parameters of that detector, as JSON (``{"delta": 0.002}``); river's defaults otherwise."""
 
+    data_detector: str = "ADWIN"
+    """river detector on each input feature's values (data drift); ``off`` turns it off.
+    KSWIN runs about a thousand times slower than ADWIN: give it a sample (``data_sample_every``)."""
+
+    data_detector_params: dict[str, float | int | str] = Field(default_factory=dict)
+    """Parameters of the data drift detector, as JSON."""
+
+    data_sample_every: int = Field(1, ge=1, le=1_000_000)
+    """Feed the data drift detectors every n-th prediction of a version."""
+
+    prediction_detector: str = "ADWIN"
+    """river detector on the answers (each class's share, or a regressor's value); ``off`` turns it off."""
+
+    prediction_detector_params: dict[str, float | int | str] = Field(default_factory=dict)
+    """Parameters of the prediction drift detector, as JSON."""
+
+    max_watched_features: int = Field(100, ge=1, le=10_000)
+    """Input features (and output classes) watched per version at most."""
+
+    retrain_on_data_drift: bool = False
+    """Also ask for a retrain when an input feature of the live version drifts; concept
+    drift (a higher error rate) always does."""
+
     accuracy_window: int = Field(1000, ge=10, le=1_000_000)
     """Labelled samples the rolling accuracy (or mean absolute error) is computed over."""
 
-    history: int = Field(20_000, ge=100, le=10_000_000)
+    history: int = Field(10_000, ge=100, le=1_000_000)
     """Recent samples kept per detector to locate a change's onset in event time."""
 
     cooldown_seconds: float = Field(600.0, ge=0)
@@ -76,13 +102,38 @@ class MonitorSettings(ServiceSettings):
     """A monitor process silent this long leaves the group and its partitions move."""
 
     @model_validator(mode="after")
-    def _detector_builds(self) -> MonitorSettings:
-        self.detector_spec()
+    def _detectors_build(self) -> MonitorSettings:
+        self.policy()
         return self
 
     def consumer_group(self) -> str:
         return self.group_id or f"{self.topic_prefix}-monitor"
 
-    def detector_spec(self) -> DetectorSpec:
-        """The concept detector, checked: an unknown name or parameter fails at start-up."""
-        return DetectorSpec(self.concept_detector, dict(self.concept_detector_params))
+    def policy(self) -> MonitorPolicy:
+        """What the monitor watches and when it retrains; an unknown detector or parameter
+        fails here, at start-up."""
+        return MonitorPolicy(
+            detector=_checked("concept", self.concept_detector, self.concept_detector_params),
+            data_detector=_spec("data", self.data_detector, self.data_detector_params),
+            data_sample_every=self.data_sample_every,
+            prediction_detector=_spec(
+                "prediction", self.prediction_detector, self.prediction_detector_params
+            ),
+            max_watched_features=self.max_watched_features,
+            accuracy_window=self.accuracy_window,
+            history=self.history,
+            cooldown_seconds=self.cooldown_seconds,
+            retrain_min_samples=self.retrain_min_samples,
+            retrain_on_data_drift=self.retrain_on_data_drift,
+        )
+
+
+def _spec(kind: str, name: str, params: dict[str, float | int | str]) -> DetectorSpec | None:
+    return None if name.lower() == OFF else _checked(kind, name, params)
+
+
+def _checked(kind: str, name: str, params: dict[str, float | int | str]) -> DetectorSpec:
+    try:
+        return DetectorSpec(name, dict(params))
+    except ValueError as exc:
+        raise ValueError(f"{kind}_detector: {exc}") from None

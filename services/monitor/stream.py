@@ -63,6 +63,7 @@ PREDICTED = "p"
 LABEL = "l"
 OBSERVED = "o"
 SAMPLE = "s"
+COMPARED = "c"
 LIVE = "live"
 
 
@@ -327,6 +328,10 @@ class MonitorStreams:
             metrics.JOIN_PENDING.inc()
         for sample in result.joined:
             out.add_sample(sample.prediction.model, {"k": SAMPLE, **sample.to_json()})
+        for live, challenger in result.compared:
+            out.add_sample(
+                live.prediction.model, {"k": COMPARED, "a": live.to_json(), "b": challenger.to_json()}
+            )
 
     def _expire(self, partition: int, now: float) -> None:
         for key in self._expiry.pop_due(partition, now):
@@ -377,6 +382,11 @@ class MonitorStreams:
             self._restore(sample.prediction.model, partition)
             await self._publish(self.monitor.observe_labelled(sample, now))
             self._export_quality(sample)
+        elif kind == COMPARED:
+            live, challenger = LabelledSample.from_json(data["a"]), LabelledSample.from_json(data["b"])
+            self._restore(live.prediction.model, partition)
+            self.monitor.compare(live, challenger)
+            self._export_comparison(live, challenger)
         elif kind == LIVE:
             model, version = str(data["m"]), int(data["v"])
             self._restore(model, partition)
@@ -415,7 +425,7 @@ class MonitorStreams:
             if isinstance(decision, Drift):
                 out = drift_record(self.topics.drift, decision)
                 metrics.DRIFTS.labels(
-                    decision.model, str(decision.version), decision.kind, decision.detector
+                    decision.model, str(decision.version), decision.kind, decision.detector, decision.feature
                 ).inc()
                 log.info(
                     "drift_detected",
@@ -423,6 +433,7 @@ class MonitorStreams:
                     version=decision.version,
                     kind=decision.kind,
                     detector=decision.detector,
+                    feature=decision.feature,
                     sample_index=decision.change.sample_index,
                     statistic=round(decision.change.statistic, 4),
                 )
@@ -450,3 +461,15 @@ class MonitorStreams:
             metrics.ACCURACY.labels(prediction.model, version).set(quality.accuracy)
         elif quality.rolling_error.value is not None:
             metrics.MEAN_ABSOLUTE_ERROR.labels(prediction.model, version).set(quality.rolling_error.value)
+
+    def _export_comparison(self, live: LabelledSample, challenger: LabelledSample) -> None:
+        model = live.prediction.model
+        for entry in self.monitor.shadow_comparison(model):
+            if (
+                entry["version"] == challenger.prediction.version
+                and entry["against"] == live.prediction.version
+            ):
+                labels = (model, str(entry["version"]), str(entry["against"]))
+                if "accuracy" in entry:
+                    metrics.SHADOW_ACCURACY.labels(*labels).set(entry["accuracy"])
+                    metrics.SHADOW_LIVE_ACCURACY.labels(*labels).set(entry["live_accuracy"])

@@ -35,6 +35,8 @@ from tests.integration.monitor.helpers import (
 )
 
 JOIN_WINDOW = 600.0
+WAIT = 120.0
+"""Seconds any one wait may take: generous, since the machine is shared; waits end as soon as they can."""
 MIN_SAMPLES = 100
 
 
@@ -105,32 +107,37 @@ async def running(infra: Infra) -> AsyncIterator[Running]:
 def drifting_stream(
     topics: Topics, model: str, version: int, n: int, change_at: int, seed: int, start: float
 ) -> tuple[list, list]:
-    """Predictions and labels of a classifier wrong 10% of the time, then 30% from ``change_at``."""
+    """Predictions and labels of a classifier wrong 5% of the time, then 40% from ``change_at``."""
     rng = random.Random(seed)
     predictions, labels = [], []
     for i in range(n):
         event_id = f"{model}-v{version}-{i}"
-        wrong = rng.random() < (0.1 if i < change_at else 0.3)
+        wrong = rng.random() < (0.05 if i < change_at else 0.4)
         at = start + i
         predictions.append(prediction(topics.predictions, event_id, model, version, "1", occurred_at=at))
         labels.append(label(topics.labels, event_id, 0.0 if wrong else 1.0, event_time=at))
     return predictions, labels
 
 
+def trailing(predictions: list, labels: list, lag: int) -> list:
+    """Predictions with each label ``lag`` events after its prediction, as they would come."""
+    out = []
+    for i, record in enumerate(predictions):
+        out.append(record)
+        if i >= lag:
+            out.append(labels[i - lag])
+    return out + labels[max(0, len(labels) - lag) :]
+
+
 async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(running: Running) -> None:
     topics, model = running.topics, "churn-drift"
-    n, change_at, start = 6000, 3000, 1_800_000_000.0
+    n, change_at, start = 2000, 1000, 1_800_000_000.0
     predictions, labels = drifting_stream(topics, model, 1, n, change_at, seed=11, start=start)
-    # Labels trail their predictions by 200 events, as they would in life.
-    interleaved = []
-    for i in range(n):
-        interleaved.append(predictions[i])
-        if i >= 200:
-            interleaved.append(labels[i - 200])
-    interleaved += labels[n - 200 :]
-    await send(running.producer, interleaved)
-
-    await wait_for(lambda: running.labelled(model, 1) == n, 60, "every sample labelled")
+    # Before and after the change are sent apart, as time would separate them: a backlog
+    # spread over partitions is consumed partition by partition, not in event-time order.
+    for phase in (slice(0, change_at), slice(change_at, n)):
+        await send(running.producer, trailing(predictions[phase], labels[phase], lag=200))
+        await wait_for(lambda p=phase: running.labelled(model, 1) == p.stop, WAIT, f"samples up to {phase.stop}")
 
     drifts = [
         decode(r, events_pb2.DriftEvent).message
@@ -141,8 +148,8 @@ async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(runnin
     first = drifts[0]
     assert first.kind == events_pb2.DRIFT_KIND_CONCEPT and first.detector == "ADWIN"
     assert first.model_version == 1 and first.feature == ""
-    # Detected after the change, within ADWIN's usual delay (about 124 samples on average).
-    assert change_at < first.sample_index < change_at + 1000
+    # Detected after the change, within ADWIN's usual delay for so large a change.
+    assert change_at < first.sample_index < change_at + 300
     assert first.statistic > first.reference_statistic
     onset = first.onset_time.seconds
     assert start <= onset <= start + first.sample_index
@@ -150,7 +157,7 @@ async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(runnin
 
     await wait_for(
         lambda: running.model(model)["episode"] and running.model(model)["episode"]["retrain_requested_at"],  # type: ignore[index]
-        30,
+        WAIT,
         "the retrain request",
     )
     requests = [
@@ -172,20 +179,20 @@ async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(runnin
     status = running.version(model, 1)
     assert status is not None
     assert status["detector"]["state"] == "drift"  # type: ignore[index]
-    assert 0.6 < status["accuracy"] < 0.8  # type: ignore[operator]
+    assert 0.5 < status["accuracy"] < 0.7  # type: ignore[operator]
 
     # A new version goes live: its detectors start empty and the episode is over. It
-    # stays at 30% error, which is stationary for it: no drift, no retrain.
-    predictions, labels = drifting_stream(topics, model, 2, 1500, 0, seed=12, start=start + n)
+    # stays at 40% error, which is stationary for it: no drift, no retrain.
+    predictions, labels = drifting_stream(topics, model, 2, 600, 0, seed=12, start=start + n)
     await send(running.producer, predictions + labels)
-    await wait_for(lambda: running.labelled(model, 2) == 1500, 60, "version 2 labelled")
+    await wait_for(lambda: running.labelled(model, 2) == 600, WAIT, "version 2 labelled")
     assert running.model(model)["live_version"] == 2
     assert running.model(model)["episode"] is None
     assert running.version(model, 2)["detector"]["drifts"] == 0  # type: ignore[index]
 
     # A rollback to version 1 (a model event) starts its detectors afresh.
     await send(running.producer, [model_event(topics.model_events, model, 1)])
-    await wait_for(lambda: running.model(model)["live_version"] == 1, 30, "the rollback")
+    await wait_for(lambda: running.model(model)["live_version"] == 1, WAIT, "the rollback")
     assert running.version(model, 1)["detector"]["samples"] == 0  # type: ignore[index]
     assert running.version(model, 1)["labelled"] == n  # type: ignore[index]
 
@@ -209,9 +216,9 @@ async def test_labels_before_and_long_after_their_predictions_are_joined(running
     await send(
         running.producer, [prediction(topics.predictions, i, model, 1, "1", occurred_at=now) for i in ids]
     )
-    await wait_for(lambda: running.labelled(model, 1) == 20, 30, "the early labels joined")
+    await wait_for(lambda: running.labelled(model, 1) == 20, WAIT, "the early labels joined")
     await send(running.producer, [label_for(i) for i in ids[20:]])  # type: ignore[misc]
-    await wait_for(lambda: running.labelled(model, 1) == 40, 30, "the late labels joined")
+    await wait_for(lambda: running.labelled(model, 1) == 40, WAIT, "the late labels joined")
 
     status = running.version(model, 1)
     assert status is not None
@@ -235,7 +242,7 @@ async def test_duplicate_predictions_and_labels_are_counted_once(running: Runnin
             label(topics.labels, marker, 1.0, event_time=now),
         ],
     )
-    await wait_for(lambda: running.labelled(model, 1) >= 31, 30, "the pairs joined")
+    await wait_for(lambda: running.labelled(model, 1) >= 31, WAIT, "the pairs joined")
     status = running.version(model, 1)
     assert status is not None
     assert status["predictions"] == 31
@@ -265,13 +272,17 @@ async def test_shadow_answers_join_the_same_labels_as_production(running: Runnin
     await send(running.producer, production + labels[:10] + shadow + labels[10:])
     await wait_for(
         lambda: running.labelled(model, 1) == 20 and running.labelled(model, 2) == 20,
-        30,
+        WAIT,
         "both versions labelled",
     )
     assert running.version(model, 1)["accuracy"] == pytest.approx(1.0)  # type: ignore[index]
     assert running.version(model, 2)["accuracy"] == pytest.approx(0.75)  # type: ignore[index]
     # Shadow traffic never makes its version the live one.
     assert running.model(model)["live_version"] == 1
+    # Compared on the same requests: every one of the 20 was answered by both.
+    await wait_for(lambda: running.model(model)["shadow_comparison"], WAIT, "the comparison")
+    [comparison] = running.model(model)["shadow_comparison"]  # type: ignore[misc]
+    assert comparison == {"version": 2, "against": 1, "samples": 20, "accuracy": 0.75, "live_accuracy": 1.0}
 
 
 async def test_records_the_monitor_cannot_use_are_dead_lettered_and_it_carries_on(running: Running) -> None:
@@ -304,7 +315,7 @@ async def test_records_the_monitor_cannot_use_are_dead_lettered_and_it_carries_o
             label(topics.labels, "good-1", 1.0, event_time=now),
         ],
     )
-    await wait_for(lambda: running.labelled(model, 1) == 1, 30, "the good pair after the poison")
+    await wait_for(lambda: running.labelled(model, 1) == 1, WAIT, "the good pair after the poison")
 
     async def dead_letters() -> dict[str, dict[str, bytes]]:
         out = {}
@@ -314,7 +325,7 @@ async def test_records_the_monitor_cannot_use_are_dead_lettered_and_it_carries_o
         return out
 
     await wait_for(
-        lambda: _has_keys(dead_letters(), {"junk", "bad-1", "bad-2", "bad-3", "bad-4"}), 30, "dead letters"
+        lambda: _has_keys(dead_letters(), {"junk", "bad-1", "bad-2", "bad-3", "bad-4"}), WAIT, "dead letters"
     )
     dead = await dead_letters()
     assert dead["junk"][DLQ_ERROR_CLASS] == b"not_cloudevent"
@@ -366,11 +377,11 @@ async def test_unmatched_predictions_and_labels_expire_and_are_counted(running: 
             label(topics.labels, "lonely-label", 1.0, event_time=now),
         ],
     )
-    await wait_for(lambda: metrics.JOIN_PENDING._value.get() == held + 2, 30, "both held in the join")
+    await wait_for(lambda: metrics.JOIN_PENDING._value.get() == held + 2, WAIT, "both held in the join")
     running.clock.offset += JOIN_WINDOW + 1
     await wait_for(
         lambda: expired_predictions._value.get() > before[0] and expired_labels._value.get() > before[1],
-        30,
+        WAIT,
         "expiry",
     )
     assert running.predicted(model, 1) == 1

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from services.monitor.detectors import ChangeDetector, DetectorSpec, SampleHistory
+from services.monitor.policy import MonitorPolicy
 from services.monitor.quality import VersionQuality
 from services.monitor.records import Label, LabelledSample, Prediction
 
@@ -81,7 +82,8 @@ def test_detectors_with_a_warning_zone_place_the_onset_at_the_first_warning() ->
 
 
 def test_a_regressor_gets_adwin_even_when_a_binary_detector_is_configured() -> None:
-    quality = VersionQuality("m", 1, "regression", DetectorSpec("DDM"), window=100, history=1000)
+    policy = MonitorPolicy(DetectorSpec("DDM"), accuracy_window=100, history=1000)
+    quality = VersionQuality("m", 1, "regression", policy)
     assert quality.concept.spec.name == "ADWIN"
     rng = random.Random(1)
     for i in range(3000):

@@ -7,7 +7,8 @@ import itertools
 import random
 
 from services.monitor.detectors import DetectorSpec
-from services.monitor.drift import Drift, DriftMonitor, MonitorPolicy
+from services.monitor.drift import Drift, DriftMonitor
+from services.monitor.policy import MonitorPolicy
 from services.monitor.records import Label, LabelledSample, Prediction
 from services.monitor.retrain import RetrainPolicy, RetrainRequest
 

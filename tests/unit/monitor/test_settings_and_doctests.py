@@ -19,16 +19,28 @@ def test_detector_and_parameters_come_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("MONITOR_CONCEPT_DETECTOR_PARAMS", '{"threshold": 30, "min_instances": 50}')
     monkeypatch.setenv("MONITOR_COOLDOWN_SECONDS", "120")
     settings = MonitorSettings()
-    assert settings.detector_spec().build().threshold == 30
+    assert settings.policy().detector.build().threshold == 30
     assert settings.cooldown_seconds == 120
     assert settings.http_port == 8082
     assert settings.consumer_group() == "mlops-monitor"
 
 
+def test_data_and_prediction_drift_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("MONITOR_DATA_DETECTOR", "off")
+    monkeypatch.setenv("MONITOR_PREDICTION_DETECTOR", "KSWIN")
+    monkeypatch.setenv("MONITOR_PREDICTION_DETECTOR_PARAMS", '{"seed": 1}')
+    policy = MonitorSettings().policy()
+    assert policy.data_detector is None
+    assert policy.prediction_detector is not None and policy.prediction_detector.name == "KSWIN"
+
+
 @pytest.mark.parametrize(
     ("env", "value", "message"),
     [
-        ("MONITOR_CONCEPT_DETECTOR", "ADWN", "unknown detector"),
+        ("MONITOR_CONCEPT_DETECTOR", "ADWN", "concept_detector: unknown detector"),
+        ("MONITOR_CONCEPT_DETECTOR", "off", "concept_detector: unknown detector"),
+        ("MONITOR_DATA_DETECTOR", "KSWIM", "data_detector: unknown detector"),
         ("MONITOR_CONCEPT_DETECTOR_PARAMS", '{"delta_": 1}', "bad parameters for ADWIN"),
         ("MONITOR_RETRAIN_MIN_SAMPLES", "0", "retrain_min_samples"),
         ("MONITOR_GROUP_ID", "bad group!", "group_id"),
