@@ -115,9 +115,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[IncomingRecord]:
         await consumer.stop()
 
 
-async def wait_for(
-    condition: Callable[[], object], within: float, what: str, interval: float = 0.05
-) -> None:
+async def wait_for(condition: Callable[[], object], within: float, what: str, interval: float = 0.05) -> None:
     """Poll ``condition`` (sync or async) until it is truthy; fail naming ``what``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within

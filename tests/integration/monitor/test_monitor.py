@@ -137,7 +137,9 @@ async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(runnin
     # spread over partitions is consumed partition by partition, not in event-time order.
     for phase in (slice(0, change_at), slice(change_at, n)):
         await send(running.producer, trailing(predictions[phase], labels[phase], lag=200))
-        await wait_for(lambda p=phase: running.labelled(model, 1) == p.stop, WAIT, f"samples up to {phase.stop}")
+        await wait_for(
+            lambda p=phase: running.labelled(model, 1) == p.stop, WAIT, f"samples up to {phase.stop}"
+        )
 
     drifts = [
         decode(r, events_pb2.DriftEvent).message
