@@ -192,6 +192,9 @@ class JobRunner:
             result = self._failed(request, exc.describe(), exc.reason)
             log.info("job_failed", job=job.key, reason=exc.reason, error=str(exc))
         except (JobCancelled, asyncio.CancelledError):
+            # Stop renewing first, or a beat landing after the release would re-claim the job.
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self._store.abandon(job.key, job.model_name)
             raise TransientError(f"job {job.key!r} interrupted by shutdown") from None

@@ -15,6 +15,7 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -26,7 +27,7 @@ from services.common.events import Topics, encode
 from services.common.kafka import ensure_topics, publish
 from services.common.localstack import ManagedProcess, free_port, start_process
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus
-from services.trainer.jobs import JOBS
+from services.trainer.jobs import JOBS, MODEL_LEASES
 from tests.integration.trainer.conftest import Platform, Results
 from tests.unit.trainer import synthetic
 
@@ -200,3 +201,34 @@ async def test_a_trainer_killed_mid_job_leaves_it_to_another_that_finishes_it_on
     version = await platform.registry.get_version(model, 1)
     assert version.lineage.train_request_id == request_id
     assert (await group.job_owners())[key] == str(survivor.pid)
+
+
+async def test_a_trainer_stopped_mid_job_exits_cleanly_and_frees_the_job_at_once(
+    platform: Platform, group: Group, unique: str
+) -> None:
+    dataset, model, key = f"stop-{unique}", f"stop-model-{unique}", f"stop-{unique}"
+    await platform.dataset(dataset, 1000)
+    spec = synthetic.spec(model, dataset=dataset, families=("logistic_regression", "hist_gradient_boosting"))
+    spec.estimators[0].search_space_json = '{"C": {"low": 0.01, "high": 10, "log": true}}'
+    spec.estimators[1].search_space_json = '{"learning_rate": {"low": 0.05, "high": 0.3}}'
+    request_id = await group.request(TrainRequest(model_name=model, idempotency_key=key, spec=spec))
+    await group.results.wait_for(
+        lambda r: r.request_id == request_id and r.status == TrainStatus.TRAIN_STATUS_PROGRESS
+    )
+    pid = (await group.job_owners())[key]
+    owner = next(m for m in group.members if str(m.pid) == pid)
+    owner.process.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(owner.process.popen.wait, 30) == 0
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(platform.infra.mongodb_uri, tz_aware=True)
+    try:
+        job = await client[group.prefix][JOBS].find_one({"_id": key})
+        lease = await client[group.prefix][MODEL_LEASES].find_one({"_id": model})
+    finally:
+        await client.close()
+    assert job is not None and lease is not None
+    # Unfinished, and claimable by the next trainer without waiting out a lease.
+    assert job["state"] == "running" and "result" not in job
+    expired = datetime.fromtimestamp(0, UTC)
+    assert job["lease_until"] == expired and lease["lease_until"] == expired
+    assert [r.status for r in group.results.of(request_id)][-1] != TrainStatus.TRAIN_STATUS_REGISTERED
