@@ -62,6 +62,9 @@ def decode_record(record: IncomingRecord) -> dict[str, Any]:
     dlq = {k: v for k, v in headers.items() if k.startswith("dlq.")}
     if dlq:
         out["dead_letter"] = dlq
+    traceparent = headers.get("traceparent", "").split("-")
+    if len(traceparent) == 4:
+        out["trace_id"] = traceparent[1]  # look the record's trace up in the tracing backend
     ce_type = headers.get("ce_type")
     if ce_type:
         try:

@@ -98,7 +98,15 @@ def test_tail_decodes_envelopes_and_dead_letters(
         version=3,
         alias="production",
     )
-    good = encode(topics.model_events, event, source="/registry", key="churn", event_id="ev1")
+    traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    good = encode(
+        topics.model_events,
+        event,
+        source="/registry",
+        key="churn",
+        event_id="ev1",
+        headers=[("traceparent", traceparent)],
+    )
     poison = DeadLetter(
         record=IncomingRecord(topics.labels, 0, 7, b"k", b"\xff not a label", (), 0),
         error_class="decode_error",
@@ -117,6 +125,7 @@ def test_tail_decodes_envelopes_and_dead_letters(
     (decoded,) = tail(cli_env, "models.events", 1)
     assert decoded["type"] == "mlops.v1.ModelEvent"
     assert decoded["id"] == "ev1" and decoded["key"] == "churn"
+    assert decoded["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert decoded["message"] == {
         "event_id": "ev1",
         "type": "MODEL_EVENT_TYPE_ALIAS_SET",

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,15 @@ from services.cli.stack import (
     check_component,
     pid_alive,
 )
+from services.cli.topics import tail_records
 from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata, mint_token
 from services.common.clients.registry import RegistryClient
-from services.common.events import Topics
+from services.common.events import Topics, decode
 from services.common.localstack import free_port, port_open, start_process
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
-from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2, registry_pb2_grpc
 
 INSTALLED = available_services()
 
@@ -363,10 +365,15 @@ def register_classifier(stack: LocalStack, name: str) -> Any:
     return estimator
 
 
+@pytest.fixture(scope="module")
+def served(stack: LocalStack) -> Any:
+    return register_classifier(stack, "cli-churn")
+
+
 def test_predict_answers_from_the_production_model_and_maps_errors_to_exit_codes(
-    stack: LocalStack, tmp_path: Path
+    stack: LocalStack, served: Any, tmp_path: Path
 ) -> None:
-    estimator = register_classifier(stack, "cli-churn")
+    estimator = served
     predict_token = mint_token(stack.auth_secret, "app:test", [Scope.PREDICT])
     env = {"MLOPS_SERVING_ADDRESS": stack.grpc_address("serving"), "MLOPS_TOKEN": predict_token}
     runner = CliRunner()
@@ -398,6 +405,33 @@ def test_predict_answers_from_the_production_model_and_maps_errors_to_exit_codes
     read_only = {**env, "MLOPS_TOKEN": mint_token(stack.auth_secret, "app:test", [Scope.READ])}
     denied = runner.invoke(app, ["predict", "cli-churn", "--features", "1,2,3"], env=read_only)
     assert denied.exit_code == ExitCode.DENIED, denied.output
+
+
+def test_a_clients_trace_reaches_the_prediction_record_through_real_serving(
+    stack: LocalStack, served: Any
+) -> None:
+    """No service exports spans here (no OTLP endpoint): the context still travels from the
+    gRPC metadata of a predict call to the headers of its prediction record."""
+    trace_id = uuid.uuid4().hex
+    traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    request = oip.ModelInferRequest(model_name="cli-churn", id="traced-request")
+    tensor = request.inputs.add(name="features", datatype="FP64", shape=[1, N_FEATURES])
+    tensor.contents.fp64_contents.extend([0.1, 0.2, 0.3])
+    with grpc.insecure_channel(stack.grpc_address("serving")) as channel:
+        oip_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            request, metadata=(*bearer_metadata(stack.admin_token), ("traceparent", traceparent)), timeout=10
+        )
+
+    async def traceparent_of_record() -> str:
+        async for record in tail_records(
+            stack.kafka_bootstrap, stack.topics.predictions, from_beginning=True, idle_timeout=20
+        ):
+            if decode(record, events_pb2.PredictionRecord).message.request_id == "traced-request":
+                return dict(record.headers)["traceparent"].decode()
+        raise AssertionError("no prediction record for the traced request")
+
+    recorded = asyncio.run(traceparent_of_record())
+    assert recorded.split("-")[1] == trace_id
 
 
 def test_kafka_restart_recreates_the_topics(stack: LocalStack) -> None:
