@@ -187,9 +187,17 @@ class JobStore:
         return renewed.matched_count == 1
 
     async def registering(self, key: str, latest_version: int) -> bool:
-        """Record that registration is about to start; False if the job is no longer ours."""
+        """Record that registration is about to start; False if the job is no longer ours.
+
+        A job taken over while registering, whose earlier attempt left no version, is
+        registering again: the latest version is recorded afresh.
+        """
         updated = await self._jobs.update_one(
-            {"_id": key, "owner": self.owner, "state": JobState.RUNNING.value},
+            {
+                "_id": key,
+                "owner": self.owner,
+                "state": {"$in": [JobState.RUNNING.value, JobState.REGISTERING.value]},
+            },
             {
                 "$set": {
                     "state": JobState.REGISTERING.value,

@@ -117,7 +117,7 @@ class JobRunner:
     async def _answer_if_coalesced(self, job: Job, request: TrainRequest) -> None:
         if request.request_id != job.request_id:
             finished = await self._store.get(job.key)
-            if finished is not None:
+            if finished is not None and finished.state.finished:
                 await self._answer_from(finished, request)
 
     async def _answer_from(self, job: Job, request: TrainRequest) -> None:
@@ -199,8 +199,9 @@ class JobRunner:
                 await self._store.abandon(job.key, job.model_name)
             raise TransientError(f"job {job.key!r} interrupted by shutdown") from None
         except JobLost:
+            # Whoever holds the job now answers it; retrying finds it busy, then finished.
             log.warning("job_lost", job=job.key)
-            return
+            raise TransientError(f"job {job.key!r} was taken over by another trainer") from None
         except grpc.aio.AioRpcError as exc:
             if is_transient(exc):
                 raise

@@ -64,6 +64,9 @@ async def test_a_job_whose_lease_lapsed_is_taken_over_with_its_registration_stat
     # The old owner has lost it: it may neither renew nor register.
     assert not await a.renew("k3", "m")
     assert not await a.registering("k3", latest_version=7)
+    # The new owner found no version from the old attempt: it registers afresh.
+    assert await b.registering("k3", latest_version=8)
+    assert (await b.get("k3")).latest_before_registering == 8  # type: ignore[union-attr]
 
 
 async def test_one_model_runs_one_job_at_a_time(database: object) -> None:

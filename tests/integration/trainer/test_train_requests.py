@@ -282,3 +282,39 @@ async def test_a_trainer_that_died_while_registering_is_not_followed_by_a_second
         r.status for r in platform.results.of(request.request_id)[already:]
     ]
     assert (await platform.registry.get_model(model)).latest_version == 1
+
+
+async def test_a_job_caught_registering_without_a_version_is_trained_again(
+    platform: Platform, names: tuple[str, str]
+) -> None:
+    dataset, model = names
+    await platform.dataset(dataset, 300)
+    request = TrainRequest(request_id="r-" + model, idempotency_key="k-" + model, model_name=model)
+    request.spec.CopyFrom(synthetic.spec(model, dataset=dataset))
+    assert (await platform.results.final(await platform.request(request))).version == 1
+
+    # A dead trainer got as far as "registering" after version 1 existed, but its call
+    # never reached the registry: the next trainer must register, once.
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(platform.infra.mongodb_uri)
+    try:
+        await client[platform.topics.prefix][JOBS].update_one(
+            {"_id": request.idempotency_key},
+            {
+                "$set": {
+                    "state": "registering",
+                    "latest_before_registering": 1,
+                    "owner": "dead",
+                    "lease_until": datetime.fromtimestamp(0, UTC),
+                },
+                "$unset": {"result": ""},
+            },
+        )
+    finally:
+        await client.close()
+    await platform.request(request)
+    answers = await platform.results.wait_for(
+        lambda r: r.request_id == request.request_id and r.status == TrainStatus.TRAIN_STATUS_REGISTERED,
+        count=2,
+    )
+    assert answers[1].version == 2
+    assert (await platform.registry.get_model(model)).latest_version == 2
