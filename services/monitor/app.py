@@ -52,8 +52,13 @@ class MonitorApp:
             partitions=settings.partitions,
         )
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        streams = self.streams
         http_app = http_api.create_http_app(
-            self.monitor, verifier, ready=lambda: self.ready, version=settings.code_version
+            self.monitor,
+            verifier,
+            ready=lambda: self.ready,
+            assignment=lambda: streams.assignment,
+            version=settings.code_version,
         )
         self._http = HttpServer(http_app, settings.host, settings.http_port)
         await self._http.start()

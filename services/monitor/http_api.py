@@ -15,7 +15,12 @@ Reader = Annotated[Principal, Depends(require_scope(Scope.READ))]
 
 
 def create_http_app(
-    monitor: DriftMonitor, verifier: TokenVerifier, *, ready: Callable[[], bool], version: str
+    monitor: DriftMonitor,
+    verifier: TokenVerifier,
+    *,
+    ready: Callable[[], bool],
+    assignment: Callable[[], dict[str, list[int]]],
+    version: str,
 ) -> FastAPI:
     app = create_app(
         "mlops monitor",
@@ -26,10 +31,13 @@ def create_http_app(
     )
 
     @app.get(
-        "/v1/status", tags=["status"], summary="Every watched model: versions, accuracy, detectors, drift."
+        "/v1/status",
+        tags=["status"],
+        summary="Every model this process watches (versions, accuracy, detectors, drift) and the "
+        "partitions it owns.",
     )
     async def status(_: Reader) -> dict[str, Any]:
-        return {"models": monitor.status()}
+        return {"models": monitor.status(), "assignment": assignment()}
 
     @app.get(
         "/v1/status/{model}",

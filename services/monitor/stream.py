@@ -164,6 +164,8 @@ class MonitorStreams:
         self._expiry = ExpiryQueue()
         self._restored: set[str] = set()
         self._model_partitions: dict[str, int] = {}
+        self.assignment: dict[str, list[int]] = {}
+        """Partitions of the monitor's topics this process owns, by topic (after the last rebalance)."""
         app = StreamApp(
             settings.consumer_group(),
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
@@ -189,9 +191,8 @@ class MonitorStreams:
         app.fetch_max_wait_ms = settings.fetch_max_wait_ms
         self.app = app
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
-        self._sources = app.topic(
-            self.topics.predictions, self.topics.labels, self.topics.model_events, **raw
-        )
+        self._source_topics = (self.topics.predictions, self.topics.labels, self.topics.model_events)
+        self._sources = app.topic(*self._source_topics, **raw)
         self._join = app.topic(self.join_topic, partitions=settings.partitions, internal=True, **raw)
         self._samples = app.topic(self.samples_topic, partitions=settings.partitions, internal=True, **raw)
         # Values are JSON (faust's default for tables): nothing here is ever unpickled.
@@ -398,6 +399,10 @@ class MonitorStreams:
         expiry and its models' detectors (the new owner takes over the episode state)."""
         assigned: Set[Any] = args[0]
         mine = {(tp.topic, tp.partition) for tp in assigned}
+        self.assignment = {
+            topic: sorted(p for t, p in mine if t == topic)
+            for topic in (self.join_topic, self.samples_topic, *self._source_topics)
+        }
         for partition in range(self.settings.partitions):
             if (self.join_topic, partition) not in mine:
                 self._expiry.forget(partition)
