@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from services.cli.context import STACK_DIR_ENV, stack_dir
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
@@ -85,6 +86,9 @@ def up(
         ),
     ] = ",".join(ALL_SERVICES),
     timeout: Annotated[float, typer.Option(help="Seconds to wait for everything to become healthy.")] = 120.0,
+    restart: Annotated[
+        bool, typer.Option(help="Start a component that dies again, with backoff (1 s doubling to 30 s).")
+    ] = True,
     json_output: JsonOutput = False,
 ) -> None:
     """Run the whole platform on this machine until Ctrl-C.
@@ -121,7 +125,7 @@ def up(
             state = stack.state()
             state.save(state_path)
             _announce(state, state_path, json_output)
-            _supervise(stack)
+            _supervise(stack, state_path, restart)
         except StackError as exc:
             fail(str(exc))
         except KeyboardInterrupt:
@@ -174,19 +178,48 @@ def _public_state(state: StackState) -> dict[str, object]:
     }
 
 
-def _supervise(stack: LocalStack) -> None:
-    """Wait for a signal, reporting any component that dies meanwhile (once)."""
-    reported: set[str] = set()
+RESTART_BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
+
+
+def _supervise(stack: LocalStack, state_path: Path, restart: bool) -> None:
+    """Until a signal: report any component that dies and, with ``restart``, start it again
+    with exponential backoff (1 s, 2 s ... 30 s; reset once it has run for a minute), as
+    docker-compose's ``restart: unless-stopped`` would. The state file follows new pids."""
+    failures: dict[str, int] = {}
+    retry_at: dict[str, float] = {}
+    started_at: dict[str, float] = {}
     while True:
-        for name, process in stack.processes.items():
-            if name not in reported and not process.alive():
-                reported.add(name)
+        now = time.monotonic()
+        for name, process in list(stack.processes.items()):
+            if process.alive():
+                if name in started_at and now - started_at[name] > STABLE_AFTER:
+                    failures.pop(name, None)
+                    started_at.pop(name)
+                continue
+            if name not in retry_at:
+                failures[name] = failures.get(name, 0) + 1
+                retry_at[name] = now + min(RESTART_BACKOFF_MAX, 2.0 ** (failures[name] - 1))
                 err_console.print(
-                    f"[bold red]{name} exited[/] with code {process.popen.returncode}; "
-                    f"log: {process.log_path}\n{process.log_tail(10)}",
-                    highlight=False,
+                    Text.assemble(
+                        (f"{name} exited", "bold red"),
+                        f" with code {process.popen.returncode}; log: {process.log_path}\n{process.log_tail(10)}",
+                    )
                 )
-        time.sleep(1.0)
+            if not restart or now < retry_at[name]:
+                continue
+            try:
+                stack.restart(name)
+            except StackError as exc:
+                failures[name] += 1
+                retry_at[name] = time.monotonic() + min(RESTART_BACKOFF_MAX, 2.0 ** (failures[name] - 1))
+                err_console.print(Text(f"{name} restart failed: {exc}", style="red"))
+                continue
+            retry_at.pop(name)
+            started_at[name] = time.monotonic()
+            stack.state().save(state_path)
+            err_console.print(Text(f"{name} restarted (pid {stack.processes[name].pid})", style="green"))
+        time.sleep(0.5)
 
 
 def down(

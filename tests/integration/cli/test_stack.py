@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -173,20 +174,29 @@ def test_a_service_that_cannot_start_fails_the_start_with_its_log_and_leaves_not
     assert not port_open(local.ports.kafka) and not port_open(local.ports.mongodb)
 
 
-def test_up_status_down_leave_no_process_behind(tmp_path: Path) -> None:
+def test_up_restarts_what_dies_and_status_down_leave_no_process_behind(tmp_path: Path) -> None:
     # One service is enough to prove service processes are supervised and stopped; the
     # module's stack already shows that every service starts and answers its health check.
-    process, state = start_up(tmp_path, INSTALLED[:1])
+    service = INSTALLED[0]
+    process, state = start_up(tmp_path, (service,))
     try:
+        assert set(state.pids.values()) <= descendants(process.pid)
+        assert state.services == [service]
+
+        os.kill(state.pids[service], signal.SIGKILL)
+
+        def restarted() -> bool:
+            return StackState.load(tmp_path / "stack.json").pids[service] != state.pids[service]
+
+        wait_for(restarted, 90, f"mlops up to restart {service}")
         children = descendants(process.pid)
-        assert set(state.pids.values()) <= children
-        assert state.services == list(INSTALLED[:1])
+        assert set(StackState.load(tmp_path / "stack.json").pids.values()) <= children
 
         status = mlops("status", "--workdir", str(tmp_path), "--json")
         assert status.exit_code == 0, status.output
         report = json.loads(status.stdout)
         assert report["healthy"] is True
-        assert [c["name"] for c in report["components"]] == [*INFRA, *INSTALLED[:1]]
+        assert [c["name"] for c in report["components"]] == [*INFRA, service]
 
         down = mlops("down", "--workdir", str(tmp_path), "--json")
         assert down.exit_code == 0, down.output
