@@ -246,39 +246,52 @@ class IngestPipeline:
     ) -> None:
         if not rows:
             return
-        conflicts = await self._store.insert_rows(
-            [row_document(r.event, r.schema, r.source, now) for r in rows]
+        insert = asyncio.ensure_future(
+            self._store.insert_rows([row_document(r.event, r.schema, r.source, now) for r in rows])
         )
-        stored_sources: dict[str, dict[str, str]] = {}
+        try:
+            # While the database writes, encode what new rows publish: the CPU work here
+            # overlaps the database's. Records of rows that turn out duplicates are dropped.
+            encoded = [(row.event.label, self._row_records(row, now)) for row in rows]
+        finally:
+            conflicts = await insert
+        conflicting: dict[str, list[str]] = {}
         for position in conflicts:
             row = rows[position]
-            stored_sources.setdefault(row.schema.name, {})[row.event.event_id] = ""
-        for dataset, ids in stored_sources.items():
-            stored_sources[dataset] = await self._store.sources(dataset, ids)
-        accepted: list[_Row] = []
+            conflicting.setdefault(row.schema.name, []).append(row.event.event_id)
+        stored = {dataset: await self._store.provenance(dataset, ids) for dataset, ids in conflicting.items()}
+        accepted: list[tuple[int, _Row]] = []
         for position, row in enumerate(rows):
             event = row.event
-            if position in conflicts and stored_sources[row.schema.name].get(event.event_id) != row.source:
-                outcomes[row.index] = Outcome(
-                    Status.DUPLICATE, dataset=row.schema.name, event_id=event.event_id
-                )
-                quality[(row.schema.name, Status.DUPLICATE.value, "", "")] += 1
-                continue
+            if position in conflicts:
+                existing = stored[row.schema.name].get(event.event_id, {})
+                if existing.get("source") != row.source:
+                    outcomes[row.index] = Outcome(
+                        Status.DUPLICATE, dataset=row.schema.name, event_id=event.event_id
+                    )
+                    quality[(row.schema.name, Status.DUPLICATE.value, "", "")] += 1
+                    continue
+                # A redelivery: republish the row as stored, with a label attached since.
+                if event.label is None and existing.get("label") is not None:
+                    event.label = existing["label"]
             outcomes[row.index] = Outcome(Status.ACCEPTED, dataset=row.schema.name, event_id=event.event_id)
             quality[(row.schema.name, Status.ACCEPTED.value, "", "")] += 1
-            accepted.append(row)
-        await self._attach_pending_labels(accepted, now, quality)
-        for row in accepted:
-            key = row.event.entity_id or row.event.event_id
-            records.append(
-                encode(self._topics.features, feature_row(row.event, row.schema), source=SOURCE, key=key)
-            )
-            if row.event.label is not None:
-                records.append(self._label_record(row.event, row.schema.name, now))
+            accepted.append((position, row))
+        await self._attach_pending_labels([row for _, row in accepted], now)
+        for position, row in accepted:
+            label_when_encoded, prepared = encoded[position]
+            # A label found since (waiting for the row, or attached to a redelivered one).
+            records.extend(prepared if row.event.label == label_when_encoded else self._row_records(row, now))
 
-    async def _attach_pending_labels(
-        self, accepted: list[_Row], now: datetime, quality: collections.Counter[tuple[str, str, str, str]]
-    ) -> None:
+    def _row_records(self, row: _Row, now: datetime) -> list[OutgoingRecord]:
+        """The ``FeatureRow`` of a stored row, and its ``LabelRecord`` when it has a label."""
+        key = row.event.entity_id or row.event.event_id
+        records = [encode(self._topics.features, feature_row(row.event, row.schema), source=SOURCE, key=key)]
+        if row.event.label is not None:
+            records.append(self._label_record(row.event, row.schema.name, now))
+        return records
+
+    async def _attach_pending_labels(self, accepted: list[_Row], now: datetime) -> None:
         """Give rows just stored the labels that arrived before them."""
         unlabelled: dict[str, list[_Row]] = {}
         for row in accepted:
@@ -286,16 +299,19 @@ class IngestPipeline:
                 unlabelled.setdefault(row.schema.name, []).append(row)
         if not unlabelled or not await self._store.has_pending_labels():
             return
-        updates: list[tuple[str, str, Any]] = []
         for dataset, waiting in unlabelled.items():
-            pending = await self._store.take_pending_labels(dataset, [r.event.event_id for r in waiting])
+            pending = await self._store.pending_labels(dataset, [r.event.event_id for r in waiting])
+            updates: list[tuple[str, str, Any]] = []
             for row in waiting:
                 found = pending.get(row.event.event_id)
                 if found is not None:
                     row.event.label = found["label"]
                     updates.append((dataset, row.event.event_id, found["label"]))
-                    metrics.LABELS.labels(dataset, "attached").inc()
-        await self._store.set_labels(updates, now)
+            # Set on the rows before dropped from the waiting list: a crash in between
+            # leaves the label in both places, never in neither.
+            await self._store.set_labels(updates, now)
+            await self._store.drop_pending_labels(dataset, [event_id for _, event_id, _ in updates])
+            metrics.LABELS.labels(dataset, "attached").inc(len(updates))
 
     async def _attach_labels(
         self,

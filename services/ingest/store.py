@@ -176,13 +176,13 @@ class DatasetStore:
             return {int(error["index"]) for error in errors}
         return set()
 
-    async def sources(self, dataset: str, event_ids: Iterable[str]) -> dict[str, str]:
-        """Where each stored row of ``event_ids`` came from."""
+    async def provenance(self, dataset: str, event_ids: Iterable[str]) -> dict[str, Document]:
+        """Where each stored row of ``event_ids`` came from (``source``) and its ``label``."""
         cursor = self._rows.find(
             {"dataset": dataset, "event_id": {"$in": list(event_ids)}},
-            projection={"_id": 0, "event_id": 1, "source": 1},
+            projection={"_id": 0, "event_id": 1, "source": 1, "label": 1},
         )
-        return {document["event_id"]: document.get("source", "") async for document in cursor}
+        return {document["event_id"]: document async for document in cursor}
 
     async def set_label(self, dataset: str, event_id: str, label: Any, now: datetime) -> Document | None:
         """Attach ``label`` to a stored row; the row as it was before, or None if not stored."""
@@ -213,15 +213,17 @@ class DatasetStore:
             ]
         )
 
-    async def take_pending_labels(self, dataset: str, event_ids: Sequence[str]) -> dict[str, Document]:
-        """The labels waiting for ``event_ids``, removed from the waiting list."""
+    async def pending_labels(self, dataset: str, event_ids: Sequence[str]) -> dict[str, Document]:
+        """The labels waiting for ``event_ids``."""
         if not event_ids:
             return {}
         query = {"dataset": dataset, "event_id": {"$in": list(event_ids)}}
-        found = {document["event_id"]: document async for document in self._pending.find(query)}
-        if found:
-            await self._pending.delete_many({"dataset": dataset, "event_id": {"$in": list(found)}})
-        return found
+        return {document["event_id"]: document async for document in self._pending.find(query)}
+
+    async def drop_pending_labels(self, dataset: str, event_ids: Sequence[str]) -> None:
+        """Forget waiting labels once their rows carry them."""
+        if event_ids:
+            await self._pending.delete_many({"dataset": dataset, "event_id": {"$in": list(event_ids)}})
 
     async def has_pending_labels(self) -> bool:
         return await self._pending.find_one({}, projection={"_id": 1}) is not None
