@@ -4,6 +4,7 @@ REST mirror, started and stopped in order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from fastapi import Request
@@ -46,6 +47,7 @@ class RegistryApp:
         self._http: HttpServer | None = None
         self._ready = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -54,7 +56,9 @@ class RegistryApp:
     async def start(self) -> None:
         settings = self.settings
         self._client = mongo.create_client(settings, "mlops-registry")
-        store = Store(self._client, mongo.database(self._client, settings))
+        store = Store(
+            self._client, mongo.database(self._client, settings), settings.transaction_timeout_seconds
+        )
         await store.ensure_indexes(settings.outbox_retention_seconds)
         key = settings.artifact_signing_key
         artifacts = ArtifactStore(
@@ -121,18 +125,20 @@ class RegistryApp:
     async def _sweep(self, artifacts: ArtifactStore) -> None:
         """Remove what interrupted uploads left behind, now and then periodically."""
         age = timedelta(seconds=self.settings.orphan_age_seconds)
-        while True:
+        while not self._stopping.is_set():
             try:
                 removed = await artifacts.sweep_orphans(age)
                 if removed:
                     log.info("artifact_orphans_removed", count=removed)
             except PyMongoError as exc:
                 log.warning("artifact_sweep_failed", error=repr(exc))
-            await asyncio.sleep(self.settings.orphan_sweep_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.orphan_sweep_seconds)
 
     async def stop(self) -> None:
         """Stop taking calls, let the ones in flight finish, flush the outbox, disconnect."""
         self._ready = False
+        self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

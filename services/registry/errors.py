@@ -4,6 +4,7 @@ each error carries its gRPC status code, its HTTP status and, for bad input, the
 from __future__ import annotations
 
 import grpc
+import pymongo.errors
 
 
 class RegistryError(Exception):
@@ -65,3 +66,28 @@ class TooLarge(RegistryError):
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     http_status = 413
     outcome = "too_large"
+
+
+class Unavailable(RegistryError):
+    """The database cannot be reached: nothing was changed, the call may be retried."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    outcome = "unavailable"
+
+
+class Internal(RegistryError):
+    grpc_code = grpc.StatusCode.INTERNAL
+    http_status = 500
+    outcome = "internal"
+
+
+def from_database(exc: pymongo.errors.PyMongoError) -> RegistryError:
+    """What a database failure means to the caller, without leaking its details."""
+    if (
+        isinstance(exc, pymongo.errors.ConnectionFailure)
+        or exc.timeout
+        or exc.has_error_label("TransientTransactionError")
+    ):
+        return Unavailable("the registry's database is unavailable; retry later")
+    return Internal(f"database error ({type(exc).__name__})")

@@ -11,14 +11,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from pymongo.errors import PyMongoError
 
 from services.common.auth import MethodScopes, Scope, current_principal, current_request_id
+from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
-from services.registry.errors import InvalidArgument, RegistryError
+from services.registry.errors import InvalidArgument, RegistryError, from_database
 from services.registry.metrics import ARTIFACT_BYTES, REQUEST_SECONDS, REQUESTS
 from services.registry.registry import Actor, Registry
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
@@ -64,6 +67,12 @@ async def _answer(method: str, context: grpc.aio.ServicerContext, operation: Cal
         outcome = exc.outcome
         await context.abort(exc.grpc_code, exc.message)
         raise  # abort raises; this keeps type checkers informed
+    except PyMongoError as exc:
+        error = from_database(exc)
+        outcome = error.outcome
+        log.warning("database_error", method=method, error=repr(exc))
+        await context.abort(error.grpc_code, error.message)
+        raise
     finally:
         REQUESTS.labels(method, "grpc", outcome).inc()
         REQUEST_SECONDS.labels(method, "grpc").observe(time.perf_counter() - started)
@@ -232,6 +241,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         except RegistryError as exc:
             outcome = exc.outcome
             await context.abort(exc.grpc_code, exc.message)
+        except PyMongoError as exc:
+            error = from_database(exc)
+            outcome = error.outcome
+            log.warning("database_error", method="DownloadArtifact", error=repr(exc))
+            await context.abort(error.grpc_code, error.message)
         finally:
             REQUESTS.labels("DownloadArtifact", "grpc", outcome).inc()
             REQUEST_SECONDS.labels("DownloadArtifact", "grpc").observe(time.perf_counter() - started)

@@ -22,12 +22,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, ValidationError
+from pymongo.errors import PyMongoError
 
 from services.common.auth import Principal, Scope, TokenVerifier
 from services.common.http import HttpDenialHook, create_app, require_scope
+from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 from services.registry import rest_models as shapes
-from services.registry.errors import InvalidArgument, RegistryError
+from services.registry.errors import InvalidArgument, RegistryError, from_database
 from services.registry.registry import Actor, Registry
 from services.registry.settings import RegistrySettings
 
@@ -51,6 +53,8 @@ else:
         UpdateModelBody,
     )
     from services.registry.rest_models import ModelSpec as ModelSpecBody
+
+log = get_logger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 # Room for the metadata part and multipart framing on top of the largest artifact.
@@ -180,6 +184,11 @@ def create_http_app(
     @app.exception_handler(RegistryError)
     async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
         return _problem(exc)
+
+    @app.exception_handler(PyMongoError)
+    async def database_error(request: Request, exc: PyMongoError) -> JSONResponse:
+        log.warning("database_error", path=request.url.path, error=repr(exc))
+        return _problem(from_database(exc))
 
     @app.middleware("http")
     async def bind_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

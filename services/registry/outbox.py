@@ -40,7 +40,9 @@ class OutboxRelay:
         self._topic = topic
         self._poll_seconds = poll_seconds
         self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._failures = 0
 
     def wake(self) -> None:
         """A change was committed: relay it now rather than at the next poll."""
@@ -53,7 +55,11 @@ class OutboxRelay:
         """Relay what is pending (briefly), then stop; the rest goes out after a restart."""
         if self._task is None:
             return
-        if self._producer is not None:
+        # A flag as well as cancellation: a database call being cancelled may surface as
+        # a database error rather than CancelledError, which the loop would retry.
+        self._stopping.set()
+        self._wakeup.set()
+        if self._producer is not None and self._failures == 0:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.relay_pending(), timeout=5)
         self._task.cancel()
@@ -72,20 +78,20 @@ class OutboxRelay:
         return producer
 
     async def _run(self) -> None:
-        failures = 0
-        while True:
+        while not self._stopping.is_set():
             self._wakeup.clear()
             try:
                 if self._producer is None:
                     self._producer = await self._connect()
                 relayed = await self.relay_pending()
-                failures = 0
+                self._failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
-                log.warning("outbox_relay_failed", error=repr(exc), attempt=failures)
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                self._failures += 1
+                log.warning("outbox_relay_failed", error=repr(exc), attempt=self._failures)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=min(5.0, 0.1 * 2**self._failures))
                 continue
             if relayed:
                 continue

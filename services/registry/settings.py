@@ -53,3 +53,7 @@ class RegistrySettings(ServiceSettings):
     orphan_age_seconds: float = Field(3600.0, ge=60)
     """Age after which unreferenced artifact bytes count as left behind (uploads in progress
     are younger)."""
+
+    transaction_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    """Longest a change may take in the database, conflict retries included; past it the call
+    fails with UNAVAILABLE (503) and nothing is changed."""

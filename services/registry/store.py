@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import pymongo
 from google.protobuf.timestamp_pb2 import Timestamp
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -34,8 +35,14 @@ T = TypeVar("T")
 class Store:
     """The collections, and a way to run a function in one transaction."""
 
-    def __init__(self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document]):
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        db: AsyncDatabase[Document],
+        transaction_timeout: float = 10.0,
+    ):
         self.client = client
+        self._transaction_timeout = transaction_timeout
         self.db = db
         self.models = db["models"]
         self.versions = db["model_versions"]
@@ -83,12 +90,15 @@ class Store:
         """Run ``work`` in one snapshot transaction, retried on transient conflicts.
 
         Concurrent changes to one model all write its document, so they conflict and
-        serialize: a retried attempt re-reads the model and sees the winner's change.
+        serialize: a retried attempt re-reads the model and sees the winner's change. The
+        whole of it, retries included, is bounded (PyMongo's client-side operation timeout),
+        so a database that is away fails the call quickly instead of retrying for minutes.
         """
-        async with self.client.start_session() as session:
-            return await session.with_transaction(
-                work, read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
-            )
+        with pymongo.timeout(self._transaction_timeout):
+            async with self.client.start_session() as session:
+                return await session.with_transaction(
+                    work, read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
+                )
 
 
 def timestamp(value: datetime | None) -> Timestamp:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import grpc
+import httpx
+import pytest
 from bson import ObjectId
 
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
-from services.common.localstack import free_port, start_kafka
+from services.common.localstack import free_port, start_kafka, start_mongo
 from services.common.proto.mlops.v1 import events_pb2
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
@@ -85,3 +88,30 @@ async def test_what_interrupted_uploads_left_behind_is_swept(
     assert await db["artifacts.chunks"].count_documents({"files_id": in_progress}) == 1
     assert (await admin.download_artifact(model_name, 1))[1] == kept
     await db["artifacts.chunks"].delete_many({"files_id": in_progress})
+
+
+async def test_a_database_that_is_away_is_reported_as_unavailable(infra: Infra, model_name: str) -> None:
+    mongo_port = free_port()
+    mongodb = start_mongo(mongo_port, log_path=infra.logs / f"mongodb-{model_name}.log")
+    app = RegistryApp(
+        settings_for(
+            infra, "dbaway", mongodb_uri=f"mongodb://127.0.0.1:{mongo_port}", transaction_timeout_seconds=2
+        )
+    )
+    await app.start()
+    try:
+        token = infra.token(Scope.ADMIN)
+        async with RegistryClient(f"127.0.0.1:{app.grpc_port}", lambda: token) as client:
+            await client.create_model(model_name)
+            mongodb.kill()
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await client.create_model(model_name + "-2")
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as http:
+            response = await http.get(
+                f"/v1/models/{model_name}", headers={"Authorization": f"Bearer {token}"}
+            )
+        assert response.status_code == 503 and "retry" in response.json()["detail"]
+    finally:
+        await app.stop()
+        mongodb.stop()
