@@ -132,7 +132,7 @@ def test_tag_and_metric_limits() -> None:
     ("changes", "field"),
     [
         ({"dataset": ""}, "spec.dataset"),
-        ({"metric": "vibes"}, "spec.metric"),
+        ({"metric": "bad metric"}, "spec.metric"),
         ({"holdout_fraction": 1.0}, "spec.holdout_fraction"),
         ({"time_budget_seconds": -1.0}, "spec.time_budget_seconds"),
         ({"task": 9}, "spec.task"),
