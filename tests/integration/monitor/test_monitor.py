@@ -8,11 +8,14 @@ clock is the wall clock plus an offset the expiry test moves forward, so that te
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -361,6 +364,40 @@ async def test_status_endpoint_needs_the_read_scope(running: Running) -> None:
         metrics = (await client.get("/metrics")).text
         assert 'mlops_monitor_accuracy_ratio{model="dupes",version="1"}' in metrics
         assert "mlops_monitor_label_lag_seconds_bucket" in metrics
+
+
+async def test_mlops_drift_status_shows_the_monitor_report(running: Running) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli.__main__ import app as cli
+
+    runner = CliRunner()
+    url = f"http://127.0.0.1:{running.app.http_port}"
+    token = running.infra.token(Scope.READ)
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(
+            cli, ["drift", "status", "--url", url, "--token", token, *args], env={"COLUMNS": "200"}
+        )
+
+    # The CLI blocks on HTTP: run it off the loop that serves the monitor.
+    as_json = await asyncio.to_thread(invoke, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    report = json.loads(as_json.stdout)
+    dupes = next(m for m in report["models"] if m["model"] == "dupes")
+    assert dupes["versions"][0]["labelled"] == 31
+    assert report["monitors"][0]["assignment"]
+
+    table = await asyncio.to_thread(invoke, "shadowed")
+    assert table.exit_code == 0, table.output
+    assert "shadowed: v2 vs live v1 on 20 shared requests: accuracy 0.750 vs 1.000" in table.stdout
+
+    missing = await asyncio.to_thread(invoke, "no-such-model")
+    assert missing.exit_code == 5
+    denied = await asyncio.to_thread(
+        runner.invoke, cli, ["drift", "status", "--url", url, "--token", running.infra.token(Scope.PREDICT)]
+    )
+    assert denied.exit_code == 4
 
 
 async def test_unmatched_predictions_and_labels_expire_and_are_counted(running: Running) -> None:
