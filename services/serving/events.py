@@ -10,15 +10,14 @@ which never blocks or fails a prediction.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
-from services.common.events import EnvelopeError, IncomingRecord, decode, encode
-from services.common.kafka import BackgroundPublisher
+from services.common.events import EnvelopeError, EnvelopeTemplate, IncomingRecord, OutgoingRecord, decode
 from services.common.logging import get_logger
 from services.common.metrics import PREFIX
 from services.common.proto.mlops.v1 import events_pb2
@@ -116,12 +115,18 @@ class ModelEventsListener:
         self._on_change(event.model_name)
 
 
+class RecordSink(Protocol):
+    """Takes records for the broker without blocking (a :class:`BackgroundPublisher`)."""
+
+    def offer(self, record: OutgoingRecord) -> None: ...
+
+
 class PredictionLog:
     """Turns each served answer into one PredictionRecord on the predictions topic."""
 
-    def __init__(self, publisher: BackgroundPublisher, topic: str):
+    def __init__(self, publisher: RecordSink, topic: str):
         self._publisher = publisher
-        self._topic = topic
+        self._envelope = EnvelopeTemplate(topic, events_pb2.PredictionRecord, source=SOURCE)
 
     def record(
         self,
@@ -144,9 +149,7 @@ class PredictionLog:
             latency_us=int(latency_seconds * 1e6),
             feature_names=predictor.feature_names,
         )
-        occurred_at = Timestamp()
-        occurred_at.GetCurrentTime()
-        message.occurred_at.CopyFrom(occurred_at)
+        message.occurred_at.FromNanoseconds(time.time_ns())
         features = predictor.logged_features(batch.matrix).tolist()
         probabilities = outputs["probabilities"].tolist() if "probabilities" in outputs else None
         labels = outputs["label"].tolist() if "label" in outputs else None
@@ -164,4 +167,4 @@ class PredictionLog:
                 row.label = labels[i]
             if values is not None:
                 row.value = values[i]
-        self._publisher.offer(encode(self._topic, message, source=SOURCE, key=request_id))
+        self._publisher.offer(self._envelope.encode(message, key=request_id))

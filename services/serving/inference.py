@@ -9,8 +9,8 @@ the response path. The gRPC and HTTP adapters translate to and from this module.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -143,7 +143,7 @@ class InferenceService:
             self._observer.request(model_label, version_label, code, time.perf_counter() - started, rows)
             raise
         latency = time.perf_counter() - started
-        request_id = request.id or uuid.uuid4().hex
+        request_id = request.id or os.urandom(16).hex()
         self._observer.request(model_label, version_label, "OK", latency, rows)
         if self._sink is not None:
             self._sink.record(

@@ -1,0 +1,89 @@
+"""One PredictionRecord per request, in the platform's envelope, with every row's answer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.common.events import IncomingRecord, OutgoingRecord, decode, encode
+from services.common.proto.mlops.v1 import events_pb2
+from services.serving.events import PredictionLog
+from services.serving.models import ModelManager
+from services.serving.predictor import FeatureBatch
+from tests.unit.serving.conftest import Fitted
+from tests.unit.serving.test_models import MemoryRegistry
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.records: list[OutgoingRecord] = []
+
+    def offer(self, record: OutgoingRecord) -> None:
+        self.records.append(record)
+
+
+def opened(record: OutgoingRecord) -> events_pb2.PredictionRecord:
+    incoming = IncomingRecord(record.topic, 0, 0, record.key, record.value, tuple(record.headers), 0)
+    return decode(incoming, events_pb2.PredictionRecord).message
+
+
+async def test_records_carry_version_route_rows_and_open_like_any_envelope(classifier: Fitted) -> None:
+    registry = MemoryRegistry()
+    registry.add("iris", 4, classifier)
+    registry.alias("iris", "production", 4)
+    manager = ModelManager(registry)
+    await manager.sync_all()
+    version = manager.route("iris").target
+    sink = Collected()
+    log = PredictionLog(sink, "p.predictions")
+    X = classifier.X[:3]
+    outputs = version.predictor.predict(X)
+    log.record(
+        request_id="req",
+        version=version,
+        route="candidate",
+        shadow=False,
+        batch=FeatureBatch(X),
+        outputs=outputs,
+        latency_seconds=0.0025,
+    )
+    log.record(
+        request_id="one",
+        version=version,
+        route="shadow",
+        shadow=True,
+        batch=FeatureBatch(X[:1], row_ids=("event-9",)),
+        outputs={k: v[:1] for k, v in outputs.items()},
+        latency_seconds=0.001,
+    )
+    first, second = sink.records
+    assert (first.topic, first.key) == ("p.predictions", b"req")
+    record = opened(first)
+    assert (record.model_name, record.model_version, record.route, record.shadow) == (
+        "iris",
+        4,
+        "candidate",
+        False,
+    )
+    assert record.latency_us == 2500 and record.occurred_at.seconds > 0
+    assert list(record.feature_names) == ["f0", "f1", "f2", "f3"]
+    assert [r.id for r in record.rows] == ["req/0", "req/1", "req/2"]
+    np.testing.assert_allclose([list(r.features) for r in record.rows], X)
+    np.testing.assert_allclose([list(r.probabilities) for r in record.rows], outputs["probabilities"])
+    assert [r.label for r in record.rows] == outputs["label"].tolist()
+    shadow = opened(second)
+    assert shadow.shadow and shadow.route == "shadow" and [r.id for r in shadow.rows] == ["event-9"]
+
+    # The hot-path envelope is the one encode() writes, but for its own id and time.
+    headers = dict(first.headers)
+    reference = encode(
+        "p.predictions",
+        record,
+        source="/mlops/serving",
+        key="req",
+        event_id=headers["ce_id"].decode(),
+        time=decode(
+            IncomingRecord("p", 0, 0, first.key, first.value, tuple(first.headers), 0),
+            events_pb2.PredictionRecord,
+        ).time,
+    )
+    assert first == reference
