@@ -12,11 +12,14 @@ import sys
 from pydantic import ValidationError
 
 from services.common.logging import configure_logging, get_logger
-from services.serving.app import run
 from services.serving.settings import ServingSettings
 
 
 async def _serve(settings: ServingSettings) -> None:
+    # Imported once the settings are known to be good: a misconfigured replica fails in
+    # a fraction of a second instead of after loading scikit-learn and gRPC.
+    from services.serving.app import run
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
