@@ -175,6 +175,9 @@ class StackState:
     topic_prefix: str
     started_at: str
     workdir: str
+    pid_started: int = 0
+    """When the supervisor started (clock ticks since boot), so a pid the system has since
+    given to another process is not mistaken for the stack (``mlops down`` signals it)."""
 
     def save(self, path: Path) -> None:
         """Write atomically, readable by the owner only."""
@@ -192,7 +195,16 @@ class StackState:
         return cls(**data)
 
     def supervisor_alive(self) -> bool:
-        return pid_alive(self.pid)
+        return pid_alive(self.pid) and process_started(self.pid) == self.pid_started
+
+
+def process_started(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (0 if it cannot be read)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[-1].split()[19])
 
 
 def pid_alive(pid: int) -> bool:
@@ -388,8 +400,9 @@ class LocalStack:
         return [check_component(c, self.ports, timeout=timeout) for c in (*INFRA, *self.services)]
 
     def state(self, supervisor_pid: int | None = None) -> StackState:
+        pid = supervisor_pid if supervisor_pid is not None else os.getpid()
         return StackState(
-            pid=supervisor_pid if supervisor_pid is not None else os.getpid(),
+            pid=pid,
             ports=self.ports,
             pids={name: p.pid for name, p in self.processes.items()},
             services=list(self.services),
@@ -398,6 +411,7 @@ class LocalStack:
             topic_prefix=self.topic_prefix,
             started_at=(self.started_at or datetime.now(UTC)).isoformat(),
             workdir=str(self.workdir.resolve()),
+            pid_started=process_started(pid),
         )
 
     def __enter__(self) -> LocalStack:

@@ -3,6 +3,7 @@ service gets, start order, secrets, and the state file other commands read."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -168,3 +169,10 @@ def test_only_ingest_gets_the_pseudonymization_key_and_it_survives_restarts(tmp_
     assert stat.S_IMODE((tmp_path / "pseudonymization.key").stat().st_mode) == 0o600
     assert all("INGEST_PSEUDONYMIZATION_KEY" not in first.env_for(s) for s in ALL_SERVICES if s != "ingest")
     assert LocalStack(tmp_path, StackPorts.defaults()).env_for("ingest")["INGEST_PSEUDONYMIZATION_KEY"] == key
+
+
+def test_a_reused_pid_is_not_taken_for_the_stack(tmp_path: Path) -> None:
+    state = LocalStack(tmp_path, StackPorts.free()).state()
+    assert state.pid_started > 0
+    dataclasses.replace(state, pid_started=state.pid_started - 1).save(tmp_path / "stack.json")
+    assert running_stack(tmp_path) is None  # same pid, another process's start time
