@@ -87,6 +87,7 @@ class ServingApp:
             inline_rows=settings.inline_predict_rows,
             retained_versions=settings.retained_versions,
             observer_factory=BatchMetrics,
+            on_change=ServingMetrics.models,
         )
         self.manager = manager
 
@@ -172,7 +173,6 @@ class ServingApp:
                     self._ready = True
                     await self._grpc.set_serving(True)
                     self._synced.set()
-            ServingMetrics.models(self.manager.models)
             await asyncio.sleep(self.settings.resync_interval_seconds if self._ready else RETRY_SECONDS)
 
     async def stop(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from services.common.events import EnvelopeError, EnvelopeTemplate, IncomingRecord, OutgoingRecord, decode
@@ -85,7 +86,13 @@ class ModelEventsListener:
 
     async def _run(self) -> None:
         while True:
-            batches = await self._consumer.getmany(timeout_ms=1000)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000)
+            except KafkaError as exc:
+                # The periodic full read covers what this misses; never stop listening.
+                log.warning("model_events_read_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
             for records in batches.values():
                 for record in records:
                     self._handle(record)

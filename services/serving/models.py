@@ -127,6 +127,8 @@ class ModelManager:
         Versions per model kept in memory after they stop being served.
     observer_factory
         Builds the batch observer (metrics) for a model name and version.
+    on_change
+        Called with the served models after every change.
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class ModelManager:
         observer_factory: ObserverFactory | None = None,
         retry_delay: float = 1.0,
         rng: random.Random | None = None,
+        on_change: Callable[[Mapping[str, ServedModel]], None] | None = None,
     ):
         self._source = source
         self._aliases = tuple(dict.fromkeys([PRODUCTION, *served_aliases]))
@@ -153,6 +156,7 @@ class ModelManager:
         self._observer_factory = observer_factory or (lambda name, version: BatchObserver())
         self._retry_delay = retry_delay
         self._rng = rng or random.Random()
+        self._on_change = on_change or (lambda models: None)
         self._models: dict[str, ServedModel] = {}
         self._cache: dict[tuple[str, int], LoadedVersion] = {}
         self._recent: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
@@ -388,12 +392,14 @@ class ModelManager:
 
     async def _publish(self, model: ServedModel) -> None:
         self._models[model.name] = model
+        self._on_change(self._models)
         async with self.changed:
             self.changed.notify_all()
 
     async def _remove(self, name: str, reason: str) -> None:
         if self._models.pop(name, None) is not None:
             log.info("model_unserved", model=name, reason=reason)
+            self._on_change(self._models)
             async with self.changed:
                 self.changed.notify_all()
         for key in [k for k in self._cache if k[0] == name]:
