@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from services.common.events import OutgoingRecord, Topics, encode
+from services.common.events import EnvelopeTemplate, OutgoingRecord, Topics
 from services.common.kafka import publish
 from services.common.mongo import Document
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema
@@ -169,7 +169,8 @@ class IngestPipeline:
         self._store = store
         self._catalog = catalog
         self._producer = producer
-        self._topics = topics
+        self._feature_envelope = EnvelopeTemplate(topics.features, FeatureRow, source=SOURCE)
+        self._label_envelope = EnvelopeTemplate(topics.labels, LabelRecord, source=SOURCE)
         self._max_event_bytes = max_event_bytes
         self._pending_label_seconds = pending_label_seconds
         self._clock = clock
@@ -286,7 +287,7 @@ class IngestPipeline:
     def _row_records(self, row: _Row, now: datetime) -> list[OutgoingRecord]:
         """The ``FeatureRow`` of a stored row, and its ``LabelRecord`` when it has a label."""
         key = row.event.entity_id or row.event.event_id
-        records = [encode(self._topics.features, feature_row(row.event, row.schema), source=SOURCE, key=key)]
+        records = [self._feature_envelope.encode(feature_row(row.event, row.schema), key=key, time=now)]
         if row.event.label is not None:
             records.append(self._label_record(row.event, row.schema.name, now))
         return records
@@ -364,7 +365,7 @@ class IngestPipeline:
         if event.event_time is not None:
             record.event_time.FromDatetime(event.event_time)
         record.ingested_at.FromDatetime(now)
-        return encode(self._topics.labels, record, source=SOURCE, key=event.event_id)
+        return self._label_envelope.encode(record, key=event.event_id, time=now)
 
     async def redact_undecided(self, decoded: Decoded) -> bytes | None:
         """The body a dead letter must carry for ``decoded`` when it failed outside validation."""
