@@ -23,7 +23,7 @@ import numpy as np
 from services.serving.errors import InferenceError, InvalidInput, Overloaded
 from services.serving.predictor import Outputs
 
-SETTLE_TURNS = 8
+SETTLE_TURNS = 4
 PredictFn = Callable[[np.ndarray[Any, Any]], Outputs]
 
 

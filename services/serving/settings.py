@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -33,8 +35,9 @@ class ServingSettings(ServiceSettings):
     """Largest request accepted, in bytes, on gRPC and HTTP; larger is RESOURCE_EXHAUSTED (HTTP 413)."""
 
     served_aliases: tuple[str, ...] = ("production", "candidate")
-    """Aliases whose versions are loaded. A model is served while it has a ``production`` alias;
-    the others are loaded beside it for canary, shadow and explicit alias routing."""
+    """Aliases whose versions are loaded (JSON list in the environment). A model is served while
+    it has a ``production`` alias; the others are loaded beside it for canary, shadow and
+    explicit alias routing."""
 
     max_batch_rows: int = Field(64, ge=1)
     """Default largest micro-batch (rows) handed to one predict call; a model's tag
@@ -63,7 +66,7 @@ class ServingSettings(ServiceSettings):
     back from a busy event loop, once or more per call; at 5 ms that wait, not the model,
     bounds the predict rate."""
 
-    default_rollout: str = Field("none", pattern="^(none|canary|shadow)$")
+    default_rollout: Literal["none", "canary", "shadow"] = "none"
     """Rollout for a model whose tags do not say: ``none`` (candidate only on request),
     ``canary`` or ``shadow``."""
 
