@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from typer.testing import CliRunner
+
+from services.cli.__main__ import app as mlops
 from services.common.artifacts import sha256_hex
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
@@ -19,35 +22,33 @@ from tests.integration.registry.helpers import metadata, random_artifact
 
 
 class Cli:
+    """Runs ``mlops models ...`` in a worker thread with its own event loop, as the console
+    script does, while the registry keeps serving on the test's loop. (A process per call
+    would cost over a second of start-up each; one test below runs the real process.)"""
+
     def __init__(self, address: str, token: str, stack_dir: Path):
         self.env = {
-            **os.environ,
             "MLOPS_REGISTRY_ADDRESS": address,
             "MLOPS_TOKEN": token,
             "MLOPS_STACK_DIR": str(stack_dir),
-            "COLUMNS": "200",
         }
+        self.runner = CliRunner()
 
     async def __call__(self, *args: str, token: str | None = None) -> tuple[int, str, str]:
         env = dict(self.env, MLOPS_TOKEN=token) if token else self.env
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.cli",
-            "models",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        result = await asyncio.to_thread(
+            self.runner.invoke, mlops, ["models", *args], env=env, terminal_width=200
         )
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode is not None
-        return process.returncode, out.decode(), err.decode()
+        return result.exit_code, result.stdout, result.stderr
 
     async def json(self, *args: str) -> Any:
         code, out, err = await self(*args, "--json")
         assert code == 0, err
-        return json.loads(out)
+        # The registry under test shares the process: its log lines land in the captured
+        # stdout too. The command's document is the line that is one.
+        documents = [line for line in out.splitlines() if line.startswith(("{", "["))]
+        assert len(documents) == 1, out
+        return json.loads(documents[0])
 
 
 async def test_an_operator_session(
@@ -100,14 +101,40 @@ async def test_exit_codes_say_what_went_wrong(
     registry_app: RegistryApp, infra: Infra, model_name: str, tmp_path: Path
 ) -> None:
     cli = Cli(f"127.0.0.1:{registry_app.grpc_port}", infra.token(Scope.READ, subject="viewer"), tmp_path)
-    results = await asyncio.gather(
-        cli("get", model_name, "--version", "1"),
-        cli("register", model_name),
-        cli("list", token="garbage"),
-        cli("get", "bad/name", "--version", "1"),
-        cli("search", "--metric", "accuracy~1"),
+    outcomes = [
+        await cli("get", model_name, "--version", "1"),
+        await cli("register", model_name),
+        await cli("list", token="garbage"),
+        await cli("get", "bad/name", "--version", "1"),
+        await cli("search", "--metric", "accuracy~1"),
+        await Cli("127.0.0.1:1", infra.token(Scope.READ), tmp_path)("list"),
+    ]
+    assert [code for code, _, _ in outcomes] == [5, 4, 4, 2, 2, 3], [err for _, _, err in outcomes]
+
+
+async def test_the_console_script_runs_as_its_own_process(
+    registry_app: RegistryApp, infra: Infra, admin: RegistryClient, model_name: str, tmp_path: Path
+) -> None:
+    await admin.create_model(model_name, tags={"team": "ops"})
+    env = {
+        **os.environ,
+        "MLOPS_REGISTRY_ADDRESS": f"127.0.0.1:{registry_app.grpc_port}",
+        "MLOPS_TOKEN": infra.token(Scope.READ),
+        "MLOPS_STACK_DIR": str(tmp_path),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "models",
+        "list",
+        "--tag",
+        "team=ops",
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert [code for code, _, _ in results] == [5, 4, 4, 2, 2], [err for _, _, err in results]
-    unreachable = Cli("127.0.0.1:1", infra.token(Scope.READ), tmp_path)
-    code, _, _ = await unreachable("list")
-    assert code == 3
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert model_name in [m["name"] for m in json.loads(out)]
