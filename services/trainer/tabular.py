@@ -84,15 +84,26 @@ def _category(value: FeatureValue) -> object:
 def feature_matrix(rows: Sequence[FeatureRow], features: Sequence[Feature]) -> np.ndarray:
     """The feature matrix of ``rows`` (see the module docstring for its layout)."""
     categorical = any(f.kind is FeatureKind.CATEGORICAL for f in features)
-    matrix = np.empty((len(rows), len(features)), dtype=object if categorical else np.float64)
-    for i, row in enumerate(rows):
-        for j, feature in enumerate(features):
-            if feature.name not in row.features:
-                matrix[i, j] = math.nan
-            elif feature.kind is FeatureKind.NUMERIC:
-                matrix[i, j] = _number(row.features[feature.name], feature.name, row.event_id)
-            else:
-                matrix[i, j] = _category(row.features[feature.name])
+    numeric = [f.kind is FeatureKind.NUMERIC for f in features]
+    names = [f.name for f in features]
+    cells: list[list[object]] = []
+    for row in rows:
+        values = row.features
+        cells.append(
+            [
+                math.nan
+                if name not in values
+                else _number(values[name], name, row.event_id)
+                if is_numeric
+                else _category(values[name])
+                for name, is_numeric in zip(names, numeric, strict=True)
+            ]
+        )
+    dtype = object if categorical else np.float64
+    if not cells:
+        return np.empty((0, len(features)), dtype=dtype)
+    matrix = np.empty((len(cells), len(features)), dtype=dtype)
+    matrix[:] = cells
     return matrix
 
 
