@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import pymongo
@@ -77,7 +77,7 @@ class Store:
         )
         await self.outbox.create_indexes(
             [
-                IndexModel([("sent_at", ASCENDING), ("created_at", ASCENDING)]),
+                IndexModel([("relayed_at", ASCENDING), ("created_at", ASCENDING)]),
                 IndexModel(
                     [("relayed_at", ASCENDING)],
                     expireAfterSeconds=outbox_retention_seconds,
@@ -230,7 +230,3 @@ def decode_page_token(token: str, fields: Mapping[str, type]) -> dict[str, Any] 
         if not isinstance(position[name], kind) or isinstance(position[name], bool):
             raise InvalidArgument("page_token: not a token this API returned", field="page_token")
     return position
-
-
-def retention(seconds: int) -> timedelta:
-    return timedelta(seconds=seconds)
