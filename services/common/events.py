@@ -205,7 +205,10 @@ class EnvelopeTemplate:
         key: str | bytes | None,
         event_id: str | None = None,
         time: datetime | None = None,
+        serialized_fields: bytes = b"",
     ) -> OutgoingRecord:
+        """``serialized_fields``: more fields of ``message``, already in wire format, written
+        after it (protobuf merges concatenated encodings; repeated fields append)."""
         if type_name(message) != self._type:
             raise TypeError(f"this template encodes {self._type}, not {type_name(message)}")
         headers = list(self._headers)
@@ -217,7 +220,7 @@ class EnvelopeTemplate:
         )
         return OutgoingRecord(
             topic=self._topic,
-            value=message.SerializeToString(),
+            value=message.SerializeToString() + serialized_fields,
             key=key.encode() if isinstance(key, str) else key,
             headers=[*headers, *trace_headers()],
         )

@@ -24,6 +24,7 @@ from services.serving.grpc_api import SERVICE_NAME, InferenceServicer, ServingAu
 from services.serving.inference import InferenceService
 from services.serving.metrics import BatchMetrics, ServingMetrics
 from services.serving.models import ModelManager
+from services.serving.predictor import configure_predict_thread
 from services.serving.routing import ModelPolicy, Rollout
 from services.serving.settings import ServingSettings
 
@@ -71,7 +72,7 @@ class ServingApp:
             settings.registry_address, ServiceCredentials(secret, SERVICE, [Scope.READ])
         )
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            settings.predict_threads, thread_name_prefix="predict"
+            settings.predict_threads, thread_name_prefix="predict", initializer=configure_predict_thread
         )
         manager = ModelManager(
             self._registry,

@@ -10,10 +10,12 @@ which never blocks or fails a prediction.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
@@ -157,21 +159,91 @@ class PredictionLog:
             feature_names=predictor.feature_names,
         )
         message.occurred_at.FromNanoseconds(time.time_ns())
-        features = predictor.logged_features(batch.matrix).tolist()
-        probabilities = outputs["probabilities"].tolist() if "probabilities" in outputs else None
-        labels = outputs["label"].tolist() if "label" in outputs else None
-        values = outputs["value"].tolist() if "value" in outputs else None
-        rows = batch.rows
-        for i in range(rows):
-            if batch.row_ids is not None:
-                row_id = batch.row_ids[i]
-            else:
-                row_id = request_id if rows == 1 else f"{request_id}/{i}"
-            row = message.rows.add(id=row_id, features=features[i])
-            if probabilities is not None:
-                row.probabilities.extend(probabilities[i])
-            if labels is not None:
-                row.label = labels[i]
-            if values is not None:
-                row.value = values[i]
-        self._publisher.offer(self._envelope.encode(message, key=request_id))
+        rows = encode_rows(
+            request_id,
+            batch.row_ids,
+            predictor.logged_features(batch.matrix),
+            outputs.get("probabilities"),
+            outputs.get("label"),
+            outputs.get("value"),
+        )
+        self._publisher.offer(self._envelope.encode(message, key=request_id, serialized_fields=rows))
+
+
+def encode_rows(
+    request_id: str,
+    row_ids: Sequence[str] | None,
+    features: np.ndarray[Any, Any],
+    probabilities: np.ndarray[Any, Any] | None,
+    labels: np.ndarray[Any, Any] | None,
+    values: np.ndarray[Any, Any] | None,
+) -> bytes:
+    """``PredictionRecord.rows`` in protobuf's wire format, written straight from the arrays.
+
+    Building one ``PredictedRow`` object per row cost a 64-row request about a quarter of
+    its predict time; the rows' numbers are little-endian doubles already, so each row is a
+    few slices of two buffers. The result is byte for byte what protobuf writes for the
+    same rows (``tests/unit/serving/test_prediction_log.py`` holds it to that).
+    """
+    count, width = features.shape
+    feature_bytes = np.ascontiguousarray(features, dtype="<f8").tobytes()
+    feature_stride = 8 * width
+    # Every row repeats this layout; only its id, label and value differ.
+    fixed = [b"\x12" + _varint(feature_stride)]
+    probability_bytes = b""
+    probability_stride = 0
+    if probabilities is not None:
+        probability_bytes = np.ascontiguousarray(probabilities, dtype="<f8").tobytes()
+        probability_stride = 8 * probabilities.shape[1]
+        fixed.append(b"\x1a" + _varint(probability_stride))
+    fixed_length = sum(map(len, fixed)) + feature_stride + probability_stride
+    label_list = labels.tolist() if labels is not None else None
+    value_list = values.tolist() if values is not None else None
+    label_fields: dict[str, bytes] = {}
+    parts: list[bytes] = []
+    for i in range(count):
+        if row_ids is not None:
+            id_field = _text(1, row_ids[i])
+        else:
+            id_field = _text(1, request_id if count == 1 else f"{request_id}/{i}")
+        row = [id_field, fixed[0], feature_bytes[i * feature_stride : (i + 1) * feature_stride]]
+        if probabilities is not None:
+            row += [fixed[1], probability_bytes[i * probability_stride : (i + 1) * probability_stride]]
+        length = len(id_field) + fixed_length
+        if label_list is not None:
+            label = label_list[i]
+            field = label_fields.get(label)
+            if field is None:
+                field = label_fields[label] = _text(4, label)
+            row.append(field)
+            length += len(field)
+        if value_list is not None and value_list[i] != 0.0:
+            row.append(b"\x29" + struct.pack("<d", value_list[i]))
+            length += 9
+        parts += [_ROW_TAG, _varint(length), *row]
+    return b"".join(parts)
+
+
+_ROW_TAG = b"\x4a"  # PredictionRecord.rows: field 9, length-delimited
+
+
+def _text(field: int, value: str) -> bytes:
+    """A string field (omitted when empty, as proto3 does)."""
+    if not value:
+        return b""
+    encoded = value.encode()
+    return bytes([field << 3 | 2]) + _varint(len(encoded)) + encoded
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]

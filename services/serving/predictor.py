@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sklearn
 
 from services.common.proto.mlops.v1 import model_pb2
 from services.common.values import label_text
@@ -23,6 +24,16 @@ ROW_IDS_INPUT = "row_ids"
 """Optional BYTES input naming each row, so each logged row can be joined with its label."""
 
 Outputs = dict[str, np.ndarray[Any, Any]]
+
+
+def configure_predict_thread() -> None:
+    """Settings for a thread that runs predict calls (pass as the executor's initializer).
+
+    scikit-learn checks every input for NaN and infinity; serving has already checked them
+    against the signature (refused, or allowed because the model handles them), so the
+    check is skipped. scikit-learn's configuration is per thread: this touches no other.
+    """
+    sklearn.set_config(assume_finite=True)
 
 
 class SignatureError(ValueError):

@@ -197,12 +197,18 @@ def decode_bytes_elements(name: str, raw: bytes, count: int) -> np.ndarray[Any, 
 
 
 def encode_bytes_elements(values: Sequence[bytes | str]) -> bytes:
-    """The raw form of BYTES elements (what :func:`decode_bytes_elements` reads)."""
+    """The raw form of BYTES elements (what :func:`decode_bytes_elements` reads).
+
+    Outputs repeat a few values (class labels), so each distinct value is prefixed once.
+    """
+    prefixed: dict[bytes | str, bytes] = {}
     parts = []
     for value in values:
-        encoded = value.encode() if isinstance(value, str) else value
-        parts.append(_LENGTH.pack(len(encoded)))
-        parts.append(encoded)
+        part = prefixed.get(value)
+        if part is None:
+            encoded = value.encode() if isinstance(value, str) else value
+            part = prefixed[value] = _LENGTH.pack(len(encoded)) + encoded
+        parts.append(part)
     return b"".join(parts)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from services.common.events import IncomingRecord, OutgoingRecord, decode, encode
 from services.common.proto.mlops.v1 import events_pb2
-from services.serving.events import PredictionLog
+from services.serving.events import PredictionLog, encode_rows
 from services.serving.models import ModelManager
 from services.serving.predictor import FeatureBatch
 from tests.unit.serving.conftest import Fitted
@@ -87,3 +88,65 @@ async def test_records_carry_version_route_rows_and_open_like_any_envelope(class
         ).time,
     )
     assert first == reference
+
+
+def reference_rows(
+    request_id: str,
+    row_ids: list[str] | None,
+    features: np.ndarray,
+    probabilities: np.ndarray | None,
+    labels: np.ndarray | None,
+    values: np.ndarray | None,
+) -> bytes:
+    """What protobuf itself writes for the same rows."""
+    record = events_pb2.PredictionRecord()
+    for i in range(features.shape[0]):
+        row = record.rows.add(
+            id=row_ids[i] if row_ids else (request_id if len(features) == 1 else f"{request_id}/{i}")
+        )
+        row.features.extend(features[i].tolist())
+        if probabilities is not None:
+            row.probabilities.extend(probabilities[i].tolist())
+        if labels is not None:
+            row.label = labels[i]
+        if values is not None:
+            row.value = float(values[i])
+    return record.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["one row", "classifier batch", "named rows", "regression", "text categories", "wide and long"],
+)
+def test_rows_are_written_byte_for_byte_as_protobuf_writes_them(case: str) -> None:
+    rng = np.random.default_rng(3)
+    row_ids: list[str] | None = None
+    probabilities = labels = values = None
+    request_id = "req-\u00e9"
+    if case == "one row":
+        features = rng.normal(size=(1, 4))
+        probabilities = rng.random((1, 2))
+        labels = np.array(["1"], dtype=object)
+    elif case == "classifier batch":
+        features = rng.normal(size=(64, 20))
+        probabilities = rng.random((64, 3))
+        labels = np.array(["a", "bb", "a"] * 21 + [""], dtype=object)
+    elif case == "named rows":
+        features = rng.normal(size=(3, 2))
+        row_ids = ["e1", "", "\u4e8b\u4ef6"]
+        probabilities = rng.random((3, 2))
+        labels = np.array(["x", "y", "x"], dtype=object)
+    elif case == "regression":
+        features = rng.normal(size=(4, 3))
+        values = np.array([1.5, 0.0, -2.25, 1e300])
+    elif case == "text categories":
+        features = np.array([[0.5, np.nan], [np.inf, np.nan]])
+        probabilities = rng.random((2, 2))
+        labels = np.array(["no", "yes"], dtype=object)
+    else:
+        features = rng.normal(size=(2, 300))
+        request_id = "r" * 300
+        probabilities = rng.random((2, 2))
+        labels = np.array(["0", "1"], dtype=object)
+    ours = encode_rows(request_id, row_ids, features, probabilities, labels, values)
+    assert ours == reference_rows(request_id, row_ids, features, probabilities, labels, values)

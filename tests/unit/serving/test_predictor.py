@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 import pytest
+import sklearn
 
 from services.common.proto.mlops.v1 import model_pb2
 from services.serving.errors import InvalidInput, TooLarge
-from services.serving.predictor import Predictor, SignatureError
+from services.serving.predictor import Predictor, SignatureError, configure_predict_thread
 from services.serving.tensors import Tensor, encode_bytes_elements, from_raw
 from tests.unit.serving.conftest import Fitted, classifier_signature
 
@@ -152,3 +155,9 @@ def test_signatures_that_do_not_fit_the_estimator_are_refused(classifier: Fitted
         Predictor("m", 1, classifier.estimator, classifier_signature(5, ["0", "1", "2"]))
     with pytest.raises(SignatureError, match="names no features"):
         Predictor("m", 1, classifier.estimator, model_pb2.Signature())
+
+
+def test_predict_threads_skip_sklearns_finiteness_check_and_no_other_thread_does() -> None:
+    with concurrent.futures.ThreadPoolExecutor(1, initializer=configure_predict_thread) as pool:
+        assert pool.submit(lambda: sklearn.get_config()["assume_finite"]).result() is True
+    assert sklearn.get_config()["assume_finite"] is False
