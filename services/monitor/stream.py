@@ -183,6 +183,9 @@ class MonitorStreams:
             broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
             broker_request_timeout=max(30.0, settings.session_timeout_seconds),
             producer_acks=-1,
+            # A few ms of linger turn a batch's dozen sends into one request: on a busy host
+            # every request is a wake-up of the broker and a context switch away.
+            producer_linger=0.005,
             producer_max_request_size=8 * 1024 * 1024,
             consumer_max_fetch_size=8 * 1024 * 1024,
             key_serializer="raw",
