@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 from services.cli.__main__ import app
 from services.cli.output import ExitCode
 from services.common.auth import Scope
+from services.common.events import Topics
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
 from tests.integration.ingest.conftest import Ingest, orders_schema
 
@@ -76,6 +77,12 @@ async def test_register_list_show_window_and_quality(ingest: Ingest, dataset: st
         dataset,
     )
     expected = await asyncio.wait_for(_window_of(ingest, dataset, 3), 20)
+    # The refused event may sit on another partition than the rows: wait for its dead letter.
+    await ingest.tap.wait_for(
+        Topics.dlq(ingest.topics.raw_events),
+        lambda r: b'"bad"' in (r.value or b"") and dataset.encode() in (r.value or b""),
+        1,
+    )
     rows_file = tmp_path / "rows.jsonl"
     shown_window = await mlops(ingest, tmp_path, "window", dataset, "--out", str(rows_file), "--json")
     assert shown_window.exit_code == 0, shown_window.output
