@@ -12,6 +12,7 @@ from services.common.http import HttpServer
 from services.common.kafka import ensure_topics
 from services.common.logging import get_logger
 from services.monitor import http_api
+from services.monitor.alerts import WebhookAlerter
 from services.monitor.drift import DriftMonitor
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
@@ -31,6 +32,7 @@ class MonitorApp:
         self.http_port = 0
         self.monitor = DriftMonitor(settings.policy())
         self.streams: MonitorStreams | None = None
+        self.alerter: WebhookAlerter | None = None
         self._http: HttpServer | None = None
 
     @property
@@ -40,7 +42,14 @@ class MonitorApp:
     async def start(self) -> None:
         settings = self.settings
         topics = Topics(settings.topic_prefix)
-        self.streams = MonitorStreams(settings, self.monitor, clock=self._clock)
+        if settings.alert_webhook_url is not None:
+            self.alerter = WebhookAlerter(
+                settings.alert_webhook_url.get_secret_value(),
+                settings.alert_webhook_schemes,
+                allow_private=settings.alert_webhook_allow_private,
+            )
+            await self.alerter.start()
+        self.streams = MonitorStreams(settings, self.monitor, clock=self._clock, alerter=self.alerter)
         consumed = [topics.predictions, topics.labels, topics.model_events]
         await ensure_topics(
             settings.kafka_bootstrap_servers,
@@ -72,6 +81,8 @@ class MonitorApp:
             await self.streams.stop()
         if self._http is not None:
             await self._http.stop()
+        if self.alerter is not None:
+            await self.alerter.stop()
         log.info("monitor_stopped")
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -167,3 +169,40 @@ def train_request_record(topic: str, request: RetrainRequest) -> OutgoingRecord:
         requested_by=REQUESTED_BY,
     )
     return encode(topic, message, source=SOURCE, key=request.model, event_id=request_id)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def drift_alert(drift: Drift) -> dict[str, Any]:
+    """What a webhook receives for a drift event."""
+    change = drift.change
+    return {
+        "type": "drift",
+        "id": drift.id,
+        "model": drift.model,
+        "version": drift.version,
+        "kind": drift.kind,
+        "detector": drift.detector,
+        "feature": drift.feature,
+        "statistic": change.statistic,
+        "reference_statistic": change.reference_statistic,
+        "window_size": change.window_size,
+        "sample_index": change.sample_index,
+        "onset_time": _iso(change.onset_time),
+        "detected_at": _iso(drift.detected_at),
+    }
+
+
+def retrain_alert(request: RetrainRequest) -> dict[str, Any]:
+    """What a webhook receives when the monitor asks for a retrain."""
+    return {
+        "type": "retrain_requested",
+        "model": request.model,
+        "parent_version": request.parent_version,
+        "idempotency_key": request.idempotency_key,
+        "drift_event_id": request.drift_event_id,
+        "onset_time": _iso(request.onset_time),
+        "requested_at": _iso(request.requested_at),
+    }

@@ -60,3 +60,9 @@ JOIN_EXPIRED = Counter(
     ["kind"],
 )
 JOIN_PENDING = Gauge(f"{PREFIX}_join_entries", "Row ids held by this process's join table.")
+ALERTS = Counter(
+    f"{PREFIX}_alerts_total",
+    "Webhook alerts by outcome: delivered, rejected (4xx), failed (after retries), refused "
+    "(the target resolved to a forbidden address), dropped (queue full).",
+    ["outcome"],
+)

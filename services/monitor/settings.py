@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.monitor.alerts import check_url_syntax
 from services.monitor.detectors import DetectorSpec
 from services.monitor.policy import MonitorPolicy
 
@@ -89,6 +90,16 @@ class MonitorSettings(ServiceSettings):
     batch_seconds: float = Field(0.01, gt=0, le=5)
     """Longest a record waits for its batch to fill: the delay each stage may add."""
 
+    alert_webhook_url: SecretStr | None = None
+    """Where to POST a JSON alert on every drift event and retrain request; unset: no alerts.
+    Secret because such URLs often carry a token. The host must resolve to public addresses only."""
+
+    alert_webhook_schemes: list[str] = Field(default_factory=lambda: ["https"])
+    """URL schemes the webhook may use (add ``http`` knowingly: alerts then travel in clear)."""
+
+    alert_webhook_allow_private: bool = False
+    """Allow a webhook on a loopback, private or link-local address (development only)."""
+
     commit_interval_seconds: float = Field(1.0, gt=0)
     """How often consumed offsets are committed (after their effects are flushed)."""
 
@@ -102,8 +113,10 @@ class MonitorSettings(ServiceSettings):
     """A monitor process silent this long leaves the group and its partitions move."""
 
     @model_validator(mode="after")
-    def _detectors_build(self) -> MonitorSettings:
+    def _checked(self) -> MonitorSettings:
         self.policy()
+        if self.alert_webhook_url is not None:
+            check_url_syntax(self.alert_webhook_url.get_secret_value(), self.alert_webhook_schemes)
         return self
 
     def consumer_group(self) -> str:

@@ -39,13 +39,16 @@ from services.common.events import EnvelopeError, IncomingRecord, Topics
 from services.common.kafka import DeadLetter
 from services.common.logging import get_logger
 from services.monitor import metrics
+from services.monitor.alerts import WebhookAlerter
 from services.monitor.changelog import BatchedChangelogTable
 from services.monitor.drift import Decision, Drift, DriftMonitor
 from services.monitor.events import (
+    drift_alert,
     drift_record,
     label_from,
     live_version_from,
     predictions_from,
+    retrain_alert,
     train_request_record,
 )
 from services.monitor.join import ExpiryQueue, JoinEntry, JoinResult, add_label, add_prediction, partition_of
@@ -150,13 +153,20 @@ class MonitorStreams:
         The domain object that every joined sample goes to.
     clock
         Wall-clock time in epoch seconds (replaceable in tests).
+    alerter
+        Told about every drift event and retrain request, when a webhook is configured.
     """
 
     def __init__(
-        self, settings: MonitorSettings, monitor: DriftMonitor, clock: Callable[[], float] = time.time
+        self,
+        settings: MonitorSettings,
+        monitor: DriftMonitor,
+        clock: Callable[[], float] = time.time,
+        alerter: WebhookAlerter | None = None,
     ):
         self.settings = settings
         self.monitor = monitor
+        self._alerter = alerter
         self.topics = Topics(settings.topic_prefix)
         self.join_topic = f"{self.topics.prefix}.monitor.join"
         self.samples_topic = f"{self.topics.prefix}.monitor.samples"
@@ -432,6 +442,7 @@ class MonitorStreams:
         for decision in decisions:
             if isinstance(decision, Drift):
                 out = drift_record(self.topics.drift, decision)
+                alert = drift_alert(decision)
                 metrics.DRIFTS.labels(
                     decision.model, str(decision.version), decision.kind, decision.detector, decision.feature
                 ).inc()
@@ -447,6 +458,7 @@ class MonitorStreams:
                 )
             elif isinstance(decision, RetrainRequest):
                 out = train_request_record(self.topics.train_requests, decision)
+                alert = retrain_alert(decision)
                 metrics.RETRAINS.labels(decision.model).inc()
                 log.info(
                     "retrain_requested",
@@ -456,6 +468,8 @@ class MonitorStreams:
                 )
             await self.app.producer.send(out.topic, out.key, out.value, None, None, list(out.headers))
             self._save(decision.model)
+            if self._alerter is not None:
+                self._alerter.offer(alert)
 
     def _export_quality(self, sample: LabelledSample) -> None:
         prediction = sample.prediction

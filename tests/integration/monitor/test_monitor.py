@@ -20,9 +20,12 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from pydantic import SecretStr
 
 from services.common.auth import Scope
 from services.common.events import Topics, decode, encode
+from services.common.http import HttpServer
 from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, DLQ_ORIGINAL_OFFSET, create_producer
 from services.common.proto.mlops.v1 import events_pb2
 from services.monitor.app import MonitorApp
@@ -60,6 +63,7 @@ class Running:
     producer: AIOKafkaProducer
     clock: Clock
     infra: Infra
+    alerts: list[dict[str, Any]]
 
     def version(self, model: str, version: int) -> dict[str, object] | None:
         for entry in self.app.monitor.status():
@@ -84,6 +88,17 @@ class Running:
 @pytest.fixture(scope="module")
 async def running(infra: Infra) -> AsyncIterator[Running]:
     topics = Topics(prefix=f"mon{random.randrange(16**8):08x}")
+    # A webhook receiver on loopback (allowed here explicitly; refused by default).
+    alerts: list[dict[str, Any]] = []
+    receiver = FastAPI()
+
+    @receiver.post("/hook")
+    async def hook(body: dict[str, Any]) -> dict[str, str]:
+        alerts.append(body)
+        return {"status": "ok"}
+
+    webhook = HttpServer(receiver, "127.0.0.1", 0)
+    await webhook.start()
     settings = MonitorSettings(
         MLOPS_KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
         MLOPS_TOPIC_PREFIX=topics.prefix,
@@ -94,6 +109,9 @@ async def running(infra: Infra) -> AsyncIterator[Running]:
         cooldown_seconds=3600,
         retrain_min_samples=MIN_SAMPLES,
         commit_interval_seconds=0.2,
+        alert_webhook_url=SecretStr(f"http://127.0.0.1:{webhook.port}/hook"),
+        alert_webhook_schemes=["http"],
+        alert_webhook_allow_private=True,
     )
     clock = Clock()
     app = MonitorApp(settings, clock=clock)
@@ -101,10 +119,11 @@ async def running(infra: Infra) -> AsyncIterator[Running]:
     await producer.start()
     await app.start()
     try:
-        yield Running(app, topics, producer, clock, infra)
+        yield Running(app, topics, producer, clock, infra, alerts)
     finally:
         await app.stop()
         await producer.stop()
+        await webhook.stop()
 
 
 def drifting_stream(
@@ -180,6 +199,15 @@ async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(runnin
     assert request.requested_by == "service:monitor"
     assert request.idempotency_key and request.request_id
     assert not request.HasField("spec")
+
+    # The webhook heard about both.
+    def alerted(kind: str) -> list[dict[str, Any]]:
+        return [a for a in running.alerts if a["type"] == kind and a["model"] == model]
+
+    await wait_for(lambda: alerted("drift") and alerted("retrain_requested"), WAIT, "the webhook alerts")
+    assert alerted("drift")[0]["id"] == first.event_id
+    assert alerted("drift")[0]["kind"] == "concept"
+    assert alerted("retrain_requested")[0]["idempotency_key"] == request.idempotency_key
 
     status = running.version(model, 1)
     assert status is not None
