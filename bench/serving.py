@@ -10,6 +10,10 @@ reports requests/s, rows/s, p50 and p99, next to the floor measured in this run:
 model's own ``predict_proba`` rate in this process, one call per request. The single-row
 scenario at concurrency 32 and the 64-row one are repeated with logging off, to price it.
 
+For scale, the same load runs against a bare grpc.aio server that answers every ModelInfer
+with a canned two-output response and does nothing else: the transport floor, the most
+any Python gRPC server can do on this machine in this run.
+
 Targets (issue 3): single rows at concurrency 32 at least 5x the in-process single-row
 rate with p99 under 25 ms; 64-row requests at least 70% of the in-process rows/s;
 logging costs under 10%.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +42,7 @@ from services.cli.stack import LocalStack, StackPorts
 from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata, mint_token
 from services.common.clients.registry import RegistryClient
+from services.common.localstack import free_port, port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
@@ -180,6 +186,62 @@ async def load(
     return Result(rows, concurrency, logging, len(latencies), errors, elapsed, float(p50), float(p99))
 
 
+async def serve_canned(port: int) -> None:
+    """A gRPC server that answers ModelReady and ModelInfer like serving does (same sizes),
+    without routing, checking, predicting or logging."""
+    answer = oip.ModelInferResponse(model_name=MODEL, model_version="1")
+    answer.outputs.add(name="probabilities", datatype="FP64", shape=[1, 2])
+    answer.outputs.add(name="label", datatype="BYTES", shape=[1])
+    answer.raw_output_contents.extend([np.zeros(2).tobytes(), b"\x01\x00\x00\x000"])
+    ready = oip.ModelReadyResponse(ready=True)
+
+    async def model_infer(
+        request: oip.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> oip.ModelInferResponse:
+        return answer
+
+    async def model_ready(
+        request: oip.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> oip.ModelReadyResponse:
+        return ready
+
+    handlers = {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(
+            model_infer,
+            request_deserializer=oip.ModelInferRequest.FromString,
+            response_serializer=oip.ModelInferResponse.SerializeToString,
+        ),
+        "ModelReady": grpc.unary_unary_rpc_method_handler(
+            model_ready,
+            request_deserializer=oip.ModelReadyRequest.FromString,
+            response_serializer=oip.ModelReadyResponse.SerializeToString,
+        ),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers)]
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def transport_floor(X: np.ndarray, seconds: float) -> Result:
+    """Single-row requests at concurrency 32 against the canned server, in its own process."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.serving", "--canned-server", str(port)])
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the canned gRPC server did not start")
+            time.sleep(0.1)
+        return asyncio.run(load(f"127.0.0.1:{port}", "none", X, 1, 32, seconds, logging=False))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def run_stack(
     workdir: Path,
     artifact: bytes,
@@ -214,12 +276,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each scenario")
     parser.add_argument("--floor-seconds", type=float, default=3.0, help="duration of each in-process floor")
+    parser.add_argument("--canned-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.canned_server:
+        asyncio.run(serve_canned(args.canned_server))
+        return 0
 
     model, X = train()
     single_floor, batch_floor = in_process_floor(model, X, args.floor_seconds)
     print(
         f"in-process floor: {single_floor:.0f} single-row calls/s, {batch_floor:.0f} rows/s in 64-row calls"
+    )
+    canned = transport_floor(X, args.seconds)
+    print(
+        f"transport floor (bare grpc.aio, canned answers): {canned.requests_per_s:.0f} req/s at concurrency 32, "
+        f"p50 {canned.p50_ms:.2f} ms, p99 {canned.p99_ms:.2f} ms",
+        flush=True,
     )
     artifact = dump_sklearn(model)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -249,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (f"failed requests: {errors}", errors == 0),
     ]
-    print("\ntargets:")
+    print(
+        f"\nsingle rows at concurrency 32 reach {single.requests_per_s / canned.requests_per_s:.0%} of the "
+        "transport floor's request rate"
+    )
+    print("targets:")
     for text, met in verdicts:
         print(f"  [{'met' if met else 'MISSED'}] {text}")
     return 0

@@ -73,7 +73,7 @@ class Batcher:
         predict: PredictFn,
         executor: concurrent.futures.Executor | None,
         *,
-        max_batch_rows: int = 64,
+        max_batch_rows: int = 256,
         max_wait: float = 0.0,
         max_queue_rows: int = 8192,
         inline_rows: int = 0,
