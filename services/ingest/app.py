@@ -84,6 +84,7 @@ class IngestApp:
             topics,
             max_event_bytes=settings.max_event_bytes,
             pending_label_seconds=settings.pending_label_seconds,
+            store_batch_size=settings.store_batch_size,
         )
         datasets = Datasets(
             store,

@@ -1,8 +1,8 @@
 """The ingest path, shared by the Kafka consumer and the HTTP batch endpoint.
 
 For a batch of decoded events: validate each against its dataset's latest schema,
-store the valid rows in one bulk write (the unique (dataset, event_id) index makes
-it idempotent), attach labels that arrive for earlier events, publish ``FeatureRow``
+store the valid rows in bulk writes (the unique (dataset, event_id) index makes them
+idempotent), attach labels that arrive for earlier events, publish ``FeatureRow``
 to ``mlops.features`` and ``LabelRecord`` to ``mlops.labels``, count what happened,
 and return one :class:`Outcome` per event. Everything is durable when it returns:
 the consumer commits its offsets only then.
@@ -36,7 +36,7 @@ from services.ingest import metrics
 from services.ingest.formats import Decoded, redacted_body
 from services.ingest.privacy import Pseudonymizer
 from services.ingest.store import DatasetStore, minute_of, utc
-from services.ingest.validation import EventValidator, Reason, Rejection, ValidEvent, set_cell
+from services.ingest.validation import EventValidator, Reason, Rejection, Scalar, ValidEvent, set_cell
 
 SOURCE = "/mlops/ingest"
 MAX_SCHEMA_CACHE = 10000
@@ -152,8 +152,50 @@ class _Row:
     source: str
 
 
+class _OrderedPublisher:
+    """Publishes lists of records in the background, each after the one before: the broker's
+    acknowledgements overlap the next bulk insert, and records keep their order."""
+
+    def __init__(self, producer: AIOKafkaProducer):
+        self._producer = producer
+        self._tail: asyncio.Future[None] | None = None
+
+    def add(self, records: list[OutgoingRecord]) -> None:
+        if records:
+            self._tail = asyncio.ensure_future(self._after(self._tail, records))
+
+    async def _after(self, previous: asyncio.Future[None] | None, records: list[OutgoingRecord]) -> None:
+        if previous is not None:
+            await previous
+        await publish(self._producer, records)
+
+    async def wait(self) -> None:
+        """Return once everything added is acknowledged (or raise the first failure)."""
+        if self._tail is not None:
+            await self._tail
+
+    async def abandon(self) -> None:
+        """After a failure elsewhere: let what was started end, without raising."""
+        if self._tail is not None:
+            await asyncio.gather(self._tail, return_exceptions=True)
+
+
+@dataclass(slots=True)
+class _Insert:
+    """Rows being written, and what they will publish if they turn out new."""
+
+    rows: list[_Row]
+    task: asyncio.Future[set[int]]
+    encoded: list[tuple[Scalar | None, list[OutgoingRecord]]]
+
+
 class IngestPipeline:
-    """Validate, store, publish and count batches of events (see the module docstring)."""
+    """Validate, store, publish and count batches of events (see the module docstring).
+
+    A batch is stored ``store_batch_size`` rows at a time, one bulk insert after the
+    other, so that validating the next rows, encoding what these rows publish and
+    waiting for the broker all happen while the database writes.
+    """
 
     def __init__(
         self,
@@ -164,6 +206,7 @@ class IngestPipeline:
         *,
         max_event_bytes: int,
         pending_label_seconds: int,
+        store_batch_size: int = 250,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self._store = store
@@ -173,14 +216,67 @@ class IngestPipeline:
         self._label_envelope = EnvelopeTemplate(topics.labels, LabelRecord, source=SOURCE)
         self._max_event_bytes = max_event_bytes
         self._pending_label_seconds = pending_label_seconds
+        self._store_batch_size = store_batch_size
         self._clock = clock
 
     async def ingest(self, submissions: Sequence[Submission]) -> list[Outcome]:
         now = self._clock()
         outcomes: list[Outcome | None] = [None] * len(submissions)
-        rows: list[_Row] = []
         label_updates: list[_Row] = []
-        for index, submission in enumerate(submissions):
+        quality: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        publisher = _OrderedPublisher(self._producer)
+        in_flight: _Insert | None = None
+        try:
+            for start in range(0, len(submissions), self._store_batch_size):
+                chunk = range(start, min(start + self._store_batch_size, len(submissions)))
+                rows = await self._validate_all(submissions, chunk, now, outcomes, label_updates)
+                if in_flight is not None:
+                    publisher.add(await self._settle(in_flight, now, outcomes, quality))
+                    in_flight = None
+                if rows:
+                    in_flight = await self._begin(rows, now)
+            if in_flight is not None:
+                publisher.add(await self._settle(in_flight, now, outcomes, quality))
+                in_flight = None
+            publisher.add(await self._attach_labels(label_updates, now, outcomes, quality))
+            final = [outcome for outcome in outcomes if outcome is not None]
+            assert len(final) == len(submissions)
+            events: collections.Counter[tuple[str, str]] = collections.Counter()
+            rejections: collections.Counter[tuple[str, str]] = collections.Counter()
+            for outcome in final:
+                dataset = outcome.dataset or metrics.UNKNOWN_DATASET
+                events[(dataset, outcome.status.value)] += 1
+                if outcome.status is Status.REJECTED and outcome.rejection is not None:
+                    rejection = outcome.rejection
+                    quality[
+                        (dataset, Status.REJECTED.value, rejection.error_class, rejection.field[:128])
+                    ] += 1
+                    rejections[(dataset, rejection.error_class)] += 1
+            await asyncio.gather(publisher.wait(), self._store.add_quality(minute_of(now), quality))
+        except BaseException:
+            if in_flight is not None:
+                await asyncio.gather(in_flight.task, return_exceptions=True)
+            await publisher.abandon()
+            raise
+        for (dataset, status), count in events.items():
+            metrics.EVENTS.labels(dataset, status).inc(count)
+        for (dataset, reason), count in rejections.items():
+            metrics.REJECTIONS.labels(dataset, reason).inc(count)
+        return final
+
+    async def _validate_all(
+        self,
+        submissions: Sequence[Submission],
+        chunk: range,
+        now: datetime,
+        outcomes: list[Outcome | None],
+        label_updates: list[_Row],
+    ) -> list[_Row]:
+        """Validate ``submissions[chunk]``: refusals go to ``outcomes``, labels for earlier
+        events to ``label_updates``; the rows to store are returned."""
+        rows: list[_Row] = []
+        for index in chunk:
+            submission = submissions[index]
             decoded = submission.decoded
             if isinstance(decoded, Rejection):
                 outcomes[index] = Outcome(Status.REJECTED, rejection=decoded)
@@ -206,30 +302,7 @@ class IngestPipeline:
                 label_updates.append(_Row(index, result, validator.schema, submission.source))
             else:
                 rows.append(_Row(index, result, validator.schema, submission.source))
-        records: list[OutgoingRecord] = []
-        quality: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
-        await self._store_rows(rows, now, outcomes, records, quality)
-        await self._attach_labels(label_updates, now, outcomes, records, quality)
-        final = [outcome for outcome in outcomes if outcome is not None]
-        assert len(final) == len(submissions)
-        events: collections.Counter[tuple[str, str]] = collections.Counter()
-        rejections: collections.Counter[tuple[str, str]] = collections.Counter()
-        for outcome in final:
-            dataset = outcome.dataset or metrics.UNKNOWN_DATASET
-            events[(dataset, outcome.status.value)] += 1
-            if outcome.status is Status.REJECTED and outcome.rejection is not None:
-                rejection = outcome.rejection
-                quality[(dataset, Status.REJECTED.value, rejection.error_class, rejection.field[:128])] += 1
-                rejections[(dataset, rejection.error_class)] += 1
-        # Features, labels and quality counts do not depend on each other: write them at once.
-        await asyncio.gather(
-            publish(self._producer, records), self._store.add_quality(minute_of(now), quality)
-        )
-        for (dataset, status), count in events.items():
-            metrics.EVENTS.labels(dataset, status).inc(count)
-        for (dataset, reason), count in rejections.items():
-            metrics.REJECTIONS.labels(dataset, reason).inc(count)
-        return final
+        return rows
 
     def _validate(self, decoded: Decoded, validator: EventValidator, now: datetime) -> ValidEvent | Rejection:
         if decoded.size > self._max_event_bytes:
@@ -237,25 +310,29 @@ class IngestPipeline:
             return Rejection(Reason.OVERSIZE, "", message)
         return validator.validate(decoded.event, now)
 
-    async def _store_rows(
-        self,
-        rows: list[_Row],
-        now: datetime,
-        outcomes: list[Outcome | None],
-        records: list[OutgoingRecord],
-        quality: collections.Counter[tuple[str, str, str, str]],
-    ) -> None:
-        if not rows:
-            return
-        insert = asyncio.ensure_future(
+    async def _begin(self, rows: list[_Row], now: datetime) -> _Insert:
+        """Start writing ``rows``, and encode what they publish while the database works."""
+        task = asyncio.ensure_future(
             self._store.insert_rows([row_document(r.event, r.schema, r.source, now) for r in rows])
         )
         try:
-            # While the database writes, encode what new rows publish: the CPU work here
-            # overlaps the database's. Records of rows that turn out duplicates are dropped.
             encoded = [(row.event.label, self._row_records(row, now)) for row in rows]
-        finally:
-            conflicts = await insert
+        except BaseException:
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        return _Insert(rows, task, encoded)
+
+    async def _settle(
+        self,
+        insert: _Insert,
+        now: datetime,
+        outcomes: list[Outcome | None],
+        quality: collections.Counter[tuple[str, str, str, str]],
+    ) -> list[OutgoingRecord]:
+        """Once the rows are written: which are new, redelivered or duplicates, and the
+        records the accepted ones publish."""
+        rows = insert.rows
+        conflicts = await insert.task
         conflicting: dict[str, list[str]] = {}
         for position in conflicts:
             row = rows[position]
@@ -279,10 +356,12 @@ class IngestPipeline:
             quality[(row.schema.name, Status.ACCEPTED.value, "", "")] += 1
             accepted.append((position, row))
         await self._attach_pending_labels([row for _, row in accepted], now)
+        records: list[OutgoingRecord] = []
         for position, row in accepted:
-            label_when_encoded, prepared = encoded[position]
+            label_when_encoded, prepared = insert.encoded[position]
             # A label found since (waiting for the row, or attached to a redelivered one).
             records.extend(prepared if row.event.label == label_when_encoded else self._row_records(row, now))
+        return records
 
     def _row_records(self, row: _Row, now: datetime) -> list[OutgoingRecord]:
         """The ``FeatureRow`` of a stored row, and its ``LabelRecord`` when it has a label."""
@@ -319,15 +398,15 @@ class IngestPipeline:
         updates: list[_Row],
         now: datetime,
         outcomes: list[Outcome | None],
-        records: list[OutgoingRecord],
         quality: collections.Counter[tuple[str, str, str, str]],
-    ) -> None:
+    ) -> list[OutgoingRecord]:
         """Labels for earlier events: set on the stored row, or kept until the event comes.
 
         The label is published in every case, repeats included: the monitor joins it with
         the prediction whether or not the event itself was ever ingested, and a repeat
         after a crash must not be the one that is lost.
         """
+        records: list[OutgoingRecord] = []
         for row in updates:
             event, dataset = row.event, row.schema.name
             before = await self._store.set_label(dataset, event.event_id, event.label, now)
@@ -357,6 +436,7 @@ class IngestPipeline:
                     quality[(dataset, LABEL_OUTCOME, "", "")] += 1
             outcomes[row.index] = Outcome(status, dataset=dataset, event_id=event.event_id, label_only=True)
             records.append(self._label_record(event, dataset, now))
+        return records
 
     def _label_record(self, event: ValidEvent, dataset: str, now: datetime) -> OutgoingRecord:
         record = LabelRecord(event_id=event.event_id, entity_id=event.entity_id, dataset=dataset)

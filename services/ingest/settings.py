@@ -43,6 +43,10 @@ class IngestSettings(ServiceSettings):
     consumer_batch_size: int = Field(1000, ge=1, le=20000)
     """Most raw events validated, stored and published as one batch (one bulk write)."""
 
+    store_batch_size: int = Field(250, ge=1, le=20000)
+    """Rows per bulk insert. A consumed batch is stored in several, one after the other, so
+    validating the next rows and publishing the last ones overlap the database's work."""
+
     fetch_max_wait_ms: int = Field(50, ge=0, le=5000)
     """How long the broker may hold a fetch while a partition has no new data."""
 

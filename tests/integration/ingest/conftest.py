@@ -157,6 +157,8 @@ def ingest_settings(infra: Infra, prefix: str, database: str, **overrides: Any) 
         "http_port": 0,
         "pseudonymization_key": PSEUDONYMIZATION_KEY,
         "schema_cache_seconds": 0.5,
+        # Small bulk inserts, so batches span several and their pipelining is exercised.
+        "store_batch_size": 4,
     }
     values.update(overrides)
     return IngestSettings(**values)

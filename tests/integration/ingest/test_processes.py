@@ -50,6 +50,7 @@ class IngestProcess:
             "INGEST_GRPC_PORT": str(self.grpc_port),
             "INGEST_PSEUDONYMIZATION_KEY": PSEUDONYMIZATION_KEY,
             "INGEST_CONSUMER_BATCH_SIZE": "50",
+            "INGEST_STORE_BATCH_SIZE": "16",
             "MLOPS_LOG_LEVEL": "DEBUG",
         }
         self.log = logs / f"ingest-{index}.log"
