@@ -44,7 +44,7 @@ from services.cli.stack import LocalStack, StackError, StackPorts, running_stack
 from services.common.auth import bearer_metadata
 from services.common.clients.datasets import DatasetClient
 from services.common.clients.registry import AUTO, RegistryClient
-from services.common.events import EnvelopeError, IncomingRecord, OutgoingRecord, Topics, decode, encode
+from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
 from services.common.kafka import create_producer, publish
 from services.common.localstack import port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
@@ -294,6 +294,7 @@ class ClosedLoopDemo:
         self._topics = Topics(endpoints.topic_prefix)
         self._metadata = bearer_metadata(endpoints.token)
         self.report = DemoReport(run_id=self._run_id)
+        self._pending_sends: list[asyncio.Future[object]] = []
         self._progress_bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -356,18 +357,24 @@ class ClosedLoopDemo:
         )
 
     async def _send_events(self, samples: list[Sample]) -> None:
+        """Hand the samples' events to the producer without waiting for the broker: traffic
+        keeps its pace, and :meth:`_flush_events` surfaces any failed delivery."""
         # Plain JSON, as a producer outside the platform sends it.
         topic = self._topics.raw_events
-        await publish(
-            self._producer,
-            [OutgoingRecord(topic=topic, value=raw_event(s), key=s.event_id.encode()) for s in samples],
-        )
+        for sample in samples:
+            self._pending_sends.append(
+                await self._producer.send(topic, raw_event(sample), key=sample.event_id.encode())
+            )
+
+    async def _flush_events(self) -> None:
+        pending, self._pending_sends = self._pending_sends, []
+        await asyncio.gather(*pending)
 
     async def _bootstrap(self, stream: DriftingStream) -> None:
         count = self._config.bootstrap_samples
         task = self._progress_bar.add_task("bootstrap events ingested", total=count)
-        for chunk_start in range(0, count, 500):
-            await self._send_events(stream.take(min(500, count - chunk_start)))
+        await self._send_events(stream.take(count))
+        await self._flush_events()
         watcher = self._watcher
 
         def ingested() -> bool:
@@ -475,6 +482,8 @@ class ClosedLoopDemo:
                         self._say(f"serving answers with version {version}: swapped in while traffic ran")
                     after_new.add(label, sample.label)
             await self._send_events(answered)
+            if len(self._pending_sends) >= 1000:
+                await self._flush_events()
             if samples[0].drifted and onset_time is None:
                 onset_time = time.monotonic()
                 self._say(f"concept drift starts at sample {stream.drift_at}")
@@ -500,6 +509,7 @@ class ClosedLoopDemo:
             delay = next_wave - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+        await self._flush_events()
         report.accuracy_before_drift = round(before.value, 4)
         report.accuracy_after_drift_old_model = round(after_old.value, 4)
         report.accuracy_after_swap = round(after_new.value, 4)
