@@ -10,7 +10,8 @@ same broker and database with the same events:
 
 - raw aiokafka consumption of the same messages (no group, no work);
 - bulk ``insert_many`` of the same rows, as ingest stores them, into ingest's own
-  collection and indexes, in batches of the same size.
+  collection and indexes, 1,000 rows per call (ingest consumes batches of 1,000 and
+  writes each as several smaller inserts, so the floor gets the larger calls).
 
 The events are split into rounds that alternate ingest and the insert floor, so the
 load of this shared machine hits both alike; the verdict is the median of the rounds'
