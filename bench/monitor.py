@@ -1,7 +1,7 @@
 """The monitor: detection delay against the bare detector, throughput against raw
 consumption, and memory over a steady run.
 
-``python -m bench.monitor [--seeds 3] [--backlog 20000] [--seconds 120] [--rate 500]``
+``python -m bench.monitor [--seeds 3] [--backlog 64000] [--seconds 120] [--rate 300]``
 
 Everything runs for real: an embedded broker, and the monitor as its own process
 (``python -m services.monitor``), fed through Kafka as serving and ingest would feed it.
@@ -18,9 +18,9 @@ Everything runs for real: an embedded broker, and the monitor as its own process
    bare aiokafka consumer (the floor) and once by the monitor, which decodes, joins,
    and runs every detector. Target: at least 10% of the floor.
 3. Steady run: predictions and labels at a fixed rate for ``--seconds``, stationary; the
-   monitor's resident memory is sampled throughout and its drift events counted.
-   Targets: memory flat (the last quarter within 10% of the second), no false alarm
-   (the issue asks for none over 100,000 stationary samples).
+   monitor's resident memory is sampled throughout. Targets: memory flat (the last quarter
+   within 10% of the second); no false alarm on the stationary streams of steps 2 and 3
+   (100,000 samples with the defaults), whatever the detector: errors, 20 features, classes.
 """
 
 from __future__ import annotations
@@ -346,6 +346,7 @@ async def run(args: argparse.Namespace) -> int:
         # The first poll may come late: count from the samples already seen then.
         through = total / elapsed
         print(f"  through the monitor: {through:,.0f} records/s ({elapsed:.1f} s)", flush=True)
+        backlog_alarms = [e for e in await read_drift(bootstrap, backlog.drift) if e.model_name == "backlog"]
         monitor.process.stop()
 
         print(
@@ -370,7 +371,9 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - second)))
         await wait_until(lambda: count_reached(monitor, "steady", "labelled", sent), "steady stream labelled")
         rss.append((time.monotonic() - began, monitor.rss_mb()))
-        false_alarms = [e for e in await read_drift(bootstrap, steady.drift) if e.model_name == "steady"]
+        false_alarms = backlog_alarms + [
+            e for e in await read_drift(bootstrap, steady.drift) if e.model_name == "steady"
+        ]
         monitor.process.stop()
         for at, mb in rss[:: max(1, len(rss) // 8)]:
             print(f"  t={at:5.0f}s  monitor RSS {mb:6.1f} MB", flush=True)
@@ -411,7 +414,7 @@ async def run(args: argparse.Namespace) -> int:
             )
         ok &= not false_alarms
         print(
-            f"  false alarms on {sent:,} stationary samples ({N_FEATURES} features, classes and errors watched): "
+            f"  false alarms on {args.backlog + sent:,} stationary samples ({N_FEATURES} features, classes and errors watched): "
             f"{len(false_alarms)}"
             + "".join(f"\n    {e.kind} {e.feature} at {e.sample_index}" for e in false_alarms[:5])
         )
@@ -427,11 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.monitor", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="Streams per detection-delay scenario.")
     parser.add_argument(
-        "--backlog", type=int, default=20_000, help="Predictions (each with a label) in the backlog."
+        "--backlog", type=int, default=64_000, help="Predictions (each with a label) in the backlog."
     )
     parser.add_argument("--seconds", type=int, default=120, help="Length of the steady run.")
     parser.add_argument(
-        "--rate", type=int, default=500, help="Predictions (each with a label) per second in the steady run."
+        "--rate", type=int, default=300, help="Predictions (each with a label) per second in the steady run."
     )
     parser.add_argument(
         "--join-window", type=float, default=30.0, help="The monitor's join window in the steady run."
