@@ -8,18 +8,16 @@ import concurrent.futures
 import sys
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaProducer
-
 from services.common.auth import MethodScopes, Scope, ServiceCredentials, TokenVerifier
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer, create_app
-from services.common.kafka import BackgroundPublisher, create_producer, ensure_topics
+from services.common.kafka import ensure_topics
 from services.common.logging import get_logger
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.serving import http_api
-from services.serving.events import ModelEventsListener, PredictionLog
+from services.serving.events import ModelEventsListener, PredictionLog, PredictionPublisher
 from services.serving.grpc_api import SERVICE_NAME, InferenceServicer, ServingAuthInterceptor
 from services.serving.inference import InferenceService
 from services.serving.metrics import BatchMetrics, ServingMetrics
@@ -50,8 +48,7 @@ class ServingApp:
         self._synced = asyncio.Event()
         self._registry: RegistryClient | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self.publisher: BackgroundPublisher | None = None
+        self.publisher: PredictionPublisher | None = None
         self._events: ModelEventsListener | None = None
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
@@ -97,10 +94,11 @@ class ServingApp:
         )
         sink = None
         if settings.prediction_logging:
-            self._producer = create_producer(settings.kafka_bootstrap_servers, SERVICE)
-            await self._producer.start()
-            self.publisher = BackgroundPublisher(
-                self._producer, self.topics.predictions, capacity=settings.prediction_buffer
+            self.publisher = PredictionPublisher(
+                settings.kafka_bootstrap_servers,
+                self.topics.predictions,
+                client_id=SERVICE,
+                capacity=settings.prediction_buffer,
             )
             self.publisher.start()
             sink = PredictionLog(self.publisher, self.topics.predictions)
@@ -204,16 +202,9 @@ class ServingApp:
         log.info("serving_stopped")
 
     async def _stop_prediction_log(self) -> None:
-        """Flush what is buffered, within the configured time even if the broker is away."""
-        flush = self.settings.prediction_flush_seconds
+        """Flush what is queued, within the configured time even if the broker is away."""
         if self.publisher is not None:
-            await self.publisher.stop(flush_timeout=flush)
-        if self._producer is not None:
-            try:
-                async with asyncio.timeout(flush + 1):
-                    await self._producer.stop()
-            except TimeoutError:
-                log.warning("prediction_log_not_flushed", reason="the broker did not answer in time")
+            await self.publisher.stop(flush_timeout=self.settings.prediction_flush_seconds)
 
     async def _stop_sync(self) -> None:
         if self._sync_task is not None:

@@ -56,9 +56,9 @@ class LoadError(Exception):
     """A version that cannot be served, with a reason an operator can act on."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LoadedVersion:
-    """A verified, warmed version and the batcher its requests go through."""
+    """A verified, warmed version and the batcher its requests go through (equal only to itself)."""
 
     predictor: Predictor
     batcher: Batcher

@@ -105,6 +105,8 @@ class PredictionReader:
             fetch_max_wait_ms=50,
         )
         self.records: list[events_pb2.PredictionRecord] = []
+        self.partitions: dict[str, int] = {}
+        """Request id -> the partition its record was written to."""
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -123,7 +125,9 @@ class PredictionReader:
                         incoming = IncomingRecord(
                             r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
                         )
-                        self.records.append(decode(incoming, events_pb2.PredictionRecord).message)
+                        record = decode(incoming, events_pb2.PredictionRecord).message
+                        self.records.append(record)
+                        self.partitions[record.request_id] = r.partition
         return self.records
 
     async def of(self, request_ids: Sequence[str], within: float = 20.0) -> list[events_pb2.PredictionRecord]:

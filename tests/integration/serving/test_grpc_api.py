@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from services.common.auth import Scope
 from services.common.proto.inference import grpc_service_pb2 as oip
@@ -169,6 +170,14 @@ async def test_every_request_is_logged_once_with_version_rows_and_outputs(
     np.testing.assert_allclose(single.rows[0].probabilities, model_a.proba(model_a.X[:1])[0])
     assert single.rows[0].label == model_a.estimator.predict(model_a.X[:1])[0]
     assert single.latency_us > 0 and single.occurred_at.seconds > 0
+
+    # Keyed by request id and partitioned as aiokafka and the Java client do (murmur2), so a
+    # prediction shares its partition with the label keyed by the same event id.
+    partitions = sorted(set(range(4)))
+    for request_id in records:
+        assert stack.predictions.partitions[request_id] == DefaultPartitioner()(
+            request_id.encode(), partitions, partitions
+        )
 
     batch = records[f"{model_name}-batch"]
     assert [r.id for r in batch.rows] == [f"{model_name}-batch/{i}" for i in range(3)]
