@@ -5,7 +5,8 @@ traffic only scales by batching. The batcher runs one predict call at a time per
 version, in a thread so the event loop keeps accepting requests; whatever queued up
 while a call ran becomes the next batch. Batches therefore grow with load and an idle
 server adds no latency. ``max_wait`` can add a short wait for more rows once the first
-request is in, for traffic that arrives too sparsely to batch by itself.
+request is in, for traffic that arrives too sparsely to batch by itself; it applies only
+while requests overlap, so an isolated one never waits.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class Batcher:
     max_batch_rows
         Rows per predict call at most; a request larger than this runs alone. 1 turns batching off.
     max_wait
-        Seconds to wait for more requests once one is queued (0: none).
+        Seconds to wait for more requests once one is queued (0: none), while traffic is
+        concurrent (the last batch held several requests, or more were waiting): an isolated
+        request never waits.
     max_queue_rows
         Rows allowed to wait; a request that would exceed it is refused with :class:`Overloaded`.
     inline_rows
@@ -91,6 +94,7 @@ class Batcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._arrived = asyncio.Event()
         self._queued_rows = 0
+        self._concurrent = False
         self._drain: asyncio.Task[None] | None = None
 
     @property
@@ -131,7 +135,8 @@ class Batcher:
             await asyncio.sleep(0)
             if len(self._queue) == waiting:
                 break
-        if self.max_wait > 0 and self._queued_rows < self.max_batch_rows:
+        # Waiting only pays when requests overlap; a lone request goes at once.
+        if self.max_wait > 0 and self._concurrent and self._queued_rows < self.max_batch_rows:
             deadline = time.monotonic() + self.max_wait
             while self._queued_rows < self.max_batch_rows:
                 remaining = deadline - time.monotonic()
@@ -155,6 +160,7 @@ class Batcher:
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:
+        self._concurrent = len(batch) > 1 or bool(self._queue)
         matrix = batch[0].matrix if len(batch) == 1 else np.concatenate([p.matrix for p in batch])
         started = time.perf_counter()
         try:

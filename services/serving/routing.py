@@ -42,7 +42,7 @@ class ModelPolicy:
     rollout: Rollout = Rollout.NONE
     canary_share: float = 0.1
     max_batch_rows: int = 256
-    max_batch_wait_ms: float = 0.0
+    max_batch_wait_ms: float = 2.0
     problems: tuple[str, ...] = ()
 
 

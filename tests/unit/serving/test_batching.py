@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.serving.batching import Batcher
+from services.serving.batching import SETTLE_TURNS, Batcher
 from services.serving.errors import InvalidInput, Overloaded
 from services.serving.predictor import Outputs, Predictor
 from tests.unit.serving.conftest import Fitted
@@ -62,15 +62,20 @@ async def test_a_lone_request_is_not_delayed_and_batching_off_means_one_call_eac
     assert recording.calls == [1] * 10
 
 
-async def test_max_wait_gathers_requests_that_arrive_shortly_after(classifier: Fitted) -> None:
+async def test_under_concurrent_traffic_max_wait_gathers_requests_that_arrive_shortly_after(
+    classifier: Fitted,
+) -> None:
     predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
     recording = Recording(predictor)
     batcher = Batcher(recording, None, max_batch_rows=8, max_wait=5.0)
+    await asyncio.gather(batcher.submit(classifier.X[:1]), batcher.submit(classifier.X[1:2]))  # overlapping
     first = asyncio.ensure_future(batcher.submit(classifier.X[:1]))
-    await asyncio.sleep(0)  # let the batcher pick up the first request and start waiting
+    for _ in range(SETTLE_TURNS + 2):  # let the batcher take the request and start waiting for company
+        await asyncio.sleep(0)
+    assert recording.calls == [2]
     rest = [asyncio.ensure_future(batcher.submit(classifier.X[i : i + 1])) for i in range(1, 8)]
-    await asyncio.wait_for(asyncio.gather(first, *rest), 2.0)  # full batch: no 5 s wait
-    assert recording.calls == [8]
+    await asyncio.wait_for(asyncio.gather(first, *rest), 2.0)  # a full batch ends the 5 s wait
+    assert recording.calls == [2, 8]
 
 
 async def test_a_request_the_model_refuses_fails_alone(
@@ -118,3 +123,13 @@ async def test_a_cancelled_request_is_skipped(
     doomed.cancel()
     await asyncio.gather(running, kept)
     assert 7 not in recording.calls and sum(recording.calls) == 3
+
+
+async def test_an_isolated_request_never_waits_for_company(classifier: Fitted) -> None:
+    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    recording = Recording(predictor)
+    batcher = Batcher(recording, None, max_batch_rows=8, max_wait=30.0)
+    # With a 30 s wait applied, this would time out: alone, the request goes at once.
+    await asyncio.wait_for(batcher.submit(classifier.X[:1]), 2.0)
+    await asyncio.wait_for(batcher.submit(classifier.X[:1]), 2.0)
+    assert recording.calls == [1, 1]
