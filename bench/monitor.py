@@ -144,22 +144,27 @@ async def send(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) ->
 
 
 async def read_drift(bootstrap: str, topic: str) -> list[events_pb2.DriftEvent]:
+    """Every drift event so far. The end is the fetch high watermark: the embedded broker's
+    ListOffsets answers the last batch's base offset + 1, short after a multi-record batch."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
+        await consumer.topics()
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         out = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
+        while True:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
                 for r in records:
                     incoming = IncomingRecord(
                         r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
                     )
                     out.append(decode(incoming, events_pb2.DriftEvent).message)
-        return out
+            ends = {tp: consumer.highwater(tp) for tp in partitions}
+            positions = {tp: await consumer.position(tp) for tp in partitions}
+            if all(end is not None and positions[tp] >= end for tp, end in ends.items()):
+                return out
     finally:
         await consumer.stop()
 

@@ -196,6 +196,12 @@ class MonitorStreams:
             # A few ms of linger turn a batch's dozen sends into one request: on a busy host
             # every request is a wake-up of the broker and a context switch away.
             producer_linger=0.005,
+            # One record per producer batch. The embedded broker answers ListOffsets(latest)
+            # with the last *batch*'s base offset + 1, so after a multi-record batch a
+            # partition's end looks short, and faust's table recovery, which reads up to that
+            # end, silently dropped the last writes of a moved partition. The monitor sends
+            # few, large messages, so this costs next to nothing.
+            producer_max_batch_size=1,
             producer_max_request_size=8 * 1024 * 1024,
             consumer_max_fetch_size=8 * 1024 * 1024,
             key_serializer="raw",

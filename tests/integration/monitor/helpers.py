@@ -87,21 +87,20 @@ async def send(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord], ba
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[IncomingRecord]:
-    """Every record in ``topic`` up to its current end."""
+    """Every record in ``topic`` up to its current end.
+
+    The end is the high watermark of fetch responses: the embedded broker's ListOffsets
+    answers the last batch's base offset + 1, short of the end after a multi-record batch.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
+        await consumer.topics()  # loads the cluster metadata
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            await consumer.force_metadata_update()
-            partitions = [
-                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         out: list[IncomingRecord] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+        while True:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 out += [
@@ -110,7 +109,32 @@ async def read_topic(bootstrap: str, topic: str) -> list[IncomingRecord]:
                     )
                     for r in records
                 ]
-        return out
+            ends = {tp: consumer.highwater(tp) for tp in partitions}
+            positions = {tp: await consumer.position(tp) for tp in partitions}
+            if all(end is not None and positions[tp] >= end for tp, end in ends.items()):
+                return out
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    """The true end of every partition of ``topics`` (fetch high watermarks, see :func:`read_topic`)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the cluster metadata
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        ends: dict[TopicPartition, int | None] = dict.fromkeys(partitions)
+        while None in ends.values():
+            await consumer.getmany(timeout_ms=100)
+            ends = {tp: consumer.highwater(tp) for tp in partitions}
+        return {tp: int(end or 0) for tp, end in ends.items()}
     finally:
         await consumer.stop()
 

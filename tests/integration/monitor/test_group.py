@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from services.common.auth import Scope
 from services.common.events import Topics
@@ -21,7 +21,7 @@ from services.common.kafka import create_producer
 from services.common.localstack import ManagedProcess, free_port, start_process
 from services.monitor.join import partition_of
 from tests.conftest import Infra
-from tests.integration.monitor.helpers import label, prediction, send, wait_for
+from tests.integration.monitor.helpers import end_offsets, label, prediction, send, wait_for
 
 PARTITIONS = 4
 WAIT = 120.0
@@ -81,19 +81,14 @@ def start_monitor(infra: Infra, tmp_path: Path) -> Iterator[Any]:
 
 async def consumed_everything(bootstrap: str, group: str, topics: list[str]) -> bool:
     """Whether the group has committed every record of ``topics`` (so it has handled them all)."""
+    ends = await end_offsets(bootstrap, topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        ends = await consumer.end_offsets(partitions)
         for tp, end in ends.items():
             if end and (await consumer.committed(tp) or 0) < end:
                 return False
-        return len(partitions) > 0
+        return len(ends) > 0
     finally:
         await consumer.stop()
 
