@@ -45,6 +45,7 @@ class ServingApp:
         self.http_port = 0
         self.topics = Topics(settings.topic_prefix)
         self._ready = False
+        self._previous_switch_interval: float | None = None
         self._synced = asyncio.Event()
         self._registry: RegistryClient | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -62,6 +63,7 @@ class ServingApp:
 
     async def start(self) -> None:
         settings = self.settings
+        self._previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         secret = settings.auth_secret.get_secret_value()
         verifier = TokenVerifier(secret)
@@ -199,6 +201,8 @@ class ServingApp:
                 log.warning("stop_step_failed", step=name, error=repr(exc))
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        if self._previous_switch_interval is not None:
+            sys.setswitchinterval(self._previous_switch_interval)
         log.info("serving_stopped")
 
     async def _stop_prediction_log(self) -> None:
