@@ -50,6 +50,7 @@ from services.common.events import IncomingRecord, OutgoingRecord, Topics, decod
 from services.common.kafka import create_producer, ensure_topics, publish
 from services.common.localstack import ManagedProcess, free_port, start_kafka, start_process
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
+from services.monitor.settings import DATA_ADWIN_DELTA
 
 N_FEATURES = 20
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
@@ -169,9 +170,9 @@ async def read_drift(bootstrap: str, topic: str) -> list[events_pb2.DriftEvent]:
         await consumer.stop()
 
 
-def bare_delay(values: list[float]) -> int | None:
+def bare_delay(values: list[float], delta: float) -> int | None:
     """Post-change samples river's ADWIN had seen when it first fired after the change."""
-    detector = ADWIN()
+    detector = ADWIN(delta=delta)
     for i, value in enumerate(values):
         detector.update(value)
         if detector.drift_detected and i >= CHANGE_AT:
@@ -233,9 +234,11 @@ async def detection_delays(
                 and e.sample_index >= CHANGE_AT
             ]
             through = min(e.sample_index for e in events) - CHANGE_AT + 1 if events else None
-            bare = bare_delay(
-                [float(w) for w in wrong] if kind == "concept" else [r[FEATURES.index(SHIFTED)] for r in rows]
-            )
+            if kind == "concept":
+                bare = bare_delay([float(w) for w in wrong], delta=0.002)
+            else:
+                # The monitor's data drift detector: ADWIN at its stricter default delta.
+                bare = bare_delay([r[FEATURES.index(SHIFTED)] for r in rows], delta=DATA_ADWIN_DELTA)
             results.append((kind, seed, bare, through))
             print(
                 f"  {kind:8s} seed {seed}: bare ADWIN {bare} samples, through the monitor {through} samples",

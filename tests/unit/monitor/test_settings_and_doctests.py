@@ -25,6 +25,21 @@ def test_detector_and_parameters_come_from_the_environment(monkeypatch: pytest.M
     assert settings.consumer_group() == "mlops-monitor"
 
 
+def test_data_drift_adwin_is_stricter_by_default_since_every_feature_is_a_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
+    data = MonitorSettings().policy().data_detector
+    assert data is not None and data.name == "ADWIN" and data.params == {"delta": 0.0002}
+    monkeypatch.setenv("MONITOR_DATA_DETECTOR", "KSWIN")
+    data = MonitorSettings().policy().data_detector
+    assert data is not None and data.params == {}
+    monkeypatch.setenv("MONITOR_DATA_DETECTOR", "ADWIN")
+    monkeypatch.setenv("MONITOR_DATA_DETECTOR_PARAMS", '{"delta": 0.01}')
+    data = MonitorSettings().policy().data_detector
+    assert data is not None and data.params == {"delta": 0.01}
+
+
 def test_data_and_prediction_drift_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
     monkeypatch.setenv("MONITOR_DATA_DETECTOR", "off")
