@@ -3,7 +3,7 @@
 ::
 
     predictions, labels,   route    <prefix>.monitor.join     join     <prefix>.monitor.samples   detect
-    model events        ─────────▶  (key: row id)        ─────────▶  (key: model name)      ─────────▶ drift,
+    model events        ─────────▶  (by row id)          ─────────▶  (by model name)        ─────────▶ drift,
                         decode,      join table (by id),   expiry,    one detector per             train requests
                         dead-letter  dedupe                          model version
 
@@ -15,6 +15,9 @@
   each (prediction, label) pair once, and expires entries after the join window;
 - *detect* re-keys by model name, so one process holds all of a model's detectors and
   several monitor processes in one group split the models between them.
+
+Between the stages items travel in batches, one JSON message per partition per batch (see
+:class:`_Batches`): faust's cost is per message, and per item it would dominate.
 
 Every agent runs with concurrency 1: faust's concurrent agents can commit an offset past a
 message still being processed. Faust commits offsets only after flushing what the agents
