@@ -74,7 +74,7 @@ class DriftMonitor:
 
     >>> import random
     >>> rng = random.Random(3)
-    >>> monitor = DriftMonitor(MonitorPolicy(cooldown_seconds=60, retrain_min_samples=100))
+    >>> monitor = DriftMonitor(MonitorPolicy(cooldown_seconds=3600, retrain_min_samples=100))
     >>> from services.monitor.records import Label
     >>> decisions = []
     >>> for i in range(6000):
@@ -91,7 +91,9 @@ class DriftMonitor:
 
     def __init__(self, policy: MonitorPolicy, new_id: Callable[[], str] = lambda: uuid.uuid4().hex):
         self.policy = policy
-        self.retrain = RetrainPolicy(policy.cooldown_seconds, policy.retrain_min_samples)
+        self.retrain = RetrainPolicy(
+            policy.cooldown_seconds, policy.retrain_min_samples, policy.retrain_max_attempts
+        )
         self._new_id = new_id
         self._versions: dict[str, dict[int, VersionQuality]] = {}
         self._live: dict[str, int] = {}

@@ -24,6 +24,7 @@ class MonitorPolicy:
     accuracy_window: int = 1000
     history: int = 10_000
     cooldown_seconds: float = 600.0
-    retrain_min_samples: int = 200
+    retrain_min_samples: int = 500
+    retrain_max_attempts: int = 3
     retrain_on_data_drift: bool = False
     """Also retrain when an input feature of the live version drifts (concept drift always does)."""

@@ -7,8 +7,11 @@ alarms are grouped into *episodes*, one per model:
 - the first alarm on the live version opens an episode, whose onset is that alarm's onset;
 - the episode asks for one retrain once enough labelled samples have arrived since the
   onset to train on, and once the cooldown since the model's previous request has passed;
-- it ends when another version goes live (the retrain worked, or someone rolled back),
-  or one cooldown after its request (the retrain did not help: a later alarm may try again).
+- it ends when another version goes live (the retrain worked, or someone rolled back);
+- one cooldown after a request that put no new version live (the candidate failed its
+  gates, say), the episode asks again, each time once twice as many samples as the time
+  before have arrived since the onset: a harder change gets more data. After
+  ``max_attempts`` requests it gives up, and a later alarm opens a new episode.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class Episode:
     samples: int
     """Labelled samples of the drifted version since the onset."""
     requested_at: float | None = None
-    """When the retrain was requested; None until then."""
+    """When the current attempt's retrain was requested; None until then."""
+    attempt: int = 0
+    """Requests made before the current one that put no new version live."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class RetrainRequest:
     model: str
     parent_version: int
     idempotency_key: str
-    """The same for every request of one episode, so a redelivered request coalesces."""
+    """The same for every request of one attempt, so a redelivered request coalesces."""
     drift_event_id: str
     onset_time: float
     requested_at: float
@@ -58,7 +63,10 @@ class RetrainPolicy:
     cooldown_seconds
         Least time between two requests for one model.
     min_samples
-        Labelled samples needed since the onset before a retrain is worth it.
+        Labelled samples needed since the onset before a retrain is worth it; doubled at
+        each further attempt.
+    max_attempts
+        Requests per episode at most.
 
     Examples
     --------
@@ -74,11 +82,19 @@ class RetrainPolicy:
     >>> policy.on_drift("m", 1, "d2", onset_time=90.0, window_size=500, now=130.0, episode_id="ep2")
     >>> policy.on_labelled("m", 1, now=131.0) is None
     True
+
+    No new version went live within the cooldown: the episode asks again, on more data.
+
+    >>> [policy.on_labelled("m", 1, now=720.0 + i) for i in range(98)].count(None)
+    98
+    >>> policy.on_labelled("m", 1, now=820.0).idempotency_key
+    'drift:m:ep1:2'
     """
 
-    def __init__(self, cooldown_seconds: float, min_samples: int):
+    def __init__(self, cooldown_seconds: float, min_samples: int, max_attempts: int = 3):
         self.cooldown_seconds = cooldown_seconds
         self.min_samples = min_samples
+        self.max_attempts = max_attempts
         self._episodes: dict[str, Episode] = {}
         self._last_request: dict[str, float] = {}
 
@@ -114,7 +130,7 @@ class RetrainPolicy:
         """A labelled sample of ``version`` arrived."""
         self._close_if_done(model, now)
         episode = self._episodes.get(model)
-        if episode is None or episode.version != version or episode.requested_at is not None:
+        if episode is None or episode.version != version:
             return None
         self._episodes[model] = dataclasses.replace(episode, samples=episode.samples + 1)
         return self._request_if_due(model, now)
@@ -132,11 +148,16 @@ class RetrainPolicy:
             and episode.requested_at is not None
             and now - episode.requested_at >= self.cooldown_seconds
         ):
-            del self._episodes[model]
+            if episode.attempt + 1 < self.max_attempts:
+                self._episodes[model] = dataclasses.replace(
+                    episode, requested_at=None, attempt=episode.attempt + 1
+                )
+            else:
+                del self._episodes[model]
 
     def _request_if_due(self, model: str, now: float) -> RetrainRequest | None:
         episode = self._episodes[model]
-        if episode.requested_at is not None or episode.samples < self.min_samples:
+        if episode.requested_at is not None or episode.samples < self.min_samples * 2**episode.attempt:
             return None
         last = self._last_request.get(model)
         if last is not None and now - last < self.cooldown_seconds:
@@ -146,7 +167,8 @@ class RetrainPolicy:
         return RetrainRequest(
             model=model,
             parent_version=episode.version,
-            idempotency_key=f"drift:{model}:{episode.id}",
+            idempotency_key=f"drift:{model}:{episode.id}"
+            + (f":{episode.attempt + 1}" if episode.attempt else ""),
             drift_event_id=episode.drift_event_id,
             onset_time=episode.onset_time,
             requested_at=now,

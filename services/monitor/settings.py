@@ -85,8 +85,12 @@ class MonitorSettings(ServiceSettings):
     """Least time between two retrain requests for one model: a flapping detector causes
     one retrain, not a storm."""
 
-    retrain_min_samples: int = Field(200, ge=1)
-    """Labelled samples that must have arrived since a drift's onset before retraining on them."""
+    retrain_min_samples: int = Field(500, ge=1)
+    """Labelled samples that must have arrived since a drift's onset before retraining on them
+    (doubled for each further attempt of one drift episode)."""
+    retrain_max_attempts: int = Field(3, ge=1, le=10)
+    """Retrain requests per drift episode at most: when a retrain puts no new version live
+    within the cooldown (its candidate failed the gates), the monitor asks again on more data."""
 
     batch_size: int = Field(500, ge=1, le=10_000)
     """Most records handled as one batch between the monitor's stages."""
@@ -146,6 +150,7 @@ class MonitorSettings(ServiceSettings):
             history=self.history,
             cooldown_seconds=self.cooldown_seconds,
             retrain_min_samples=self.retrain_min_samples,
+            retrain_max_attempts=self.retrain_max_attempts,
             retrain_on_data_drift=self.retrain_on_data_drift,
         )
 

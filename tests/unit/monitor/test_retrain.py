@@ -78,9 +78,32 @@ def test_a_drift_that_persists_after_the_cooldown_asks_again_under_a_new_key() -
     m = monitor(cooldown=1000)
     decisions = feed(m, [(3000, 0.05), (1500, 0.5), (1500, 0.05), (1500, 0.5)])
     requests = [d for d in decisions if isinstance(d, RetrainRequest)]
-    assert len(requests) == 2
-    assert requests[1].requested_at - requests[0].requested_at >= 1000
-    assert requests[0].idempotency_key != requests[1].idempotency_key
+    assert len(requests) >= 2
+    gaps = [b.requested_at - a.requested_at for a, b in itertools.pairwise(requests)]
+    assert all(gap >= 1000 for gap in gaps)
+    assert len({r.idempotency_key for r in requests}) == len(requests)
+
+
+def test_a_retrain_that_put_nothing_live_is_retried_on_twice_the_data_then_given_up() -> None:
+    policy = RetrainPolicy(cooldown_seconds=100, min_samples=50, max_attempts=3)
+    assert policy.on_drift("m", 1, "d1", onset_time=0.0, window_size=50, now=0.0, episode_id="ep") is not None
+    requests, now = [], 0.0
+    for _ in range(2000):
+        now += 1
+        request = policy.on_labelled("m", 1, now=now)
+        if request is not None:
+            requests.append((now, policy.episode("m").samples, request.idempotency_key))  # type: ignore[union-attr]
+    assert [key for _, _, key in requests] == ["drift:m:ep:2", "drift:m:ep:3"]
+    # One cooldown after each request, and only once the samples since the onset doubled.
+    assert [(when, samples) for when, samples, _ in requests] == [(100.0, 150), (200.0, 250)]
+    assert policy.episode("m") is None
+
+
+def test_a_new_version_going_live_stops_the_retries() -> None:
+    policy = RetrainPolicy(cooldown_seconds=10, min_samples=5, max_attempts=3)
+    assert policy.on_drift("m", 1, "d1", onset_time=0.0, window_size=5, now=0.0, episode_id="ep") is not None
+    policy.on_version_live("m", 2)
+    assert all(policy.on_labelled("m", 1, now=float(t)) is None for t in range(1, 100))
 
 
 def test_a_new_version_going_live_ends_the_episode_and_starts_fresh() -> None:
