@@ -101,7 +101,9 @@ class DemoReport:
     accuracy_after_drift_old_model: float = float("nan")
     drift_onset_sample: int = 0
     drift_detected_at_sample: int = -1
+    """The demo's sample counter when the drift event reached it (monitoring lag included)."""
     detection_delay_samples: int = -1
+    """Labelled samples of the drifted model the monitor saw after the onset before its alarm."""
     monitor_detector: str = ""
     retrain_requests: int = 0
     retrain_request_id: str = ""
@@ -269,7 +271,7 @@ class LoopWatcher:
                     self.production_version = event.version
             elif record.topic == topics.drift:
                 drift = decode(record, events_pb2.DriftEvent).message
-                if drift.model_name == MODEL_NAME:
+                if drift.model_name == MODEL_NAME and drift.kind == events_pb2.DRIFT_KIND_CONCEPT:
                     self.drift_events.append((drift, time.monotonic()))
             elif record.topic == topics.train_requests:
                 request = decode(record, events_pb2.TrainRequest).message
@@ -492,7 +494,9 @@ class ClosedLoopDemo:
             if watcher.drift_events and report.drift_detected_at_sample < 0:
                 drift, _seen = watcher.drift_events[0]
                 report.drift_detected_at_sample = samples[-1].index
-                report.detection_delay_samples = samples[-1].index - stream.drift_at
+                # The monitor counts the version's labelled samples from 0; the first version
+                # served exactly the pre-drift samples before the onset.
+                report.detection_delay_samples = drift.sample_index - config.pre_drift_samples
                 report.monitor_detector = drift.detector
                 report.seconds_drift_to_detection = round(
                     time.monotonic() - (onset_time or time.monotonic()), 2
