@@ -42,6 +42,7 @@ from rich.table import Table
 from services.cli.demo_stream import FEATURES, Accuracy, DriftingStream, Sample
 from services.cli.stack import LocalStack, StackError, StackPorts, running_stack
 from services.common.auth import bearer_metadata
+from services.common.clients.base import open_channel
 from services.common.clients.datasets import DatasetClient
 from services.common.clients.registry import AUTO, RegistryClient
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
@@ -313,7 +314,7 @@ class ClosedLoopDemo:
         producer = create_producer(self._endpoints.kafka_bootstrap, "mlops-demo", linger_ms=10)
         registry = RegistryClient(self._endpoints.registry_address, lambda: token)
         datasets = DatasetClient(self._endpoints.datasets_address, lambda: token)
-        channel = grpc.aio.insecure_channel(self._endpoints.serving_address)
+        channel = open_channel(self._endpoints.serving_address)
         self._serving = oip_grpc.GRPCInferenceServiceStub(channel)
         self._producer = producer
         self._watcher = watcher

@@ -25,13 +25,10 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common import tracing
-from services.common.auth import bearer_metadata
+from services.common.clients.base import GrpcClient
 from services.common.proto.mlops.v1 import datasets_pb2, datasets_pb2_grpc
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
@@ -87,7 +84,7 @@ def timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
-class DatasetClient:
+class DatasetClient(GrpcClient):
     """Async client for ``mlops.v1.DatasetService``.
 
     Parameters
@@ -111,32 +108,10 @@ class DatasetClient:
         timeout: float = 30.0,
         window_timeout: float = 600.0,
     ):
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-            ],
-            interceptors=tracing.client_interceptors(),
-        )
+        super().__init__(address, token, max_message_bytes=_MAX_MESSAGE_BYTES)
         self._stub = datasets_pb2_grpc.DatasetServiceStub(self._channel)
-        self._token = token
         self._timeout = timeout
         self._window_timeout = window_timeout
-
-    async def __aenter__(self) -> DatasetClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return bearer_metadata(self._token())
 
     async def register_schema(self, schema: DatasetSchema) -> DatasetSchema:
         """Register a schema version; the answer carries the version the server assigned."""

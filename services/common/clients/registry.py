@@ -17,13 +17,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import AsyncIterator, Callable, Mapping
-from types import TracebackType
 
 import grpc
 
-from services.common import tracing
 from services.common.artifacts import DigestMismatch, sha256_hex
-from services.common.auth import bearer_metadata
+from services.common.clients.base import GrpcClient
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
 
 Model = registry_pb2.Model
@@ -36,7 +34,7 @@ DEFAULT_CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
-class RegistryClient:
+class RegistryClient(GrpcClient):
     """Typed calls to ``mlops.v1.RegistryService``; one channel per client."""
 
     def __init__(
@@ -47,32 +45,10 @@ class RegistryClient:
         timeout: float = 30.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ):
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-            interceptors=tracing.client_interceptors(),
-        )
+        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES)
         self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
-        self._token = token
         self._timeout = timeout
         self._chunk_bytes = chunk_bytes
-
-    async def __aenter__(self) -> RegistryClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    def _metadata(self, request_id: str | None) -> tuple[tuple[str, str], ...]:
-        return bearer_metadata(self._token(), request_id)
 
     # ------------------------------------------------------------------ models
 

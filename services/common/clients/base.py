@@ -1,0 +1,48 @@
+"""What every platform gRPC client shares: a traced channel with size limits, the bearer
+token on each call, and ``async with`` to close the channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+import grpc
+
+from services.common import tracing
+from services.common.auth import bearer_metadata
+
+
+def open_channel(address: str, max_message_bytes: int = 32 * 1024 * 1024) -> grpc.aio.Channel:
+    """An insecure channel to ``address`` (TLS terminates at the mesh or the load balancer)
+    that propagates the trace context."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+        interceptors=tracing.client_interceptors(),
+    )
+
+
+class GrpcClient:
+    """Base of the typed clients: one channel, a token provider called before every call."""
+
+    def __init__(self, address: str, token: Callable[[], str], *, max_message_bytes: int):
+        self._channel = open_channel(address, max_message_bytes)
+        self._token = token
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def _metadata(self, request_id: str | None = None) -> tuple[tuple[str, str], ...]:
+        return bearer_metadata(self._token(), request_id)
