@@ -21,6 +21,8 @@ import grpc
 import jwt
 import structlog
 
+from services.common.grpc_handlers import Wrapper, rewrap_handler
+
 ISSUER = "mlops"
 ALGORITHM = "HS256"
 PUBLIC_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -191,11 +193,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if self._on_denied is not None:
                 await self._on_denied(method, exc, request_id)
             code = grpc.StatusCode.PERMISSION_DENIED if exc.forbidden else grpc.StatusCode.UNAUTHENTICATED
-            return _rewrap(handler, _aborting(code, str(exc)))
-        return _rewrap(handler, _binding(principal, request_id))
-
-
-Wrapper = Callable[[Callable[..., Any], bool], Callable[..., Any]]
+            return rewrap_handler(handler, _aborting(code, str(exc)))
+        return rewrap_handler(handler, _binding(principal, request_id))
 
 
 def _aborting(code: grpc.StatusCode, message: str) -> Wrapper:
@@ -240,20 +239,6 @@ def _bind(principal: Principal, request_id: str) -> None:
     current_principal.set(principal)
     current_request_id.set(request_id)
     structlog.contextvars.bind_contextvars(request_id=request_id, subject=principal.subject)
-
-
-def _rewrap(handler: grpc.RpcMethodHandler, wrap: Wrapper) -> grpc.RpcMethodHandler:
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), **kwargs)
 
 
 class ServiceCredentials:

@@ -23,6 +23,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from services.common.auth import PUBLIC_GRPC_PREFIXES
+from services.common.grpc_handlers import rewrap_handler
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -188,17 +189,7 @@ def _wrap(
 
         return traced_unary
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(traced(handler.unary_unary, False), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(traced(handler.unary_stream, True), **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(traced(handler.stream_unary, False), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(traced(handler.stream_stream, True), **kwargs)
+    return rewrap_handler(handler, traced)
 
 
 def _record_code(span: trace.Span, servicer_context: grpc.aio.ServicerContext, failed: bool) -> None:
