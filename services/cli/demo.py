@@ -19,6 +19,7 @@ Runs against the stack ``mlops up`` is running, or starts one of its own and sto
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -79,8 +80,8 @@ class DemoConfig:
     """Samples served by the first model before the concept changes."""
     post_swap_samples: int = 1500
     """Samples served by the retrained model, to measure its accuracy."""
-    max_post_drift_samples: int = 12000
-    """Give up if the loop has not closed after this many drifted samples."""
+    post_drift_timeout: float = 150.0
+    """Give up if the loop has not closed this many seconds after the drift began."""
     rate: float = 400.0
     """Samples per second (predictions, each followed by its event)."""
     concurrency: int = 8
@@ -102,9 +103,11 @@ class DemoReport:
     accuracy_after_drift_old_model: float = float("nan")
     drift_onset_sample: int = 0
     drift_detected_at_sample: int = -1
-    """The demo's sample counter when the drift event reached it (monitoring lag included)."""
+    """The demo's sample counter when the drift event reached it (pipeline lag included)."""
     detection_delay_samples: int = -1
-    """Labelled samples of the drifted model the monitor saw after the onset before its alarm."""
+    """Labelled samples after the change the monitor's detector needed before its alarm."""
+    onset_error_samples: int = 0
+    """Samples between the true onset and the onset the monitor located (positive: late)."""
     monitor_detector: str = ""
     retrain_requests: int = 0
     retrain_request_id: str = ""
@@ -131,7 +134,7 @@ class DemoFailed(Exception):
 
 
 def demo_spec(run_started: datetime) -> model_pb2.ModelSpec:
-    """What the platform trains: a logistic regression on the demo's features, gated."""
+    """What the platform trains: a search over two families, gated before promotion."""
     start = Timestamp()
     start.FromDatetime(run_started)
     return model_pb2.ModelSpec(
@@ -140,11 +143,25 @@ def demo_spec(run_started: datetime) -> model_pb2.ModelSpec:
         features=list(FEATURES),
         target="label",
         task=model_pb2.TASK_CLASSIFICATION,
-        estimators=[model_pb2.EstimatorSpec(family="logistic_regression")],
+        estimators=[
+            model_pb2.EstimatorSpec(
+                family="logistic_regression",
+                search_space_json=json.dumps({"C": {"low": 0.01, "high": 100, "log": True}}),
+            ),
+            model_pb2.EstimatorSpec(
+                family="hist_gradient_boosting",
+                params_json=json.dumps({"max_iter": 60}),
+                search_space_json=json.dumps(
+                    {"learning_rate": {"low": 0.03, "high": 0.3, "log": True}, "max_leaf_nodes": [7, 15, 31]}
+                ),
+            ),
+        ],
         metric="accuracy",
         time_budget_seconds=60,
         window=model_pb2.DataWindow(dataset=DATASET, start_time=start, max_rows=5000, min_rows=400),
-        gates=model_pb2.Gates(min_metric=0.75, max_regression=0.02),
+        gates=model_pb2.Gates(
+            min_metric=0.75, max_regression=0.02, max_noise_drop=0.05, max_missing_drop=0.4
+        ),
         seed=7,
         holdout_fraction=0.25,
     )
@@ -177,12 +194,12 @@ def demo_schema() -> datasets_pb2.DatasetSchema:
     )
 
 
-def raw_event(sample: Sample, with_label: bool = True) -> bytes:
+def raw_event(sample: Sample, event_time: datetime, with_label: bool = True) -> bytes:
     event: dict[str, object] = {
         "dataset": DATASET,
         "event_id": sample.event_id,
         "entity_id": f"user-{sample.index % 97}",
-        "ts": datetime.now(UTC).isoformat(),
+        "ts": event_time.isoformat(),
     }
     event.update({name: float(value) for name, value in zip(FEATURES, sample.features, strict=True)})
     if with_label:
@@ -298,6 +315,8 @@ class ClosedLoopDemo:
         self._metadata = bearer_metadata(endpoints.token)
         self.report = DemoReport(run_id=self._run_id)
         self._pending_sends: list[asyncio.Future[object]] = []
+        self._event_times: list[tuple[float, int]] = []
+        """(event time, sample index) of every event sent, in sending order."""
         self._progress_bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -365,8 +384,10 @@ class ClosedLoopDemo:
         # Plain JSON, as a producer outside the platform sends it.
         topic = self._topics.raw_events
         for sample in samples:
+            event_time = datetime.now(UTC)
+            self._event_times.append((event_time.timestamp(), sample.index))
             self._pending_sends.append(
-                await self._producer.send(topic, raw_event(sample), key=sample.event_id.encode())
+                await self._producer.send(topic, raw_event(sample, event_time), key=sample.event_id.encode())
             )
 
     async def _flush_events(self) -> None:
@@ -457,7 +478,6 @@ class ClosedLoopDemo:
         report.drift_onset_sample = stream.drift_at
         before, after_old, after_new = Accuracy(), Accuracy(), Accuracy()
         old_version = report.first_version
-        drifted_sent = 0
         onset_time: float | None = None
         swap_time: float | None = None
         wave = max(1, config.concurrency)
@@ -490,25 +510,32 @@ class ClosedLoopDemo:
             if samples[0].drifted and onset_time is None:
                 onset_time = time.monotonic()
                 self._say(f"concept drift starts at sample {stream.drift_at}")
-            drifted_sent += sum(s.drifted for s in samples)
             self._progress_bar.update(task, advance=len(samples))
             if watcher.drift_events and report.drift_detected_at_sample < 0:
                 drift, _seen = watcher.drift_events[0]
                 report.drift_detected_at_sample = samples[-1].index
-                # The monitor counts the version's labelled samples from 0; the first version
-                # served exactly the pre-drift samples before the onset.
-                report.detection_delay_samples = drift.sample_index - config.pre_drift_samples
+                report.detection_delay_samples = drift.window_size
+                report.onset_error_samples = self._samples_between(
+                    stream.drift_at, drift.onset_time.ToDatetime(UTC)
+                )
                 report.monitor_detector = drift.detector
                 report.seconds_drift_to_detection = round(
                     time.monotonic() - (onset_time or time.monotonic()), 2
                 )
                 self._say(
                     f"monitor detected drift ({drift.detector}, error rate {drift.statistic:.2f}) "
-                    f"{report.detection_delay_samples} samples after the onset"
+                    f"{report.detection_delay_samples} samples after the change, which it located "
+                    f"{abs(report.onset_error_samples)} samples {'after' if report.onset_error_samples >= 0 else 'before'} "
+                    "the true onset"
                 )
             if after_new.total >= config.post_swap_samples:
                 break
-            if drifted_sent >= config.max_post_drift_samples:
+            if onset_time is not None and time.monotonic() - onset_time > config.post_drift_timeout:
+                report.verdict = (
+                    f"the loop did not close within {config.post_drift_timeout:.0f}s of the drift"
+                )
+                break
+            if self._retrain_failed():
                 break
             next_wave += interval
             delay = next_wave - time.monotonic()
@@ -528,6 +555,30 @@ class ClosedLoopDemo:
             report.new_holdout_accuracy = round(registered.metrics.get("accuracy", float("nan")), 4)
             report.new_version_gates = {gate.name: gate.passed for gate in registered.gates}
         self._judge()
+
+    def _retrain_failed(self) -> bool:
+        """Whether the drift's retrain ended without a version to promote (the monitor would
+        ask again one cooldown later, longer than a demo waits)."""
+        for request in self._watcher.retrain_requests:
+            result = self._watcher.train_results.get(request.request_id)
+            if result is not None and result.status in (
+                events_pb2.TRAIN_STATUS_GATES_FAILED,
+                events_pb2.TRAIN_STATUS_FAILED,
+            ):
+                status = events_pb2.TrainStatus.Name(result.status)
+                failed = [f"{g.name} ({g.detail})" for g in result.gates if not g.passed]
+                self._say(
+                    f"[red]retrain {request.request_id} ended {status}[/]: {result.error or '; '.join(failed)}"
+                )
+                return True
+        return False
+
+    def _samples_between(self, true_onset: int, located: datetime) -> int:
+        """Samples sent between the true onset and the located one (negative when located early)."""
+        times = [when for when, _ in self._event_times]
+        located_at = bisect.bisect_left(times, located.timestamp())
+        true_at = next(i for i, (_, index) in enumerate(self._event_times) if index >= true_onset)
+        return located_at - true_at
 
     def _judge(self) -> None:
         report = self.report
@@ -550,6 +601,8 @@ class ClosedLoopDemo:
             )
         if report.failed_requests:
             problems.append(f"{report.failed_requests} prediction requests failed")
+        if report.verdict:
+            problems.insert(0, report.verdict)
         report.loop_closed = not problems
         report.verdict = "the loop closed" if not problems else "; ".join(problems)
 
@@ -561,10 +614,9 @@ def summary_table(report: DemoReport) -> Table:
         ("live accuracy before drift", str(report.accuracy_before_drift)),
         ("live accuracy after drift, old model", str(report.accuracy_after_drift_old_model)),
         ("drift onset at sample", str(report.drift_onset_sample)),
-        (
-            "drift detected at sample (delay)",
-            f"{report.drift_detected_at_sample} ({report.detection_delay_samples})",
-        ),
+        ("detection delay, samples after the change", str(report.detection_delay_samples)),
+        ("change located, samples from the true onset", f"{report.onset_error_samples:+d}"),
+        ("demo's sample count when the drift event arrived", str(report.drift_detected_at_sample)),
         ("retrain requests", f"{report.retrain_requests} ({report.retrain_request_id})"),
         ("new version (holdout accuracy)", f"v{report.new_version} ({report.new_holdout_accuracy})"),
         ("live accuracy after swap", str(report.accuracy_after_swap)),

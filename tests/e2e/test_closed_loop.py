@@ -31,6 +31,9 @@ def test_the_loop_closes_by_itself(tmp_path: Path) -> None:
     assert report.new_version > report.first_version
     assert report.accuracy_after_swap > report.accuracy_after_drift_old_model + config.min_accuracy_gain
     assert report.retrain_requests == 1
-    assert 0 <= report.detection_delay_samples <= 500
+    # The monitor needed few post-change samples, and placed the change where it happened,
+    # so the retrain learned the new concept only.
+    assert 0 < report.detection_delay_samples <= 500
+    assert abs(report.onset_error_samples) <= 250
     assert report.new_version_gates and all(report.new_version_gates.values())
     assert report.failed_requests == 0
