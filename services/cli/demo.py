@@ -266,9 +266,7 @@ class LoopWatcher:
                 continue
             for records in batches.values():
                 for r in records:
-                    self._observe(
-                        IncomingRecord(r.topic, r.partition, r.offset, r.key, r.value, r.headers, 0)
-                    )
+                    self._observe(IncomingRecord.from_consumer_record(r))
             async with self._changed:
                 self._changed.notify_all()
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
@@ -22,6 +22,9 @@ from cloudevents.core.v1.event import CloudEvent
 from google.protobuf.message import DecodeError, Message
 
 from services.common.tracing import trace_headers
+
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
 
 PROTOBUF_CONTENT_TYPE = "application/protobuf"
 SPEC_VERSION = "1.0"
@@ -121,6 +124,19 @@ class IncomingRecord:
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
     timestamp_ms: int
+
+    @classmethod
+    def from_consumer_record(cls, record: ConsumerRecord[bytes, bytes]) -> IncomingRecord:
+        """The record an aiokafka consumer handed over, with its headers as an immutable tuple."""
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=tuple(record.headers or ()),
+            timestamp_ms=record.timestamp,
+        )
 
 
 class EnvelopeError(ValueError):

@@ -258,15 +258,7 @@ class ConsumerLoop:
             if not batches:
                 continue
             records = [
-                IncomingRecord(
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                    key=r.key,
-                    value=r.value,
-                    headers=tuple(r.headers or ()),
-                    timestamp_ms=r.timestamp,
-                )
+                IncomingRecord.from_consumer_record(r)
                 for partition_records in batches.values()
                 for r in partition_records
             ]
