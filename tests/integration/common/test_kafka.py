@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
@@ -21,28 +22,7 @@ from services.common.kafka import (
 )
 from services.common.proto.mlops.v1 import events_pb2
 from tests.conftest import Infra
-
-
-async def read_all(bootstrap: str, topic: str, count: int, within: float = 20.0) -> list[IncomingRecord]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    out: list[IncomingRecord] = []
-    try:
-        async with asyncio.timeout(within):
-            while len(out) < count:
-                batch = await consumer.getmany(timeout_ms=200)
-                for records in batch.values():
-                    out += [
-                        IncomingRecord(
-                            r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
-                        )
-                        for r in records
-                    ]
-    finally:
-        await consumer.stop()
-    return out
+from tests.helpers.kafka import TopicReader, read_records
 
 
 async def test_poison_records_go_to_dlq_and_the_rest_is_handled_once(infra: Infra, topics: Topics) -> None:
@@ -88,7 +68,7 @@ async def test_poison_records_go_to_dlq_and_the_rest_is_handled_once(infra: Infr
             max_retry_delay=0.2,
         )
         await loop.start()
-        dlq = await read_all(infra.kafka_bootstrap, Topics.dlq(source), 1)
+        dlq = await read_records(infra.kafka_bootstrap, Topics.dlq(source), 1)
         await asyncio.wait_for(all_handled.wait(), 20)
         await loop.stop()
     finally:
@@ -108,3 +88,31 @@ async def test_poison_records_go_to_dlq_and_the_rest_is_handled_once(infra: Infr
     finally:
         await consumer.stop()
     assert committed == 4
+
+
+async def test_a_consumed_record_keeps_its_key_headers_and_timestamp(infra: Infra, topics: Topics) -> None:
+    topic = topics.labels
+    await ensure_topics(infra.kafka_bootstrap, [topic], partitions=1)
+    producer = create_producer(infra.kafka_bootstrap, "test")
+    await producer.start()
+    sent = encode(
+        topic, events_pb2.LabelRecord(event_id="e1"), source="/test", key="e1", headers=[("empty", b"")]
+    )
+    try:
+        await publish(producer, [sent])
+        await producer.send_and_wait(topic, b"not an envelope", timestamp_ms=1_700_000_000_000)
+    finally:
+        await producer.stop()
+
+    labelled, poison = await read_records(infra.kafka_bootstrap, topic, 2)
+
+    assert (labelled.topic, labelled.partition, labelled.offset, labelled.key) == (topic, 0, 0, b"e1")
+    assert labelled.headers == tuple(sent.headers)
+    assert decode(labelled, events_pb2.LabelRecord).message.event_id == "e1"
+    assert (poison.offset, poison.key, poison.value, poison.headers) == (1, None, b"not an envelope", ())
+    assert poison.timestamp_ms == 1_700_000_000_000
+    # A reader of messages stops at a record that is not one, rather than waiting it out.
+    async with TopicReader(infra.kafka_bootstrap, topic, events_pb2.LabelRecord) as reader:
+        with pytest.raises(EnvelopeError, match="missing CloudEvents header"):
+            await reader.wait_for(lambda label: label.event_id == "never sent")
+    assert [label.event_id for label in reader.received] == ["e1"]

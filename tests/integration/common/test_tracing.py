@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -64,22 +65,29 @@ class LiveServicer(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ServerLiveResponse(live=True)
 
 
-async def test_a_grpc_call_continues_the_callers_trace_but_health_checks_are_not_traced() -> None:
-    servicer = LiveServicer()
+@asynccontextmanager
+async def serving(servicer: LiveServicer) -> AsyncIterator[str]:
+    """``servicer`` behind the platform's gRPC server on a free loopback port; its address."""
     server = GrpcServer("127.0.0.1:0")
     server.add_service(
         oip_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, "inference.GRPCInferenceService"
     )
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{server.port}", interceptors=tracing.client_interceptors()
-        ) as channel:
-            with tracing.tracer().start_as_current_span("client call") as client_span:
-                await oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest())
-            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        yield f"127.0.0.1:{server.port}"
     finally:
         await server.stop(0)
+
+
+async def test_a_grpc_call_continues_the_callers_trace_but_health_checks_are_not_traced() -> None:
+    servicer = LiveServicer()
+    async with (
+        serving(servicer) as address,
+        grpc.aio.insecure_channel(address, interceptors=tracing.client_interceptors()) as channel,
+    ):
+        with tracing.tracer().start_as_current_span("client call") as client_span:
+            await oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest())
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     caller = client_span.get_span_context()
     (inside,) = servicer.seen
     assert inside.trace_id == caller.trace_id
@@ -90,17 +98,9 @@ async def test_a_grpc_call_continues_the_callers_trace_but_health_checks_are_not
 
 
 async def test_a_failed_call_marks_its_span_with_the_status() -> None:
-    server = GrpcServer("127.0.0.1:0")
-    server.add_service(
-        oip_grpc.add_GRPCInferenceServiceServicer_to_server, LiveServicer(), "inference.GRPCInferenceService"
-    )
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
-                await oip_grpc.GRPCInferenceServiceStub(channel).ServerReady(oip.ServerReadyRequest())
-    finally:
-        await server.stop(0)
+    async with serving(LiveServicer()) as address, grpc.aio.insecure_channel(address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await oip_grpc.GRPCInferenceServiceStub(channel).ServerReady(oip.ServerReadyRequest())
     assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
     (server_span,) = spans(SpanKind.SERVER)
     assert server_span.attributes is not None
@@ -110,16 +110,8 @@ async def test_a_failed_call_marks_its_span_with_the_status() -> None:
 
 async def test_a_call_without_a_trace_starts_one_at_the_server() -> None:
     servicer = LiveServicer()
-    server = GrpcServer("127.0.0.1:0")
-    server.add_service(
-        oip_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, "inference.GRPCInferenceService"
-    )
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            await oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest())
-    finally:
-        await server.stop(0)
+    async with serving(servicer) as address, grpc.aio.insecure_channel(address) as channel:
+        await oip_grpc.GRPCInferenceServiceStub(channel).ServerLive(oip.ServerLiveRequest())
     (server_span,) = spans(SpanKind.SERVER)
     assert server_span.parent is None
     assert servicer.seen[0].trace_id == server_span.context.trace_id

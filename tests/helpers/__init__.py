@@ -1,0 +1,7 @@
+"""Helpers every test suite shares, so each suite does not grow its own copy.
+
+- ``kafka``: reading topics (:class:`~tests.helpers.kafka.TopicReader`, one-shot reads).
+- ``apps``: settings for services under test and starting them in process.
+- ``datasets``: the orders dataset schema the ingest tests register.
+- ``waiting``: polling state that is only reachable by asking for it.
+"""
