@@ -3,52 +3,45 @@ broker and database (its own database name and topic prefix)."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
-from services.common.events import IncomingRecord, Topics, decode
+from services.common.events import Topics
+from services.common.kafka import ensure_topics
 from services.common.proto.mlops.v1 import events_pb2
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
 from tests.conftest import Infra
+from tests.helpers.apps import registry_settings, started
+from tests.helpers.kafka import TopicReader
 
 SIGNING_KEY = secrets.token_hex(32)
 
+ModelEvents = TopicReader[events_pb2.ModelEvent]
+"""The registry's model events as the ``model_events`` fixture reads them."""
+
 
 def settings_for(infra: Infra, name: str, **overrides: object) -> RegistrySettings:
+    """A registry on its own database and topic prefix ``name``, with small artifact chunks
+    and limits so the tests cross them cheaply."""
     values: dict[str, object] = {
-        "kafka_bootstrap_servers": infra.kafka_bootstrap,
-        "mongodb_uri": infra.mongodb_uri,
-        "mongodb_database": name,
-        "topic_prefix": name,
-        "auth_secret": infra.auth_secret,
         "artifact_signing_key": SIGNING_KEY,
-        "host": "127.0.0.1",
-        "grpc_port": 0,
-        "http_port": 0,
         "artifact_chunk_bytes": 64 * 1024,
         "max_artifact_bytes": 4 * 1024 * 1024,
-        "outbox_poll_seconds": 0.2,
     }
     values.update(overrides)
-    return RegistrySettings(**values)  # type: ignore[arg-type]
+    return registry_settings(infra, name, **values)
 
 
 @pytest.fixture(scope="package")
 async def registry_app(infra: Infra) -> AsyncIterator[RegistryApp]:
-    app = RegistryApp(settings_for(infra, "reg" + uuid.uuid4().hex[:8]))
-    await app.start()
-    try:
+    async with started(RegistryApp(settings_for(infra, "reg" + uuid.uuid4().hex[:8]))) as app:
         yield app
-    finally:
-        await app.stop()
 
 
 ClientFactory = Callable[..., RegistryClient]
@@ -80,53 +73,11 @@ def model_name() -> str:
     return "m-" + uuid.uuid4().hex[:10]
 
 
-class EventReader:
-    """Reads the registry's model events from the start of the topic, without a group."""
-
-    def __init__(self, bootstrap: str, topic: str):
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            group_id=None,
-            fetch_max_wait_ms=50,
-        )
-        self.events: list[events_pb2.ModelEvent] = []
-        self.ids: list[str] = []
-
-    async def start(self) -> None:
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def wait_for(
-        self, predicate: Callable[[list[events_pb2.ModelEvent]], bool], within: float = 15.0
-    ) -> list[events_pb2.ModelEvent]:
-        async with asyncio.timeout(within):
-            while not predicate(self.events):
-                batch = await self._consumer.getmany(timeout_ms=100)
-                for records in batch.values():
-                    for r in records:
-                        envelope = decode(
-                            IncomingRecord(
-                                r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
-                            ),
-                            events_pb2.ModelEvent,
-                        )
-                        self.ids.append(envelope.id)
-                        self.events.append(envelope.message)
-        return self.events
-
-
 @pytest.fixture(scope="package")
-async def model_events(infra: Infra, registry_app: RegistryApp) -> AsyncIterator[EventReader]:
+async def model_events(infra: Infra, registry_app: RegistryApp) -> AsyncIterator[ModelEvents]:
+    """The registry's model events, from the start of its topic."""
     topic = Topics(registry_app.settings.topic_prefix).model_events
-    reader = EventReader(infra.kafka_bootstrap, topic)
-    # The relay creates the topic when it connects; wait for that before subscribing.
-    from services.common.kafka import ensure_topics
-
+    # The relay creates the topic when it connects; make sure it is there before subscribing.
     await ensure_topics(infra.kafka_bootstrap, [topic])
-    await reader.start()
-    yield reader
-    await reader.stop()
+    async with TopicReader(infra.kafka_bootstrap, topic, events_pb2.ModelEvent, within=15.0) as reader:
+        yield reader

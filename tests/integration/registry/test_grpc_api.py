@@ -15,7 +15,7 @@ from services.common.auth import Scope
 from services.common.clients.registry import MANUAL, RegistryClient
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.registry.app import RegistryApp
-from tests.integration.registry.conftest import SIGNING_KEY, ClientFactory, EventReader
+from tests.integration.registry.conftest import SIGNING_KEY, ClientFactory, ModelEvents
 from tests.integration.registry.helpers import DATA_HASH, metadata, random_artifact
 
 READY = registry_pb2.VERSION_STATUS_READY
@@ -36,7 +36,7 @@ async def artifact_files(app: RegistryApp) -> int:
 
 
 async def test_register_promote_and_download_a_real_model(
-    admin: RegistryClient, model_name: str, model_events: EventReader
+    admin: RegistryClient, model_name: str, model_events: ModelEvents
 ) -> None:
     model = await admin.create_model(model_name, "churn", tags={"team": "risk"})
     assert model.promotion_policy == registry_pb2.PROMOTION_POLICY_AUTO
@@ -55,7 +55,7 @@ async def test_register_promote_and_download_a_real_model(
     loaded = load_sklearn(data, downloaded.artifact.sha256)
     assert list(loaded.predict([[0.0, 1.0], [1.0, 0.0]])) == list(estimator.predict([[0.0, 1.0], [1.0, 0.0]]))
 
-    events = await model_events.wait_for(
+    events = await model_events.wait_until(
         lambda evs: any(
             e.model_name == model_name and e.type == events_pb2.MODEL_EVENT_TYPE_ALIAS_SET for e in evs
         )
@@ -76,7 +76,7 @@ async def test_register_promote_and_download_a_real_model(
 
 
 async def test_auto_promotion_moves_production_and_reports_the_previous_version(
-    admin: RegistryClient, model_name: str, model_events: EventReader
+    admin: RegistryClient, model_name: str, model_events: ModelEvents
 ) -> None:
     await admin.create_model(model_name)
     first = await admin.create_version(metadata(model_name, b"v1"), b"v1")
@@ -89,7 +89,7 @@ async def test_auto_promotion_moves_production_and_reports_the_previous_version(
     assert (first.version, second.version) == (1, 4)
     model = await admin.get_model(model_name)
     assert dict(model.aliases) == {"production": 4} and model.latest_version == 4
-    events = await model_events.wait_for(
+    events = await model_events.wait_until(
         lambda evs: any(e.model_name == model_name and e.alias and e.version == 4 for e in evs)
     )
     alias_moves = [(e.version, e.previous_version) for e in events if e.model_name == model_name and e.alias]
@@ -382,7 +382,7 @@ async def test_every_change_is_audited_with_before_and_after(admin: RegistryClie
 
 
 async def test_manual_policy_waits_for_a_distinct_approver(
-    clients: ClientFactory, admin: RegistryClient, model_name: str, model_events: EventReader
+    clients: ClientFactory, admin: RegistryClient, model_name: str, model_events: ModelEvents
 ) -> None:
     await admin.create_model(model_name, policy=MANUAL)
     trainer = clients(Scope.WRITE, subject="service:trainer")
@@ -414,7 +414,7 @@ async def test_manual_policy_waits_for_a_distinct_approver(
     )
     assert "four-eyes" in (error.details() or "")
 
-    events = await model_events.wait_for(
+    events = await model_events.wait_until(
         lambda evs: any(
             e.model_name == model_name and e.type == events_pb2.MODEL_EVENT_TYPE_VERSION_REJECTED for e in evs
         )

@@ -18,7 +18,8 @@ from services.common.localstack import free_port, start_kafka, start_mongo
 from services.common.proto.mlops.v1 import events_pb2
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
-from tests.integration.registry.conftest import EventReader, settings_for
+from tests.helpers.kafka import TopicReader
+from tests.integration.registry.conftest import settings_for
 from tests.integration.registry.helpers import metadata, random_artifact
 
 
@@ -38,10 +39,10 @@ async def test_changes_made_while_the_broker_is_away_are_published_when_it_retur
         assert list(version.aliases) == ["production"], "the registry works without the broker"
 
         kafka = start_kafka(kafka_port, log_path=infra.logs / f"kafka-{name}.log")
-        reader = EventReader(f"127.0.0.1:{kafka_port}", Topics(name).model_events)
+        reader = TopicReader(f"127.0.0.1:{kafka_port}", Topics(name).model_events, events_pb2.ModelEvent)
         await reader.start()
         try:
-            events = await reader.wait_for(lambda evs: len(evs) >= 3, within=30)
+            events = await reader.wait_until(lambda evs: len(evs) >= 3, within=30)
         finally:
             await reader.stop()
         assert [e.type for e in events] == [
@@ -49,7 +50,7 @@ async def test_changes_made_while_the_broker_is_away_are_published_when_it_retur
             events_pb2.MODEL_EVENT_TYPE_VERSION_CREATED,
             events_pb2.MODEL_EVENT_TYPE_ALIAS_SET,
         ]
-        assert len(set(reader.ids)) == 3, "each event keeps its CloudEvents id"
+        assert len({e.id for e in reader.envelopes}) == 3, "each event keeps its CloudEvents id"
     finally:
         await app.stop()
         if kafka is not None:
