@@ -14,9 +14,10 @@ from typer.testing import CliRunner, Result
 from services.cli.__main__ import app
 from services.cli.output import ExitCode
 from services.common.auth import Scope
-from services.common.events import Topics
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
-from tests.integration.ingest.conftest import Ingest, orders_schema
+from tests.helpers.datasets import orders_schema
+from tests.helpers.waiting import eventually
+from tests.integration.ingest.conftest import Ingest
 
 runner = CliRunner()
 
@@ -78,8 +79,7 @@ async def test_register_list_show_window_and_quality(ingest: Ingest, dataset: st
     )
     expected = await asyncio.wait_for(_window_of(ingest, dataset, 3), 20)
     # The refused event may sit on another partition than the rows: wait for its dead letter.
-    await ingest.tap.wait_for(
-        Topics.dlq(ingest.topics.raw_events),
+    await ingest.raw_dead_letters.wait_for(
         lambda r: b'"bad"' in (r.value or b"") and dataset.encode() in (r.value or b""),
         1,
     )
@@ -97,11 +97,11 @@ async def test_register_list_show_window_and_quality(ingest: Ingest, dataset: st
 
 
 async def _window_of(ingest: Ingest, dataset: str, rows: int) -> str:
-    while True:
-        data = await ingest.datasets.read_window(DataWindow(dataset=dataset))
-        if data.summary.row_count >= rows:
-            return data.summary.content_sha256
-        await asyncio.sleep(0.1)
+    data = await eventually(
+        lambda: ingest.datasets.read_window(DataWindow(dataset=dataset)),
+        lambda d: d.summary.row_count >= rows,
+    )
+    return data.summary.content_sha256
 
 
 async def test_errors_map_to_exit_codes(ingest: Ingest, dataset: str, tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from services.common.events import decode
 from services.common.proto.mlops.v1.datasets_pb2 import FieldSpec, FieldType
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
-from tests.integration.ingest.conftest import Ingest, orders_schema
+from tests.helpers.datasets import orders_schema
+from tests.integration.ingest.conftest import Ingest
 
 
 async def rpc_error(call: object) -> grpc.aio.AioRpcError:
@@ -62,9 +63,7 @@ async def test_schema_versions_through_the_api(ingest: Ingest, dataset: str) -> 
     await ingest.send_json(
         [{"event_id": "v3-1", "customer": "c", "ts": now, "amount": 1, "items": 2}], dataset
     )
-    letters = await ingest.tap.wait_for(
-        f"{ingest.topics.prefix}.events.raw.dlq", lambda r: b"v3-1" in (r.value or b""), 1
-    )
+    letters = await ingest.raw_dead_letters.wait_for(lambda r: b"v3-1" in (r.value or b""), 1)
     headers = dict(letters[0].headers)
     assert (headers["dlq.error.class"], headers["dlq.error.field"]) == (b"unknown_field", b"items")
 
@@ -159,9 +158,7 @@ async def test_retention_keeps_old_rows_out_of_windows_and_dates_their_expiry(
         ],
         dataset,
     )
-    await ingest.tap.wait_for(
-        ingest.topics.features, lambda r: decode(r, FeatureRow).message.dataset == dataset, 2
-    )
+    await ingest.features.wait_for(lambda r: decode(r, FeatureRow).message.dataset == dataset, 2)
     everything = await ingest.datasets.read_window(DataWindow(dataset=dataset), labelled_only=False)
     assert [r.event_id for r in everything.rows] == ["old", "recent"]
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from services.common.auth import Scope
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
-from tests.integration.ingest.conftest import Ingest, orders_schema
+from tests.helpers.datasets import orders_schema
+from tests.integration.ingest.conftest import Ingest
 
 
 def bearer(ingest: Ingest, *scopes: Scope) -> dict[str, str]:

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from bson import json_util
 from confluent_kafka import Producer
@@ -31,7 +30,10 @@ from services.common.events import Topics
 from services.common.localstack import ManagedProcess, free_port, start_process
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
 from tests.conftest import Infra
-from tests.integration.ingest.conftest import PSEUDONYMIZATION_KEY, orders_schema
+from tests.helpers.datasets import orders_schema
+from tests.helpers.kafka import read_to_end
+from tests.helpers.waiting import eventually
+from tests.integration.ingest.conftest import PSEUDONYMIZATION_KEY
 
 REPO = Path(__file__).resolve().parents[3]
 PLANTED = "planted-" + uuid.uuid4().hex
@@ -118,38 +120,20 @@ def send(producer: Producer, topic: str, events: list[dict[str, Any]]) -> None:
 
 async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
     """Every record of ``topic`` (key, headers and value), as bytes to search."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads the metadata partitions_for_topic reads
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        found: list[bytes] = []
-        async with asyncio.timeout(20):
-            while [tp for tp in assigned if await consumer.position(tp) < ends[tp]]:
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    for r in records:
-                        found.append(
-                            (r.key or b"")
-                            + b"".join(k.encode() + (v or b"") for k, v in r.headers)
-                            + (r.value or b"")
-                        )
-        return found
-    finally:
-        await consumer.stop()
+    return [
+        (r.key or b"") + b"".join(k.encode() + (v or b"") for k, v in r.headers) + (r.value or b"")
+        for r in await read_to_end(bootstrap, topic)
+    ]
 
 
 async def settled(api: DatasetClient, dataset: str, events: int) -> Any:
     """The quality summary once it accounts for at least ``events`` events."""
-    async with asyncio.timeout(60):
-        while True:
-            summary = await api.quality_summary(dataset)
-            if summary.accepted + summary.duplicates + summary.rejected >= events:
-                return summary
-            await asyncio.sleep(0.2)
+    return await eventually(
+        lambda: api.quality_summary(dataset),
+        lambda s: s.accepted + s.duplicates + s.rejected >= events,
+        within=60,
+        interval=0.2,
+    )
 
 
 async def test_two_processes_share_the_work_and_account_for_every_event(

@@ -4,14 +4,13 @@ attached; windows read back with a stable hash."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from services.common.events import IncomingRecord, Topics, decode, encode
+from services.common.events import IncomingRecord, decode, encode
 from services.common.kafka import (
     DLQ_ERROR_CLASS,
     DLQ_ERROR_FIELD,
@@ -25,19 +24,9 @@ from services.common.proto.mlops.v1.model_pb2 import DataWindow, FeatureValue
 from services.ingest.consumer import source_of
 from services.ingest.formats import decode_record
 from services.ingest.pipeline import Status, Submission
-from tests.integration.ingest.conftest import Ingest, orders_schema
-
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], within: float = 20.0) -> T:
-    """Poll ``probe`` until ``done`` holds for its answer (for state only reachable by query)."""
-    async with asyncio.timeout(within):
-        while True:
-            value = await probe()
-            if done(value):
-                return value
-            await asyncio.sleep(0.1)
+from tests.helpers.datasets import orders_schema
+from tests.helpers.waiting import eventually
+from tests.integration.ingest.conftest import Ingest
 
 
 def order(dataset: str, i: int, base: datetime, **changes: Any) -> dict[str, Any]:
@@ -97,9 +86,9 @@ async def test_every_event_is_stored_dead_lettered_or_counted_as_duplicate(
     body = json.dumps(order(dataset, 201, base)).encode()
     await ingest.producer.send_and_wait(ingest.topics.raw_events, body, headers=ce_headers)
 
-    features = await ingest.tap.wait_for(ingest.topics.features, rows_of(ingest, dataset), 12)
-    dead = await ingest.tap.wait_for(
-        Topics.dlq(ingest.topics.raw_events), lambda r: dataset.encode() in (r.value or b""), len(invalid)
+    features = await ingest.features.wait_for(rows_of(ingest, dataset), 12)
+    dead = await ingest.raw_dead_letters.wait_for(
+        lambda r: dataset.encode() in (r.value or b""), len(invalid)
     )
     summary = await eventually(
         lambda: ingest.datasets.quality_summary(dataset),
@@ -135,9 +124,7 @@ async def test_every_event_is_stored_dead_lettered_or_counted_as_duplicate(
     assert by_id[f"{dataset}-200"].entity_id.startswith("1:")
     assert by_id[f"{dataset}-0"].entity_id == by_id[f"{dataset}-3"].entity_id  # same customer, same pseudonym
 
-    labels = await ingest.tap.wait_for(
-        ingest.topics.labels, lambda r: decode(r, LabelRecord).message.dataset == dataset, 7
-    )
+    labels = await ingest.labels.wait_for(lambda r: decode(r, LabelRecord).message.dataset == dataset, 7)
     keyed = {r.key.decode(): decode(r, LabelRecord).message for r in labels if r.key}
     assert set(keyed) == {f"{dataset}-{i}" for i in (1, 3, 5, 7, 9, 200, 201)}
     assert keyed[f"{dataset}-200"].label.string_value == "no"
@@ -150,7 +137,7 @@ async def test_a_window_reads_back_in_time_order_with_a_stable_hash(ingest: Inge
     events = [order(dataset, i, base) for i in (5, 1, 4, 2, 3, 0)]
     events.append(order(dataset, 6, base, ts=(base + timedelta(seconds=2)).isoformat(), label="yes"))
     await ingest.send_json(events)
-    await ingest.tap.wait_for(ingest.topics.features, rows_of(ingest, dataset), 7)
+    await ingest.features.wait_for(rows_of(ingest, dataset), 7)
 
     first = await ingest.datasets.read_window(DataWindow(dataset=dataset), labelled_only=False)
     again = await ingest.datasets.read_window(DataWindow(dataset=dataset), labelled_only=False, chunk_rows=2)
@@ -186,19 +173,17 @@ async def test_labels_for_earlier_events_update_the_row_and_are_published(
     base = datetime.now(UTC) - timedelta(minutes=30)
     first, early = f"{dataset}-0", f"{dataset}-1"
     await ingest.send_json([order(dataset, 0, base)])
-    await ingest.tap.wait_for(ingest.topics.features, rows_of(ingest, dataset), 1)
+    await ingest.features.wait_for(rows_of(ingest, dataset), 1)
     # A label for a stored event, and one that arrives before its event.
     await ingest.send_json([{"event_id": first, "label": "no"}, {"event_id": early, "label": "yes"}], dataset)
-    labels = await ingest.tap.wait_for(
-        ingest.topics.labels, lambda r: decode(r, LabelRecord).message.dataset == dataset, 2
-    )
+    labels = await ingest.labels.wait_for(lambda r: decode(r, LabelRecord).message.dataset == dataset, 2)
     by_key = {r.key: decode(r, LabelRecord).message for r in labels}
     assert by_key[first.encode()].label.string_value == "no"
     assert by_key[first.encode()].entity_id.startswith("1:")  # taken from the stored row
     assert by_key[early.encode()].label.string_value == "yes"
 
     await ingest.send_json([order(dataset, 1, base, label=None)])
-    await ingest.tap.wait_for(ingest.topics.features, rows_of(ingest, dataset), 2)
+    await ingest.features.wait_for(rows_of(ingest, dataset), 2)
     window = await eventually(
         lambda: ingest.datasets.read_window(DataWindow(dataset=dataset)), lambda w: w.summary.row_count == 2
     )
@@ -206,7 +191,7 @@ async def test_labels_for_earlier_events_update_the_row_and_are_published(
 
     # A repeated label is acknowledged as a duplicate and published again, harmlessly.
     await ingest.send_json([{"event_id": first, "label": "no"}], dataset)
-    await ingest.tap.wait_for(ingest.topics.labels, lambda r: r.key == first.encode(), 2)
+    await ingest.labels.wait_for(lambda r: r.key == first.encode(), 2)
     summary: QualitySummary = await eventually(
         lambda: ingest.datasets.quality_summary(dataset), lambda s: s.duplicates == 1
     )
@@ -231,13 +216,11 @@ async def test_poison_records_are_dead_lettered_and_the_consumer_moves_on(
         ingest.topics.raw_events, json.dumps(after).encode(), key=b"same-partition"
     )
 
-    dead = await ingest.tap.wait_for(
-        Topics.dlq(ingest.topics.raw_events), lambda r: marker in (r.value or b""), 4
-    )
+    dead = await ingest.raw_dead_letters.wait_for(lambda r: marker in (r.value or b""), 4)
     classes = sorted(dict(r.headers)[DLQ_ERROR_CLASS].decode() for r in dead)
     assert classes == ["not_an_object", "undecodable", "undecodable", "unknown_dataset"]
     assert sorted(r.value for r in dead) == sorted(poison)  # kept as sent: nothing says what is private
-    await ingest.tap.wait_for(ingest.topics.features, rows_of(ingest, dataset), 1)
+    await ingest.features.wait_for(rows_of(ingest, dataset), 1)
 
 
 async def test_a_redelivered_record_is_handled_again_but_a_resent_event_is_a_duplicate(
@@ -268,7 +251,7 @@ async def test_a_redelivered_record_is_handled_again_but_a_resent_event_is_a_dup
     sentinel = json.dumps(order(dataset, 4, datetime.now(UTC) - timedelta(minutes=1))).encode()
     record = IncomingRecord(ingest.topics.raw_events, 0, 10**9 + 2, None, sentinel, (), 0)
     await pipeline.ingest([Submission(decode_record(record), source_of(record))])
-    published = await ingest.tap.wait_for(ingest.topics.features, rows_of(ingest, dataset), 3)
+    published = await ingest.features.wait_for(rows_of(ingest, dataset), 3)
     assert [decode(r, FeatureRow).message.event_id for r in published] == [
         f"{dataset}-{i}" for i in (1, 1, 4)
     ]

@@ -5,55 +5,29 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, DerivedFeature, FieldSpec, FieldType
+from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldSpec, FieldType
+from tests.helpers.datasets import orders_schema
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 KEY = b"k" * 32
 
 
 def demo_schema(**overrides: Any) -> DatasetSchema:
-    """A dataset with every field type, a private field, a label and two derived features."""
-    schema = DatasetSchema(
-        name="demo",
-        version=1,
-        event_id_field="event_id",
+    """The orders schema named demo, with every field type: a private field, a label and
+    two derived features."""
+    return orders_schema(
+        "demo",
         entity_id_field="user",
-        timestamp_field="ts",
-        label_field="label",
-        fields=[
-            FieldSpec(name="event_id", type=FieldType.FIELD_TYPE_TEXT, required=True),
-            FieldSpec(name="user", type=FieldType.FIELD_TYPE_TEXT, required=True, private=True),
-            FieldSpec(name="ts", type=FieldType.FIELD_TYPE_TIMESTAMP, required=True),
-            FieldSpec(
-                name="amount",
-                type=FieldType.FIELD_TYPE_NUMBER,
-                required=True,
-                has_min=True,
-                min=0,
-                has_max=True,
-                max=1000,
-            ),
-            FieldSpec(name="items", type=FieldType.FIELD_TYPE_NUMBER),
-            FieldSpec(
-                name="country",
-                type=FieldType.FIELD_TYPE_CATEGORY,
-                allowed_values=["FR", "DE", "1"],
-                max_length=2,
-            ),
+        countries=("FR", "DE", "1"),
+        country_max_length=2,
+        more_fields=[
             FieldSpec(name="vip", type=FieldType.FIELD_TYPE_BOOLEAN),
             FieldSpec(name="email", type=FieldType.FIELD_TYPE_TEXT, private=True),
             FieldSpec(name="note", type=FieldType.FIELD_TYPE_TEXT, max_length=10),
             FieldSpec(name="signup", type=FieldType.FIELD_TYPE_TIMESTAMP),
-            FieldSpec(name="label", type=FieldType.FIELD_TYPE_CATEGORY),
         ],
-        derived=[
-            DerivedFeature(name="hour", function="hour_of_day", inputs=["ts"]),
-            DerivedFeature(name="per_item", function="ratio", inputs=["amount", "items"]),
-        ],
+        **{"version": 1, **overrides},
     )
-    for name, value in overrides.items():
-        setattr(schema, name, value)
-    return schema
 
 
 def event(**fields: Any) -> dict[str, Any]:
