@@ -2,39 +2,42 @@
 
 One registry and one serving app per test package (own database and topic prefix);
 each test registers its own model names, so tests share the apps but not their models.
+Both hold the same artifact signing key, as the platform's services do, so river models
+(signed pickles) are accepted by the one and served by the other.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
-from services.common.events import IncomingRecord, Topics, decode
+from services.common.events import Topics
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.registry.app import RegistryApp
-from services.registry.settings import RegistrySettings
 from services.serving.app import ServingApp
 from services.serving.models import ModelState
 from services.serving.settings import ServingSettings
 from services.serving.tensors import decode_bytes_elements
 from tests.conftest import Infra
+from tests.helpers.apps import app_settings, registry_settings, started
+from tests.helpers.kafka import TopicReader
 
 N_FEATURES = 4
+SIGNING_KEY = "serving-tests-artifact-signing-key-0123456789"
 
 
 @dataclass(frozen=True)
@@ -93,48 +96,22 @@ def version_metadata(
     )
 
 
-class PredictionReader:
-    """Reads prediction records from the start of the topic, without a consumer group."""
+class PredictionReader(TopicReader[events_pb2.PredictionRecord]):
+    """Serving's prediction records, from the start of the topic."""
 
     def __init__(self, bootstrap: str, topic: str):
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            group_id=None,
-            fetch_max_wait_ms=50,
-        )
-        self.records: list[events_pb2.PredictionRecord] = []
-        self.partitions: dict[str, int] = {}
+        super().__init__(bootstrap, topic, events_pb2.PredictionRecord)
+
+    @property
+    def partitions(self) -> dict[str, int]:
         """Request id -> the partition its record was written to."""
-
-    async def start(self) -> None:
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def wait_for(
-        self, predicate: Callable[[list[events_pb2.PredictionRecord]], bool], within: float = 20.0
-    ) -> list[events_pb2.PredictionRecord]:
-        async with asyncio.timeout(within):
-            while not predicate(self.records):
-                batch = await self._consumer.getmany(timeout_ms=100)
-                for records in batch.values():
-                    for r in records:
-                        incoming = IncomingRecord(
-                            r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
-                        )
-                        record = decode(incoming, events_pb2.PredictionRecord).message
-                        self.records.append(record)
-                        self.partitions[record.request_id] = r.partition
-        return self.records
+        return {e.message.request_id: e.record.partition for e in self.envelopes}
 
     async def of(self, request_ids: Sequence[str], within: float = 20.0) -> list[events_pb2.PredictionRecord]:
         """The records of ``request_ids`` (every one of them, once each seen)."""
         wanted = set(request_ids)
-        await self.wait_for(lambda records: wanted <= {r.request_id for r in records}, within)
-        return [r for r in self.records if r.request_id in wanted]
+        await self.wait_until(lambda records: wanted <= {r.request_id for r in records}, within)
+        return [r for r in self.received if r.request_id in wanted]
 
 
 @dataclass
@@ -184,47 +161,39 @@ class Stack:
 
 def serving_settings(infra: Infra, prefix: str, registry_port: int, **overrides: Any) -> ServingSettings:
     values: dict[str, Any] = {
-        "kafka_bootstrap_servers": infra.kafka_bootstrap,
-        "topic_prefix": prefix,
-        "auth_secret": infra.auth_secret,
         "registry_address": f"127.0.0.1:{registry_port}",
-        "grpc_port": 0,
-        "http_port": 0,
         "max_rows": 256,
         "max_message_bytes": 1024 * 1024,
         # Long enough that the tests see events, not the periodic re-read, doing the work.
         "resync_interval_seconds": 600,
+        "artifact_signing_key": SIGNING_KEY,
     }
     values.update(overrides)
-    return ServingSettings(**values)
+    return app_settings(ServingSettings, infra, prefix, **values)
 
 
 @pytest.fixture(scope="package")
 async def stack(infra: Infra) -> AsyncIterator[Stack]:
     prefix = "srv" + uuid.uuid4().hex[:8]
-    registry = RegistryApp(
-        RegistrySettings(
-            kafka_bootstrap_servers=infra.kafka_bootstrap,
-            mongodb_uri=infra.mongodb_uri,
-            mongodb_database=prefix,
-            topic_prefix=prefix,
-            auth_secret=infra.auth_secret,
-            grpc_port=0,
-            http_port=0,
-            outbox_poll_seconds=0.2,
-        )
-    )
-    await registry.start()
-    serving = ServingApp(serving_settings(infra, prefix, registry.grpc_port))
-    admin = RegistryClient(
-        f"127.0.0.1:{registry.grpc_port}", lambda: infra.token(Scope.ADMIN, subject="admin")
-    )
     topics = Topics(prefix)
-    predictions = PredictionReader(infra.kafka_bootstrap, topics.predictions)
-    await serving.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{serving.grpc_port}")
-    await predictions.start()
-    try:
+    async with AsyncExitStack() as running:
+        registry = await running.enter_async_context(
+            started(RegistryApp(registry_settings(infra, prefix, artifact_signing_key=SIGNING_KEY)))
+        )
+        serving = await running.enter_async_context(
+            started(ServingApp(serving_settings(infra, prefix, registry.grpc_port)))
+        )
+        admin = await running.enter_async_context(
+            RegistryClient(
+                f"127.0.0.1:{registry.grpc_port}", lambda: infra.token(Scope.ADMIN, subject="admin")
+            )
+        )
+        channel = await running.enter_async_context(
+            grpc.aio.insecure_channel(f"127.0.0.1:{serving.grpc_port}")
+        )
+        predictions = await running.enter_async_context(
+            PredictionReader(infra.kafka_bootstrap, topics.predictions)
+        )
         yield Stack(
             infra,
             registry,
@@ -235,12 +204,6 @@ async def stack(infra: Infra) -> AsyncIterator[Stack]:
             oip_grpc.GRPCInferenceServiceStub(channel),
             predictions,
         )
-    finally:
-        await predictions.stop()
-        await channel.close()
-        await admin.close()
-        await serving.stop()
-        await registry.stop()
 
 
 @pytest.fixture(scope="package")

@@ -20,9 +20,9 @@ from services.common.events import Topics
 from services.common.localstack import ManagedProcess, free_port, start_kafka
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.registry.app import RegistryApp
-from services.registry.settings import RegistrySettings
 from services.serving.app import ServingApp
 from tests.conftest import Infra
+from tests.helpers.apps import registry_settings
 from tests.integration.serving.conftest import (
     Fitted,
     PredictionReader,
@@ -46,18 +46,7 @@ async def test_predictions_keep_succeeding_while_the_broker_is_down(
 ) -> None:
     bootstrap = f"127.0.0.1:{own_broker.ports['kafka']}"
     prefix = "out" + uuid.uuid4().hex[:8]
-    registry = RegistryApp(
-        RegistrySettings(
-            kafka_bootstrap_servers=bootstrap,
-            mongodb_uri=infra.mongodb_uri,
-            mongodb_database=prefix,
-            topic_prefix=prefix,
-            auth_secret=infra.auth_secret,
-            grpc_port=0,
-            http_port=0,
-            outbox_poll_seconds=0.2,
-        )
-    )
+    registry = RegistryApp(registry_settings(infra, prefix, kafka_bootstrap_servers=bootstrap))
     await registry.start()
     serving = ServingApp(
         serving_settings(
@@ -124,7 +113,7 @@ async def test_predictions_keep_succeeding_while_the_broker_is_down(
         await stack.served(name, production=1)
         await stack.predictions.start()
         clients = [asyncio.create_task(client()) for _ in range(CLIENTS)]
-        await stack.predictions.wait_for(lambda records: len(records) >= 20)
+        await stack.predictions.wait_until(lambda records: len(records) >= 20)
         await stack.predictions.stop()
 
         own_broker.kill()

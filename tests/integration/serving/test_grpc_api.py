@@ -65,7 +65,11 @@ async def test_metadata_readiness_and_repository_index(
     assert [(t.name, t.datatype, list(t.shape)) for t in model.outputs] == [
         ("probabilities", "FP64", [-1, 2]),
         ("label", "BYTES", [-1]),
+        # A logistic regression can explain its answers, on request.
+        ("contributions", "FP64", [-1, 4]),
+        ("contributions_base", "FP64", [-1]),
     ]
+    assert model.platform == "scikit-learn"
 
     index = await stack.stub.RepositoryIndex(oip.RepositoryIndexRequest(ready=True), metadata=metadata)
     entry = next(m for m in index.models if m.name == model_name)
@@ -182,7 +186,7 @@ async def test_every_request_is_logged_once_with_version_rows_and_outputs(
     batch = records[f"{model_name}-batch"]
     assert [r.id for r in batch.rows] == [f"{model_name}-batch/{i}" for i in range(3)]
     # Refused requests are not logged.
-    assert sum(1 for r in stack.predictions.records if r.model_name == model_name) == 2
+    assert sum(1 for r in stack.predictions.received if r.model_name == model_name) == 2
 
 
 async def test_promotion_swaps_and_rollback_swaps_back_on_events(
@@ -224,8 +228,8 @@ async def test_shadow_answers_are_published_beside_production_and_never_returned
     assert response.model_version == "1"
     np.testing.assert_allclose(output(response, "probabilities"), model_a.proba(rows))
 
-    await stack.predictions.wait_for(lambda rs: sum(r.request_id == request_id for r in rs) == 2)
-    records = {r.shadow: r for r in stack.predictions.records if r.request_id == request_id}
+    await stack.predictions.wait_until(lambda rs: sum(r.request_id == request_id for r in rs) == 2)
+    records = {r.shadow: r for r in stack.predictions.received if r.request_id == request_id}
     assert (records[False].model_version, records[False].route) == (1, "production")
     assert (records[True].model_version, records[True].route) == (2, "shadow")
     np.testing.assert_allclose([r.probabilities for r in records[True].rows], model_b.proba(rows))
