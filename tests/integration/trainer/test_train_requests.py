@@ -20,7 +20,8 @@ from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates
 from services.trainer.jobs import JOBS
 from services.trainer.registration import stored_trials
 from services.trainer.tabular import Feature, FeatureKind, feature_matrix
-from tests.integration.trainer.conftest import Platform, read_topic
+from tests.helpers.kafka import read_records
+from tests.integration.trainer.conftest import Platform
 from tests.unit.trainer import synthetic
 
 FEATURES = [
@@ -148,7 +149,7 @@ async def test_redelivery_and_repeated_keys_register_one_version(
     assert "coalesced into job" in duplicate[0].error
     started = [
         r
-        for r in platform.results.seen
+        for r in platform.results.received
         if r.model_name == model and r.status == TrainStatus.TRAIN_STATUS_STARTED
     ]
     assert len(started) == 1
@@ -215,7 +216,7 @@ async def test_undecodable_or_anonymous_requests_are_dead_lettered(platform: Pla
         platform.topics.train_requests, TrainRequest(request_id="anon"), source="/tests", key=""
     )
     await publish(platform.producer, [anonymous])
-    letters = await read_topic(platform.infra.kafka_bootstrap, dlq, 2)
+    letters = await read_records(platform.infra.kafka_bootstrap, dlq, 2)
     reasons = sorted((dict(r.headers)[DLQ_ERROR_CLASS], dict(r.headers)[DLQ_ERROR_FIELD]) for r in letters)
     assert reasons == [(b"invalid_request", b"model_name"), (b"not_cloudevent", b"")]
 
