@@ -91,11 +91,10 @@ class TopicReader(Generic[T]):
         self._task = asyncio.create_task(self._read(), name=f"reader:{self.topic}")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer:
-            await self._consumer.stop()
+        assert self._consumer is not None and self._task is not None, "stop() before start()"
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -138,13 +137,13 @@ class TopicReader(Generic[T]):
         assert self._consumer is not None
         while True:
             batches = await self._consumer.getmany(timeout_ms=100)
-            if not batches:
+            records = [IncomingRecord.from_consumer_record(r) for rs in batches.values() for r in rs]
+            if not records:
                 continue
             async with self._changed:
                 try:
-                    for records in batches.values():
-                        for r in records:
-                            self._keep(IncomingRecord.from_consumer_record(r))
+                    for record in records:
+                        self._keep(record)
                 except Exception as exc:
                     self._failure = exc
                     raise
