@@ -17,6 +17,9 @@ from typing import Any
 
 SKOPS = "skops"
 RIVER_HMAC = "river-hmac"
+SIGNATURE_HMAC_PARAM = "artifact.signature_hmac"
+"""The version parameter holding a river-hmac artifact's HMAC: the registry checks the HMAC
+on upload but does not return it, and whoever unpickles the artifact must check it again."""
 
 # Types a platform-trained scikit-learn model may contain beyond skops' own defaults.
 # Module prefixes, not single names, so a new estimator family needs no code change;
