@@ -88,6 +88,11 @@ class ServingApp:
             retained_versions=settings.retained_versions,
             observer_factory=BatchMetrics,
             on_change=ServingMetrics.models,
+            signing_key=(
+                settings.artifact_signing_key.get_secret_value().encode()
+                if settings.artifact_signing_key is not None
+                else None
+            ),
         )
         self.manager = manager
 

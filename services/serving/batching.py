@@ -118,6 +118,13 @@ class Batcher:
             self._drain = asyncio.create_task(self._run(), name=f"batcher:{self._label}")
         return await pending.future
 
+    async def run(self, function: PredictFn, matrix: np.ndarray[Any, Any]) -> Outputs:
+        """``function(matrix)`` where this version's predict calls run, outside the batches
+        (for work few requests ask for, such as explanations)."""
+        if self._executor is None:
+            return function(matrix)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, matrix)
+
     async def _run(self) -> None:
         """Predict batch after batch until nothing waits; started again by the next submit."""
         while self._queue:

@@ -28,7 +28,6 @@ SERVICE_NAME = "inference.GRPCInferenceService"
 PUBLIC_METHODS = frozenset({f"/{SERVICE_NAME}/ServerLive", f"/{SERVICE_NAME}/ServerReady"})
 SERVER_NAME = "mlops-serving"
 EXTENSIONS = ("model_repository",)
-PLATFORM = "scikit-learn"
 
 
 class ServingAuthInterceptor(AuthInterceptor):
@@ -141,7 +140,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ModelMetadataResponse(
             name=request.name,
             versions=sorted({str(v.number) for v in model.versions.values()}, key=int),
-            platform=PLATFORM,
+            platform=predictor.platform,
             inputs=_tensor_metadata(predictor.inputs),
             outputs=_tensor_metadata(list(predictor.outputs.values())),
         )

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.common.auth import Principal, Scope
 from services.common.http import require_scope
 from services.serving.errors import InferenceError, InvalidInput, TooLarge
-from services.serving.grpc_api import EXTENSIONS, PLATFORM, SERVER_NAME, repository_index
+from services.serving.grpc_api import EXTENSIONS, SERVER_NAME, repository_index
 from services.serving.inference import InferenceRequest, InferenceService
 from services.serving.models import ModelManager
 from services.serving.predictor import TensorMeta
@@ -147,7 +147,7 @@ def install(
         return {
             "name": name,
             "versions": sorted({str(v.number) for v in model.versions.values()}, key=int),
-            "platform": PLATFORM,
+            "platform": loaded.predictor.platform,
             "inputs": _tensors(loaded.predictor.inputs),
             "outputs": _tensors(list(loaded.predictor.outputs.values())),
         }

@@ -19,6 +19,7 @@ import numpy as np
 
 from services.common.logging import get_logger
 from services.serving.errors import InferenceError, InvalidInput
+from services.serving.explain import EXPLANATION_OUTPUTS
 from services.serving.models import LoadedVersion, ModelManager, Route
 from services.serving.predictor import FeatureBatch, Outputs
 from services.serving.routing import SHADOW_ROUTE
@@ -28,6 +29,8 @@ log = get_logger(__name__)
 
 ALIAS_PARAMETER = "alias"
 ROUTING_KEY_PARAMETER = "routing_key"
+EXPLAIN_PARAMETER = "explain"
+"""Boolean request parameter: also return the feature contributions (see :mod:`.explain`)."""
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,13 @@ class InferenceService:
             tensors = request.decode_inputs()
             batch = predictor.assemble(tensors, self._max_rows)
             rows = batch.rows
-            selected = predictor.check_outputs(request.outputs)
+            selected = predictor.check_outputs(
+                request.outputs, _bool_parameter(request.parameters, EXPLAIN_PARAMETER)
+            )
             outputs = await route.target.batcher.submit(batch.matrix)
+            if any(name in EXPLANATION_OUTPUTS for name in selected):
+                # Not batched: explanations are asked for rarely, and cost more than the answer.
+                outputs = outputs | await route.target.batcher.run(predictor.contributions, batch.matrix)
         except Exception as exc:
             code = exc.grpc_code.name if isinstance(exc, InferenceError) else "INTERNAL"
             self._observer.request(model_label, version_label, code, time.perf_counter() - started, rows)
@@ -209,6 +217,13 @@ class InferenceService:
         """Wait for shadow answers in flight (at shutdown, so their records are not lost)."""
         if self._shadow_tasks:
             await asyncio.wait(set(self._shadow_tasks), timeout=grace)
+
+
+def _bool_parameter(parameters: Mapping[str, Any], name: str) -> bool:
+    value = parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"parameter '{name}' must be a boolean, got {type(value).__name__}")
+    return value
 
 
 def _string_parameter(parameters: Mapping[str, Any], name: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,12 +22,14 @@ from typing import Protocol
 
 import grpc
 
-from services.common.artifacts import SKOPS, ArtifactError, load_sklearn
+from services.common.artifacts import RIVER_HMAC, SKOPS, ArtifactError, load_sklearn
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 from services.serving.batching import Batcher, BatchObserver
 from services.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.predictor import Predictor, SignatureError
+from services.serving.river_model import PLATFORM as RIVER_PLATFORM
+from services.serving.river_model import load_river
 from services.serving.routing import CANDIDATE, PRODUCTION, ModelPolicy, Rollout, canary_chosen, read_policy
 
 log = get_logger(__name__)
@@ -129,6 +132,9 @@ class ModelManager:
         Builds the batch observer (metrics) for a model name and version.
     on_change
         Called with the served models after every change.
+    signing_key
+        The platform's artifact signing key: river models (signed pickles) are served only
+        when their HMAC verifies under it, and refused without it.
     """
 
     def __init__(
@@ -145,6 +151,7 @@ class ModelManager:
         retry_delay: float = 1.0,
         rng: random.Random | None = None,
         on_change: Callable[[Mapping[str, ServedModel]], None] | None = None,
+        signing_key: bytes | None = None,
     ):
         self._source = source
         self._aliases = tuple(dict.fromkeys([PRODUCTION, *served_aliases]))
@@ -157,6 +164,7 @@ class ModelManager:
         self._retry_delay = retry_delay
         self._rng = rng or random.Random()
         self._on_change = on_change or (lambda models: None)
+        self._signing_key = signing_key
         self._models: dict[str, ServedModel] = {}
         self._cache: dict[tuple[str, int], LoadedVersion] = {}
         self._recent: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
@@ -338,6 +346,7 @@ class ModelManager:
             loaded = await self._load(name, number)
         except LoadError as exc:
             self._failed[key] = str(exc)
+            log.warning("model_version_refused", model=name, version=number, reason=str(exc))
             raise
         self._cache[key] = loaded
         return loaded
@@ -352,12 +361,27 @@ class ModelManager:
                 raise LoadError(f"the registry refused the download: {exc.details()}") from None
             raise
         fmt = version.artifact.format or SKOPS
-        if fmt != SKOPS:
-            raise LoadError(f"artifact format {fmt!r} is not servable (serving loads {SKOPS} artifacts)")
+        if fmt == SKOPS:
+            load: Callable[[], object] = functools.partial(load_sklearn, data, version.artifact.sha256)
+            platform = "scikit-learn"
+        elif fmt == RIVER_HMAC:
+            load = functools.partial(load_river, version, data, self._signing_key)
+            platform = RIVER_PLATFORM
+        else:
+            raise LoadError(
+                f"artifact format {fmt!r} is not servable (serving loads {SKOPS} and {RIVER_HMAC} artifacts)"
+            )
         loop = asyncio.get_running_loop()
         try:
-            estimator = await loop.run_in_executor(None, load_sklearn, data, version.artifact.sha256)
-            predictor = Predictor(name, int(version.version), estimator, version.signature)
+            estimator = await loop.run_in_executor(None, load)
+            predictor = Predictor(
+                name,
+                int(version.version),
+                estimator,
+                version.signature,
+                family=version.params.get("family") or version.tags.get("family", ""),
+                platform=platform,
+            )
         except (ArtifactError, SignatureError) as exc:
             raise LoadError(str(exc)) from None
         except Exception as exc:  # a corrupt artifact can fail anywhere inside skops
@@ -373,7 +397,15 @@ class ModelManager:
             observer=self._observer_factory(name, predictor.version),
             label=f"'{name}' version {predictor.version}",
         )
-        log.info("model_version_loaded", model=name, version=predictor.version, bytes=len(data))
+        log.info(
+            "model_version_loaded",
+            model=name,
+            version=predictor.version,
+            format=fmt,
+            family=predictor.family,
+            explains=predictor.explainer is not None,
+            bytes=len(data),
+        )
         return LoadedVersion(predictor, batcher, dict(version.tags))
 
     async def _warm(self, predictor: Predictor) -> None:

@@ -17,6 +17,14 @@ import sklearn
 from services.common.proto.mlops.v1 import model_pb2
 from services.common.values import label_text
 from services.serving.errors import InvalidInput, TooLarge
+from services.serving.explain import (
+    CONTRIBUTIONS,
+    CONTRIBUTIONS_BASE,
+    EXPLANATION_OUTPUTS,
+    Explainer,
+    Unexplainable,
+    explainer_for,
+)
 from services.serving.tensors import FLOATS, NUMERIC, Tensor
 
 MATRIX_DATATYPES = frozenset({"FP32", "FP64", "INT32", "INT64"})
@@ -74,12 +82,29 @@ class Predictor:
         A fitted scikit-learn estimator or pipeline.
     signature
         The version's signature from the registry; it is checked against the estimator.
+    family
+        The estimator family as the registry records it (``logistic_regression``); the
+        estimator's class name when empty. Error messages name it.
+    platform
+        What runs the model, as ``ModelMetadata`` reports it.
     """
 
-    def __init__(self, name: str, version: int, estimator: Any, signature: model_pb2.Signature):
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        estimator: Any,
+        signature: model_pb2.Signature,
+        *,
+        family: str = "",
+        platform: str = "scikit-learn",
+    ):
         self.name = name
         self.version = version
         self.estimator = estimator
+        self.platform = platform
+        final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+        self.family = family or type(final).__name__
         self.feature_names: tuple[str, ...] = tuple(signature.feature_names)
         if not self.feature_names:
             raise SignatureError("the version's signature names no features")
@@ -102,7 +127,24 @@ class Predictor:
         self._has_proba = False
         if self.task == model_pb2.TASK_CLASSIFICATION:
             self._init_classes(signature)
-        self.outputs = self._outputs()
+        self.default_outputs = self._outputs()
+        self.explainer: Explainer | None = None
+        try:
+            self.explainer = explainer_for(estimator, len(self.feature_names))
+            self.cannot_explain = ""
+        except Unexplainable as exc:
+            self.cannot_explain = f"model family '{self.family}' does not support contributions: {exc}"
+        except Exception as exc:  # never let explanations stop a version that predicts from serving
+            self.cannot_explain = (
+                f"model family '{self.family}' does not support contributions: {type(exc).__name__}: {exc}"
+            )
+        self.outputs = dict(self.default_outputs)
+        """Everything this version can return (what metadata lists); requests get
+        ``default_outputs`` unless they ask for more."""
+        if self.explainer is not None:
+            width = len(self.feature_names)
+            self.outputs[CONTRIBUTIONS] = TensorMeta(CONTRIBUTIONS, "FP64", (-1, width))
+            self.outputs[CONTRIBUTIONS_BASE] = TensorMeta(CONTRIBUTIONS_BASE, "FP64", (-1,))
         self._class_array = np.array(self.classes, dtype=object)
 
     # -- signature ---------------------------------------------------------------------------
@@ -317,17 +359,24 @@ class Predictor:
         except UnicodeDecodeError:
             raise InvalidInput(f"input '{ROW_IDS_INPUT}': ids must be UTF-8 text") from None
 
-    def check_outputs(self, requested: Sequence[str]) -> list[str]:
-        """The output names to return: all when none are requested; an unknown one is an error."""
-        if not requested:
-            return list(self.outputs)
-        for name in requested:
+    def check_outputs(self, requested: Sequence[str], explain: bool = False) -> list[str]:
+        """The output names to return: the default ones when none are requested, plus the
+        contributions when ``explain``; an unknown name is an error, and so is asking a
+        version that cannot explain for contributions."""
+        if not requested and not explain:
+            return list(self.default_outputs)
+        selected = list(dict.fromkeys(requested or self.default_outputs))
+        if explain:
+            selected += [name for name in EXPLANATION_OUTPUTS if name not in selected]
+        for name in selected:
             if name not in self.outputs:
+                if name in EXPLANATION_OUTPUTS:
+                    raise InvalidInput(self.cannot_explain)
                 raise InvalidInput(
                     f"requested output '{name}' is not produced by model '{self.name}'; "
                     f"it produces: {', '.join(self.outputs)}"
                 )
-        return list(dict.fromkeys(requested))
+        return selected
 
     # -- prediction --------------------------------------------------------------------------
 
@@ -343,6 +392,13 @@ class Predictor:
         return {
             "label": np.array([label_text(v.item() if hasattr(v, "item") else v) for v in raw], dtype=object)
         }
+
+    def contributions(self, matrix: np.ndarray[Any, Any]) -> Outputs:
+        """The explanation outputs for ``matrix`` (call it off the event loop; see
+        :mod:`services.serving.explain` for what the numbers are)."""
+        assert self.explainer is not None, "check_outputs refuses contributions of this version"
+        explained = self.explainer.explain(matrix)
+        return {CONTRIBUTIONS: explained.values, CONTRIBUTIONS_BASE: explained.base}
 
     def warm_matrix(self, rows: int) -> np.ndarray[Any, Any]:
         """A dummy batch of ``rows`` (zeros, empty categories) to warm a version before it serves."""

@@ -6,8 +6,8 @@ the platform uses 7), against a running serving on ``--url``, and exercises ever
 users call them: no platform code is imported here.
 
 ``--case`` is a JSON file written by the test that runs this script: the model name and
-version, the served feature matrix's rows, and the probabilities and labels the model
-gives them. The script prints one JSON line per check and exits 0 only if all pass.
+version, the served feature matrix's rows, the probabilities and labels the model gives
+them, and the log-odds its feature contributions must add up to. The script prints one JSON line per check and exits 0 only if all pass.
 """
 
 from __future__ import annotations
@@ -138,8 +138,22 @@ def main() -> int:
         inputs = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]]
         expect(inputs == [("features", "FP64", [-1, rows.shape[1]])], f"inputs {inputs}")
         outputs = [(t["name"], t["datatype"]) for t in meta["outputs"]]
-        expect(outputs == [("probabilities", "FP64"), ("label", "BYTES")], f"outputs {outputs}")
+        expected = [
+            ("probabilities", "FP64"),
+            ("label", "BYTES"),
+            ("contributions", "FP64"),
+            ("contributions_base", "FP64"),
+        ]
+        expect(outputs == expected, f"outputs {outputs}")
         return meta
+
+    def infer_explained() -> list[int]:
+        result = client.infer(model, [features(rows)], parameters={"explain": True}, headers=headers)
+        contributions = result.as_numpy("contributions")
+        expect(contributions.shape == rows.shape, f"contributions shape {contributions.shape}")
+        total = contributions.sum(axis=1) + result.as_numpy("contributions_base")
+        np.testing.assert_allclose(total, np.array(case["log_odds"]), atol=1e-9)
+        return list(contributions.shape)
 
     def repository_index() -> list[dict[str, Any]]:
         index = client.get_model_repository_index(headers=headers, as_json=True)["models"]
@@ -184,6 +198,7 @@ def main() -> int:
         ("ModelInfer FP32 with default outputs", infer_defaults),
         ("ModelInfer one output, alias parameter", infer_one_output_by_alias),
         ("ModelInfer one tensor per feature", infer_per_feature_tensors),
+        ("ModelInfer with the explain parameter", infer_explained),
         ("asyncio client", async_client),
         (
             "unknown model is NOT_FOUND",

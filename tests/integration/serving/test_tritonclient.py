@@ -40,6 +40,7 @@ async def test_tritonclient_passes_every_rpc(
                 "rows": rows.tolist(),
                 "probabilities": model_a.proba(rows).tolist(),
                 "labels": model_a.estimator.predict(rows).tolist(),
+                "log_odds": model_a.estimator.decision_function(rows).tolist(),
             }
         )
     )
@@ -63,4 +64,4 @@ async def test_tritonclient_passes_every_rpc(
     sys.stderr.write(stderr.decode())
     assert failed == [], failed
     assert process.returncode == 0
-    assert len(results) == 18
+    assert len(results) == 19

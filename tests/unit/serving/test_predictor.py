@@ -27,7 +27,7 @@ def test_predictions_match_the_estimator_and_labels_follow_the_class_order(class
         outputs["probabilities"], classifier.estimator.predict_proba(classifier.X[:10])
     )
     assert outputs["label"].tolist() == classifier.estimator.predict(classifier.X[:10]).tolist()
-    assert list(predictor.outputs) == ["probabilities", "label"]
+    assert list(predictor.default_outputs) == ["probabilities", "label"]
     assert predictor.outputs["probabilities"].shape == (-1, 3)
 
 
@@ -145,7 +145,7 @@ def test_regressors_return_values(regressor: Fitted) -> None:
     predictor = Predictor("r", 1, regressor.estimator, regressor.signature)
     outputs = predictor.predict(predictor.assemble([matrix(regressor.X[:4])], max_rows=10).matrix)
     np.testing.assert_allclose(outputs["value"], regressor.estimator.predict(regressor.X[:4]))
-    assert list(predictor.outputs) == ["value"]
+    assert list(predictor.default_outputs) == ["value"]
 
 
 def test_signatures_that_do_not_fit_the_estimator_are_refused(classifier: Fitted) -> None:
