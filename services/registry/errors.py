@@ -3,16 +3,42 @@ each error carries its gRPC status code, its HTTP status and, for bad input, the
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pymongo.errors
 
+MEANINGS: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_argument"),
+    grpc.StatusCode.NOT_FOUND: (404, "not_found"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "already_exists"),
+    grpc.StatusCode.ABORTED: (409, "aborted"),
+    grpc.StatusCode.FAILED_PRECONDITION: (409, "failed_precondition"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "denied"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (413, "too_large"),
+    grpc.StatusCode.UNAVAILABLE: (503, "unavailable"),
+    grpc.StatusCode.INTERNAL: (500, "internal"),
+    grpc.StatusCode.DATA_LOSS: (500, "data_loss"),
+}
+"""Each gRPC status the registry answers with: its HTTP status and its audit-log outcome."""
+
 
 class RegistryError(Exception):
-    """A request the registry refuses; nothing it asked for was written."""
+    """A request the registry refuses; nothing it asked for was written.
+
+    A subclass names its gRPC status (``class NotFound(RegistryError, status=...)``) and
+    takes the HTTP status and the audit outcome from :data:`MEANINGS`.
+    """
 
     grpc_code = grpc.StatusCode.INTERNAL
     http_status = 500
     outcome = "error"
+
+    def __init_subclass__(cls, status: grpc.StatusCode | None = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.grpc_code = status
+            cls.http_status, cls.outcome = MEANINGS[status]
 
     def __init__(self, message: str, *, field: str = ""):
         super().__init__(message)
@@ -20,66 +46,40 @@ class RegistryError(Exception):
         self.field = field
 
 
-class InvalidArgument(RegistryError):
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
-    outcome = "invalid_argument"
+class InvalidArgument(RegistryError, status=grpc.StatusCode.INVALID_ARGUMENT):
+    """Bad input; ``field`` names what to fix."""
 
 
-class NotFound(RegistryError):
-    grpc_code = grpc.StatusCode.NOT_FOUND
-    http_status = 404
-    outcome = "not_found"
+class NotFound(RegistryError, status=grpc.StatusCode.NOT_FOUND):
+    """No such model, version, alias or spec."""
 
 
-class AlreadyExists(RegistryError):
-    grpc_code = grpc.StatusCode.ALREADY_EXISTS
-    http_status = 409
-    outcome = "already_exists"
+class AlreadyExists(RegistryError, status=grpc.StatusCode.ALREADY_EXISTS):
+    """A model of that name exists already."""
 
 
-class Conflict(RegistryError):
+class Conflict(RegistryError, status=grpc.StatusCode.ABORTED):
     """A compare-and-set lost: the resource changed since the caller looked."""
 
-    grpc_code = grpc.StatusCode.ABORTED
-    http_status = 409
-    outcome = "aborted"
 
-
-class FailedPrecondition(RegistryError):
+class FailedPrecondition(RegistryError, status=grpc.StatusCode.FAILED_PRECONDITION):
     """The resource is in a state that does not allow the change (archived, not pending ...)."""
 
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
-    outcome = "failed_precondition"
 
-
-class PermissionDenied(RegistryError):
+class PermissionDenied(RegistryError, status=grpc.StatusCode.PERMISSION_DENIED):
     """Authenticated, allowed the scope, but refused by a rule (approving one's own version)."""
 
-    grpc_code = grpc.StatusCode.PERMISSION_DENIED
-    http_status = 403
-    outcome = "denied"
+
+class TooLarge(RegistryError, status=grpc.StatusCode.RESOURCE_EXHAUSTED):
+    """A declared size over the limit, refused before any byte is stored."""
 
 
-class TooLarge(RegistryError):
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 413
-    outcome = "too_large"
-
-
-class Unavailable(RegistryError):
+class Unavailable(RegistryError, status=grpc.StatusCode.UNAVAILABLE):
     """The database cannot be reached: nothing was changed, the call may be retried."""
 
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
-    outcome = "unavailable"
 
-
-class Internal(RegistryError):
-    grpc_code = grpc.StatusCode.INTERNAL
-    http_status = 500
-    outcome = "internal"
+class Internal(RegistryError, status=grpc.StatusCode.INTERNAL):
+    """A failure of the registry's own, reported without its details."""
 
 
 def from_database(exc: pymongo.errors.PyMongoError) -> RegistryError:

@@ -11,7 +11,6 @@ field.
 from __future__ import annotations
 
 import base64
-import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,16 +20,18 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Reques
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, ValidationError
+from google.protobuf.message import Message
+from pydantic import AwareDatetime, BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 
 from services.common.auth import Principal, Scope, TokenVerifier
+from services.common.clients.registry import parse_metric_filter
 from services.common.http import HttpDenialHook, create_app, require_scope
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 from services.registry import rest_models as shapes
 from services.registry.errors import InvalidArgument, RegistryError, from_database
-from services.registry.registry import Actor, Registry
+from services.registry.registry import Actor, Page, Registry
 from services.registry.settings import RegistrySettings
 
 if TYPE_CHECKING:
@@ -60,15 +61,6 @@ REQUEST_ID_HEADER = "x-request-id"
 # Room for the metadata part and multipart framing on top of the largest artifact.
 UPLOAD_OVERHEAD_BYTES = 8 * 1024 * 1024
 _UPLOAD_PATH = re.compile(r"/v1/models/[^/]+/versions/?")
-_METRIC_FILTER = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:/-]{0,127})\s*(<=|>=|==|=|<|>)\s*(\S+)")
-_COMPARISONS = {
-    "<": registry_pb2.COMPARISON_LT,
-    "<=": registry_pb2.COMPARISON_LE,
-    ">": registry_pb2.COMPARISON_GT,
-    ">=": registry_pb2.COMPARISON_GE,
-    "=": registry_pb2.COMPARISON_EQ,
-    "==": registry_pb2.COMPARISON_EQ,
-}
 
 ModelName = Annotated[str, Path(description="The model's name.", max_length=1024)]
 AliasName = Annotated[
@@ -128,19 +120,10 @@ def _parse_tags(values: list[str], field: str) -> dict[str, str]:
 
 
 def _parse_metric_filters(values: list[str]) -> list[registry_pb2.MetricFilter]:
-    filters = []
-    for value in values:
-        match = _METRIC_FILTER.fullmatch(value.strip())
-        number = _to_float(match.group(3)) if match else None
-        if match is None or number is None or not math.isfinite(number):
-            raise InvalidArgument(
-                f"metric: expected NAME OP NUMBER with OP one of < <= > >= ==, got {value[:64]!r}",
-                field="metric",
-            )
-        filters.append(
-            registry_pb2.MetricFilter(name=match.group(1), op=_COMPARISONS[match.group(2)], value=number)
-        )
-    return filters
+    try:
+        return [parse_metric_filter(value) for value in values]
+    except ValueError as exc:
+        raise InvalidArgument(f"metric: {exc}", field="metric") from None
 
 
 def _status(name: str) -> registry_pb2.VersionStatus.ValueType:
@@ -154,11 +137,9 @@ def _status(name: str) -> registry_pb2.VersionStatus.ValueType:
         ) from None
 
 
-def _to_float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
+def _paged(shape: type[BaseModel], response: type[Message], items: str, page: Page) -> Any:
+    """One page of a list as its REST shape: the items under ``items``, and the next page's token."""
+    return shapes.from_proto(shape, response(**{items: page.items, "next_page_token": page.next_page_token}))
 
 
 def create_http_app(
@@ -215,6 +196,30 @@ def create_http_app(
 
     router = APIRouter(prefix="/v1", responses=ERRORS)
 
+    def model_list_route(
+        items: str,
+        operation: str,
+        shape: type[BaseModel],
+        response: type[Message],
+        fetch: Callable[..., Awaitable[Page]],
+        *,
+        description: str = "",
+    ) -> None:
+        """``GET /v1/models/{name}/<items>``: one page of a model's versions or specs."""
+
+        @router.get(
+            f"/models/{{name}}/{items}",
+            name=operation,
+            description=description,
+            response_model=shape,
+            tags=[items],
+        )
+        async def list_route(
+            name: ModelName, principal: Reader, page_size: PageSize = 0, page_token: PageToken = ""
+        ) -> Any:
+            page = await fetch(name, page_size=page_size, page_token=page_token)
+            return _paged(shape, response, items, page)
+
     # ------------------------------------------------------------------ models
 
     @router.post("/models", name="CreateModel", status_code=201, response_model=shapes.Model, tags=["models"])
@@ -246,10 +251,7 @@ def create_http_app(
             page_size=page_size,
             page_token=page_token,
         )
-        return shapes.from_proto(
-            shapes.ListModels,
-            registry_pb2.ListModelsResponse(models=page.items, next_page_token=page.next_page_token),
-        )
+        return _paged(shapes.ListModels, registry_pb2.ListModelsResponse, "models", page)
 
     @router.get("/models/{name}", name="GetModel", response_model=shapes.Model, tags=["models"])
     async def get_model(name: ModelName, principal: Reader) -> Any:
@@ -314,21 +316,14 @@ def create_http_app(
         version = await registry.create_version(actor(request, principal), message, chunks())
         return shapes.from_proto(shapes.ModelVersion, version)
 
-    @router.get(
-        "/models/{name}/versions",
-        name="ListModelVersions",
-        response_model=shapes.ListVersions,
-        tags=["versions"],
+    model_list_route(
+        "versions",
+        "ListModelVersions",
+        shapes.ListVersions,
+        registry_pb2.ListModelVersionsResponse,
+        registry.list_versions,
+        description="The model's versions, newest first.",
     )
-    async def list_versions(
-        name: ModelName, principal: Reader, page_size: PageSize = 0, page_token: PageToken = ""
-    ) -> Any:
-        """The model's versions, newest first."""
-        page = await registry.list_versions(name, page_size=page_size, page_token=page_token)
-        return shapes.from_proto(
-            shapes.ListVersions,
-            registry_pb2.ListModelVersionsResponse(versions=page.items, next_page_token=page.next_page_token),
-        )
 
     @router.get(
         "/models/{name}/versions/{version}",
@@ -390,10 +385,7 @@ def create_http_app(
             page_token=page_token,
         )
         page = await registry.search_versions(query)
-        return shapes.from_proto(
-            shapes.ListVersions,
-            registry_pb2.ListModelVersionsResponse(versions=page.items, next_page_token=page.next_page_token),
-        )
+        return _paged(shapes.ListVersions, registry_pb2.ListModelVersionsResponse, "versions", page)
 
     async def _artifact(name: str, version: int = 0, alias: str = "") -> StreamingResponse:
         resolved, stream = await registry.download(name, version, alias)
@@ -455,45 +447,41 @@ def create_http_app(
 
     # --------------------------------------------------------- review, archive
 
-    @router.post(
-        "/models/{name}/versions/{version}/approve",
-        name="ApproveVersion",
-        response_model=shapes.ModelVersion,
-        tags=["approvals"],
-    )
-    async def approve(
-        request: Request,
-        name: ModelName,
-        version: VersionNumber,
-        principal: Approver,
-        body: ReviewBody | None = None,
-    ) -> Any:
-        """A pending version becomes APPROVED and takes production (not by whoever registered it)."""
-        message = shapes.to_proto(body or ReviewBody(), registry_pb2.ReviewVersionRequest(), "body")
-        reviewed = await registry.review(
-            actor(request, principal), name, version, approve=True, comment=message.comment
-        )
-        return shapes.from_proto(shapes.ModelVersion, reviewed)
+    def review_route(decision: str, operation: str, *, approve: bool, description: str) -> None:
+        """``POST .../{decision}``: approving and rejecting are one route with two names."""
 
-    @router.post(
-        "/models/{name}/versions/{version}/reject",
-        name="RejectVersion",
-        response_model=shapes.ModelVersion,
-        tags=["approvals"],
-    )
-    async def reject(
-        request: Request,
-        name: ModelName,
-        version: VersionNumber,
-        principal: Approver,
-        body: ReviewBody | None = None,
-    ) -> Any:
-        """A pending version becomes REJECTED; the comment is required."""
-        message = shapes.to_proto(body or ReviewBody(), registry_pb2.ReviewVersionRequest(), "body")
-        reviewed = await registry.review(
-            actor(request, principal), name, version, approve=False, comment=message.comment
+        @router.post(
+            f"/models/{{name}}/versions/{{version}}/{decision}",
+            name=operation,
+            description=description,
+            response_model=shapes.ModelVersion,
+            tags=["approvals"],
         )
-        return shapes.from_proto(shapes.ModelVersion, reviewed)
+        async def review(
+            request: Request,
+            name: ModelName,
+            version: VersionNumber,
+            principal: Approver,
+            body: ReviewBody | None = None,
+        ) -> Any:
+            message = shapes.to_proto(body or ReviewBody(), registry_pb2.ReviewVersionRequest(), "body")
+            reviewed = await registry.review(
+                actor(request, principal), name, version, approve=approve, comment=message.comment
+            )
+            return shapes.from_proto(shapes.ModelVersion, reviewed)
+
+    review_route(
+        "approve",
+        "ApproveVersion",
+        approve=True,
+        description="A pending version becomes APPROVED and takes production (not by whoever registered it).",
+    )
+    review_route(
+        "reject",
+        "RejectVersion",
+        approve=False,
+        description="A pending version becomes REJECTED; the comment is required.",
+    )
 
     @router.post(
         "/models/{name}/versions/{version}/archive",
@@ -571,10 +559,7 @@ def create_http_app(
     ) -> Any:
         """Every move of the model's aliases, newest first."""
         page = await registry.alias_history(name, alias, page_size=page_size, page_token=page_token)
-        return shapes.from_proto(
-            shapes.AliasHistory,
-            registry_pb2.ListAliasHistoryResponse(changes=page.items, next_page_token=page.next_page_token),
-        )
+        return _paged(shapes.AliasHistory, registry_pb2.ListAliasHistoryResponse, "changes", page)
 
     # ------------------------------------------------------------------- specs
 
@@ -594,15 +579,9 @@ def create_http_app(
             raise InvalidArgument("spec.model_name: must name the model in the path", field="spec.model_name")
         return shapes.from_proto(shapes.ModelSpec, await registry.put_spec(actor(request, principal), spec))
 
-    @router.get("/models/{name}/specs", name="ListModelSpecs", response_model=shapes.SpecList, tags=["specs"])
-    async def list_specs(
-        name: ModelName, principal: Reader, page_size: PageSize = 0, page_token: PageToken = ""
-    ) -> Any:
-        page = await registry.list_specs(name, page_size=page_size, page_token=page_token)
-        return shapes.from_proto(
-            shapes.SpecList,
-            registry_pb2.ListModelSpecsResponse(specs=page.items, next_page_token=page.next_page_token),
-        )
+    model_list_route(
+        "specs", "ListModelSpecs", shapes.SpecList, registry_pb2.ListModelSpecsResponse, registry.list_specs
+    )
 
     @router.get(
         "/models/{name}/specs/{spec_version}",
@@ -651,10 +630,7 @@ def create_http_app(
         except (ValueError, OverflowError) as exc:
             raise InvalidArgument(f"since/until: {exc}", field="since") from None
         page = await registry.audit_log(query)
-        return shapes.from_proto(
-            shapes.AuditLog,
-            registry_pb2.ListAuditRecordsResponse(records=page.items, next_page_token=page.next_page_token),
-        )
+        return _paged(shapes.AuditLog, registry_pb2.ListAuditRecordsResponse, "records", page)
 
     app.include_router(router)
     return app

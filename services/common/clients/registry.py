@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
@@ -32,6 +34,29 @@ MANUAL = registry_pb2.PROMOTION_POLICY_MANUAL
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+_METRIC_FILTER = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:/-]{0,127})\s*(<=|>=|==|=|<|>)\s*(\S+)")
+_COMPARISONS = {
+    "<": registry_pb2.COMPARISON_LT,
+    "<=": registry_pb2.COMPARISON_LE,
+    ">": registry_pb2.COMPARISON_GT,
+    ">=": registry_pb2.COMPARISON_GE,
+    "=": registry_pb2.COMPARISON_EQ,
+    "==": registry_pb2.COMPARISON_EQ,
+}
+
+
+def parse_metric_filter(text: str) -> registry_pb2.MetricFilter:
+    """A search's metric condition written ``NAME OP NUMBER`` (``accuracy>=0.9``), as the
+    CLI and the REST API take it; ``ValueError`` unless NUMBER is finite."""
+    match = _METRIC_FILTER.fullmatch(text.strip())
+    try:
+        number = float(match.group(3)) if match else math.nan
+    except ValueError:
+        number = math.nan
+    if match is None or not math.isfinite(number):
+        raise ValueError(f"expected NAME OP NUMBER with OP one of < <= > >= ==, got {text[:64]!r}")
+    return registry_pb2.MetricFilter(name=match.group(1), op=_COMPARISONS[match.group(2)], value=number)
 
 
 class RegistryClient(GrpcClient):
