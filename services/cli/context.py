@@ -7,14 +7,46 @@ work, and against a remote platform ``MLOPS_TOKEN`` and the address variables de
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Annotated, TypeVar
 
-from services.cli.output import ExitCode, fail
+import typer
+
+from services.cli.output import ExitCode, fail, grpc_errors
 from services.cli.stack import StackPorts, StackState, running_stack
+from services.common.clients.base import GrpcClient
 
 DEFAULT_STACK_DIR = Path(".mlops")
 STACK_DIR_ENV = "MLOPS_STACK_DIR"
+
+T = TypeVar("T")
+C = TypeVar("C", bound=GrpcClient)
+
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MLOPS_TOKEN",
+        show_envvar=True,
+        help="Bearer token with the scope the command needs (default: the local stack's).",
+    ),
+]
+"""The ``--token`` every command calling a platform API takes."""
+RegistryAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address", envvar="MLOPS_REGISTRY_ADDRESS", show_envvar=True, help="The registry's gRPC host:port."
+    ),
+]
+DatasetsAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address", envvar="MLOPS_DATASETS_ADDRESS", show_envvar=True, help="Ingest's gRPC host:port."
+    ),
+]
 
 
 def stack_dir() -> Path:
@@ -33,14 +65,20 @@ def stack_ports() -> StackPorts:
     return state.ports if state is not None else StackPorts.defaults()
 
 
-def resolve_token(explicit: str | None) -> str:
-    """``--token``/``MLOPS_TOKEN``, else the running local stack's admin token."""
+def _explicit_or_stack(explicit: str | None, attribute: str, missing: str, code: ExitCode) -> str:
     if explicit:
         return explicit
     state = local_stack()
     if state is not None:
-        return state.token
-    fail(
+        return str(getattr(state, attribute))
+    fail(missing, code)
+
+
+def resolve_token(explicit: str | None) -> str:
+    """``--token``/``MLOPS_TOKEN``, else the running local stack's admin token."""
+    return _explicit_or_stack(
+        explicit,
+        "token",
         "no token: pass --token, set MLOPS_TOKEN (see `mlops token create`), or start a local stack "
         "with `mlops up`",
         ExitCode.DENIED,
@@ -49,12 +87,12 @@ def resolve_token(explicit: str | None) -> str:
 
 def resolve_auth_secret(explicit: str | None) -> str:
     """``MLOPS_AUTH_SECRET``, else the running local stack's secret."""
-    if explicit:
-        return explicit
-    state = local_stack()
-    if state is not None:
-        return state.auth_secret
-    fail("no signing secret: set MLOPS_AUTH_SECRET, or start a local stack with `mlops up`", ExitCode.USAGE)
+    return _explicit_or_stack(
+        explicit,
+        "auth_secret",
+        "no signing secret: set MLOPS_AUTH_SECRET, or start a local stack with `mlops up`",
+        ExitCode.USAGE,
+    )
 
 
 def resolve_address(explicit: str | None, port_name: str) -> str:
@@ -73,3 +111,27 @@ def resolve_kafka(explicit: str | None) -> tuple[str, str]:
         return explicit, prefix
     ports = state.ports if state is not None else StackPorts.defaults()
     return f"127.0.0.1:{ports.kafka}", prefix
+
+
+def call_service(
+    client_type: Callable[[str, Callable[[], str]], C],
+    port_name: str,
+    address: str | None,
+    token: str | None,
+    what: str,
+    call: Callable[[C], Awaitable[T]],
+) -> T:
+    """Run ``call`` with a client of ``client_type`` opened on the resolved address and token.
+
+    A failed call ends the command with a one-line error naming ``what`` and the exit code
+    of its gRPC status.
+    """
+    target = resolve_address(address, port_name)
+    bearer = resolve_token(token)
+
+    async def run() -> T:
+        async with client_type(target, lambda: bearer) as client:
+            return await call(client)
+
+    with grpc_errors(what):
+        return asyncio.run(run())

@@ -6,10 +6,8 @@ stack's, else 127.0.0.1:50052) with ``MLOPS_TOKEN`` (or the local stack's token)
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -18,8 +16,10 @@ import typer
 from google.protobuf import json_format
 from rich.table import Table
 
-from services.cli.context import resolve_address, resolve_token
-from services.cli.output import ExitCode, JsonOutput, console, fail, grpc_errors, print_json
+from services.cli.context import DatasetsAddressOption as Address
+from services.cli.context import TokenOption as Token
+from services.cli.context import call_service
+from services.cli.output import ExitCode, JsonOutput, console, fail, parse_time, print_json
 from services.common.clients.datasets import DatasetClient, WindowIntegrityError, timestamp
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldType
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
@@ -32,14 +32,10 @@ app = typer.Typer(
 
 T = TypeVar("T")
 
-Address = Annotated[
-    str | None,
-    typer.Option(envvar="MLOPS_DATASETS_ADDRESS", show_envvar=True, help="Ingest's gRPC host:port."),
-]
-Token = Annotated[
-    str | None,
-    typer.Option(envvar="MLOPS_TOKEN", show_envvar=True, help="Token with the read (or write) scope."),
-]
+DatasetName = Annotated[str, typer.Argument(help="Dataset name.")]
+WindowStart = Annotated[str | None, typer.Option(help="Oldest event time, inclusive (ISO-8601 with offset).")]
+WindowEnd = Annotated[str | None, typer.Option(help="Newest event time, inclusive (ISO-8601 with offset).")]
+MaxRows = Annotated[int, typer.Option(min=0, help="Only the newest N rows; 0 for all.")]
 FIELD_TYPES = {
     name.removeprefix("FIELD_TYPE_").lower(): name
     for name in FieldType.keys()
@@ -50,15 +46,19 @@ FIELD_TYPES = {
 def _call(
     address: str | None, token: str | None, what: str, call: Callable[[DatasetClient], Awaitable[T]]
 ) -> T:
-    target = resolve_address(address, "ingest_grpc")
-    bearer = resolve_token(token)
+    return call_service(DatasetClient, "ingest_grpc", address, token, what, call)
 
-    async def run() -> T:
-        async with DatasetClient(target, lambda: bearer) as client:
-            return await call(client)
 
-    with grpc_errors(what):
-        return asyncio.run(run())
+def data_window(
+    dataset: str, start: str | None, end: str | None, max_rows: int = 0, min_rows: int = 0
+) -> DataWindow:
+    """A ``DataWindow`` from the window options (times checked, a usage error otherwise)."""
+    window = DataWindow(dataset=dataset, max_rows=max_rows, min_rows=min_rows)
+    for option, value, field in (("--start", start, "start_time"), ("--end", end, "end_time")):
+        moment = parse_time(option, value)
+        if moment is not None:
+            getattr(window, field).CopyFrom(timestamp(moment))
+    return window
 
 
 def read_schema_file(path: Path) -> DatasetSchema:
@@ -200,7 +200,7 @@ def list_datasets(address: Address = None, token: Token = None, json_output: Jso
 
 @app.command()
 def show(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    name: DatasetName,
     version: Annotated[int, typer.Option(min=0, help="Schema version; 0 for the latest.")] = 0,
     address: Address = None,
     token: Token = None,
@@ -212,18 +212,6 @@ def show(
         print_json(_schema_json(schema))
     else:
         _show_schema(schema)
-
-
-def _parse_time(option: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"{option}: not an ISO-8601 time: {value!r}", ExitCode.USAGE)
-    if moment.tzinfo is None:
-        fail(f"{option}: needs a UTC offset (for example 2026-11-26T10:00:00Z)", ExitCode.USAGE)
-    return moment
 
 
 def _row_json(row: FeatureRow) -> dict[str, Any]:
@@ -239,14 +227,10 @@ def _row_json(row: FeatureRow) -> dict[str, Any]:
 
 @app.command()
 def window(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
-    start: Annotated[
-        str | None, typer.Option(help="Oldest event time, inclusive (ISO-8601 with offset).")
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option(help="Newest event time, inclusive (ISO-8601 with offset).")
-    ] = None,
-    max_rows: Annotated[int, typer.Option(min=0, help="Only the newest N rows; 0 for all.")] = 0,
+    name: DatasetName,
+    start: WindowStart = None,
+    end: WindowEnd = None,
+    max_rows: MaxRows = 0,
     unlabelled: Annotated[bool, typer.Option(help="Include rows without a label.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write the rows here as JSON Lines.")] = None,
     address: Address = None,
@@ -257,11 +241,7 @@ def window(
 
     The hash is checked against the rows received; with [bold]--out[/] the rows are saved too.
     """
-    request = DataWindow(dataset=name, max_rows=max_rows)
-    for option, value, field in (("--start", start, "start_time"), ("--end", end, "end_time")):
-        moment = _parse_time(option, value)
-        if moment is not None:
-            getattr(request, field).CopyFrom(timestamp(moment))
+    request = data_window(name, start, end, max_rows)
 
     async def call(client: DatasetClient) -> Any:
         try:
@@ -297,7 +277,7 @@ def window(
 
 @app.command()
 def quality(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    name: DatasetName,
     start: Annotated[
         str | None, typer.Option(help="From this processing time (ISO-8601 with offset).")
     ] = None,
@@ -307,7 +287,7 @@ def quality(
     json_output: JsonOutput = False,
 ) -> None:
     """What became of a dataset's events: accepted, duplicates, labels, and rejections by reason and field."""
-    since, until = _parse_time("--start", start), _parse_time("--end", end)
+    since, until = parse_time("--start", start), parse_time("--end", end)
     summary = _call(
         address, token, f"quality {name}", lambda client: client.quality_summary(name, since, until)
     )

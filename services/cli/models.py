@@ -9,10 +9,8 @@ reports something takes ``--json``; exit codes are those of ``mlops`` (2 bad inp
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
@@ -22,11 +20,14 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from rich.table import Table
+from rich.text import Text
 
-from services.cli.context import resolve_address, resolve_token
-from services.cli.output import ExitCode, JsonOutput, console, fail, grpc_errors, print_json
+from services.cli.context import RegistryAddressOption as Address
+from services.cli.context import TokenOption as Token
+from services.cli.context import call_service
+from services.cli.output import ExitCode, JsonOutput, console, fail, print_json
 from services.common.artifacts import DigestMismatch
-from services.common.clients.registry import RegistryClient
+from services.common.clients.registry import RegistryClient, parse_metric_filter
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 app = typer.Typer(
@@ -37,17 +38,8 @@ spec_app = typer.Typer(help="Versioned training specs (what the trainer trains a
 app.add_typer(spec_app, name="spec")
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
-Address = Annotated[
-    str | None,
-    typer.Option(envvar="MLOPS_REGISTRY_ADDRESS", show_envvar=True, help="The registry's gRPC host:port."),
-]
-Token = Annotated[
-    str | None,
-    typer.Option(
-        envvar="MLOPS_TOKEN", show_envvar=True, help="Bearer token with the scope the command needs."
-    ),
-]
 Name = Annotated[str, typer.Argument(help="The model's name.")]
 VersionArg = Annotated[int, typer.Argument(help="The version number.", min=1)]
 VersionOption = Annotated[
@@ -55,32 +47,21 @@ VersionOption = Annotated[
 ]
 AliasOption = Annotated[str, typer.Option("--alias", "-a", help="An alias such as production.")]
 Tags = Annotated[list[str] | None, typer.Option("--tag", help="key=value (repeatable).")]
+Reason = Annotated[str, typer.Option(help="Why, for the audit log.")]
+Expect = Annotated[
+    int | None, typer.Option(help="Compare-and-set: only if the alias points at this version now.", min=1)
+]
+Limit = Annotated[int, typer.Option(min=1, max=1000)]
 
 POLICIES = {"auto": registry_pb2.PROMOTION_POLICY_AUTO, "manual": registry_pb2.PROMOTION_POLICY_MANUAL}
 STAGES = ("staging", "production", "candidate", "archived")
-_METRIC_FILTER = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:/-]*)\s*(<=|>=|==|=|<|>)\s*(\S+)")
-_COMPARISONS = {
-    "<": registry_pb2.COMPARISON_LT,
-    "<=": registry_pb2.COMPARISON_LE,
-    ">": registry_pb2.COMPARISON_GT,
-    ">=": registry_pb2.COMPARISON_GE,
-    "=": registry_pb2.COMPARISON_EQ,
-    "==": registry_pb2.COMPARISON_EQ,
-}
 
 
-def _call(
+def call_registry(
     address: str | None, token: str | None, what: str, call: Callable[[RegistryClient], Awaitable[T]]
 ) -> T:
-    target = resolve_address(address, "registry_grpc")
-    bearer = resolve_token(token)
-
-    async def run() -> T:
-        async with RegistryClient(target, lambda: bearer) as client:
-            return await call(client)
-
-    with grpc_errors(what):
-        return asyncio.run(run())
+    """``call`` with a registry client; a failed call ends the command (see ``call_service``)."""
+    return call_service(RegistryClient, "registry_grpc", address, token, what, call)
 
 
 _INT64 = {
@@ -92,9 +73,10 @@ _INT64 = {
 }
 
 
-def _json(message: Message) -> dict[str, Any]:
+def message_json(message: Message) -> dict[str, Any]:
     """The message's proto3 JSON, with 64-bit integers as numbers (versions, sizes) as the
-    REST API returns them, rather than the strings the canonical mapping uses."""
+    REST API returns them, rather than the strings the canonical mapping uses, and every
+    gate result whole (``passed: false`` included) with its :func:`gate_margin`."""
     result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
     _numbers(cast(Descriptor, message.DESCRIPTOR), result)
     return result
@@ -106,7 +88,11 @@ def _numbers(descriptor: Descriptor, document: dict[str, Any]) -> None:
             continue
         value = document[field.name]
         kind = field.message_type
-        if kind is not None and kind.GetOptions().map_entry:
+        if kind is not None and kind.full_name == model_pb2.GateResult.DESCRIPTOR.full_name:
+            document[field.name] = [
+                gate_json(json_format.ParseDict(item, model_pb2.GateResult())) for item in value
+            ]
+        elif kind is not None and kind.GetOptions().map_entry:
             value_field = kind.fields_by_name["value"]
             for key, item in value.items():
                 if value_field.type in _INT64:
@@ -118,6 +104,89 @@ def _numbers(descriptor: Descriptor, document: dict[str, Any]) -> None:
                 _numbers(kind, item)
         elif field.type in _INT64:
             document[field.name] = [int(v) for v in value] if field.is_repeated else int(value)
+
+
+def _print(message: M, json_output: bool, show: Callable[[M], None]) -> None:
+    """``message`` as JSON for scripts, or shown to a person."""
+    if json_output:
+        print_json(message_json(message))
+    else:
+        show(message)
+
+
+# ------------------------------------------------------------------ gate reports
+
+
+def gate_margin(gate: model_pb2.GateResult) -> float:
+    """How far the gate's value lies on the passing side of its threshold: positive by how
+    much it passed, negative by how much it failed.
+
+    Gates point both ways (a floor on the holdout metric and on the gain over production,
+    a ceiling on drops and gaps); the margin reads the same for all of them.
+    """
+    distance = abs(gate.value - gate.threshold)
+    return distance if gate.passed else -distance
+
+
+def gate_json(gate: model_pb2.GateResult) -> dict[str, Any]:
+    """One gate result with every field, for ``--json``."""
+    return {
+        "name": gate.name,
+        "passed": gate.passed,
+        "value": gate.value,
+        "threshold": gate.threshold,
+        "margin": gate_margin(gate),
+        "detail": gate.detail,
+    }
+
+
+def gates_failed(gates: Sequence[model_pb2.GateResult]) -> str:
+    """The failed gates and by how much, for one line: ``challenger by 0.0067, ...``."""
+    return ", ".join(f"{g.name} by {-gate_margin(g):.4f}" for g in gates if not g.passed)
+
+
+def gates_table(gates: Sequence[model_pb2.GateResult], title: str = "") -> Table:
+    """Every gate: name, result, value, threshold, margin (+ passed by, - failed by) and the
+    trainer's detail; failed gates in red."""
+    table = Table(
+        "gate",
+        "result",
+        "value",
+        "threshold",
+        "margin",
+        "detail",
+        title=title or None,
+        title_justify="left",
+    )
+    for gate in gates:
+        table.add_row(
+            Text(gate.name),
+            "pass" if gate.passed else "FAIL",
+            f"{gate.value:.4f}",
+            f"{gate.threshold:.4f}",
+            f"{gate_margin(gate):+.4f}",
+            Text(gate.detail),
+            style=None if gate.passed else "bold red",
+        )
+    return table
+
+
+def headline_metrics(metrics: Mapping[str, float]) -> str:
+    """The holdout metrics as ``name=value``; dotted names (``importance.f0``,
+    ``robustness.noise_drop`` ...) are the measurements behind the gates, left to the report."""
+    return ", ".join(f"{k}={value:.4g}" for k, value in sorted(metrics.items()) if "." not in k)
+
+
+def _gates_title(v: registry_pb2.ModelVersion) -> str:
+    if v.gates_passed:
+        return f"gates of {v.model_name} v{v.version}: passed"
+    return f"gates of {v.model_name} v{v.version}: FAILED ({gates_failed(v.gates)}), not promotable"
+
+
+def _gates_cell(v: registry_pb2.ModelVersion) -> str:
+    if not v.gates:
+        return ""
+    return "pass" if v.gates_passed else "FAIL " + ", ".join(g.name for g in v.gates if not g.passed)
 
 
 def _key_values(values: list[str] | None, option: str) -> dict[str, str]:
@@ -165,14 +234,26 @@ def _show_model(model: registry_pb2.Model) -> None:
 
 
 def _versions_table(versions: list[registry_pb2.ModelVersion], with_model: bool = False) -> Table:
-    columns = ["version", "status", "aliases", "metrics", "dataset", "data hash", "parent", "created", "by"]
+    columns = [
+        "version",
+        "status",
+        "aliases",
+        "gates",
+        "metrics",
+        "dataset",
+        "data hash",
+        "parent",
+        "created",
+        "by",
+    ]
     table = Table(*(["model", *columns] if with_model else columns))
     for v in versions:
-        metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))
+        metrics = headline_metrics(v.metrics)
         row = [
             str(v.version),
             _status(v.status) + (" (rolled back)" if v.rolled_back else ""),
             ", ".join(v.aliases),
+            _gates_cell(v),
             metrics,
             v.lineage.data.window.dataset,
             v.lineage.data.content_sha256[:12],
@@ -196,8 +277,7 @@ def _show_version(v: registry_pb2.ModelVersion) -> None:
     if v.metrics:
         console.print("metrics: " + ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())))
     if v.gates:
-        gates = ", ".join(f"{g.name} {'pass' if g.passed else 'FAIL'}" for g in v.gates)
-        console.print(f"gates ({'passed' if v.gates_passed else 'failed'}): {gates}", highlight=False)
+        console.print(gates_table(v.gates, _gates_title(v)))
     if v.review.reviewer:
         console.print(
             f"review: {_status(v.review.decision)} by {v.review.reviewer}: {v.review.comment}",
@@ -235,16 +315,13 @@ def register(
     if policy not in POLICIES:
         fail(f"--policy: one of {', '.join(POLICIES)}", ExitCode.USAGE)
     tags = _key_values(tag, "--tag")
-    model = _call(
+    model = call_registry(
         address,
         token,
         f"register {name}",
         lambda c: c.create_model(name, description, POLICIES[policy], tags, exist_ok=exist_ok),
     )
-    if json_output:
-        print_json(_json(model))
-    else:
-        _show_model(model)
+    _print(model, json_output, _show_model)
 
 
 @app.command()
@@ -262,7 +339,7 @@ def update(
     if policy is not None and policy not in POLICIES:
         fail(f"--policy: one of {', '.join(POLICIES)}", ExitCode.USAGE)
     tags = _key_values(tag, "--tag")
-    model = _call(
+    model = call_registry(
         address,
         token,
         f"update {name}",
@@ -274,10 +351,7 @@ def update(
             policy=POLICIES[policy] if policy else registry_pb2.PROMOTION_POLICY_UNSPECIFIED,
         ),
     )
-    if json_output:
-        print_json(_json(model))
-    else:
-        _show_model(model)
+    _print(model, json_output, _show_model)
 
 
 @app.command("list")
@@ -291,11 +365,11 @@ def list_models(
 ) -> None:
     """List models, optionally by alias, name or tag ([bold]read[/] scope)."""
     tags = _key_values(tag, "--tag")
-    models = _call(
+    models = call_registry(
         address, token, "list models", lambda c: c.list_models(alias, name_contains=name_contains, tags=tags)
     )
     if json_output:
-        print_json([_json(m) for m in models])
+        print_json([message_json(m) for m in models])
         return
     table = Table("model", "policy", "latest", "aliases", "tags", "updated")
     for m in models:
@@ -311,18 +385,43 @@ def list_models(
 
 
 @app.command()
-def show(name: Name, address: Address = None, token: Token = None, json_output: JsonOutput = False) -> None:
-    """A model and its versions, newest first ([bold]read[/] scope)."""
+def show(
+    name: Name,
+    version: Annotated[
+        int, typer.Option("--version", "-v", help="Whose gate report to show (default: the newest).", min=0)
+    ] = 0,
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """A model, its versions newest first, and one version's gate report ([bold]read[/] scope).
+
+    The report has every gate the trainer ran: its value, threshold and margin (positive:
+    passed by that much; negative: failed by that much). A version whose gates failed is
+    kept for the record but never promoted. [bold]--json[/] has every version's gates.
+    """
 
     async def call(client: RegistryClient) -> tuple[registry_pb2.Model, list[registry_pb2.ModelVersion]]:
         return await client.get_model(name), await client.list_versions(name)
 
-    model, versions = _call(address, token, f"show {name}", call)
+    model, versions = call_registry(address, token, f"show {name}", call)
+    chosen = next((v for v in versions if v.version == version), None) if version else None
+    if version and chosen is None:
+        fail(f"show {name}: NOT_FOUND: model {name!r} has no version {version}", ExitCode.NOT_FOUND)
     if json_output:
-        print_json({"model": _json(model), "versions": [_json(v) for v in versions]})
+        print_json({"model": message_json(model), "versions": [message_json(v) for v in versions]})
         return
     _show_model(model)
     console.print(_versions_table(versions))
+    chosen = chosen or (versions[0] if versions else None)
+    if chosen is None:
+        return
+    if chosen.gates:
+        console.print(gates_table(chosen.gates, _gates_title(chosen)))
+    else:
+        console.print(
+            f"{name} v{chosen.version}: no gates ran (registered without an evaluation)", highlight=False
+        )
 
 
 # ----------------------------------------------------------------------- versions
@@ -370,11 +469,10 @@ def create_version(
         data = artifact.read_bytes()
     except OSError as exc:
         fail(f"{artifact}: {exc}", ExitCode.USAGE)
-    version = _call(address, token, f"create a version of {name}", lambda c: c.create_version(meta, data))
-    if json_output:
-        print_json(_json(version))
-    else:
-        _show_version(version)
+    version = call_registry(
+        address, token, f"create a version of {name}", lambda c: c.create_version(meta, data)
+    )
+    _print(version, json_output, _show_version)
 
 
 @app.command()
@@ -388,11 +486,8 @@ def get(
 ) -> None:
     """One version, by number or alias (default: production) ([bold]read[/] scope)."""
     alias = alias or ("" if version else "production")
-    found = _call(address, token, f"get {name}", lambda c: c.get_version(name, version, alias))
-    if json_output:
-        print_json(_json(found))
-    else:
-        _show_version(found)
+    found = call_registry(address, token, f"get {name}", lambda c: c.get_version(name, version, alias))
+    _print(found, json_output, _show_version)
 
 
 @app.command()
@@ -425,22 +520,18 @@ def search(
         train_request_id=request_id,
     )
     for value in metric or ():
-        match = _METRIC_FILTER.fullmatch(value.strip())
         try:
-            number = float(match.group(3)) if match else None
-        except ValueError:
-            number = None
-        if match is None or number is None:
-            fail(f"--metric: expected NAME OP NUMBER (e.g. accuracy>=0.9), got {value!r}", ExitCode.USAGE)
-        query.metrics.add(name=match.group(1), op=_COMPARISONS[match.group(2)], value=number)
+            query.metrics.append(parse_metric_filter(value))
+        except ValueError as exc:
+            fail(f"--metric: {exc} (e.g. accuracy>=0.9)", ExitCode.USAGE)
     if status:
         full = "VERSION_STATUS_" + status.upper()
         if full not in registry_pb2.VersionStatus.keys():
             fail(f"--status: unknown status {status!r}", ExitCode.USAGE)
         query.status = registry_pb2.VersionStatus.Value(full)
-    versions = _call(address, token, "search versions", lambda c: c.search_versions(query))
+    versions = call_registry(address, token, "search versions", lambda c: c.search_versions(query))
     if json_output:
-        print_json([_json(v) for v in versions])
+        print_json([message_json(v) for v in versions])
     else:
         console.print(_versions_table(versions, with_model=True))
 
@@ -467,7 +558,7 @@ def download(
         except DigestMismatch as exc:
             fail(f"download of {name} refused: {exc}", ExitCode.FAILED)
 
-    found, data = _call(address, token, f"download {name}", call)
+    found, data = call_registry(address, token, f"download {name}", call)
     output.write_bytes(data)
     if json_output:
         print_json(
@@ -495,9 +586,9 @@ def lineage(
     parent chain, the versions trained from it, and other versions trained on the same data.
     """
     alias = alias or ("" if version else "production")
-    found = _call(address, token, f"lineage of {name}", lambda c: c.lineage(name, version, alias))
+    found = call_registry(address, token, f"lineage of {name}", lambda c: c.lineage(name, version, alias))
     if json_output:
-        print_json(_json(found))
+        print_json(message_json(found))
         return
     console.print("[bold]version[/]  " + _lineage_line(found.version), highlight=False)
     packages = ", ".join(f"{k} {v}" for k, v in sorted(found.version.lineage.package_versions.items()))
@@ -519,13 +610,11 @@ def set_alias(
     name: Name,
     alias: Annotated[str, typer.Argument(help="production, staging, candidate or your own.")],
     version: VersionArg,
-    expect: Annotated[
-        int | None, typer.Option(help="Compare-and-set: only if the alias points at this version now.", min=1)
-    ] = None,
+    expect: Expect = None,
     expect_unset: Annotated[
         bool, typer.Option(help="Compare-and-set: only if the alias is unset now.")
     ] = False,
-    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    reason: Reason = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
@@ -534,37 +623,29 @@ def set_alias(
     if expect is not None and expect_unset:
         fail("--expect and --expect-unset exclude each other", ExitCode.USAGE)
     expected = -1 if expect_unset else (expect or 0)
-    model = _call(
+    model = call_registry(
         address,
         token,
         f"set {alias} of {name}",
         lambda c: c.set_alias(name, alias, version, expected, reason),
     )
-    if json_output:
-        print_json(_json(model))
-    else:
-        _show_model(model)
+    _print(model, json_output, _show_model)
 
 
 @app.command("delete-alias")
 def delete_alias(
     name: Name,
     alias: Annotated[str, typer.Argument(help="The alias to remove.")],
-    expect: Annotated[
-        int | None, typer.Option(help="Only if the alias points at this version now.", min=1)
-    ] = None,
+    expect: Expect = None,
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Remove an alias ([bold]promote[/] scope)."""
-    model = _call(
+    model = call_registry(
         address, token, f"delete {alias} of {name}", lambda c: c.delete_alias(name, alias, expect or 0)
     )
-    if json_output:
-        print_json(_json(model))
-    else:
-        _show_model(model)
+    _print(model, json_output, _show_model)
 
 
 @app.command()
@@ -572,7 +653,7 @@ def transition(
     name: Name,
     version: VersionArg,
     stage: Annotated[str, typer.Argument(help="staging, production, candidate or archived.")],
-    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    reason: Reason = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
@@ -585,44 +666,33 @@ def transition(
     if stage not in STAGES:
         fail(f"stage: one of {', '.join(STAGES)}", ExitCode.USAGE)
     if stage == "archived":
-        archived = _call(
-            address, token, f"archive {name} v{version}", lambda c: c.archive(name, version, reason)
-        )
-        if json_output:
-            print_json(_json(archived))
-        else:
-            _show_version(archived)
+        _archive(name, version, reason, address, token, json_output)
         return
-    model = _call(
+    model = call_registry(
         address,
         token,
         f"move {name} v{version} to {stage}",
         lambda c: c.set_alias(name, stage, version, 0, reason),
     )
-    if json_output:
-        print_json(_json(model))
-    else:
-        _show_model(model)
+    _print(model, json_output, _show_model)
 
 
 @app.command()
 def rollback(
     name: Name,
     alias: Annotated[str, typer.Option(help="The alias to move back.")] = "production",
-    expect: Annotated[
-        int | None, typer.Option(help="Only if the alias points at this version now.", min=1)
-    ] = None,
-    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    expect: Expect = None,
+    reason: Reason = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Move an alias back to the version it pointed at before ([bold]promote[/] scope)."""
-    result = _call(
+    result = call_registry(
         address, token, f"roll back {alias} of {name}", lambda c: c.rollback(name, alias, expect or 0, reason)
     )
     if json_output:
-        print_json(_json(result))
+        print_json(message_json(result))
     else:
         console.print(
             f"{name} {result.alias}: v{result.from_version} -> v{result.to_version}", highlight=False
@@ -633,15 +703,17 @@ def rollback(
 def history(
     name: Name,
     alias: Annotated[str, typer.Option(help="Only this alias.")] = "",
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    limit: Limit = 50,
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Every move of a model's aliases, newest first ([bold]read[/] scope)."""
-    changes = _call(address, token, f"history of {name}", lambda c: c.alias_history(name, alias, limit))
+    changes = call_registry(
+        address, token, f"history of {name}", lambda c: c.alias_history(name, alias, limit)
+    )
     if json_output:
-        print_json([_json(c) for c in changes])
+        print_json([message_json(c) for c in changes])
         return
     table = Table("when", "alias", "from", "to", "how", "who", "reason")
     for c in changes:
@@ -670,13 +742,7 @@ def approve(
     json_output: JsonOutput = False,
 ) -> None:
     """Approve a pending version: it becomes production ([bold]approve[/] scope; not its author)."""
-    reviewed = _call(
-        address, token, f"approve {name} v{version}", lambda c: c.approve(name, version, comment)
-    )
-    if json_output:
-        print_json(_json(reviewed))
-    else:
-        _show_version(reviewed)
+    _review(name, version, comment, True, address, token, json_output)
 
 
 @app.command()
@@ -689,28 +755,48 @@ def reject(
     json_output: JsonOutput = False,
 ) -> None:
     """Reject a pending version ([bold]approve[/] scope)."""
-    reviewed = _call(address, token, f"reject {name} v{version}", lambda c: c.reject(name, version, comment))
-    if json_output:
-        print_json(_json(reviewed))
-    else:
-        _show_version(reviewed)
+    _review(name, version, comment, False, address, token, json_output)
 
 
 @app.command()
 def archive(
     name: Name,
     version: VersionArg,
-    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    reason: Reason = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
 ) -> None:
     """Archive a version no alias points at: kept for lineage, never served ([bold]write[/] scope)."""
-    archived = _call(address, token, f"archive {name} v{version}", lambda c: c.archive(name, version, reason))
-    if json_output:
-        print_json(_json(archived))
-    else:
-        _show_version(archived)
+    _archive(name, version, reason, address, token, json_output)
+
+
+def _archive(
+    name: str, version: int, reason: str, address: str | None, token: str | None, json_output: bool
+) -> None:
+    archived = call_registry(
+        address, token, f"archive {name} v{version}", lambda c: c.archive(name, version, reason)
+    )
+    _print(archived, json_output, _show_version)
+
+
+def _review(
+    name: str,
+    version: int,
+    comment: str,
+    approve: bool,
+    address: str | None,
+    token: str | None,
+    json_output: bool,
+) -> None:
+    what = f"{'approve' if approve else 'reject'} {name} v{version}"
+
+    async def review(client: RegistryClient) -> registry_pb2.ModelVersion:
+        if approve:
+            return await client.approve(name, version, comment)
+        return await client.reject(name, version, comment)
+
+    _print(call_registry(address, token, what, review), json_output, _show_version)
 
 
 # -------------------------------------------------------------------------- audit
@@ -726,7 +812,7 @@ def audit(
     since: Annotated[
         datetime | None, typer.Option(help="From this time (UTC unless an offset is given).")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    limit: Limit = 50,
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
@@ -742,9 +828,9 @@ def audit(
     )
     if since is not None:
         query.since.FromDatetime(since)
-    page = _call(address, token, "read the audit log", lambda c: c.audit_log(query))
+    page = call_registry(address, token, "read the audit log", lambda c: c.audit_log(query))
     if json_output:
-        print_json([_json(r) for r in page.records])
+        print_json([message_json(r) for r in page.records])
         return
     table = Table("when", "who", "action", "resource", "outcome", "change", "detail")
     table.columns[3].overflow = "fold"
@@ -787,9 +873,9 @@ def spec_put(
         json_format.Parse(file.read_text(), spec)
     except (OSError, json_format.ParseError) as exc:
         fail(f"{file}: {exc}", ExitCode.USAGE)
-    stored = _call(address, token, f"store the spec of {spec.model_name}", lambda c: c.put_spec(spec))
+    stored = call_registry(address, token, f"store the spec of {spec.model_name}", lambda c: c.put_spec(spec))
     if json_output:
-        print_json(_json(stored))
+        print_json(message_json(stored))
     else:
         console.print(f"{stored.model_name}: spec version {stored.spec_version} stored", highlight=False)
 
@@ -802,8 +888,8 @@ def spec_get(
     token: Token = None,
 ) -> None:
     """A spec as JSON (the latest unless --spec-version) ([bold]read[/] scope)."""
-    spec = _call(address, token, f"spec of {name}", lambda c: c.get_spec(name, spec_version))
-    print_json(_json(spec))
+    spec = call_registry(address, token, f"spec of {name}", lambda c: c.get_spec(name, spec_version))
+    print_json(message_json(spec))
 
 
 @spec_app.command("list")
@@ -811,9 +897,9 @@ def spec_list(
     name: Name, address: Address = None, token: Token = None, json_output: JsonOutput = False
 ) -> None:
     """A model's spec versions, newest first ([bold]read[/] scope)."""
-    specs = _call(address, token, f"specs of {name}", lambda c: c.list_specs(name))
+    specs = call_registry(address, token, f"specs of {name}", lambda c: c.list_specs(name))
     if json_output:
-        print_json([_json(s) for s in specs])
+        print_json([message_json(s) for s in specs])
         return
     table = Table("spec version", "dataset", "task", "metric", "features", "estimators")
     for s in specs:

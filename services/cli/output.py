@@ -18,6 +18,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 import grpc
@@ -93,3 +94,16 @@ JsonOutput = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")
 ]
 """The ``--json`` flag every command that reports something takes."""
+
+
+def parse_time(option: str, value: str | None) -> datetime | None:
+    """An ISO-8601 time with a UTC offset given to ``option``; a usage error otherwise."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: not an ISO-8601 time: {value!r}", ExitCode.USAGE)
+    if moment.tzinfo is None:
+        fail(f"{option}: needs a UTC offset (for example 2026-11-26T10:00:00Z)", ExitCode.USAGE)
+    return moment
