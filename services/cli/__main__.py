@@ -19,6 +19,7 @@ from services.cli import (
     produce,
     token,
     topics,
+    train,
 )
 from services.cli.output import EXIT_CODES_HELP
 
@@ -38,6 +39,8 @@ app.command("demo", rich_help_panel="Local stack")(demo.demo)
 app.command("produce", rich_help_panel="Data and predictions")(produce.produce)
 app.command("predict", rich_help_panel="Data and predictions")(predict.predict)
 app.add_typer(topics.app, name="topics", rich_help_panel="Data and predictions")
+# Training sits with the model it makes a version of, next to `models spec` and `models show`.
+models.app.command("train")(train.train)
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")

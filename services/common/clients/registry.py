@@ -35,6 +35,9 @@ MANUAL = registry_pb2.PROMOTION_POLICY_MANUAL
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""What the registry accepts as a model name (``MODEL_NAME.fullmatch(name)``)."""
+
 _METRIC_FILTER = re.compile(r"([A-Za-z0-9][A-Za-z0-9._:/-]{0,127})\s*(<=|>=|==|=|<|>)\s*(\S+)")
 _COMPARISONS = {
     "<": registry_pb2.COMPARISON_LT,

@@ -1,0 +1,451 @@
+"""``mlops models train``: ask the trainer for a new version of a model, and follow the job.
+
+The command builds a ``TrainRequest`` (a spec from a file, a stored spec version, or none:
+then the trainer takes the model's newest stored spec or its production version's),
+publishes it on ``<prefix>.train.requests`` in the CloudEvents envelope keyed by the model
+name, and follows ``<prefix>.train.results`` for its request id until the job ends. It
+reads the results topic from its current end, fixed before the request is published, so
+no answer can slip past; the trainer's PROGRESS results drive a progress bar.
+
+Outcomes and exit codes (those of ``mlops``):
+
+- REGISTERED: a version passed its gates (and, on an AUTO-policy model, is production): 0;
+- GATES_FAILED: a version was registered for the record but not promoted; the command
+  says which gate failed and by how much: 1;
+- FAILED: the trainer's reason (``invalid_spec: ...``, ``invalid_data: ...``): 1;
+- DUPLICATE: the idempotency key belongs to an earlier job; its outcome decides;
+- no outcome within ``--timeout`` (no trainer running, or the job still going), or no
+  broker: 3. Bad options or spec files: 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from google.protobuf import json_format
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from services.cli.context import RegistryAddressOption, TokenOption, resolve_kafka
+from services.cli.datasets import MaxRows, WindowEnd, WindowStart, data_window
+from services.cli.models import Name, call_registry, gates_failed, gates_table, headline_metrics, message_json
+from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
+from services.cli.topics import BootstrapOption
+from services.common.clients.registry import MODEL_NAME
+from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
+from services.common.kafka import create_producer, ensure_topics, publish
+from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainResult, TrainStatus, TrainTrigger
+from services.common.proto.mlops.v1.model_pb2 import DataWindow, ModelSpec, Task
+
+TRIGGERS = {
+    "manual": TrainTrigger.TRAIN_TRIGGER_MANUAL,
+    "scheduled": TrainTrigger.TRAIN_TRIGGER_SCHEDULED,
+    "initial": TrainTrigger.TRAIN_TRIGGER_INITIAL,
+}
+FINAL = {
+    TrainStatus.TRAIN_STATUS_REGISTERED,
+    TrainStatus.TRAIN_STATUS_GATES_FAILED,
+    TrainStatus.TRAIN_STATUS_FAILED,
+    TrainStatus.TRAIN_STATUS_DUPLICATE,
+}
+METADATA_ATTEMPTS = 25
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_TASKS = {name.removeprefix("TASK_").lower(): name for name in Task.keys() if name != "TASK_UNSPECIFIED"}
+
+
+# ------------------------------------------------------------------ the request
+
+
+def read_spec_file(path: Path) -> ModelSpec:
+    """A ``ModelSpec`` from JSON, or YAML when the file ends in ``.yaml``/``.yml``: the
+    message's JSON form, where ``task`` may also be written short (``classification``).
+
+    Raises ``ValueError`` naming the file and what is wrong with it.
+    """
+    try:
+        text = path.read_text()
+        document = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: expected a ModelSpec object")
+    task = document.get("task")
+    if isinstance(task, str):
+        document["task"] = _TASKS.get(task.lower(), task)
+    try:
+        return json_format.ParseDict(document, ModelSpec())
+    except json_format.ParseError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` as a positive duration; ``ValueError`` otherwise."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    amount = float(match.group(1)) if match else 0.0
+    if match is None or amount <= 0:
+        raise ValueError(f"expected a positive duration such as 30m, 12h or 7d, got {text!r}")
+    return timedelta(**{_UNITS[match.group(2)]: amount})
+
+
+def train_request(
+    model_name: str,
+    *,
+    spec: ModelSpec | None = None,
+    window: DataWindow | None = None,
+    request_id: str = "",
+    idempotency_key: str = "",
+    trigger: TrainTrigger.ValueType = TrainTrigger.TRAIN_TRIGGER_MANUAL,
+    requested_by: str = "",
+) -> TrainRequest:
+    """The request the trainer reads: without ``spec`` it takes the model's newest stored spec or
+    its production version's; ``window`` replaces the spec's window whole."""
+    request = TrainRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        idempotency_key=idempotency_key,
+        model_name=model_name,
+        trigger=trigger,
+        requested_by=requested_by,
+    )
+    if spec is not None:
+        request.spec.CopyFrom(spec)
+    if window is not None:
+        request.window.CopyFrom(window)
+    request.requested_at.GetCurrentTime()
+    return request
+
+
+def _requested_by() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return "cli"
+
+
+# ------------------------------------------------------------------ the outcome
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a final result means: a word for people, the exit code for scripts."""
+
+    status: str
+    code: ExitCode
+
+
+def outcome(result: TrainResult) -> Outcome:
+    """REGISTERED 0, GATES_FAILED and FAILED 1; a DUPLICATE carries the earlier job's result,
+    so it means what that job's outcome meant."""
+    status = result.status
+    if status == TrainStatus.TRAIN_STATUS_DUPLICATE:
+        if not result.version:
+            status = TrainStatus.TRAIN_STATUS_FAILED
+        elif all(gate.passed for gate in result.gates):
+            status = TrainStatus.TRAIN_STATUS_REGISTERED
+        else:
+            status = TrainStatus.TRAIN_STATUS_GATES_FAILED
+    name = TrainStatus.Name(status).removeprefix("TRAIN_STATUS_")
+    return Outcome(name, ExitCode.OK if status == TrainStatus.TRAIN_STATUS_REGISTERED else ExitCode.FAILED)
+
+
+def _show_outcome(result: TrainResult, meaning: Outcome) -> None:
+    # Errors and names quote what others sent: print them as text, never as console markup.
+    name = result.model_name
+    took = f" in {result.duration_seconds:.1f}s" if result.duration_seconds else ""
+    duplicate = result.status == TrainStatus.TRAIN_STATUS_DUPLICATE
+    if duplicate:
+        console.print(Text.assemble(("DUPLICATE", "bold"), f": {result.error}"))
+    if meaning.status == "REGISTERED":
+        console.print(
+            Text.assemble(("REGISTERED", "bold green"), f" {name} v{result.version}{took}: gates passed")
+        )
+    elif meaning.status == "GATES_FAILED":
+        console.print(
+            Text.assemble(
+                ("GATES_FAILED", "bold red"),
+                f" {name} v{result.version}{took} is kept for the record but not promoted: "
+                f"{gates_failed(result.gates)}",
+            )
+        )
+    else:
+        failure = "the earlier job's outcome" if duplicate else result.error
+        console.print(Text.assemble(("FAILED", "bold red"), f" {name}{took}: {failure}"))
+        return
+    if result.metrics:
+        console.print(f"holdout: {headline_metrics(result.metrics)}", highlight=False)
+    if result.gates:
+        console.print(gates_table(result.gates))
+    console.print(f"details: mlops models show {name} --version {result.version}", highlight=False)
+
+
+# ------------------------------------------------------------------ Kafka
+
+
+class ResultFollower:
+    """The results topic from its current end, fixed at :meth:`start`: every result
+    published after that, filtered to one request id."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        # Assigned partitions, no group: a group join costs seconds on the embedded broker.
+        await ensure_topics(self._bootstrap, [self._topic])
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
+        )
+        self._consumer = consumer
+        await consumer.start()
+        partitions = await self._partitions(consumer)
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await consumer.position(partition)  # resolve "the end" now, before the request goes out
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Every partition of the topic, once the broker's metadata lists them (a topic just
+        created can take a moment to appear)."""
+        for _ in range(METADATA_ATTEMPTS):
+            await consumer.topics()  # fresh metadata
+            found = consumer.partitions_for_topic(self._topic)
+            if found:
+                return [TopicPartition(self._topic, p) for p in sorted(found)]
+            await asyncio.sleep(0.2)
+        raise KafkaError(f"the broker lists no partitions of {self._topic}")
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def follow(self, request_id: str, on_result: Callable[[TrainResult], None]) -> TrainResult:
+        """Results for ``request_id`` to ``on_result`` until a final one, which it returns."""
+        assert self._consumer is not None, "start() first"
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        result = decode(IncomingRecord.from_consumer_record(record), TrainResult).message
+                    except EnvelopeError:
+                        continue  # not ours to judge
+                    if result.request_id != request_id:
+                        continue
+                    on_result(result)
+                    if result.status in FINAL:
+                        return result
+
+
+async def submit(bootstrap: str, topics: Topics, request: TrainRequest) -> None:
+    """Publish ``request`` keyed by its model name, once the broker acknowledged it."""
+    producer = create_producer(bootstrap, "mlops-cli-train", linger_ms=0)
+    try:
+        await producer.start()
+        await publish(
+            producer, [encode(topics.train_requests, request, source="/cli", key=request.model_name)]
+        )
+    finally:
+        await producer.stop()
+
+
+class TrainProgress:
+    """The job's state as a progress bar on stderr, fed by the trainer's results."""
+
+    def __init__(self, model_name: str, enabled: bool):
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not enabled,
+            transient=True,
+        )
+        self._model_name = model_name
+        self._task = self.progress.add_task(f"{model_name}: waiting for a trainer", total=1.0)
+        self.last_status = "no answer from any trainer"
+
+    def __call__(self, result: TrainResult) -> None:
+        if result.status == TrainStatus.TRAIN_STATUS_STARTED:
+            self.last_status = "the job started and did not finish"
+            self.progress.update(self._task, description=f"{self._model_name}: training", completed=0.0)
+        elif result.status == TrainStatus.TRAIN_STATUS_PROGRESS:
+            self.progress.update(self._task, completed=min(max(result.progress, 0.0), 1.0))
+        elif result.status in FINAL:
+            self.progress.update(self._task, completed=1.0)
+
+
+# ------------------------------------------------------------------ the command
+
+
+def train(
+    name: Name,
+    spec_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="A ModelSpec as JSON or YAML. Default: the model's newest stored spec or its "
+            "production version's (the trainer picks the newer).",
+            dir_okay=False,
+        ),
+    ] = None,
+    spec_version: Annotated[
+        int, typer.Option(min=0, help="Train with this stored spec version (see `mlops models spec list`).")
+    ] = 0,
+    last: Annotated[
+        str | None, typer.Option(help="Window: events of the last 30m, 12h, 7d ... (instead of --start).")
+    ] = None,
+    start: WindowStart = None,
+    end: WindowEnd = None,
+    max_rows: MaxRows = 0,
+    min_rows: Annotated[int, typer.Option(min=0, help="Fail the job if the window has fewer rows.")] = 0,
+    idempotency_key: Annotated[
+        str, typer.Option(help="Requests with the same key make one job (default: this request's id).")
+    ] = "",
+    request_id: Annotated[str, typer.Option(help="The request's id (default: a new one).")] = "",
+    trigger: Annotated[
+        str, typer.Option(help="manual, scheduled or initial (kept in the lineage).")
+    ] = "manual",
+    follow: Annotated[
+        bool, typer.Option(help="Follow the job to its outcome; --no-follow only submits the request.")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for the outcome (exit 3 when it does not come).")
+    ] = 900.0,
+    bootstrap_servers: BootstrapOption = None,
+    address: RegistryAddressOption = None,
+    token: TokenOption = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Train a new version of a model: submit a train request and follow it to its outcome.
+
+    Any window option (--last/--start/--end/--max-rows/--min-rows) replaces the spec's
+    window whole. The outcome shows the version, its holdout metrics and every gate with
+    its margin; exit 0 when a version passed its gates, 1 when the gates or the job failed.
+    [bold]--json[/] prints the final TrainResult. --spec-version reads the registry
+    ([bold]read[/] scope); the request itself goes to Kafka.
+
+      mlops models train churn --spec churn.yaml --last 30d
+    """
+    if not MODEL_NAME.fullmatch(name):
+        fail(
+            f"NAME: {name!r} is not a model name (letters, digits, '.', '_', '-'; up to 128)", ExitCode.USAGE
+        )
+    if trigger not in TRIGGERS:
+        fail(f"--trigger: one of {', '.join(TRIGGERS)}", ExitCode.USAGE)
+    if spec_file is not None and spec_version:
+        fail("--spec and --spec-version exclude each other", ExitCode.USAGE)
+    if last is not None and start is not None:
+        fail("--last and --start exclude each other", ExitCode.USAGE)
+    spec = _spec(name, spec_file, spec_version, address, token)
+    window = _window(last, start, end, max_rows, min_rows)
+    request = train_request(
+        name,
+        spec=spec,
+        window=window,
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+        trigger=TRIGGERS[trigger],
+        requested_by=_requested_by(),
+    )
+    bootstrap, prefix = resolve_kafka(bootstrap_servers)
+    topics = Topics(prefix)
+    view = TrainProgress(name, enabled=follow and not json_output)
+
+    async def run() -> TrainResult | None:
+        follower = ResultFollower(bootstrap, topics.train_results)
+        try:
+            if follow:
+                await follower.start()
+            await submit(bootstrap, topics, request)
+            err_console.print(f"submitted train request {request.request_id} for {name}", highlight=False)
+            if not follow:
+                return None
+            try:
+                with view.progress:
+                    async with asyncio.timeout(timeout):
+                        return await follower.follow(request.request_id, view)
+            except TimeoutError:
+                return None
+        finally:
+            await follower.stop()
+
+    try:
+        result = asyncio.run(run())
+    except (KafkaError, OSError) as exc:
+        fail(f"Kafka at {bootstrap}: {exc!r}", ExitCode.UNAVAILABLE)
+    if not follow:
+        if json_output:
+            print_json(message_json(request))
+        return
+    if result is None:
+        fail(
+            f"no outcome for train request {request.request_id} within {timeout:.0f}s ({view.last_status}); "
+            f"it stays queued: watch with `mlops topics tail train.results`",
+            ExitCode.UNAVAILABLE,
+        )
+    meaning = outcome(result)
+    if json_output:
+        print_json(message_json(result))
+    else:
+        _show_outcome(result, meaning)
+    raise typer.Exit(int(meaning.code))
+
+
+def _spec(
+    name: str, spec_file: Path | None, spec_version: int, address: str | None, token: str | None
+) -> ModelSpec | None:
+    if spec_file is not None:
+        try:
+            spec = read_spec_file(spec_file)
+        except ValueError as exc:
+            fail(f"--spec {exc}", ExitCode.USAGE)
+        if spec.model_name and spec.model_name != name:
+            fail(
+                f"--spec {spec_file}: the spec is for model {spec.model_name!r}, not {name!r}", ExitCode.USAGE
+            )
+        spec.model_name = name
+        return spec
+    if spec_version:
+        return call_registry(
+            address, token, f"spec {spec_version} of {name}", lambda c: c.get_spec(name, spec_version)
+        )
+    return None
+
+
+def _window(
+    last: str | None, start: str | None, end: str | None, max_rows: int, min_rows: int
+) -> DataWindow | None:
+    if last is None and start is None and end is None and not max_rows and not min_rows:
+        return None
+    # An empty dataset means the spec's: the window only bounds which of its rows are read.
+    window = data_window("", start, end, max_rows, min_rows)
+    if last is not None:
+        try:
+            since = datetime.now(UTC) - parse_duration(last)
+        except ValueError as exc:
+            fail(f"--last: {exc}", ExitCode.USAGE)
+        window.start_time.FromDatetime(since)
+    return window
