@@ -54,14 +54,21 @@ def cli(platform: Platform, tmp_path: Path) -> Cli:  # noqa: F811
     return runner
 
 
+@pytest.fixture
+async def stored(platform: Platform, names: tuple[str, str]) -> tuple[str, str]:  # noqa: F811
+    """This test's dataset, with 400 labelled events stored through ingest, and its model's name."""
+    dataset, _ = names
+    await platform.dataset(dataset, 400)
+    return names
+
+
 async def test_a_request_followed_to_a_promoted_version_whose_gates_show_reports(
     platform: Platform,  # noqa: F811
-    names: tuple[str, str],  # noqa: F811
+    stored: tuple[str, str],
     cli: Cli,
     tmp_path: Path,
 ) -> None:
-    dataset, model = names
-    await platform.dataset(dataset, 400)
+    dataset, model = stored
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(
         yaml.safe_dump(spec_document(dataset, model, gates=Gates(min_metric=0.6, max_slice_gap=0.5)))
@@ -98,12 +105,11 @@ async def test_a_request_followed_to_a_promoted_version_whose_gates_show_reports
 
 async def test_a_worse_challenger_exits_1_naming_the_gate_and_its_margin_and_a_repeat_coalesces(
     platform: Platform,  # noqa: F811
-    names: tuple[str, str],  # noqa: F811
+    stored: tuple[str, str],
     cli: Cli,
     tmp_path: Path,
 ) -> None:
-    dataset, model = names
-    await platform.dataset(dataset, 400)
+    dataset, model = stored
     # The first version from a stored spec, read from the registry by --spec-version.
     await platform.registry.create_model(model)
     stored = await platform.registry.put_spec(synthetic.spec(model, dataset=dataset))

@@ -59,14 +59,7 @@ def test_failed_gates_are_named_with_how_much_they_missed_by() -> None:
 
 def test_the_table_has_every_gate_and_highlights_the_failed_ones() -> None:
     table = gates_table([FLOOR_PASSED, CHALLENGER_FAILED, DROP_PASSED])
-    assert [column.header for column in table.columns] == [
-        "gate",
-        "result",
-        "value",
-        "threshold",
-        "margin",
-        "detail",
-    ]
+    assert [column.header for column in table.columns] == "gate result value threshold margin detail".split()
     assert [row.style for row in table.rows] == [None, "bold red", None]
     console = Console(width=250, record=True, color_system=None)
     console.print(table)
