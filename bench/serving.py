@@ -17,6 +17,11 @@ any Python gRPC server can do on this machine in this run.
 Targets (issue 3): single rows at concurrency 32 at least 5x the in-process single-row
 rate with p99 under 25 ms; 64-row requests at least 70% of the in-process rows/s;
 logging costs under 10%.
+
+``python -m bench.serving --explain`` prices feature contributions instead: in process, the
+trainer's logistic-regression and random-forest pipelines (scaled numbers, a one-hot or
+ordinal category) explain 1 and 64 rows, against their own ``predict_proba`` on the same
+rows as the floor.
 """
 
 from __future__ import annotations
@@ -296,14 +301,60 @@ def run_stack(
     return results
 
 
+def explanation_cost(seconds: float) -> None:
+    """Explaining against predicting, per call, for the trainer's explainable families."""
+    from services.common.proto.mlops.v1.model_pb2 import Task
+    from services.serving.explain import explainer_for
+    from services.trainer.pipelines import FAMILIES, build_pipeline
+    from services.trainer.tabular import Feature, FeatureKind
+
+    numbers, y = make_classification(n_samples=5_000, n_features=6, random_state=0)
+    X = np.empty((len(numbers), 7), dtype=object)
+    X[:, :6] = numbers
+    X[:, 6] = np.array(["red", "green", "blue", "grey"], dtype=object)[(numbers[:, 0] > 0) * 2 + y]
+    features = [Feature(f"f{i}", FeatureKind.NUMERIC) for i in range(6)]
+    features.append(Feature("colour", FeatureKind.CATEGORICAL))
+    labels = np.array(["0", "1"], dtype=object)[y]
+
+    def per_call(call: object, rows: np.ndarray) -> float:
+        assert callable(call)
+        call(rows)
+        calls = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            call(rows)
+            calls += 1
+        return (time.perf_counter() - started) / calls * 1000
+
+    for family in ("logistic_regression", "random_forest"):
+        pipeline = build_pipeline(FAMILIES[family], Task.TASK_CLASSIFICATION, features, {}, 0).fit(X, labels)
+        explainer = explainer_for(pipeline, len(features))
+        for rows in (1, 64):
+            batch = X[:rows]
+            explain_ms = per_call(explainer.explain, batch)
+            predict_ms = per_call(pipeline.predict_proba, batch)
+            print(
+                f"  {family:<20} {rows:>2} rows: explain {explain_ms:6.2f} ms, predict_proba "
+                f"{predict_ms:6.2f} ms per call: {explain_ms / predict_ms:.1f}x",
+                flush=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each scenario")
     parser.add_argument("--floor-seconds", type=float, default=3.0, help="duration of each in-process floor")
     parser.add_argument("--canned-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--explain", action="store_true", help="price feature contributions in process, and stop"
+    )
     args = parser.parse_args(argv)
     if args.canned_server:
         asyncio.run(serve_canned(args.canned_server))
+        return 0
+    if args.explain:
+        print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores)")
+        explanation_cost(args.floor_seconds)
         return 0
 
     print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores)")
