@@ -35,7 +35,8 @@ T = TypeVar("T")
 DatasetName = Annotated[str, typer.Argument(help="Dataset name.")]
 WindowStart = Annotated[str | None, typer.Option(help="Oldest event time, inclusive (ISO-8601 with offset).")]
 WindowEnd = Annotated[str | None, typer.Option(help="Newest event time, inclusive (ISO-8601 with offset).")]
-MaxRows = Annotated[int, typer.Option(min=0, help="Only the newest N rows; 0 for all.")]
+MAX_ROWS = 2**63 - 1
+MaxRows = Annotated[int, typer.Option(min=0, max=MAX_ROWS, help="Only the newest N rows; 0 for all.")]
 FIELD_TYPES = {
     name.removeprefix("FIELD_TYPE_").lower(): name
     for name in FieldType.keys()

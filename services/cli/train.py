@@ -47,7 +47,7 @@ from rich.progress import (
 from rich.text import Text
 
 from services.cli.context import RegistryAddressOption, TokenOption, resolve_kafka
-from services.cli.datasets import MaxRows, WindowEnd, WindowStart, data_window
+from services.cli.datasets import MAX_ROWS, MaxRows, WindowEnd, WindowStart, data_window
 from services.cli.models import Name, call_registry, gates_failed, gates_table, headline_metrics, message_json
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
 from services.cli.topics import BootstrapOption
@@ -69,6 +69,8 @@ FINAL = {
     TrainStatus.TRAIN_STATUS_DUPLICATE,
 }
 METADATA_ATTEMPTS = 25
+MAX_ID_LENGTH = 256
+_ID = re.compile(rf"[^\x00-\x1f\x7f]{{0,{MAX_ID_LENGTH}}}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _TASKS = {name.removeprefix("TASK_").lower(): name for name in Task.keys() if name != "TASK_UNSPECIFIED"}
@@ -105,7 +107,10 @@ def parse_duration(text: str) -> timedelta:
     amount = float(match.group(1)) if match else 0.0
     if match is None or amount <= 0:
         raise ValueError(f"expected a positive duration such as 30m, 12h or 7d, got {text!r}")
-    return timedelta(**{_UNITS[match.group(2)]: amount})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: amount})
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any calendar goes back") from None
 
 
 def train_request(
@@ -320,7 +325,9 @@ def train(
     start: WindowStart = None,
     end: WindowEnd = None,
     max_rows: MaxRows = 0,
-    min_rows: Annotated[int, typer.Option(min=0, help="Fail the job if the window has fewer rows.")] = 0,
+    min_rows: Annotated[
+        int, typer.Option(min=0, max=MAX_ROWS, help="Fail the job if the window has fewer rows.")
+    ] = 0,
     idempotency_key: Annotated[
         str, typer.Option(help="Requests with the same key make one job (default: this request's id).")
     ] = "",
@@ -332,7 +339,10 @@ def train(
         bool, typer.Option(help="Follow the job to its outcome; --no-follow only submits the request.")
     ] = True,
     timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds to wait for the outcome (exit 3 when it does not come).")
+        float,
+        typer.Option(
+            min=1, max=7 * 86400, help="Seconds to wait for the outcome (exit 3 when it does not come)."
+        ),
     ] = 900.0,
     bootstrap_servers: BootstrapOption = None,
     address: RegistryAddressOption = None,
@@ -353,6 +363,9 @@ def train(
         fail(
             f"NAME: {name!r} is not a model name (letters, digits, '.', '_', '-'; up to 128)", ExitCode.USAGE
         )
+    for option, value in (("--request-id", request_id), ("--idempotency-key", idempotency_key)):
+        if not _ID.fullmatch(value):
+            fail(f"{option}: up to {MAX_ID_LENGTH} printable characters, got {value[:64]!r}", ExitCode.USAGE)
     if trigger not in TRIGGERS:
         fail(f"--trigger: one of {', '.join(TRIGGERS)}", ExitCode.USAGE)
     if spec_file is not None and spec_version:
@@ -445,7 +458,7 @@ def _window(
     if last is not None:
         try:
             since = datetime.now(UTC) - parse_duration(last)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             fail(f"--last: {exc}", ExitCode.USAGE)
         window.start_time.FromDatetime(since)
     return window
