@@ -18,7 +18,7 @@ from services.cli.output import ExitCode
 from services.common.auth import Scope
 from services.common.proto.mlops.v1.events_pb2 import TrainStatus
 from services.common.proto.mlops.v1.model_pb2 import Gates
-from tests.integration.registry.test_cli import Cli
+from tests.helpers.cli import Cli, json_document
 from tests.integration.trainer.conftest import Platform, names, platform  # noqa: F401  (fixtures)
 from tests.unit.trainer import synthetic
 
@@ -33,12 +33,6 @@ def spec_document(dataset: str, model: str, **kwargs: Any) -> dict[str, Any]:
 def one_line(text: str) -> str:
     """Output as one line, whatever width the console wrapped it at."""
     return " ".join(text.split())
-
-
-def json_document(out: str) -> Any:
-    """The command's JSON document: the in-process services log to the same stdout."""
-    (document,) = [line for line in out.splitlines() if line.startswith(("{", "["))]
-    return json.loads(document)
 
 
 @pytest.fixture

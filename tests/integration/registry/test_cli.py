@@ -8,47 +8,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from typer.testing import CliRunner
-
-from services.cli.__main__ import app as mlops
 from services.common.artifacts import sha256_hex
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
+from tests.helpers.cli import Cli
 from tests.integration.registry.helpers import metadata, random_artifact
-
-
-class Cli:
-    """Runs ``mlops models ...`` in a worker thread with its own event loop, as the console
-    script does, while the registry keeps serving on the test's loop. (A process per call
-    would cost over a second of start-up each; one test below runs the real process.)"""
-
-    def __init__(self, address: str, token: str, stack_dir: Path):
-        self.env = {
-            "MLOPS_REGISTRY_ADDRESS": address,
-            "MLOPS_TOKEN": token,
-            "MLOPS_STACK_DIR": str(stack_dir),
-        }
-        self.runner = CliRunner()
-
-    async def __call__(self, *args: str, token: str | None = None) -> tuple[int, str, str]:
-        env = dict(self.env, MLOPS_TOKEN=token) if token else self.env
-        result = await asyncio.to_thread(
-            self.runner.invoke, mlops, ["models", *args], env=env, terminal_width=200
-        )
-        return result.exit_code, result.stdout, result.stderr
-
-    async def json(self, *args: str) -> Any:
-        code, out, err = await self(*args, "--json")
-        assert code == 0, err
-        # The registry under test shares the process: its log lines land in the captured
-        # stdout too. The command's document is the line that is one.
-        documents = [line for line in out.splitlines() if line.startswith(("{", "["))]
-        assert len(documents) == 1, out
-        return json.loads(documents[0])
 
 
 async def test_an_operator_session(
