@@ -45,6 +45,7 @@ from services.registry.store import (
     spec_to_proto,
     timestamp,
     version_document,
+    version_summary,
     version_to_proto,
 )
 
@@ -490,6 +491,8 @@ class Registry:
             )
             if metadata.HasField("spec"):
                 version.spec.CopyFrom(metadata.spec)
+            if metadata.HasField("reference_profile"):
+                version.reference_profile.CopyFrom(metadata.reference_profile)
             decision = lifecycle.on_version_created(
                 model.get("promotion_policy", lifecycle.AUTO),
                 number,
@@ -567,7 +570,7 @@ class Registry:
             await self._store.versions.find(query).sort([("version", DESCENDING)]).limit(size + 1).to_list()
         )
         token = encode_page_token({"before": docs[size - 1]["version"]}) if len(docs) > size else ""
-        return Page([version_to_proto(d) for d in docs[:size]], token)
+        return Page([version_summary(d) for d in docs[:size]], token)
 
     async def search_versions(self, request: registry_pb2.SearchModelVersionsRequest) -> Page:
         conditions: list[Document] = []
@@ -629,7 +632,7 @@ class Registry:
         if len(docs) > size:
             last = docs[size - 1]
             token = encode_page_token({"model": last["model_name"], "version": last["version"]})
-        return Page([version_to_proto(d) for d in docs[:size]], token)
+        return Page([version_summary(d) for d in docs[:size]], token)
 
     async def download(
         self, name: str, version: int = 0, alias: str = ""
@@ -854,7 +857,7 @@ class Registry:
 
     async def lineage(self, name: str, version: int = 0, alias: str = "") -> registry_pb2.LineageResponse:
         doc = await self._resolve_version(name, version, alias)
-        response = registry_pb2.LineageResponse(version=version_to_proto(doc))
+        response = registry_pb2.LineageResponse(version=version_summary(doc))
         parent = doc.get("parent_version", 0)
         seen = {doc["version"]}
         while parent and parent not in seen and len(response.ancestors) < MAX_LINEAGE_DEPTH:
@@ -862,7 +865,7 @@ class Registry:
             ancestor = await self._store.versions.find_one({"model_name": name, "version": parent})
             if ancestor is None:
                 break
-            response.ancestors.append(version_to_proto(ancestor))
+            response.ancestors.append(version_summary(ancestor))
             parent = ancestor.get("parent_version", 0)
         children = (
             await self._store.versions.find({"model_name": name, "parent_version": doc["version"]})
@@ -870,7 +873,7 @@ class Registry:
             .limit(MAX_RELATED)
             .to_list()
         )
-        response.children.extend(version_to_proto(c) for c in children)
+        response.children.extend(version_summary(c) for c in children)
         if doc.get("content_sha256"):
             same = (
                 await self._store.versions.find(
@@ -880,7 +883,7 @@ class Registry:
                 .limit(MAX_RELATED)
                 .to_list()
             )
-            response.same_data.extend(version_to_proto(s) for s in same)
+            response.same_data.extend(version_summary(s) for s in same)
         return response
 
     # -------------------------------------------------------------------- specs

@@ -176,6 +176,14 @@ def version_to_proto(doc: Document) -> registry_pb2.ModelVersion:
     return version
 
 
+def version_summary(doc: Document) -> registry_pb2.ModelVersion:
+    """A version as lists, searches and lineage return it: without its reference profile,
+    which can outweigh everything else in it (a page of them would be megabytes)."""
+    version = version_to_proto(doc)
+    version.ClearField("reference_profile")
+    return version
+
+
 def spec_to_proto(doc: Document) -> model_pb2.ModelSpec:
     spec = model_pb2.ModelSpec.FromString(doc["proto"])
     spec.spec_version = doc["spec_version"]

@@ -52,6 +52,11 @@ MAX_SHORT_TEXT = 256
 MAX_TEXT = 10_000
 MAX_FEATURES = 10_000
 MAX_ESTIMATORS = 64
+MAX_QUANTILES = 101
+MAX_PROFILE_SAMPLE = 1024
+"""Sample values one feature's reference profile may carry."""
+MAX_PROFILE_SAMPLE_VALUES = 100_000
+"""Sample values a whole reference profile may carry (about 0.9 MB)."""
 
 
 def _fail(field: str, message: str) -> InvalidArgument:
@@ -276,6 +281,78 @@ def json_object(value: str, field: str) -> None:
         raise _fail(field, "must be a JSON object")
 
 
+def _finite_values(values: Iterable[float], field: str) -> None:
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            raise _fail(f"{field}[{i}]", "must be a finite number")
+
+
+def feature_profile(value: model_pb2.FeatureProfile, field: str) -> None:
+    """One feature's summary: finite, consistent (min <= quantiles <= max), its sample bounded."""
+    text(value.name, f"{field}.name", MAX_SHORT_TEXT, required=True)
+    if value.count < 0:
+        raise _fail(f"{field}.count", "must be >= 0")
+    if value.missing < 0:
+        raise _fail(f"{field}.missing", "must be >= 0")
+    for name in ("mean", "std", "min", "max"):
+        finite(getattr(value, name), f"{field}.{name}")
+    if value.std < 0:
+        raise _fail(f"{field}.std", "must be >= 0")
+    if value.min > value.max:
+        raise _fail(f"{field}.min", "is above max")
+    if len(value.quantiles) > MAX_QUANTILES:
+        raise _fail(f"{field}.quantiles", f"has more than {MAX_QUANTILES} entries")
+    previous = (-math.inf, -math.inf)
+    for i, quantile in enumerate(value.quantiles):
+        where = f"{field}.quantiles[{i}]"
+        if not (math.isfinite(quantile.level) and 0.0 <= quantile.level <= 1.0):
+            raise _fail(f"{where}.level", "must be in [0, 1]")
+        finite(quantile.value, f"{where}.value")
+        if quantile.level <= previous[0] or quantile.value < previous[1]:
+            raise _fail(where, "quantiles must come in increasing level order, values not decreasing")
+        if not value.min <= quantile.value <= value.max:
+            raise _fail(f"{where}.value", "is outside [min, max]")
+        previous = (quantile.level, quantile.value)
+    if len(value.sample) > MAX_PROFILE_SAMPLE:
+        raise _fail(f"{field}.sample", f"has more than {MAX_PROFILE_SAMPLE} values")
+    if len(value.sample) > value.count:
+        raise _fail(f"{field}.sample", "has more values than count")
+    _finite_values(value.sample, f"{field}.sample")
+    if value.sample and not value.min <= min(value.sample) <= max(value.sample) <= value.max:
+        raise _fail(f"{field}.sample", "has values outside [min, max]")
+
+
+def reference_profile(
+    value: model_pb2.ReferenceProfile,
+    feature_names: Iterable[str] = (),
+    field: str = "metadata.reference_profile",
+) -> None:
+    """A version's training reference: features named once each (and, when the signature
+    names its features, only those), counts within the rows profiled, samples bounded."""
+    if value.row_count < 0:
+        raise _fail(f"{field}.row_count", "must be >= 0")
+    if len(value.features) > MAX_FEATURES:
+        raise _fail(f"{field}.features", f"has more than {MAX_FEATURES} entries")
+    known = set(feature_names)
+    seen: set[str] = set()
+    total = 0
+    for i, feature in enumerate(value.features):
+        where = f"{field}.features[{i}]"
+        feature_profile(feature, where)
+        if feature.name in seen:
+            raise _fail(f"{where}.name", f"duplicate feature {feature.name!r}")
+        seen.add(feature.name)
+        if known and feature.name not in known:
+            raise _fail(f"{where}.name", f"{feature.name!r} is not among the signature's feature_names")
+        if feature.count + feature.missing > value.row_count:
+            raise _fail(f"{where}.count", "count + missing is more than the rows profiled (row_count)")
+        total += len(feature.sample)
+        if total > MAX_PROFILE_SAMPLE_VALUES:
+            raise _fail(
+                f"{field}.features", f"carry more than {MAX_PROFILE_SAMPLE_VALUES} sample values in all"
+            )
+
+
 def version_metadata(value: registry_pb2.VersionMetadata, max_artifact_bytes: int) -> None:
     """Everything in a new version's metadata except the artifact's bytes."""
     model_name(value.model_name, "metadata.model_name")
@@ -291,6 +368,8 @@ def version_metadata(value: registry_pb2.VersionMetadata, max_artifact_bytes: in
         spec(value.spec, "metadata.spec")
         if value.spec.model_name != value.model_name:
             raise _fail("metadata.spec.model_name", "must equal metadata.model_name")
+    if value.HasField("reference_profile"):
+        reference_profile(value.reference_profile, value.signature.feature_names)
     if value.signature_hmac and not HMAC_HEX.fullmatch(value.signature_hmac):
         raise _fail("metadata.signature_hmac", "must be 64 hexadecimal characters (HMAC-SHA256)")
     if value.artifact.format == RIVER_HMAC and not value.signature_hmac:

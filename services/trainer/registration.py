@@ -165,4 +165,6 @@ def version_metadata(
         ),
         spec=spec,
     )
+    if candidate.reference.features:
+        described.reference_profile.CopyFrom(candidate.reference)
     return described, artifact

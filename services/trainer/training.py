@@ -21,11 +21,12 @@ import numpy as np
 from sklearn.inspection import permutation_importance
 
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
-from services.common.proto.mlops.v1.model_pb2 import GateResult, Signature, Task, TensorSpec
+from services.common.proto.mlops.v1.model_pb2 import GateResult, ReferenceProfile, Signature, Task, TensorSpec
 from services.trainer.errors import BudgetExceeded, ConvergenceFailure, DataError
 from services.trainer.gates import Baseline, GateReport, evaluate_gates
 from services.trainer.pipelines import build_pipeline, converged
 from services.trainer.plan import TrainingPlan
+from services.trainer.profiles import reference_profile
 from services.trainer.scoring import holdout_scores
 from services.trainer.search import (
     Configuration,
@@ -86,6 +87,8 @@ class TrainedCandidate:
     trials: list[Trial] = field(default_factory=list)
     search_truncated: bool = False
     importances: dict[str, float] = field(default_factory=dict)
+    reference: ReferenceProfile = field(default_factory=ReferenceProfile)
+    """The numeric features of the rows the pipeline was fitted on: the monitor's reference."""
     train_rows: int = 0
     holdout_rows: int = 0
     seconds: float = 0.0
@@ -347,6 +350,7 @@ class Trainer:
             trials=search.trials,
             search_truncated=search.truncated,
             importances=importances,
+            reference=reference_profile(train, self.plan.seed),
             train_rows=len(train),
             holdout_rows=len(holdout),
             seconds=budget.elapsed(),

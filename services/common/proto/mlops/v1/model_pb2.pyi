@@ -445,3 +445,121 @@ class Lineage(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Lineage: _TypeAlias = Lineage  # noqa: Y015
+
+@_typing.final
+class Quantile(_message.Message):
+    """One quantile of a feature's distribution: the value below which `level`
+    (in [0, 1]) of the values lie.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVEL_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    level: _builtins.float
+    value: _builtins.float
+    def __init__(
+        self,
+        *,
+        level: _builtins.float = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quantile: _TypeAlias = Quantile  # noqa: Y015
+
+@_typing.final
+class FeatureProfile(_message.Message):
+    """The distribution of one numeric feature over the rows a version was fitted
+    on. Missing values (and non-finite ones) are counted, never summarised.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    STD_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    QUANTILES_FIELD_NUMBER: _builtins.int
+    SAMPLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    count: _builtins.int
+    """Finite values summarised below."""
+    missing: _builtins.int
+    """Rows where the feature was missing or not finite."""
+    mean: _builtins.float
+    std: _builtins.float
+    """Population standard deviation."""
+    min: _builtins.float
+    max: _builtins.float
+    @_builtins.property
+    def quantiles(self) -> _containers.RepeatedCompositeFieldContainer[Global___Quantile]:
+        """In increasing level order."""
+
+    @_builtins.property
+    def sample(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """A seeded uniform sample of the finite values, without replacement, in
+        the random order it was drawn in (so a detector fed it sees no trend).
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        count: _builtins.int = ...,
+        missing: _builtins.int = ...,
+        mean: _builtins.float = ...,
+        std: _builtins.float = ...,
+        min: _builtins.float = ...,
+        max: _builtins.float = ...,
+        quantiles: _abc.Iterable[Global___Quantile] | None = ...,
+        sample: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "max", b"max", "mean", b"mean", "min", b"min", "missing", b"missing", "name", b"name", "quantiles", b"quantiles", "sample", b"sample", "std", b"std"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureProfile: _TypeAlias = FeatureProfile  # noqa: Y015
+
+@_typing.final
+class ReferenceProfile(_message.Message):
+    """What a version's training data looked like, feature by feature: the
+    reference the monitor measures data drift against.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURES_FIELD_NUMBER: _builtins.int
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    row_count: _builtins.int
+    """Rows profiled (the rows the model was fitted on)."""
+    seed: _builtins.int
+    """Seed of the sample draw: the same rows and seed give the same sample."""
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureProfile]:
+        """Numeric features only, in the signature's feature order."""
+
+    def __init__(
+        self,
+        *,
+        features: _abc.Iterable[Global___FeatureProfile] | None = ...,
+        row_count: _builtins.int = ...,
+        seed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "row_count", b"row_count", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReferenceProfile: _TypeAlias = ReferenceProfile  # noqa: Y015

@@ -318,6 +318,7 @@ class ModelVersion(_message.Message):
     REVIEW_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ROLLED_BACK_FIELD_NUMBER: _builtins.int
+    REFERENCE_PROFILE_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     version: _builtins.int
     status: Global___VersionStatus.ValueType
@@ -355,6 +356,13 @@ class ModelVersion(_message.Message):
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reference_profile(self) -> _model_pb2.ReferenceProfile:
+        """The training data's distribution per numeric feature. Returned by
+        GetModelVersion and CreateModelVersion; left out of lists, searches and
+        lineage, where it would multiply the size of a page.
+        """
+
     def __init__(
         self,
         *,
@@ -377,10 +385,11 @@ class ModelVersion(_message.Message):
         review: Global___Review | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         rolled_back: _builtins.bool = ...,
+        reference_profile: _model_pb2.ReferenceProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "card", b"card", "created_at", b"created_at", "lineage", b"lineage", "review", b"review", "signature", b"signature", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "card", b"card", "created_at", b"created_at", "lineage", b"lineage", "reference_profile", b"reference_profile", "review", b"review", "signature", b"signature", "spec", b"spec", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact", b"artifact", "card", b"card", "created_at", b"created_at", "created_by", b"created_by", "gates", b"gates", "gates_passed", b"gates_passed", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "review", b"review", "rolled_back", b"rolled_back", "signature", b"signature", "spec", b"spec", "status", b"status", "tags", b"tags", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact", b"artifact", "card", b"card", "created_at", b"created_at", "created_by", b"created_by", "gates", b"gates", "gates_passed", b"gates_passed", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "reference_profile", b"reference_profile", "review", b"review", "rolled_back", b"rolled_back", "signature", b"signature", "spec", b"spec", "status", b"status", "tags", b"tags", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -639,6 +648,7 @@ class VersionMetadata(_message.Message):
     CARD_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     SIGNATURE_HMAC_FIELD_NUMBER: _builtins.int
+    REFERENCE_PROFILE_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     gates_passed: _builtins.bool
     signature_hmac: _builtins.str
@@ -663,6 +673,10 @@ class VersionMetadata(_message.Message):
     def card(self) -> Global___ModelCard: ...
     @_builtins.property
     def spec(self) -> _model_pb2.ModelSpec: ...
+    @_builtins.property
+    def reference_profile(self) -> _model_pb2.ReferenceProfile:
+        """The training data's distribution per numeric feature (optional)."""
+
     def __init__(
         self,
         *,
@@ -678,10 +692,11 @@ class VersionMetadata(_message.Message):
         card: Global___ModelCard | None = ...,
         spec: _model_pb2.ModelSpec | None = ...,
         signature_hmac: _builtins.str = ...,
+        reference_profile: _model_pb2.ReferenceProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "card", b"card", "lineage", b"lineage", "signature", b"signature", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "card", b"card", "lineage", b"lineage", "reference_profile", b"reference_profile", "signature", b"signature", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "card", b"card", "gates", b"gates", "gates_passed", b"gates_passed", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "signature", b"signature", "signature_hmac", b"signature_hmac", "spec", b"spec", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "card", b"card", "gates", b"gates", "gates_passed", b"gates_passed", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "reference_profile", b"reference_profile", "signature", b"signature", "signature_hmac", b"signature_hmac", "spec", b"spec", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
