@@ -92,7 +92,8 @@ class Batcher:
         self._observer = observer or BatchObserver()
         self._label = label
         self._queue: collections.deque[_Pending] = collections.deque()
-        self._arrived = asyncio.Event()
+        self._arrival: asyncio.Future[None] | None = None
+        """Set by the next submit while the batcher waits for company."""
         self._queued_rows = 0
         self._concurrent = False
         self._drain: asyncio.Task[None] | None = None
@@ -113,7 +114,8 @@ class Batcher:
         self._queue.append(pending)
         self._queued_rows += rows
         self._observer.queue(self._queued_rows)
-        self._arrived.set()
+        if self._arrival is not None and not self._arrival.done():
+            self._arrival.set_result(None)
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._run(), name=f"batcher:{self._label}")
         return await pending.future
@@ -144,16 +146,18 @@ class Batcher:
                 break
         # Waiting only pays when requests overlap; a lone request goes at once.
         if self.max_wait > 0 and self._concurrent and self._queued_rows < self.max_batch_rows:
-            deadline = time.monotonic() + self.max_wait
-            while self._queued_rows < self.max_batch_rows:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrived.clear()
+            # A bare future and a timer: asyncio.wait_for built a task per wake-up, and this
+            # wakes up once per arriving request.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.max_wait
+            while self._queued_rows < self.max_batch_rows and loop.time() < deadline:
+                arrival = self._arrival = loop.create_future()
+                timer = loop.call_at(deadline, _resolve_none, arrival)
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
-                    break
+                    await arrival
+                finally:
+                    timer.cancel()
+                    self._arrival = None
         batch: list[_Pending] = []
         rows = 0
         while self._queue and (not batch or rows + self._queue[0].rows <= self.max_batch_rows):
@@ -199,6 +203,11 @@ class Batcher:
         if self._executor is None or matrix.shape[0] <= self.inline_rows:
             return self._predict(matrix)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, matrix)
+
+
+def _resolve_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _resolve(future: asyncio.Future[Outputs], outputs: Outputs) -> None:
