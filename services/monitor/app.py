@@ -6,7 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from services.common.auth import TokenVerifier
+from services.common.auth import Scope, ServiceCredentials, TokenVerifier
+from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.http import HttpServer
 from services.common.kafka import ensure_topics
@@ -14,6 +15,7 @@ from services.common.logging import get_logger
 from services.monitor import http_api
 from services.monitor.alerts import WebhookAlerter
 from services.monitor.drift import DriftMonitor
+from services.monitor.profiles import ProfileSource
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
 
@@ -33,6 +35,7 @@ class MonitorApp:
         self.monitor = DriftMonitor(settings.policy())
         self.streams: MonitorStreams | None = None
         self.alerter: WebhookAlerter | None = None
+        self.profiles: ProfileSource | None = None
         self._http: HttpServer | None = None
 
     @property
@@ -49,7 +52,15 @@ class MonitorApp:
                 allow_private=settings.alert_webhook_allow_private,
             )
             await self.alerter.start()
-        self.streams = MonitorStreams(settings, self.monitor, clock=self._clock, alerter=self.alerter)
+        if settings.training_reference:
+            credentials = ServiceCredentials(settings.auth_secret.get_secret_value(), "monitor", [Scope.READ])
+            registry = RegistryClient(
+                settings.registry_address, credentials, timeout=settings.reference_timeout_seconds
+            )
+            self.profiles = ProfileSource(registry, settings.reference_retry_seconds)
+        self.streams = MonitorStreams(
+            settings, self.monitor, clock=self._clock, alerter=self.alerter, profiles=self.profiles
+        )
         consumed = [topics.predictions, topics.labels, topics.model_events]
         await ensure_topics(
             settings.kafka_bootstrap_servers,
@@ -83,6 +94,8 @@ class MonitorApp:
             await self._http.stop()
         if self.alerter is not None:
             await self.alerter.stop()
+        if self.profiles is not None:
+            await self.profiles.close()
         log.info("monitor_stopped")
 
 

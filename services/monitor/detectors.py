@@ -11,7 +11,7 @@ teaches the retrained model the old concept again.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +193,25 @@ class ChangeDetector:
     def state(self) -> str:
         """``warning`` while a detector with a warning zone is in it, else ``stable``."""
         return "warning" if self._warning_at is not None else "stable"
+
+    def seed(self, values: Iterable[float], event_time: float) -> None:
+        """Feed reference values before any live one: they set what "no change" looks like.
+
+        They join the history (so a change can be located at the boundary between them and
+        the live values, with ``event_time`` as its onset) but are not counted as samples,
+        and a change among them is not reported.
+
+        >>> detector = ChangeDetector(DetectorSpec("ADWIN", {"delta": 0.0002}))
+        >>> detector.seed([0.0, 1.0] * 128, event_time=100.0)
+        >>> change = next(c for t in range(500) if (c := detector.update(1.5, 100.0 + t)))
+        >>> detector.samples, change.sample_index, change.onset_time
+        (32, 31, 100.0)
+        """
+        for value in values:
+            self._since_change += 1
+            self._history.append(event_time, value)
+            self._detector.update(bool(value) if self.spec.binary else value)
+        self._warning_at = None
 
     def update(self, value: float, event_time: float) -> Change | None:
         self._count += 1

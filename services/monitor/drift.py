@@ -17,6 +17,7 @@ from services.monitor.detectors import Change
 from services.monitor.policy import MonitorPolicy
 from services.monitor.quality import CONCEPT, DATA, PREDICTION, Finding, VersionQuality
 from services.monitor.records import CLASSIFICATION, LabelledSample, Prediction
+from services.monitor.reference import UNAVAILABLE, ReferenceLookup
 from services.monitor.retrain import RetrainPolicy, RetrainRequest
 
 __all__ = ["CONCEPT", "DATA", "PREDICTION", "Decision", "Drift", "DriftMonitor", "MonitorPolicy"]
@@ -98,6 +99,7 @@ class DriftMonitor:
         self._versions: dict[str, dict[int, VersionQuality]] = {}
         self._live: dict[str, int] = {}
         self._paired: dict[str, dict[tuple[int, int], PairedScore]] = {}
+        self._references: dict[tuple[str, int], ReferenceLookup] = {}
 
     def models(self) -> list[str]:
         return sorted(self._versions)
@@ -113,7 +115,27 @@ class DriftMonitor:
         self._versions.pop(model, None)
         self._live.pop(model, None)
         self._paired.pop(model, None)
+        self._references = {key: ref for key, ref in self._references.items() if key[0] != model}
         self.retrain.restore(model, {})
+
+    def reference_due(self, model: str, version: int, now: float) -> bool:
+        """Whether to ask for the version's training reference now: never asked, or the
+        registry was unavailable the last time and ``reference_retry_seconds`` have passed."""
+        if not self.policy.training_reference:
+            return False
+        known = self._references.get((model, version))
+        return known is None or (
+            known.status == UNAVAILABLE and now >= known.at + self.policy.reference_retry_seconds
+        )
+
+    def use_reference(self, model: str, version: int, reference: ReferenceLookup) -> None:
+        """The answer on a version's training reference (see :mod:`services.monitor.reference`):
+        its data drift detectors are seeded from it, now if it is watched already, else when
+        its first prediction arrives."""
+        self._references[(model, version)] = reference
+        quality = self._versions.get(model, {}).get(version)
+        if quality is not None:
+            quality.use_reference(reference)
 
     def observe(self, prediction: Prediction, now: float) -> list[Decision]:
         """A prediction was served (seen once, whether or not its label ever comes):
@@ -207,7 +229,13 @@ class DriftMonitor:
         if quality is None:
             if len(versions) >= MAX_VERSIONS_PER_MODEL:
                 self._forget_oldest(prediction.model)
-            quality = VersionQuality(prediction.model, prediction.version, prediction.task, self.policy)
+            quality = VersionQuality(
+                prediction.model,
+                prediction.version,
+                prediction.task,
+                self.policy,
+                self._references.get((prediction.model, prediction.version)),
+            )
             versions[prediction.version] = quality
         return quality
 
@@ -218,6 +246,7 @@ class DriftMonitor:
         if candidates:
             oldest = min(candidates, key=lambda q: q.last_seen)
             del versions[oldest.version]
+            self._references.pop((model, oldest.version), None)
 
     def shadow_comparison(self, model: str) -> list[dict[str, Any]]:
         """Each shadow or canary version against the live one, on the requests both answered."""

@@ -66,3 +66,16 @@ ALERTS = Counter(
     "(the target resolved to a forbidden address), dropped (queue full).",
     ["outcome"],
 )
+REFERENCE_LOOKUPS = Counter(
+    f"{PREFIX}_reference_lookups_total",
+    "Answers on versions' training references: training (data drift measured against a sample of "
+    "the training data), none (the version has no profile), unavailable (the registry could not "
+    "be asked); without one, features are compared with their own earlier traffic.",
+    ["outcome"],
+)
+TRAINING_REFERENCE = Gauge(
+    f"{PREFIX}_training_reference",
+    "1 when a version's data drift is measured against its training data, 0 when against its own "
+    "earlier traffic (no profile, or the registry unavailable).",
+    ["model", "version"],
+)

@@ -28,3 +28,7 @@ class MonitorPolicy:
     retrain_max_attempts: int = 3
     retrain_on_data_drift: bool = False
     """Also retrain when an input feature of the live version drifts (concept drift always does)."""
+    training_reference: bool = True
+    """Seed each version's data drift detectors with a sample of its training data."""
+    reference_retry_seconds: float = 60.0
+    """After the registry could not tell a version's training reference, ask again after this."""

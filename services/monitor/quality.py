@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from services.monitor.detectors import Change, ChangeDetector, DetectorSpec
 from services.monitor.policy import MonitorPolicy
 from services.monitor.records import CLASSIFICATION, LabelledSample, Prediction
+from services.monitor.reference import OFF, PENDING, ReferenceLookup
 
 CONCEPT = "concept"
 DATA = "data"
@@ -68,13 +70,25 @@ class Finding:
 
 
 class StreamWatch:
-    """A detector per named stream (feature, class), created on first sight, at most ``limit``."""
+    """A detector per named stream (feature, class), created on first sight, at most ``limit``.
 
-    def __init__(self, kind: str, spec: DetectorSpec, history: int, limit: int):
+    ``seeds`` holds reference values per name (a sample of the training data): a detector
+    is fed them before its first live value.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        spec: DetectorSpec,
+        history: int,
+        limit: int,
+        seeds: Mapping[str, Sequence[float]] | None = None,
+    ):
         self.kind = kind
         self.spec = spec
         self._history = history
         self._limit = limit
+        self._seeds = seeds or {}
         self.detectors: dict[str, ChangeDetector] = {}
         self.last: dict[str, Finding] = {}
 
@@ -84,6 +98,9 @@ class StreamWatch:
             if len(self.detectors) >= self._limit:
                 return None
             detector = self.detectors[name] = ChangeDetector(self.spec, self._history)
+            seed = self._seeds.get(name)
+            if seed:
+                detector.seed(seed, event_time)
         change = detector.update(value, event_time)
         if change is None:
             return None
@@ -97,6 +114,7 @@ class StreamWatch:
                 "samples": detector.samples,
                 "drifts": detector.changes,
                 "state": "drift" if name in self.last else detector.state,
+                "reference": "training" if name in self._seeds else "recent_traffic",
             }
             for name, detector in sorted(self.detectors.items())
         }
@@ -114,9 +132,19 @@ class VersionQuality:
     policy
         Detectors and windows. A binary concept detector cannot take absolute errors,
         so a regressor gets ADWIN instead.
+    reference
+        What data drift is measured against (see :mod:`services.monitor.reference`);
+        None until the registry has been asked.
     """
 
-    def __init__(self, model: str, version: int, task: str, policy: MonitorPolicy):
+    def __init__(
+        self,
+        model: str,
+        version: int,
+        task: str,
+        policy: MonitorPolicy,
+        reference: ReferenceLookup | None = None,
+    ):
         self.model = model
         self.version = version
         self.task = task
@@ -127,6 +155,7 @@ class VersionQuality:
         self.labelled = 0
         self.last_seen = 0.0
         self.drifts = 0
+        self.reference = reference
         self.reset()
 
     def reset(self) -> None:
@@ -135,17 +164,29 @@ class VersionQuality:
         self.concept = ChangeDetector(self._concept_spec, policy.history)
         self.rolling_error = RollingMean(policy.accuracy_window)
         self.last_drift: Finding | None = None
-        self.data = (
-            StreamWatch(DATA, policy.data_detector, policy.history, policy.max_watched_features)
-            if policy.data_detector
-            else None
-        )
+        self.data = self._data_watch()
         self.outputs = (
             StreamWatch(PREDICTION, policy.prediction_detector, policy.history, policy.max_watched_features)
             if policy.prediction_detector
             else None
         )
         self._classes: list[str] = []
+
+    def _data_watch(self) -> StreamWatch | None:
+        policy = self._policy
+        if policy.data_detector is None:
+            return None
+        seeds = self.reference.samples if self.reference is not None and self.reference.seeded else None
+        return StreamWatch(DATA, policy.data_detector, policy.history, policy.max_watched_features, seeds)
+
+    def use_reference(self, reference: ReferenceLookup) -> None:
+        """The answer on the version's training reference came: with a training sample, the
+        data drift detectors start afresh from it (any live values they saw before were
+        compared with nothing better than themselves)."""
+        had = self.reference is not None and self.reference.seeded
+        self.reference = reference
+        if reference.seeded or had:
+            self.data = self._data_watch()
 
     def observe(self, prediction: Prediction, now: float) -> list[Finding]:
         """One served prediction: feeds the data and prediction drift detectors."""
@@ -226,6 +267,9 @@ class VersionQuality:
                 "reference_statistic": last.change.reference_statistic,
                 "window_size": last.change.window_size,
             },
+            "reference": self.reference.snapshot()
+            if self.reference is not None
+            else {"status": PENDING if self._policy.training_reference else OFF},
             "features": self.data.snapshot() if self.data else {},
             "outputs": self.outputs.snapshot() if self.outputs else {},
         }

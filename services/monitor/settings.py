@@ -68,6 +68,21 @@ class MonitorSettings(ServiceSettings):
     prediction_detector_params: dict[str, float | int | str] = Field(default_factory=dict)
     """Parameters of the prediction drift detector, as JSON."""
 
+    training_reference: bool = True
+    """Measure data drift against each version's training data: the monitor reads the
+    version's reference profile from the registry (``MLOPS_REGISTRY_ADDRESS``, read scope)
+    and feeds its sample to each feature's detector before live values. Without one (the
+    version has none, the registry is unreachable, or this is false) each feature is
+    compared with its own earlier live values, and the status says so."""
+
+    reference_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    """Longest the monitor waits for the registry's answer on a version's reference profile;
+    detection of that process's models waits meanwhile, once per version."""
+
+    reference_retry_seconds: float = Field(60.0, gt=0)
+    """After the registry could not be asked, how long to wait before asking again (no call
+    is made meanwhile, for any version)."""
+
     max_watched_features: int = Field(100, ge=1, le=10_000)
     """Input features (and output classes) watched per version at most."""
 
@@ -152,6 +167,8 @@ class MonitorSettings(ServiceSettings):
             retrain_min_samples=self.retrain_min_samples,
             retrain_max_attempts=self.retrain_max_attempts,
             retrain_on_data_drift=self.retrain_on_data_drift,
+            training_reference=self.training_reference,
+            reference_retry_seconds=self.reference_retry_seconds,
         )
 
 

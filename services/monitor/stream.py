@@ -30,12 +30,17 @@ start it exactly as production does.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Set
+from pathlib import Path
 from typing import Any, cast
 
 import faust
+from faust.sensors.monitor import Monitor as FaustMonitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, AppT, Message
+from mode import Service
 
 from services.common import metrics as common_metrics
 from services.common.events import EnvelopeError, IncomingRecord, Topics
@@ -55,6 +60,7 @@ from services.monitor.events import (
     train_request_record,
 )
 from services.monitor.join import ExpiryQueue, JoinEntry, JoinResult, add_label, add_prediction, partition_of
+from services.monitor.profiles import ProfileSource
 from services.monitor.records import InvalidRecord, Label, LabelledSample, Prediction, dumps, loads
 from services.monitor.retrain import RetrainRequest
 from services.monitor.settings import MonitorSettings
@@ -113,12 +119,82 @@ class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    """Faust's consumer, handing each fetched batch to the streams in one step.
+
+    Faust's own loop races every single message against "flow suspended" (four tasks and
+    an ``asyncio.wait`` per message), which cost more CPU than everything else the monitor
+    does with a record: a no-op agent read 2,600 records/s where a bare aiokafka consumer
+    read 90,000. Here one race covers each fetched batch, with the same effect: when a
+    rebalance suspends the flow, what is left of the batch is not delivered, and the
+    consumer seeks back to the committed offsets before fetching again.
+    """
+
     def _new_consumer_thread(self) -> Any:
         return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        stopped = cast(Service, self)._stopped.is_set
+        fetcher_stopped = cast(Service, fetcher)._stopped.is_set
+        while not (stopped() or fetcher_stopped()):
+            batch = [pair async for pair in self.getmany(timeout=1.0)]
+            # getmany may return at once again and again: let other tasks run in between.
+            await self.sleep(0)
+            if batch and not self.should_stop:
+                await self.wait_first(self._deliver(batch), self.suspend_flow.wait())
+
+    async def _deliver(self, batch: list[tuple[TP, Message]]) -> None:
+        """Hand a fetched batch to the streams in order, keeping faust's offset bookkeeping:
+        the read offset per partition, gaps in acked topics, commits every n acks."""
+        read_offsets = self._read_offset
+        for tp, message in batch:
+            offset = message.offset
+            read = read_offsets[tp]
+            if read is not None and offset < read:
+                continue  # already delivered before a seek back
+            if read and offset - read > 1 and self.app.topics.acks_enabled_for(message.topic):
+                await self._add_gap(tp, read + 1, offset)
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            await self.callback(message)
+            read_offsets[tp] = offset
 
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+
+
+class _RawBytes(faust.Schema):
+    """Keys and values as the bytes on the wire, headers as they came: the monitor decodes
+    them itself, so faust's codec lookups per message are skipped."""
+
+    def compile(self, app: AppT, **_: Any) -> Any:
+        event_class = cast(Callable[..., Any], app.conf.Event)
+
+        async def decode(message: Message, *, propagate: bool = False) -> Any:
+            return event_class(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
+class _StatisticsOff(FaustMonitor):
+    """Faust's default sensor without its per-message statistics (rates, latencies kept for
+    faust's web views, which the monitor does not serve): two dict updates and a clock read
+    per message and stream, for figures nobody reads. Offsets and commits are still tracked."""
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: Any, event: Any, state: dict[str, Any] | None = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        return None
 
 
 class StreamApp(faust.App):
@@ -158,6 +234,9 @@ class MonitorStreams:
         Wall-clock time in epoch seconds (replaceable in tests).
     alerter
         Told about every drift event and retrain request, when a webhook is configured.
+    profiles
+        Where versions' training references come from (None: data drift is measured
+        against each version's own earlier traffic).
     """
 
     def __init__(
@@ -166,10 +245,12 @@ class MonitorStreams:
         monitor: DriftMonitor,
         clock: Callable[[], float] = time.time,
         alerter: WebhookAlerter | None = None,
+        profiles: ProfileSource | None = None,
     ):
         self.settings = settings
         self.monitor = monitor
         self._alerter = alerter
+        self._profiles = profiles
         self.topics = Topics(settings.topic_prefix)
         self.join_topic = f"{self.topics.prefix}.monitor.join"
         self.samples_topic = f"{self.topics.prefix}.monitor.samples"
@@ -181,10 +262,14 @@ class MonitorStreams:
         """Partitions of the monitor's topics this process owns, by topic (after the last rebalance)."""
         app = StreamApp(
             settings.consumer_group(),
+            monitor=_StatisticsOff(),
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
             autodiscover=False,
             web_enabled=False,
             store="memory://",
+            # Tables live in memory and are rebuilt from their changelogs; faust creates its
+            # data directory all the same, and it does not belong in the working directory.
+            datadir=str(Path(tempfile.gettempdir()) / "mlops-monitor" / settings.consumer_group()),
             processing_guarantee="at_least_once",
             topic_partitions=settings.partitions,
             topic_replication_factor=1,
@@ -212,7 +297,7 @@ class MonitorStreams:
         )
         app.fetch_max_wait_ms = settings.fetch_max_wait_ms
         self.app = app
-        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        raw: dict[str, Any] = {"schema": _RawBytes()}
         self._source_topics = (self.topics.predictions, self.topics.labels, self.topics.model_events)
         self._sources = app.topic(*self._source_topics, **raw)
         self._join = app.topic(self.join_topic, partitions=settings.partitions, internal=True, **raw)
@@ -398,6 +483,7 @@ class MonitorStreams:
         if kind == OBSERVED:
             prediction = Prediction.from_json(data)
             self._restore(prediction.model, partition)
+            await self._reference(prediction.model, prediction.version, now)
             await self._publish(self.monitor.observe(prediction, now))
             metrics.PREDICTIONS.labels(prediction.model, str(prediction.version)).inc()
         elif kind == SAMPLE:
@@ -413,8 +499,26 @@ class MonitorStreams:
         elif kind == LIVE:
             model, version = str(data["m"]), int(data["v"])
             self._restore(model, partition)
+            await self._reference(model, version, now)
             self.monitor.version_live(model, version)
             self._save(model)
+
+    async def _reference(self, model: str, version: int, now: float) -> None:
+        """Ask for the version's training reference before its detectors see live values."""
+        if self._profiles is None or not self.monitor.reference_due(model, version, now):
+            return
+        lookup = await self._profiles.lookup(model, version, now)
+        self.monitor.use_reference(model, version, lookup)
+        metrics.REFERENCE_LOOKUPS.labels(lookup.status).inc()
+        metrics.TRAINING_REFERENCE.labels(model, str(version)).set(1.0 if lookup.seeded else 0.0)
+        log.info(
+            "training_reference",
+            model=model,
+            version=version,
+            status=lookup.status,
+            features=len(lookup.samples),
+            detail=lookup.detail,
+        )
 
     async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """After a rebalance, let go of what moved to another process: its join entries'

@@ -70,7 +70,9 @@ def test_bad_settings_fail_at_start_up(
         MonitorSettings()
 
 
-@pytest.mark.parametrize("module", ["detectors", "drift", "join", "quality", "records", "retrain"])
+@pytest.mark.parametrize(
+    "module", ["detectors", "drift", "join", "profiles", "quality", "records", "reference", "retrain"]
+)
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"services.monitor.{module}"))
     assert result.attempted > 0
