@@ -269,7 +269,7 @@ class MonitorStreams:
             store="memory://",
             # Tables live in memory and are rebuilt from their changelogs; faust creates its
             # data directory all the same, and it does not belong in the working directory.
-            datadir=str(Path(tempfile.gettempdir()) / "mlops-monitor" / settings.consumer_group()),
+            datadir=str(Path(tempfile.gettempdir()) / f"{settings.consumer_group()}-faust"),
             processing_guarantee="at_least_once",
             topic_partitions=settings.partitions,
             topic_replication_factor=1,
