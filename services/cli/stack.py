@@ -247,7 +247,7 @@ class LocalStack:
     auth_secret
         The token-signing secret; a random one when not given.
     env
-        Extra environment for every service (``SERVING_MAX_BATCH_SIZE=...``); it wins over
+        Extra environment for every service (``SERVING_MAX_BATCH_ROWS=...``); it wins over
         what the stack sets.
     services
         Which services to run, a subset of :data:`ALL_SERVICES`.
