@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from services.monitor.join import ExpiryQueue, JoinEntry, add_label, add_prediction, partition_of
-from services.monitor.records import Label, Prediction
+from services.monitor.records import Label, Prediction, dumps, loads
 
 
 def pred(
@@ -73,6 +75,17 @@ def test_entries_survive_their_json_round_trip() -> None:
     entry = add_prediction(None, pred(), deadline=5.0, partition=3).entry
     entry = add_label(entry, lab(), deadline=5.0, partition=3).entry
     assert JoinEntry.from_json(entry.to_json()) == entry
+
+
+def test_predictions_cross_the_internal_topics_with_every_feature_value_exact() -> None:
+    # A missing value (NaN) is a valid feature: the detectors skip it, the topic must carry it.
+    values = (0.1, -1.4368294451025299, 1e-300, math.nan, math.inf)
+    prediction = Prediction("e1", "m", 1, "production", False, "1", 0.0, 100.0, values, tuple("abcde"))
+    back = Prediction.from_json(loads(dumps(prediction.to_json())))
+    assert back.features[:3] == values[:3] and math.isnan(back.features[3]) and back.features[4] == math.inf
+    assert back.feature_names == prediction.feature_names
+    # Items written before features were packed, as JSON numbers, still read.
+    assert Prediction.from_json({**prediction.to_json(), "f": [1.0, 2.5]}).features == (1.0, 2.5)
 
 
 def test_expiry_pops_only_what_is_due_in_that_partition() -> None:
