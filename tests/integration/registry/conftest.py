@@ -7,6 +7,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 
 from services.common.auth import Scope
@@ -81,3 +82,14 @@ async def model_events(infra: Infra, registry_app: RegistryApp) -> AsyncIterator
     await ensure_topics(infra.kafka_bootstrap, [topic])
     async with TopicReader(infra.kafka_bootstrap, topic, events_pb2.ModelEvent, within=15.0) as reader:
         yield reader
+
+
+@pytest.fixture(scope="module")
+async def http(registry_app: RegistryApp, infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
+    """The registry's REST API as an admin (module-scoped: one connection pool per module)."""
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{registry_app.http_port}",
+        headers={"Authorization": f"Bearer {infra.token(Scope.ADMIN, subject='web-admin')}"},
+        timeout=30,
+    ) as client:
+        yield client

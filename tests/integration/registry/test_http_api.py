@@ -7,7 +7,6 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
 
 import grpc
 import httpx
@@ -19,16 +18,6 @@ from services.common.clients.registry import RegistryClient
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
 from tests.integration.registry.helpers import metadata, random_artifact
-
-
-@pytest.fixture(scope="module")
-async def http(registry_app: RegistryApp, infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{registry_app.http_port}",
-        headers={"Authorization": f"Bearer {infra.token(Scope.ADMIN, subject='web-admin')}"},
-        timeout=30,
-    ) as client:
-        yield client
 
 
 def upload(name: str, payload: bytes, **changes: object) -> dict[str, object]:

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
 
 import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
 
-from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
-from services.registry.app import RegistryApp
-from tests.conftest import Infra
 from tests.integration.registry.helpers import metadata, random_artifact
 
 
@@ -38,16 +34,6 @@ def profile() -> model_pb2.ReferenceProfile:
             for i, name in enumerate(("f0", "f1"))
         ],
     )
-
-
-@pytest.fixture(scope="module")
-async def http(registry_app: RegistryApp, infra: Infra) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{registry_app.http_port}",
-        headers={"Authorization": f"Bearer {infra.token(Scope.ADMIN, subject='web-admin')}"},
-        timeout=30,
-    ) as client:
-        yield client
 
 
 async def test_the_profile_round_trips_and_stays_out_of_lists(admin: RegistryClient, model_name: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
@@ -262,3 +263,13 @@ def output(response: oip.ModelInferResponse, name: str) -> np.ndarray:
             return np.array([v.decode() for v in tensor.contents.bytes_contents], dtype=object)
         return np.array(tensor.contents.fp64_contents).reshape(tensor.shape)
     raise KeyError(name)
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """Serving's HTTP/JSON API with the predict scope."""
+    headers = {"authorization": f"Bearer {stack.infra.token(Scope.PREDICT)}"}
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{stack.serving.http_port}", headers=headers
+    ) as client:
+        yield client

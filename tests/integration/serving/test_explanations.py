@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import httpx
 import numpy as np
 import pytest
 
-from services.common.auth import Scope
 from services.common.proto.inference import grpc_service_pb2 as oip
 from tests.integration.serving.conftest import Stack, output
 from tests.integration.serving.trained import Trained, columns_request, json_columns, train
@@ -23,15 +20,6 @@ def linear() -> Trained:
 @pytest.fixture(scope="module")
 def boosted() -> Trained:
     return train("hist_gradient_boosting")
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"authorization": f"Bearer {stack.infra.token(Scope.PREDICT)}"}
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{stack.serving.http_port}", headers=headers
-    ) as client:
-        yield client
 
 
 async def test_a_linear_pipeline_explains_each_row_in_its_log_odds(

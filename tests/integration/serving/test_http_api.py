@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from services.common.auth import Scope
 from tests.integration.serving.conftest import Fitted, Stack
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"authorization": f"Bearer {stack.infra.token(Scope.PREDICT)}"}
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{stack.serving.http_port}", headers=headers
-    ) as client:
-        yield client
 
 
 def body(rows: np.ndarray, **extra: Any) -> dict[str, Any]:

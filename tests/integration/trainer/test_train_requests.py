@@ -19,17 +19,12 @@ from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus,
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates
 from services.trainer.jobs import JOBS
 from services.trainer.registration import stored_trials
-from services.trainer.tabular import Feature, FeatureKind, feature_matrix
+from services.trainer.tabular import feature_matrix
 from tests.helpers.kafka import read_records
 from tests.integration.trainer.conftest import Platform
 from tests.unit.trainer import synthetic
 
-FEATURES = [
-    Feature("f0", FeatureKind.NUMERIC),
-    Feature("f1", FeatureKind.NUMERIC),
-    Feature("color", FeatureKind.CATEGORICAL),
-    Feature("flag", FeatureKind.NUMERIC),
-]
+FEATURES = synthetic.FEATURES
 
 
 def first_spec(dataset: str, model: str, **kwargs: object) -> object:

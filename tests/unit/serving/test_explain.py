@@ -23,17 +23,12 @@ from services.serving.models import ModelManager
 from services.serving.predictor import Predictor
 from services.serving.tensors import Tensor
 from services.trainer.pipelines import FAMILIES, build_pipeline
-from services.trainer.tabular import Feature, FeatureKind, Table, build_table
+from services.trainer.tabular import Table, build_table
 from tests.unit.serving.conftest import Fitted, classifier_signature
 from tests.unit.serving.test_models import MemoryRegistry
 from tests.unit.trainer import synthetic
 
-FEATURES = (
-    Feature("f0", FeatureKind.NUMERIC),
-    Feature("f1", FeatureKind.NUMERIC),
-    Feature("color", FeatureKind.CATEGORICAL),
-    Feature("flag", FeatureKind.NUMERIC),
-)
+FEATURES = synthetic.FEATURES
 NAMES = [f.name for f in FEATURES]
 
 

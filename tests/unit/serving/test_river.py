@@ -17,18 +17,13 @@ from services.serving.inference import InferenceRequest, InferenceService
 from services.serving.models import ModelManager, ModelState
 from services.serving.tensors import Tensor
 from services.trainer.river_models import RiverEstimator
-from services.trainer.tabular import Feature, FeatureKind, Table, build_table
+from services.trainer.tabular import Table, build_table
 from tests.unit.serving.conftest import Fitted
 from tests.unit.serving.test_models import MemoryRegistry
 from tests.unit.trainer import synthetic
 
 KEY = b"k" * 32
-FEATURES = (
-    Feature("f0", FeatureKind.NUMERIC),
-    Feature("f1", FeatureKind.NUMERIC),
-    Feature("color", FeatureKind.CATEGORICAL),
-    Feature("flag", FeatureKind.NUMERIC),
-)
+FEATURES = synthetic.FEATURES
 NAMES = [f.name for f in FEATURES]
 
 

@@ -15,9 +15,17 @@ from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldSpec
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import EstimatorSpec, Gates, ModelSpec, Task
 from services.common.values import to_feature_value
+from services.trainer.tabular import Feature, FeatureKind
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 COLORS = ("red", "green", "blue")
+FEATURES = (
+    Feature("f0", FeatureKind.NUMERIC),
+    Feature("f1", FeatureKind.NUMERIC),
+    Feature("color", FeatureKind.CATEGORICAL),
+    Feature("flag", FeatureKind.NUMERIC),
+)
+"""The model features of :func:`rows`, as the trainer lays them out (a boolean is a number)."""
 
 
 def schema(name: str = "credit", version: int = 1) -> DatasetSchema:

@@ -13,18 +13,13 @@ from services.trainer.gates import Baseline, evaluate_gates, metric_floor, slice
 from services.trainer.pipelines import FAMILIES, build_pipeline
 from services.trainer.plan import make_plan
 from services.trainer.scoring import METRICS
-from services.trainer.tabular import Feature, FeatureKind, build_table
+from services.trainer.tabular import build_table
 from services.trainer.training import Trainer
 from tests.unit.trainer import synthetic
 
 ACCURACY = METRICS["accuracy"]
 LOG_LOSS = METRICS["log_loss"]
-ALL = (
-    Feature("f0", FeatureKind.NUMERIC),
-    Feature("f1", FeatureKind.NUMERIC),
-    Feature("color", FeatureKind.CATEGORICAL),
-    Feature("flag", FeatureKind.NUMERIC),
-)
+ALL = synthetic.FEATURES
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ from services.trainer.pipelines import FAMILIES, build_pipeline, converged
 from services.trainer.tabular import Feature, FeatureKind, build_table, feature_matrix
 from tests.unit.trainer import synthetic
 
-FEATURES = (
-    Feature("f0", FeatureKind.NUMERIC),
-    Feature("f1", FeatureKind.NUMERIC),
-    Feature("color", FeatureKind.CATEGORICAL),
-    Feature("flag", FeatureKind.NUMERIC),
-)
+FEATURES = synthetic.FEATURES
 CLASSIFIERS = ["logistic_regression", "hist_gradient_boosting", "random_forest"]
 REGRESSORS = ["linear_regression", "hist_gradient_boosting", "random_forest"]
 
