@@ -66,6 +66,8 @@ def start_monitor(infra: Infra, tmp_path: Path) -> Iterator[Any]:
             "MONITOR_HTTP_PORT": str(port),
             "MONITOR_PARTITIONS": str(PARTITIONS),
             "MONITOR_COMMIT_INTERVAL_SECONDS": "0.2",
+            # No registry here: nothing to ask for training references.
+            "MONITOR_TRAINING_REFERENCE": "false",
             "OMP_NUM_THREADS": "1",
         }
         process = start_process(

@@ -112,6 +112,9 @@ async def running(infra: Infra) -> AsyncIterator[Running]:
         alert_webhook_url=SecretStr(f"http://127.0.0.1:{webhook.port}/hook"),
         alert_webhook_schemes=["http"],
         alert_webhook_allow_private=True,
+        # No registry in this suite (test_training_reference.py has one): data drift is
+        # measured against live traffic, and nothing calls a registry on the default port.
+        training_reference=False,
     )
     clock = Clock()
     app = MonitorApp(settings, clock=clock)
