@@ -10,6 +10,7 @@ message of the wrong kind before parsing it.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
+from dateutil import tz  # type: ignore[import-untyped]
 from google.protobuf.message import DecodeError, Message
 
 from services.common.tracing import trace_headers
@@ -242,6 +244,74 @@ class EnvelopeTemplate:
         )
 
 
+# Attribute headers (all but ce_id and ce_time) that opened an envelope of a given type
+# with a given key presence: every later record with the same ones is valid but for its
+# id, time, key and other headers, which _known_envelope checks itself. A producer's
+# records differ only there, and the library's parse and validation made decode cost 26 to
+# 38 us a record on this machine, 8 to 10 us without (the monitor decodes every prediction
+# and label it reads).
+_ACCEPTED: set[tuple[str, bool, tuple[tuple[str, bytes], ...]]] = set()
+_MAX_ACCEPTED = 1024
+_UTC_TIME = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+
+
+def _signature(
+    headers: dict[str, bytes], key: bytes | None, expected: str
+) -> tuple[str, bool, tuple[tuple[str, bytes], ...]] | None:
+    """What the library's verdict on an envelope depends on besides id and time; None
+    where a header would need the library's own reading (odd case, not UTF-8)."""
+    attributes = []
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in ("ce_id", "ce_time"):
+            if name != lowered:
+                return None
+        elif lowered.startswith("ce_") or lowered == "content-type":
+            attributes.append((name, value))
+        else:
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                return None
+    return expected, key is None, tuple(attributes)
+
+
+def _known_envelope(
+    record: IncomingRecord,
+    value: bytes,
+    headers: dict[str, bytes],
+    message_type: type[M],
+    signature: tuple[Any, ...],
+) -> Envelope[M] | None:
+    """The envelope :func:`decode` would return, when its attribute headers were accepted
+    before and its id, time and key pass the library's checks; None to ask the library."""
+    time = headers.get("ce_time")
+    if time is None or not _UTC_TIME.fullmatch(time):
+        return None
+    try:
+        event_id = headers["ce_id"].decode()
+        if record.key is not None:
+            record.key.decode()
+        # What dateutil's isoparse returns for this form (which the library uses).
+        parsed = datetime.fromisoformat(time[:-1].decode()).replace(tzinfo=tz.UTC)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if not event_id:
+        return None
+    try:
+        message = message_type.FromString(value)
+    except DecodeError as exc:
+        raise EnvelopeError("decode_error", f"cannot parse {signature[0]}: {exc}") from None
+    return Envelope(
+        id=event_id,
+        source=headers["ce_source"].decode(),
+        type=signature[0],
+        time=parsed,
+        message=message,
+        record=record,
+    )
+
+
 def decode(record: IncomingRecord, message_type: type[M]) -> Envelope[M]:
     """Open an envelope, or raise :class:`EnvelopeError` naming what is wrong."""
     if record.value is None:
@@ -252,12 +322,17 @@ def decode(record: IncomingRecord, message_type: type[M]) -> Envelope[M]:
     missing = [h for h in ("ce_specversion", "ce_type", "ce_id", "ce_source") if h not in headers]
     if missing:
         raise EnvelopeError("not_cloudevent", f"missing CloudEvents header(s): {', '.join(missing)}")
+    expected = type_name(message_type)
+    signature = _signature(headers, record.key, expected)
+    if signature in _ACCEPTED:
+        known = _known_envelope(record, record.value, headers, message_type, signature)
+        if known is not None:
+            return known
     try:
         event = from_binary(KafkaMessage(headers=headers, key=record.key, value=record.value), _FORMAT)
     except Exception as exc:  # the library raises several types for bad attributes
         raise EnvelopeError("bad_envelope", f"invalid CloudEvents attributes: {exc}") from None
     attributes = event.get_attributes()
-    expected = type_name(message_type)
     if attributes.get("type") != expected:
         raise EnvelopeError("unexpected_type", f"expected type {expected!r}, got {attributes.get('type')!r}")
     content_type = attributes.get("datacontenttype")
@@ -269,6 +344,10 @@ def decode(record: IncomingRecord, message_type: type[M]) -> Envelope[M]:
         message = message_type.FromString(record.value)
     except DecodeError as exc:
         raise EnvelopeError("decode_error", f"cannot parse {expected}: {exc}") from None
+    if signature is not None:
+        if len(_ACCEPTED) >= _MAX_ACCEPTED:
+            _ACCEPTED.clear()
+        _ACCEPTED.add(signature)
     return Envelope(
         id=str(attributes["id"]),
         source=str(attributes["source"]),

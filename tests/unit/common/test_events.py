@@ -3,11 +3,15 @@ every malformed record refused with a precise error class."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from services.common import events
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
 from services.common.proto.mlops.v1 import events_pb2
 
@@ -108,6 +112,71 @@ def test_malformed_records_are_refused_with_their_reason(
     with pytest.raises(EnvelopeError) as caught:
         decode(incoming("t", value, headers), events_pb2.LabelRecord)
     assert caught.value.error_class == error_class
+
+
+def verdict(record: IncomingRecord) -> tuple[Any, ...]:
+    try:
+        envelope = decode(record, events_pb2.LabelRecord)
+    except EnvelopeError as exc:
+        return ("refused", exc.error_class, str(exc))
+    return (
+        envelope.id,
+        envelope.source,
+        envelope.type,
+        envelope.time,
+        envelope.time.tzinfo,
+        envelope.message,
+    )
+
+
+def variant(**changes: bytes | None) -> IncomingRecord:
+    record = encode(
+        "t",
+        events_pb2.LabelRecord(event_id="e-1"),
+        source="/ingest",
+        key="e-1",
+        event_id="id-1",
+        time=datetime(2026, 11, 26, 23, 0, 1, 250, tzinfo=UTC),
+    )
+    headers = dict(record.headers) | {"traceparent": b"00-x"}
+    key = changes.pop("key", record.key)
+    for name, value in changes.items():
+        headers[name] = value  # type: ignore[assignment]
+    value = headers.pop("value", record.value)
+    return incoming("t", value, list(headers.items()), key)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"ce_time": b"2026-11-26T23:23:25Z"},
+        {"ce_time": b"2026-11-26T23:23:25.1Z"},
+        {"ce_time": b"2026-11-26T24:00:00Z"},
+        {"ce_time": b"2026-02-30T00:00:00Z"},
+        {"ce_time": b"2026-11-26T23:23:25+01:00"},
+        {"ce_time": b"yesterday"},
+        {"ce_id": b""},
+        {"ce_id": b"\xff"},
+        {"key": b"\xff"},
+        {"key": None},
+        {"traceparent": b"\xff"},
+        {"ce_source": b"/elsewhere"},
+        {"ce_specversion": b"0.3"},
+        {"value": b"\xff\xff\xff"},
+    ],
+)
+def test_an_envelope_like_one_accepted_before_gets_the_librarys_verdict(
+    changes: dict[str, bytes | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Envelopes whose attribute headers were accepted once skip the library's parse: the
+    # verdict on what differs (id, time, key, other headers, payload) must not change.
+    monkeypatch.setattr(events, "_ACCEPTED", set())
+    library = verdict(variant(**changes))
+    monkeypatch.setattr(events, "_ACCEPTED", set())
+    verdict(variant())
+    assert events._ACCEPTED
+    assert verdict(variant(**changes)) == library
 
 
 def test_every_topic_has_a_dead_letter_topic() -> None:
