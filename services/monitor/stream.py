@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Set
 from pathlib import Path
 from typing import Any, cast
@@ -102,6 +103,17 @@ class _Batches:
             for partition, items in batches.items():
                 await app.producer.send(topic, None, dumps({field: items}), partition, None, None)
             batches.clear()
+
+
+class _Tally:
+    """What one batch of the detect stage adds to the per-version metrics, exported once
+    per batch: finding a metric's child for its labels costs 2 us, four times what counting
+    does, and per sample there were four of them."""
+
+    def __init__(self) -> None:
+        self.predictions: Counter[tuple[str, int]] = Counter()
+        self.labelled: Counter[tuple[str, int]] = Counter()
+        self.label_lags: dict[str, list[float]] = {}
 
 
 class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -472,25 +484,28 @@ class MonitorStreams:
         async for event in stream.events():
             partition = event.message.partition
             now = self._clock()
+            tally = _Tally()
             try:
                 for item in loads(event.value)[SAMPLE_ITEMS]:
-                    await self._detect_one(item, partition, now)
+                    await self._detect_one(item, partition, now, tally)
             except Exception:
                 log.exception("detect_failed", partition=partition, offset=event.message.offset)
+            self._export_quality(tally)
 
-    async def _detect_one(self, data: dict[str, Any], partition: int, now: float) -> None:
+    async def _detect_one(self, data: dict[str, Any], partition: int, now: float, tally: _Tally) -> None:
         kind = data["k"]
         if kind == OBSERVED:
             prediction = Prediction.from_json(data)
             self._restore(prediction.model, partition)
             await self._reference(prediction.model, prediction.version, now)
             await self._publish(self.monitor.observe(prediction, now))
-            metrics.PREDICTIONS.labels(prediction.model, str(prediction.version)).inc()
+            tally.predictions[prediction.model, prediction.version] += 1
         elif kind == SAMPLE:
             sample = LabelledSample.from_json(data)
             self._restore(sample.prediction.model, partition)
             await self._publish(self.monitor.observe_labelled(sample, now))
-            self._export_quality(sample)
+            tally.labelled[sample.prediction.model, sample.prediction.version] += 1
+            tally.label_lags.setdefault(sample.prediction.model, []).append(sample.label_lag)
         elif kind == COMPARED:
             live, challenger = LabelledSample.from_json(data["a"]), LabelledSample.from_json(data["b"])
             self._restore(live.prediction.model, partition)
@@ -584,18 +599,22 @@ class MonitorStreams:
             if self._alerter is not None:
                 self._alerter.offer(alert)
 
-    def _export_quality(self, sample: LabelledSample) -> None:
-        prediction = sample.prediction
-        version = str(prediction.version)
-        metrics.LABELLED.labels(prediction.model, version).inc()
-        metrics.LABEL_LAG.labels(prediction.model).observe(sample.label_lag)
-        quality = self.monitor.quality(prediction.model, prediction.version)
-        if quality is None:
-            return
-        if quality.accuracy is not None:
-            metrics.ACCURACY.labels(prediction.model, version).set(quality.accuracy)
-        elif quality.rolling_error.value is not None:
-            metrics.MEAN_ABSOLUTE_ERROR.labels(prediction.model, version).set(quality.rolling_error.value)
+    def _export_quality(self, tally: _Tally) -> None:
+        for (model, version), count in tally.predictions.items():
+            metrics.PREDICTIONS.labels(model, str(version)).inc(count)
+        for model, lags in tally.label_lags.items():
+            histogram = metrics.LABEL_LAG.labels(model)
+            for lag in lags:
+                histogram.observe(lag)
+        for (model, version), count in tally.labelled.items():
+            metrics.LABELLED.labels(model, str(version)).inc(count)
+            quality = self.monitor.quality(model, version)
+            if quality is None:
+                continue
+            if quality.accuracy is not None:
+                metrics.ACCURACY.labels(model, str(version)).set(quality.accuracy)
+            elif quality.rolling_error.value is not None:
+                metrics.MEAN_ABSOLUTE_ERROR.labels(model, str(version)).set(quality.rolling_error.value)
 
     def _export_comparison(self, live: LabelledSample, challenger: LabelledSample) -> None:
         model = live.prediction.model
