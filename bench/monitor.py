@@ -301,6 +301,9 @@ async def run(args: argparse.Namespace) -> int:
                 "MLOPS_AUTH_SECRET": secret,
                 "MONITOR_HTTP_PORT": str(port),
                 "MONITOR_BATCH_SIZE": str(BATCH_SIZE),
+                # The bare detector it is compared with knows no training data either, and
+                # no registry runs here to ask.
+                "MONITOR_TRAINING_REFERENCE": "false",
                 "MLOPS_LOG_LEVEL": "WARNING",
                 **env,
             },
