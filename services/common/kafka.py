@@ -85,6 +85,18 @@ class DeadLetter:
             headers=headers,
         )
 
+    def sent(self) -> None:
+        """Count and log the dead letter once it is on its topic (every consumer, alike)."""
+        metrics.KAFKA_DEAD_LETTERS.labels(self.record.topic, self.error_class).inc()
+        log.info(
+            "dead_letter",
+            topic=self.record.topic,
+            partition=self.record.partition,
+            offset=self.record.offset,
+            error_class=self.error_class,
+            field=self.field,
+        )
+
 
 def create_producer(bootstrap_servers: str, client_id: str, *, linger_ms: int = 5) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas and batches for ``linger_ms``.
@@ -323,15 +335,7 @@ class ConsumerLoop:
             return
         await publish(self._producer, [d.to_outgoing() for d in dead])
         for d in dead:
-            metrics.KAFKA_DEAD_LETTERS.labels(d.record.topic, d.error_class).inc()
-            log.info(
-                "dead_letter",
-                topic=d.record.topic,
-                partition=d.record.partition,
-                offset=d.record.offset,
-                error_class=d.error_class,
-                field=d.field,
-            )
+            d.sent()
 
     async def _backoff(self, attempt: int) -> bool:
         """Wait before retrying; False when the loop is stopping."""

@@ -43,7 +43,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, Message
 from mode import Service
 
-from services.common import metrics as common_metrics
 from services.common.events import EnvelopeError, IncomingRecord, Topics
 from services.common.kafka import DeadLetter
 from services.common.logging import get_logger
@@ -384,15 +383,7 @@ class MonitorStreams:
     async def _dead_letter(self, dead: DeadLetter) -> None:
         out = dead.to_outgoing()
         await self.app.producer.send(out.topic, out.key, out.value, None, None, list(out.headers))
-        common_metrics.KAFKA_DEAD_LETTERS.labels(dead.record.topic, dead.error_class).inc()
-        log.info(
-            "dead_letter",
-            topic=dead.record.topic,
-            partition=dead.record.partition,
-            offset=dead.record.offset,
-            error_class=dead.error_class,
-            field=dead.field,
-        )
+        dead.sent()
 
     # --- join: one entry per row id, each pair passed on once ------------------------------
 
