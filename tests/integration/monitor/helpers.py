@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.events import IncomingRecord, OutgoingRecord, encode
+from services.common.events import OutgoingRecord, encode
 from services.common.kafka import publish
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
 
@@ -86,39 +86,9 @@ async def send(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord], ba
     await publish(producer, pending)
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[IncomingRecord]:
-    """Every record in ``topic`` up to its current end.
-
-    The end is the high watermark of fetch responses: the embedded broker's ListOffsets
-    answers the last batch's base offset + 1, short of the end after a multi-record batch.
-    """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads the cluster metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        out: list[IncomingRecord] = []
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                out += [
-                    IncomingRecord(
-                        r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
-                    )
-                    for r in records
-                ]
-            ends = {tp: consumer.highwater(tp) for tp in partitions}
-            positions = {tp: await consumer.position(tp) for tp in partitions}
-            if all(end is not None and positions[tp] >= end for tp, end in ends.items()):
-                return out
-    finally:
-        await consumer.stop()
-
-
 async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    """The true end of every partition of ``topics`` (fetch high watermarks, see :func:`read_topic`)."""
+    """The true end of every partition of ``topics``: fetch high watermarks, as
+    :func:`tests.helpers.kafka.read_to_end` finds them."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:

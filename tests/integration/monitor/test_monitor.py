@@ -31,11 +31,11 @@ from services.common.proto.mlops.v1 import events_pb2
 from services.monitor.app import MonitorApp
 from services.monitor.settings import MonitorSettings
 from tests.conftest import Infra
+from tests.helpers.kafka import read_to_end
 from tests.integration.monitor.helpers import (
     label,
     model_event,
     prediction,
-    read_topic,
     send,
     wait_for,
 )
@@ -168,7 +168,7 @@ async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(runnin
 
     drifts = [
         decode(r, events_pb2.DriftEvent).message
-        for r in await read_topic(running.infra.kafka_bootstrap, topics.drift)
+        for r in await read_to_end(running.infra.kafka_bootstrap, topics.drift)
     ]
     drifts = [d for d in drifts if d.model_name == model]
     assert drifts, "no drift event"
@@ -189,7 +189,7 @@ async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(runnin
     )
     requests = [
         decode(r, events_pb2.TrainRequest).message
-        for r in await read_topic(running.infra.kafka_bootstrap, topics.train_requests)
+        for r in await read_to_end(running.infra.kafka_bootstrap, topics.train_requests)
     ]
     requests = [r for r in requests if r.model_name == model]
     assert len(requests) == 1, requests
@@ -234,7 +234,7 @@ async def test_drift_raises_a_drift_event_and_exactly_one_retrain_request(runnin
 
     requests = [
         decode(r, events_pb2.TrainRequest).message
-        for r in await read_topic(running.infra.kafka_bootstrap, topics.train_requests)
+        for r in await read_to_end(running.infra.kafka_bootstrap, topics.train_requests)
     ]
     assert len([r for r in requests if r.model_name == model]) == 1
 
@@ -356,7 +356,7 @@ async def test_records_the_monitor_cannot_use_are_dead_lettered_and_it_carries_o
     async def dead_letters() -> dict[str, dict[str, bytes]]:
         out = {}
         for topic in (topics.predictions, topics.labels):
-            for record in await read_topic(running.infra.kafka_bootstrap, Topics.dlq(topic)):
+            for record in await read_to_end(running.infra.kafka_bootstrap, Topics.dlq(topic)):
                 out[(record.key or b"").decode()] = dict(record.headers)
         return out
 

@@ -28,7 +28,8 @@ from services.monitor.settings import MonitorSettings
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
 from tests.helpers.apps import registry_settings, started
-from tests.integration.monitor.helpers import prediction, read_topic, send, wait_for
+from tests.helpers.kafka import read_to_end
+from tests.integration.monitor.helpers import prediction, send, wait_for
 
 FEATURES = ("f0", "f1", "f2", "f3")
 SHIFTED = "f1"
@@ -136,7 +137,7 @@ async def test_live_traffic_shifted_from_training_is_data_drift_on_that_feature_
     await wait_for(counted, WAIT, "every prediction counted")
     drifts = [
         decode(r, events_pb2.DriftEvent).message
-        for r in await read_topic(setup.infra.kafka_bootstrap, setup.topics.drift)
+        for r in await read_to_end(setup.infra.kafka_bootstrap, setup.topics.drift)
     ]
     data = {(d.model_name, d.feature) for d in drifts if d.kind == events_pb2.DRIFT_KIND_DATA}
     assert data == {(setup.with_profile, SHIFTED)}, drifts
