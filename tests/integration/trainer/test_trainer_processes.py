@@ -171,20 +171,27 @@ async def test_trainers_share_the_requests_of_several_models(
     assert {owners[model] for model in models} == {str(m.pid) for m in group.members}
 
 
-async def test_a_trainer_killed_mid_job_leaves_it_to_another_that_finishes_it_once(
-    platform: Platform, group: Group, unique: str
-) -> None:
-    dataset, model, key = f"kill-{unique}", f"kill-model-{unique}", f"kill-{unique}"
+async def searched_job_in_training(platform: Platform, group: Group, name: str) -> tuple[str, str, str]:
+    """A searched job long enough to interrupt, once a trainer reports progress on it:
+    its model, idempotency key and request id."""
+    dataset, model, key = name, f"{name}-model", name
     await platform.dataset(dataset, 1000)
     spec = synthetic.spec(model, dataset=dataset, families=("logistic_regression", "hist_gradient_boosting"))
     spec.estimators[0].search_space_json = '{"C": {"low": 0.01, "high": 10, "log": true}}'
     spec.estimators[1].search_space_json = '{"learning_rate": {"low": 0.05, "high": 0.3}}'
     request_id = await group.request(TrainRequest(model_name=model, idempotency_key=key, spec=spec))
-
-    # Kill whichever trainer took the job, once it is training.
     await group.results.wait_for(
         lambda r: r.request_id == request_id and r.status == TrainStatus.TRAIN_STATUS_PROGRESS
     )
+    return model, key, request_id
+
+
+async def test_a_trainer_killed_mid_job_leaves_it_to_another_that_finishes_it_once(
+    platform: Platform, group: Group, unique: str
+) -> None:
+    model, key, request_id = await searched_job_in_training(platform, group, f"kill-{unique}")
+
+    # Kill whichever trainer took the job.
     owner = (await group.job_owners())[key]
     victim, survivor = sorted(group.members, key=lambda m: str(m.pid) != owner)
     assert str(victim.pid) == owner
@@ -206,15 +213,7 @@ async def test_a_trainer_killed_mid_job_leaves_it_to_another_that_finishes_it_on
 async def test_a_trainer_stopped_mid_job_exits_cleanly_and_frees_the_job_at_once(
     platform: Platform, group: Group, unique: str
 ) -> None:
-    dataset, model, key = f"stop-{unique}", f"stop-model-{unique}", f"stop-{unique}"
-    await platform.dataset(dataset, 1000)
-    spec = synthetic.spec(model, dataset=dataset, families=("logistic_regression", "hist_gradient_boosting"))
-    spec.estimators[0].search_space_json = '{"C": {"low": 0.01, "high": 10, "log": true}}'
-    spec.estimators[1].search_space_json = '{"learning_rate": {"low": 0.05, "high": 0.3}}'
-    request_id = await group.request(TrainRequest(model_name=model, idempotency_key=key, spec=spec))
-    await group.results.wait_for(
-        lambda r: r.request_id == request_id and r.status == TrainStatus.TRAIN_STATUS_PROGRESS
-    )
+    model, key, request_id = await searched_job_in_training(platform, group, f"stop-{unique}")
     pid = (await group.job_owners())[key]
     owner = next(m for m in group.members if str(m.pid) == pid)
     owner.process.signal(signal.SIGTERM)
