@@ -65,6 +65,14 @@ async def move_alias(
     return previous
 
 
+def _check_alias_of(name: str, alias: str, expected_version: int) -> None:
+    """A model's alias, expected to point anywhere (0) or at a version (for a delete or a rollback)."""
+    validation.model_name(name)
+    validation.alias(alias)
+    if expected_version < 0:
+        raise InvalidArgument("expected_version: 0 (any) or a version number", field="expected_version")
+
+
 class AliasUseCases(UseCases):
     async def set_alias(
         self, actor: Actor, name: str, alias: str, version: int, expected_version: int = 0, reason: str = ""
@@ -97,12 +105,7 @@ class AliasUseCases(UseCases):
         target = resource("models", name, "aliases", alias)
 
         def check() -> None:
-            validation.model_name(name)
-            validation.alias(alias)
-            if expected_version < 0:
-                raise InvalidArgument(
-                    "expected_version: 0 (any) or a version number", field="expected_version"
-                )
+            _check_alias_of(name, alias, expected_version)
 
         await self._validated(actor, "DeleteAlias", target, check)
 
@@ -124,12 +127,7 @@ class AliasUseCases(UseCases):
         target = resource("models", name, "aliases", alias)
 
         def check() -> None:
-            validation.model_name(name)
-            validation.alias(alias)
-            if expected_version < 0:
-                raise InvalidArgument(
-                    "expected_version: 0 (any) or a version number", field="expected_version"
-                )
+            _check_alias_of(name, alias, expected_version)
             validation.text(reason, "reason")
 
         await self._validated(actor, "Rollback", target, check)

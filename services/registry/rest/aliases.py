@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query
 
 from services.common.proto.mlops.v1 import registry_pb2
 from services.registry import rest_models as shapes
-from services.registry.registry import Actor, Registry
 from services.registry.rest.deps import Approver, Promoter, Reader, RegistryDep
 from services.registry.rest.params import AliasName, ModelName, PageSize, PageToken, VersionNumber
 
@@ -96,43 +95,37 @@ async def alias_history(
     return shapes.paged(shapes.AliasHistory, registry_pb2.ListAliasHistoryResponse, "changes", page)
 
 
-async def _review(
-    registry: Registry, actor: Actor, name: str, version: int, body: ReviewBody | None, *, approve: bool
-) -> Any:
-    message = shapes.to_proto(body or ReviewBody(), registry_pb2.ReviewVersionRequest(), "body")
-    reviewed = await registry.review(actor, name, version, approve=approve, comment=message.comment)
-    return shapes.from_proto(shapes.ModelVersion, reviewed)
+def _review_route(decision: str, operation: str, *, approve: bool, description: str) -> None:
+    """``POST .../{decision}``: approving and rejecting are one route with two names."""
+
+    @router.post(
+        f"/models/{{name}}/versions/{{version}}/{decision}",
+        name=operation,
+        description=description,
+        response_model=shapes.ModelVersion,
+        tags=["approvals"],
+    )
+    async def review(
+        name: ModelName,
+        version: VersionNumber,
+        registry: RegistryDep,
+        actor: Approver,
+        body: ReviewBody | None = None,
+    ) -> Any:
+        message = shapes.to_proto(body or ReviewBody(), registry_pb2.ReviewVersionRequest(), "body")
+        reviewed = await registry.review(actor, name, version, approve=approve, comment=message.comment)
+        return shapes.from_proto(shapes.ModelVersion, reviewed)
 
 
-@router.post(
-    "/models/{name}/versions/{version}/approve",
-    name="ApproveVersion",
-    response_model=shapes.ModelVersion,
-    tags=["approvals"],
+_review_route(
+    "approve",
+    "ApproveVersion",
+    approve=True,
+    description="A pending version becomes APPROVED and takes production (not by whoever registered it).",
 )
-async def approve(
-    name: ModelName,
-    version: VersionNumber,
-    registry: RegistryDep,
-    actor: Approver,
-    body: ReviewBody | None = None,
-) -> Any:
-    """A pending version becomes APPROVED and takes production (not by whoever registered it)."""
-    return await _review(registry, actor, name, version, body, approve=True)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/reject",
-    name="RejectVersion",
-    response_model=shapes.ModelVersion,
-    tags=["approvals"],
+_review_route(
+    "reject",
+    "RejectVersion",
+    approve=False,
+    description="A pending version becomes REJECTED; the comment is required.",
 )
-async def reject(
-    name: ModelName,
-    version: VersionNumber,
-    registry: RegistryDep,
-    actor: Approver,
-    body: ReviewBody | None = None,
-) -> Any:
-    """A pending version becomes REJECTED; the comment is required."""
-    return await _review(registry, actor, name, version, body, approve=False)
