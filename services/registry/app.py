@@ -7,24 +7,19 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
-from fastapi import Request
-from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
-
-from services.common import mongo
-from services.common.auth import AuthError, AuthInterceptor, TokenVerifier
+from services.common.auth import AuthInterceptor, TokenVerifier
+from services.common.errors import PlatformError
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
 from services.common.logging import get_logger
-from services.common.mongo import Document
 from services.common.proto.mlops.v1 import registry_pb2_grpc
 from services.registry import grpc_api, http_api
-from services.registry.artifact_store import ArtifactStore
 from services.registry.outbox import OutboxRelay
-from services.registry.registry import Actor, Registry
+from services.registry.registry import Registry
 from services.registry.settings import RegistrySettings
 from services.registry.store import Store
+from services.registry.store.artifacts import ArtifactRepository
 
 log = get_logger(__name__)
 
@@ -41,7 +36,7 @@ class RegistryApp:
         self.grpc_port = 0
         self.http_port = 0
         self.registry: Registry | None = None
-        self._client: AsyncMongoClient[Document] | None = None
+        self._store: Store | None = None
         self._relay: OutboxRelay | None = None
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
@@ -55,55 +50,27 @@ class RegistryApp:
 
     async def start(self) -> None:
         settings = self.settings
-        self._client = mongo.create_client(settings, "mlops-registry")
-        store = Store(
-            self._client, mongo.database(self._client, settings), settings.transaction_timeout_seconds
-        )
+        store = self._store = Store.open(settings)
         await store.ensure_indexes(settings.outbox_retention_seconds)
-        key = settings.artifact_signing_key
-        artifacts = ArtifactStore(
-            store.db,
-            chunk_bytes=settings.artifact_chunk_bytes,
-            signing_key=key.get_secret_value().encode() if key is not None else None,
-        )
         self._relay = OutboxRelay(
-            store,
+            store.outbox,
             settings.kafka_bootstrap_servers,
             Topics(settings.topic_prefix).model_events,
             settings.outbox_poll_seconds,
         )
-        registry = Registry(store, artifacts, settings, on_commit=self._relay.wake)
+        registry = Registry(store, settings, on_commit=self._relay.wake)
         self.registry = registry
         self._relay.start()
-        self._sweeper = asyncio.create_task(self._sweep(artifacts), name="artifact-sweeper")
+        self._sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
 
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
-
-        async def grpc_denied(method: str, exc: AuthError, request_id: str) -> None:
-            await registry.record_refusal(
-                Actor(exc.principal.subject if exc.principal else "anonymous", request_id, "grpc"),
-                grpc_api.method_name(method),
-                method,
-                "denied" if exc.forbidden else "unauthenticated",
-                str(exc),
-            )
-
-        async def http_denied(request: Request, exc: AuthError) -> None:
-            await registry.record_refusal(
-                Actor(
-                    exc.principal.subject if exc.principal else "anonymous",
-                    http_api.request_id(request),
-                    "http",
-                ),
-                http_api.operation_name(request),
-                request.url.path[:512],
-                "denied" if exc.forbidden else "unauthenticated",
-                str(exc),
-            )
-
         self._grpc = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
-            interceptors=[AuthInterceptor(verifier, grpc_api.METHOD_SCOPES, on_denied=grpc_denied)],
+            interceptors=[
+                AuthInterceptor(
+                    verifier, grpc_api.METHOD_SCOPES, on_denied=grpc_api.denial_recorder(registry)
+                )
+            ],
             max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
         )
         self._grpc.add_service(
@@ -111,9 +78,7 @@ class RegistryApp:
             grpc_api.RegistryServicer(registry),
             grpc_api.SERVICE_NAME,
         )
-        http_app = http_api.create_http_app(
-            registry, settings, verifier, ready=lambda: self._ready, on_denied=http_denied
-        )
+        http_app = http_api.create_http_app(registry, settings, verifier, ready=lambda: self._ready)
         self._http = HttpServer(http_app, settings.host, settings.http_port)
         await self._grpc.start()
         await self._http.start()
@@ -122,7 +87,7 @@ class RegistryApp:
         self._ready = True
         log.info("registry_started", grpc_port=self.grpc_port, http_port=self.http_port)
 
-    async def _sweep(self, artifacts: ArtifactStore) -> None:
+    async def _sweep(self, artifacts: ArtifactRepository) -> None:
         """Remove what interrupted uploads left behind, now and then periodically."""
         age = timedelta(seconds=self.settings.orphan_age_seconds)
         while not self._stopping.is_set():
@@ -130,7 +95,7 @@ class RegistryApp:
                 removed = await artifacts.sweep_orphans(age)
                 if removed:
                     log.info("artifact_orphans_removed", count=removed)
-            except PyMongoError as exc:
+            except PlatformError as exc:
                 log.warning("artifact_sweep_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.orphan_sweep_seconds)
@@ -148,8 +113,8 @@ class RegistryApp:
             await self._http.stop()
         if self._relay is not None:
             await self._relay.stop()
-        if self._client is not None:
-            await self._client.close()
+        if self._store is not None:
+            await self._store.close()
         log.info("registry_stopped")
 
 

@@ -1,27 +1,35 @@
 """``mlops.v1.RegistryService`` over gRPC: translate requests, call the registry, map errors.
 
 Authentication and scopes are checked before a method runs (``AuthInterceptor`` with
-:data:`METHOD_SCOPES`); each method here only translates.
+:data:`METHOD_SCOPES`); each method here only translates. A platform error ends the call
+with its kind's status code, and trailing metadata carrying the kind (two kinds can share
+a code) and the field to fix, so clients rebuild the same error.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
-from pymongo.errors import PyMongoError
 
-from services.common.auth import MethodScopes, Scope, current_principal, current_request_id
-from services.common.logging import get_logger
+from services.common.auth import (
+    AuthError,
+    DenialHook,
+    MethodScopes,
+    Scope,
+    current_principal,
+    current_request_id,
+)
+from services.common.errors import FIELD_METADATA, KIND_METADATA
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
-from services.registry.errors import InvalidArgument, RegistryError, from_database
+from services.registry.changes import printable
+from services.registry.errors import InvalidArgument, PlatformError
 from services.registry.metrics import ARTIFACT_BYTES, REQUEST_SECONDS, REQUESTS
 from services.registry.registry import Actor, Registry
 
 T = TypeVar("T")
-log = get_logger(__name__)
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
@@ -58,21 +66,41 @@ def current_actor() -> Actor:
     return Actor(principal.subject if principal else "anonymous", current_request_id.get(), "grpc")
 
 
+def denial_recorder(registry: Registry) -> DenialHook:
+    """The ``AuthInterceptor`` hook that audits a refused token or scope."""
+
+    async def record(method: str, exc: AuthError, request_id: str) -> None:
+        await registry.record_refusal(
+            Actor(exc.principal.subject if exc.principal else "anonymous", request_id, "grpc"),
+            method_name(method),
+            method,
+            "denied" if exc.forbidden else "unauthenticated",
+            str(exc),
+        )
+
+    return record
+
+
+async def abort(context: grpc.aio.ServicerContext, error: PlatformError) -> NoReturn:
+    """End the call with ``error``'s status code, its kind and field in trailing metadata."""
+    trailers = [(KIND_METADATA, error.kind.label)]
+    if error.field:
+        # Metadata values are printable ASCII; a field may quote what a caller sent.
+        trailers.append((FIELD_METADATA, printable(error.field)[:1024]))
+    await context.abort(
+        grpc.StatusCode[error.kind.grpc_code], error.message, trailing_metadata=tuple(trailers)
+    )
+    raise AssertionError("abort returned")  # it raises; this keeps type checkers informed
+
+
 async def _answer(method: str, context: grpc.aio.ServicerContext, operation: Callable[[], Awaitable[T]]) -> T:
     started = time.perf_counter()
     outcome = "ok"
     try:
         return await operation()
-    except RegistryError as exc:
-        outcome = exc.outcome
-        await context.abort(exc.grpc_code, exc.message)
-        raise  # abort raises; this keeps type checkers informed
-    except PyMongoError as exc:
-        error = from_database(exc)
-        outcome = error.outcome
-        log.warning("database_error", method=method, error=repr(exc))
-        await context.abort(error.grpc_code, error.message)
-        raise
+    except PlatformError as exc:
+        outcome = exc.kind.outcome
+        await abort(context, exc)
     finally:
         REQUESTS.labels(method, "grpc", outcome).inc()
         REQUEST_SECONDS.labels(method, "grpc").observe(time.perf_counter() - started)
@@ -238,14 +266,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                     first = False
                 ARTIFACT_BYTES.labels("out").inc(len(data))
                 yield chunk
-        except RegistryError as exc:
-            outcome = exc.outcome
-            await context.abort(exc.grpc_code, exc.message)
-        except PyMongoError as exc:
-            error = from_database(exc)
-            outcome = error.outcome
-            log.warning("database_error", method="DownloadArtifact", error=repr(exc))
-            await context.abort(error.grpc_code, error.message)
+        except PlatformError as exc:
+            outcome = exc.kind.outcome
+            await abort(context, exc)
         finally:
             REQUESTS.labels("DownloadArtifact", "grpc", outcome).inc()
             REQUEST_SECONDS.labels("DownloadArtifact", "grpc").observe(time.perf_counter() - started)

@@ -21,7 +21,7 @@ from services.common.kafka import create_producer, ensure_topics, publish
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import events_pb2
 from services.registry.metrics import OUTBOX_PENDING, OUTBOX_RELAYED
-from services.registry.store import Store
+from services.registry.store.outbox import OutboxRepository
 
 log = get_logger(__name__)
 
@@ -33,8 +33,8 @@ class OutboxRelay:
     """Publishes the outbox. It connects to Kafka on its own schedule: the registry keeps
     accepting changes while the broker is away, and their events go out once it is back."""
 
-    def __init__(self, store: Store, bootstrap_servers: str, topic: str, poll_seconds: float):
-        self._store = store
+    def __init__(self, outbox: OutboxRepository, bootstrap_servers: str, topic: str, poll_seconds: float):
+        self._outbox = outbox
         self._bootstrap_servers = bootstrap_servers
         self._producer: AIOKafkaProducer | None = None
         self._topic = topic
@@ -104,31 +104,24 @@ class OutboxRelay:
             raise ConnectionError("not connected to Kafka yet")
         total = 0
         while True:
-            docs = (
-                await self._store.outbox.find({"relayed_at": None})
-                .sort([("created_at", 1), ("_id", 1)])
-                .limit(BATCH)
-                .to_list()
-            )
-            OUTBOX_PENDING.set(len(docs))
-            if not docs:
+            pending = await self._outbox.pending(BATCH)
+            OUTBOX_PENDING.set(len(pending))
+            if not pending:
                 return total
             records = []
-            for doc in docs:
-                event = events_pb2.ModelEvent.FromString(doc["payload"])
+            for entry in pending:
+                event = events_pb2.ModelEvent.FromString(entry.payload)
                 records.append(
                     encode(
                         self._topic,
                         event,
                         source=SOURCE,
-                        key=doc["key"],
-                        event_id=doc["event_id"],
+                        key=entry.key,
+                        event_id=entry.event_id,
                         time=event.occurred_at.ToDatetime(UTC),
                     )
                 )
             await publish(self._producer, records)
-            await self._store.outbox.update_many(
-                {"_id": {"$in": [d["_id"] for d in docs]}}, {"$set": {"relayed_at": datetime.now(UTC)}}
-            )
-            OUTBOX_RELAYED.inc(len(docs))
-            total += len(docs)
+            await self._outbox.relayed(pending, datetime.now(UTC))
+            OUTBOX_RELAYED.inc(len(pending))
+            total += len(pending)

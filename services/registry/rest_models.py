@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 from services.registry.errors import InvalidArgument
+from services.registry.store import Page
 
 MAX_STRING = 100_000
 MAX_ITEMS = 10_000
@@ -165,8 +166,21 @@ RollbackBody = body(R["RollbackRequest"], "model_name")
 
 
 class Problem(Shape):
-    """An error: what went wrong, the field to fix (for bad input), and the gRPC status name."""
+    """An error, as RFC 9457 problem details (``application/problem+json``)."""
 
-    detail: str
-    field: str = ""
-    code: str = ""
+    type: str = Field(description="urn:mlops:error:<kind>")
+    title: str = Field(description="The HTTP status's phrase.")
+    status: int
+    detail: str = Field(description="What went wrong, for a person.")
+    kind: str = Field(description="The platform's error kind: invalid, not_found, conflict ...")
+    code: str = Field(
+        description="The gRPC status the same failure gets (ABORTED for a lost compare-and-set)."
+    )
+    field: str = Field(description="For bad input, the field to fix; empty otherwise.")
+    error: str = Field(description="detail again, under the name the Open Inference Protocol uses.")
+    instance: str = ""
+
+
+def paged(shape: type[S], response: type[Message], items: str, page: Page[Any]) -> S:
+    """One page of a list as its REST shape: the items under ``items``, and the next page's token."""
+    return from_proto(shape, response(**{items: page.items, "next_page_token": page.next_page_token}))

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from services.common.artifacts import RIVER_HMAC, dump_sklearn, load_sklearn, sha256_hex, sign
 from services.common.auth import Scope
 from services.common.clients.registry import MANUAL, RegistryClient
+from services.common.errors import FIELD_METADATA, KIND_METADATA
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.registry.app import RegistryApp
 from tests.integration.registry.conftest import SIGNING_KEY, ClientFactory, ModelEvents
@@ -586,3 +587,33 @@ async def test_specs_are_versioned(admin: RegistryClient, model_name: str) -> No
     spec.model_name = model_name + "-missing"
     spec.holdout_fraction = 0.2
     await expect_status(grpc.StatusCode.NOT_FOUND, admin.put_spec(spec))
+
+
+async def test_errors_carry_their_kind_and_field_in_trailing_metadata(
+    admin: RegistryClient, model_name: str
+) -> None:
+    def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
+        return {key: str(value) for key, value in error.trailing_metadata() or ()}
+
+    invalid = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_model("a/b"))
+    assert trailers(invalid) == {KIND_METADATA: "invalid", FIELD_METADATA: "name"}
+    missing = await expect_status(grpc.StatusCode.NOT_FOUND, admin.get_model(model_name))
+    assert trailers(missing) == {KIND_METADATA: "not_found"}
+    await admin.create_model(model_name)
+    await admin.create_version(metadata(model_name, b"k1"), b"k1")
+    lost = await expect_status(
+        grpc.StatusCode.ABORTED, admin.set_alias(model_name, "production", 1, expected_version=-1)
+    )
+    assert trailers(lost)[KIND_METADATA] == "conflict"
+    oversized = metadata(model_name, b"k2")
+    oversized.artifact.size_bytes = 10**10
+    too_large = await expect_status(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, admin.create_version(oversized, b"k2")
+    )
+    assert trailers(too_large) == {KIND_METADATA: "too_large", FIELD_METADATA: "metadata.artifact.size_bytes"}
+    # A field quoting what the caller sent stays printable ASCII, as metadata must.
+    unicode_metric = metadata(model_name, b"k3", metrics={"genauigkeit-ü": 0.9})
+    quoted = await expect_status(
+        grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(unicode_metric, b"k3")
+    )
+    assert trailers(quoted)[FIELD_METADATA] == "metadata.metrics[genauigkeit-\\xfc]"

@@ -115,7 +115,10 @@ async def test_bad_uploads_are_refused_with_the_field_named(
         files={"artifact": ("a", artifact)},
     )
     assert malformed.status_code == 422
-    assert ["body", "metadata", "artifact", "size_bytes"] in [e["loc"] for e in malformed.json()["detail"]]
+    assert (malformed.json()["kind"], malformed.json()["field"]) == (
+        "invalid",
+        "metadata.artifact.size_bytes",
+    )
     not_json = await http.post(
         f"/v1/models/{model_name}/versions", data={"metadata": "{"}, files={"artifact": ("a", artifact)}
     )
@@ -198,3 +201,88 @@ async def expect_grpc_not_found(admin: RegistryClient, model_name: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await admin.get_version(model_name, 99)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+PROBLEM_MEMBERS = {"type", "title", "status", "detail", "kind", "code", "field", "error"}
+
+
+def assert_problem(response: httpx.Response, status: int, kind: str, field: str = "") -> dict[str, object]:
+    """``response`` is an RFC 9457 problem of ``kind`` naming ``field``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert set(body) == PROBLEM_MEMBERS
+    assert (body["status"], body["kind"], body["type"]) == (status, kind, f"urn:mlops:error:{kind}")
+    assert body["field"] == field and body["detail"] == body["error"] and body["detail"]
+    return body
+
+
+async def raw_upload(port: int, path: str, headers: str) -> httpx.Response:
+    """An upload's headers sent as they are (httpx would fix them), and the answer read back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: registry\r\n{headers}\r\n".encode())
+        await writer.drain()
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode().split("\r\n")
+        fields = dict(line.split(": ", 1) for line in head[1:] if line)
+        body = await reader.readexactly(int(fields["content-length"]))
+    finally:
+        writer.close()
+    return httpx.Response(int(head[0].split()[1]), headers=fields, content=body)
+
+
+async def test_every_error_is_a_problem_body(
+    http: httpx.AsyncClient, registry_app: RegistryApp, model_name: str
+) -> None:
+    assert_problem(await http.get(f"/v1/models/{model_name}"), 404, "not_found")
+    assert_problem(await http.post("/v1/models", json={"name": "a/b"}), 400, "invalid", "name")
+    await http.post("/v1/models", json={"name": model_name})
+    assert_problem(await http.post("/v1/models", json={"name": model_name}), 409, "already_exists")
+    assert_problem(
+        await http.put(f"/v1/models/{model_name}/aliases/staging", json={"version": 1}), 404, "not_found"
+    )
+    created = await http.post(
+        f"/v1/models/{model_name}/versions",
+        **upload(model_name, b"v1"),  # type: ignore[arg-type]
+    )
+    assert created.status_code == 201
+    conflict = await http.put(
+        f"/v1/models/{model_name}/aliases/production", json={"version": 1, "expected_version": -1}
+    )
+    assert assert_problem(conflict, 409, "conflict")["code"] == "ABORTED"
+    assert_problem(await http.get(f"/v1/models/{model_name}/versions/0"), 422, "invalid", "version")
+    assert_problem(
+        await http.post("/v1/models", json={"name": "ok", "unknown": 1}), 422, "invalid", "unknown"
+    )
+    assert_problem(
+        await http.post("/v1/models", content=b"{", headers={"content-type": "application/json"}),
+        422,
+        "invalid",
+        "body",
+    )
+    oversized = await http.post(
+        f"/v1/models/{model_name}/versions",
+        **upload(model_name, b"v2", artifact={"sha256": "0" * 64, "size_bytes": 10**10, "format": "skops"}),  # type: ignore[arg-type]
+    )
+    assert_problem(oversized, 413, "too_large", "metadata.artifact.size_bytes")
+    path = f"/v1/models/{model_name}/versions"
+    limit = registry_app.settings.max_artifact_bytes * 4
+    announced = await raw_upload(registry_app.http_port, path, f"Content-Length: {limit}\r\n")
+    assert_problem(announced, 413, "too_large", "Content-Length")
+    unannounced = await raw_upload(registry_app.http_port, path, "Transfer-Encoding: chunked\r\n")
+    assert_problem(unannounced, 411, "invalid", "Content-Length")
+    async with httpx.AsyncClient(base_url=str(http.base_url)) as anonymous:
+        denied = await anonymous.get("/v1/models")
+    assert_problem(denied, 401, "unauthenticated")
+    assert denied.headers["www-authenticate"] == "Bearer"
+    assert_problem(await http.get("/v1/no-such-route"), 404, "not_found")
+
+
+async def test_the_openapi_document_declares_problem_bodies(http: httpx.AsyncClient) -> None:
+    document = (await http.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status[0] in "45" and "content" in response:
+                    assert list(response["content"]) == ["application/problem+json"], (path, method, status)

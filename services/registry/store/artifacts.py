@@ -15,26 +15,18 @@ import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import grpc
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import GridFSError
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.artifacts import RIVER_HMAC
+from services.common.mongo import Document
 from services.common.proto.mlops.v1 import registry_pb2
-from services.registry.errors import InvalidArgument, RegistryError
-
-
-class ArtifactCorrupt(RegistryError):
-    """Stored bytes no longer match their digest: refuse them loudly."""
-
-    grpc_code = grpc.StatusCode.DATA_LOSS
-    http_status = 500
-    outcome = "data_loss"
+from services.registry.errors import ArtifactCorrupt, InvalidArgument
+from services.registry.store.errors import database_call, translated
+from services.registry.store.repository import Repository
 
 
 @dataclass(frozen=True)
@@ -46,16 +38,12 @@ class ReceivedArtifact:
     file_id: ObjectId | None
 
 
-class ArtifactStore:
-    def __init__(
-        self,
-        db: AsyncDatabase[Any],
-        *,
-        chunk_bytes: int,
-        signing_key: bytes | None,
-    ):
+class ArtifactRepository(Repository):
+    """The ``artifacts`` collection (digest -> GridFS file) and the GridFS bucket of the same name."""
+
+    def __init__(self, db: AsyncDatabase[Document], *, chunk_bytes: int, signing_key: bytes | None):
+        super().__init__(db["artifacts"])
         self._bucket = AsyncGridFSBucket(db, bucket_name="artifacts", chunk_size_bytes=chunk_bytes)
-        self._index = db["artifacts"]
         self._files = db["artifacts.files"]
         self._chunks = db["artifacts.chunks"]
         self._chunk_bytes = chunk_bytes
@@ -70,12 +58,13 @@ class ArtifactStore:
                 field="metadata.artifact.format",
             )
 
+    @database_call
     async def receive(
         self, declared: registry_pb2.Artifact, signature_hmac: str, chunks: AsyncIterator[bytes]
     ) -> ReceivedArtifact:
         """Store ``chunks`` while hashing them; refuse and clean up on any mismatch."""
         self.check_format_allowed(declared.format)
-        already_stored = await self._index.find_one({"_id": declared.sha256}, {"_id": 1}) is not None
+        already_stored = await self._collection.find_one({"_id": declared.sha256}, {"_id": 1}) is not None
         digest = hashlib.sha256()
         mac = None
         if declared.format == RIVER_HMAC and self._signing_key is not None:
@@ -127,25 +116,26 @@ class ArtifactStore:
             raise
         return ReceivedArtifact(declared.sha256, size, upload._id if upload is not None else None)
 
-    async def register(self, received: ReceivedArtifact, session: AsyncClientSession) -> bool:
-        """Index the received file under its digest (inside the caller's transaction).
+    @database_call
+    async def register(self, received: ReceivedArtifact) -> bool:
+        """Index the received file under its digest (bound to the caller's transaction).
 
         Returns whether the received file is the one indexed; when another upload of the
         same bytes got there first, the caller deletes its own copy after committing.
         """
-        existing = await self._index.find_one({"_id": received.sha256}, session=session)
+        existing = await self._collection.find_one({"_id": received.sha256}, session=self.session)
         if existing is not None:
             return False
         if received.file_id is None:
             raise ArtifactCorrupt(f"artifact {received.sha256} was indexed when the upload began and is gone")
-        await self._index.insert_one(
+        await self._collection.insert_one(
             {
                 "_id": received.sha256,
                 "file_id": received.file_id,
                 "size_bytes": received.size_bytes,
                 "created_at": datetime.now(UTC),
             },
-            session=session,
+            session=self.session,
         )
         return True
 
@@ -155,12 +145,13 @@ class ArtifactStore:
             with contextlib.suppress(Exception):
                 await self._bucket.delete(received.file_id)
 
+    @database_call
     async def sweep_orphans(self, older_than: timedelta) -> int:
         """Delete what uploads interrupted by a crash left behind: chunks without a file, and
         files no digest points at. Only data older than ``older_than`` is touched, so uploads
         in progress are safe. Returns how many files and chunk sets were removed."""
         cutoff = ObjectId.from_datetime(datetime.now(UTC) - older_than)
-        indexed = {doc["file_id"] async for doc in self._index.find({}, {"file_id": 1})}
+        indexed = {doc["file_id"] async for doc in self._collection.find({}, {"file_id": 1})}
         removed = 0
         async for doc in self._files.find({"_id": {"$lt": cutoff}}, {"_id": 1}):
             if doc["_id"] not in indexed:
@@ -176,20 +167,21 @@ class ArtifactStore:
     async def read(self, sha256: str) -> AsyncIterator[bytes]:
         """The stored bytes in chunks; raises :class:`ArtifactCorrupt` at the end when they no
         longer hash to ``sha256`` (the caller has to drop what it received)."""
-        entry = await self._index.find_one({"_id": sha256})
-        if entry is None:
-            raise ArtifactCorrupt(f"artifact {sha256} is missing from storage")
-        digest = hashlib.sha256()
-        try:
-            stream = await self._bucket.open_download_stream(entry["file_id"])
-            while True:
-                chunk = await stream.read(self._chunk_bytes)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                yield chunk
-        except GridFSError as exc:
-            raise ArtifactCorrupt(f"stored artifact {sha256} is damaged ({exc}); refusing it") from None
+        with translated():
+            entry = await self._collection.find_one({"_id": sha256})
+            if entry is None:
+                raise ArtifactCorrupt(f"artifact {sha256} is missing from storage")
+            digest = hashlib.sha256()
+            try:
+                stream = await self._bucket.open_download_stream(entry["file_id"])
+                while True:
+                    chunk = await stream.read(self._chunk_bytes)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    yield chunk
+            except GridFSError as exc:
+                raise ArtifactCorrupt(f"stored artifact {sha256} is damaged ({exc}); refusing it") from None
         if not hmac.compare_digest(digest.hexdigest(), sha256):
             raise ArtifactCorrupt(
                 f"stored artifact {sha256} is corrupt: its bytes hash to {digest.hexdigest()}; refusing it"

@@ -1,0 +1,121 @@
+"""The registry's database: a repository per collection, and transactions over them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pymongo
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from services.common import mongo
+from services.common.mongo import Document
+from services.registry.settings import RegistrySettings
+from services.registry.store.aliases import AliasHistoryRepository
+from services.registry.store.artifacts import ArtifactRepository
+from services.registry.store.audit import AuditRepository
+from services.registry.store.errors import translated
+from services.registry.store.models import ModelRepository
+from services.registry.store.outbox import OutboxRepository
+from services.registry.store.specs import SpecRepository
+from services.registry.store.versions import VersionRepository
+
+T = TypeVar("T")
+
+
+class Repositories:
+    """One repository per collection."""
+
+    models: ModelRepository
+    versions: VersionRepository
+    specs: SpecRepository
+    alias_history: AliasHistoryRepository
+    audit: AuditRepository
+    outbox: OutboxRepository
+    artifacts: ArtifactRepository
+
+
+class Transaction(Repositories):
+    """The repositories inside one transaction: what goes through them commits together, or
+    not at all."""
+
+    def __init__(self, store: Store, session: AsyncClientSession):
+        self.models = store.models.bound(session)
+        self.versions = store.versions.bound(session)
+        self.specs = store.specs.bound(session)
+        self.alias_history = store.alias_history.bound(session)
+        self.audit = store.audit.bound(session)
+        self.outbox = store.outbox.bound(session)
+        self.artifacts = store.artifacts.bound(session)
+
+
+class Store(Repositories):
+    """The repositories, each call standing alone, and :meth:`transaction` to group calls."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        db: AsyncDatabase[Document],
+        *,
+        transaction_timeout: float = 10.0,
+        artifact_chunk_bytes: int,
+        signing_key: bytes | None,
+    ):
+        self.client = client
+        self.db = db
+        self._transaction_timeout = transaction_timeout
+        self.models = ModelRepository(db["models"])
+        self.versions = VersionRepository(db["model_versions"])
+        self.specs = SpecRepository(db["model_specs"])
+        self.alias_history = AliasHistoryRepository(db["alias_history"])
+        self.audit = AuditRepository(db["audit_log"])
+        self.outbox = OutboxRepository(db["outbox"])
+        self.artifacts = ArtifactRepository(db, chunk_bytes=artifact_chunk_bytes, signing_key=signing_key)
+
+    @classmethod
+    def open(cls, settings: RegistrySettings) -> Store:
+        """The store of the database ``settings`` name (connections open on first use)."""
+        client = mongo.create_client(settings, "mlops-registry")
+        key = settings.artifact_signing_key
+        return cls(
+            client,
+            mongo.database(client, settings),
+            transaction_timeout=settings.transaction_timeout_seconds,
+            artifact_chunk_bytes=settings.artifact_chunk_bytes,
+            signing_key=key.get_secret_value().encode() if key is not None else None,
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def ensure_indexes(self, outbox_retention_seconds: int) -> None:
+        with translated():
+            await self.models.ensure_indexes()
+            await self.versions.ensure_indexes()
+            await self.specs.ensure_indexes()
+            await self.alias_history.ensure_indexes()
+            await self.audit.ensure_indexes()
+            await self.outbox.ensure_indexes(outbox_retention_seconds)
+
+    async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run ``work`` in one snapshot transaction, retried on transient conflicts.
+
+        Concurrent changes to one model all write its document, so they conflict and
+        serialize: a retried attempt runs ``work`` again, re-reads the model and sees the
+        winner's change (``work`` must not keep state between attempts). The whole of it,
+        retries included, is bounded (PyMongo's client-side operation timeout), so a
+        database that is away fails the call quickly, with
+        :class:`~services.registry.store.errors.DatabaseUnavailable`, instead of retrying
+        for minutes. A platform error ``work`` raises aborts the transaction and propagates.
+        """
+        with translated(), pymongo.timeout(self._transaction_timeout):
+            async with self.client.start_session() as session:
+                return await session.with_transaction(
+                    lambda session: work(Transaction(self, session)),
+                    read_concern=ReadConcern("snapshot"),
+                    write_concern=WriteConcern("majority"),
+                )
