@@ -45,7 +45,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from services.cli.stack import LocalStack, StackPorts
 from services.common.artifacts import SKOPS, dump_sklearn
-from services.common.auth import Scope, bearer_metadata, mint_token
+from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.localstack import free_port, port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
@@ -283,7 +283,7 @@ def run_stack(
     }
     with LocalStack(workdir, StackPorts.free(), services=["registry", "serving"], env=env) as stack:
         asyncio.run(register(stack, artifact))
-        token = mint_token(stack.auth_secret, "bench", [Scope.PREDICT])
+        token = stack.keys.mint("bench", Scope.PREDICT)
         address = stack.grpc_address("serving")
         results = []
         for rows, concurrency in scenarios:

@@ -17,6 +17,7 @@ from services.cli import (
     predict,
     probe,
     produce,
+    teams,
     token,
     topics,
     train,
@@ -44,6 +45,7 @@ models.app.command("train")(train.train)
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")
+app.add_typer(teams.app, name="teams", rich_help_panel="Operations")
 app.add_typer(token.app, name="token", rich_help_panel="Operations")
 app.add_typer(probe.app, name="probe", rich_help_panel="Operations")
 app.add_typer(config_reference.app, name="config", rich_help_panel="Operations")

@@ -663,7 +663,7 @@ def demo(
             registry_address=f"127.0.0.1:{state.ports.registry_grpc}",
             datasets_address=f"127.0.0.1:{state.ports.ingest_grpc}",
             serving_address=f"127.0.0.1:{state.ports.serving_grpc}",
-            token=state.token,
+            token=state.admin_token(),
             topic_prefix=state.topic_prefix,
         )
         console.log(f"using the local stack running since {state.started_at} (pid {state.pid})")

@@ -159,8 +159,12 @@ def _announce(state: StackState, state_path: Path, json_output: bool) -> None:
     for name, endpoint in rows:
         table.add_row(name, endpoint, str(state.pids.get(name, "")))
     console.print(table)
-    console.print(f"access token (admin): [bold]{state.token}[/]", soft_wrap=True)
-    console.print(f"  export MLOPS_TOKEN={state.token}", soft_wrap=True, highlight=False)
+    token = state.admin_token()
+    console.print(
+        f"access token (admin, valid an hour; `mlops` commands mint new ones): [bold]{token}[/]",
+        soft_wrap=True,
+    )
+    console.print(f"  export MLOPS_TOKEN={token}", soft_wrap=True, highlight=False)
     console.print(f"state: {state_path}   logs: {Path(state.workdir) / 'logs'}")
     console.print("Ctrl-C (or `mlops down`) stops everything.")
 
@@ -171,7 +175,7 @@ def _public_state(state: StackState) -> dict[str, object]:
         "ports": state.ports.as_dict(),
         "pids": state.pids,
         "services": state.services,
-        "token": state.token,
+        "token": state.admin_token(),
         "topic_prefix": state.topic_prefix,
         "started_at": state.started_at,
         "workdir": state.workdir,

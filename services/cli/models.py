@@ -225,7 +225,8 @@ def _show_model(model: registry_pb2.Model) -> None:
     aliases = ", ".join(f"{alias}={version}" for alias, version in sorted(model.aliases.items())) or "-"
     tags = ", ".join(f"{k}={v}" for k, v in sorted(model.tags.items())) or "-"
     console.print(
-        f"[bold]{model.name}[/]  policy {_policy(model.promotion_policy)}  latest v{model.latest_version}  "
+        f"[bold]{model.name}[/]  team {model.team}  policy {_policy(model.promotion_policy)}  "
+        f"latest v{model.latest_version}  "
         f"aliases {aliases}  tags {tags}",
         highlight=False,
     )
@@ -307,11 +308,14 @@ def register(
     ] = "auto",
     tag: Tags = None,
     exist_ok: Annotated[bool, typer.Option(help="Succeed if the model exists already.")] = False,
+    team: Annotated[
+        str, typer.Option(help="The team that owns it (default: your only team, else default).")
+    ] = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
 ) -> None:
-    """Register a model name (needs the [bold]write[/] scope)."""
+    """Register a model name in a team (needs the [bold]write[/] scope there)."""
     if policy not in POLICIES:
         fail(f"--policy: one of {', '.join(POLICIES)}", ExitCode.USAGE)
     tags = _key_values(tag, "--tag")
@@ -319,7 +323,7 @@ def register(
         address,
         token,
         f"register {name}",
-        lambda c: c.create_model(name, description, POLICIES[policy], tags, exist_ok=exist_ok),
+        lambda c: c.create_model(name, description, POLICIES[policy], tags, exist_ok=exist_ok, team=team),
     )
     _print(model, json_output, _show_model)
 

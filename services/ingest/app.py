@@ -9,7 +9,8 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from services.common import mongo
-from services.common.auth import AuthInterceptor, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import AuthInterceptor
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
@@ -42,6 +43,7 @@ class IngestApp:
         self.pipeline: IngestPipeline | None = None
         self.consumer: RawEventConsumer | None = None
         self._client: AsyncMongoClient[Document] | None = None
+        self._access: PlatformAccess | None = None
         self._producer: AIOKafkaProducer | None = None
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
@@ -93,7 +95,9 @@ class IngestApp:
             default_chunk_rows=settings.window_chunk_rows,
             max_chunk_rows=settings.window_max_chunk_rows,
         )
-        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        self._access = PlatformAccess(settings, "ingest")
+        await self._access.start()
+        verifier = self._access.verifier
         self._grpc = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[AuthInterceptor(verifier, grpc_api.SCOPES)],
@@ -131,6 +135,8 @@ class IngestApp:
             await self._producer.stop()
         if self._client is not None:
             await self._client.close()
+        if self._access is not None:
+            await self._access.stop()
         log.info("ingest_stopped")
 
 

@@ -6,7 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from services.common.auth import Scope, ServiceCredentials, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.http import HttpServer
@@ -37,6 +38,7 @@ class MonitorApp:
         self.alerter: WebhookAlerter | None = None
         self.profiles: ProfileSource | None = None
         self._http: HttpServer | None = None
+        self._access: PlatformAccess | None = None
 
     @property
     def ready(self) -> bool:
@@ -45,6 +47,7 @@ class MonitorApp:
     async def start(self) -> None:
         settings = self.settings
         topics = Topics(settings.topic_prefix)
+        access = self._access = PlatformAccess(settings, "monitor")
         if settings.alert_webhook_url is not None:
             self.alerter = WebhookAlerter(
                 settings.alert_webhook_url.get_secret_value(),
@@ -53,9 +56,10 @@ class MonitorApp:
             )
             await self.alerter.start()
         if settings.training_reference:
-            credentials = ServiceCredentials(settings.auth_secret.get_secret_value(), "monitor", [Scope.READ])
             registry = RegistryClient(
-                settings.registry_address, credentials, timeout=settings.reference_timeout_seconds
+                settings.registry_address,
+                access.credentials(Scope.READ),
+                timeout=settings.reference_timeout_seconds,
             )
             self.profiles = ProfileSource(registry, settings.reference_retry_seconds)
         self.streams = MonitorStreams(
@@ -71,7 +75,8 @@ class MonitorApp:
             [self.streams.join_topic, self.streams.samples_topic],
             partitions=settings.partitions,
         )
-        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        await access.start()
+        verifier = access.verifier
         streams = self.streams
         http_app = http_api.create_http_app(
             self.monitor,
@@ -96,6 +101,8 @@ class MonitorApp:
             await self.alerter.stop()
         if self.profiles is not None:
             await self.profiles.close()
+        if self._access is not None:
+            await self._access.stop()
         log.info("monitor_stopped")
 
 

@@ -1,13 +1,14 @@
-"""Composition root: MongoDB, the artifact store, the outbox relay, the gRPC API and the
-REST mirror, started and stopped in order."""
+"""Composition root: MongoDB, the artifact store, the outbox relay, the token issuer and
+revocation list, the gRPC API and the REST mirror, started and stopped in order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from services.common.auth import AuthInterceptor, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import AuthInterceptor, TokenIssuer
 from services.common.errors import PlatformError
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
@@ -41,6 +42,7 @@ class RegistryApp:
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
         self._ready = False
+        self._access: PlatformAccess | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -50,20 +52,36 @@ class RegistryApp:
 
     async def start(self) -> None:
         settings = self.settings
+        access = self._access = PlatformAccess(settings, "registry")
+        key = settings.token_signing_key()
+        if key is not None and key.kid not in settings.public_keys:
+            raise ValueError(
+                f"REGISTRY_SIGNING_KEY: its public key (kid {key.kid!r}) is not in MLOPS_AUTH_PUBLIC_KEYS, "
+                "so every token the registry issued would be refused"
+            )
         store = self._store = Store.open(settings)
-        await store.ensure_indexes(settings.outbox_retention_seconds)
+        await store.ensure_indexes(settings.outbox_retention_seconds, settings.audit_retention_seconds)
+        await store.migrate(datetime.now(UTC))
         self._relay = OutboxRelay(
             store.outbox,
             settings.kafka_bootstrap_servers,
             Topics(settings.topic_prefix).model_events,
             settings.outbox_poll_seconds,
         )
-        registry = Registry(store, settings, on_commit=self._relay.wake)
+        registry = Registry(
+            store,
+            settings,
+            on_commit=self._relay.wake,
+            issuer=TokenIssuer(key) if key is not None else None,
+            on_revoke=lambda revocation: access.revocations.add([revocation]),
+        )
         self.registry = registry
         self._relay.start()
+        registry.refusals.start()
+        await access.start(source=registry.revocations)
         self._sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
 
-        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        verifier = access.verifier
         self._grpc = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[
@@ -113,6 +131,10 @@ class RegistryApp:
             await self._http.stop()
         if self._relay is not None:
             await self._relay.stop()
+        if self.registry is not None:
+            await self.registry.refusals.stop()
+        if self._access is not None:
+            await self._access.stop()
         if self._store is not None:
             await self._store.close()
         log.info("registry_stopped")

@@ -25,7 +25,7 @@ from services.common.errors import PROBLEM_MEDIA_TYPE, InvalidArgument, TooLarge
 from services.common.http import create_app
 from services.registry import rest_models as shapes
 from services.registry.registry import Actor, Registry
-from services.registry.rest import aliases, artifacts, audit, models, specs, versions
+from services.registry.rest import access, aliases, artifacts, audit, models, specs, versions
 from services.registry.rest.deps import operation_name, request_id
 from services.registry.rest.errors import install_error_handlers, problem_response
 from services.registry.settings import RegistrySettings
@@ -50,8 +50,9 @@ def create_http_app(
     registry: Registry, settings: RegistrySettings, verifier: TokenVerifier, *, ready: Callable[[], bool]
 ) -> FastAPI:
     async def record_denial(request: Request, exc: AuthError) -> None:
+        where = request_id(request)
         await registry.record_refusal(
-            Actor(exc.principal.subject if exc.principal else "anonymous", request_id(request), "http"),
+            Actor(exc.principal, where, "http") if exc.principal else Actor.anonymous(where, "http"),
             operation_name(request),
             request.url.path[:512],
             "denied" if exc.forbidden else "unauthenticated",
@@ -99,9 +100,10 @@ def create_http_app(
         return response
 
     v1 = APIRouter(prefix="/v1", responses=ERRORS)
-    for concern in (models, versions, artifacts, aliases, specs, audit):
+    for concern in (models, versions, artifacts, aliases, specs, audit, access):
         v1.include_router(concern.router)
     app.include_router(v1)
+    app.include_router(access.well_known)
     _document_problems(app)
     return app
 

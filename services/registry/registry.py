@@ -1,9 +1,10 @@
 """The registry's use cases in one object, shared by the gRPC API, the REST mirror and tests.
 
 Each concern is its own module: :mod:`.models`, :mod:`.versions` (with lineage and
-artifacts), :mod:`.aliases` (promotion, approvals, rollback), :mod:`.specs` and
-:mod:`.audit`; :mod:`.changes` is how every one of them changes things (one transaction
-with its audit records and events) and audits refusals. They read and write only through
+artifacts), :mod:`.aliases` (promotion, approvals, rollback), :mod:`.specs`,
+:mod:`.audit`, :mod:`.teams` and :mod:`.tokens` (the platform's token issuer);
+:mod:`.changes` is how every one of them changes things (one transaction with its audit
+records and events) and audits refusals, and :mod:`.access` who may do what. They read and write only through
 the store layer (:mod:`services.registry.store`), and raise platform errors
 (:mod:`services.registry.errors`) that each adapter translates.
 """
@@ -16,11 +17,15 @@ from services.registry.changes import Actor
 from services.registry.models import ModelUseCases
 from services.registry.specs import SpecUseCases
 from services.registry.store import Page
+from services.registry.teams import TeamUseCases
+from services.registry.tokens import TokenUseCases
 from services.registry.versions import VersionUseCases
 
 
-class Registry(ModelUseCases, VersionUseCases, AliasUseCases, SpecUseCases, AuditUseCases):
-    """Models, versions, aliases, specs, lineage and the audit log."""
+class Registry(
+    ModelUseCases, VersionUseCases, AliasUseCases, SpecUseCases, AuditUseCases, TeamUseCases, TokenUseCases
+):
+    """Models, versions, aliases, specs, lineage, the audit log, teams and tokens."""
 
 
 __all__ = ["Actor", "Page", "Registry"]

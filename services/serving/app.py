@@ -8,7 +8,8 @@ import concurrent.futures
 import sys
 from collections.abc import Awaitable, Callable
 
-from services.common.auth import MethodScopes, Scope, ServiceCredentials, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import MethodScopes, Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
@@ -48,6 +49,7 @@ class ServingApp:
         self._previous_switch_interval: float | None = None
         self._synced = asyncio.Event()
         self._registry: RegistryClient | None = None
+        self._access: PlatformAccess | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.publisher: PredictionPublisher | None = None
         self._events: ModelEventsListener | None = None
@@ -65,11 +67,10 @@ class ServingApp:
         settings = self.settings
         self._previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-        secret = settings.auth_secret.get_secret_value()
-        verifier = TokenVerifier(secret)
-        self._registry = RegistryClient(
-            settings.registry_address, ServiceCredentials(secret, SERVICE, [Scope.READ])
-        )
+        access = self._access = PlatformAccess(settings, SERVICE)
+        verifier = access.verifier
+        self._registry = RegistryClient(settings.registry_address, access.credentials(Scope.READ))
+        await access.start()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             settings.predict_threads, thread_name_prefix="predict", initializer=configure_predict_thread
         )
@@ -196,6 +197,7 @@ class ServingApp:
             ("shadows", self.inference.drain_shadows if self.inference else None),
             ("prediction_log", self._stop_prediction_log),
             ("registry_client", self._registry.close if self._registry else None),
+            ("access", self._access.stop if self._access else None),
         ]
         for name, step in steps:
             if step is None:

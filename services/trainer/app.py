@@ -13,7 +13,8 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from services.common import mongo
-from services.common.auth import Scope, ServiceCredentials, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import Scope
 from services.common.clients.datasets import DatasetClient
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
@@ -66,9 +67,10 @@ class TrainerApp:
         )
         self._producer = create_producer(settings.kafka_bootstrap_servers, "mlops-trainer")
         await self._producer.start()
-        credentials = ServiceCredentials(
-            settings.auth_secret.get_secret_value(), "trainer", [Scope.READ, Scope.WRITE]
-        )
+        # The trainer's HTTP port serves health and metrics only, so no caller's token is
+        # checked there and it keeps no revocation list.
+        access = PlatformAccess(settings, "trainer")
+        credentials = access.credentials(Scope.READ, Scope.WRITE)
         self._registry = RegistryClient(settings.registry_address, credentials)
         self._datasets = DatasetClient(settings.datasets_address, credentials)
         key = settings.artifact_signing_key
@@ -115,11 +117,10 @@ class TrainerApp:
             await self._online.start()
         consumer = self._consumer
         metrics.ASSIGNED_PARTITIONS.set_function(lambda: len(consumer.assignment()))
-        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
         http_app = create_app(
             "mlops trainer",
             settings.code_version,
-            verifier=verifier,
+            verifier=access.verifier,
             ready=lambda: self.ready,
             description="Trains, evaluates and registers models from train requests on Kafka.",
         )

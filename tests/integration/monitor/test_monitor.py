@@ -102,7 +102,7 @@ async def running(infra: Infra) -> AsyncIterator[Running]:
     settings = MonitorSettings(
         MLOPS_KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
         MLOPS_TOPIC_PREFIX=topics.prefix,
-        MLOPS_AUTH_SECRET=infra.auth_secret,
+        **infra.keys.settings(),
         http_port=0,
         join_window_seconds=JOIN_WINDOW,
         sweep_interval_seconds=0.2,

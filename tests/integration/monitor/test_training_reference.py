@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from services.common.artifacts import SKOPS, sha256_hex
-from services.common.auth import Scope, ServiceCredentials
+from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics, decode
 from services.common.kafka import create_producer
@@ -78,7 +78,7 @@ async def setup(infra: Infra) -> AsyncIterator[Setup]:
     async with started(RegistryApp(registry_settings(infra, prefix))) as registry:
         address = f"127.0.0.1:{registry.grpc_port}"
         with_profile, without_profile = f"{prefix}-a", f"{prefix}-b"
-        writer = ServiceCredentials(infra.auth_secret, "trainer", [Scope.WRITE])
+        writer = infra.credentials("trainer", Scope.WRITE)
         async with RegistryClient(address, writer) as client:
             for model, reference in ((with_profile, profile(random.Random(1))), (without_profile, None)):
                 await client.create_model(model)
@@ -86,7 +86,7 @@ async def setup(infra: Infra) -> AsyncIterator[Setup]:
         settings = MonitorSettings(
             MLOPS_KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
             MLOPS_TOPIC_PREFIX=prefix,
-            MLOPS_AUTH_SECRET=infra.auth_secret,
+            **infra.keys.settings(),
             MLOPS_REGISTRY_ADDRESS=address,
             http_port=0,
             commit_interval_seconds=0.2,
@@ -152,7 +152,7 @@ async def test_live_traffic_shifted_from_training_is_data_drift_on_that_feature_
 
 
 async def test_an_unreachable_registry_is_reported_and_not_asked_again_at_once(infra: Infra) -> None:
-    reader = ServiceCredentials(infra.auth_secret, "monitor", [Scope.READ])
+    reader = infra.credentials("monitor", Scope.READ)
     source = ProfileSource(RegistryClient(f"127.0.0.1:{free_port()}", reader, timeout=2.0), retry_seconds=60)
     try:
         first = await source.lookup("m", 1, now=100.0)

@@ -11,11 +11,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from services.common.artifacts import RIVER_HMAC, dump_sklearn, load_sklearn, sha256_hex, sign
-from services.common.auth import Scope
+from services.common.auth import Principal, Scope
 from services.common.clients.registry import MANUAL, RegistryClient
 from services.common.errors import FIELD_METADATA, KIND_METADATA
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.registry.app import RegistryApp
+from services.registry.registry import Actor
 from tests.integration.registry.conftest import SIGNING_KEY, ClientFactory, ModelEvents
 from tests.integration.registry.helpers import DATA_HASH, metadata, random_artifact
 
@@ -541,10 +542,11 @@ async def test_pages_cover_everything_once(
     for i in range(5):
         await admin.create_version(metadata(model_name, f"p{i}".encode(), evaluated=False), f"p{i}".encode())
     assert registry_app.registry is not None
+    actor = Actor(Principal.of("admin", [Scope.ADMIN]))
     seen: list[int] = []
     token = ""
     while True:
-        page = await registry_app.registry.list_versions(model_name, page_size=2, page_token=token)
+        page = await registry_app.registry.list_versions(actor, model_name, page_size=2, page_token=token)
         seen += [v.version for v in page.items]
         token = page.next_page_token
         if not token:
@@ -553,7 +555,7 @@ async def test_pages_cover_everything_once(
     from services.registry.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument):
-        await registry_app.registry.list_versions(model_name, page_token="garbage!")
+        await registry_app.registry.list_versions(actor, model_name, page_token="garbage!")
 
 
 async def test_specs_are_versioned(admin: RegistryClient, model_name: str) -> None:
