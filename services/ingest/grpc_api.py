@@ -1,7 +1,8 @@
 """gRPC adapter: ``mlops.v1.DatasetService`` over :class:`Datasets`.
 
-Scopes (checked by the shared ``AuthInterceptor``): ``write`` registers schemas,
-``read`` does the rest. Errors map to status codes naming the field at fault.
+Scopes (checked by the shared ``AuthInterceptor``, in the dataset's team by the use
+cases): ``write`` registers schemas, ``read`` does the rest. Errors map to status codes
+naming the field at fault.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from typing import TypeVar
 
 import grpc
 
-from services.common.auth import MethodScopes, Scope, current_principal
+from services.common.auth import MethodScopes, Principal, Scope, current_principal
 from services.common.proto.mlops.v1 import datasets_pb2, datasets_pb2_grpc
 from services.common.proto.mlops.v1.model_pb2 import MaterializedWindow
 from services.ingest.datasets import (
     Conflict,
     Datasets,
+    Denied,
     FailedPrecondition,
     InvalidRequest,
     NotFound,
@@ -37,6 +39,8 @@ def status_of(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, Denied):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, SchemaConflict | SchemaUnsupported | FailedPrecondition):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, Conflict):
@@ -55,6 +59,13 @@ async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
         raise  # pragma: no cover - abort raises
 
 
+def caller() -> Principal:
+    """The verified caller (the interceptor admits no call without one)."""
+    principal = current_principal.get()
+    assert principal is not None, "called without the AuthInterceptor"
+    return principal
+
+
 class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     def __init__(self, datasets: Datasets):
         self._datasets = datasets
@@ -62,21 +73,21 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     async def RegisterSchema(
         self, request: datasets_pb2.RegisterSchemaRequest, context: grpc.aio.ServicerContext
     ) -> datasets_pb2.DatasetSchema:
-        principal = current_principal.get()
-        actor = principal.subject if principal is not None else ""
         if not request.HasField("schema"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "schema: required")
-        return await _answer(context, lambda: self._datasets.register_schema(request.schema, actor))
+        return await _answer(context, lambda: self._datasets.register_schema(request.schema, caller()))
 
     async def GetSchema(
         self, request: datasets_pb2.GetSchemaRequest, context: grpc.aio.ServicerContext
     ) -> datasets_pb2.DatasetSchema:
-        return await _answer(context, lambda: self._datasets.get_schema(request.name, request.version))
+        return await _answer(
+            context, lambda: self._datasets.get_schema(request.name, request.version, caller())
+        )
 
     async def ListSchemas(
         self, request: datasets_pb2.ListSchemasRequest, context: grpc.aio.ServicerContext
     ) -> datasets_pb2.ListSchemasResponse:
-        schemas = await self._datasets.list_schemas()
+        schemas = await self._datasets.list_schemas(caller())
         return datasets_pb2.ListSchemasResponse(schemas=schemas)
 
     async def ReadWindow(
@@ -84,7 +95,7 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     ) -> AsyncIterator[datasets_pb2.WindowChunk]:
         window = WindowRequest(request.window, request.labelled_only, request.chunk_rows)
         try:
-            async for item in self._datasets.read_window(window):
+            async for item in self._datasets.read_window(window, caller()):
                 if isinstance(item, MaterializedWindow):
                     yield datasets_pb2.WindowChunk(summary=item)
                 else:
@@ -100,4 +111,6 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
     ) -> datasets_pb2.QualitySummary:
         start = to_datetime(request.start_time) if request.HasField("start_time") else None
         end = to_datetime(request.end_time) if request.HasField("end_time") else None
-        return await _answer(context, lambda: self._datasets.quality_summary(request.dataset, start, end))
+        return await _answer(
+            context, lambda: self._datasets.quality_summary(request.dataset, start, end, caller())
+        )

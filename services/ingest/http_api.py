@@ -143,7 +143,8 @@ def create_http_app(
             )
         request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
         submissions = [
-            Submission(_decode(item), f"http/{request_id}/{index}") for index, item in enumerate(events)
+            Submission(await _admitted(_decode(item), principal, datasets), f"http/{request_id}/{index}")
+            for index, item in enumerate(events)
         ]
         try:
             outcomes = await pipeline.ingest(submissions)
@@ -164,7 +165,7 @@ def create_http_app(
 
     @app.get("/v1/datasets", tags=["datasets"], summary="The latest schema of every dataset.")
     async def list_datasets(principal: Reader) -> list[dict[str, Any]]:
-        return [_json(schema) for schema in await datasets.list_schemas()]
+        return [_json(schema) for schema in await datasets.list_schemas(principal)]
 
     @app.get(
         "/v1/datasets/{name}/schema",
@@ -176,7 +177,7 @@ def create_http_app(
         name: str, principal: Reader, version: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0
     ) -> dict[str, Any]:
         try:
-            return _json(await datasets.get_schema(name, version))
+            return _json(await datasets.get_schema(name, version, principal))
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
@@ -196,7 +197,7 @@ def create_http_app(
             if value is not None and value.tzinfo is None:
                 raise HTTPException(422, f"{field}: needs a UTC offset (for example 2026-11-26T10:00:00Z)")
         try:
-            summary = await datasets.quality_summary(name, start, end)
+            summary = await datasets.quality_summary(name, start, end, principal)
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except InvalidRequest as exc:
@@ -206,6 +207,17 @@ def create_http_app(
         )
 
     return app
+
+
+async def _admitted(
+    decoded: Decoded | Rejection, caller: Principal, datasets: Datasets
+) -> Decoded | Rejection:
+    """``decoded``, unless it names a dataset the caller may not send events to: then the
+    refusal an unknown dataset gets (another team's dataset names do not leak)."""
+    if isinstance(decoded, Decoded) and not await datasets.may_ingest(decoded.event.dataset, caller):
+        name = decoded.event.dataset[:128]
+        return Rejection(Reason.UNKNOWN_DATASET, "dataset", f"no dataset named {name!r} is registered")
+    return decoded
 
 
 def _decode(item: Any) -> Decoded | Rejection:

@@ -19,6 +19,7 @@ from services.monitor.drift import DriftMonitor
 from services.monitor.profiles import ProfileSource
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
+from services.monitor.teams import ModelTeams
 
 log = get_logger(__name__)
 
@@ -39,6 +40,7 @@ class MonitorApp:
         self.profiles: ProfileSource | None = None
         self._http: HttpServer | None = None
         self._access: PlatformAccess | None = None
+        self._registry: RegistryClient | None = None
 
     @property
     def ready(self) -> bool:
@@ -48,6 +50,11 @@ class MonitorApp:
         settings = self.settings
         topics = Topics(settings.topic_prefix)
         access = self._access = PlatformAccess(settings, "monitor")
+        registry = self._registry = RegistryClient(
+            settings.registry_address,
+            access.credentials(Scope.READ),
+            timeout=settings.reference_timeout_seconds,
+        )
         if settings.alert_webhook_url is not None:
             self.alerter = WebhookAlerter(
                 settings.alert_webhook_url.get_secret_value(),
@@ -56,11 +63,6 @@ class MonitorApp:
             )
             await self.alerter.start()
         if settings.training_reference:
-            registry = RegistryClient(
-                settings.registry_address,
-                access.credentials(Scope.READ),
-                timeout=settings.reference_timeout_seconds,
-            )
             self.profiles = ProfileSource(registry, settings.reference_retry_seconds)
         self.streams = MonitorStreams(
             settings, self.monitor, clock=self._clock, alerter=self.alerter, profiles=self.profiles
@@ -81,6 +83,7 @@ class MonitorApp:
         http_app = http_api.create_http_app(
             self.monitor,
             verifier,
+            ModelTeams(registry),
             ready=lambda: self.ready,
             assignment=lambda: streams.assignment,
             version=settings.code_version,
@@ -99,8 +102,8 @@ class MonitorApp:
             await self._http.stop()
         if self.alerter is not None:
             await self.alerter.stop()
-        if self.profiles is not None:
-            await self.profiles.close()
+        if self._registry is not None:
+            await self._registry.close()
         if self._access is not None:
             await self._access.stop()
         log.info("monitor_stopped")

@@ -1,4 +1,5 @@
-"""HTTP: health and metrics (shared), and the live status of every watched model."""
+"""HTTP: health and metrics (shared), and the live status of the watched models of the
+caller's teams (every model for an admin)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from services.common.auth import Principal, Scope, TokenVerifier
 from services.common.http import create_app, require_scope
 from services.monitor.drift import DriftMonitor
+from services.monitor.teams import ModelTeams
 
 Reader = Annotated[Principal, Depends(require_scope(Scope.READ))]
 
@@ -17,6 +19,7 @@ Reader = Annotated[Principal, Depends(require_scope(Scope.READ))]
 def create_http_app(
     monitor: DriftMonitor,
     verifier: TokenVerifier,
+    teams: ModelTeams,
     *,
     ready: Callable[[], bool],
     assignment: Callable[[], dict[str, list[int]]],
@@ -36,19 +39,19 @@ def create_http_app(
         summary="Every model this process watches (versions, accuracy, detectors, drift) and the "
         "partitions it owns.",
     )
-    async def status(_: Reader) -> dict[str, Any]:
-        return {"models": monitor.status(), "assignment": assignment()}
+    async def status(caller: Reader) -> dict[str, Any]:
+        return {"models": await teams.visible(monitor.status(), caller), "assignment": assignment()}
 
     @app.get(
         "/v1/status/{model}",
         tags=["status"],
         summary="One model's status.",
-        responses={404: {"description": "This process watches no model of that name."}},
+        responses={404: {"description": "This process watches no model of that name (of your teams)."}},
     )
-    async def model_status(model: str, _: Reader) -> dict[str, Any]:
-        for entry in monitor.status():
-            if entry["model"] == model:
-                return dict(entry)
+    async def model_status(model: str, caller: Reader) -> dict[str, Any]:
+        mine = [entry for entry in monitor.status() if entry["model"] == model]
+        for entry in await teams.visible(mine, caller):
+            return entry
         raise HTTPException(status_code=404, detail=f"model: {model[:140]!r} is not watched by this monitor")
 
     return app

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.common.auth import ALL_TEAMS, DEFAULT_TEAM, Principal, Scope, check_team_name, parse_scopes
+from services.common.auth import Scope, check_team_name, parse_scopes
 from services.common.auth.tokens import check_subject
 from services.registry.errors import InvalidArgument
 
@@ -86,10 +86,3 @@ def team_scopes(values: Iterable[str], field: str = "scopes") -> frozenset[Scope
     if Scope.ADMIN in scopes:
         raise InvalidArgument(f"{field}: admin is the platform's scope, not a team's", field=field)
     return scopes
-
-
-def home_team(principal: Principal) -> str:
-    """The team a new resource goes to when the caller names none: its only team, else the
-    default team."""
-    teams = [t for t in principal.grants if t != ALL_TEAMS]
-    return teams[0] if len(teams) == 1 and not principal.admin else DEFAULT_TEAM

@@ -33,7 +33,7 @@ class ModelUseCases(UseCases):
     ) -> Model:
         tags = dict(tags or {})
         target = resource("models", name)
-        team = team or access.home_team(actor.principal)
+        team = team or actor.principal.home_team()
 
         def check() -> None:
             validation.model_name(name, "name")

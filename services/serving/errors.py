@@ -34,6 +34,13 @@ class ModelNotFound(InferenceError):
     http_status = 404
 
 
+class Forbidden(InferenceError):
+    """The caller sees the model's team but may not predict with its models."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+
 class TooLarge(InferenceError):
     """The request exceeds a configured limit (rows, bytes)."""
 

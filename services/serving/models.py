@@ -23,10 +23,11 @@ from typing import Protocol
 import grpc
 
 from services.common.artifacts import RIVER_HMAC, SKOPS, ArtifactError, load_sklearn
+from services.common.auth import DEFAULT_TEAM, Principal, Scope
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 from services.serving.batching import Batcher, BatchObserver
-from services.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable
+from services.serving.errors import Forbidden, InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.predictor import Predictor, SignatureError
 from services.serving.river_model import PLATFORM as RIVER_PLATFORM
 from services.serving.river_model import load_river
@@ -81,6 +82,8 @@ class ServedModel:
     versions: Mapping[str, LoadedVersion] = field(default_factory=dict)
     policy: ModelPolicy = field(default_factory=ModelPolicy)
     reason: str = ""
+    team: str = DEFAULT_TEAM
+    """The team that owns the model (from the registry): only its callers may use it."""
 
     def aliases_of(self, number: int) -> list[str]:
         return [alias for alias, loaded in self.versions.items() if loaded.number == number]
@@ -179,23 +182,27 @@ class ModelManager:
     def models(self) -> Mapping[str, ServedModel]:
         return self._models
 
-    def get(self, name: str) -> ServedModel:
-        """The served model, or :class:`ModelNotFound`."""
+    def get(self, name: str, caller: Principal | None = None) -> ServedModel:
+        """The served model, or :class:`ModelNotFound` (also for a model of a team ``caller``
+        does not act for, so other teams' model names do not leak); :class:`Forbidden` when
+        ``caller`` lacks the predict scope in the model's team. No caller: no check."""
         model = self._models.get(name)
-        if model is None:
+        if model is None or (caller is not None and not caller.acts_for(model.team)):
             raise ModelNotFound(f"model '{shown(name)}' is not served")
+        if caller is not None and not caller.may(Scope.PREDICT, model.team):
+            raise Forbidden(f"{caller.subject!r} lacks scope 'predict' in team {model.team!r}")
         return model
 
-    def ready_model(self, name: str) -> ServedModel:
+    def ready_model(self, name: str, caller: Principal | None = None) -> ServedModel:
         """The served model if it can answer, else NOT_FOUND or UNAVAILABLE."""
-        model = self.get(name)
+        model = self.get(name, caller)
         if model.state is not ModelState.READY:
             raise ModelUnavailable(f"model '{name}' is {model.state.value.lower()}: {model.reason}")
         return model
 
-    def version(self, name: str, version: str) -> LoadedVersion:
+    def version(self, name: str, version: str, caller: Principal | None = None) -> LoadedVersion:
         """A served version by number (empty: production), or NOT_FOUND/UNAVAILABLE."""
-        model = self.ready_model(name)
+        model = self.ready_model(name, caller)
         if not version:
             return model.versions[PRODUCTION]
         number = parse_version(version)
@@ -206,11 +213,18 @@ class ModelManager:
             )
         return loaded
 
-    def route(self, name: str, version: str = "", alias: str = "", routing_key: str | None = None) -> Route:
+    def route(
+        self,
+        name: str,
+        version: str = "",
+        alias: str = "",
+        routing_key: str | None = None,
+        caller: Principal | None = None,
+    ) -> Route:
         """Where a request for ``name`` goes, pinned by ``version`` or ``alias`` or by the rollout."""
-        model = self.ready_model(name)
+        model = self.ready_model(name, caller)
         if version:
-            target = self.version(name, version)
+            target = self.version(name, version, caller)
             if alias and model.versions.get(alias) is not target:
                 raise InvalidInput(
                     f"model_version {target.number} and alias '{shown(alias)}' disagree; "
@@ -299,7 +313,12 @@ class ModelManager:
         current = self._models.get(name)
         if current is None:
             await self._publish(
-                ServedModel(name, ModelState.LOADING, reason=f"loading version {wanted[PRODUCTION]}")
+                ServedModel(
+                    name,
+                    ModelState.LOADING,
+                    reason=f"loading version {wanted[PRODUCTION]}",
+                    team=registered.team,
+                )
             )
         loaded: dict[str, LoadedVersion] = {}
         problems: list[str] = []
@@ -312,9 +331,11 @@ class ModelManager:
             reason = "; ".join(problems)
             if current is not None and current.state is ModelState.READY:
                 log.error("production_load_failed_keeping_current", model=name, reason=reason)
-                await self._publish(replace(current, reason=reason))
+                await self._publish(replace(current, reason=reason, team=registered.team))
             else:
-                await self._publish(ServedModel(name, ModelState.UNAVAILABLE, reason=reason))
+                await self._publish(
+                    ServedModel(name, ModelState.UNAVAILABLE, reason=reason, team=registered.team)
+                )
             return
         candidate_tags = loaded[CANDIDATE].tags if CANDIDATE in loaded else {}
         policy = read_policy(registered.tags, candidate_tags, self._defaults)
@@ -326,7 +347,12 @@ class ModelManager:
         previous = current.versions if current is not None else {}
         await self._publish(
             ServedModel(
-                name, ModelState.READY, loaded, policy, reason="; ".join([*problems, *policy.problems])
+                name,
+                ModelState.READY,
+                loaded,
+                policy,
+                reason="; ".join([*problems, *policy.problems]),
+                team=registered.team,
             )
         )
         self._retire(name, [v for v in previous.values() if v not in loaded.values()])

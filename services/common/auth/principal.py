@@ -116,6 +116,12 @@ class Principal:
             return True
         return scope in self.grants.get(team, frozenset()) or scope in self.grants.get(ALL_TEAMS, frozenset())
 
+    def home_team(self) -> str:
+        """The team a new resource goes to when the caller names none: its only team, else
+        the default team."""
+        teams = [t for t in self.grants if t != ALL_TEAMS]
+        return teams[0] if len(teams) == 1 and not self.admin else DEFAULT_TEAM
+
     def visible_teams(self) -> frozenset[str] | None:
         """The teams whose resources a list may show; None for every team."""
         if self.admin or ALL_TEAMS in self.grants:

@@ -386,7 +386,11 @@ async def test_status_endpoint_needs_the_read_scope(running: Running) -> None:
             "/v1/status", headers={"authorization": f"Bearer {running.infra.token(Scope.PREDICT)}"}
         )
         assert forbidden.status_code == 403
-        headers = {"authorization": f"Bearer {running.infra.token(Scope.READ)}"}
+        # No registry here tells the models' teams: only an administrator sees them.
+        reader = {"authorization": f"Bearer {running.infra.token(Scope.READ)}"}
+        assert (await client.get("/v1/status", headers=reader)).json()["models"] == []
+        assert (await client.get("/v1/status/dupes", headers=reader)).status_code == 404
+        headers = {"authorization": f"Bearer {running.infra.token(Scope.ADMIN)}"}
         body = (await client.get("/v1/status", headers=headers)).json()
         assert {m["model"] for m in body["models"]} >= {"late-labels", "dupes"}
         one = (await client.get("/v1/status/dupes", headers=headers)).json()
@@ -404,7 +408,7 @@ async def test_mlops_drift_status_shows_the_monitor_report(running: Running) -> 
 
     runner = CliRunner()
     url = f"http://127.0.0.1:{running.app.http_port}"
-    token = running.infra.token(Scope.READ)
+    token = running.infra.token(Scope.ADMIN)  # no registry here tells the models' teams
 
     def invoke(*args: str) -> Any:
         return runner.invoke(
