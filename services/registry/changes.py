@@ -146,8 +146,9 @@ class Change:
     def owned(self, name: str, model: registry_pb2.Model | None) -> registry_pb2.Model:
         """``model`` if the caller may make this change to it (see :func:`visible`, then the
         action's scope in the model's team); its team becomes the change's."""
+        if model is not None:
+            self.team = model.team  # named in the refusal's audit record too
         model = visible(self.actor, name, model)
-        self.team = model.team
         scope = ACTION_SCOPES[self.action]
         if not self.actor.principal.may(scope, model.team):
             raise PermissionDenied(

@@ -2,7 +2,8 @@
 and scopes mapped from their claims by configuration.
 
 The provider's keys come from its JWKS address and are cached (``PyJWKClient``, refreshed
-when a token names a key id not seen yet, and at the latest after ``cache_seconds``).
+after ``cache_seconds``, and when a token names a key id not seen yet, at most once every
+30 seconds so tokens with made-up key ids cannot make the platform hammer the provider).
 A token must come from the configured issuer, be meant for the configured audience, be
 signed with RS256, PS256, ES256 or EdDSA and carry ``exp``. Its groups (a list, or a
 space-separated string, at a claim path such as ``groups`` or ``realm_access.roles``)
