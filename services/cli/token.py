@@ -29,6 +29,7 @@ from services.common.auth import (
     KeySet,
     Principal,
     SigningKey,
+    TokenIssuer,
     TokenVerifier,
     jwks_json,
     parse_scopes,
@@ -217,6 +218,32 @@ def _describe(principal: Principal) -> dict[str, object]:
             datetime.fromtimestamp(principal.expires_at, UTC).isoformat() if principal.expires_at else None
         ),
     }
+
+
+@app.command()
+def sign(
+    private_key: Annotated[Path, typer.Option(help="The registry's signing key (PEM).")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", "-s", help=f"A scope to grant (repeatable). {SCOPES_HELP}")
+    ],
+    subject: Annotated[str, typer.Option(help="Who the token is for; it appears in the audit log.")],
+    team: Annotated[
+        list[str] | None, typer.Option("--team", "-t", help="A team it acts for (repeatable).")
+    ] = None,
+    ttl: Annotated[int, typer.Option(help="Seconds until it expires.", min=1, max=86400)] = 3600,
+    key_id: Annotated[
+        str, typer.Option(help="The kid (default: derived from the key, as keygen prints it).")
+    ] = "",
+) -> None:
+    """Sign a token offline with the registry's key, without asking the registry: the first
+    admin token of a new deployment, or break-glass access. It is not recorded, so `list`
+    does not show it (`revoke` takes its id all the same); prefer `create` otherwise."""
+    try:
+        issuer = TokenIssuer(SigningKey.from_pem(private_key.read_text(), kid=key_id))
+        minted = issuer.mint(subject, parse_scopes(scope), teams=team or [], ttl_seconds=ttl)
+    except (OSError, ValueError) as exc:
+        fail(str(exc), ExitCode.USAGE)
+    print(minted.token)
 
 
 @app.command()

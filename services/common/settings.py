@@ -71,7 +71,7 @@ class ServiceSettings(BaseSettings):
 
     oidc_jwks_cache_seconds: float = platform_field("OIDC_JWKS_CACHE_SECONDS", 300.0, ge=10, le=86400)
     """How long the provider's keys are kept before they are fetched again (a token naming
-    an unknown key id fetches them at once)."""
+    an unknown key id fetches them at once, at most once every 30 seconds)."""
 
     oidc_subject_claim: str = platform_field("OIDC_SUBJECT_CLAIM", "sub", min_length=1)
     """The claim naming the person, as the audit log shows them (``sub``, ``email`` ...)."""

@@ -205,3 +205,17 @@ def test_the_image_installs_exactly_the_runtime_dependencies_pinned_by_the_lock(
     assert names <= pinned, f"not pinned in requirements.lock: {names - pinned}"
     dev = {re.split(r"[=<>\[ ]", dep)[0].lower() for dep in project["optional-dependencies"]["dev"]}
     assert not names & dev
+
+
+def test_only_the_registry_holds_the_token_signing_key(compose_config: dict[str, Any]) -> None:
+    holders = {
+        name
+        for name, svc in compose_config["services"].items()
+        if "REGISTRY_SIGNING_KEY" in svc.get("environment", {})
+    }
+    assert holders == {"registry"}
+    for service in PLATFORM_SERVICES:
+        assert (
+            "BEGIN PRIVATE KEY"
+            not in compose_config["services"][service]["environment"]["MLOPS_AUTH_PUBLIC_KEYS"]
+        )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from services.cli.__main__ import app
 from services.cli.output import ExitCode, exit_code_for
 from services.cli.predict import matrix_request, named_request, parse_features, read_predictions
 from services.cli.rows import BadRow, Row, detect_format, parse_cell, read_rows
-from services.common.auth import KeySet, PlatformKeys, Scope, SigningKey, TokenIssuer, TokenVerifier
+from services.common.auth import KeySet, PlatformKeys, Scope, TokenVerifier
 from services.common.proto.inference import grpc_service_pb2 as oip
 from tests.helpers.keys import KEYS
 
@@ -84,8 +85,14 @@ def test_keygen_and_jwks_make_keys_the_verifier_trusts(tmp_path: Path) -> None:
     )
     keys = KeySet.from_json(listed.stdout)
     assert keys.kids() == sorted([jwk["kid"], json.loads(service.stdout)["kid"]])
-    token = TokenIssuer(SigningKey.from_pem(issuer_pem.read_text())).mint("ops", [Scope.READ], ttl_seconds=60)
-    assert asyncio.run(TokenVerifier(keys).verify(f"Bearer {token.token}")).subject == "ops"
+    signed = runner.invoke(
+        app,
+        ["token", "sign", "--private-key", str(issuer_pem), "--subject", "ops", "-s", "admin", "--ttl", "60"],
+    )
+    assert signed.exit_code == 0, signed.output
+    principal = asyncio.run(TokenVerifier(keys).verify(f"Bearer {signed.stdout.strip()}"))
+    assert (principal.subject, principal.admin) == ("ops", True)
+    assert principal.expires_at is not None and principal.expires_at <= time.time() + 61
 
 
 def test_grpc_status_codes_map_to_documented_exit_codes() -> None:
