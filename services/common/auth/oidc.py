@@ -34,7 +34,7 @@ from services.common.auth.principal import (
     check_team_name,
     parse_scopes,
 )
-from services.common.auth.tokens import LEEWAY_SECONDS, AuthError, check_subject
+from services.common.auth.tokens import LEEWAY_SECONDS, AuthError, check_subject, verified_claims
 
 ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 
@@ -122,20 +122,14 @@ class OidcProvider:
             raise AuthError(f"invalid token: {exc}") from None
         if key.algorithm_name not in ALGORITHMS:
             raise AuthError(f"invalid token: algorithm {key.algorithm_name} is not accepted")
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[key.algorithm_name],
-                issuer=self.issuer,
-                audience=self._audience,
-                leeway=self._leeway,
-                options={"require": ["iss", "aud", "exp", "iat"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
-        except jwt.InvalidTokenError as exc:
-            raise AuthError(f"invalid token: {exc}") from None
+        claims = verified_claims(
+            token,
+            key,
+            require=["iss", "aud", "exp", "iat"],
+            issuer=self.issuer,
+            audience=self._audience,
+            leeway=self._leeway,
+        )
         subject = claim_at(claims, self._subject_claim)
         if not isinstance(subject, str):
             raise AuthError(f"invalid token: no {self._subject_claim!r} claim naming the subject")

@@ -67,6 +67,20 @@ def denial(exc: AuthError) -> PlatformError:
     return PermissionDenied(str(exc)) if exc.forbidden else Unauthenticated(str(exc))
 
 
+def verified_claims(token: str, key: jwt.PyJWK, *, require: Sequence[str], **checks: Any) -> dict[str, Any]:
+    """The claims of ``token`` if ``key`` signed it (with the key's own algorithm, so a token
+    cannot pick a weaker one) and ``checks`` (issuer, audience, leeway) hold; AuthError if not."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, key, algorithms=[key.algorithm_name], options={"require": list(require)}, **checks
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+    return claims
+
+
 def check_subject(subject: str) -> str:
     """``subject`` if it can name a token's holder (printable, at most 256 characters)."""
     if not subject.strip() or len(subject) > MAX_SUBJECT_LENGTH or not subject.isprintable():
@@ -244,19 +258,9 @@ class TokenVerifier:
         key = self.keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise AuthError(f"invalid token: signed by an unknown key (kid {str(kid)[:64]!r})")
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[key.algorithm_name],
-                issuer=self._issuer,
-                leeway=self._leeway,
-                options={"require": ["sub", "iss", "iat", "exp", "jti"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
-        except jwt.InvalidTokenError as exc:
-            raise AuthError(f"invalid token: {exc}") from None
+        claims = verified_claims(
+            token, key, require=["sub", "iss", "iat", "exp", "jti"], issuer=self._issuer, leeway=self._leeway
+        )
         return platform_principal(claims, service_key=str(kid).startswith(SERVICE_KEY_PREFIX))
 
 
