@@ -96,7 +96,6 @@ class IngestApp:
             max_chunk_rows=settings.window_max_chunk_rows,
         )
         self._access = PlatformAccess(settings, "ingest")
-        await self._access.start()
         verifier = self._access.verifier
         self._grpc = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
@@ -119,12 +118,16 @@ class IngestApp:
         await self._http.start()
         self.grpc_port = self._grpc.port
         self.http_port = self._http.port
+        # Last, so a start that fails leaves no poller behind.
+        await self._access.start()
         self._ready = True
         log.info("ingest_started", grpc_port=self.grpc_port, http_port=self.http_port)
 
     async def stop(self) -> None:
         """Stop taking calls, finish and commit the batch in hand, then disconnect."""
         self._ready = False
+        if self._access is not None:
+            await self._access.stop()
         if self._http is not None:
             await self._http.stop()
         if self._grpc is not None:
@@ -135,8 +138,6 @@ class IngestApp:
             await self._producer.stop()
         if self._client is not None:
             await self._client.close()
-        if self._access is not None:
-            await self._access.stop()
         log.info("ingest_stopped")
 
 

@@ -77,7 +77,6 @@ class MonitorApp:
             [self.streams.join_topic, self.streams.samples_topic],
             partitions=settings.partitions,
         )
-        await access.start()
         verifier = access.verifier
         streams = self.streams
         http_app = http_api.create_http_app(
@@ -92,10 +91,13 @@ class MonitorApp:
         await self._http.start()
         self.http_port = self._http.port
         await self.streams.start()
+        await access.start()
         log.info("monitor_started", http_port=self.http_port, group=settings.consumer_group())
 
     async def stop(self) -> None:
         """Stop consuming (committing what was handled), then stop serving HTTP."""
+        if self._access is not None:
+            await self._access.stop()
         if self.streams is not None:
             await self.streams.stop()
         if self._http is not None:
@@ -104,8 +106,6 @@ class MonitorApp:
             await self.alerter.stop()
         if self._registry is not None:
             await self._registry.close()
-        if self._access is not None:
-            await self._access.stop()
         log.info("monitor_stopped")
 
 

@@ -78,7 +78,6 @@ class RegistryApp:
         self.registry = registry
         self._relay.start()
         registry.refusals.start()
-        await access.start(source=registry.revocations)
         self._sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
 
         verifier = access.verifier
@@ -102,6 +101,7 @@ class RegistryApp:
         await self._http.start()
         self.grpc_port = self._grpc.port
         self.http_port = self._http.port
+        await access.start(source=registry.revocations)
         self._ready = True
         log.info("registry_started", grpc_port=self.grpc_port, http_port=self.http_port)
 
@@ -122,6 +122,8 @@ class RegistryApp:
         """Stop taking calls, let the ones in flight finish, flush the outbox, disconnect."""
         self._ready = False
         self._stopping.set()
+        if self._access is not None:
+            await self._access.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -133,8 +135,6 @@ class RegistryApp:
             await self._relay.stop()
         if self.registry is not None:
             await self.registry.refusals.stop()
-        if self._access is not None:
-            await self._access.stop()
         if self._store is not None:
             await self._store.close()
         log.info("registry_stopped")

@@ -70,7 +70,6 @@ class ServingApp:
         access = self._access = PlatformAccess(settings, SERVICE)
         verifier = access.verifier
         self._registry = RegistryClient(settings.registry_address, access.credentials(Scope.READ))
-        await access.start()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             settings.predict_threads, thread_name_prefix="predict", initializer=configure_predict_thread
         )
@@ -158,6 +157,7 @@ class ServingApp:
         await self._http.start()
         self.grpc_port = self._grpc.port
         self.http_port = self._http.port
+        await access.start()
 
         self._sync_task = asyncio.create_task(self._keep_in_sync(), name="serving-sync")
         try:
@@ -189,6 +189,7 @@ class ServingApp:
         the gRPC port or the registry channel open)."""
         self._ready = False
         steps: list[tuple[str, Callable[[], Awaitable[object]] | None]] = [
+            ("access", self._access.stop if self._access else None),
             ("grpc", self._grpc.stop if self._grpc else None),
             ("http", self._http.stop if self._http else None),
             ("model_events", self._events.stop if self._events else None),
@@ -197,7 +198,6 @@ class ServingApp:
             ("shadows", self.inference.drain_shadows if self.inference else None),
             ("prediction_log", self._stop_prediction_log),
             ("registry_client", self._registry.close if self._registry else None),
-            ("access", self._access.stop if self._access else None),
         ]
         for name, step in steps:
             if step is None:

@@ -18,7 +18,7 @@ import grpc
 import structlog
 
 from services.common.auth.principal import Principal, Scope
-from services.common.auth.tokens import AuthError, TokenVerifier
+from services.common.auth.tokens import AuthError, TokenVerifier, denial
 from services.common.grpc_handlers import Wrapper, rewrap_handler
 
 PUBLIC_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -68,7 +68,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except AuthError as exc:
             if self._on_denied is not None:
                 await self._on_denied(method, exc, request_id)
-            code = grpc.StatusCode.PERMISSION_DENIED if exc.forbidden else grpc.StatusCode.UNAUTHENTICATED
+            code = grpc.StatusCode[denial(exc).kind.grpc_code]
             return rewrap_handler(handler, _aborting(code, str(exc)))
         return rewrap_handler(handler, _binding(principal, request_id))
 
