@@ -115,7 +115,7 @@ async def test_bad_uploads_are_refused_with_the_field_named(
         files={"artifact": ("a", artifact)},
     )
     assert malformed.status_code == 422
-    assert ["body", "metadata", "artifact", "size_bytes"] in [e["loc"] for e in malformed.json()["detail"]]
+    assert malformed.json()["field"] == "body.metadata.artifact.size_bytes"
     not_json = await http.post(
         f"/v1/models/{model_name}/versions", data={"metadata": "{"}, files={"artifact": ("a", artifact)}
     )
