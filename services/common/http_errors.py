@@ -5,8 +5,8 @@ Every error a :class:`PlatformApp` answers is an RFC 9457 body
 a :class:`~services.common.errors.PlatformError` a route raises, an ``HTTPException``
 (an unknown route, say), a request FastAPI could not validate (422, ``field`` naming
 the first bad input) and an unexpected failure (500, without its details). The OpenAPI
-document says so: FastAPI's own 422 declarations are replaced by the problem body, and
-routes declare theirs with :func:`problem_responses`.
+document says so (:func:`with_problem_bodies`), and routes declare theirs with
+:func:`problem_responses`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ SCHEMA_NAME = "ProblemDetails"
 _SCHEMA_REF = f"#/components/schemas/{SCHEMA_NAME}"
 _FASTAPI_VALIDATION_REF = "#/components/schemas/HTTPValidationError"
 """What FastAPI declares a 422 answers; :class:`PlatformApp` answers a problem body instead."""
+_EDGE_STATUSES = frozenset({"400", "401", "403", "422"})
 
 
 class ProblemDetails(BaseModel):
@@ -127,16 +128,25 @@ class PlatformApp(FastAPI):
 
 
 def with_problem_bodies(document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` with FastAPI's 422 declarations answering problem bodies, and the
-    problem schema among its components when anything refers to it (idempotent)."""
+    """``document`` declaring the problem body wherever the shared handlers may answer one
+    whatever the route does (idempotent).
+
+    Those are the statuses an operation already declares among 400 (a body FastAPI cannot
+    parse), 401 and 403 (``require_scope``) and 422 (FastAPI's validation, whose own
+    declaration is replaced); a route declares the statuses its own errors answer with
+    :func:`problem_responses`.
+    """
     for path in document.get("paths", {}).values():
         for operation in path.values():
             if not isinstance(operation, dict):  # a path's shared "parameters"
                 continue
-            response: dict[str, Any] = operation.get("responses", {}).get("422", {})
-            declared = response.get("content", {}).get("application/json", {}).get("schema", {})
-            if declared.get("$ref") == _FASTAPI_VALIDATION_REF:
-                response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _SCHEMA_REF}}}
+            responses: dict[str, Any] = operation.get("responses", {})
+            for status in _EDGE_STATUSES.intersection(responses):
+                content = responses[status].setdefault("content", {})
+                declared = content.get("application/json", {}).get("schema", {})
+                if declared.get("$ref") == _FASTAPI_VALIDATION_REF:
+                    del content["application/json"]
+                content.setdefault(PROBLEM_MEDIA_TYPE, {"schema": {"$ref": _SCHEMA_REF}})
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     if _SCHEMA_REF in json.dumps(document):
         schemas.setdefault(SCHEMA_NAME, ProblemDetails.model_json_schema())

@@ -24,7 +24,10 @@ Reader = Annotated[Principal, Depends(require_scope(Scope.READ))]
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = create_app("errors", "1", verifier=TokenVerifier(SECRET))
 
-    @app.get("/things/{name}", responses=problem_responses({404: "No such thing."}))
+    @app.get(
+        "/things/{name}",
+        responses={**problem_responses({404: "No such thing."}), 403: {"description": "Not yours."}},
+    )
     async def thing(name: str, principal: Reader, limit: Annotated[int, Query(ge=1)] = 1) -> dict[str, Any]:
         if name == "away":
             raise Unavailable("the database is away")
@@ -73,7 +76,8 @@ async def test_token_refusals_are_problems_and_401_asks_for_a_bearer_token(clien
 async def test_the_openapi_document_declares_problem_bodies(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     responses = document["paths"]["/things/{name}"]["get"]["responses"]
-    for status in ("404", "422"):
+    # Declared by the route (404), answered by require_scope (403), by FastAPI (422).
+    for status in ("404", "403", "422"):
         assert list(responses[status]["content"]) == [PROBLEM_MEDIA_TYPE]
     schemas = document["components"]["schemas"]
     assert "ProblemDetails" in schemas and "HTTPValidationError" not in schemas
