@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import grpc
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -46,7 +45,9 @@ from services.common.auth import bearer_metadata
 from services.common.clients.base import open_channel
 from services.common.clients.datasets import DatasetClient
 from services.common.clients.registry import AUTO, RegistryClient
+from services.common.errors import NotFound, PlatformError
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
+from services.common.grpc_errors import translating
 from services.common.kafka import create_producer, publish
 from services.common.localstack import port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
@@ -332,7 +333,7 @@ class ClosedLoopDemo:
         registry = RegistryClient(self._endpoints.registry_address, lambda: token)
         datasets = DatasetClient(self._endpoints.datasets_address, lambda: token)
         channel = open_channel(self._endpoints.serving_address)
-        self._serving = oip_grpc.GRPCInferenceServiceStub(channel)
+        self._serving = translating(oip_grpc.GRPCInferenceServiceStub(channel))
         self._producer = producer
         self._watcher = watcher
         await producer.start()
@@ -365,9 +366,7 @@ class ClosedLoopDemo:
         try:
             current = await datasets.get_schema(DATASET)
             same = list(current.fields) == list(schema.fields) and current.label_field == schema.label_field
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
+        except NotFound:
             same = False
         if not same:
             registered = await datasets.register_schema(schema)
@@ -455,7 +454,7 @@ class ClosedLoopDemo:
         deadline = time.monotonic() + within
         request = oip.ModelReadyRequest(name=MODEL_NAME, version=str(version))
         while time.monotonic() < deadline:
-            with contextlib.suppress(grpc.aio.AioRpcError):
+            with contextlib.suppress(PlatformError):
                 response = await self._serving.ModelReady(request, metadata=self._metadata, timeout=2)
                 if response.ready:
                     return
@@ -695,7 +694,7 @@ def _run(endpoints: Endpoints, config: DemoConfig, console: Console) -> DemoRepo
     scenario = ClosedLoopDemo(endpoints, config, console)
     try:
         return asyncio.run(scenario.run())
-    except DemoFailed as exc:
+    except (DemoFailed, PlatformError) as exc:
         scenario.report.verdict = str(exc)
         console.print(f"[red]demo failed:[/] {exc}")
         return scenario.report

@@ -16,9 +16,10 @@ import typer
 from rich.table import Table
 
 from services.cli.context import resolve_address, resolve_token
-from services.cli.output import ExitCode, console, err_console, fail, grpc_errors, print_json
+from services.cli.output import ExitCode, console, err_console, fail, platform_errors, print_json
 from services.cli.rows import BadRow, Row, detect_format, read_rows
 from services.common.auth import bearer_metadata
+from services.common.grpc_errors import platform_error
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 
@@ -306,17 +307,31 @@ def _run(
     timeout: float,
 ) -> Iterator[Prediction]:
     """Send with up to :data:`IN_FLIGHT` requests outstanding; answers come back in order."""
+    with platform_errors(f"predict via {address}"):
+        for response, row_ids in _answers(address, requests, metadata, timeout):
+            yield from read_predictions(response, row_ids)
+
+
+def _answers(
+    address: str,
+    requests: Iterable[tuple[oip.ModelInferRequest, list[str]]],
+    metadata: tuple[tuple[str, str], ...],
+    timeout: float,
+) -> Iterator[tuple[oip.ModelInferResponse, list[str]]]:
+    """Each request's answer and row ids, in order; a refused request raises its platform error."""
     with grpc.insecure_channel(address) as channel:
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
         window: list[tuple[Future[oip.ModelInferResponse], list[str]]] = []
-        with grpc_errors(f"predict via {address}"):
+        try:
             for request, ids in requests:
                 window.append((stub.ModelInfer.future(request, metadata=metadata, timeout=timeout), ids))
                 if len(window) >= IN_FLIGHT:
                     future, row_ids = window.pop(0)
-                    yield from read_predictions(future.result(), row_ids)
+                    yield future.result(), row_ids
             for future, row_ids in window:
-                yield from read_predictions(future.result(), row_ids)
+                yield future.result(), row_ids
+        except grpc.RpcError as exc:
+            raise platform_error(exc) from exc
 
 
 def _show(predictions: list[Prediction], json_output: bool) -> None:

@@ -21,6 +21,8 @@ import grpc
 import jwt
 import structlog
 
+from services.common.errors import PermissionDenied, PlatformError, Unauthenticated
+from services.common.grpc_errors import abort
 from services.common.grpc_handlers import Wrapper, rewrap_handler
 
 ISSUER = "mlops"
@@ -58,6 +60,11 @@ class AuthError(Exception):
         super().__init__(message)
         self.forbidden = forbidden
         self.principal = principal
+
+
+def denial(exc: AuthError) -> PlatformError:
+    """The platform error a refused token stands for: unauthenticated, or denied the scope."""
+    return PermissionDenied(str(exc)) if exc.forbidden else Unauthenticated(str(exc))
 
 
 def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
@@ -192,23 +199,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except AuthError as exc:
             if self._on_denied is not None:
                 await self._on_denied(method, exc, request_id)
-            code = grpc.StatusCode.PERMISSION_DENIED if exc.forbidden else grpc.StatusCode.UNAUTHENTICATED
-            return rewrap_handler(handler, _aborting(code, str(exc)))
+            return rewrap_handler(handler, _aborting(denial(exc)))
         return rewrap_handler(handler, _binding(principal, request_id))
 
 
-def _aborting(code: grpc.StatusCode, message: str) -> Wrapper:
+def _aborting(error: PlatformError) -> Wrapper:
     def wrap(behaviour: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
         if streaming_response:
 
             async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await context.abort(code, message)
+                await abort(context, error)
                 yield  # pragma: no cover - abort raises
 
             return deny_stream
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(code, message)
+            await abort(context, error)
 
         return deny
 

@@ -1,5 +1,6 @@
 """The HTTP side every service shares: FastAPI app with health and Prometheus routes,
-bearer-token dependencies, and a uvicorn server that runs inside the service's loop."""
+bearer-token dependencies, one error body (:mod:`services.common.http_errors`), and a
+uvicorn server that runs inside the service's loop."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal
+from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal, denial
+from services.common.http_errors import PlatformApp
 
 _bearer = HTTPBearer(
     auto_error=False, description="A platform token: `mlops token create` or the local stack's."
@@ -29,8 +31,9 @@ def create_app(
     on_denied: HttpDenialHook | None = None,
     description: str = "",
 ) -> FastAPI:
-    """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on those)."""
-    app = FastAPI(title=title, version=version, description=description)
+    """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on
+    those) that answers every error with a problem-details body (:class:`PlatformApp`)."""
+    app = PlatformApp(title=title, version=version, description=description)
     app.state.verifier = verifier
     app.state.on_denied = on_denied
 
@@ -57,7 +60,9 @@ def create_app(
 
 
 def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that admits a request only with a valid token carrying ``scope``."""
+    """A dependency that admits a request only with a valid token carrying ``scope``;
+    otherwise it raises :class:`~services.common.errors.Unauthenticated` (401) or
+    :class:`~services.common.errors.PermissionDenied` (403)."""
 
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -69,11 +74,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             hook: HttpDenialHook | None = request.app.state.on_denied
             if hook is not None:
                 await hook(request, exc)
-            raise HTTPException(
-                status_code=403 if exc.forbidden else 401,
-                detail=str(exc),
-                headers={"WWW-Authenticate": "Bearer"},
-            ) from None
+            raise denial(exc) from None
         current_principal.set(principal)
         return principal
 

@@ -20,13 +20,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import grpc
-import pymongo.errors
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
-from services.common import metrics, tracing
+from services.common import metrics, mongo, tracing
+from services.common.errors import PlatformError
 from services.common.events import IncomingRecord, OutgoingRecord
 from services.common.logging import get_logger
 
@@ -46,16 +45,14 @@ class TransientError(Exception):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a failure is the infrastructure's (retry) rather than the record's (dead-letter)."""
+    """Whether a failure is the infrastructure's (retry) rather than the record's (dead-letter):
+    the broker or the database away, or a platform error of a retryable kind (a service
+    unavailable or overloaded, a call past its deadline)."""
     if isinstance(exc, TransientError | KafkaError | ConnectionError | TimeoutError | asyncio.TimeoutError):
         return True
-    if isinstance(exc, pymongo.errors.ConnectionFailure | pymongo.errors.WriteConcernError):
-        return True
-    if isinstance(exc, pymongo.errors.OperationFailure) and exc.has_error_label("TransientTransactionError"):
-        return True
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return False
+    if isinstance(exc, PlatformError):
+        return exc.kind.retryable
+    return mongo.is_transient(exc)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ Every service that compares labels (trainer, serving, monitor) goes through
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
@@ -79,3 +80,16 @@ def river_row(names: Sequence[str], categorical: Collection[str], cells: Iterabl
         else:
             row[name] = float(value)
     return row
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def printable(text: str) -> str:
+    """``text`` in printable ASCII, anything else a caller sent escaped (for audit records
+    and gRPC metadata, which takes printable ASCII only).
+
+    >>> printable("churn\\n")
+    'churn\\\\x0a'
+    """
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

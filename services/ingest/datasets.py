@@ -1,5 +1,6 @@
 """The dataset API's use cases: register and read schemas, materialise windows, summarise
-data quality. Transport-free: the gRPC and HTTP adapters translate to and from these."""
+data quality. Transport-free: they raise platform errors (``InvalidRequest``, ``NotFound``,
+``FailedPrecondition``, the store's ``Conflict``), which the gRPC and HTTP edges answer."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from pymongo.errors import DuplicateKeyError
 
 from services.common.clients.datasets import WindowDigest
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, QualityIssue, QualitySummary
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
@@ -19,24 +20,11 @@ from services.ingest.schemas import check_storable, plan_registration, validate_
 from services.ingest.store import DatasetStore, WindowQuery, row_to_feature_row
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(InvalidArgument):
     """A request with a bad argument, naming it."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class NotFound(LookupError):
-    pass
-
-
-class FailedPrecondition(Exception):
-    """The request is valid but the system is not in a state to carry it out."""
-
-
-class Conflict(Exception):
-    """Concurrent registrations raced for the same version; the caller may retry."""
+        super().__init__(f"{field}: {message}", field=field)
 
 
 def to_datetime(stamp: Timestamp) -> datetime:
@@ -78,7 +66,8 @@ class Datasets:
         """Store ``candidate`` as a version per ``DatasetSchema.version``'s rules.
 
         Raises ``SchemaError`` (invalid), ``SchemaConflict`` (breaking or changed),
-        ``SchemaUnsupported`` (private fields without a key) or :class:`Conflict` (a race).
+        ``SchemaUnsupported`` (private fields without a key) or ``Conflict`` (a race lost
+        to another registration of the same version, from the store).
         """
         validate_schema(candidate)
         check_storable(candidate, self._pseudonymization_enabled)
@@ -96,10 +85,7 @@ class Datasets:
         schema.version = plan.version
         schema.created_at.CopyFrom(from_datetime(datetime.now(UTC)))
         schema.created_by = actor
-        try:
-            await self._store.insert_schema(schema)
-        except DuplicateKeyError:
-            raise Conflict(f"{schema.name} v{schema.version} was registered concurrently; retry") from None
+        await self._store.insert_schema(schema)
         if latest is None or latest.retention_seconds != schema.retention_seconds:
             await self._store.apply_retention(schema.name, schema.retention_seconds)
         self._catalog.forget(schema.name)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI
 
 from services.common.auth import Principal, Scope, TokenVerifier
+from services.common.errors import NotFound
 from services.common.http import create_app, require_scope
+from services.common.http_errors import problem_responses
 from services.monitor.drift import DriftMonitor
 
 Reader = Annotated[Principal, Depends(require_scope(Scope.READ))]
@@ -43,12 +45,12 @@ def create_http_app(
         "/v1/status/{model}",
         tags=["status"],
         summary="One model's status.",
-        responses={404: {"description": "This process watches no model of that name."}},
+        responses=problem_responses({404: "This process watches no model of that name."}),
     )
     async def model_status(model: str, _: Reader) -> dict[str, Any]:
         for entry in monitor.status():
             if entry["model"] == model:
                 return dict(entry)
-        raise HTTPException(status_code=404, detail=f"model: {model[:140]!r} is not watched by this monitor")
+        raise NotFound(f"model: {model[:140]!r} is not watched by this monitor", field="model")
 
     return app

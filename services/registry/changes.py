@@ -9,7 +9,6 @@ audited too, outside the (aborted) transaction.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import events_pb2, registry_pb2
+from services.common.values import printable
 from services.registry import validation
 from services.registry.errors import NotFound, PlatformError
 from services.registry.settings import RegistrySettings
@@ -30,8 +30,6 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-
 
 @dataclass(frozen=True)
 class Actor:
@@ -40,15 +38,6 @@ class Actor:
     subject: str
     request_id: str = ""
     transport: str = "grpc"
-
-
-def printable(text: str) -> str:
-    """``text`` in printable ASCII, anything else a caller sent escaped.
-
-    >>> printable("churn\\n")
-    'churn\\\\x0a'
-    """
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def resource(*parts: object) -> str:

@@ -165,22 +165,6 @@ ArchiveBody = body(R["ArchiveVersionRequest"], "model_name", "version")
 RollbackBody = body(R["RollbackRequest"], "model_name")
 
 
-class Problem(Shape):
-    """An error, as RFC 9457 problem details (``application/problem+json``)."""
-
-    type: str = Field(description="urn:mlops:error:<kind>")
-    title: str = Field(description="The HTTP status's phrase.")
-    status: int
-    detail: str = Field(description="What went wrong, for a person.")
-    kind: str = Field(description="The platform's error kind: invalid, not_found, conflict ...")
-    code: str = Field(
-        description="The gRPC status the same failure gets (ABORTED for a lost compare-and-set)."
-    )
-    field: str = Field(description="For bad input, the field to fix; empty otherwise.")
-    error: str = Field(description="detail again, under the name the Open Inference Protocol uses.")
-    instance: str = ""
-
-
 def paged(shape: type[S], response: type[Message], items: str, page: Page[Any]) -> S:
     """One page of a list as its REST shape: the items under ``items``, and the next page's token."""
     return from_proto(shape, response(**{items: page.items, "next_page_token": page.next_page_token}))

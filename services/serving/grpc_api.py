@@ -2,21 +2,23 @@
 
 Outputs mirror the request's form: a request sent with ``raw_input_contents`` (as
 tritonclient does) is answered with ``raw_output_contents``, one with typed
-``contents`` gets typed contents back.
+``contents`` gets typed contents back. Errors are the data plane's platform errors,
+answered with their status code by the shared server (``GrpcServer``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from services.common.auth import AuthInterceptor
+from services.common.errors import Internal, PlatformError
 from services.common.logging import get_logger
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
-from services.serving.errors import InferenceError, InvalidInput
+from services.serving.errors import InvalidInput
 from services.serving.inference import InferenceRequest, InferenceResponse, InferenceService
 from services.serving.models import ModelManager, ModelState
 from services.serving.predictor import TensorMeta
@@ -119,7 +121,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     ) -> oip.ModelReadyResponse:
         try:
             self._manager.version(request.name, request.version)
-        except InferenceError:
+        except PlatformError:
             return oip.ModelReadyResponse(ready=False)
         return oip.ModelReadyResponse(ready=True)
 
@@ -131,10 +133,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: oip.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> oip.ModelMetadataResponse:
-        try:
-            loaded = self._manager.version(request.name, request.version)
-        except InferenceError as exc:
-            await _abort(context, exc)
+        loaded = self._manager.version(request.name, request.version)
         model = self._manager.models[request.name]
         predictor = loaded.predictor
         return oip.ModelMetadataResponse(
@@ -159,13 +158,11 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
                     decode_inputs=lambda: decode_inputs(request),
                 )
             )
-        except InferenceError as exc:
-            await _abort(context, exc)
+        except PlatformError:
+            raise
         except Exception:
             log.exception("inference_failed", model=request.model_name)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal error while predicting; see the server log"
-            )
+            raise Internal("internal error while predicting; see the server log") from None
         return encode_response(response, raw=bool(request.raw_input_contents))
 
     async def RepositoryIndex(
@@ -196,8 +193,3 @@ def repository_index(
                 )
             )
     return entries
-
-
-async def _abort(context: grpc.aio.ServicerContext, error: InferenceError) -> NoReturn:
-    await context.abort(error.grpc_code, error.message)
-    raise AssertionError("abort returned")  # pragma: no cover - abort always raises

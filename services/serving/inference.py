@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.common.errors import PlatformError
 from services.common.logging import get_logger
-from services.serving.errors import InferenceError, InvalidInput
+from services.serving.errors import InvalidInput
 from services.serving.explain import EXPLANATION_OUTPUTS
 from services.serving.models import LoadedVersion, ModelManager, Route
 from services.serving.predictor import FeatureBatch, Outputs
@@ -147,7 +148,7 @@ class InferenceService:
                 # Not batched: explanations are asked for rarely, and cost more than the answer.
                 outputs = outputs | await route.target.batcher.run(predictor.contributions, batch.matrix)
         except Exception as exc:
-            code = exc.grpc_code.name if isinstance(exc, InferenceError) else "INTERNAL"
+            code = exc.kind.grpc_code if isinstance(exc, PlatformError) else "INTERNAL"
             self._observer.request(model_label, version_label, code, time.perf_counter() - started, rows)
             raise
         latency = time.perf_counter() - started

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
-import grpc
-
 from services.common.artifacts import RIVER_HMAC, SKOPS, ArtifactError, load_sklearn
+from services.common.errors import FailedPrecondition, NotFound
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 from services.serving.batching import Batcher, BatchObserver
@@ -287,11 +286,9 @@ class ModelManager:
     async def _sync_model(self, name: str) -> None:
         try:
             registered = await self._source.get_model(name)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                await self._remove(name, "the model is not in the registry")
-                return
-            raise
+        except NotFound:
+            await self._remove(name, "the model is not in the registry")
+            return
         wanted = {a: int(registered.aliases[a]) for a in self._aliases if a in registered.aliases}
         if PRODUCTION not in wanted:
             await self._remove(name, "the model has no production alias")
@@ -356,10 +353,8 @@ class ModelManager:
             version, data = await self._source.download_artifact(name, version=number)
         except ArtifactError as exc:
             raise LoadError(str(exc)) from None
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                raise LoadError(f"the registry refused the download: {exc.details()}") from None
-            raise
+        except (NotFound, FailedPrecondition) as exc:
+            raise LoadError(f"the registry refused the download: {exc.message}") from None
         fmt = version.artifact.format or SKOPS
         if fmt == SKOPS:
             load: Callable[[], object] = functools.partial(load_sklearn, data, version.artifact.sha256)

@@ -23,11 +23,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from services.common import artifacts
 from services.common.clients.datasets import DatasetClient, WindowIntegrityError
 from services.common.clients.registry import RegistryClient
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PlatformError
 from services.common.kafka import TransientError, is_transient
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow, TrainRequest, TrainResult, TrainStatus
@@ -202,11 +201,11 @@ class JobRunner:
             # Whoever holds the job now answers it; retrying finds it busy, then finished.
             log.warning("job_lost", job=job.key)
             raise TransientError(f"job {job.key!r} was taken over by another trainer") from None
-        except grpc.aio.AioRpcError as exc:
+        except PlatformError as exc:
             if is_transient(exc):
                 raise
             result = self._failed(
-                request, f"{exc.code().name.lower()}: {exc.details()}", "dependency_refused"
+                request, f"{exc.kind.grpc_code.lower()}: {exc.message}", "dependency_refused"
             )
         except Exception as exc:
             if is_transient(exc):
@@ -266,13 +265,11 @@ class JobRunner:
 
     @staticmethod
     async def _maybe(call: Awaitable[Any]) -> Any:
-        """The call's answer, or None when the registry says NOT_FOUND."""
+        """The call's answer, or None when the registry has no such thing."""
         try:
             return await call
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
+        except NotFound:
+            return None
 
     async def _production(self, model_name: str, plan: TrainingPlan) -> ProductionModel | None:
         version = await self._maybe(self._registry.get_version(model_name, alias="production"))
@@ -311,13 +308,9 @@ class JobRunner:
         spec = await self._spec(request)
         try:
             schema = await self._datasets.get_schema(spec.dataset, spec.schema_version)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                which = f" version {spec.schema_version}" if spec.schema_version else ""
-                raise SpecError(
-                    f"dataset {spec.dataset!r}{which}: {exc.details()}", field="dataset"
-                ) from None
-            raise
+        except (NotFound, InvalidArgument) as exc:
+            which = f" version {spec.schema_version}" if spec.schema_version else ""
+            raise SpecError(f"dataset {spec.dataset!r}{which}: {exc.message}", field="dataset") from None
         plan = make_plan(spec, schema, self._config.limits)
         if self._config.signing_key is None and any(c.family.flavor == RIVER for c in plan.candidates):
             raise SpecError(
@@ -332,14 +325,8 @@ class JobRunner:
             raise DataError(
                 f"the window's rows failed their integrity check: {exc}", field="window"
             ) from None
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                grpc.StatusCode.NOT_FOUND,
-            ):
-                raise DataError(f"reading the window: {exc.details()}", field="window") from None
-            raise
+        except (InvalidArgument, FailedPrecondition, NotFound) as exc:
+            raise DataError(f"reading the window: {exc.message}", field="window") from None
         production = await self._production(request.model_name, plan)
         candidate = await self._train(plan, data.rows, production, request)
         if lost.is_set():

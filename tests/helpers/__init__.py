@@ -5,4 +5,5 @@
 - ``datasets``: the orders dataset schema the ingest tests register.
 - ``waiting``: polling state that is only reachable by asking for it.
 - ``cli``: ``mlops`` commands run in a worker thread against services in the test's process.
+- ``problems``: the problem-details body every HTTP API answers an error with.
 """

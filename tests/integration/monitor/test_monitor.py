@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from services.common.auth import Scope
+from services.common.errors import Kind
 from services.common.events import Topics, decode, encode
 from services.common.http import HttpServer
 from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, DLQ_ORIGINAL_OFFSET, create_producer
@@ -32,6 +33,7 @@ from services.monitor.app import MonitorApp
 from services.monitor.settings import MonitorSettings
 from tests.conftest import Infra
 from tests.helpers.kafka import read_to_end
+from tests.helpers.problems import problem_of
 from tests.integration.monitor.helpers import (
     label,
     model_event,
@@ -381,7 +383,7 @@ async def test_status_endpoint_needs_the_read_scope(running: Running) -> None:
     url = f"http://127.0.0.1:{running.app.http_port}"
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         assert (await client.get("/health/ready")).status_code == 200
-        assert (await client.get("/v1/status")).status_code == 401
+        problem_of(await client.get("/v1/status"), 401, Kind.UNAUTHENTICATED)
         forbidden = await client.get(
             "/v1/status", headers={"authorization": f"Bearer {running.infra.token(Scope.PREDICT)}"}
         )
@@ -391,7 +393,8 @@ async def test_status_endpoint_needs_the_read_scope(running: Running) -> None:
         assert {m["model"] for m in body["models"]} >= {"late-labels", "dupes"}
         one = (await client.get("/v1/status/dupes", headers=headers)).json()
         assert one["versions"][0]["labelled"] == 31
-        assert (await client.get("/v1/status/nope", headers=headers)).status_code == 404
+        unwatched = problem_of(await client.get("/v1/status/nope", headers=headers), 404, Kind.NOT_FOUND)
+        assert unwatched["field"] == "model"
         metrics = (await client.get("/metrics")).text
         assert 'mlops_monitor_accuracy_ratio{model="dupes",version="1"}' in metrics
         assert "mlops_monitor_label_lag_seconds_bucket" in metrics

@@ -13,7 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from services.common.artifacts import RIVER_HMAC, dump_sklearn, load_sklearn, sha256_hex, sign
 from services.common.auth import Scope
 from services.common.clients.registry import MANUAL, RegistryClient
-from services.common.errors import FIELD_METADATA, KIND_METADATA
+from services.common.errors import FIELD_METADATA, KIND_METADATA, Conflict, PlatformError
+from services.common.grpc_errors import translating
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.registry.app import RegistryApp
 from tests.integration.registry.conftest import SIGNING_KEY, ClientFactory, ModelEvents
@@ -23,10 +24,11 @@ READY = registry_pb2.VERSION_STATUS_READY
 PENDING = registry_pb2.VERSION_STATUS_PENDING_APPROVAL
 
 
-async def expect_status(code: grpc.StatusCode, call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+async def expect_status(code: grpc.StatusCode, call: object) -> PlatformError:
+    """The platform error the registry client raises for ``call``, of the kind ``code`` names."""
+    with pytest.raises(PlatformError) as caught:
         await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
+    assert caught.value.kind.grpc_code == code.name, caught.value.message
     return caught.value
 
 
@@ -132,9 +134,9 @@ async def test_compare_and_set_lets_exactly_one_concurrent_promotion_win(
     )
 
     winners = [r for r in results if isinstance(r, registry_pb2.Model)]
-    losers = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    losers = [r for r in results if isinstance(r, PlatformError)]
     assert len(winners) == 1 and len(losers) == 1, results
-    assert losers[0].code() == grpc.StatusCode.ABORTED
+    assert isinstance(losers[0], Conflict)
     final = (await admin.get_model(model_name)).aliases["staging"]
     assert final == winners[0].aliases["staging"]
     assert list((await admin.get_version(model_name, final)).aliases) == ["staging"]
@@ -163,17 +165,17 @@ async def test_artifacts_that_do_not_match_their_declaration_leave_nothing_behin
     error = await expect_status(
         grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(wrong_digest, artifact)
     )
-    assert "metadata.artifact.sha256" in (error.details() or "")
+    assert "metadata.artifact.sha256" in error.message
     truncated = metadata(model_name, artifact)
     error = await expect_status(
         grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(truncated, artifact[:-1000])
     )
-    assert "truncated" in (error.details() or "")
+    assert "truncated" in error.message
     longer = metadata(model_name, artifact)
     error = await expect_status(
         grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(longer, artifact + b"x")
     )
-    assert "more than the declared" in (error.details() or "")
+    assert "more than the declared" in error.message
     oversized = metadata(model_name, artifact)
     oversized.artifact.size_bytes = 10**10
     await expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, admin.create_version(oversized, artifact))
@@ -202,7 +204,7 @@ async def test_a_corrupted_stored_artifact_is_refused_on_download(
 
     for number in (1, 2):
         error = await expect_status(grpc.StatusCode.DATA_LOSS, admin.download_artifact(model_name, number))
-        assert "refusing it" in (error.details() or "")
+        assert "refusing it" in error.message
 
 
 async def test_identical_artifacts_are_stored_once(
@@ -226,7 +228,7 @@ async def test_river_artifacts_need_a_valid_signature(admin: RegistryClient, mod
     forged = metadata(model_name, artifact, artifact_format=RIVER_HMAC)
     forged.signature_hmac = sign(artifact, b"not the platform key, but long enough")
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(forged, artifact))
-    assert "metadata.signature_hmac" in (error.details() or "")
+    assert "metadata.signature_hmac" in error.message
 
     signed = metadata(model_name, artifact, artifact_format=RIVER_HMAC)
     signed.signature_hmac = sign(artifact, SIGNING_KEY.encode())
@@ -251,7 +253,7 @@ async def test_river_artifacts_need_a_valid_signature(admin: RegistryClient, mod
 )
 async def test_malformed_model_names_are_refused(admin: RegistryClient, bad_name: str) -> None:
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_model(bad_name))
-    assert "name" in (error.details() or "")
+    assert "name" in error.message
     await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.get_model(bad_name))
     await expect_status(
         grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(metadata(bad_name, b"artifact"), b"artifact")
@@ -265,7 +267,7 @@ async def test_unknown_and_duplicate_things_get_precise_statuses(
     error = await expect_status(
         grpc.StatusCode.NOT_FOUND, admin.create_version(metadata(model_name, b"data"), b"data")
     )
-    assert "create it first" in (error.details() or "")
+    assert "create it first" in error.message
     await admin.create_model(model_name)
     await expect_status(grpc.StatusCode.ALREADY_EXISTS, admin.create_model(model_name))
     assert (await admin.create_model(model_name, exist_ok=True)).name == model_name
@@ -276,7 +278,7 @@ async def test_unknown_and_duplicate_things_get_precise_statuses(
     await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.get_version(model_name))
     nan_metric = metadata(model_name, b"data", metrics={"accuracy": float("nan")})
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(nan_metric, b"data"))
-    assert "metadata.metrics[accuracy]" in (error.details() or "")
+    assert "metadata.metrics[accuracy]" in error.message
     assert (await admin.get_model(model_name)).latest_version == 0
 
 
@@ -286,7 +288,7 @@ async def test_a_stream_that_does_not_start_with_metadata_is_refused(
     from services.common.proto.mlops.v1 import registry_pb2_grpc
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{registry_app.grpc_port}") as channel:
-        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        stub = translating(registry_pb2_grpc.RegistryServiceStub(channel))
         metadata_ = (("authorization", f"Bearer {infra_token}"),)
 
         async def chunks_first():  # type: ignore[no-untyped-def]
@@ -400,7 +402,7 @@ async def test_manual_policy_waits_for_a_distinct_approver(
 
     second = await trainer.create_version(metadata(model_name, b"m2"), b"m2")
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, approver.reject(model_name, 2, ""))
-    assert "comment" in (error.details() or "")
+    assert "comment" in error.message
     rejected = await approver.reject(model_name, second.version, "worse on the holdout slice for segment B")
     assert rejected.status == registry_pb2.VERSION_STATUS_REJECTED and not rejected.aliases
     assert (await admin.get_model(model_name)).aliases == {"production": 1}
@@ -413,7 +415,7 @@ async def test_manual_policy_waits_for_a_distinct_approver(
         grpc.StatusCode.PERMISSION_DENIED,
         clients(Scope.APPROVE, subject="bob").approve(model_name, self_made.version),
     )
-    assert "four-eyes" in (error.details() or "")
+    assert "four-eyes" in error.message
 
     events = await model_events.wait_until(
         lambda evs: any(
@@ -462,7 +464,7 @@ async def test_archived_versions_keep_their_record_but_take_no_alias(
     await admin.create_version(metadata(model_name, b"z1"), b"z1")
     await admin.create_version(metadata(model_name, b"z2"), b"z2")
     error = await expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.archive(model_name, 2))
-    assert "production" in (error.details() or "")
+    assert "production" in error.message
     archived = await admin.archive(model_name, 1, "superseded")
     assert archived.status == registry_pb2.VERSION_STATUS_ARCHIVED
     await expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.set_alias(model_name, "staging", 1))
@@ -579,7 +581,7 @@ async def test_specs_are_versioned(admin: RegistryClient, model_name: str) -> No
 
     spec.estimators[0].params_json = "[1, 2"
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.put_spec(spec))
-    assert "spec.estimators[0].params_json" in (error.details() or "")
+    assert "spec.estimators[0].params_json" in error.message
     spec.estimators[0].params_json = "{}"
     spec.holdout_fraction = float("inf")
     await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.put_spec(spec))
@@ -592,8 +594,10 @@ async def test_specs_are_versioned(admin: RegistryClient, model_name: str) -> No
 async def test_errors_carry_their_kind_and_field_in_trailing_metadata(
     admin: RegistryClient, model_name: str
 ) -> None:
-    def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
-        return {key: str(value) for key, value in error.trailing_metadata() or ()}
+    def trailers(error: PlatformError) -> dict[str, str]:
+        call = error.__cause__  # the client keeps the failed call as the cause
+        assert isinstance(call, grpc.aio.AioRpcError)
+        return {key: str(value) for key, value in call.trailing_metadata() or ()}
 
     invalid = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_model("a/b"))
     assert trailers(invalid) == {KIND_METADATA: "invalid", FIELD_METADATA: "name"}

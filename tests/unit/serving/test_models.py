@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import random
 
-import grpc
 import numpy as np
 import pytest
 
+from services.common.errors import NotFound
 from services.common.proto.mlops.v1 import registry_pb2
 from services.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.models import ModelManager, ModelState
 from services.serving.routing import ModelPolicy, Rollout
 from tests.unit.serving.conftest import Fitted
-
-
-class NotFound(grpc.aio.AioRpcError):
-    def __init__(self, what: str):
-        super().__init__(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), details=what)
 
 
 class MemoryRegistry:

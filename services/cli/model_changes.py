@@ -1,0 +1,283 @@
+"""``mlops models`` commands that change the registry: register and update models, create
+versions, move and remove aliases, roll back, archive (and read an alias's history)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from google.protobuf import json_format
+from rich.table import Table
+
+from services.cli.context import RegistryAddressOption as Address
+from services.cli.context import TokenOption as Token
+from services.cli.models import (
+    POLICIES,
+    STAGES,
+    Expect,
+    Limit,
+    Name,
+    Reason,
+    Tags,
+    VersionArg,
+    call_registry,
+    format_time,
+    key_values,
+    message_json,
+    metric_values,
+    print_message,
+    show_model,
+    show_version,
+)
+from services.cli.output import ExitCode, JsonOutput, console, fail, print_json
+from services.common.proto.mlops.v1 import registry_pb2
+
+# ------------------------------------------------------------------------- models
+
+
+def register(
+    name: Name,
+    description: Annotated[str, typer.Option(help="What the model is for.")] = "",
+    policy: Annotated[
+        str, typer.Option(help="auto (promote when gates pass) or manual (approval needed).")
+    ] = "auto",
+    tag: Tags = None,
+    exist_ok: Annotated[bool, typer.Option(help="Succeed if the model exists already.")] = False,
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Register a model name (needs the [bold]write[/] scope)."""
+    if policy not in POLICIES:
+        fail(f"--policy: one of {', '.join(POLICIES)}", ExitCode.USAGE)
+    tags = key_values(tag, "--tag")
+    model = call_registry(
+        address,
+        token,
+        f"register {name}",
+        lambda c: c.create_model(name, description, POLICIES[policy], tags, exist_ok=exist_ok),
+    )
+    print_message(model, json_output, show_model)
+
+
+def update(
+    name: Name,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    policy: Annotated[str | None, typer.Option(help="auto or manual.")] = None,
+    tag: Tags = None,
+    remove_tag: Annotated[list[str] | None, typer.Option("--remove-tag", help="Tag key to remove.")] = None,
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Change a model's description, tags or promotion policy ([bold]write[/] scope)."""
+    if policy is not None and policy not in POLICIES:
+        fail(f"--policy: one of {', '.join(POLICIES)}", ExitCode.USAGE)
+    tags = key_values(tag, "--tag")
+    model = call_registry(
+        address,
+        token,
+        f"update {name}",
+        lambda c: c.update_model(
+            name,
+            description=description,
+            set_tags=tags,
+            remove_tags=remove_tag or [],
+            policy=POLICIES[policy] if policy else registry_pb2.PROMOTION_POLICY_UNSPECIFIED,
+        ),
+    )
+    print_message(model, json_output, show_model)
+
+
+# ----------------------------------------------------------------------- versions
+
+
+def create_version(
+    name: Name,
+    artifact: Annotated[Path, typer.Argument(help="The artifact file.", exists=True, dir_okay=False)],
+    artifact_format: Annotated[str, typer.Option("--format", help="skops or river-hmac.")] = "skops",
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            help="VersionMetadata as JSON (signature, lineage, gates ...); options below add to it."
+        ),
+    ] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="name=value (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="name=value (repeatable).")] = None,
+    tag: Tags = None,
+    signature_hmac: Annotated[str, typer.Option(help="HMAC-SHA256 (hex) for river-hmac artifacts.")] = "",
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Register a new version from an artifact file ([bold]write[/] scope).
+
+    The registry hashes the bytes as it stores them and refuses the version (storing
+    nothing) if they do not match. Without gate results the version is READY and moves no
+    alias; on a manual-policy model it waits for approval as the candidate.
+    """
+    meta = registry_pb2.VersionMetadata()
+    if metadata is not None:
+        try:
+            json_format.Parse(metadata.read_text(), meta)
+        except (OSError, json_format.ParseError) as exc:
+            fail(f"--metadata {metadata}: {exc}", ExitCode.USAGE)
+    meta.model_name = name
+    meta.artifact.format = meta.artifact.format or artifact_format
+    meta.metrics.update(metric_values(metric))
+    meta.params.update(key_values(param, "--param"))
+    meta.tags.update(key_values(tag, "--tag"))
+    if signature_hmac:
+        meta.signature_hmac = signature_hmac
+    try:
+        data = artifact.read_bytes()
+    except OSError as exc:
+        fail(f"{artifact}: {exc}", ExitCode.USAGE)
+    version = call_registry(
+        address, token, f"create a version of {name}", lambda c: c.create_version(meta, data)
+    )
+    print_message(version, json_output, show_version)
+
+
+def archive(
+    name: Name,
+    version: VersionArg,
+    reason: Reason = "",
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Archive a version no alias points at: kept for lineage, never served ([bold]write[/] scope)."""
+    _archive(name, version, reason, address, token, json_output)
+
+
+def _archive(
+    name: str, version: int, reason: str, address: str | None, token: str | None, json_output: bool
+) -> None:
+    archived = call_registry(
+        address, token, f"archive {name} v{version}", lambda c: c.archive(name, version, reason)
+    )
+    print_message(archived, json_output, show_version)
+
+
+# ------------------------------------------------------------------------ aliases
+
+
+def set_alias(
+    name: Name,
+    alias: Annotated[str, typer.Argument(help="production, staging, candidate or your own.")],
+    version: VersionArg,
+    expect: Expect = None,
+    expect_unset: Annotated[
+        bool, typer.Option(help="Compare-and-set: only if the alias is unset now.")
+    ] = False,
+    reason: Reason = "",
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Point an alias at a version ([bold]promote[/] scope). A lost compare-and-set exits 1."""
+    if expect is not None and expect_unset:
+        fail("--expect and --expect-unset exclude each other", ExitCode.USAGE)
+    expected = -1 if expect_unset else (expect or 0)
+    model = call_registry(
+        address,
+        token,
+        f"set {alias} of {name}",
+        lambda c: c.set_alias(name, alias, version, expected, reason),
+    )
+    print_message(model, json_output, show_model)
+
+
+def delete_alias(
+    name: Name,
+    alias: Annotated[str, typer.Argument(help="The alias to remove.")],
+    expect: Expect = None,
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Remove an alias ([bold]promote[/] scope)."""
+    model = call_registry(
+        address, token, f"delete {alias} of {name}", lambda c: c.delete_alias(name, alias, expect or 0)
+    )
+    print_message(model, json_output, show_model)
+
+
+def transition(
+    name: Name,
+    version: VersionArg,
+    stage: Annotated[str, typer.Argument(help="staging, production, candidate or archived.")],
+    reason: Reason = "",
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Move a version to a stage: point that alias at it, or archive it.
+
+    Stages are aliases here (as in MLflow 2): [bold]production[/] needs the promote scope
+    (and an approved version on manual-policy models); [bold]archived[/] needs write.
+    """
+    if stage not in STAGES:
+        fail(f"stage: one of {', '.join(STAGES)}", ExitCode.USAGE)
+    if stage == "archived":
+        _archive(name, version, reason, address, token, json_output)
+        return
+    model = call_registry(
+        address,
+        token,
+        f"move {name} v{version} to {stage}",
+        lambda c: c.set_alias(name, stage, version, 0, reason),
+    )
+    print_message(model, json_output, show_model)
+
+
+def rollback(
+    name: Name,
+    alias: Annotated[str, typer.Option(help="The alias to move back.")] = "production",
+    expect: Expect = None,
+    reason: Reason = "",
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Move an alias back to the version it pointed at before ([bold]promote[/] scope)."""
+    result = call_registry(
+        address, token, f"roll back {alias} of {name}", lambda c: c.rollback(name, alias, expect or 0, reason)
+    )
+    if json_output:
+        print_json(message_json(result))
+    else:
+        console.print(
+            f"{name} {result.alias}: v{result.from_version} -> v{result.to_version}", highlight=False
+        )
+
+
+def history(
+    name: Name,
+    alias: Annotated[str, typer.Option(help="Only this alias.")] = "",
+    limit: Limit = 50,
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Every move of a model's aliases, newest first ([bold]read[/] scope)."""
+    changes = call_registry(
+        address, token, f"history of {name}", lambda c: c.alias_history(name, alias, limit)
+    )
+    if json_output:
+        print_json([message_json(c) for c in changes])
+        return
+    table = Table("when", "alias", "from", "to", "how", "who", "reason")
+    for c in changes:
+        table.add_row(
+            format_time(c.changed_at),
+            c.alias,
+            str(c.previous_version or "-"),
+            str(c.version or "-"),
+            c.action,
+            c.actor,
+            c.reason,
+        )
+    console.print(table)
