@@ -44,9 +44,9 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from services.cli.stack import LocalStack, StackPorts
-from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata, mint_token
 from services.common.clients.registry import RegistryClient
+from services.common.flavors.skops import SkopsFlavor
 from services.common.localstack import free_port, port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
@@ -126,7 +126,7 @@ async def register(stack: LocalStack, artifact: bytes) -> None:
         await registry.create_version(
             registry_pb2.VersionMetadata(
                 model_name=MODEL,
-                artifact=registry_pb2.Artifact(format=SKOPS),
+                artifact=registry_pb2.Artifact(format=SkopsFlavor.name),
                 signature=signature(),
                 gates=[model_pb2.GateResult(name="bench", passed=True)],
                 gates_passed=True,
@@ -303,8 +303,8 @@ def run_stack(
 
 def explanation_cost(seconds: float) -> None:
     """Explaining against predicting, per call, for the trainer's explainable families."""
+    from services.common.flavors.sklearn_explain import explainer_for
     from services.common.proto.mlops.v1.model_pb2 import Task
-    from services.serving.explain import explainer_for
     from services.trainer.pipelines import FAMILIES, build_pipeline
     from services.trainer.tabular import Feature, FeatureKind
 
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{canned.server_cpu_us_per_request:.0f} us/req",
         flush=True,
     )
-    artifact = dump_sklearn(model)
+    artifact = SkopsFlavor().save(model).data
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         logged = run_stack(Path(tmp) / "on", artifact, X, SCENARIOS, args.seconds, logging=True)
         unlogged = run_stack(

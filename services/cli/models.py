@@ -28,6 +28,7 @@ from services.cli.context import call_service
 from services.cli.output import ExitCode, JsonOutput, console, fail, print_json
 from services.common.artifacts import DigestMismatch
 from services.common.clients.registry import RegistryClient, parse_metric_filter
+from services.common.flavors import FLAVORS
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 app = typer.Typer(
@@ -431,7 +432,9 @@ def show(
 def create_version(
     name: Name,
     artifact: Annotated[Path, typer.Argument(help="The artifact file.", exists=True, dir_okay=False)],
-    artifact_format: Annotated[str, typer.Option("--format", help="skops or river-hmac.")] = "skops",
+    artifact_format: Annotated[
+        str, typer.Option("--format", help=f"The artifact's flavor: {', '.join(FLAVORS)}.")
+    ] = "skops",
     metadata: Annotated[
         Path | None,
         typer.Option(
@@ -441,7 +444,9 @@ def create_version(
     metric: Annotated[list[str] | None, typer.Option("--metric", help="name=value (repeatable).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="name=value (repeatable).")] = None,
     tag: Tags = None,
-    signature_hmac: Annotated[str, typer.Option(help="HMAC-SHA256 (hex) for river-hmac artifacts.")] = "",
+    signature_hmac: Annotated[
+        str, typer.Option(help="HMAC-SHA256 (hex), for signed flavors (river-hmac).")
+    ] = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,

@@ -1,14 +1,16 @@
 """Artifacts in GridFS, addressed by SHA-256, verified on the way in and on the way out.
 
 Bytes are hashed while they are stored; an upload whose size or digest does not match
-what the caller declared (or whose HMAC does not verify, for formats that can run code
-on load) is aborted and leaves no chunk behind. The ``artifacts`` collection maps a
+what the caller declared, or whose bytes its flavor refuses (a pickle posing as a model,
+a skops file holding an untrusted type, a signed format whose HMAC does not verify), is
+aborted and leaves no chunk behind. The ``artifacts`` collection maps a
 digest to the one GridFS file that holds it, so identical bytes are stored once.
 No file path is ever built from anything a client sends: files are found by id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -24,7 +26,8 @@ from gridfs.errors import GridFSError
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.common.artifacts import RIVER_HMAC
+from services.common import errors as platform_errors
+from services.common.flavors import flavor, verify_upload
 from services.common.proto.mlops.v1 import registry_pb2
 from services.registry.errors import InvalidArgument, RegistryError
 
@@ -62,10 +65,10 @@ class ArtifactStore:
         self._signing_key = signing_key
 
     def check_format_allowed(self, artifact_format: str) -> None:
-        """Refuse code-executing formats before any byte is read when no key can verify them."""
-        if artifact_format == RIVER_HMAC and self._signing_key is None:
+        """Refuse signed (code-executing) flavors before any byte is read when no key can verify them."""
+        if flavor(artifact_format).signed and self._signing_key is None:
             raise InvalidArgument(
-                f"metadata.artifact.format: {RIVER_HMAC} artifacts are refused: the registry has no "
+                f"metadata.artifact.format: {artifact_format} artifacts are refused: the registry has no "
                 "artifact signing key (MLOPS_ARTIFACT_SIGNING_KEY) to verify them with",
                 field="metadata.artifact.format",
             )
@@ -73,13 +76,12 @@ class ArtifactStore:
     async def receive(
         self, declared: registry_pb2.Artifact, signature_hmac: str, chunks: AsyncIterator[bytes]
     ) -> ReceivedArtifact:
-        """Store ``chunks`` while hashing them; refuse and clean up on any mismatch."""
+        """Store ``chunks`` while hashing them, then have the flavor verify the complete bytes;
+        refuse and clean up on any mismatch."""
         self.check_format_allowed(declared.format)
         already_stored = await self._index.find_one({"_id": declared.sha256}, {"_id": 1}) is not None
         digest = hashlib.sha256()
-        mac = None
-        if declared.format == RIVER_HMAC and self._signing_key is not None:
-            mac = hmac.new(self._signing_key, digestmod=hashlib.sha256)
+        received: list[bytes] = []
         upload = (
             None
             if already_stored
@@ -95,8 +97,7 @@ class ArtifactStore:
                         field="metadata.artifact.size_bytes",
                     )
                 digest.update(chunk)
-                if mac is not None:
-                    mac.update(chunk)
+                received.append(chunk)
                 if upload is not None:
                     await upload.write(chunk)
             if size < declared.size_bytes:
@@ -112,12 +113,7 @@ class ArtifactStore:
                     f"bytes hash to {actual}",
                     field="metadata.artifact.sha256",
                 )
-            if mac is not None and not hmac.compare_digest(mac.hexdigest(), signature_hmac.lower()):
-                raise InvalidArgument(
-                    "metadata.signature_hmac: the artifact's HMAC does not verify under the platform's "
-                    "signing key; refusing a format that runs code on load",
-                    field="metadata.signature_hmac",
-                )
+            await self._verify(declared.format, b"".join(received), signature_hmac)
             if upload is not None:
                 await upload.close()
         except BaseException:
@@ -126,6 +122,19 @@ class ArtifactStore:
                     await upload.abort()
             raise
         return ReceivedArtifact(declared.sha256, size, upload._id if upload is not None else None)
+
+    async def _verify(self, artifact_format: str, data: bytes, signature_hmac: str) -> None:
+        """The flavor's verifier, off the event loop (parsing a model takes a while)."""
+        try:
+            await asyncio.to_thread(
+                verify_upload,
+                artifact_format,
+                data,
+                signature_hmac=signature_hmac,
+                signing_key=self._signing_key,
+            )
+        except platform_errors.InvalidArgument as exc:  # the registry's errors until it adopts the platform's
+            raise InvalidArgument(exc.message, field=exc.field) from None
 
     async def register(self, received: ReceivedArtifact, session: AsyncClientSession) -> bool:
         """Index the received file under its digest (inside the caller's transaction).

@@ -19,9 +19,8 @@ import numpy as np
 
 from services.common.logging import get_logger
 from services.serving.errors import InferenceError, InvalidInput
-from services.serving.explain import EXPLANATION_OUTPUTS
 from services.serving.models import LoadedVersion, ModelManager, Route
-from services.serving.predictor import FeatureBatch, Outputs
+from services.serving.predictor import EXPLANATION_OUTPUTS, FeatureBatch, Outputs
 from services.serving.routing import SHADOW_ROUTE
 from services.serving.tensors import Tensor
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import functools
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -22,14 +21,14 @@ from typing import Protocol
 
 import grpc
 
-from services.common.artifacts import RIVER_HMAC, SKOPS, ArtifactError, load_sklearn
+from services.common.artifacts import ArtifactError
+from services.common.flavors import flavor
+from services.common.flavors.base import StoredArtifact
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 from services.serving.batching import Batcher, BatchObserver
 from services.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.predictor import Predictor, SignatureError
-from services.serving.river_model import PLATFORM as RIVER_PLATFORM
-from services.serving.river_model import load_river
 from services.serving.routing import CANDIDATE, PRODUCTION, ModelPolicy, Rollout, canary_chosen, read_policy
 
 log = get_logger(__name__)
@@ -360,31 +359,24 @@ class ModelManager:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise LoadError(f"the registry refused the download: {exc.details()}") from None
             raise
-        fmt = version.artifact.format or SKOPS
-        if fmt == SKOPS:
-            load: Callable[[], object] = functools.partial(load_sklearn, data, version.artifact.sha256)
-            platform = "scikit-learn"
-        elif fmt == RIVER_HMAC:
-            load = functools.partial(load_river, version, data, self._signing_key)
-            platform = RIVER_PLATFORM
-        else:
-            raise LoadError(
-                f"artifact format {fmt!r} is not servable (serving loads {SKOPS} and {RIVER_HMAC} artifacts)"
-            )
         loop = asyncio.get_running_loop()
         try:
-            estimator = await loop.run_in_executor(None, load)
+            flavored = flavor(version.artifact.format)
+            runtime = await loop.run_in_executor(
+                None,
+                lambda: flavored.load(StoredArtifact.of(version, data), signing_key=self._signing_key),
+            )
             predictor = Predictor(
                 name,
                 int(version.version),
-                estimator,
+                runtime,
                 version.signature,
                 family=version.params.get("family") or version.tags.get("family", ""),
-                platform=platform,
+                platform=flavored.platform,
             )
         except (ArtifactError, SignatureError) as exc:
             raise LoadError(str(exc)) from None
-        except Exception as exc:  # a corrupt artifact can fail anywhere inside skops
+        except Exception as exc:  # whatever else a model library raises: this version is not servable
             raise LoadError(f"artifact does not load: {type(exc).__name__}: {exc}") from None
         await self._warm(predictor)
         batcher = Batcher(
@@ -401,7 +393,7 @@ class ModelManager:
             "model_version_loaded",
             model=name,
             version=predictor.version,
-            format=fmt,
+            flavor=version.artifact.format,
             family=predictor.family,
             explains=predictor.explainer is not None,
             bytes=len(data),

@@ -17,7 +17,8 @@ from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
-from tests.integration.registry.helpers import metadata, random_artifact
+from tests.helpers.artifacts import random_artifact
+from tests.integration.registry.helpers import metadata
 
 
 def upload(name: str, payload: bytes, **changes: object) -> dict[str, object]:
@@ -104,7 +105,11 @@ async def test_bad_uploads_are_refused_with_the_field_named(
 
     wrong = await http.post(
         f"/v1/models/{model_name}/versions",
-        **upload(model_name, artifact, artifact={"sha256": "0" * 64, "size_bytes": 3000, "format": "skops"}),  # type: ignore[arg-type]
+        **upload(
+            model_name,
+            artifact,
+            artifact={"sha256": "0" * 64, "size_bytes": len(artifact), "format": "skops"},
+        ),  # type: ignore[arg-type]
     )
     assert wrong.status_code == 400 and wrong.json()["field"] == "metadata.artifact.sha256"
     other = await http.post(f"/v1/models/{model_name}/versions", **upload("another-model", artifact))  # type: ignore[arg-type]

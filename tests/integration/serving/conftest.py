@@ -21,10 +21,10 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
+from services.common.flavors.skops import SkopsFlavor
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
@@ -56,7 +56,7 @@ def fit(seed: int) -> Fitted:
         n_samples=400, n_features=N_FEATURES, n_informative=3, n_redundant=0, random_state=seed
     )
     estimator = LogisticRegression().fit(X, np.array(["0", "1"], dtype=object)[y])
-    return Fitted(estimator, X, dump_sklearn(estimator))
+    return Fitted(estimator, X, SkopsFlavor().save(estimator).data)
 
 
 def signature(allow_nan: bool = False) -> model_pb2.Signature:
@@ -82,7 +82,7 @@ def version_metadata(
 ) -> registry_pb2.VersionMetadata:
     return registry_pb2.VersionMetadata(
         model_name=name,
-        artifact=registry_pb2.Artifact(format=SKOPS),
+        artifact=registry_pb2.Artifact(format=SkopsFlavor.name),
         metrics={"accuracy": 0.9},
         signature=signature(),
         lineage=model_pb2.Lineage(

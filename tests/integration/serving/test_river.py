@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.artifacts import SIGNATURE_HMAC_PARAM, sign
+from services.common.artifacts import sign
+from services.common.flavors.base import SIGNATURE_HMAC_PARAM
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.serving.models import ServedModel
 from tests.integration.serving.conftest import Stack, output

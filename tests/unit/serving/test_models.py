@@ -134,12 +134,12 @@ async def test_a_model_whose_only_version_cannot_load_is_unavailable(classifier:
     registry = MemoryRegistry()
     registry.add("iris", 1, classifier)
     version, data = registry.versions[("iris", 1)]
-    version.artifact.format = "onnx"
+    version.artifact.format = "pmml"
     registry.alias("iris", "production", 1)
     manager = ModelManager(registry)
     await manager.sync_all()
     with pytest.raises(
-        ModelUnavailable, match="model 'iris' is unavailable: .*format 'onnx' is not servable"
+        ModelUnavailable, match="model 'iris' is unavailable: .*unknown artifact format 'pmml'; the flavors are skops, river-hmac"
     ):
         manager.route("iris")
 
