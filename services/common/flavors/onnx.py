@@ -222,7 +222,10 @@ class OnnxRuntime(Runtime):
             return graph.zipped.get(chosen, chosen)
         if graph.zipped:
             return next(iter(graph.zipped.values()))
-        floats = [n for n, o in outputs.items() if o.type in _FLOATS and len(o.shape) == 2]
+        # Two dimensions, not one column: [batch, 1] is a value per row.
+        floats = [
+            n for n, o in outputs.items() if o.type in _FLOATS and len(o.shape) == 2 and o.shape[1] != 1
+        ]
         named = [n for n in floats if "prob" in n.lower()]
         return (named or floats)[0] if len(named) == 1 or len(floats) == 1 else None
 
@@ -238,9 +241,8 @@ class OnnxRuntime(Runtime):
         return floats[0] if len(floats) == 1 else None
 
     def _init_classes(self, graph: _Graph, outputs: dict[str, Any], signature: model_pb2.Signature) -> None:
-        width = None
-        if self._proba_output in outputs and isinstance(outputs[self._proba_output].shape[-1], int):
-            width = outputs[self._proba_output].shape[-1]
+        shape = outputs[self._proba_output].shape if self._proba_output in outputs else []
+        width = shape[-1] if shape and isinstance(shape[-1], int) else None
         if graph.classes:
             self.classes_ = np.array(graph.classes, dtype=object)
         elif width or signature.classes:
@@ -323,11 +325,14 @@ class OnnxFlavor(Flavor):
         unknown = []
         try:
             runtime = OnnxRuntime(graph, model_pb2.Signature())
-            task, width, classes = runtime.task, runtime.n_features_in_, runtime.classes_
+            task, classes = runtime.task, runtime.classes_
         except ArtifactError as exc:
-            task, width, classes = model_pb2.TASK_UNSPECIFIED, None, None
+            task, classes = model_pb2.TASK_UNSPECIFIED, None
             unknown.append(f"task: {exc}")
         names = tuple(t.name for t in inputs) if len(inputs) > 1 else ()
+        width = len(names) or (
+            inputs[0].shape[1] if len(inputs[0].shape) == 2 and inputs[0].shape[1] > 0 else None
+        )
         if not names:
             unknown.append("feature names: the graph takes one unnamed matrix")
         if classes is not None and runtime.positional_classes:

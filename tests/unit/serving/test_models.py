@@ -139,7 +139,8 @@ async def test_a_model_whose_only_version_cannot_load_is_unavailable(classifier:
     manager = ModelManager(registry)
     await manager.sync_all()
     with pytest.raises(
-        ModelUnavailable, match="model 'iris' is unavailable: .*unknown artifact format 'pmml'; the flavors are skops, river-hmac"
+        ModelUnavailable,
+        match="model 'iris' is unavailable: .*unknown artifact format 'pmml'; the flavors are skops, river-hmac",
     ):
         manager.route("iris")
 

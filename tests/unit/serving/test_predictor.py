@@ -7,7 +7,12 @@ import concurrent.futures
 import numpy as np
 import pytest
 import sklearn
+import xgboost
+from sklearn.datasets import make_classification
 
+from services.common.artifacts import sha256_hex
+from services.common.flavors import flavor
+from services.common.flavors.base import StoredArtifact
 from services.common.proto.mlops.v1 import model_pb2
 from services.serving.errors import InvalidInput, TooLarge
 from services.serving.predictor import Predictor, SignatureError, configure_predict_thread
@@ -159,3 +164,36 @@ def test_predict_threads_skip_sklearns_finiteness_check_and_no_other_thread_does
     with concurrent.futures.ThreadPoolExecutor(1, initializer=configure_predict_thread) as pool:
         assert pool.submit(lambda: sklearn.get_config()["assume_finite"]).result() is True
     assert sklearn.get_config()["assume_finite"] is False
+
+
+def test_a_booster_with_positional_classes_answers_with_the_signatures_names() -> None:
+    X, y = make_classification(n_samples=200, n_features=4, random_state=3)
+    booster = xgboost.XGBClassifier(n_estimators=5).fit(X, y)
+    data = flavor("xgboost").save(booster).data
+    runtime = flavor("xgboost").load(StoredArtifact(data, sha256_hex(data)))
+    predictor = Predictor("m", 1, runtime, classifier_signature(4, ["no", "yes"]))
+    assert predictor.platform == "xgboost" and predictor.family == "Booster(binary:logistic)"
+    outputs = predictor.predict(X[:20])
+    np.testing.assert_allclose(outputs["probabilities"], booster.predict_proba(X[:20]), atol=1e-6)
+    assert outputs["label"].tolist() == [["no", "yes"][v] for v in booster.predict(X[:20])]
+
+    with pytest.raises(SignatureError, match="the signature names 3 classes but the model has 2"):
+        Predictor("m", 1, runtime, classifier_signature(4, ["a", "b", "c"]))
+    texts = classifier_signature(4, ["no", "yes"])
+    texts.inputs.add(name="f1", datatype="BYTES", shape=[-1])
+    with pytest.raises(
+        SignatureError, match="feature 'f1' is declared BYTES, but xgboost models take numbers only"
+    ):
+        Predictor("m", 1, runtime, texts)
+    regression = classifier_signature(4, [])
+    regression.task = model_pb2.TASK_REGRESSION
+    with pytest.raises(
+        SignatureError,
+        match="the signature's task is regression but the xgboost artifact is a classification model",
+    ):
+        Predictor("m", 1, runtime, regression)
+    # Undeclared features of a numbers-only model take no text either.
+    columns = [Tensor(f"f{i}", "FP64", (2,), X[:2, i]) for i in range(4)]
+    columns[2] = from_raw("f2", "BYTES", [2], encode_bytes_elements(["a", "b"]))
+    with pytest.raises(InvalidInput, match="input 'f2': expected datatype FP64, got BYTES"):
+        predictor.assemble(columns, max_rows=10)
