@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from sklearn.preprocessing import StandardScaler
+from sklearn.linear_model import LinearRegression
 
 from services.common.artifacts import sha256_hex
 from services.common.flavors import flavor, flavor_of
@@ -35,15 +35,17 @@ def opened(
     return flavor(artifact_format).load(stored, signing_key=signing_key)
 
 
+def _linear(rng: np.random.Generator, columns: int) -> bytes:
+    return SkopsFlavor().save(LinearRegression().fit(rng.normal(size=(2, columns)), rng.normal(size=2))).data
+
+
 def random_artifact(size: int = 1000) -> bytes:
     """A real skops artifact (the registry verifies every upload) of at least ``size`` bytes,
-    never the same twice: a scaler fitted on random columns, three float64 numbers each."""
-    columns = max(1, size // 24)
-    return SkopsFlavor().save(StandardScaler().fit(np.random.default_rng().normal(size=(2, columns)))).data
+    never the same twice: a linear model with one random float64 weight per 8 bytes."""
+    return _linear(np.random.default_rng(), max(1, size // 8))
 
 
 @functools.cache
 def model_bytes(tag: str) -> bytes:
     """A small skops artifact of its own for each ``tag``, the same bytes every time it is asked for."""
-    seed = int.from_bytes(hashlib.sha256(tag.encode()).digest()[:8], "big")
-    return SkopsFlavor().save(StandardScaler().fit(np.random.default_rng(seed).normal(size=(2, 2)))).data
+    return _linear(np.random.default_rng(int.from_bytes(hashlib.sha256(tag.encode()).digest()[:8], "big")), 2)

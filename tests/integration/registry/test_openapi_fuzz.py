@@ -98,6 +98,7 @@ def seed(base: str, token: str) -> None:
             data={"metadata": json.dumps(meta)},
             files={"artifact": ("a", artifact)},
             headers=headers,
+            timeout=60,  # the first upload imports the skops flavor's libraries to verify it
         ).raise_for_status()
     httpx.post(
         f"{base}/v1/models/{SEEDED_MODEL}/specs", json={"dataset": "demo"}, headers=headers
