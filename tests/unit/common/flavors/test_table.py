@@ -3,6 +3,8 @@ one verification call refusing, with the platform's error, anything a flavor wou
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import pickle
 
 import lightgbm
@@ -61,3 +63,17 @@ def test_a_signature_that_does_not_verify_names_the_signature_field() -> None:
         verify_upload("river-hmac", b"\x80\x05N.", signature_hmac="0" * 64, signing_key=b"k" * 32)
     assert caught.value.field == "metadata.signature_hmac"
     assert "does not verify" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "services.common.flavors",
+        "services.common.flavors.base",
+        "services.common.flavors.explain",
+        "services.common.flavors.river",
+    ],
+)
+def test_the_examples_in_the_docstrings_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
