@@ -135,18 +135,20 @@ async def register(stack: LocalStack, artifact: bytes) -> None:
         )
 
 
-def request_bytes(X: np.ndarray, rows: int) -> list[bytes]:
+def request_bytes(X: np.ndarray, rows: int, model: str = MODEL) -> list[bytes]:
     """Serialized requests (raw FP64 tensors, as tritonclient sends), cycling through the data."""
     requests = []
     for start in range(0, 64 * rows, rows):
-        request = oip.ModelInferRequest(model_name=MODEL)
-        request.inputs.add(name="features", datatype="FP64", shape=[rows, N_FEATURES])
+        request = oip.ModelInferRequest(model_name=model)
+        request.inputs.add(name="features", datatype="FP64", shape=[rows, X.shape[1]])
         request.raw_input_contents.append(np.ascontiguousarray(X[start : start + rows]).tobytes())
         requests.append(request.SerializeToString())
     return requests
 
 
-async def wait_until_served(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
+async def wait_until_served(
+    channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...], model: str = MODEL
+) -> None:
     ready = channel.unary_unary(
         "/inference.GRPCInferenceService/ModelReady",
         request_serializer=oip.ModelReadyRequest.SerializeToString,
@@ -154,7 +156,7 @@ async def wait_until_served(channel: grpc.aio.Channel, metadata: tuple[tuple[str
     )
     async with asyncio.timeout(60):
         while True:
-            if (await ready(oip.ModelReadyRequest(name=MODEL), metadata=metadata)).ready:
+            if (await ready(oip.ModelReadyRequest(name=model), metadata=metadata)).ready:
                 return
             await asyncio.sleep(0.1)
 
@@ -175,14 +177,15 @@ async def load(
     seconds: float,
     logging: bool,
     server_pid: int,
+    model: str = MODEL,
 ) -> Result:
     """``concurrency`` clients sending back to back for ``seconds``; bytes in, bytes out, so the
     load generator spends its CPU on the wire rather than on protobuf."""
     metadata = bearer_metadata(token)
     async with grpc.aio.insecure_channel(address) as channel:
-        await wait_until_served(channel, metadata)
+        await wait_until_served(channel, metadata, model)
         infer = channel.unary_unary(INFER)
-        payloads = request_bytes(X, rows)
+        payloads = request_bytes(X, rows, model)
         latencies: list[float] = []
         errors = 0
 

@@ -26,7 +26,7 @@ tensors, batching and transports stay in serving; the flavor owns bytes and mode
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -127,6 +127,21 @@ class InferredSignature:
         return signature
 
 
+def described(runtime: Runtime, feature_names: Sequence[str], model: str) -> InferredSignature:
+    """What ``runtime`` says of itself, as an inferred signature; ``model`` names it in the notes."""
+    unknown = [] if feature_names else [f"feature names: {model} was fitted on an unnamed matrix"]
+    classes = () if runtime.classes_ is None else tuple(str(c) for c in runtime.classes_)
+    if classes and runtime.positional_classes:
+        unknown.append(f"class names: {model} knows {len(classes)} classes by position only")
+    return InferredSignature(
+        task=runtime.task,
+        n_features=runtime.n_features_in_,
+        feature_names=tuple(feature_names),
+        classes=classes,
+        unknown=tuple(unknown),
+    )
+
+
 class Runtime(ABC):
     """A loaded model answering for feature matrices (see the module docstring).
 
@@ -176,8 +191,8 @@ class Runtime(ABC):
 class Flavor(ABC):
     """One artifact format and what the platform does with it (see the module docstring).
 
-    Subclasses implement :meth:`handles`, :meth:`save`, :meth:`check`, :meth:`open` and
-    :meth:`describe`; the public :meth:`verify`, :meth:`load` and :meth:`infer_signature`
+    Subclasses set :attr:`modules` (or override :meth:`handles`) and implement :meth:`save`,
+    :meth:`check`, :meth:`open` and :meth:`describe`; the public :meth:`verify`, :meth:`load` and :meth:`infer_signature`
     wrap them so that the digest is always checked first and whatever a library raises on
     bad bytes comes out as :class:`ArtifactError` naming the flavor.
     """
@@ -193,9 +208,12 @@ class Flavor(ABC):
     saved_as: ClassVar[str]
     """What the bytes are, and how to make them, for error messages."""
 
-    @abstractmethod
+    modules: ClassVar[tuple[str, ...]] = ()
+    """Module prefixes of the model objects :meth:`save` takes (``("xgboost.",)``)."""
+
     def handles(self, model: object) -> bool:
         """Whether :meth:`save` takes ``model`` (checked without importing the flavor's library)."""
+        return bool(self.modules) and type(model).__module__.startswith(self.modules)
 
     @abstractmethod
     def save(self, model: Any, *, signing_key: bytes | None = None) -> SavedArtifact:

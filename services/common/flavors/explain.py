@@ -84,3 +84,9 @@ def toward_predicted(values: np.ndarray[Any, Any], base: np.ndarray[Any, Any]) -
     else:
         chosen = np.argmax(values.sum(axis=2) + base, axis=1)
     return Contributions(np.ascontiguousarray(values[rows, chosen]), np.ascontiguousarray(base[rows, chosen]))
+
+
+def bias_last(per_output: np.ndarray[Any, Any]) -> Contributions:
+    """Boosters' own layout, ``[rows, outputs, features + 1]`` with the bias (the base) last,
+    each row explained toward its predicted output (:func:`toward_predicted`)."""
+    return toward_predicted(per_output[:, :, :-1], per_output[:, :, -1])

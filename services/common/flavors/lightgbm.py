@@ -28,8 +28,9 @@ from services.common.flavors.base import (
     Runtime,
     SavedArtifact,
     StoredArtifact,
+    described,
 )
-from services.common.flavors.explain import Contributions, Explainer, toward_predicted
+from services.common.flavors.explain import Contributions, Explainer, bias_last
 from services.common.proto.mlops.v1 import model_pb2
 
 CLASSIFIER_OBJECTIVES = frozenset({"binary", "multiclass", "multiclassova"})
@@ -105,17 +106,15 @@ class _BoosterContributions:
     def explain(self, matrix: Matrix) -> Contributions:
         raw = np.asarray(self._booster.predict(matrix, pred_contrib=True), dtype=np.float64)
         per_output = raw.reshape(len(raw), -1, self._width)  # [rows, outputs, features + 1]
-        return toward_predicted(per_output[:, :, :-1], per_output[:, :, -1])
+        return bias_last(per_output)
 
 
 class LightGBMFlavor(Flavor):
     name = "lightgbm"
     platform = "lightgbm"
     packages = ("lightgbm", "numpy")
+    modules = ("lightgbm.",)
     saved_as = "LightGBM's text model format (Booster.model_to_string, or save_model)"
-
-    def handles(self, model: object) -> bool:
-        return type(model).__module__.startswith("lightgbm.")
 
     def save(self, model: Any, *, signing_key: bytes | None = None) -> SavedArtifact:
         booster = model.booster_ if hasattr(model, "booster_") else model
@@ -129,15 +128,4 @@ class LightGBMFlavor(Flavor):
 
     def describe(self, data: bytes) -> InferredSignature:
         runtime = LightGBMRuntime(*_parsed(data))
-        unknown = (
-            [] if runtime.feature_names else ["feature names: the booster was trained on an unnamed matrix"]
-        )
-        if runtime.classes_ is not None:
-            unknown.append(f"class names: the booster knows {len(runtime.classes_)} classes by position only")
-        return InferredSignature(
-            task=runtime.task,
-            n_features=runtime.n_features_in_,
-            feature_names=runtime.feature_names,
-            classes=tuple(runtime.classes_) if runtime.classes_ is not None else (),
-            unknown=tuple(unknown),
-        )
+        return described(runtime, runtime.feature_names, "the booster")

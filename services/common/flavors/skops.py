@@ -21,6 +21,7 @@ from services.common.flavors.base import (
     Runtime,
     SavedArtifact,
     StoredArtifact,
+    described,
 )
 from services.common.flavors.explain import Explainer
 from services.common.proto.mlops.v1 import model_pb2
@@ -91,10 +92,8 @@ class SkopsFlavor(Flavor):
     name = "skops"
     platform = "scikit-learn"
     packages = ("scikit-learn", "skops", "numpy", "scipy")
+    modules = ("sklearn.",)
     saved_as = "a skops file (skops.io.dump) of a fitted scikit-learn estimator or pipeline"
-
-    def handles(self, model: object) -> bool:
-        return type(model).__module__.startswith("sklearn.")
 
     def save(self, model: Any, *, signing_key: bytes | None = None) -> SavedArtifact:
         import skops.io as sio  # imported on use, as above
@@ -109,15 +108,7 @@ class SkopsFlavor(Flavor):
 
     def describe(self, data: bytes) -> InferredSignature:
         estimator = _estimator(data)
-        runtime = SklearnRuntime(estimator)
         names = getattr(estimator, "feature_names_in_", None)
-        unknown = (
-            [] if names is not None else ["feature names: the estimator was fitted on an unnamed matrix"]
-        )
-        return InferredSignature(
-            task=runtime.task,
-            n_features=runtime.n_features_in_,
-            feature_names=tuple(str(n) for n in names) if names is not None else (),
-            classes=tuple(runtime.classes_) if runtime.classes_ is not None else (),
-            unknown=tuple(unknown),
+        return described(
+            SklearnRuntime(estimator), [] if names is None else [str(n) for n in names], "the estimator"
         )

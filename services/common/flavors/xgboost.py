@@ -26,8 +26,9 @@ from services.common.flavors.base import (
     Runtime,
     SavedArtifact,
     StoredArtifact,
+    described,
 )
-from services.common.flavors.explain import Contributions, Explainer, toward_predicted
+from services.common.flavors.explain import Contributions, Explainer, bias_last
 from services.common.proto.mlops.v1 import model_pb2
 
 # Classification objectives whose margin becomes probabilities by a sigmoid (one score) or
@@ -119,17 +120,15 @@ class _BoosterContributions:
             dtype=np.float64,
         )
         per_output = raw[:, None, :] if raw.ndim == 2 else raw  # [rows, outputs, features + 1]
-        return toward_predicted(per_output[:, :, :-1], per_output[:, :, -1])
+        return bias_last(per_output)
 
 
 class XGBoostFlavor(Flavor):
     name = "xgboost"
     platform = "xgboost"
     packages = ("xgboost-cpu", "numpy")
+    modules = ("xgboost.",)
     saved_as = "XGBoost's own model format (Booster.save_raw('ubj'), or save_model to .ubj or .json)"
-
-    def handles(self, model: object) -> bool:
-        return type(model).__module__.startswith("xgboost.")
 
     def save(self, model: Any, *, signing_key: bytes | None = None) -> SavedArtifact:
         booster = model.get_booster() if hasattr(model, "get_booster") else model
@@ -143,15 +142,4 @@ class XGBoostFlavor(Flavor):
 
     def describe(self, data: bytes) -> InferredSignature:
         booster = _booster(data)
-        runtime = XGBoostRuntime(booster)
-        names = tuple(booster.feature_names or ())
-        unknown = [] if names else ["feature names: the booster was trained on an unnamed matrix"]
-        if runtime.classes_ is not None:
-            unknown.append(f"class names: the booster knows {len(runtime.classes_)} classes by position only")
-        return InferredSignature(
-            task=runtime.task,
-            n_features=runtime.n_features_in_,
-            feature_names=names,
-            classes=tuple(runtime.classes_) if runtime.classes_ is not None else (),
-            unknown=tuple(unknown),
-        )
+        return described(XGBoostRuntime(booster), booster.feature_names or (), "the booster")

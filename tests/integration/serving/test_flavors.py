@@ -6,14 +6,11 @@ margin while ONNX graphs refuse explanations by name."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lightgbm
 import numpy as np
@@ -26,7 +23,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from services.common.auth import Scope
 from services.common.flavors import flavor, flavor_of
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.monitor.app import MonitorApp
@@ -36,10 +32,8 @@ from services.trainer.tabular import Feature, FeatureKind, Table
 from tests.conftest import Infra
 from tests.helpers.apps import app_settings, started
 from tests.helpers.kafka import TopicReader
-from tests.integration.serving.conftest import N_FEATURES, Stack, features_request
+from tests.integration.serving.conftest import CLIENT_PYTHON, N_FEATURES, ROOT, Stack, features_request
 
-ROOT = Path(__file__).resolve().parents[3]
-CLIENT_PYTHON = ROOT / ".venv-client" / "bin" / "python"
 SCRIPT = ROOT / "tests" / "clients" / "triton_flavors.py"
 FIXTURES = ROOT / "tests" / "fixtures"
 NAMES = tuple(f"f{i}" for i in range(N_FEATURES))
@@ -139,7 +133,8 @@ async def test_tritonclient_gets_each_flavors_own_answers(stack: Stack, tmp_path
     case.write_text(
         json.dumps([{"model": names[k], "rows": m.rows.tolist(), "explain": True} for k, m in models.items()])
     )
-    answers = await run_client(stack, case)
+    _, lines = await stack.run_client(SCRIPT, case)
+    answers = {line["model"]: line for line in lines}
 
     for key, outside in models.items():
         answer = answers[names[key]]
@@ -154,29 +149,6 @@ async def test_tritonclient_gets_each_flavors_own_answers(stack: Stack, tmp_path
             refused = answer["explain_error"]
             assert refused["status"] == "StatusCode.INVALID_ARGUMENT"
             assert "onnx graphs are not explained" in refused["message"]
-
-
-async def run_client(stack: Stack, case: Path) -> dict[str, Any]:
-    # The server runs in this event loop: wait for the client without blocking it.
-    process = await asyncio.create_subprocess_exec(
-        str(CLIENT_PYTHON),
-        str(SCRIPT),
-        "--url",
-        f"127.0.0.1:{stack.serving.grpc_port}",
-        "--token",
-        stack.infra.token(Scope.PREDICT),
-        "--case",
-        str(case),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(120):
-        stdout, stderr = await process.communicate()
-    sys.stderr.write(stderr.decode())
-    return {
-        a["model"]: a
-        for a in (json.loads(line) for line in stdout.decode().splitlines() if line.startswith("{"))
-    }
 
 
 async def test_the_monitor_detects_drift_on_a_booster_served_by_the_platform(

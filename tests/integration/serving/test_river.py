@@ -55,7 +55,7 @@ async def test_a_river_model_is_served_and_a_version_that_does_not_verify_is_ref
 
     await stack.serving.manager.wait_for(refused, within=20)
     reason = stack.serving.manager.models[model_name].reason
-    assert "artifact signature does not verify: refusing to unpickle it" in reason
+    assert "the artifact's HMAC does not verify under the platform's signing key" in reason
     response = await stack.infer(columns_request(model_name, X))
     assert response.model_version == "1"
     np.testing.assert_allclose(output(response, "probabilities"), expected)

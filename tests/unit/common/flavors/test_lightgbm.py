@@ -64,7 +64,7 @@ def test_default_column_names_are_no_names(binary: Data) -> None:
     model = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(binary.X, binary.y)
     inferred = LGB.infer_signature(LGB.save(model).data)
     assert inferred.feature_names == () and inferred.classes == ("0", "1")
-    assert "feature names: the booster was trained on an unnamed matrix" in inferred.unknown
+    assert "feature names: the booster was fitted on an unnamed matrix" in inferred.unknown
 
 
 def test_pickles_and_other_text_are_refused_by_name(binary: Data) -> None:

@@ -75,7 +75,7 @@ def test_the_signature_says_what_a_classifier_booster_cannot(binary: Data) -> No
         ("0", "1"),
     )
     assert inferred.unknown == (
-        "feature names: the booster was trained on an unnamed matrix",
+        "feature names: the booster was fitted on an unnamed matrix",
         "class names: the booster knows 2 classes by position only",
     )
 
