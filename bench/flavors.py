@@ -4,9 +4,10 @@
 
 One two-class model per flavor, fitted here on the same data (make_classification, 20
 features, 20,000 rows, random_state 0): ``skops`` a HistGradientBoostingClassifier,
-``onnx`` the same model exported with skl2onnx, ``xgboost`` an XGBClassifier and
-``lightgbm`` an LGBMClassifier (100 trees each), ``river-hmac`` a river logistic
-regression learned on 5,000 rows and signed with the stack's key. Each is saved by its
+``onnx`` a random forest (100 trees, depth 8) exported with skl2onnx (which cannot export
+histogram boosting from scikit-learn 1.9), ``xgboost`` an XGBClassifier and ``lightgbm`` an
+LGBMClassifier (100 trees each), ``river-hmac`` a river logistic regression learned on
+5,000 rows and signed with the stack's key. Each is saved by its
 flavor and registered in a real registry; a real serving process (own process, prediction
 logging on, ``OMP_NUM_THREADS=1``) serves them all.
 
@@ -34,7 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 from sklearn.datasets import make_classification
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
 from bench.serving import Result, load, signature
 from services.cli.stack import LocalStack, StackPorts
@@ -64,10 +65,10 @@ def fitted(signing_key: bytes) -> tuple[np.ndarray, dict[str, Served]]:
     from skl2onnx import to_onnx
 
     X, y = make_classification(n_samples=20_000, n_features=20, random_state=0)
-    hgb = HistGradientBoostingClassifier(random_state=0).fit(X, y)
+    forest = RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0, n_jobs=1).fit(X, y)
     models: dict[str, object] = {
-        "skops": hgb,
-        "onnx": to_onnx(hgb, X[:1].astype(np.float32)),
+        "skops": HistGradientBoostingClassifier(random_state=0).fit(X, y),
+        "onnx": to_onnx(forest, X[:1].astype(np.float32)),
         "xgboost": xgboost.XGBClassifier(n_estimators=100, max_depth=6, random_state=0).fit(X, y),
         "lightgbm": lightgbm.LGBMClassifier(n_estimators=100, verbose=-1, random_state=0).fit(X, y),
     }
