@@ -419,7 +419,6 @@ class ModelManager:
                 runtime,
                 version.signature,
                 family=version.params.get("family") or version.tags.get("family", ""),
-                platform=flavored.platform,
             )
         except (ArtifactError, SignatureError) as exc:
             raise LoadError(str(exc)) from None

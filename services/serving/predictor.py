@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import sklearn
 
+from services.common.flavors import flavor
 from services.common.flavors.base import Runtime
 from services.common.flavors.explain import Explainer, Unexplainable
 from services.common.proto.mlops.v1 import model_pb2
@@ -87,8 +88,6 @@ class Predictor:
     family
         The estimator family as the registry records it (``logistic_regression``); the
         runtime's own description when empty. Error messages name it.
-    platform
-        What runs the model, as ``ModelMetadata`` reports it (the flavor's).
     """
 
     def __init__(
@@ -99,12 +98,12 @@ class Predictor:
         signature: model_pb2.Signature,
         *,
         family: str = "",
-        platform: str = "",
     ):
         self.name = name
         self.version = version
         self.runtime = runtime
-        self.platform = platform or runtime.flavor
+        self.platform = flavor(runtime.flavor).platform
+        """What runs the model, as ``ModelMetadata`` reports it: the flavor's."""
         self.family = family or runtime.family
         self.feature_names: tuple[str, ...] = tuple(signature.feature_names)
         if not self.feature_names:
