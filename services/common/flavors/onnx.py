@@ -26,7 +26,7 @@ are not explained: refused by name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,35 +62,36 @@ _LABELS = frozenset({"tensor(int64)", "tensor(int32)", "tensor(string)"})
 _CLASSIFIER_OPS = frozenset({"LinearClassifier", "TreeEnsembleClassifier", "SVMClassifier", "ZipMap"})
 
 
-def _graphs(graph: Any) -> Iterator[Any]:
-    """``graph`` and every subgraph its nodes hold (If/Loop/Scan bodies)."""
+def _tensors(nodes: Iterable[Any], initializers: Iterable[Any] = ()) -> Iterator[Any]:
+    """Every tensor ``nodes`` hold in their attributes, subgraphs (If/Loop/Scan bodies) included."""
     import onnx
 
-    yield graph
-    for node in graph.node:
+    yield from initializers
+    for node in nodes:
         for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for sub in attribute.graphs:
-                    yield from _graphs(sub)
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                yield attribute.t
+            yield from attribute.tensors
+            for graph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                yield from _tensors(
+                    graph.node, [*graph.initializer, *(t.values for t in graph.sparse_initializer)]
+                )
 
 
 def _refuse_external_data(model: Any) -> None:
     import onnx
 
-    for graph in _graphs(model.graph):
-        tensors = [*graph.initializer, *(s.values for s in graph.sparse_initializer)]
-        for node in graph.node:
-            for attribute in node.attribute:
-                tensors += [attribute.t] if attribute.type == onnx.AttributeProto.TENSOR else []
-                tensors += list(attribute.tensors)
-        for tensor in tensors:
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                raise ArtifactError(
-                    f"the onnx graph keeps tensor {tensor.name!r} outside the file (external data): "
-                    "artifacts must be self-contained; save the model with its weights inside"
-                )
+    graph = model.graph
+    held = _tensors(
+        [*graph.node, *(node for function in model.functions for node in function.node)],
+        [*graph.initializer, *(t.values for t in graph.sparse_initializer)],
+    )
+    for tensor in held:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise ArtifactError(
+                f"the onnx graph keeps tensor {tensor.name!r} outside the file (external data): "
+                "artifacts must be self-contained; save the model with its weights inside"
+            )
 
 
 def _attribute(node: Any, name: str) -> Any:

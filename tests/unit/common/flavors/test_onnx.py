@@ -130,14 +130,42 @@ def test_one_input_per_feature_is_fed_by_name_whatever_the_column_order() -> Non
         ONNX.load(StoredArtifact(data, sha256_hex(data), unnamed))
 
 
+def external(tensor: TensorProto, location: str) -> TensorProto:
+    """``tensor`` with its data moved out of the file, as ``onnx.save(..., save_as_external_data=True)`` does."""
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value=location)
+    return tensor
+
+
 def test_weights_outside_the_file_are_refused_before_onnxruntime_sees_them() -> None:
     model = per_feature_graph()
-    weights = model.graph.initializer[0]
-    weights.ClearField("float_data")
-    weights.data_location = TensorProto.EXTERNAL
-    weights.external_data.add(key="location", value="../../etc/passwd")
+    external(model.graph.initializer[0], "../../etc/passwd")
     with pytest.raises(ArtifactError, match="keeps tensor 'w' outside the file"):
         ONNX.verify(model.SerializeToString())
+
+    # The same inside a branch of an If: subgraphs are searched too.
+    def branch(name: str, value: TensorProto) -> onnx.GraphProto:
+        out = helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])
+        return helper.make_graph([helper.make_node("Constant", [], [name], value=value)], name, [], [out])
+
+    hidden = external(helper.make_tensor("hidden", TensorProto.FLOAT, [1], [1.0]), "/etc/shadow")
+    choose = helper.make_node(
+        "If",
+        ["flag"],
+        ["y"],
+        then_branch=branch("y_then", hidden),
+        else_branch=branch("y_else", helper.make_tensor("plain", TensorProto.FLOAT, [1], [0.0])),
+    )
+    graph = helper.make_graph(
+        [choose],
+        "branches",
+        [helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    nested = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+    with pytest.raises(ArtifactError, match="keeps tensor 'hidden' outside the file"):
+        ONNX.verify(nested.SerializeToString())
 
 
 def test_graphs_onnxruntime_cannot_run_and_what_is_not_onnx_are_refused(binary: Data) -> None:
