@@ -31,6 +31,7 @@ from services.cli.models import (
     show_version,
 )
 from services.cli.output import ExitCode, JsonOutput, console, fail, print_json
+from services.common.flavors import FLAVORS
 from services.common.proto.mlops.v1 import registry_pb2
 
 # ------------------------------------------------------------------------- models
@@ -96,7 +97,9 @@ def update(
 def create_version(
     name: Name,
     artifact: Annotated[Path, typer.Argument(help="The artifact file.", exists=True, dir_okay=False)],
-    artifact_format: Annotated[str, typer.Option("--format", help="skops or river-hmac.")] = "skops",
+    artifact_format: Annotated[
+        str, typer.Option("--format", help=f"The artifact's flavor: {', '.join(FLAVORS)}.")
+    ] = "skops",
     metadata: Annotated[
         Path | None,
         typer.Option(
@@ -106,7 +109,9 @@ def create_version(
     metric: Annotated[list[str] | None, typer.Option("--metric", help="name=value (repeatable).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="name=value (repeatable).")] = None,
     tag: Tags = None,
-    signature_hmac: Annotated[str, typer.Option(help="HMAC-SHA256 (hex) for river-hmac artifacts.")] = "",
+    signature_hmac: Annotated[
+        str, typer.Option(help="HMAC-SHA256 (hex), for signed flavors (river-hmac).")
+    ] = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,

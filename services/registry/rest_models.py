@@ -49,9 +49,10 @@ DESCRIPTIONS = {
     "UpdateModelRequest.promotion_policy": "PROMOTION_POLICY_UNSPECIFIED leaves the policy as it is.",
     "UpdateModelRequest.description": "Unset: left as it is.",
     "VersionMetadata.model_name": "Optional; must name the model in the path when given.",
-    "VersionMetadata.signature_hmac": "For river-hmac artifacts: hex HMAC-SHA256 of the artifact by the trainer.",
+    "VersionMetadata.signature_hmac": "For signed flavors (river-hmac): hex HMAC-SHA256 of the artifact by the trainer.",
     "Artifact.sha256": "SHA-256 of the artifact's bytes, 64 lowercase hex characters.",
-    "Artifact.format": "skops, or river-hmac (accepted only with a valid signature_hmac).",
+    "Artifact.format": "The artifact's flavor: skops, river-hmac (only with a valid signature_hmac), xgboost, "
+    "lightgbm or onnx. The registry verifies the bytes as that flavor before it stores the version.",
     "Model.aliases": "Alias -> version number.",
     "AuditRecord.before_json": "The resource's relevant state before the change, as a JSON object.",
     "AuditRecord.after_json": "The resource's relevant state after the change, as a JSON object.",

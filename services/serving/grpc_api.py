@@ -22,6 +22,7 @@ from services.serving.errors import InvalidInput
 from services.serving.inference import InferenceRequest, InferenceResponse, InferenceService
 from services.serving.models import ModelManager, ModelState
 from services.serving.predictor import TensorMeta
+from services.serving.routing import PRODUCTION
 from services.serving.tensors import Tensor, fill_contents, from_contents, from_raw, to_raw
 
 log = get_logger(__name__)
@@ -181,6 +182,8 @@ def repository_index(
         if model.state is ModelState.READY:
             for number in sorted({v.number for v in model.versions.values()}):
                 aliases = ", ".join(model.aliases_of(number))
+                if model.fallback_from and PRODUCTION in model.aliases_of(number):
+                    aliases += f" (in place of version {model.fallback_from}: {model.reason})"
                 entries.append(
                     oip.RepositoryIndexResponse.ModelIndex(
                         name=name, version=str(number), state=model.state.value, reason=aliases

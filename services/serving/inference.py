@@ -20,9 +20,8 @@ import numpy as np
 from services.common.errors import PlatformError
 from services.common.logging import get_logger
 from services.serving.errors import InvalidInput
-from services.serving.explain import EXPLANATION_OUTPUTS
 from services.serving.models import LoadedVersion, ModelManager, Route
-from services.serving.predictor import FeatureBatch, Outputs
+from services.serving.predictor import EXPLANATION_OUTPUTS, FeatureBatch, Outputs
 from services.serving.routing import SHADOW_ROUTE
 from services.serving.tensors import Tensor
 

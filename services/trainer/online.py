@@ -29,9 +29,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.common import artifacts
+from services.common.artifacts import ArtifactError
 from services.common.clients.registry import RegistryClient
 from services.common.events import EnvelopeError, IncomingRecord, decode
+from services.common.flavors import flavor
+from services.common.flavors.base import SIGNATURE_HMAC_PARAM, StoredArtifact
+from services.common.flavors.river import RiverFlavor, RiverRuntime
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.registry_pb2 import (
@@ -43,7 +46,7 @@ from services.trainer import metrics
 from services.trainer.errors import SpecError
 from services.trainer.gates import metric_floor
 from services.trainer.jobs import JobStore
-from services.trainer.registration import SIGNATURE_PARAM, package_versions
+from services.trainer.registration import package_versions
 from services.trainer.river_models import OnlineSession, RiverEstimator
 from services.trainer.scoring import DEFAULT_METRIC, METRICS
 from services.trainer.tabular import Feature, FeatureKind
@@ -126,10 +129,8 @@ class OnlineLearner:
 
     async def _refresh(self) -> None:
         """Follow the production river versions: take the leases, load what changed, drop the rest."""
-        versions = await self._registry.search_versions(
-            SearchModelVersionsRequest(alias="production", tags={"flavor": "river"})
-        )
-        production = {v.model_name: v for v in versions}
+        versions = await self._registry.search_versions(SearchModelVersionsRequest(alias="production"))
+        production = {v.model_name: v for v in versions if v.artifact.format == RiverFlavor.name}
         for name in [n for n in self.sessions if n not in production]:
             await self._drop(name, "no longer a river model in production")
         for name, version in production.items():
@@ -153,7 +154,7 @@ class OnlineLearner:
     async def _load(self, version: ModelVersion) -> None:
         try:
             session = await self._session(version)
-        except (artifacts.ArtifactError, SpecError, ValueError) as exc:
+        except (ArtifactError, SpecError, ValueError) as exc:
             log.warning(
                 "online_model_unusable", model=version.model_name, version=version.version, error=str(exc)
             )
@@ -167,16 +168,16 @@ class OnlineLearner:
 
     async def _session(self, version: ModelVersion) -> OnlineSession:
         _, data = await self._registry.download_artifact(version.model_name, version.version)
-        signature = version.params.get(SIGNATURE_PARAM, "")
-        model = artifacts.load_signed_pickle(
-            data, version.artifact.sha256, signature, self._config.signing_key
+        runtime = flavor(RiverFlavor.name).load(
+            StoredArtifact.of(version, data), signing_key=self._config.signing_key
         )
-        kinds = _feature_kinds(version)
+        assert isinstance(runtime, RiverRuntime)
         features = [
-            Feature(name, kinds.get(name, FeatureKind.NUMERIC)) for name in version.signature.feature_names
+            Feature(name, FeatureKind.CATEGORICAL if name in runtime.categorical else FeatureKind.NUMERIC)
+            for name in version.signature.feature_names
         ]
         estimator = RiverEstimator.fitted(
-            model,
+            runtime.model,
             version.params.get("family", ""),
             version.signature.task,
             features,
@@ -230,33 +231,32 @@ class OnlineLearner:
         gates = []
         if parent.spec.gates.min_metric and metric is not None and metric_name in scores:
             gates.append(metric_floor(metric, scores[metric_name], parent.spec.gates.min_metric))
-        data, signature_hmac = artifacts.dump_signed_pickle(
-            session.estimator.model_, self._config.signing_key
-        )
+        saved = flavor(RiverFlavor.name).save(session.estimator, signing_key=self._config.signing_key)
         described = VersionMetadata(
             model_name=session.model_name,
             metrics=scores | {"online.rows": float(session.learned)},
             params=dict(parent.params)
-            | {SIGNATURE_PARAM: signature_hmac, "online.parent": str(parent.version)},
-            signature_hmac=signature_hmac,
+            | {SIGNATURE_HMAC_PARAM: saved.signature_hmac, "online.parent": str(parent.version)},
+            signature_hmac=saved.signature_hmac,
             gates=gates,
             gates_passed=all(g.passed for g in gates),
             tags=dict(parent.tags),
             spec=parent.spec,
         )
-        described.artifact.sha256 = artifacts.sha256_hex(data)
-        described.artifact.size_bytes = len(data)
-        described.artifact.format = artifacts.RIVER_HMAC
+        described.artifact.sha256 = saved.sha256
+        described.artifact.size_bytes = len(saved.data)
+        described.artifact.format = RiverFlavor.name
         described.signature.CopyFrom(parent.signature)
-        del described.signature.classes[:]
-        described.signature.classes.extend(str(c) for c in session.estimator.classes_)
+        if session.estimator.classes_ is not None:
+            del described.signature.classes[:]
+            described.signature.classes.extend(str(c) for c in session.estimator.classes_)
         described.lineage.data.CopyFrom(session.span(parent.lineage.data.schema_version))
         described.lineage.code_version = self._config.code_version
         described.lineage.package_versions.update(package_versions())
         described.lineage.parent_version = parent.version
         described.lineage.trigger = "online"
         described.lineage.train_request_id = f"online:{session.model_name}:{parent.version}"
-        version = await self._registry.create_version(described, data)
+        version = await self._registry.create_version(described, saved.data)
         metrics.ONLINE_SNAPSHOTS.inc()
         log.info("online_snapshot", model=session.model_name, version=version.version, rows=session.learned)
         session.snapshot_taken(version.version)
@@ -266,8 +266,3 @@ def _offer_all(sessions: list[OnlineSession], rows: list[tuple[FeatureRow, int, 
     return sum(
         session.offer(row, partition, offset) for row, partition, offset in rows for session in sessions
     )
-
-
-def _feature_kinds(version: ModelVersion) -> dict[str, FeatureKind]:
-    raw = version.params.get("feature_kinds", "{}")
-    return {name: FeatureKind(kind) for name, kind in json.loads(raw).items()}

@@ -34,6 +34,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from services.common.flavors.river import RiverFlavor
+from services.common.flavors.skops import SkopsFlavor
 from services.common.proto.mlops.v1.model_pb2 import Task
 from services.trainer.errors import SpecError
 from services.trainer.river_models import RiverEstimator
@@ -72,16 +74,16 @@ class Range:
 Distribution = Choice | Range
 
 
-SKLEARN = "sklearn"
-RIVER = "river"
+SKOPS = SkopsFlavor.name
+RIVER = RiverFlavor.name
 
 
 @dataclass(frozen=True)
 class Family:
     """One estimator family: what it can do, how it is built, where its search starts.
 
-    ``flavor`` is ``sklearn`` (a Pipeline stored with skops) or ``river`` (an online
-    model that does its own preprocessing, stored as a signed pickle).
+    ``flavor`` is how its models are stored: ``skops`` (a scikit-learn Pipeline) or
+    ``river-hmac`` (an online model that does its own preprocessing, a signed pickle).
     """
 
     name: str
@@ -89,7 +91,7 @@ class Family:
     make: Callable[[Task.ValueType, dict[str, Any], int], Any]
     preprocess: Callable[[Sequence[Feature]], ColumnTransformer] | None = None
     default_space: Mapping[str, Distribution] = field(default_factory=dict)
-    flavor: str = SKLEARN
+    flavor: str = SKOPS
 
     def estimator(self, task: Task.ValueType, params: Mapping[str, Any], seed: int) -> Any:
         return self.make(task, dict(params), seed)
@@ -378,9 +380,8 @@ def build_pipeline(
     """The full model: the family's preprocessing for ``features``, then its estimator
     (a scikit-learn ``Pipeline``, or a :class:`RiverEstimator` for the online flavor)."""
     estimator = family.estimator(task, params, seed)
-    if family.flavor == RIVER:
+    if family.preprocess is None:  # river families prepare their own rows
         return estimator.with_features(features)
-    assert family.preprocess is not None
     return Pipeline([("prepare", family.preprocess(features)), ("model", estimator)])
 
 

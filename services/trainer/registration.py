@@ -15,19 +15,17 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from services.common.artifacts import RIVER_HMAC, SKOPS, dump_signed_pickle, dump_sklearn, sha256_hex
+from services.common.artifacts import sha256_hex
+from services.common.flavors import flavor
+from services.common.flavors.base import SIGNATURE_HMAC_PARAM
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import Lineage, MaterializedWindow, ModelSpec
 from services.common.proto.mlops.v1.registry_pb2 import Artifact, ModelCard, VersionMetadata
 from services.trainer.errors import SpecError
 from services.trainer.plan import TrainingPlan
-from services.trainer.river_models import RiverEstimator
 from services.trainer.training import TrainedCandidate
 
 RECORDED_PACKAGES = ("scikit-learn", "numpy", "scipy", "river", "skops")
-SIGNATURE_PARAM = "artifact.signature_hmac"
-"""Where a river version keeps its artifact's HMAC: the registry checks it on upload but does
-not return it, and whoever unpickles the artifact later must check it again."""
 MAX_PARAM_CHARS = 4096
 """The registry's limit on one parameter value: longer lists are split over several keys."""
 
@@ -116,18 +114,17 @@ def json_chunks(records: list[dict[str, Any]], limit: int) -> list[str]:
     return parts
 
 
-def serialize(model: Any, signing_key: bytes | None) -> tuple[bytes, str, str]:
-    """``(artifact, format, hmac)``: skops for scikit-learn, a signed pickle for river."""
-    if isinstance(model, RiverEstimator):
-        if signing_key is None:
-            raise SpecError(
-                "river models are stored as signed pickles: set MLOPS_ARTIFACT_SIGNING_KEY on the trainer "
-                "(and the same key on the registry)",
-                field="estimators",
-            )
-        data, signature = dump_signed_pickle(model.model_, signing_key)
-        return data, RIVER_HMAC, signature
-    return dump_sklearn(model), SKOPS, ""
+def serialize(model: Any, flavor_name: str, signing_key: bytes | None) -> tuple[bytes, str]:
+    """``(artifact, hmac)``: ``model`` saved by its family's flavor (signed when the flavor is)."""
+    saving = flavor(flavor_name)
+    if saving.signed and signing_key is None:
+        raise SpecError(
+            f"{flavor_name} models are stored as signed pickles: set MLOPS_ARTIFACT_SIGNING_KEY on the trainer "
+            "(and the same key on the registry)",
+            field="estimators",
+        )
+    saved = saving.save(model, signing_key=signing_key)
+    return saved.data, saved.signature_hmac
 
 
 def version_metadata(
@@ -142,19 +139,19 @@ def version_metadata(
     signing_key: bytes | None = None,
 ) -> tuple[VersionMetadata, bytes]:
     """The registry's ``VersionMetadata`` and the artifact it describes."""
-    artifact, artifact_format, signature_hmac = serialize(candidate.pipeline, signing_key)
-    flavor = candidate.configuration.family.flavor
+    flavor_name = candidate.configuration.family.flavor
+    artifact, signature_hmac = serialize(candidate.pipeline, flavor_name, signing_key)
     described = VersionMetadata(
         model_name=plan.model_name,
-        artifact=Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format=artifact_format),
+        artifact=Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format=flavor_name),
         signature_hmac=signature_hmac,
         metrics=candidate.metrics,
-        params=params(plan, candidate) | ({SIGNATURE_PARAM: signature_hmac} if signature_hmac else {}),
+        params=params(plan, candidate) | ({SIGNATURE_HMAC_PARAM: signature_hmac} if signature_hmac else {}),
         signature=candidate.signature,
         lineage=lineage(request, window, code_version, parent_version),
         gates=candidate.gates,
         gates_passed=candidate.gates_passed,
-        tags={"flavor": flavor, "family": candidate.configuration.family.name},
+        tags={"flavor": flavor_name, "family": candidate.configuration.family.name},
         card=ModelCard(
             description=(
                 f"{candidate.configuration.family.name} on {window.row_count} rows of dataset "

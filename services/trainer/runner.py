@@ -23,10 +23,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from services.common import artifacts
+from services.common.artifacts import ArtifactError
 from services.common.clients.datasets import DatasetClient, WindowIntegrityError
 from services.common.clients.registry import RegistryClient
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PlatformError
+from services.common.flavors import flavor
+from services.common.flavors.base import StoredArtifact
 from services.common.kafka import TransientError, is_transient
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow, TrainRequest, TrainResult, TrainStatus
@@ -35,10 +37,8 @@ from services.common.proto.mlops.v1.registry_pb2 import ModelVersion, SearchMode
 from services.trainer import metrics
 from services.trainer.errors import DataError, SpecError, TrainingFailed
 from services.trainer.jobs import Claim, Job, JobState, JobStore
-from services.trainer.pipelines import RIVER
 from services.trainer.plan import Limits, TrainingPlan, make_plan, resolve_window
-from services.trainer.registration import SIGNATURE_PARAM, version_metadata
-from services.trainer.river_models import RiverEstimator
+from services.trainer.registration import version_metadata
 from services.trainer.training import TrainedCandidate, Trainer
 
 log = get_logger(__name__)
@@ -271,38 +271,24 @@ class JobRunner:
         except NotFound:
             return None
 
-    async def _production(self, model_name: str, plan: TrainingPlan) -> ProductionModel | None:
+    async def _production(self, model_name: str) -> ProductionModel | None:
         version = await self._maybe(self._registry.get_version(model_name, alias="production"))
         if version is None:
             return None
         try:
             _, data = await self._registry.download_artifact(model_name, version.version)
             loop = asyncio.get_running_loop()
-            model = await loop.run_in_executor(self._executor, self._load, version, data, plan)
-        except artifacts.ArtifactError as exc:
+            model = await loop.run_in_executor(self._executor, self._load, version, data)
+        except ArtifactError as exc:
             return ProductionModel(version, unusable=str(exc))
         return ProductionModel(version, model=model)
 
-    def _load(self, version: ModelVersion, data: bytes, plan: TrainingPlan) -> Any:
-        """A production artifact, verified, as something the gates can score."""
-        if version.artifact.format == artifacts.SKOPS:
-            return artifacts.load_sklearn(data, version.artifact.sha256)
-        if version.artifact.format != artifacts.RIVER_HMAC:
-            raise artifacts.ArtifactError(f"unknown artifact format {version.artifact.format!r}")
-        if self._config.signing_key is None:
-            raise artifacts.ArtifactError("no artifact signing key to verify its signature with")
-        signature = version.params.get(SIGNATURE_PARAM, "")
-        model = artifacts.load_signed_pickle(
-            data, version.artifact.sha256, signature, self._config.signing_key
+    def _load(self, version: ModelVersion, data: bytes) -> Any:
+        """A production artifact, verified and loaded by its flavor: a runtime the gates can score
+        (the trainer checks that the dataset still has its features)."""
+        return flavor(version.artifact.format).load(
+            StoredArtifact.of(version, data), signing_key=self._config.signing_key
         )
-        missing = [name for name in version.signature.feature_names if name not in plan.available_features]
-        if missing:
-            raise artifacts.ArtifactError(
-                f"it needs feature(s) {', '.join(missing)} the dataset no longer has"
-            )
-        features = [plan.available_features[name] for name in version.signature.feature_names]
-        family = version.params.get("family", "")
-        return RiverEstimator.fitted(model, family, plan.task, features, list(version.signature.classes))
 
     async def _train_and_register(self, job: Job, request: TrainRequest, lost: asyncio.Event) -> TrainResult:
         spec = await self._spec(request)
@@ -312,7 +298,7 @@ class JobRunner:
             which = f" version {spec.schema_version}" if spec.schema_version else ""
             raise SpecError(f"dataset {spec.dataset!r}{which}: {exc.message}", field="dataset") from None
         plan = make_plan(spec, schema, self._config.limits)
-        if self._config.signing_key is None and any(c.family.flavor == RIVER for c in plan.candidates):
+        if self._config.signing_key is None and any(flavor(c.family.flavor).signed for c in plan.candidates):
             raise SpecError(
                 "river families are stored as signed pickles, and this trainer has no "
                 "MLOPS_ARTIFACT_SIGNING_KEY to sign them with",
@@ -327,7 +313,7 @@ class JobRunner:
             ) from None
         except (InvalidArgument, FailedPrecondition, NotFound) as exc:
             raise DataError(f"reading the window: {exc.message}", field="window") from None
-        production = await self._production(request.model_name, plan)
+        production = await self._production(request.model_name)
         candidate = await self._train(plan, data.rows, production, request)
         if lost.is_set():
             raise JobLost()

@@ -159,6 +159,9 @@ def test_dockerfile_has_a_stage_per_service_running_its_console_script() -> None
         assert "HEALTHCHECK" in text and f"127.0.0.1:{port}" in text
 
 
+RUNTIME_LIBRARIES = {"libgomp1"}
+
+
 def test_runtime_image_is_slim_non_root_and_has_no_build_tools() -> None:
     stages = dockerfile_stages()
     runtime = "\n".join(stages["runtime"])
@@ -168,7 +171,11 @@ def test_runtime_image_is_slim_non_root_and_has_no_build_tools() -> None:
     assert "COPY --from=builder /opt/mlops /opt/mlops" in runtime
     for stage in ("runtime", *PLATFORM_SERVICES, "cli"):
         text = "\n".join(stages[stage])
-        assert not re.search(r"apt-get|apk add|pip install|gcc|build-essential", text), stage
+        assert not re.search(r"apk add|pip install|gcc|build-essential", text), stage
+        # Debian packages only for shared libraries wheels link against (LightGBM: OpenMP).
+        installed = re.findall(r"apt-get install -y --no-install-recommends ([\w .+-]+?)\s*(?:\\|&&|$)", text)
+        assert {p for line in installed for p in line.split()} <= RUNTIME_LIBRARIES, (stage, installed)
+        assert text.count("apt-get install") == len(installed), stage
 
 
 def test_the_tools_profile_runs_the_cli_against_the_stack(compose_config: dict[str, Any]) -> None:

@@ -153,7 +153,8 @@ class RegistryClient(GrpcClient):
         """Register a version, streaming ``artifact`` up in chunks.
 
         ``metadata.artifact.sha256`` and ``size_bytes`` are filled in from ``artifact`` when
-        left empty; ``metadata.artifact.format`` (``skops`` or ``river-hmac``) must be set.
+        left empty; ``metadata.artifact.format`` (the artifact's flavor: ``skops``, ``xgboost`` ...)
+        must be set.
         """
         declared = VersionMetadata()
         declared.CopyFrom(metadata)

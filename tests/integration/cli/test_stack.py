@@ -40,10 +40,10 @@ from services.cli.stack import (
     pid_alive,
 )
 from services.cli.topics import tail_records
-from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata, mint_token
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics, decode
+from services.common.flavors.skops import SkopsFlavor
 from services.common.localstack import free_port, port_open, start_process
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
@@ -336,7 +336,7 @@ def register_classifier(stack: LocalStack, name: str) -> Any:
     estimator = LogisticRegression().fit(X, np.array(["no", "yes"], dtype=object)[y])
     metadata = registry_pb2.VersionMetadata(
         model_name=name,
-        artifact=registry_pb2.Artifact(format=SKOPS),
+        artifact=registry_pb2.Artifact(format=SkopsFlavor.name),
         metrics={"accuracy": 0.9},
         signature=model_pb2.Signature(
             inputs=[model_pb2.TensorSpec(name="features", datatype="FP64", shape=[-1, N_FEATURES])],
@@ -361,7 +361,7 @@ def register_classifier(stack: LocalStack, name: str) -> Any:
     async def register() -> None:
         async with RegistryClient(stack.grpc_address("registry"), lambda: stack.admin_token) as client:
             await client.create_model(name)
-            await client.create_version(metadata, dump_sklearn(estimator))
+            await client.create_version(metadata, SkopsFlavor().save(estimator).data)
 
     asyncio.run(register())
     with grpc.insecure_channel(stack.grpc_address("serving")) as channel:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.common.artifacts import SKOPS, sha256_hex
+from services.common.artifacts import sha256_hex
 from services.common.auth import Scope, ServiceCredentials
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics, decode
@@ -28,6 +28,7 @@ from services.monitor.settings import MonitorSettings
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
 from tests.helpers.apps import registry_settings, started
+from tests.helpers.artifacts import random_artifact
 from tests.helpers.kafka import read_to_end
 from tests.integration.monitor.helpers import prediction, send, wait_for
 
@@ -49,10 +50,10 @@ def profile(rng: random.Random) -> model_pb2.ReferenceProfile:
 def version_metadata(
     model: str, reference: model_pb2.ReferenceProfile | None
 ) -> tuple[registry_pb2.VersionMetadata, bytes]:
-    artifact = uuid.uuid4().bytes * 8
+    artifact = random_artifact()
     described = registry_pb2.VersionMetadata(
         model_name=model,
-        artifact=registry_pb2.Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format=SKOPS),
+        artifact=registry_pb2.Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format="skops"),
         signature=model_pb2.Signature(
             feature_names=FEATURES, classes=["0", "1"], task=model_pb2.TASK_CLASSIFICATION
         ),

@@ -35,8 +35,9 @@ from schemathesis.specs.openapi.checks import (
 from services.common.auth import Scope
 from services.common.localstack import free_port
 from tests.conftest import Infra
+from tests.helpers.artifacts import random_artifact
 from tests.integration.registry.conftest import SIGNING_KEY
-from tests.integration.registry.helpers import metadata, random_artifact
+from tests.integration.registry.helpers import metadata
 
 SEEDED_MODEL = "fuzz-seed"
 # Per operation and mode; 21 operations x 4 runs x EXAMPLES calls in all.
@@ -97,6 +98,7 @@ def seed(base: str, token: str) -> None:
             data={"metadata": json.dumps(meta)},
             files={"artifact": ("a", artifact)},
             headers=headers,
+            timeout=60,  # the first upload imports the skops flavor's libraries to verify it
         ).raise_for_status()
     httpx.post(
         f"{base}/v1/models/{SEEDED_MODEL}/specs", json={"dataset": "demo"}, headers=headers

@@ -13,7 +13,8 @@ from google.protobuf import json_format
 from services.common.clients.registry import RegistryClient
 from services.common.errors import InvalidArgument
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
-from tests.integration.registry.helpers import metadata, random_artifact
+from tests.helpers.artifacts import random_artifact
+from tests.integration.registry.helpers import metadata
 
 
 def profile() -> model_pb2.ReferenceProfile:

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.common.artifacts import load_sklearn
 from services.common.errors import NotFound
 from services.common.events import Topics, encode
+from services.common.flavors import flavor
+from services.common.flavors.base import StoredArtifact
 from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, publish
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates
@@ -73,7 +74,7 @@ async def test_a_train_request_registers_a_promoted_version_with_its_lineage(
     assert list(version.signature.classes) == ["0", "1"]
 
     _, artifact = await platform.registry.download_artifact(model, version.version)
-    loaded = load_sklearn(artifact, version.artifact.sha256)
+    loaded = flavor(version.artifact.format).load(StoredArtifact.of(version, artifact))
     rows = synthetic.rows(50, seed=77)
     predicted = loaded.predict(feature_matrix(rows, FEATURES))
     truth = np.array([str(int(r.label.number_value)) for r in rows])

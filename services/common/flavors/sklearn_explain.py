@@ -1,37 +1,6 @@
-"""Per-request feature contributions: how much each feature moved one row's answer.
-
-For a row ``x`` an explainer returns one number per feature (in the signature's
-``feature_names`` order) and a base value, such that the base value plus the row's
-contributions is exactly the model's *margin* for that row:
-
-- linear models (``LogisticRegression``, ``Ridge``, ``LinearRegression`` ...): the margin
-  is the linear predictor ``f(x) = b + sum_j w_j z_j(x)``, where ``z(x)`` is the row after
-  the pipeline's preprocessing: the log-odds for a classifier, the value for a regressor.
-  Feature ``i`` contributes ``sum of w_j z_j(x)`` over the columns ``j`` it produced (one
-  for a scaled number, one per category for a one-hot encoded one); the base value is
-  ``b``. The training mean of each column is *not* subtracted: the pipeline keeps it for
-  numbers only (the scaler's ``mean_``, after which the column is centred already, so the
-  two definitions agree there), never for one-hot columns (the encoder keeps no category
-  frequencies). Subtracting it for some columns and not others would make contributions
-  incomparable across features; this way a category's contribution is its weight, and a
-  standardised number's is its weight times its distance from the training mean in
-  standard deviations.
-- random forests and single decision trees: the margin is the predicted probability
-  (classifiers) or value (regressors). Saabas' decision-path attribution: every split a
-  row passes moves the node value from parent to child, and the move is credited to the
-  split's feature; averaged over the trees. The base value is the mean root value (the
-  training distribution). Exact, and one sparse product per request.
-
-Classifiers with two classes are explained toward the second class in ``classes`` (the
-one the log-odds or probability are of); with more classes, toward each row's predicted
-class. Columns the preprocessing produced are mapped back to the feature they came
-from through ``get_feature_names_out``, so any per-feature preprocessing (imputation,
-scaling, one-hot or ordinal encoding, missing indicators) is supported and anything that
-mixes features (PCA, polynomial features) is refused.
-
-Histogram gradient boosting is refused: scikit-learn exposes neither its decision paths
-nor node values through a public API, and walking its trees in Python per row would cost
-more than the prediction by orders of magnitude.
+"""scikit-learn models' per-row contributions (see :mod:`services.common.flavors.explain`
+for what the numbers are): linear models, forests and single trees, and histogram
+gradient boosting through shap's ``TreeExplainer``.
 """
 
 from __future__ import annotations
@@ -39,14 +8,15 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import scipy.sparse
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -63,11 +33,7 @@ from sklearn.linear_model import (
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-CONTRIBUTIONS = "contributions"
-"""Output tensor: FP64 ``[rows, n_features]``, in ``feature_names`` order."""
-CONTRIBUTIONS_BASE = "contributions_base"
-"""Output tensor: FP64 ``[rows]``, the base value each row's contributions add to."""
-EXPLANATION_OUTPUTS = (CONTRIBUTIONS, CONTRIBUTIONS_BASE)
+from services.common.flavors.explain import Contributions, Explainer, Unexplainable, toward_predicted
 
 LINEAR_MODELS = (
     LogisticRegression,
@@ -87,24 +53,7 @@ TREE_MODELS = (
     DecisionTreeClassifier,
     DecisionTreeRegressor,
 )
-
-
-class Unexplainable(Exception):
-    """The model cannot explain its answers; the message says why."""
-
-
-@dataclass(frozen=True)
-class Contributions:
-    values: np.ndarray[Any, Any]
-    """``[rows, n_features]``."""
-    base: np.ndarray[Any, Any]
-    """``[rows]``."""
-
-
-class Explainer(Protocol):
-    def explain(self, matrix: np.ndarray[Any, Any]) -> Contributions:
-        """Contributions for the rows of ``matrix`` (a feature matrix, as predict takes it)."""
-        ...
+BOOSTED_MODELS = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
 
 
 def explainer_for(estimator: Any, n_features: int) -> Explainer:
@@ -118,7 +67,7 @@ def explainer_for(estimator: Any, n_features: int) -> Explainer:
     else:
         prepare = None
         model = estimator[-1] if isinstance(estimator, Pipeline) else estimator
-    if not isinstance(model, LINEAR_MODELS + TREE_MODELS):
+    if not isinstance(model, LINEAR_MODELS + TREE_MODELS + BOOSTED_MODELS):
         raise Unexplainable(f"{type(model).__name__} has no exact per-row attribution here")
     sources = np.arange(n_features) if prepare is None else source_features(prepare, n_features)
     width = getattr(model, "n_features_in_", len(sources))
@@ -128,6 +77,8 @@ def explainer_for(estimator: Any, n_features: int) -> Explainer:
     aggregate[np.arange(len(sources)), sources] = 1.0
     if isinstance(model, LINEAR_MODELS):
         return LinearExplainer(prepare, model, aggregate)
+    if isinstance(model, BOOSTED_MODELS):
+        return BoostedTreeExplainer(prepare, model, aggregate)
     return TreeExplainer(prepare, model, aggregate)
 
 
@@ -255,3 +206,33 @@ class TreeExplainer:
             chosen = np.argmax(per_output.sum(axis=2).T + self._base[outputs], axis=1)
         explained = np.asarray(outputs, dtype=np.intp)[chosen]
         return Contributions(per_output[chosen, rows] @ self._aggregate, self._base[explained])
+
+
+class BoostedTreeExplainer:
+    """Exact TreeSHAP for histogram gradient boosting, through shap's ``TreeExplainer``
+    (built on the first explanation: importing shap takes seconds)."""
+
+    def __init__(self, prepare: Any, model: Any, aggregate: np.ndarray[Any, Any]):
+        self._prepare = prepare
+        self._model = model
+        self._aggregate = aggregate
+        self._lock = threading.Lock()
+        self._explainer: Any = None
+
+    def _built(self) -> Any:
+        with self._lock:
+            if self._explainer is None:
+                import shap  # imported on use: seconds, and only histogram boosting needs it
+
+                self._explainer = shap.TreeExplainer(self._model)
+            return self._explainer
+
+    def explain(self, matrix: np.ndarray[Any, Any]) -> Contributions:
+        explainer = self._built()
+        columns = _transformed(self._prepare, matrix)
+        values = np.asarray(explainer.shap_values(columns, check_additivity=False), dtype=np.float64)
+        base = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
+        # One raw score (two classes, regression): [rows, columns]; k classes: [rows, columns, k].
+        per_output = values[:, None, :] if values.ndim == 2 else values.transpose(0, 2, 1)
+        explained = toward_predicted(per_output, base)
+        return Contributions(explained.values @ self._aggregate, explained.base)
