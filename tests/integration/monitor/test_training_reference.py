@@ -97,7 +97,7 @@ async def setup(infra: Infra) -> AsyncIterator[Setup]:
 
 
 def version_status(monitor: MonitorApp, model: str) -> dict[str, object] | None:
-    for entry in monitor.monitor.status():
+    for entry in monitor.monitor.status(time.time()):
         if entry["model"] == model:
             return dict(entry["versions"][0])
     return None
