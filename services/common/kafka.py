@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
@@ -27,6 +28,7 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 from services.common import metrics, mongo, tracing
 from services.common.errors import PlatformError
 from services.common.events import IncomingRecord, OutgoingRecord
+from services.common.grpc_errors import platform_error
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -52,6 +54,10 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, PlatformError):
         return exc.kind.retryable
+    if isinstance(exc, grpc.RpcError):
+        # A call through a stub that translating() did not wrap: the same table decides, so
+        # a dependency that is away is retried, never dead-lettered.
+        return platform_error(exc).kind.retryable
     return mongo.is_transient(exc)
 
 

@@ -61,7 +61,7 @@ class MonitorApp:
         self.streams = MonitorStreams(
             settings, self.monitor, clock=self._clock, alerter=self.alerter, profiles=self.profiles
         )
-        consumed = [topics.predictions, topics.labels, topics.model_events]
+        consumed = self.streams.source_topics
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             [*consumed, *(Topics.dlq(t) for t in consumed), topics.drift, topics.train_requests],
@@ -79,6 +79,7 @@ class MonitorApp:
             ready=lambda: self.ready,
             assignment=lambda: streams.assignment,
             version=settings.code_version,
+            clock=self._clock,
         )
         self._http = HttpServer(http_app, settings.host, settings.http_port)
         await self._http.start()

@@ -23,6 +23,7 @@ def create_http_app(
     ready: Callable[[], bool],
     assignment: Callable[[], dict[str, list[int]]],
     version: str,
+    clock: Callable[[], float],
 ) -> FastAPI:
     app = create_app(
         "mlops monitor",
@@ -35,11 +36,11 @@ def create_http_app(
     @app.get(
         "/v1/status",
         tags=["status"],
-        summary="Every model this process watches (versions, accuracy, detectors, drift) and the "
-        "partitions it owns.",
+        summary="Every model this process watches (versions, accuracy, detectors, drift, what holds "
+        "a retrain back and until when) and the partitions it owns.",
     )
     async def status(_: Reader) -> dict[str, Any]:
-        return {"models": monitor.status(), "assignment": assignment()}
+        return {"models": monitor.status(clock()), "assignment": assignment()}
 
     @app.get(
         "/v1/status/{model}",
@@ -48,7 +49,7 @@ def create_http_app(
         responses=problem_responses({404: "This process watches no model of that name."}),
     )
     async def model_status(model: str, _: Reader) -> dict[str, Any]:
-        for entry in monitor.status():
+        for entry in monitor.status(clock()):
             if entry["model"] == model:
                 return dict(entry)
         raise NotFound(f"model: {model[:140]!r} is not watched by this monitor", field="model")

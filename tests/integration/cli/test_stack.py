@@ -48,6 +48,7 @@ from services.common.localstack import free_port, port_open, start_process
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2, registry_pb2_grpc
+from tests.helpers.stack import start_up
 
 INSTALLED = available_services()
 
@@ -86,23 +87,6 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
 def mlops(*args: str) -> Result:
     """The CLI in this process: ``status`` and ``down`` only read the state file and signal."""
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
-def start_up(workdir: Path, services: tuple[str, ...]) -> tuple[subprocess.Popen[str], StackState]:
-    """A real ``mlops up`` on free ports; returns once its state file says it is ready."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--free-ports", "--json", "--workdir", str(workdir)]
-        + ["--services", ",".join(services)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    ready = json.loads(process.stdout.readline() or "{}")  # blocks until ready or exit
-    if ready.get("event") != "ready":
-        process.kill()
-        raise AssertionError(f"mlops up did not become ready: {process.communicate()[1]}")
-    return process, StackState.load(workdir / "stack.json")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -45,6 +46,18 @@ N_FEATURES = 4
 ROOT = Path(__file__).resolve().parents[3]
 CLIENT_PYTHON = ROOT / ".venv-client" / "bin" / "python"
 """tritonclient's own environment (``make client-venv``): it pins protobuf < 7, the platform uses 7."""
+
+
+def require_client() -> None:
+    """Skip a test of tritonclient without its environment, except in CI, where the
+    environment is part of the build and its absence is a failure, not a skip."""
+    if not CLIENT_PYTHON.exists():
+        missing = "no .venv-client: run `make client-venv` (make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+
+
 SIGNING_KEY = "serving-tests-artifact-signing-key-0123456789"
 
 

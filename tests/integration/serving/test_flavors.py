@@ -15,7 +15,6 @@ from pathlib import Path
 import lightgbm
 import numpy as np
 import onnxruntime
-import pytest
 import xgboost
 from skl2onnx import to_onnx
 from sklearn.datasets import make_classification
@@ -32,7 +31,7 @@ from services.trainer.tabular import Feature, FeatureKind, Table
 from tests.conftest import Infra
 from tests.helpers.apps import app_settings, started
 from tests.helpers.kafka import TopicReader
-from tests.integration.serving.conftest import CLIENT_PYTHON, N_FEATURES, ROOT, Stack, features_request
+from tests.integration.serving.conftest import N_FEATURES, ROOT, Stack, features_request, require_client
 
 SCRIPT = ROOT / "tests" / "clients" / "triton_flavors.py"
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -118,10 +117,8 @@ async def register_and_promote(stack: Stack, name: str, outside: Outside) -> Non
     await stack.admin.set_alias(name, "production", version.version)
 
 
-@pytest.mark.skipif(
-    not CLIENT_PYTHON.exists(), reason="no .venv-client: run `make client-venv` (make test does)"
-)
 async def test_tritonclient_gets_each_flavors_own_answers(stack: Stack, tmp_path: Path) -> None:
+    require_client()
     models = made_outside()
     names = {key: f"{key}-{uuid.uuid4().hex[:8]}" for key in models}
     for key, outside in models.items():

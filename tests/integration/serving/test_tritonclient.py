@@ -9,19 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from tests.integration.serving.conftest import CLIENT_PYTHON, ROOT, Fitted, Stack
+from tests.integration.serving.conftest import ROOT, Fitted, Stack, require_client
 
 SCRIPT = ROOT / "tests" / "clients" / "triton_conformance.py"
 
 
-@pytest.mark.skipif(
-    not CLIENT_PYTHON.exists(), reason="no .venv-client: run `make client-venv` (make test does)"
-)
 async def test_tritonclient_passes_every_rpc(
     stack: Stack, model_name: str, model_a: Fitted, tmp_path: Path
 ) -> None:
+    require_client()
     await stack.register(model_name, model_a)
     await stack.served(model_name, production=1)
     rows = model_a.X[:5]

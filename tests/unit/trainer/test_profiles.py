@@ -3,8 +3,6 @@ per numeric feature, reproducible, and within what the registry accepts."""
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
@@ -31,10 +29,6 @@ def table(columns: dict[str, np.ndarray], categorical: tuple[str, ...] = ()) -> 
     for i, name in enumerate(names):
         X[:, i] = columns[name]
     return Table(features, X, np.zeros(n), tuple(f"e{i}" for i in range(n)))
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(profiles).failed == 0
 
 
 def test_each_numeric_feature_is_summarised_with_a_sample_of_its_values() -> None:

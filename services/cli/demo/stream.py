@@ -59,19 +59,3 @@ class DriftingStream:
             label = int(row @ weights > 0) ^ int(flip)
             samples.append(Sample(index, f"{self.run_id}-{index}", row, label, drifted))
         return samples
-
-
-@dataclass
-class Accuracy:
-    """Running accuracy of served predictions against the true labels."""
-
-    correct: int = 0
-    total: int = 0
-
-    def add(self, predicted: str, actual: int) -> None:
-        self.total += 1
-        self.correct += int(predicted == str(actual))
-
-    @property
-    def value(self) -> float:
-        return self.correct / self.total if self.total else float("nan")
