@@ -34,7 +34,6 @@ from typing import Annotated
 
 import grpc
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -47,7 +46,7 @@ from services.common.clients.base import open_channel
 from services.common.clients.datasets import DatasetClient
 from services.common.clients.registry import AUTO, RegistryClient
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
-from services.common.kafka import create_producer, publish
+from services.common.kafka import TailReader, create_producer, publish
 from services.common.localstack import port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
@@ -215,7 +214,7 @@ class LoopWatcher:
         self._bootstrap = bootstrap
         self._topics = topics
         self._run_id = run_id
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: TailReader | None = None
         self._task: asyncio.Task[None] | None = None
         self.train_results: dict[str, events_pb2.TrainResult] = {}
         self.drift_events: list[tuple[events_pb2.DriftEvent, float]] = []
@@ -232,24 +231,16 @@ class LoopWatcher:
             self._topics.train_requests,
             self._topics.labels,
         ]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, fetch_max_wait_ms=50)
-        await consumer.start()
-        partitions = [
-            TopicPartition(name, p) for name in names for p in (consumer.partitions_for_topic(name) or {0})
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)
-        self._consumer = consumer
+        self._reader = TailReader(self._bootstrap, names, client_id="mlops-demo", fetch_max_wait_ms=50)
+        await self._reader.start()
         self._task = asyncio.create_task(self._run(), name="demo-watcher")
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer:
-            await self._consumer.stop()
+        if self._reader:
+            await self._reader.stop()
 
     async def wait_for(self, predicate: Callable[[], bool], within: float, what: str) -> None:
         async with self._changed:
@@ -259,14 +250,13 @@ class LoopWatcher:
                 raise DemoFailed(f"timed out after {within:.0f}s waiting for {what}") from None
 
     async def _run(self) -> None:
-        assert self._consumer is not None
+        assert self._reader is not None
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            if not batches:
+            records = await self._reader.read(timeout_ms=200)
+            if not records:
                 continue
-            for records in batches.values():
-                for r in records:
-                    self._observe(IncomingRecord.from_consumer_record(r))
+            for record in records:
+                self._observe(record)
             async with self._changed:
                 self._changed.notify_all()
 

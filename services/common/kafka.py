@@ -1,4 +1,5 @@
-"""Kafka plumbing: producers, a non-blocking publisher for hot paths, and the consumer loop.
+"""Kafka plumbing: producers, a non-blocking publisher for hot paths, the consumer loop, and
+the tail reader for following topics without a consumer group.
 
 The consumer loop is where the platform's delivery rules live, once:
 
@@ -361,6 +362,93 @@ class ConsumerLoop:
             if highwater is not None:
                 lag = max(0, highwater - records[-1].offset - 1)  # type: ignore[attr-defined]
                 metrics.KAFKA_CONSUMER_LAG.labels(self._group_id, tp.topic, str(tp.partition)).set(lag)
+
+
+class TailReader:
+    """Follows topics without a consumer group: every partition is assigned to this reader,
+    nothing is committed, and where reading starts is fixed when :meth:`start` returns.
+
+    For readers that must see every partition whatever other processes do (each serving
+    replica hears every model event; an online learner reads the whole feature stream) and
+    for people watching a topic. The topics must exist: :meth:`start` waits up to
+    ``metadata_timeout`` seconds for the broker to list them (a topic just created can take
+    a moment), then raises :class:`LookupError` naming the first one missing.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Sequence[str],
+        *,
+        client_id: str,
+        from_beginning: bool = False,
+        fetch_max_wait_ms: int = 100,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        metadata_timeout: float = 5.0,
+    ):
+        self.topics = list(topics)
+        self._from_beginning = from_beginning
+        self._metadata_timeout = metadata_timeout
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+        )
+        self.assignment: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        """Connect, assign every partition, and fix each one's position (its end, or its
+        beginning with ``from_beginning``), so no record published after this is missed."""
+        await self._consumer.start()
+        self.assignment = await self._partitions()
+        self._consumer.assign(self.assignment)
+        if self._from_beginning:
+            await self._consumer.seek_to_beginning(*self.assignment)
+        else:
+            await self._consumer.seek_to_end(*self.assignment)
+        for partition in self.assignment:
+            await self._consumer.position(partition)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def read(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[IncomingRecord]:
+        """What arrived since the last read, waiting up to ``timeout_ms`` when nothing has."""
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return [IncomingRecord.from_consumer_record(r) for records in batches.values() for r in records]
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record :meth:`read` returns from ``partition``."""
+        return int(await self._consumer.position(partition))
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on."""
+        self._consumer.seek(partition, offset)
+
+    async def offsets_at(self, timestamp_ms: int) -> dict[TopicPartition, int]:
+        """Per partition, the first offset published at or after ``timestamp_ms`` (the end
+        when nothing was)."""
+        found = await self._consumer.offsets_for_times(dict.fromkeys(self.assignment, max(0, timestamp_ms)))
+        ends = await self._consumer.end_offsets(self.assignment)
+        return {tp: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in self.assignment}
+
+    async def _partitions(self) -> list[TopicPartition]:
+        deadline = time.monotonic() + self._metadata_timeout
+        while True:
+            await self._consumer.topics()  # fresh metadata
+            missing = [t for t in self.topics if not self._consumer.partitions_for_topic(t)]
+            if not missing:
+                return [
+                    TopicPartition(topic, p)
+                    for topic in self.topics
+                    for p in sorted(self._consumer.partitions_for_topic(topic))
+                ]
+            if time.monotonic() >= deadline:
+                raise LookupError(missing[0])
+            await asyncio.sleep(0.2)
 
 
 async def ensure_topics(

@@ -25,13 +25,12 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.common import artifacts
+from services.common.aliases import PRODUCTION
 from services.common.clients.registry import RegistryClient
 from services.common.events import EnvelopeError, IncomingRecord, decode
+from services.common.kafka import TailReader
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.registry_pb2 import (
@@ -75,14 +74,13 @@ class OnlineLearner:
         store: JobStore,
         config: OnlineConfig,
     ):
-        self._topic = features_topic
         self._registry = registry
         self._store = store
         self._config = config
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
+        self._reader = TailReader(
+            bootstrap_servers,
+            [features_topic],
+            client_id="mlops-trainer-online",
             fetch_max_wait_ms=200,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
@@ -90,11 +88,7 @@ class OnlineLearner:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._consumer.start()
-        await self._consumer.topics()  # fetches the cluster's metadata
-        partitions = self._consumer.partitions_for_topic(self._topic) or set()
-        self._consumer.assign([TopicPartition(self._topic, p) for p in sorted(partitions)])
-        await self._consumer.seek_to_end()
+        await self._reader.start()
         self._task = asyncio.create_task(self._run(), name="online-learner")
 
     async def stop(self) -> None:
@@ -104,7 +98,7 @@ class OnlineLearner:
         for name in list(self.sessions):
             with contextlib.suppress(Exception):
                 await self._store.release_lease(self._lease_name(name), self._store.owner)
-        await self._consumer.stop()
+        await self._reader.stop()
 
     @staticmethod
     def _lease_name(model_name: str) -> str:
@@ -119,15 +113,14 @@ class OnlineLearner:
                 except Exception as exc:  # the registry or database blinked: try again next time
                     log.warning("online_refresh_failed", error=repr(exc))
                 next_refresh = time.monotonic() + self._config.refresh_seconds
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
-            records = [r for part in batches.values() for r in part]
+            records = await self._reader.read(timeout_ms=500, max_records=2000)
             if records and self.sessions:
                 await self._learn(records)
 
     async def _refresh(self) -> None:
         """Follow the production river versions: take the leases, load what changed, drop the rest."""
         versions = await self._registry.search_versions(
-            SearchModelVersionsRequest(alias="production", tags={"flavor": "river"})
+            SearchModelVersionsRequest(alias=PRODUCTION, tags={"flavor": "river"})
         )
         production = {v.model_name: v for v in versions}
         for name in [n for n in self.sessions if n not in production]:
@@ -160,9 +153,9 @@ class OnlineLearner:
             await self._drop(version.model_name, str(exc))
             return
         self.sessions[version.model_name] = session
-        for tp in self._consumer.assignment():
-            if session.positions[tp.partition] < await self._consumer.position(tp):
-                self._consumer.seek(tp, session.positions[tp.partition])
+        for tp in self._reader.assignment:
+            if session.positions[tp.partition] < await self._reader.position(tp):
+                self._reader.seek(tp, session.positions[tp.partition])
         log.info("online_model_loaded", model=version.model_name, version=version.version)
 
     async def _session(self, version: ModelVersion) -> OnlineSession:
@@ -183,7 +176,10 @@ class OnlineLearner:
             list(version.signature.classes),
         )
         end_ns = version.lineage.data.window.end_time.ToNanoseconds()
-        by_time = await self._offsets_at(end_ns // 1_000_000 - REWIND_MARGIN_MS)
+        by_time = {
+            tp.partition: offset
+            for tp, offset in (await self._reader.offsets_at(end_ns // 1_000_000 - REWIND_MARGIN_MS)).items()
+        }
         stored = {int(p): int(o) for p, o in json.loads(version.params.get(POSITIONS_PARAM, "{}")).items()}
         return OnlineSession(
             model_name=version.model_name,
@@ -195,23 +191,11 @@ class OnlineLearner:
             floor_ns=0 if stored else end_ns,
         )
 
-    async def _offsets_at(self, timestamp_ms: int) -> dict[int, int]:
-        """Per partition, the first offset published at or after ``timestamp_ms`` (the end if none)."""
-        partitions = sorted(self._consumer.assignment(), key=lambda tp: tp.partition)
-        found = await self._consumer.offsets_for_times(dict.fromkeys(partitions, max(0, timestamp_ms)))
-        ends = await self._consumer.end_offsets(partitions)
-        return {
-            tp.partition: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in partitions
-        }
-
-    async def _learn(self, records: Sequence[Any]) -> None:
+    async def _learn(self, records: Sequence[IncomingRecord]) -> None:
         rows: list[tuple[FeatureRow, int, int]] = []
-        for r in records:
-            record = IncomingRecord(
-                r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp
-            )
+        for record in records:
             try:
-                rows.append((decode(record, FeatureRow).message, r.partition, r.offset))
+                rows.append((decode(record, FeatureRow).message, record.partition, record.offset))
             except EnvelopeError:
                 metrics.ONLINE_ROWS.labels("undecodable").inc()
         sessions = list(self.sessions.values())
