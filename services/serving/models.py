@@ -22,6 +22,7 @@ from typing import Protocol
 
 import grpc
 
+from services.common.aliases import CANDIDATE, PRODUCTION
 from services.common.artifacts import RIVER_HMAC, SKOPS, ArtifactError, load_sklearn
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
@@ -30,7 +31,7 @@ from services.serving.errors import InvalidInput, ModelNotFound, ModelUnavailabl
 from services.serving.predictor import Predictor, SignatureError
 from services.serving.river_model import PLATFORM as RIVER_PLATFORM
 from services.serving.river_model import load_river
-from services.serving.routing import CANDIDATE, PRODUCTION, ModelPolicy, Rollout, canary_chosen, read_policy
+from services.serving.routing import ModelPolicy, Rollout, canary_chosen, read_policy
 
 log = get_logger(__name__)
 

@@ -25,10 +25,9 @@ from river import compose, linear_model, multiclass, preprocessing, stats, tree
 from services.common.clients.datasets import WindowDigest
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow, Task
+from services.common.values import MISSING_CATEGORY
 from services.trainer.scoring import classification_scores, regression_scores
 from services.trainer.tabular import Feature, FeatureKind, feature_matrix, target_vector
-
-MISSING_CATEGORY = "__missing__"
 
 # Estimator classes by (family, task); their JSON-valued constructor arguments are the
 # family's parameters. Object-valued ones (optimizers, losses, splitters) are not settable.
