@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.logging import get_logger
-from services.common.tracing import TracingServerInterceptor
+from services.common.tracing import server_interceptor
 
 log = get_logger(__name__)
 
@@ -34,7 +34,7 @@ class GrpcServer:
     ):
         self._address = address
         self._server = grpc.aio.server(
-            interceptors=[TracingServerInterceptor(), *interceptors],
+            interceptors=[server_interceptor(), *interceptors],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),

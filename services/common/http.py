@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal
+from services.common.tracing import instrument_http
 
 _bearer = HTTPBearer(
     auto_error=False, description="A platform token: `mlops token create` or the local stack's."
@@ -29,8 +30,10 @@ def create_app(
     on_denied: HttpDenialHook | None = None,
     description: str = "",
 ) -> FastAPI:
-    """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on those)."""
+    """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on
+    those), and a span for every request to its other routes."""
     app = FastAPI(title=title, version=version, description=description)
+    instrument_http(app)
     app.state.verifier = verifier
     app.state.on_denied = on_denied
 

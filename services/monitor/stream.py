@@ -33,16 +33,13 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Set
 from pathlib import Path
 from typing import Any, cast
 
 import faust
-from faust.sensors.monitor import Monitor as FaustMonitor
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, AppT, Message
-from mode import Service
 
+from services.common import tracing
 from services.common.events import EnvelopeError, IncomingRecord, Topics
 from services.common.kafka import DeadLetter
 from services.common.logging import get_logger
@@ -59,6 +56,7 @@ from services.monitor.events import (
     retrain_alert,
     train_request_record,
 )
+from services.monitor.faust_app import RawBytes, StatisticsOff, StreamApp, incoming
 from services.monitor.join import ExpiryQueue, JoinEntry, JoinResult, add_label, add_prediction, partition_of
 from services.monitor.profiles import ProfileSource
 from services.monitor.records import InvalidRecord, Label, LabelledSample, Prediction, dumps, loads
@@ -115,123 +113,6 @@ class _Tally:
         self.label_lags: dict[str, list[float]] = {}
 
 
-class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer with a short fetch wait.
-
-    Faust fixes ``fetch_max_wait_ms`` at 1.5 s, and the embedded broker holds a fetch on
-    a quiet partition for all of it, which would add up to seconds per stage to every
-    detection. The attribute is read when the consumer starts, just after this.
-    """
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = cast(StreamApp, self.app).fetch_max_wait_ms
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer, handing each fetched batch to the streams in one step.
-
-    Faust's own loop races every single message against "flow suspended" (four tasks and
-    an ``asyncio.wait`` per message), which cost more CPU than everything else the monitor
-    does with a record: a no-op agent read 2,600 records/s where a bare aiokafka consumer
-    read 90,000. Here one race covers each fetched batch, with the same effect: when a
-    rebalance suspends the flow, what is left of the batch is not delivered, and the
-    consumer seeks back to the committed offsets before fetching again.
-    """
-
-    def _new_consumer_thread(self) -> Any:
-        return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def _drain_messages(self, fetcher: Any) -> None:
-        stopped = cast(Service, self)._stopped.is_set
-        fetcher_stopped = cast(Service, fetcher)._stopped.is_set
-        while not (stopped() or fetcher_stopped()):
-            batch = [pair async for pair in self.getmany(timeout=1.0)]
-            # getmany may return at once again and again: let other tasks run in between.
-            await self.sleep(0)
-            if batch and not self.should_stop:
-                await self.wait_first(self._deliver(batch), self.suspend_flow.wait())
-
-    async def _deliver(self, batch: list[tuple[TP, Message]]) -> None:
-        """Hand a fetched batch to the streams in order, keeping faust's offset bookkeeping:
-        the read offset per partition, gaps in acked topics, commits every n acks."""
-        read_offsets = self._read_offset
-        for tp, message in batch:
-            offset = message.offset
-            read = read_offsets[tp]
-            if read is not None and offset < read:
-                continue  # already delivered before a seek back
-            if read and offset - read > 1 and self.app.topics.acks_enabled_for(message.topic):
-                await self._add_gap(tp, read + 1, offset)
-            if self._commit_every is not None and self._n_acked >= self._commit_every:
-                self._n_acked = 0
-                await self.commit()
-            await self.callback(message)
-            read_offsets[tp] = offset
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
-class _RawBytes(faust.Schema):
-    """Keys and values as the bytes on the wire, headers as they came: the monitor decodes
-    them itself, so faust's codec lookups per message are skipped."""
-
-    def compile(self, app: AppT, **_: Any) -> Any:
-        event_class = cast(Callable[..., Any], app.conf.Event)
-
-        async def decode(message: Message, *, propagate: bool = False) -> Any:
-            return event_class(app, message.key, message.value, message.headers, message)
-
-        return decode
-
-
-class _StatisticsOff(FaustMonitor):
-    """Faust's default sensor without its per-message statistics (rates, latencies kept for
-    faust's web views, which the monitor does not serve): two dict updates and a clock read
-    per message and stream, for figures nobody reads. Offsets and commits are still tracked."""
-
-    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
-        return None
-
-    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
-        return None
-
-    def on_stream_event_out(
-        self, tp: TP, offset: int, stream: Any, event: Any, state: dict[str, Any] | None = None
-    ) -> None:
-        return None
-
-    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
-        return None
-
-
-class StreamApp(faust.App):
-    """A faust app whose consumer waits at most ``fetch_max_wait_ms`` for new data."""
-
-    fetch_max_wait_ms = 1500
-
-    def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
-
-
-def _incoming(event: faust.types.EventT) -> IncomingRecord:
-    message = event.message
-    headers = message.headers
-    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
-    return IncomingRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple(pairs),
-        timestamp_ms=int(message.timestamp * 1000),
-    )
-
-
 class MonitorStreams:
     """Builds and runs the faust application around a :class:`DriftMonitor`.
 
@@ -273,7 +154,7 @@ class MonitorStreams:
         """Partitions of the monitor's topics this process owns, by topic (after the last rebalance)."""
         app = StreamApp(
             settings.consumer_group(),
-            monitor=_StatisticsOff(),
+            monitor=StatisticsOff(),
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
             autodiscover=False,
             web_enabled=False,
@@ -308,8 +189,10 @@ class MonitorStreams:
         )
         app.fetch_max_wait_ms = settings.fetch_max_wait_ms
         self.app = app
-        raw: dict[str, Any] = {"schema": _RawBytes()}
+        raw: dict[str, Any] = {"schema": RawBytes()}
         self._source_topics = (self.topics.predictions, self.topics.labels, self.topics.model_events)
+        self._source_names = ",".join(sorted(self._source_topics))
+        self._group = settings.consumer_group()
         self._sources = app.topic(*self._source_topics, **raw)
         self._join = app.topic(self.join_topic, partitions=settings.partitions, internal=True, **raw)
         self._samples = app.topic(self.samples_topic, partitions=settings.partitions, internal=True, **raw)
@@ -351,21 +234,25 @@ class MonitorStreams:
             self.settings.batch_size, within=self.settings.batch_seconds
         )
         async for events in batches:
-            out = _Batches(self.settings.partitions)
-            for event in events:
-                record = _incoming(event)
-                try:
-                    self._route_one(record, out)
-                except (EnvelopeError, InvalidRecord) as exc:
-                    error_class = exc.error_class if isinstance(exc, EnvelopeError) else "invalid"
-                    field = exc.field if isinstance(exc, InvalidRecord) else ""
-                    await self._dead_letter(DeadLetter(record, error_class, str(exc), field))
-                except Exception as exc:
-                    log.exception("route_failed", topic=record.topic, offset=record.offset)
-                    await self._dead_letter(
-                        DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")
-                    )
-            await out.flush(self.app, self.join_topic, self.samples_topic)
+            records = [incoming(event) for event in events]
+            with tracing.consume_span(self._source_names, self._group, [r.headers for r in records]):
+                await self._route_batch(records)
+
+    async def _route_batch(self, records: list[IncomingRecord]) -> None:
+        out = _Batches(self.settings.partitions)
+        for record in records:
+            try:
+                self._route_one(record, out)
+            except (EnvelopeError, InvalidRecord) as exc:
+                error_class = exc.error_class if isinstance(exc, EnvelopeError) else "invalid"
+                field = exc.field if isinstance(exc, InvalidRecord) else ""
+                await self._dead_letter(DeadLetter(record, error_class, str(exc), field))
+            except Exception as exc:
+                log.exception("route_failed", topic=record.topic, offset=record.offset)
+                await self._dead_letter(
+                    DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")
+                )
+        await out.flush(self.app, self.join_topic, self.samples_topic)
 
     def _route_one(self, record: IncomingRecord, out: _Batches) -> None:
         if record.topic == self.topics.predictions:
@@ -389,23 +276,28 @@ class MonitorStreams:
 
     async def _join_rows(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            now = self._clock()
-            out = _Batches(self.settings.partitions)
-            try:
-                for item in loads(event.value)[JOIN_ITEMS]:
-                    kind = item["k"]
-                    if kind == PREDICTED:
-                        self._join_prediction(Prediction.from_json(item), partition, now, out)
-                    elif kind == LABEL:
-                        self._join_label(Label.from_json(item), partition, now, out)
-                self._expire(partition, now)
-            except Exception:
-                # Only the monitor writes this topic: a record it cannot read is a bug, not
-                # hostile input. Log it and go on rather than stop the join.
-                log.exception("join_failed", partition=partition, offset=event.message.offset)
-            await self._pending.flush_changelog()
-            await out.flush(self.app, self.join_topic, self.samples_topic)
+            # One span per message, which carries a batch of items: tracing costs nothing per item.
+            with tracing.consume_span(self.join_topic, self._group, ()):
+                await self._join_batch(event)
+
+    async def _join_batch(self, event: faust.types.EventT) -> None:
+        partition = event.message.partition
+        now = self._clock()
+        out = _Batches(self.settings.partitions)
+        try:
+            for item in loads(event.value)[JOIN_ITEMS]:
+                kind = item["k"]
+                if kind == PREDICTED:
+                    self._join_prediction(Prediction.from_json(item), partition, now, out)
+                elif kind == LABEL:
+                    self._join_label(Label.from_json(item), partition, now, out)
+            self._expire(partition, now)
+        except Exception:
+            # Only the monitor writes this topic: a record it cannot read is a bug, not
+            # hostile input. Log it and go on rather than stop the join.
+            log.exception("join_failed", partition=partition, offset=event.message.offset)
+        await self._pending.flush_changelog()
+        await out.flush(self.app, self.join_topic, self.samples_topic)
 
     def _join_prediction(self, prediction: Prediction, partition: int, now: float, out: _Batches) -> None:
         entry = self._entry(prediction.id)
@@ -473,15 +365,19 @@ class MonitorStreams:
 
     async def _detect(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            now = self._clock()
-            tally = _Tally()
-            try:
-                for item in loads(event.value)[SAMPLE_ITEMS]:
-                    await self._detect_one(item, partition, now, tally)
-            except Exception:
-                log.exception("detect_failed", partition=partition, offset=event.message.offset)
-            self._export_quality(tally)
+            with tracing.consume_span(self.samples_topic, self._group, ()):
+                await self._detect_batch(event)
+
+    async def _detect_batch(self, event: faust.types.EventT) -> None:
+        partition = event.message.partition
+        now = self._clock()
+        tally = _Tally()
+        try:
+            for item in loads(event.value)[SAMPLE_ITEMS]:
+                await self._detect_one(item, partition, now, tally)
+        except Exception:
+            log.exception("detect_failed", partition=partition, offset=event.message.offset)
+        self._export_quality(tally)
 
     async def _detect_one(self, data: dict[str, Any], partition: int, now: float, tally: _Tally) -> None:
         kind = data["k"]
