@@ -43,7 +43,12 @@ class IngestApp:
 
     @property
     def ready(self) -> bool:
-        return self._ready and self.consumer is not None and self.consumer.loop.running
+        return self._ready and self.consumer is not None and not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps ingest from doing its job: its raw-event consumer, if it is not consuming."""
+        problem = self.consumer.loop.problem() if self.consumer is not None else "not started"
+        return [f"raw events consumer: {problem}"] if problem else []
 
     async def start(self) -> None:
         """Start every part in order; if one fails, the ones before it are stopped again."""
@@ -108,7 +113,9 @@ class IngestApp:
             grpc_api.SERVICE_NAME,
         )
         http_server = HttpServer(
-            http_api.create_http_app(self.pipeline, datasets, settings, verifier, ready=lambda: self.ready),
+            http_api.create_http_app(
+                self.pipeline, datasets, settings, verifier, ready=lambda: self.ready, problems=self.problems
+            ),
             settings.host,
             settings.http_port,
         )

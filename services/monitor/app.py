@@ -8,9 +8,7 @@ from collections.abc import Callable
 
 from services.common.auth import Scope, ServiceCredentials, TokenVerifier
 from services.common.clients.registry import RegistryClient
-from services.common.events import Topics
 from services.common.http import HttpServer
-from services.common.kafka import ensure_topics
 from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
 from services.monitor import http_api
@@ -41,7 +39,12 @@ class MonitorApp:
 
     @property
     def ready(self) -> bool:
-        return self.streams is not None and self.streams.running
+        return self.streams is not None and not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps the monitor from doing its job: its streams, if they are not consuming."""
+        problem = self.streams.problem() if self.streams is not None else "not started"
+        return [f"streams: {problem}"] if problem else []
 
     async def start(self) -> None:
         """Start every part in order; if one fails, the ones before it are stopped again."""
@@ -51,7 +54,6 @@ class MonitorApp:
 
     async def _start(self) -> None:
         settings, parts = self.settings, self._parts
-        topics = Topics(settings.topic_prefix)
         if settings.alert_webhook_url is not None:
             self.alerter = await parts.start(
                 "alerter",
@@ -71,21 +73,13 @@ class MonitorApp:
         streams = MonitorStreams(
             settings, self.monitor, clock=self._clock, alerter=self.alerter, profiles=self.profiles
         )
-        consumed = [topics.predictions, topics.labels, topics.model_events]
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            [*consumed, *(Topics.dlq(t) for t in consumed), topics.drift, topics.train_requests],
-        )
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            [streams.join_topic, streams.samples_topic],
-            partitions=settings.partitions,
-        )
+        await streams.ensure_topics()
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
         http_app = http_api.create_http_app(
             self.monitor,
             verifier,
             ready=lambda: self.ready,
+            problems=self.problems,
             assignment=lambda: streams.assignment,
             version=settings.code_version,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
@@ -19,6 +19,7 @@ def create_http_app(
     verifier: TokenVerifier,
     *,
     ready: Callable[[], bool],
+    problems: Callable[[], Sequence[str]] = lambda: (),
     assignment: Callable[[], dict[str, list[int]]],
     version: str,
 ) -> FastAPI:
@@ -27,6 +28,7 @@ def create_http_app(
         version,
         verifier=verifier,
         ready=ready,
+        problems=problems,
         description="Live model quality and drift. Each monitor process reports the models it watches.",
     )
 

@@ -41,7 +41,7 @@ import faust
 
 from services.common import tracing
 from services.common.events import EnvelopeError, IncomingRecord, Topics
-from services.common.kafka import DeadLetter
+from services.common.kafka import DeadLetter, ensure_topics
 from services.common.logging import get_logger
 from services.monitor import metrics
 from services.monitor.alerts import WebhookAlerter
@@ -188,6 +188,7 @@ class MonitorStreams:
             value_serializer="raw",
         )
         app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+        app.on_log_lost = self.ensure_topics
         self.app = app
         raw: dict[str, Any] = {"schema": RawBytes()}
         self._source_topics = (self.topics.predictions, self.topics.labels, self.topics.model_events)
@@ -216,11 +217,38 @@ class MonitorStreams:
         app.timer(settings.sweep_interval_seconds, name="sweep")(self._send_ticks)
         app.on_partitions_assigned.connect(self._on_assigned)
 
+    async def ensure_topics(self) -> None:
+        """Create whichever of the monitor's topics the broker does not have: at start, and
+        again when the consumer finds that the broker lost its records (the platform's topics
+        come back with the stack; the monitor's own would not, and faust waits on them)."""
+        settings, bootstrap = self.settings, self.settings.kafka_bootstrap_servers
+        consumed = [self.topics.predictions, self.topics.labels, self.topics.model_events]
+        await ensure_topics(
+            bootstrap,
+            [*consumed, *(Topics.dlq(t) for t in consumed), self.topics.drift, self.topics.train_requests],
+        )
+        await ensure_topics(bootstrap, [self.join_topic, self.samples_topic], partitions=settings.partitions)
+        changelogs = [
+            self._pending.changelog_topic.get_topic_name(),
+            self._episodes.changelog_topic.get_topic_name(),
+        ]
+        await ensure_topics(
+            bootstrap, changelogs, partitions=settings.partitions, configs={"cleanup.policy": "compact"}
+        )
+        await ensure_topics(bootstrap, [f"{self.app.conf.id}-__assignor-__leader"], partitions=1)
+
     async def start(self) -> None:
         await self.app.start()
 
     async def stop(self) -> None:
         await self.app.stop()
+
+    def problem(self) -> str | None:
+        """Why the streams are not consuming (None while they are)."""
+        if not self.running:
+            return "stopped"
+        progress = cast(Any, self.app.consumer).progress
+        return progress.problem() if progress is not None else None
 
     @property
     def running(self) -> bool:

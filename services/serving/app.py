@@ -47,13 +47,22 @@ class ServingApp:
         self._ready = False
         self._synced = asyncio.Event()
         self._parts = Parts(SERVICE)
+        self._events: ModelEventsListener | None = None
         self.publisher: PredictionPublisher | None = None
         self.manager: ModelManager | None = None
         self.inference: InferenceService | None = None
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        return self._ready and not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps serving from doing its job: not yet synced with the registry, or not
+        hearing model events (it would go on serving versions the registry has replaced)."""
+        if not self._ready:
+            return ["not yet synced with the registry"]
+        problem = self._events.problem() if self._events is not None else "not started"
+        return [f"model events listener: {problem}"] if problem else []
 
     async def start(self) -> None:
         """Start every part in order; if one fails, the ones before it are stopped again.
@@ -140,7 +149,7 @@ class ServingApp:
 
         # Listen before the first full read: a change after this point arrives as an event,
         # one before it is in what the read returns.
-        await parts.start(
+        self._events = await parts.start(
             "model_events",
             ModelEventsListener(
                 settings.kafka_bootstrap_servers, self.topics.model_events, manager.request_sync, SERVICE
@@ -154,21 +163,22 @@ class ServingApp:
         )
         grpc_server.add_service(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
-            InferenceServicer(inference, manager, ready=lambda: self._ready, version=settings.code_version),
+            InferenceServicer(inference, manager, ready=lambda: self.ready, version=settings.code_version),
             SERVICE_NAME,
         )
         app = create_app(
             "mlops serving",
             settings.code_version,
             verifier=verifier,
-            ready=lambda: self._ready,
+            ready=lambda: self.ready,
+            problems=self.problems,
             description="Open Inference Protocol (KServe V2) over HTTP/JSON.",
         )
         http_api.install(
             app,
             inference,
             manager,
-            ready=lambda: self._ready,
+            ready=lambda: self.ready,
             version=settings.code_version,
             max_body_bytes=settings.max_message_bytes,
         )

@@ -33,6 +33,7 @@ from services.common.kafka import TailReader
 from services.common.lifecycle import cancel
 from services.common.logging import get_logger
 from services.common.metrics import PREFIX
+from services.common.progress import Resume
 from services.common.proto.mlops.v1 import events_pb2
 from services.serving.models import LoadedVersion
 from services.serving.predictor import FeatureBatch, Outputs
@@ -62,6 +63,9 @@ class ModelEventsListener:
             fetch_max_wait_ms=500,
             # The app created the topic: a missing one is a broker that lost it, at once.
             metadata_timeout=0,
+            # A log that lost its records starts again with events published since: every
+            # one is news (and a trigger read twice only re-reads the registry).
+            resume=Resume.BEGINNING,
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -69,6 +73,12 @@ class ModelEventsListener:
         """Start reading; returns once every partition's position is fixed, so no later event is missed."""
         await self._reader.start()
         self._task = asyncio.create_task(self._run(), name="model-events")
+
+    def problem(self) -> str | None:
+        """Why model events are not being heard (None while they are)."""
+        if self._task is None or self._task.done():
+            return "not listening"
+        return self._reader.problem()
 
     async def stop(self) -> None:
         if self._task is not None:

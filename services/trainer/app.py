@@ -37,12 +37,23 @@ class TrainerApp:
         # Unique per process: a restarted trainer is a new owner and waits out the old leases.
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._consumer: ConsumerLoop | None = None
+        self._online: OnlineLearner | None = None
         self._parts = Parts("trainer")
         self._ready = False
 
     @property
     def ready(self) -> bool:
-        return self._ready and self._consumer is not None and self._consumer.running
+        return self._ready and self._consumer is not None and not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps the trainer from doing its job: a consumer that is not consuming."""
+        found = []
+        problem = self._consumer.problem() if self._consumer is not None else "not started"
+        if problem:
+            found.append(f"train requests consumer: {problem}")
+        if self._online is not None and (problem := self._online.problem()):
+            found.append(f"online learner: {problem}")
+        return found
 
     async def start(self) -> None:
         """Start every part in order; if one fails, the ones before it are stopped again."""
@@ -123,7 +134,7 @@ class TrainerApp:
                     signing_key=signing_key,
                 ),
             )
-            await parts.start("online_learner", online)
+            self._online = await parts.start("online_learner", online)
         metrics.ASSIGNED_PARTITIONS.set_function(lambda: len(consumer.assignment()))
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
         http_app = create_app(
@@ -131,6 +142,7 @@ class TrainerApp:
             settings.code_version,
             verifier=verifier,
             ready=lambda: self.ready,
+            problems=self.problems,
             description="Trains, evaluates and registers models from train requests on Kafka.",
         )
         self.http_port = (

@@ -32,6 +32,7 @@ from services.common.clients.registry import RegistryClient
 from services.common.events import EnvelopeError, IncomingRecord, decode
 from services.common.kafka import TailReader
 from services.common.logging import get_logger
+from services.common.progress import Resume
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.registry_pb2 import (
     ModelVersion,
@@ -83,6 +84,8 @@ class OnlineLearner:
             client_id="mlops-trainer-online",
             fetch_max_wait_ms=200,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # Rows published since the broker lost its log were never learned.
+            resume=Resume.BEGINNING,
         )
         self.sessions: dict[str, OnlineSession] = {}
         self._task: asyncio.Task[None] | None = None
@@ -114,8 +117,34 @@ class OnlineLearner:
                     log.warning("online_refresh_failed", error=repr(exc))
                 next_refresh = time.monotonic() + self._config.refresh_seconds
             records = await self._reader.read(timeout_ms=500, max_records=2000)
+            self._forget_lost_positions()
             if records and self.sessions:
                 await self._learn(records)
+
+    def problem(self) -> str | None:
+        """Why the feature stream is not being read (None while it is)."""
+        if self._task is None or self._task.done():
+            return "not reading"
+        return self._reader.problem()
+
+    def _forget_lost_positions(self) -> None:
+        """A session's position past the log's end (kept in memory, or read from a snapshot
+        made before the broker lost its records) would skip every row until the new log grew
+        past it: the rows there now were never learned, so learning restarts at 0."""
+        for tp in self._reader.assignment:
+            end = self._reader.end(tp)
+            if end is None:
+                continue
+            for session in self.sessions.values():
+                if session.positions.get(tp.partition, 0) > end:
+                    log.warning(
+                        "online_position_past_log_end",
+                        model=session.model_name,
+                        partition=tp.partition,
+                        position=session.positions[tp.partition],
+                        log_end=end,
+                    )
+                    session.positions[tp.partition] = 0
 
     async def _refresh(self) -> None:
         """Follow the production river versions: take the leases, load what changed, drop the rest."""
