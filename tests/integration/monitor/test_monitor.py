@@ -435,6 +435,29 @@ async def test_mlops_drift_status_shows_the_monitor_report(running: Running) -> 
     assert denied.exit_code == 4
 
 
+async def test_each_stage_handles_a_batch_in_one_span_that_reaches_the_predictions_trace(
+    running: Running,
+) -> None:
+    topics, model, now = running.topics, "traced", time.time()
+
+    def stage(topic: str) -> list[ReadableSpan]:
+        return [s for s in finished(SpanKind.CONSUMER) if s.name == f"process {topic}"]
+
+    with recording():
+        with tracer().start_as_current_span("served") as served:
+            traced = prediction(topics.predictions, "traced-0", model, 1, "1", occurred_at=now)
+        await send(running.producer, [traced, label(topics.labels, "traced-0", 1.0, event_time=now)])
+        await wait_for(lambda: running.labelled(model, 1) == 1, WAIT, "the traced prediction joined")
+        route = stage(",".join(sorted((topics.labels, topics.model_events, topics.predictions))))
+        served_trace = served.get_span_context().trace_id
+        assert any(
+            s.context.trace_id == served_trace
+            or any(link.context.trace_id == served_trace for link in s.links)
+            for s in route
+        ), "the route span that handled the prediction is its trace's child or links to it"
+        assert stage(f"{topics.prefix}.monitor.join") and stage(f"{topics.prefix}.monitor.samples")
+
+
 async def test_unmatched_predictions_and_labels_expire_and_are_counted(running: Running) -> None:
     """Runs last in the module: it moves the clock past every join deadline."""
     from services.monitor import metrics
@@ -458,28 +481,6 @@ async def test_unmatched_predictions_and_labels_expire_and_are_counted(running: 
         WAIT,
         "expiry",
     )
-    assert running.predicted(model, 1) == 1
+    # The detect stage counts the prediction on its own time, after the join passed it on.
+    await wait_for(lambda: running.predicted(model, 1) == 1, WAIT, "the lonely prediction counted")
     assert running.labelled(model, 1) == 0
-
-
-async def test_each_stage_handles_a_batch_in_one_span_that_reaches_the_predictions_trace(
-    running: Running,
-) -> None:
-    topics, model, now = running.topics, "traced", time.time()
-
-    def stage(topic: str) -> list[ReadableSpan]:
-        return [s for s in finished(SpanKind.CONSUMER) if s.name == f"process {topic}"]
-
-    with recording():
-        with tracer().start_as_current_span("served") as served:
-            traced = prediction(topics.predictions, "traced-0", model, 1, "1", occurred_at=now)
-        await send(running.producer, [traced, label(topics.labels, "traced-0", 1.0, event_time=now)])
-        await wait_for(lambda: running.labelled(model, 1) == 1, WAIT, "the traced prediction joined")
-        route = stage(",".join(sorted((topics.labels, topics.model_events, topics.predictions))))
-        served_trace = served.get_span_context().trace_id
-        assert any(
-            s.context.trace_id == served_trace
-            or any(link.context.trace_id == served_trace for link in s.links)
-            for s in route
-        ), "the route span that handled the prediction is its trace's child or links to it"
-        assert stage(f"{topics.prefix}.monitor.join") and stage(f"{topics.prefix}.monitor.samples")
