@@ -411,10 +411,15 @@ class LocalStack:
         if component in self.processes:
             self.processes.pop(component).stop()
         if component == "kafka":
-            self._start_kafka(deadline)
+            # Stopped before the new broker is up: an old monitor would write its lost
+            # state into the new broker's fresh topics, and its successor trip on it.
             restarted = [s for s in RESTARTED_WITH_BROKER if s in self.processes]
             for service in restarted:
-                self.restart(service, timeout=_left(deadline))
+                self.processes.pop(service).stop()
+            self._start_kafka(deadline)
+            for service in restarted:
+                self._spawn(service)
+            self._wait_healthy(restarted, deadline)
             also = f" Restarted with it: {', '.join(restarted)}." if restarted else ""
             self.notes.append(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC: {RECORDS_LOST}{also}")
         elif component == "mongodb":
