@@ -18,6 +18,7 @@ from services.cli.output import ExitCode, JsonOutput, console, err_console, fail
 from services.cli.stack import (
     ALL_SERVICES,
     INFRA,
+    RECORDS_LOST,
     SERVICES,
     STATE_FILE,
     LocalStack,
@@ -219,6 +220,8 @@ def _supervise(stack: LocalStack, state_path: Path, restart: bool) -> None:
             started_at[name] = time.monotonic()
             stack.state().save(state_path)
             err_console.print(Text(f"{name} restarted (pid {stack.processes[name].pid})", style="green"))
+            if name == "kafka":
+                err_console.print(Text(RECORDS_LOST, style="yellow"))
         time.sleep(0.5)
 
 
@@ -266,7 +269,9 @@ def status(
     """Check the health of every component.
 
     Kafka: a metadata round trip; MongoDB: a ping; registry, ingest, serving: the gRPC
-    health protocol; monitor, trainer: /health/ready.
+    health protocol; every service: /health/ready, which names a consumer that is not
+    consuming and why. Notes of the running stack (records lost when its broker restarted)
+    follow the table.
 
     Uses the running local stack's ports when there is one, otherwise the defaults;
     [bold]--port[/] overrides either. Exit code 0 only when every component is healthy.
@@ -281,6 +286,7 @@ def status(
             {
                 "healthy": healthy,
                 "stack_pid": state.pid if state else None,
+                "notes": state.notes if state else [],
                 "components": [
                     {"name": r.component, "endpoint": r.endpoint, "healthy": r.healthy, "detail": r.detail}
                     for r in results
@@ -295,5 +301,7 @@ def status(
             mark = "[green]healthy[/]" if r.healthy else "[red]unhealthy[/]"
             table.add_row(r.component, r.endpoint, mark, r.detail)
         console.print(table)
+        for note in state.notes if state else []:
+            console.print(Text(note, style="yellow"))
     if not healthy:
         raise typer.Exit(int(ExitCode.FAILED))

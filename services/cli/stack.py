@@ -43,6 +43,17 @@ STATE_FILE = "stack.json"
 INFRA = ("kafka", "mongodb")
 ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer")
 """Every service, in start order: a service starts after the ones it calls."""
+RESTARTED_WITH_BROKER = ("monitor",)
+"""Services restarted after the embedded broker: the monitor's stream tables (joins waiting
+for their labels, drift episodes) live in topics of its own that the broker lost, and faust
+waits on them rather than start over. The other services resume by themselves."""
+RECORDS_LOST = (
+    "kafka restarted without its records: the embedded broker keeps them in memory only, so "
+    "every record it held (events not yet ingested, predictions and labels not yet joined, "
+    "model events, train requests, committed offsets) was lost. The topics were recreated "
+    "empty and the services resumed from the new logs; data already stored in the database "
+    "(datasets, models, jobs) is intact. Compose with Apache Kafka keeps its logs."
+)
 
 
 @dataclass(frozen=True)
@@ -148,12 +159,18 @@ def check_component(name: str, ports: StackPorts, host: str = HOST, timeout: flo
         endpoint = f"mongodb://{host}:{ports.mongodb}"
         return Health(name, endpoint, *check_mongodb(endpoint, timeout=max(timeout, 3.0)))
     spec = SERVICES[name]
+    ready_url = f"http://{host}:{getattr(ports, spec.http_port)}/health/ready"
     if spec.health == "grpc":
         assert spec.grpc_port is not None
         endpoint = f"{host}:{getattr(ports, spec.grpc_port)}"
-        return Health(name, endpoint, *check_grpc_health(endpoint, timeout))
-    endpoint = f"http://{host}:{getattr(ports, spec.http_port)}/health/ready"
-    return Health(name, endpoint, *check_http_health(endpoint, timeout))
+        healthy, detail = check_grpc_health(endpoint, timeout)
+        if healthy:
+            # SERVING says the server is up; readiness also says whether its consumers consume.
+            ready, why = check_http_health(ready_url, timeout)
+            if not ready:
+                healthy, detail = False, f"{detail}, not ready: {why}"
+        return Health(name, endpoint, healthy, detail)
+    return Health(name, ready_url, *check_http_health(ready_url, timeout))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +195,8 @@ class StackState:
     pid_started: int = 0
     """When the supervisor started (clock ticks since boot), so a pid the system has since
     given to another process is not mistaken for the stack (``mlops down`` signals it)."""
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """What an operator should know about this stack's history (records lost in a broker restart)."""
 
     def save(self, path: Path) -> None:
         """Write atomically, readable by the owner only."""
@@ -289,6 +308,8 @@ class LocalStack:
         self._extra_env = dict(env or {})
         self._mongo_sync_on_commit = mongo_sync_on_commit
         self.started_at: datetime | None = None
+        self.notes: list[str] = []
+        """What happened that an operator should know, oldest first (``mlops status`` shows it)."""
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -382,12 +403,25 @@ class LocalStack:
 
     def restart(self, component: str, timeout: float = 60) -> None:
         """Stop ``component`` if it runs, start it again on the same ports, and wait until
-        it is healthy. Restarting ``kafka`` re-creates the topics (its storage is memory)."""
+        it is healthy. Restarting ``kafka`` re-creates the topics (its storage is memory),
+        restarts :data:`RESTARTED_WITH_BROKER` and adds a note that the records it held were
+        lost; the other services' consumers find their logs moved behind them and resume from
+        the new ones by themselves."""
         deadline = time.monotonic() + timeout
         if component in self.processes:
             self.processes.pop(component).stop()
         if component == "kafka":
+            # Stopped before the new broker is up: an old monitor would write its lost
+            # state into the new broker's fresh topics, and its successor trip on it.
+            restarted = [s for s in RESTARTED_WITH_BROKER if s in self.processes]
+            for service in restarted:
+                self.processes.pop(service).stop()
             self._start_kafka(deadline)
+            for service in restarted:
+                self._spawn(service)
+            self._wait_healthy(restarted, deadline)
+            also = f" Restarted with it: {', '.join(restarted)}." if restarted else ""
+            self.notes.append(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC: {RECORDS_LOST}{also}")
         elif component == "mongodb":
             self._start_mongodb(deadline)
         elif component in self.services:
@@ -412,6 +446,7 @@ class LocalStack:
             started_at=(self.started_at or datetime.now(UTC)).isoformat(),
             workdir=str(self.workdir.resolve()),
             pid_started=process_started(pid),
+            notes=list(self.notes),
         )
 
     def __enter__(self) -> LocalStack:

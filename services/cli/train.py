@@ -33,7 +33,6 @@ from typing import Annotated
 
 import typer
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from google.protobuf import json_format
 from rich.progress import (
@@ -52,8 +51,8 @@ from services.cli.models import Name, call_registry, gates_failed, gates_table, 
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
 from services.cli.topics import BootstrapOption
 from services.common.clients.registry import MODEL_NAME
-from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
-from services.common.kafka import create_producer, ensure_topics, publish
+from services.common.events import EnvelopeError, Topics, decode, encode
+from services.common.kafka import TailReader, create_producer, ensure_topics, publish
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainResult, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, ModelSpec, Task
 
@@ -68,7 +67,6 @@ FINAL = {
     TrainStatus.TRAIN_STATUS_FAILED,
     TrainStatus.TRAIN_STATUS_DUPLICATE,
 }
-METADATA_ATTEMPTS = 25
 MAX_ID_LENGTH = 256
 _ID = re.compile(rf"[^\x00-\x1f\x7f]{{0,{MAX_ID_LENGTH}}}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -213,53 +211,33 @@ class ResultFollower:
     def __init__(self, bootstrap: str, topic: str):
         self._bootstrap = bootstrap
         self._topic = topic
-        self._consumer: AIOKafkaConsumer | None = None
+        # Assigned partitions, no group: a group join costs seconds on the embedded broker.
+        self._reader = TailReader(bootstrap, [topic], client_id="mlops-cli-train")
 
     async def start(self) -> None:
-        # Assigned partitions, no group: a group join costs seconds on the embedded broker.
+        """Fix "the end" now, before the request goes out."""
         await ensure_topics(self._bootstrap, [self._topic])
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
-        )
-        self._consumer = consumer
-        await consumer.start()
-        partitions = await self._partitions(consumer)
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for partition in partitions:
-            await consumer.position(partition)  # resolve "the end" now, before the request goes out
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        """Every partition of the topic, once the broker's metadata lists them (a topic just
-        created can take a moment to appear)."""
-        for _ in range(METADATA_ATTEMPTS):
-            await consumer.topics()  # fresh metadata
-            found = consumer.partitions_for_topic(self._topic)
-            if found:
-                return [TopicPartition(self._topic, p) for p in sorted(found)]
-            await asyncio.sleep(0.2)
-        raise KafkaError(f"the broker lists no partitions of {self._topic}")
+        try:
+            await self._reader.start()
+        except LookupError:
+            raise KafkaError(f"the broker lists no partitions of {self._topic}") from None
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._reader.stop()
 
     async def follow(self, request_id: str, on_result: Callable[[TrainResult], None]) -> TrainResult:
         """Results for ``request_id`` to ``on_result`` until a final one, which it returns."""
-        assert self._consumer is not None, "start() first"
         while True:
-            batches = await self._consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for record in records:
-                    try:
-                        result = decode(IncomingRecord.from_consumer_record(record), TrainResult).message
-                    except EnvelopeError:
-                        continue  # not ours to judge
-                    if result.request_id != request_id:
-                        continue
-                    on_result(result)
-                    if result.status in FINAL:
-                        return result
+            for record in await self._reader.read(timeout_ms=1000):
+                try:
+                    result = decode(record, TrainResult).message
+                except EnvelopeError:
+                    continue  # not ours to judge
+                if result.request_id != request_id:
+                    continue
+                on_result(result)
+                if result.status in FINAL:
+                    return result
 
 
 async def submit(bootstrap: str, topics: Topics, request: TrainRequest) -> None:

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.grpc_errors import ErrorInterceptor
 from services.common.logging import get_logger
-from services.common.tracing import TracingServerInterceptor
+from services.common.tracing import server_interceptor
 
 log = get_logger(__name__)
 
@@ -39,7 +39,7 @@ class GrpcServer:
     ):
         self._address = address
         self._server = grpc.aio.server(
-            interceptors=[TracingServerInterceptor(), ErrorInterceptor(), *interceptors],
+            interceptors=[server_interceptor(), ErrorInterceptor(), *interceptors],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),

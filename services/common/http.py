@@ -5,16 +5,18 @@ uvicorn server that runs inside the service's loop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal, denial
 from services.common.http_errors import PlatformApp
+from services.common.tracing import instrument_http
 
 _bearer = HTTPBearer(
     auto_error=False, description="A platform token: `mlops token create` or the local stack's."
@@ -28,12 +30,18 @@ def create_app(
     *,
     verifier: TokenVerifier,
     ready: Callable[[], bool] = lambda: True,
+    problems: Callable[[], Sequence[str]] = lambda: (),
     on_denied: HttpDenialHook | None = None,
     description: str = "",
 ) -> FastAPI:
     """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on
-    those) that answers every error with a problem-details body (:class:`PlatformApp`)."""
+    those) that answers every error with a problem-details body (:class:`PlatformApp`), and a
+    span for every request to its other routes.
+
+    ``/health/ready`` answers 503 while ``ready()`` is false, with ``problems()`` in the body:
+    what keeps the service from doing its job (a consumer that is not consuming, and why)."""
     app = PlatformApp(title=title, version=version, description=description)
+    instrument_http(app)
     app.state.verifier = verifier
     app.state.on_denied = on_denied
 
@@ -50,7 +58,7 @@ def create_app(
     async def readiness() -> Response:
         if ready():
             return Response('{"status":"ready"}', media_type="application/json")
-        return Response('{"status":"not ready"}', status_code=503, media_type="application/json")
+        return JSONResponse({"status": "not ready", "problems": list(problems())}, status_code=503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics.", include_in_schema=False)
     async def metrics() -> Response:

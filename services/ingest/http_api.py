@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -108,12 +108,14 @@ def create_http_app(
     verifier: TokenVerifier,
     *,
     ready: Callable[[], bool],
+    problems: Callable[[], Sequence[str]] = lambda: (),
 ) -> FastAPI:
     app = create_app(
         "MLOps ingest",
         "1.0",
         verifier=verifier,
         ready=ready,
+        problems=problems,
         description="Batches of raw events in, validated like the raw topic's; schemas and data quality out.",
     )
     body_limit = settings.http_max_body_bytes

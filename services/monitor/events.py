@@ -16,6 +16,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.aliases import PRODUCTION
 from services.common.events import IncomingRecord, OutgoingRecord, decode, encode
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
 from services.common.values import from_feature_value, label_text
@@ -29,7 +30,6 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 128
 MAX_ROWS = 100_000
-PRODUCTION = "production"
 DRIFT_KINDS = {
     CONCEPT: events_pb2.DRIFT_KIND_CONCEPT,
     DATA: events_pb2.DRIFT_KIND_DATA,

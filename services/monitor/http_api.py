@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
@@ -21,6 +21,7 @@ def create_http_app(
     verifier: TokenVerifier,
     *,
     ready: Callable[[], bool],
+    problems: Callable[[], Sequence[str]] = lambda: (),
     assignment: Callable[[], dict[str, list[int]]],
     version: str,
     clock: Callable[[], float],
@@ -30,6 +31,7 @@ def create_http_app(
         version,
         verifier=verifier,
         ready=ready,
+        problems=problems,
         description="Live model quality and drift. Each monitor process reports the models it watches.",
     )
 

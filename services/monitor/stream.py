@@ -39,8 +39,9 @@ from typing import Any, cast
 
 import faust
 
+from services.common import tracing
 from services.common.events import EnvelopeError, IncomingRecord, Topics
-from services.common.kafka import DeadLetter
+from services.common.kafka import DeadLetter, ensure_topics
 from services.common.logging import get_logger
 from services.monitor import metrics
 from services.monitor.alerts import WebhookAlerter
@@ -191,6 +192,7 @@ class MonitorStreams:
             value_serializer="raw",
         )
         app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+        app.on_log_lost = self.ensure_topics
         self.app = app
         raw: dict[str, Any] = {"schema": RawBytes()}
         self.source_topics = (
@@ -200,6 +202,8 @@ class MonitorStreams:
             self.topics.train_results,
         )
         """What the monitor consumes from the rest of the platform."""
+        self._source_names = ",".join(sorted(self.source_topics))
+        self._group = settings.consumer_group()
         self._sources = app.topic(*self.source_topics, **raw)
         self._join = app.topic(self.join_topic, partitions=settings.partitions, internal=True, **raw)
         self._samples = app.topic(self.samples_topic, partitions=settings.partitions, internal=True, **raw)
@@ -223,11 +227,38 @@ class MonitorStreams:
         app.timer(settings.sweep_interval_seconds, name="sweep")(self._send_ticks)
         app.on_partitions_assigned.connect(self._on_assigned)
 
+    async def ensure_topics(self) -> None:
+        """Create whichever of the monitor's topics the broker does not have: at start, and
+        again when the consumer finds that the broker lost its records (the platform's topics
+        come back with the stack; the monitor's own would not, and faust waits on them)."""
+        settings, bootstrap = self.settings, self.settings.kafka_bootstrap_servers
+        consumed = self.source_topics
+        await ensure_topics(
+            bootstrap,
+            [*consumed, *(Topics.dlq(t) for t in consumed), self.topics.drift, self.topics.train_requests],
+        )
+        await ensure_topics(bootstrap, [self.join_topic, self.samples_topic], partitions=settings.partitions)
+        changelogs = [
+            self._pending.changelog_topic.get_topic_name(),
+            self._episodes.changelog_topic.get_topic_name(),
+        ]
+        await ensure_topics(
+            bootstrap, changelogs, partitions=settings.partitions, configs={"cleanup.policy": "compact"}
+        )
+        await ensure_topics(bootstrap, [f"{self.app.conf.id}-__assignor-__leader"], partitions=1)
+
     async def start(self) -> None:
         await self.app.start()
 
     async def stop(self) -> None:
         await self.app.stop()
+
+    def problem(self) -> str | None:
+        """Why the streams are not consuming (None while they are)."""
+        if not self.running:
+            return "stopped"
+        progress = cast(Any, self.app.consumer).progress
+        return progress.problem() if progress is not None else None
 
     @property
     def running(self) -> bool:
@@ -241,21 +272,25 @@ class MonitorStreams:
             self.settings.batch_size, within=self.settings.batch_seconds
         )
         async for events in batches:
-            out = _Batches(self.settings.partitions)
-            for event in events:
-                record = incoming(event)
-                try:
-                    self._route_one(record, out)
-                except (EnvelopeError, InvalidRecord) as exc:
-                    error_class = exc.error_class if isinstance(exc, EnvelopeError) else "invalid"
-                    field = exc.field if isinstance(exc, InvalidRecord) else ""
-                    await self._dead_letter(DeadLetter(record, error_class, str(exc), field))
-                except Exception as exc:
-                    log.exception("route_failed", topic=record.topic, offset=record.offset)
-                    await self._dead_letter(
-                        DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")
-                    )
-            await out.flush(self.app, self.join_topic, self.samples_topic)
+            records = [incoming(event) for event in events]
+            with tracing.consume_span(self._source_names, self._group, [r.headers for r in records]):
+                await self._route_batch(records)
+
+    async def _route_batch(self, records: list[IncomingRecord]) -> None:
+        out = _Batches(self.settings.partitions)
+        for record in records:
+            try:
+                self._route_one(record, out)
+            except (EnvelopeError, InvalidRecord) as exc:
+                error_class = exc.error_class if isinstance(exc, EnvelopeError) else "invalid"
+                field = exc.field if isinstance(exc, InvalidRecord) else ""
+                await self._dead_letter(DeadLetter(record, error_class, str(exc), field))
+            except Exception as exc:
+                log.exception("route_failed", topic=record.topic, offset=record.offset)
+                await self._dead_letter(
+                    DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")
+                )
+        await out.flush(self.app, self.join_topic, self.samples_topic)
 
     def _route_one(self, record: IncomingRecord, out: _Batches) -> None:
         if record.topic == self.topics.predictions:
@@ -292,23 +327,28 @@ class MonitorStreams:
 
     async def _join_rows(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            now = self._clock()
-            out = _Batches(self.settings.partitions)
-            try:
-                for item in loads(event.value)[JOIN_ITEMS]:
-                    kind = item["k"]
-                    if kind == PREDICTED:
-                        self._join_prediction(Prediction.from_json(item), partition, now, out)
-                    elif kind == LABEL:
-                        self._join_label(Label.from_json(item), partition, now, out)
-                self._expire(partition, now)
-            except Exception:
-                # Only the monitor writes this topic: a record it cannot read is a bug, not
-                # hostile input. Log it and go on rather than stop the join.
-                log.exception("join_failed", partition=partition, offset=event.message.offset)
-            await self._pending.flush_changelog()
-            await out.flush(self.app, self.join_topic, self.samples_topic)
+            # One span per message, which carries a batch of items: tracing costs nothing per item.
+            with tracing.consume_span(self.join_topic, self._group, ()):
+                await self._join_batch(event)
+
+    async def _join_batch(self, event: faust.types.EventT) -> None:
+        partition = event.message.partition
+        now = self._clock()
+        out = _Batches(self.settings.partitions)
+        try:
+            for item in loads(event.value)[JOIN_ITEMS]:
+                kind = item["k"]
+                if kind == PREDICTED:
+                    self._join_prediction(Prediction.from_json(item), partition, now, out)
+                elif kind == LABEL:
+                    self._join_label(Label.from_json(item), partition, now, out)
+            self._expire(partition, now)
+        except Exception:
+            # Only the monitor writes this topic: a record it cannot read is a bug, not
+            # hostile input. Log it and go on rather than stop the join.
+            log.exception("join_failed", partition=partition, offset=event.message.offset)
+        await self._pending.flush_changelog()
+        await out.flush(self.app, self.join_topic, self.samples_topic)
 
     def _join_prediction(self, prediction: Prediction, partition: int, now: float, out: _Batches) -> None:
         entry = self._entry(prediction.id)
@@ -376,15 +416,19 @@ class MonitorStreams:
 
     async def _detect(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            now = self._clock()
-            tally = _Tally()
-            try:
-                for item in loads(event.value)[SAMPLE_ITEMS]:
-                    await self._detect_one(item, partition, now, tally)
-            except Exception:
-                log.exception("detect_failed", partition=partition, offset=event.message.offset)
-            self._export_quality(tally)
+            with tracing.consume_span(self.samples_topic, self._group, ()):
+                await self._detect_batch(event)
+
+    async def _detect_batch(self, event: faust.types.EventT) -> None:
+        partition = event.message.partition
+        now = self._clock()
+        tally = _Tally()
+        try:
+            for item in loads(event.value)[SAMPLE_ITEMS]:
+                await self._detect_one(item, partition, now, tally)
+        except Exception:
+            log.exception("detect_failed", partition=partition, offset=event.message.offset)
+        self._export_quality(tally)
 
     async def _detect_one(self, data: dict[str, Any], partition: int, now: float, tally: _Tally) -> None:
         kind = data["k"]

@@ -12,6 +12,7 @@ from services.common.errors import PlatformError
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
+from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2_grpc
 from services.registry import grpc_api, http_api
@@ -36,12 +37,8 @@ class RegistryApp:
         self.grpc_port = 0
         self.http_port = 0
         self.registry: Registry | None = None
-        self._store: Store | None = None
-        self._relay: OutboxRelay | None = None
-        self._grpc: GrpcServer | None = None
-        self._http: HttpServer | None = None
+        self._parts = Parts("registry")
         self._ready = False
-        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     @property
@@ -49,22 +46,32 @@ class RegistryApp:
         return self._ready
 
     async def start(self) -> None:
-        settings = self.settings
-        store = self._store = Store.open(settings)
+        """Start every part in order; if one fails, the ones before it are stopped again."""
+        async with self._parts.starting():
+            await self._start()
+        self._ready = True
+        log.info("registry_started", grpc_port=self.grpc_port, http_port=self.http_port)
+
+    async def _start(self) -> None:
+        settings, parts = self.settings, self._parts
+        store = Store.open(settings)
+        parts.on_stop("mongodb", store.close)
         await store.ensure_indexes(settings.outbox_retention_seconds)
-        self._relay = OutboxRelay(
+        relay = OutboxRelay(
             store.outbox,
             settings.kafka_bootstrap_servers,
             Topics(settings.topic_prefix).model_events,
             settings.outbox_poll_seconds,
         )
-        registry = Registry(store, settings, on_commit=self._relay.wake)
+        registry = Registry(store, settings, on_commit=relay.wake)
         self.registry = registry
-        self._relay.start()
-        self._sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
+        relay.start()
+        parts.on_stop("outbox_relay", relay.stop)
+        sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
+        parts.on_stop("artifact_sweeper", lambda: self._stop_sweeper(sweeper))
 
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
-        self._grpc = GrpcServer(
+        grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[
                 AuthInterceptor(
@@ -73,19 +80,16 @@ class RegistryApp:
             ],
             max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
         )
-        self._grpc.add_service(
+        grpc_server.add_service(
             registry_pb2_grpc.add_RegistryServiceServicer_to_server,
             grpc_api.RegistryServicer(registry),
             grpc_api.SERVICE_NAME,
         )
         http_app = http_api.create_http_app(registry, settings, verifier, ready=lambda: self._ready)
-        self._http = HttpServer(http_app, settings.host, settings.http_port)
-        await self._grpc.start()
-        await self._http.start()
-        self.grpc_port = self._grpc.port
-        self.http_port = self._http.port
-        self._ready = True
-        log.info("registry_started", grpc_port=self.grpc_port, http_port=self.http_port)
+        self.grpc_port = (await parts.start("grpc", grpc_server)).port
+        self.http_port = (
+            await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
+        ).port
 
     async def _sweep(self, artifacts: ArtifactRepository) -> None:
         """Remove what interrupted uploads left behind, now and then periodically."""
@@ -100,29 +104,17 @@ class RegistryApp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.orphan_sweep_seconds)
 
+    async def _stop_sweeper(self, sweeper: asyncio.Task[None]) -> None:
+        self._stopping.set()
+        await cancel(sweeper)
+
     async def stop(self) -> None:
         """Stop taking calls, let the ones in flight finish, flush the outbox, disconnect."""
         self._ready = False
-        self._stopping.set()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-        if self._grpc is not None:
-            await self._grpc.stop()
-        if self._http is not None:
-            await self._http.stop()
-        if self._relay is not None:
-            await self._relay.stop()
-        if self._store is not None:
-            await self._store.close()
+        await self._parts.stop()
         log.info("registry_stopped")
 
 
 async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
-    app = RegistryApp(settings)
-    await app.start()
-    try:
-        await stop.wait()
-    finally:
-        await app.stop()
+    await run_until(RegistryApp(settings), stop)

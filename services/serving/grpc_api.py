@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from services.common.aliases import PRODUCTION
 from services.common.auth import AuthInterceptor
 from services.common.errors import Internal, PlatformError
 from services.common.logging import get_logger
@@ -22,7 +23,6 @@ from services.serving.errors import InvalidInput
 from services.serving.inference import InferenceRequest, InferenceResponse, InferenceService
 from services.serving.models import ModelManager, ModelState
 from services.serving.predictor import TensorMeta
-from services.serving.routing import PRODUCTION
 from services.serving.tensors import Tensor, fill_contents, from_contents, from_raw, to_raw
 
 log = get_logger(__name__)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
+from services.common.aliases import CANDIDATE, PRODUCTION
 from services.common.artifacts import ArtifactError
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.flavors import flavor
@@ -35,7 +36,7 @@ from services.common.proto.mlops.v1 import registry_pb2
 from services.serving.batching import Batcher, BatchObserver
 from services.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.predictor import Predictor, SignatureError
-from services.serving.routing import CANDIDATE, PRODUCTION, ModelPolicy, Rollout, canary_chosen, read_policy
+from services.serving.routing import ModelPolicy, Rollout, canary_chosen, read_policy
 
 log = get_logger(__name__)
 

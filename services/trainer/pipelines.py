@@ -37,11 +37,11 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from services.common.flavors.river import RiverFlavor
 from services.common.flavors.skops import SkopsFlavor
 from services.common.proto.mlops.v1.model_pb2 import Task
+from services.common.values import MISSING_CATEGORY
 from services.trainer.errors import SpecError
 from services.trainer.river_models import RiverEstimator
 from services.trainer.tabular import Feature, FeatureKind
 
-MISSING_CATEGORY = "__missing__"
 # Parameters the trainer owns: seeds come from the spec, parallelism from the machine.
 RESERVED_PARAMS = frozenset({"random_state", "n_jobs", "verbose", "warm_start", "categorical_features"})
 # Rare categories beyond this many are pooled, so a high-cardinality field cannot blow up a tree's input.

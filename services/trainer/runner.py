@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.aliases import PRODUCTION
 from services.common.artifacts import ArtifactError
 from services.common.clients.datasets import DatasetClient, WindowIntegrityError
 from services.common.clients.registry import RegistryClient
@@ -251,7 +252,7 @@ class JobRunner:
                 )
             return spec
         stored = await self._maybe(self._registry.get_spec(request.model_name))
-        production = await self._maybe(self._registry.get_version(request.model_name, alias="production"))
+        production = await self._maybe(self._registry.get_version(request.model_name, alias=PRODUCTION))
         in_production = production.spec if production is not None and production.HasField("spec") else None
         if stored is not None and (in_production is None or stored.spec_version > in_production.spec_version):
             return stored
@@ -272,7 +273,7 @@ class JobRunner:
             return None
 
     async def _production(self, model_name: str) -> ProductionModel | None:
-        version = await self._maybe(self._registry.get_version(model_name, alias="production"))
+        version = await self._maybe(self._registry.get_version(model_name, alias=PRODUCTION))
         if version is None:
             return None
         try:

@@ -6,9 +6,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
+from services.common.aliases import PRODUCTION
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode
+from services.common.kafka import TailReader
 from services.common.proto.mlops.v1 import events_pb2
 
 
@@ -25,7 +25,7 @@ class LoopWatcher:
         self._topics = topics
         self._run_id = run_id
         self._model = model
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: TailReader | None = None
         self._task: asyncio.Task[None] | None = None
         self.train_results: dict[str, events_pb2.TrainResult] = {}
         self.drift_events: list[tuple[events_pb2.DriftEvent, float]] = []
@@ -42,24 +42,16 @@ class LoopWatcher:
             self._topics.train_requests,
             self._topics.labels,
         ]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, fetch_max_wait_ms=50)
-        await consumer.start()
-        partitions = [
-            TopicPartition(name, p) for name in names for p in (consumer.partitions_for_topic(name) or {0})
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)
-        self._consumer = consumer
+        self._reader = TailReader(self._bootstrap, names, client_id="mlops-demo", fetch_max_wait_ms=50)
+        await self._reader.start()
         self._task = asyncio.create_task(self._run(), name="demo-watcher")
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer:
-            await self._consumer.stop()
+        if self._reader:
+            await self._reader.stop()
 
     async def wait_for(self, predicate: Callable[[], bool], within: float, what: str) -> None:
         async with self._changed:
@@ -69,14 +61,13 @@ class LoopWatcher:
                 raise DemoFailed(f"timed out after {within:.0f}s waiting for {what}") from None
 
     async def _run(self) -> None:
-        assert self._consumer is not None
+        assert self._reader is not None
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            if not batches:
+            records = await self._reader.read(timeout_ms=200)
+            if not records:
                 continue
-            for records in batches.values():
-                for r in records:
-                    self._observe(IncomingRecord.from_consumer_record(r))
+            for record in records:
+                self._observe(record)
             async with self._changed:
                 self._changed.notify_all()
 
@@ -91,7 +82,7 @@ class LoopWatcher:
                 event = decode(record, events_pb2.ModelEvent).message
                 if (
                     event.model_name == self._model
-                    and event.alias == "production"
+                    and event.alias == PRODUCTION
                     and event.type == events_pb2.MODEL_EVENT_TYPE_ALIAS_SET
                 ):
                     self.production_version = event.version

@@ -31,6 +31,7 @@ from services.cli.__main__ import app
 from services.cli.output import ExitCode
 from services.cli.stack import (
     INFRA,
+    RECORDS_LOST,
     LocalStack,
     StackError,
     StackPorts,
@@ -191,6 +192,26 @@ def test_up_restarts_what_dies_and_status_down_leave_no_process_behind(tmp_path:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_up_restarts_a_killed_broker_and_status_says_its_records_were_lost(tmp_path: Path) -> None:
+    process, state = start_up(tmp_path, ())
+    try:
+        assert mlops("status", "--workdir", str(tmp_path), "--json").exit_code == 0
+        os.kill(state.pids["kafka"], signal.SIGKILL)
+
+        def restarted() -> bool:
+            return StackState.load(tmp_path / "stack.json").pids["kafka"] != state.pids["kafka"]
+
+        wait_for(restarted, 60, "mlops up to restart the broker")
+        status = mlops("status", "--workdir", str(tmp_path), "--json")
+        assert status.exit_code == 0, status.output
+        (note,) = json.loads(status.stdout)["notes"]
+        assert RECORDS_LOST in note
+        assert "kafka restarted without its records" in mlops("status", "--workdir", str(tmp_path)).stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
 
 
 def test_ctrl_c_on_up_stops_everything(tmp_path: Path) -> None:

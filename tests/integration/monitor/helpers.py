@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -11,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.common.events import OutgoingRecord, Topics, encode
 from services.common.kafka import publish
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
+from tests.helpers.waiting import wait_for as wait_for  # the monitor suites import it from here
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -107,21 +107,6 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition,
         return {tp: int(end or 0) for tp, end in ends.items()}
     finally:
         await consumer.stop()
-
-
-async def wait_for(condition: Callable[[], object], within: float, what: str, interval: float = 0.05) -> None:
-    """Poll ``condition`` (sync or async) until it is truthy; fail naming ``what``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 async def drained(bootstrap: str, group: str, stages: list[list[str]], within: float) -> None:

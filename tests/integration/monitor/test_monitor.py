@@ -21,6 +21,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 from pydantic import SecretStr
 
 from services.common.auth import Scope
@@ -29,11 +31,13 @@ from services.common.events import OutgoingRecord, Topics, decode, encode
 from services.common.http import HttpServer
 from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, DLQ_ORIGINAL_OFFSET, create_producer
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
+from services.common.tracing import tracer
 from services.monitor.app import MonitorApp
 from services.monitor.settings import MonitorSettings
 from tests.conftest import Infra
 from tests.helpers.kafka import read_to_end
 from tests.helpers.problems import problem_of
+from tests.helpers.tracing import finished, recording
 from tests.integration.monitor.helpers import (
     drained,
     label,
@@ -473,6 +477,31 @@ async def test_mlops_drift_status_shows_the_monitor_report(running: Running) -> 
     assert denied.exit_code == 4
 
 
+async def test_each_stage_handles_a_batch_in_one_span_that_reaches_the_predictions_trace(
+    running: Running,
+) -> None:
+    topics, model, now = running.topics, "traced", time.time()
+
+    def stage(topic: str) -> list[ReadableSpan]:
+        return [s for s in finished(SpanKind.CONSUMER) if s.name == f"process {topic}"]
+
+    with recording():
+        with tracer().start_as_current_span("served") as served:
+            traced = prediction(topics.predictions, "traced-0", model, 1, "1", occurred_at=now)
+        await send(running.producer, [traced, label(topics.labels, "traced-0", 1.0, event_time=now)])
+        await wait_for(lambda: running.labelled(model, 1) == 1, WAIT, "the traced prediction joined")
+        route = stage(
+            ",".join(sorted((topics.labels, topics.model_events, topics.predictions, topics.train_results)))
+        )
+        served_trace = served.get_span_context().trace_id
+        assert any(
+            s.context.trace_id == served_trace
+            or any(link.context.trace_id == served_trace for link in s.links)
+            for s in route
+        ), "the route span that handled the prediction is its trace's child or links to it"
+        assert stage(f"{topics.prefix}.monitor.join") and stage(f"{topics.prefix}.monitor.samples")
+
+
 def train_result(topic: str, model: str, key: str, status: int, version: int = 0) -> OutgoingRecord:
     """What the trainer publishes when a request ends."""
     message = events_pb2.TrainResult(
@@ -593,5 +622,6 @@ async def test_unmatched_predictions_and_labels_expire_and_are_counted(running: 
         WAIT,
         "expiry",
     )
-    assert running.predicted(model, 1) == 1
+    # The detect stage counts the prediction on its own time, after the join passed it on.
+    await wait_for(lambda: running.predicted(model, 1) == 1, WAIT, "the lonely prediction counted")
     assert running.labelled(model, 1) == 0
