@@ -50,6 +50,7 @@ for name, command in (
     ("list", models.list_models),
     ("show", models.show),
     ("create-version", model_changes.create_version),
+    ("import-mlflow", model_changes.import_mlflow),
     ("get", models.get),
     ("search", models.search),
     ("download", models.download),

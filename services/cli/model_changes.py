@@ -32,7 +32,9 @@ from services.cli.models import (
     show_version,
 )
 from services.cli.output import ExitCode, JsonOutput, console, fail, platform_errors, print_json
+from services.common.clients.registry import RegistryClient
 from services.common.flavors import FLAVORS
+from services.common.flavors.mlflow_model import read_mlflow_model
 from services.common.flavors.signature import TASKS, InputExample, SignatureReport, complete_signature
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
@@ -168,6 +170,55 @@ def create_version(
     version = call_registry(
         address, token, f"create a version of {name}", lambda c: c.create_version(meta, data)
     )
+    show_registered(version, report, json_output)
+
+
+def import_mlflow(
+    directory: Annotated[
+        Path, typer.Argument(help="The MLflow model directory (with its MLmodel file).", file_okay=False)
+    ],
+    name: Name,
+    task: Annotated[
+        str | None, typer.Option(help="classification or regression, when the model does not say.")
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Class names in the order of the model's outputs, comma-separated (a,b,c)."),
+    ] = None,
+    tag: Tags = None,
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Register an MLflow model directory as a new version of NAME ([bold]write[/] scope).
+
+    Reads the MLmodel file and the files it names (never MLflow's code) and registers the
+    model through the matching flavor: onnx, xgboost, lightgbm, or sklearn saved with skops
+    (MLflow 3's default). Models that would need unpickling (pyfunc with custom code, pickle
+    or cloudpickle) are refused, saying what to export instead. MLmodel's signature and input
+    example complete the version's signature as --input-example does for create-version; the
+    model is registered first if NAME is new.
+    """
+    with platform_errors(f"import {directory}"):
+        imported = read_mlflow_model(directory)
+    declare_signature(imported.signature, task, classes)
+    with platform_errors(f"signature of {directory}"):
+        report = complete_signature(
+            imported.artifact_format, imported.data, declared=imported.signature, example=imported.example
+        )
+    meta = registry_pb2.VersionMetadata(
+        model_name=name,
+        artifact=registry_pb2.Artifact(format=imported.artifact_format),
+        signature=report.signature,
+        tags={**imported.tags, **key_values(tag, "--tag")},
+        lineage=model_pb2.Lineage(package_versions=imported.package_versions),
+    )
+
+    async def call(client: RegistryClient) -> registry_pb2.ModelVersion:
+        await client.create_model(name, f"Imported from MLflow ({imported.mlflow_flavor}).", exist_ok=True)
+        return await client.create_version(meta, imported.data)
+
+    version = call_registry(address, token, f"import {directory} as {name}", call)
     show_registered(version, report, json_output)
 
 
