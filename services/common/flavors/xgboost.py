@@ -115,10 +115,10 @@ class _BoosterContributions:
     def explain(self, matrix: Matrix) -> Contributions:
         import xgboost
 
-        raw = np.asarray(
-            self._booster.predict(xgboost.DMatrix(matrix, missing=np.nan), pred_contribs=True),
-            dtype=np.float64,
-        )
+        # The matrix's columns are the booster's features in order: name them as it does, or a
+        # booster trained with feature names refuses the unnamed matrix.
+        data = xgboost.DMatrix(matrix, missing=np.nan, feature_names=self._booster.feature_names)
+        raw = np.asarray(self._booster.predict(data, pred_contribs=True), dtype=np.float64)
         per_output = raw[:, None, :] if raw.ndim == 2 else raw  # [rows, outputs, features + 1]
         return bias_last(per_output)
 
