@@ -68,7 +68,7 @@ def test_a_regressor_and_a_bare_booster_with_feature_names(regression: Data) -> 
     _, named = round_trip("xgboost", booster)
     explained = named.explainer().explain(regression.rows)
     margin = booster.predict(xgboost.DMatrix(regression.rows, feature_names=names), output_margin=True)
-    np.testing.assert_allclose(explained.values.sum(axis=1) + explained.base, margin, atol=1e-5)
+    np.testing.assert_allclose(explained.values.sum(axis=1) + explained.base, margin, rtol=1e-6, atol=1e-5)
 
 
 def test_the_signature_says_what_a_classifier_booster_cannot(binary: Data) -> None:
