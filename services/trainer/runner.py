@@ -23,6 +23,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from services.common.artifacts import ArtifactError
 from services.common.clients.datasets import DatasetClient, WindowIntegrityError
 from services.common.clients.registry import RegistryClient
@@ -70,6 +72,20 @@ class RunnerConfig:
     lease_seconds: float
     progress_interval_seconds: float
     signing_key: bytes | None = None
+
+
+def load_production(version: ModelVersion, data: bytes, signing_key: bytes | None) -> Any:
+    """A production artifact, verified and loaded by its flavor: a runtime the gates can score
+    against labelled rows (the trainer checks that the dataset still has its features).
+
+    A runtime that knows its classes by position (a booster) takes the names the version's
+    signature gives them, which are the labels the holdout holds.
+    """
+    runtime = flavor(version.artifact.format).load(StoredArtifact.of(version, data), signing_key=signing_key)
+    named = list(version.signature.classes)
+    if runtime.positional_classes and runtime.classes_ is not None and len(named) == len(runtime.classes_):
+        runtime.classes_ = np.array(named, dtype=object)
+    return runtime
 
 
 class JobRunner:
@@ -284,11 +300,7 @@ class JobRunner:
         return ProductionModel(version, model=model)
 
     def _load(self, version: ModelVersion, data: bytes) -> Any:
-        """A production artifact, verified and loaded by its flavor: a runtime the gates can score
-        (the trainer checks that the dataset still has its features)."""
-        return flavor(version.artifact.format).load(
-            StoredArtifact.of(version, data), signing_key=self._config.signing_key
-        )
+        return load_production(version, data, self._config.signing_key)
 
     async def _train_and_register(self, job: Job, request: TrainRequest, lost: asyncio.Event) -> TrainResult:
         spec = await self._spec(request)

@@ -130,8 +130,14 @@ class XGBoostFlavor(Flavor):
     modules = ("xgboost.",)
     saved_as = "XGBoost's own model format (Booster.save_raw('ubj'), or save_model to .ubj or .json)"
 
+    def handles(self, model: object) -> bool:
+        return isinstance(model, XGBoostRuntime) or super().handles(model)
+
     def save(self, model: Any, *, signing_key: bytes | None = None) -> SavedArtifact:
-        booster = model.get_booster() if hasattr(model, "get_booster") else model
+        if isinstance(model, XGBoostRuntime):
+            booster = model.booster
+        else:
+            booster = model.get_booster() if hasattr(model, "get_booster") else model
         return SavedArtifact(bytes(booster.save_raw(raw_format="ubj")))
 
     def check(self, data: bytes, *, signature_hmac: str, signing_key: bytes | None) -> None:
