@@ -90,6 +90,8 @@ class DemoConfig:
     seed: int = 7
     min_accuracy_gain: float = 0.15
     """How much better than the drifted old model the new one must do for the loop to count as closed."""
+    family: str = ""
+    """Train one estimator family (``xgboost``, ``lightgbm`` ...) instead of the default search."""
 
 
 @dataclass
@@ -134,11 +136,12 @@ class DemoFailed(Exception):
     """The loop did not close; the message says where it stopped."""
 
 
-def demo_spec(run_started: datetime) -> model_pb2.ModelSpec:
-    """What the platform trains: a search over two families, gated before promotion."""
+def demo_spec(run_started: datetime, family: str = "") -> model_pb2.ModelSpec:
+    """What the platform trains: a search over two families (or ``family`` alone, with its
+    default parameters), gated before promotion."""
     start = Timestamp()
     start.FromDatetime(run_started)
-    return model_pb2.ModelSpec(
+    spec = model_pb2.ModelSpec(
         model_name=MODEL_NAME,
         dataset=DATASET,
         features=list(FEATURES),
@@ -166,6 +169,10 @@ def demo_spec(run_started: datetime) -> model_pb2.ModelSpec:
         seed=7,
         holdout_fraction=0.25,
     )
+    if family:
+        del spec.estimators[:]
+        spec.estimators.add(family=family)
+    return spec
 
 
 def demo_schema() -> datasets_pb2.DatasetSchema:
@@ -410,7 +417,7 @@ class ClosedLoopDemo:
             idempotency_key=f"{self._run_id}-initial",
             model_name=MODEL_NAME,
             trigger=events_pb2.TRAIN_TRIGGER_INITIAL,
-            spec=demo_spec(run_started),
+            spec=demo_spec(run_started, self._config.family),
             requested_by="demo",
         )
         request.requested_at.GetCurrentTime()
@@ -646,6 +653,12 @@ def demo(
         Path, typer.Option(help="Where `mlops up` keeps its state; a stack running from here is used.")
     ] = DEFAULT_WORKDIR,
     rate: Annotated[float, typer.Option(help="Samples per second sent through the platform.")] = 400.0,
+    family: Annotated[
+        str,
+        typer.Option(
+            help="Train this estimator family (xgboost, lightgbm ...) instead of the default search."
+        ),
+    ] = "",
 ) -> None:
     """Run the closed loop: train, serve, drift, detect, retrain, swap, and report.
 
@@ -654,7 +667,7 @@ def demo(
     a new version in production that does clearly better than the drifted old one.
     """
     console = Console(stderr=True)
-    config = DemoConfig(rate=rate)
+    config = DemoConfig(rate=rate, family=family)
     state = running_stack(workdir)
     if state is not None:
         endpoints = Endpoints(
