@@ -1,5 +1,5 @@
-"""Composition root: MongoDB, the artifact store, the outbox relay, the gRPC API and the
-REST mirror, started and stopped in order."""
+"""Composition root: MongoDB, the artifact store, the outbox relay, the run recorder, the
+gRPC API and the REST mirror, started and stopped in order."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
 from services.common.logging import get_logger
-from services.common.proto.mlops.v1 import registry_pb2_grpc
-from services.registry import grpc_api, http_api
+from services.common.proto.mlops.v1 import registry_pb2_grpc, runs_pb2_grpc
+from services.registry import grpc_api, http_api, run_api
 from services.registry.outbox import OutboxRelay
 from services.registry.registry import Registry
+from services.registry.run_events import RunRecorder
 from services.registry.settings import RegistrySettings
 from services.registry.store import Store
 from services.registry.store.artifacts import ArtifactRepository
@@ -38,6 +39,7 @@ class RegistryApp:
         self.registry: Registry | None = None
         self._store: Store | None = None
         self._relay: OutboxRelay | None = None
+        self.run_recorder: RunRecorder | None = None
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
         self._ready = False
@@ -61,6 +63,8 @@ class RegistryApp:
         registry = Registry(store, settings, on_commit=self._relay.wake)
         self.registry = registry
         self._relay.start()
+        self.run_recorder = RunRecorder(registry, settings)
+        self.run_recorder.start()
         self._sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
 
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
@@ -77,6 +81,11 @@ class RegistryApp:
             registry_pb2_grpc.add_RegistryServiceServicer_to_server,
             grpc_api.RegistryServicer(registry),
             grpc_api.SERVICE_NAME,
+        )
+        self._grpc.add_service(
+            runs_pb2_grpc.add_RunServiceServicer_to_server,
+            run_api.RunServicer(registry),
+            run_api.SERVICE_NAME,
         )
         http_app = http_api.create_http_app(registry, settings, verifier, ready=lambda: self._ready)
         self._http = HttpServer(http_app, settings.host, settings.http_port)
@@ -113,6 +122,8 @@ class RegistryApp:
             await self._http.stop()
         if self._relay is not None:
             await self._relay.stop()
+        if self.run_recorder is not None:
+            await self.run_recorder.stop()
         if self._store is not None:
             await self._store.close()
         log.info("registry_stopped")
