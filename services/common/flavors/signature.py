@@ -50,6 +50,13 @@ EXAMPLE_FIELD = "input_example"
 TASKS = {"classification": model_pb2.TASK_CLASSIFICATION, "regression": model_pb2.TASK_REGRESSION}
 
 
+def task_named(name: str) -> model_pb2.Task.ValueType:
+    """The task ``classification`` or ``regression`` names; :class:`InvalidArgument` otherwise."""
+    if name not in TASKS:
+        raise InvalidArgument(f"task: one of {', '.join(TASKS)}, got {name[:64]!r}", field="task")
+    return TASKS[name]
+
+
 def _task_name(task: model_pb2.Task.ValueType) -> str:
     return next((name for name, value in TASKS.items() if value == task), "unspecified")
 
@@ -74,6 +81,31 @@ class InputExample:
             return bool(np.isnan(self.matrix).any())
         numeric = [i for i, name in enumerate(self.feature_names) if name not in self.categorical]
         return bool(np.isnan(self.matrix[:, numeric].astype(np.float64)).any())
+
+    @classmethod
+    def of(cls, rows: Any) -> InputExample:
+        """The example of rows in hand: a numpy matrix, or a data frame (its columns name the
+        features; text columns are categories).
+
+        >>> InputExample.of(np.zeros((2, 3))).matrix.shape
+        (2, 3)
+        """
+        columns = getattr(rows, "columns", None)
+        if columns is not None and hasattr(rows, "to_numpy"):  # a pandas data frame
+            names = tuple(str(c) for c in columns)
+            text = frozenset(
+                str(c) for c, dtype in zip(columns, rows.dtypes, strict=True) if dtype.kind not in "biuf"
+            )
+            matrix = rows.to_numpy(dtype=object if text else np.float64)
+            return cls._bounded(cls(matrix, names, text), "the input example")
+        array = np.asarray(rows)
+        if array.ndim == 1:
+            array = array.reshape(1, -1)
+        if array.ndim != 2 or not array.size:
+            raise _bad(f"shape {list(array.shape)}; an input example is [rows, features]")
+        if array.dtype.kind not in "biuf":
+            raise _bad("a numpy example holds numbers; give a data frame for text columns")
+        return cls._bounded(cls(array.astype(np.float64)), "the input example")
 
     @classmethod
     def parse(cls, data: bytes, filename: str) -> InputExample:

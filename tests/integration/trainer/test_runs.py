@@ -4,11 +4,14 @@ registers nothing but keeps its trials and its reason."""
 
 from __future__ import annotations
 
+import asyncio
+
 from services.common.auth import Scope
 from services.common.clients.runs import RunClient
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
 from services.common.proto.mlops.v1.runs_pb2 import RUN_STATE_FAILED, RUN_STATE_REGISTERED, Run
+from services.sdk import Client
 from services.trainer.registration import stored_trials
 from tests.helpers.waiting import eventually
 from tests.integration.trainer.conftest import Platform
@@ -70,3 +73,10 @@ async def test_registered_and_failed_jobs_are_runs_with_their_trials(
     )
     assert failed.trials and all(not t.HasField("score") and "converge" in t.error for t in failed.trials)
     assert failed.version == 0 and failed.dataset == dataset and failed.progress == 1.0
+
+    def from_a_notebook() -> tuple[list[str], str]:
+        address = f"127.0.0.1:{platform.registry_app.grpc_port}"
+        with Client(address, "127.0.0.1:1", token) as client:  # serving is not needed to read runs
+            return [r.run_id for r in client.runs(model, state="failed")], client.run(registered_id).family
+
+    assert await asyncio.to_thread(from_a_notebook) == ([failed_id], "logistic_regression")
