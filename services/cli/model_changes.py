@@ -34,7 +34,7 @@ from services.cli.models import (
 from services.cli.output import ExitCode, JsonOutput, console, fail, platform_errors, print_json
 from services.common.clients.registry import RegistryClient
 from services.common.flavors import FLAVORS
-from services.common.flavors.mlflow_model import read_mlflow_model
+from services.common.flavors.mlflow_model import read_mlflow_model, version_of
 from services.common.flavors.signature import TASKS, InputExample, SignatureReport, complete_signature
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
@@ -203,16 +203,8 @@ def import_mlflow(
         imported = read_mlflow_model(directory)
     declare_signature(imported.signature, task, classes)
     with platform_errors(f"signature of {directory}"):
-        report = complete_signature(
-            imported.artifact_format, imported.data, declared=imported.signature, example=imported.example
-        )
-    meta = registry_pb2.VersionMetadata(
-        model_name=name,
-        artifact=registry_pb2.Artifact(format=imported.artifact_format),
-        signature=report.signature,
-        tags={**imported.tags, **key_values(tag, "--tag")},
-        lineage=model_pb2.Lineage(package_versions=imported.package_versions),
-    )
+        meta, report = version_of(imported, name)
+    meta.tags.update(key_values(tag, "--tag"))
 
     async def call(client: RegistryClient) -> registry_pb2.ModelVersion:
         await client.create_model(name, f"Imported from MLflow ({imported.mlflow_flavor}).", exist_ok=True)

@@ -27,7 +27,7 @@ from services.common.clients.registry import RegistryClient
 from services.common.clients.runs import RunClient
 from services.common.errors import InvalidArgument, Unauthenticated, Unavailable
 from services.common.flavors import flavor_of
-from services.common.flavors.mlflow_model import read_mlflow_model
+from services.common.flavors.mlflow_model import read_mlflow_model, version_of
 from services.common.flavors.signature import InputExample, SignatureReport, complete_signature, task_named
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, runs_pb2
 
@@ -173,16 +173,7 @@ class Client:
         if classes:
             del imported.signature.classes[:]
             imported.signature.classes.extend(classes)
-        report = complete_signature(
-            imported.artifact_format, imported.data, declared=imported.signature, example=imported.example
-        )
-        described = registry_pb2.VersionMetadata(
-            model_name=name,
-            artifact=registry_pb2.Artifact(format=imported.artifact_format),
-            signature=report.signature,
-            tags=dict(imported.tags),
-            lineage=model_pb2.Lineage(package_versions=imported.package_versions),
-        )
+        described, report = version_of(imported, name)
         return Registered(self._create(name, "Imported from MLflow.", described, imported.data), report)
 
     def _create(

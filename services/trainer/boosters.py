@@ -18,7 +18,7 @@ them, which the version's signature records (``Signature.classes``) for serving.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class BoosterEstimator:
         self.classes_ = None
         self.fitted = False
 
-    def with_features(self, features: Sequence[Feature]) -> BoosterEstimator:
+    def with_features(self, features: Sequence[Feature]) -> Self:
         return type(self)(self.task, self.params, self.seed, features)
 
     def get_params(self, deep: bool = False) -> dict[str, Any]:
@@ -72,7 +72,7 @@ class BoosterEstimator:
                 str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
             ) from None
 
-    def fit(self, X: Matrix, y: Matrix) -> BoosterEstimator:
+    def fit(self, X: Matrix, y: Matrix) -> Self:
         matrix = np.asarray(X, dtype=np.float64)
         names = [f.name for f in self.features] if len(self.features) == matrix.shape[1] else []
         if self.task == Task.TASK_CLASSIFICATION:

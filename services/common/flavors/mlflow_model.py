@@ -41,8 +41,8 @@ import yaml
 
 from services.common.errors import InvalidArgument
 from services.common.flavors.onnx import held_tensors
-from services.common.flavors.signature import InputExample
-from services.common.proto.mlops.v1 import model_pb2
+from services.common.flavors.signature import InputExample, SignatureReport, complete_signature
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 from services.common.values import label_text
 
 MLMODEL = "MLmodel"
@@ -87,6 +87,22 @@ class MlflowModel:
     example: InputExample | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     package_versions: Mapping[str, str] = field(default_factory=dict)
+
+
+def version_of(imported: MlflowModel, name: str) -> tuple[registry_pb2.VersionMetadata, SignatureReport]:
+    """The version an import registers as model ``name``: the signature completed from what
+    MLmodel declared, the artifact and the saved example, with MLflow's tags and versions."""
+    report = complete_signature(
+        imported.artifact_format, imported.data, declared=imported.signature, example=imported.example
+    )
+    described = registry_pb2.VersionMetadata(
+        model_name=name,
+        artifact=registry_pb2.Artifact(format=imported.artifact_format),
+        signature=report.signature,
+        tags=dict(imported.tags),
+        lineage=model_pb2.Lineage(package_versions=imported.package_versions),
+    )
+    return described, report
 
 
 def _refused(message: str) -> InvalidArgument:

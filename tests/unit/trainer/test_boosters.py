@@ -12,38 +12,22 @@ import pytest
 from services.common.artifacts import sha256_hex
 from services.common.flavors import flavor
 from services.common.flavors.base import StoredArtifact
-from services.common.proto.mlops.v1.events_pb2 import TrainRequest
-from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow, Signature, Task
+from services.common.proto.mlops.v1.model_pb2 import Signature, Task
 from services.common.proto.mlops.v1.registry_pb2 import Artifact, ModelVersion
 from services.trainer.boosters import LightGBMEstimator, XGBoostEstimator
 from services.trainer.errors import SpecError
 from services.trainer.plan import make_plan
-from services.trainer.registration import stored_trials, version_metadata
+from services.trainer.registration import stored_trials
 from services.trainer.runner import load_production
 from services.trainer.scoring import holdout_scores
 from services.trainer.tabular import Feature, FeatureKind, feature_matrix
-from services.trainer.training import Trainer
 from tests.unit.trainer import synthetic
 
 NUMERIC = ("f0", "f1", "flag")
 
 
 def trained(families: tuple[str, ...], **kwargs: Any) -> tuple[Any, Any, Any, bytes]:
-    spec = synthetic.spec(families=families, features=NUMERIC, **kwargs)
-    plan = make_plan(spec, synthetic.schema())
-    candidate = Trainer(plan, synthetic.rows(400)).run()
-    described, artifact = version_metadata(
-        plan=plan,
-        spec=spec,
-        request=TrainRequest(request_id="r-1", model_name=spec.model_name),
-        candidate=candidate,
-        window=MaterializedWindow(
-            window=DataWindow(dataset="credit"), content_sha256="ab" * 32, row_count=400
-        ),
-        code_version="abc123",
-        parent_version=0,
-    )
-    return plan, candidate, described, artifact
+    return synthetic.trained(synthetic.spec(families=families, features=NUMERIC, **kwargs))
 
 
 @pytest.mark.parametrize(("family", "package"), [("xgboost", "xgboost-cpu"), ("lightgbm", "lightgbm")])
