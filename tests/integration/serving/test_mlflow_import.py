@@ -53,6 +53,12 @@ async def test_an_mlflow_model_imports_and_serves_its_librarys_answers(
     answer = await stack.infer(features_request(name, rows))
     np.testing.assert_allclose(output(answer, "probabilities"), np.array(EXPECTED[directory]), atol=1e-6)
 
+    # A person reads the same report: what was inferred, and what was not.
+    code, out, err = await cli("import-mlflow", str(MLFLOW / directory), name)
+    assert code == 0 and f"{name} v2" in out, err
+    assert "inferred: task: classification (from the artifact)" in out
+    assert ("not inferred: class names" in out) == ("class names" in not_inferred)
+
 
 @pytest.mark.parametrize(
     ("directory", "why"),
