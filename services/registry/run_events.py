@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -55,7 +56,7 @@ class RunRecorder:
 
     async def _connect(self) -> None:
         settings = self._settings
-        for attempt in range(1, 1_000_000):
+        for attempt in itertools.count(1):
             try:
                 await ensure_topics(settings.kafka_bootstrap_servers, [self._topic, Topics.dlq(self._topic)])
                 self._producer = create_producer(settings.kafka_bootstrap_servers, "mlops-registry-runs")
