@@ -20,6 +20,7 @@ from services.cli import (
     predict,
     probe,
     produce,
+    runs,
     token,
     topics,
     train,
@@ -50,6 +51,7 @@ for name, command in (
     ("list", models.list_models),
     ("show", models.show),
     ("create-version", model_changes.create_version),
+    ("import-mlflow", model_changes.import_mlflow),
     ("get", models.get),
     ("search", models.search),
     ("download", models.download),
@@ -68,6 +70,7 @@ for name, command in (
     models.app.command(name)(command)
 models.app.add_typer(model_specs.app, name="spec")
 app.add_typer(models.app, name="models")
+app.add_typer(runs.app, name="runs")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")
 app.add_typer(token.app, name="token", rich_help_panel="Operations")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from google.protobuf import json_format
 from rich.table import Table
+from rich.text import Text
 
 from services.cli.context import RegistryAddressOption as Address
 from services.cli.context import TokenOption as Token
@@ -30,9 +31,12 @@ from services.cli.models import (
     show_model,
     show_version,
 )
-from services.cli.output import ExitCode, JsonOutput, console, fail, print_json
+from services.cli.output import ExitCode, JsonOutput, console, fail, platform_errors, print_json
+from services.common.clients.registry import RegistryClient
 from services.common.flavors import FLAVORS
-from services.common.proto.mlops.v1 import registry_pb2
+from services.common.flavors.mlflow_model import read_mlflow_model, version_of
+from services.common.flavors.signature import TASKS, InputExample, SignatureReport, complete_signature
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 # ------------------------------------------------------------------------- models
 
@@ -100,6 +104,21 @@ def create_version(
     artifact_format: Annotated[
         str, typer.Option("--format", help=f"The artifact's flavor: {', '.join(FLAVORS)}.")
     ] = "skops",
+    input_example: Annotated[
+        Path | None,
+        typer.Option(
+            help="A few rows of the model's input: CSV with a header (names the features) or .npy.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="classification or regression, when the artifact does not say.")
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Class names in the order of the model's outputs, comma-separated (a,b,c)."),
+    ] = None,
     metadata: Annotated[
         Path | None,
         typer.Option(
@@ -118,6 +137,11 @@ def create_version(
 ) -> None:
     """Register a new version from an artifact file ([bold]write[/] scope).
 
+    The signature (features, task, classes, inputs) is what --metadata, --task and --classes
+    declare, completed from the artifact itself and from --input-example; the artifact is
+    loaded and asked for the example's rows before anything is uploaded. What could not be
+    inferred is printed (and listed in --json under [bold]signature_inference[/]).
+
     The registry hashes the bytes as it stores them and refuses the version (storing
     nothing) if they do not match. Without gate results the version is READY and moves no
     alias; on a manual-policy model it waits for approval as the candidate.
@@ -135,14 +159,99 @@ def create_version(
     meta.tags.update(key_values(tag, "--tag"))
     if signature_hmac:
         meta.signature_hmac = signature_hmac
-    try:
-        data = artifact.read_bytes()
-    except OSError as exc:
-        fail(f"{artifact}: {exc}", ExitCode.USAGE)
+    declare_signature(meta.signature, task, classes)
+    data = read_file(artifact)
+    example = read_example(input_example)
+    with platform_errors(f"signature of {artifact}"):
+        report = complete_signature(
+            meta.artifact.format, data, declared=meta.signature, example=example, params=meta.params
+        )
+    meta.signature.CopyFrom(report.signature)
     version = call_registry(
         address, token, f"create a version of {name}", lambda c: c.create_version(meta, data)
     )
-    print_message(version, json_output, show_version)
+    show_registered(version, report, json_output)
+
+
+def import_mlflow(
+    directory: Annotated[
+        Path, typer.Argument(help="The MLflow model directory (with its MLmodel file).", file_okay=False)
+    ],
+    name: Name,
+    task: Annotated[
+        str | None, typer.Option(help="classification or regression, when the model does not say.")
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Class names in the order of the model's outputs, comma-separated (a,b,c)."),
+    ] = None,
+    tag: Tags = None,
+    address: Address = None,
+    token: Token = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Register an MLflow model directory as a new version of NAME ([bold]write[/] scope).
+
+    Reads the MLmodel file and the files it names (never MLflow's code) and registers the
+    model through the matching flavor: onnx, xgboost, lightgbm, or sklearn saved with skops
+    (MLflow 3's default). Models that would need unpickling (pyfunc with custom code, pickle
+    or cloudpickle) are refused, saying what to export instead. MLmodel's signature and input
+    example complete the version's signature as --input-example does for create-version; the
+    model is registered first if NAME is new.
+    """
+    with platform_errors(f"import {directory}"):
+        imported = read_mlflow_model(directory)
+    declare_signature(imported.signature, task, classes)
+    with platform_errors(f"signature of {directory}"):
+        meta, report = version_of(imported, name)
+    meta.tags.update(key_values(tag, "--tag"))
+
+    async def call(client: RegistryClient) -> registry_pb2.ModelVersion:
+        await client.create_model(name, f"Imported from MLflow ({imported.mlflow_flavor}).", exist_ok=True)
+        return await client.create_version(meta, imported.data)
+
+    version = call_registry(address, token, f"import {directory} as {name}", call)
+    show_registered(version, report, json_output)
+
+
+def declare_signature(signature: model_pb2.Signature, task: str | None, classes: str | None) -> None:
+    """Add ``--task`` and ``--classes`` to a declared signature."""
+    if task is not None:
+        if task not in TASKS:
+            fail(f"--task: one of {', '.join(TASKS)}", ExitCode.USAGE)
+        signature.task = TASKS[task]
+    if classes is not None:
+        names = [c.strip() for c in classes.split(",")]
+        if not all(names) or len(set(names)) != len(names):
+            fail(f"--classes: distinct, non-empty names separated by commas, got {classes!r}", ExitCode.USAGE)
+        del signature.classes[:]
+        signature.classes.extend(names)
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"{path}: {exc}", ExitCode.USAGE)
+
+
+def read_example(path: Path | None) -> InputExample | None:
+    if path is None:
+        return None
+    with platform_errors(f"--input-example {path}"):
+        return InputExample.parse(read_file(path), path.name)
+
+
+def show_registered(version: registry_pb2.ModelVersion, report: SignatureReport, json_output: bool) -> None:
+    """The new version, and what of its signature was inferred and what was not."""
+    if json_output:
+        print_json(message_json(version) | {"signature_inference": report.as_json()})
+        return
+    show_version(version)
+    for line in report.inferred:
+        console.print(f"inferred: {line}", highlight=False, markup=False)
+    for line in report.not_inferred:
+        console.print(Text.assemble(("not inferred: ", "yellow"), line), highlight=False)
 
 
 def archive(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -19,6 +18,7 @@ from services.cli.context import resolve_address, resolve_token
 from services.cli.output import ExitCode, console, err_console, fail, platform_errors, print_json
 from services.cli.rows import BadRow, Row, detect_format, read_rows
 from services.common.auth import bearer_metadata
+from services.common.clients.inference import output_values
 from services.common.grpc_errors import platform_error
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
@@ -100,36 +100,10 @@ def _request(
     return request
 
 
-def _output_values(response: oip.ModelInferResponse, index: int) -> list[Any]:
-    tensor = response.outputs[index]
-    if response.raw_output_contents:
-        raw = response.raw_output_contents[index]
-        if tensor.datatype == "FP64":
-            return list(struct.unpack(f"<{len(raw) // 8}d", raw))
-        if tensor.datatype == "FP32":
-            return list(struct.unpack(f"<{len(raw) // 4}f", raw))
-        if tensor.datatype == "BYTES":
-            values, offset = [], 0
-            while offset < len(raw):
-                (size,) = struct.unpack_from("<I", raw, offset)
-                values.append(raw[offset + 4 : offset + 4 + size].decode("utf-8", "replace"))
-                offset += 4 + size
-            return values
-        raise ValueError(f"cannot read raw {tensor.datatype} output {tensor.name!r}")
-    contents = tensor.contents
-    if tensor.datatype == "BYTES":
-        return [v.decode("utf-8", "replace") for v in contents.bytes_contents]
-    for field in ("fp64_contents", "fp32_contents", "int64_contents", "int_contents", "bool_contents"):
-        values = list(getattr(contents, field))
-        if values:
-            return values
-    return []
-
-
 def read_predictions(response: oip.ModelInferResponse, ids: Sequence[str]) -> list[Prediction]:
     """Per-row predictions from the signature's outputs: ``label`` and ``probabilities``
     (classifiers) or ``value`` (regressors)."""
-    outputs = {t.name: _output_values(response, i) for i, t in enumerate(response.outputs)}
+    outputs = {t.name: output_values(response, i) for i, t in enumerate(response.outputs)}
     rows = len(ids)
     labels = outputs.get("label")
     probabilities = outputs.get("probabilities")

@@ -1,5 +1,5 @@
-"""Composition root: MongoDB, the artifact store, the outbox relay, the gRPC API and the
-REST mirror, started and stopped in order."""
+"""Composition root: MongoDB, the artifact store, the outbox relay, the run recorder, the
+gRPC API and the REST mirror, started and stopped in order."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
 from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
-from services.common.proto.mlops.v1 import registry_pb2_grpc
-from services.registry import grpc_api, http_api
+from services.common.proto.mlops.v1 import registry_pb2_grpc, runs_pb2_grpc
+from services.registry import grpc_api, http_api, run_api
 from services.registry.outbox import OutboxRelay
 from services.registry.registry import Registry
+from services.registry.run_events import RunRecorder
 from services.registry.settings import RegistrySettings
 from services.registry.store import Store
 from services.registry.store.artifacts import ArtifactRepository
@@ -38,6 +39,7 @@ class RegistryApp:
         self.http_port = 0
         self.registry: Registry | None = None
         self._parts = Parts("registry")
+        self.run_recorder: RunRecorder | None = None
         self._ready = False
         self._stopping = asyncio.Event()
 
@@ -67,6 +69,10 @@ class RegistryApp:
         self.registry = registry
         relay.start()
         parts.on_stop("outbox_relay", relay.stop)
+        # Joins its consumer group in the background: runs wait on their topic meanwhile.
+        self.run_recorder = RunRecorder(registry, settings)
+        self.run_recorder.start()
+        parts.on_stop("run_recorder", self.run_recorder.stop)
         sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
         parts.on_stop("artifact_sweeper", lambda: self._stop_sweeper(sweeper))
 
@@ -84,6 +90,11 @@ class RegistryApp:
             registry_pb2_grpc.add_RegistryServiceServicer_to_server,
             grpc_api.RegistryServicer(registry),
             grpc_api.SERVICE_NAME,
+        )
+        grpc_server.add_service(
+            runs_pb2_grpc.add_RunServiceServicer_to_server,
+            run_api.RunServicer(registry),
+            run_api.SERVICE_NAME,
         )
         http_app = http_api.create_http_app(registry, settings, verifier, ready=lambda: self._ready)
         self.grpc_port = (await parts.start("grpc", grpc_server)).port

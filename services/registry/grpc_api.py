@@ -55,6 +55,9 @@ METHOD_SCOPES = MethodScopes(
         "GetModelSpec": Scope.READ,
         "ListModelSpecs": Scope.READ,
         "ListAuditRecords": Scope.ADMIN,
+        # mlops.v1.RunService (run_api.py), served beside this one.
+        "GetRun": Scope.READ,
+        "ListRuns": Scope.READ,
     },
 )
 

@@ -24,7 +24,7 @@ from services.common.errors import InvalidArgument, TooLarge
 from services.common.http import create_app
 from services.common.http_errors import problem_response, problem_responses
 from services.registry.registry import Actor, Registry
-from services.registry.rest import aliases, artifacts, audit, models, specs, versions
+from services.registry.rest import aliases, artifacts, audit, models, runs, specs, versions
 from services.registry.rest.deps import operation_name, request_id
 from services.registry.settings import RegistrySettings
 
@@ -99,7 +99,7 @@ def create_http_app(
         return response
 
     v1 = APIRouter(prefix="/v1", responses=ERRORS)
-    for concern in (models, versions, artifacts, aliases, specs, audit):
+    for concern in (models, versions, artifacts, aliases, specs, audit, runs):
         v1.include_router(concern.router)
     app.include_router(v1)
     return app

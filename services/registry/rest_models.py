@@ -16,7 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
-from services.common.proto.mlops.v1 import model_pb2, registry_pb2
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2, runs_pb2
 from services.registry.errors import InvalidArgument
 from services.registry.store import Page
 
@@ -157,6 +157,8 @@ AliasHistory = shape(R["ListAliasHistoryResponse"], name="AliasHistory")
 SpecList = shape(R["ListModelSpecsResponse"], name="SpecList")
 AuditLog = shape(R["ListAuditRecordsResponse"], name="AuditLog")
 VersionMetadata = shape(R["VersionMetadata"])
+Run = shape(runs_pb2.DESCRIPTOR.message_types_by_name["Run"])
+RunList = shape(runs_pb2.DESCRIPTOR.message_types_by_name["ListRunsResponse"], name="RunList")
 
 CreateModelBody = body(R["CreateModelRequest"])
 UpdateModelBody = body(R["UpdateModelRequest"], "name")

@@ -31,10 +31,11 @@ MAX_PARAM_CHARS = 4096
 
 
 @cache
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that decide what a trained model computes."""
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of the packages that decide what a trained model computes: the trainer's
+    own and ``extra`` (the packages of the flavor the model is stored with)."""
     versions = {"python": platform.python_version()}
-    for name in RECORDED_PACKAGES:
+    for name in dict.fromkeys((*RECORDED_PACKAGES, *extra)):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -48,12 +49,16 @@ def trigger_name(trigger: TrainTrigger.ValueType) -> str:
 
 
 def lineage(
-    request: TrainRequest, window: MaterializedWindow, code_version: str, parent_version: int
+    request: TrainRequest,
+    window: MaterializedWindow,
+    code_version: str,
+    parent_version: int,
+    packages: tuple[str, ...] = (),
 ) -> Lineage:
     return Lineage(
         data=window,
         code_version=code_version,
-        package_versions=package_versions(),
+        package_versions=package_versions(packages),
         parent_version=request.parent_version or parent_version,
         train_request_id=request.request_id,
         trigger=trigger_name(request.trigger),
@@ -148,7 +153,7 @@ def version_metadata(
         metrics=candidate.metrics,
         params=params(plan, candidate) | ({SIGNATURE_HMAC_PARAM: signature_hmac} if signature_hmac else {}),
         signature=candidate.signature,
-        lineage=lineage(request, window, code_version, parent_version),
+        lineage=lineage(request, window, code_version, parent_version, flavor(flavor_name).packages),
         gates=candidate.gates,
         gates_passed=candidate.gates_passed,
         tags={"flavor": flavor_name, "family": candidate.configuration.family.name},

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from services.common.aliases import PRODUCTION
 from services.common.artifacts import ArtifactError
@@ -40,6 +43,7 @@ from services.trainer.errors import DataError, SpecError, TrainingFailed
 from services.trainer.jobs import Claim, Job, JobState, JobStore
 from services.trainer.plan import Limits, TrainingPlan, make_plan, resolve_window
 from services.trainer.registration import version_metadata
+from services.trainer.search import Configuration, Trial
 from services.trainer.training import TrainedCandidate, Trainer
 
 log = get_logger(__name__)
@@ -64,6 +68,24 @@ class ProductionModel:
     unusable: str = ""
 
 
+@dataclass
+class RunNotes:
+    """What a job learns about itself on the way, for its result whatever the outcome: the
+    registry keeps every job as a run, failed ones with the trials they ran."""
+
+    dataset: str = ""
+    trials: list[Trial] = field(default_factory=list)
+    configuration: Configuration | None = None
+
+    def annotate(self, result: TrainResult) -> None:
+        if self.dataset:
+            result.dataset = self.dataset
+        result.trials.extend(trial.as_message() for trial in self.trials)
+        if self.configuration is not None:
+            result.family = self.configuration.family.name
+            result.params_json = json.dumps(self.configuration.params, sort_keys=True, default=str)
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     limits: Limits
@@ -71,6 +93,20 @@ class RunnerConfig:
     lease_seconds: float
     progress_interval_seconds: float
     signing_key: bytes | None = None
+
+
+def load_production(version: ModelVersion, data: bytes, signing_key: bytes | None) -> Any:
+    """A production artifact, verified and loaded by its flavor: a runtime the gates can score
+    against labelled rows (the trainer checks that the dataset still has its features).
+
+    A runtime that knows its classes by position (a booster) takes the names the version's
+    signature gives them, which are the labels the holdout holds.
+    """
+    runtime = flavor(version.artifact.format).load(StoredArtifact.of(version, data), signing_key=signing_key)
+    named = list(version.signature.classes)
+    if runtime.positional_classes and runtime.classes_ is not None and len(named) == len(runtime.classes_):
+        runtime.classes_ = np.array(named, dtype=object)
+    return runtime
 
 
 class JobRunner:
@@ -150,6 +186,8 @@ class JobRunner:
         result.version = version.version
         result.metrics.update(version.metrics)
         result.gates.extend(version.gates)
+        result.dataset = version.lineage.data.window.dataset
+        result.family = version.params.get("family", "")
         if not version.gates_passed:
             result.error = "gates failed: " + "; ".join(
                 f"{g.name}: {g.detail}" for g in version.gates if not g.passed
@@ -167,6 +205,9 @@ class JobRunner:
             model_name=request.model_name,
             status=status,
             idempotency_key=request.idempotency_key,
+            trigger=request.trigger,
+            requested_by=request.requested_by,
+            dataset=request.spec.dataset,
         )
         result.occurred_at.GetCurrentTime()
         return result
@@ -182,12 +223,13 @@ class JobRunner:
 
     async def _run(self, job: Job, request: TrainRequest) -> None:
         started = time.monotonic()
+        notes = RunNotes()
         await self._results(self._result(request, TrainStatus.TRAIN_STATUS_STARTED))
         lost = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(job, lost), name=f"lease:{job.key}")
         metrics.RUNNING.set(1)
         try:
-            result = await self._train_and_register(job, request, lost)
+            result = await self._train_and_register(job, request, lost, notes)
         except TrainingFailed as exc:
             result = self._failed(request, exc.describe(), exc.reason)
             log.info("job_failed", job=job.key, reason=exc.reason, error=str(exc))
@@ -219,6 +261,7 @@ class JobRunner:
             metrics.RUNNING.set(0)
         result.duration_seconds = time.monotonic() - started
         metrics.JOB_SECONDS.observe(result.duration_seconds)
+        notes.annotate(result)
         await self._finish(job, result)
 
     def _failed(self, request: TrainRequest, error: str, reason: str) -> TrainResult:
@@ -285,14 +328,13 @@ class JobRunner:
         return ProductionModel(version, model=model)
 
     def _load(self, version: ModelVersion, data: bytes) -> Any:
-        """A production artifact, verified and loaded by its flavor: a runtime the gates can score
-        (the trainer checks that the dataset still has its features)."""
-        return flavor(version.artifact.format).load(
-            StoredArtifact.of(version, data), signing_key=self._config.signing_key
-        )
+        return load_production(version, data, self._config.signing_key)
 
-    async def _train_and_register(self, job: Job, request: TrainRequest, lost: asyncio.Event) -> TrainResult:
+    async def _train_and_register(
+        self, job: Job, request: TrainRequest, lost: asyncio.Event, notes: RunNotes
+    ) -> TrainResult:
         spec = await self._spec(request)
+        notes.dataset = spec.dataset
         try:
             schema = await self._datasets.get_schema(spec.dataset, spec.schema_version)
         except (NotFound, InvalidArgument) as exc:
@@ -315,7 +357,7 @@ class JobRunner:
         except (InvalidArgument, FailedPrecondition, NotFound) as exc:
             raise DataError(f"reading the window: {exc.message}", field="window") from None
         production = await self._production(request.model_name)
-        candidate = await self._train(plan, data.rows, production, request)
+        candidate = await self._train(plan, data.rows, production, request, notes)
         if lost.is_set():
             raise JobLost()
         parent = production.version.version if production is not None else 0
@@ -362,6 +404,7 @@ class JobRunner:
         rows: list[FeatureRow],
         production: ProductionModel | None,
         request: TrainRequest,
+        notes: RunNotes,
     ) -> TrainedCandidate:
         loop = asyncio.get_running_loop()
         progress_queue: asyncio.Queue[float] = asyncio.Queue()
@@ -383,12 +426,14 @@ class JobRunner:
             else (),
             progress=progress,
         )
+        notes.trials = trainer.trials  # filled as the search runs, kept if the job fails
         reporter = asyncio.create_task(self._report_progress(request, progress_queue))
         try:
             candidate = await loop.run_in_executor(self._executor, trainer.run)
         finally:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
+        notes.configuration = candidate.configuration
         for trial in candidate.trials:
             metrics.TRIALS.labels(trial.family).inc()
         return candidate

@@ -57,6 +57,12 @@ def demo(
             callback=_model_name,
         ),
     ] = None,
+    family: Annotated[
+        str,
+        typer.Option(
+            help="Train this estimator family (xgboost, lightgbm ...) instead of the default search."
+        ),
+    ] = "",
 ) -> None:
     """Run the closed loop: train, serve, drift, detect, retrain, swap, and report.
 
@@ -65,7 +71,7 @@ def demo(
     a new version in production that does clearly better than the drifted old one.
     """
     console = Console(stderr=True)
-    config = DemoConfig(rate=rate)
+    config = DemoConfig(rate=rate, family=family)
     state = running_stack(workdir)
     if state is not None:
         endpoints = Endpoints(

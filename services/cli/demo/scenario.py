@@ -60,6 +60,8 @@ class DemoConfig:
     """Give up if the loop has not closed this many seconds after the drift began."""
     rate: float = 400.0
     """Samples per second (predictions, each followed by its event)."""
+    family: str = ""
+    """Train one estimator family (``xgboost``, ``lightgbm`` ...) instead of the default search."""
     concurrency: int = 8
     """Prediction requests in flight."""
     seed: int = 7
@@ -217,7 +219,7 @@ class ClosedLoopDemo:
             idempotency_key=f"{self._run_id}-initial",
             model_name=self.model,
             trigger=events_pb2.TRAIN_TRIGGER_INITIAL,
-            spec=demo_spec(self.model, run_started),
+            spec=demo_spec(self.model, run_started, self._config.family),
             requested_by="demo",
         )
         request.requested_at.GetCurrentTime()

@@ -14,12 +14,12 @@ from services.common.proto.mlops.v1 import datasets_pb2, model_pb2
 DATASET = "demo"
 
 
-def demo_spec(model: str, run_started: datetime) -> model_pb2.ModelSpec:
-    """What the platform trains as ``model``: a search over two families on this run's events,
-    gated before promotion."""
+def demo_spec(model: str, run_started: datetime, family: str = "") -> model_pb2.ModelSpec:
+    """What the platform trains as ``model``: a search over two families on this run's events
+    (or ``family`` alone, with its default parameters), gated before promotion."""
     start = Timestamp()
     start.FromDatetime(run_started)
-    return model_pb2.ModelSpec(
+    spec = model_pb2.ModelSpec(
         model_name=model,
         dataset=DATASET,
         features=list(FEATURES),
@@ -47,6 +47,10 @@ def demo_spec(model: str, run_started: datetime) -> model_pb2.ModelSpec:
         seed=7,
         holdout_fraction=0.25,
     )
+    if family:
+        del spec.estimators[:]
+        spec.estimators.add(family=family)
+    return spec
 
 
 def demo_schema() -> datasets_pb2.DatasetSchema:

@@ -49,6 +49,11 @@ def _header(text: str) -> dict[str, str]:
     return header
 
 
+def booster_header(booster: Any) -> dict[str, str]:
+    """The header of a booster in hand (one trained in this process): its objective and classes."""
+    return _header(booster.model_to_string(num_iteration=1))
+
+
 def _parsed(data: bytes) -> tuple[Any, dict[str, str]]:
     try:
         text = data.decode("utf-8")
@@ -116,8 +121,14 @@ class LightGBMFlavor(Flavor):
     modules = ("lightgbm.",)
     saved_as = "LightGBM's text model format (Booster.model_to_string, or save_model)"
 
+    def handles(self, model: object) -> bool:
+        return isinstance(model, LightGBMRuntime) or super().handles(model)
+
     def save(self, model: Any, *, signing_key: bytes | None = None) -> SavedArtifact:
-        booster = model.booster_ if hasattr(model, "booster_") else model
+        if isinstance(model, LightGBMRuntime):
+            booster = model.booster
+        else:
+            booster = model.booster_ if hasattr(model, "booster_") else model
         return SavedArtifact(booster.model_to_string().encode())
 
     def check(self, data: bytes, *, signature_hmac: str, signing_key: bytes | None) -> None:

@@ -78,15 +78,20 @@ def _tensors(nodes: Iterable[Any], initializers: Iterable[Any] = ()) -> Iterator
                 )
 
 
-def _refuse_external_data(model: Any) -> None:
-    import onnx
-
+def held_tensors(model: Any) -> Iterator[Any]:
+    """Every tensor an ONNX model holds: initializers, node attributes, function bodies and
+    subgraphs included (where external data could hide)."""
     graph = model.graph
-    held = _tensors(
+    return _tensors(
         [*graph.node, *(node for function in model.functions for node in function.node)],
         [*graph.initializer, *(t.values for t in graph.sparse_initializer)],
     )
-    for tensor in held:
+
+
+def _refuse_external_data(model: Any) -> None:
+    import onnx
+
+    for tensor in held_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise ArtifactError(
                 f"the onnx graph keeps tensor {tensor.name!r} outside the file (external data): "

@@ -115,10 +115,10 @@ class _BoosterContributions:
     def explain(self, matrix: Matrix) -> Contributions:
         import xgboost
 
-        raw = np.asarray(
-            self._booster.predict(xgboost.DMatrix(matrix, missing=np.nan), pred_contribs=True),
-            dtype=np.float64,
-        )
+        # The matrix's columns are the booster's features in order: name them as it does, or a
+        # booster trained with feature names refuses the unnamed matrix.
+        data = xgboost.DMatrix(matrix, missing=np.nan, feature_names=self._booster.feature_names)
+        raw = np.asarray(self._booster.predict(data, pred_contribs=True), dtype=np.float64)
         per_output = raw[:, None, :] if raw.ndim == 2 else raw  # [rows, outputs, features + 1]
         return bias_last(per_output)
 
@@ -130,8 +130,14 @@ class XGBoostFlavor(Flavor):
     modules = ("xgboost.",)
     saved_as = "XGBoost's own model format (Booster.save_raw('ubj'), or save_model to .ubj or .json)"
 
+    def handles(self, model: object) -> bool:
+        return isinstance(model, XGBoostRuntime) or super().handles(model)
+
     def save(self, model: Any, *, signing_key: bytes | None = None) -> SavedArtifact:
-        booster = model.get_booster() if hasattr(model, "get_booster") else model
+        if isinstance(model, XGBoostRuntime):
+            booster = model.booster
+        else:
+            booster = model.get_booster() if hasattr(model, "get_booster") else model
         return SavedArtifact(bytes(booster.save_raw(raw_format="ubj")))
 
     def check(self, data: bytes, *, signature_hmac: str, signing_key: bytes | None) -> None:

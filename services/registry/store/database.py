@@ -21,6 +21,7 @@ from services.registry.store.audit import AuditRepository
 from services.registry.store.errors import translated
 from services.registry.store.models import ModelRepository
 from services.registry.store.outbox import OutboxRepository
+from services.registry.store.runs import RunRepository
 from services.registry.store.specs import SpecRepository
 from services.registry.store.versions import VersionRepository
 
@@ -37,6 +38,7 @@ class Repositories:
     audit: AuditRepository
     outbox: OutboxRepository
     artifacts: ArtifactRepository
+    runs: RunRepository
 
 
 class Transaction(Repositories):
@@ -51,6 +53,7 @@ class Transaction(Repositories):
         self.audit = store.audit.bound(session)
         self.outbox = store.outbox.bound(session)
         self.artifacts = store.artifacts.bound(session)
+        self.runs = store.runs.bound(session)
 
 
 class Store(Repositories):
@@ -75,6 +78,7 @@ class Store(Repositories):
         self.audit = AuditRepository(db["audit_log"])
         self.outbox = OutboxRepository(db["outbox"])
         self.artifacts = ArtifactRepository(db, chunk_bytes=artifact_chunk_bytes, signing_key=signing_key)
+        self.runs = RunRepository(db["train_runs"])
 
     @classmethod
     def open(cls, settings: RegistrySettings) -> Store:
@@ -100,6 +104,7 @@ class Store(Repositories):
             await self.alias_history.ensure_indexes()
             await self.audit.ensure_indexes()
             await self.outbox.ensure_indexes(outbox_retention_seconds)
+            await self.runs.ensure_indexes()
 
     async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``work`` in one snapshot transaction, retried on transient conflicts.

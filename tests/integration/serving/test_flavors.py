@@ -1,8 +1,9 @@
-"""Models made outside the platform, one per flavor, registered through the registry's API,
-promoted by setting the production alias, and asked by tritonclient (from its own
-environment, as a real client): the answers are the library's own, in process (1e-6;
-1e-4 where the graph computes in float32), and boosters' contributions add up to their
-margin while ONNX graphs refuse explanations by name."""
+"""Models made outside the platform, one per flavor, registered with the CLI as a team would
+(``mlops models create-version`` inferring the signature from the artifact and an input
+example), promoted with ``mlops models set-alias NAME production 1``, and asked by
+tritonclient (from its own environment, as a real client): the answers are the library's
+own, in process (1e-6; 1e-4 where the graph computes in float32), and boosters'
+contributions add up to their margin while ONNX graphs refuse explanations by name."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightgbm
 import numpy as np
@@ -22,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from services.common.auth import Scope
 from services.common.flavors import flavor, flavor_of
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.monitor.app import MonitorApp
@@ -30,6 +33,7 @@ from services.trainer.profiles import reference_profile
 from services.trainer.tabular import Feature, FeatureKind, Table
 from tests.conftest import Infra
 from tests.helpers.apps import app_settings, started
+from tests.helpers.cli import Cli
 from tests.helpers.kafka import TopicReader
 from tests.integration.serving.conftest import N_FEATURES, ROOT, Stack, features_request, require_client
 
@@ -105,16 +109,33 @@ def signature_of(outside: Outside) -> model_pb2.Signature:
     return completed.to_proto()
 
 
-async def register_and_promote(stack: Stack, name: str, outside: Outside) -> None:
-    await stack.admin.create_model(name)
-    described = registry_pb2.VersionMetadata(
-        model_name=name,
-        artifact=registry_pb2.Artifact(format=outside.flavor),
-        signature=signature_of(outside),
+async def register_and_promote(stack: Stack, name: str, outside: Outside, workdir: Path) -> dict[str, Any]:
+    """``outside`` registered and promoted with the CLI; what ``create-version --json`` said."""
+    cli = Cli(f"127.0.0.1:{stack.registry.grpc_port}", stack.infra.token(Scope.ADMIN), workdir)
+    artifact = workdir / f"{name}.model"
+    artifact.write_bytes(outside.artifact)
+    example = workdir / f"{name}.csv"
+    example.write_text(
+        ",".join(NAMES) + "\n" + "\n".join(",".join(map(str, row)) for row in outside.rows[:3])
     )
-    version = await stack.admin.create_version(described, outside.artifact)
-    assert list(version.aliases) == [], "no gates: nothing promotes it but the alias set below"
-    await stack.admin.set_alias(name, "production", version.version)
+    await cli.json("register", name)
+    declared = (
+        [] if flavor(outside.flavor).infer_signature(outside.artifact).task else ["--task", "classification"]
+    )
+    made = await cli.json(
+        "create-version",
+        name,
+        str(artifact),
+        "--format",
+        outside.flavor,
+        "--input-example",
+        str(example),
+        *declared,
+    )
+    assert "aliases" not in made, "no gates: nothing promotes it but the alias set below"
+    promoted = await cli.json("set-alias", name, "production", str(made["version"]))
+    assert promoted["aliases"] == {"production": made["version"]}
+    return dict(made)
 
 
 async def test_tritonclient_gets_each_flavors_own_answers(stack: Stack, tmp_path: Path) -> None:
@@ -122,7 +143,13 @@ async def test_tritonclient_gets_each_flavors_own_answers(stack: Stack, tmp_path
     models = made_outside()
     names = {key: f"{key}-{uuid.uuid4().hex[:8]}" for key in models}
     for key, outside in models.items():
-        await register_and_promote(stack, names[key], outside)
+        made = await register_and_promote(stack, names[key], outside, tmp_path)
+        inference = made["signature_inference"]
+        assert made["signature"]["feature_names"] == list(NAMES), "named by the input example's header"
+        assert inference["example_rows_answered"] == 3
+        if key in ("xgboost", "lightgbm", "onnx-torch"):
+            # Boosters and torch graphs know their classes by position only, and the CLI says so.
+            assert any(line.startswith("class names:") for line in inference["not_inferred"]), inference
     for key in models:
         await stack.served(names[key], production=1)
 

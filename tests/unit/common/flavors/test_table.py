@@ -72,6 +72,7 @@ def test_a_signature_that_does_not_verify_names_the_signature_field() -> None:
         "services.common.flavors.base",
         "services.common.flavors.explain",
         "services.common.flavors.river",
+        "services.common.flavors.signature",
     ],
 )
 def test_the_examples_in_the_docstrings_run(module: str) -> None:

@@ -64,6 +64,11 @@ def test_a_regressor_and_a_bare_booster_with_feature_names(regression: Data) -> 
         tuple(names),
     )
     assert inferred.unknown == ()
+    # Serving hands every booster an unnamed matrix, in the signature's order: a named one explains too.
+    _, named = round_trip("xgboost", booster)
+    explained = named.explainer().explain(regression.rows)
+    margin = booster.predict(xgboost.DMatrix(regression.rows, feature_names=names), output_margin=True)
+    np.testing.assert_allclose(explained.values.sum(axis=1) + explained.base, margin, rtol=1e-6, atol=1e-5)
 
 
 def test_the_signature_says_what_a_classifier_booster_cannot(binary: Data) -> None:
