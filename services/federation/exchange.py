@@ -145,7 +145,12 @@ class ServerGrid(Grid):
         return self._grid.run
 
     def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
     ) -> Message:
         return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
@@ -161,7 +166,9 @@ class ServerGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._receive(msg) for msg in self._grid.pull_messages(message_ids)]
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         """Replies that arrived within the deadline (``timeout``, at most the round timeout)."""
         deadline = time.monotonic() + min(timeout if timeout is not None else self.timeout, self.timeout)
         outgoing = list(messages)

@@ -191,7 +191,9 @@ def submit(flower: Flower, flwr_home: Path, app: Path, run_dir: Path, timeout: f
     )
     payload = _json_tail(result.stdout)
     if result.returncode != 0 or not payload.get("success"):
-        raise FlowerError(f"flwr run failed ({result.returncode}): {result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise FlowerError(
+            f"flwr run failed ({result.returncode}): {result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
     return int(payload["run-id"])
 
 
@@ -207,7 +209,9 @@ def run_state(flower: Flower, flwr_home: Path, run_id: int, timeout: float = 60)
     )
     runs = _json_tail(result.stdout).get("runs") or []
     if result.returncode != 0 or not runs:
-        raise FlowerError(f"flwr ls failed ({result.returncode}): {result.stdout[-1000:]}{result.stderr[-1000:]}")
+        raise FlowerError(
+            f"flwr ls failed ({result.returncode}): {result.stdout[-1000:]}{result.stderr[-1000:]}"
+        )
     return str(runs[0]["status"])
 
 

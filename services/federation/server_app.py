@@ -75,7 +75,9 @@ class Federation:
         self.parent_version = inputs.parent_version
         self.architecture = protocol.architecture(self.spec)
         shapes = self.architecture.shapes()
-        self.initial = inputs.initial if inputs.initial is not None else self.architecture.initial(self.spec.seed)
+        self.initial = (
+            inputs.initial if inputs.initial is not None else self.architecture.initial(self.spec.seed)
+        )
         self.recorder = RunRecorder(
             directory,
             RunStatus(
@@ -113,7 +115,8 @@ class Federation:
             legacy = LegacyContext(
                 context=context,
                 config=ServerConfig(
-                    num_rounds=self.spec.strategy.rounds, round_timeout=self.spec.strategy.round_timeout_seconds
+                    num_rounds=self.spec.strategy.rounds,
+                    round_timeout=self.spec.strategy.round_timeout_seconds,
                 ),
                 strategy=self.strategy,
             )
@@ -121,7 +124,9 @@ class Federation:
             if not any(r.applied for r in status.rounds):
                 raise RunFailed(f"no round had {self.spec.strategy.min_sites} valid updates")
             final = parameters_to_ndarrays(
-                compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+                compat.arrayrecord_to_parameters(
+                    legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+                )
             )
             check_update(final, self.architecture.shapes())
             write_arrays(self.directory / RESULT_FILE, final)

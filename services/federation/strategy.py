@@ -148,7 +148,9 @@ class FederatedStrategy(FedAvg):
         """The budget spent by the rounds released so far (0 without privacy)."""
         if not self.spec.privacy.enabled:
             return 0.0
-        return privacy.epsilon(self.spec.privacy.noise_multiplier, self.noised_rounds, self.spec.privacy.delta)
+        return privacy.epsilon(
+            self.spec.privacy.noise_multiplier, self.noised_rounds, self.spec.privacy.delta
+        )
 
     # -- evaluation --------------------------------------------------------------------------
 

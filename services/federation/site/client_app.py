@@ -94,7 +94,9 @@ class SiteClient(NumPyClient):
         weight = len(data.train) if spec.weighting == "examples" else 1
         return trained, weight, {}
 
-    def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+    def evaluate(
+        self, parameters: NDArrays, config: dict[str, Scalar]
+    ) -> tuple[float, int, dict[str, Scalar]]:
         spec = protocol.read_instruction(dict(config)).spec
         arch = protocol.architecture(spec)
         check_update(parameters, arch.shapes())
@@ -105,7 +107,9 @@ class SiteClient(NumPyClient):
         """A holdout site scores on all its rows; a training site on the rows it never trains on."""
         data = self._data(spec)
         if self.role == protocol.HOLDOUT_ROLE:
-            return np.vstack([data.train.X, data.evaluation.X]), np.concatenate([data.train.y, data.evaluation.y])
+            return np.vstack([data.train.X, data.evaluation.X]), np.concatenate(
+                [data.train.y, data.evaluation.y]
+            )
         return data.evaluation.X, data.evaluation.y
 
 
@@ -140,5 +144,6 @@ def site_mods() -> list[Mod]:
 
 def client_fn(context: Context) -> Client:
     return SiteClient(dict(context.node_config)).to_client()
+
 
 app = ClientApp(client_fn=client_fn, mods=site_mods())
