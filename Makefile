@@ -42,6 +42,7 @@ $(FED_STAMP): services/federation/requirements.lock $(FED_PROTOS)
 	rm -rf $(FED_VENV)/proto && mkdir -p $(FED_VENV)/proto
 	$(FED_BIN)/python -m grpc_tools.protoc --plugin=protoc-gen-mypy=$(FED_BIN)/protoc-gen-mypy \
 	  --proto_path=protos --python_out=$(FED_VENV)/proto --mypy_out=$(FED_VENV)/proto $(FED_PROTOS)
+	touch $(FED_VENV)/proto/mlops/__init__.py $(FED_VENV)/proto/mlops/v1/__init__.py $(FED_VENV)/proto/mlops/py.typed
 	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/$(FED_VENV)/proto" \
 	  > "$$($(FED_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlops-federation.pth"
 	touch $(FED_STAMP)
@@ -69,7 +70,7 @@ lint: venv federation-venv
 	$(BIN)/ruff check services tests bench protos
 	$(BIN)/ruff format --check services tests bench protos
 	$(BIN)/mypy
-	cd services/federation && ../../$(FED_BIN)/mypy
+	$(FED_BIN)/mypy --config-file services/federation/mypy.ini
 
 format: venv
 	$(BIN)/ruff check --fix services tests bench protos

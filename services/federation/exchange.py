@@ -18,7 +18,6 @@ for every message whatever the workflow:
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -78,12 +77,17 @@ class Screen:
 
 def _masked_arrays(record: ConfigRecord) -> list[np.ndarray[Any, Any]]:
     values = record[Key.MASKED_PARAMETERS]
-    if not isinstance(values, list) or not all(isinstance(v, bytes) for v in values):
+    if not isinstance(values, list):
         raise RefusedUpdate("the masked vector is not a list of serialized arrays")
-    try:
-        return [bytes_to_ndarray(v) for v in values]
-    except Exception as exc:  # whatever np.load makes of hostile bytes
-        raise RefusedUpdate(f"the masked vector does not deserialize: {type(exc).__name__}") from None
+    arrays = []
+    for value in values:
+        if not isinstance(value, bytes):
+            raise RefusedUpdate("the masked vector is not a list of serialized arrays")
+        try:
+            arrays.append(bytes_to_ndarray(value))
+        except Exception as exc:  # whatever np.load makes of hostile bytes
+            raise RefusedUpdate(f"the masked vector does not deserialize: {type(exc).__name__}") from None
+    return arrays
 
 
 def describe(msg: Message) -> dict[str, Any]:
@@ -94,7 +98,7 @@ def describe(msg: Message) -> dict[str, Any]:
         return entry
     content: RecordDict = msg.content
     entry["arrays"] = {
-        name: {key: [list(array.shape), str(array.dtype)] for key, array in record.items()}
+        name: {key: _describe_value(array.data) for key, array in record.items()}
         for name, record in content.array_records.items()
     }
     entry["configs"] = {
@@ -106,6 +110,8 @@ def describe(msg: Message) -> dict[str, Any]:
 
 
 def _describe_value(value: Any) -> Any:
+    """An array's shape and dtype as deserialized (not as a sender declared them), a byte
+    string's length, a scalar's type."""
     if isinstance(value, bytes):
         try:
             array = bytes_to_ndarray(value)
@@ -164,28 +170,36 @@ class ServerGrid(Grid):
         return self._grid.push_messages(messages)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._receive(msg) for msg in self._grid.pull_messages(message_ids)]
+        """Replies as they are (Flower's workflows only ever call :meth:`send_and_receive`,
+        where they are recorded and screened)."""
+        return self._grid.pull_messages(message_ids)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Replies that arrived within the deadline (``timeout``, at most the round timeout)."""
+        """Replies that arrived within the deadline (``timeout``, at most the round timeout),
+        each recorded, and refused ones replaced by an error reply."""
         deadline = time.monotonic() + min(timeout if timeout is not None else self.timeout, self.timeout)
         outgoing = list(messages)
         if not outgoing:
             return []
-        waiting = set(self.push_messages(outgoing))
+        ids = list(self.push_messages(outgoing))
+        instructions = dict(zip(ids, outgoing, strict=True))
+        waiting = set(ids)
         replies: list[Message] = []
         while waiting:
             arrived = list(self.pull_messages(waiting))
-            replies.extend(arrived)
             waiting.difference_update(msg.metadata.reply_to_message_id for msg in arrived)
+            for msg in arrived:
+                instruction = instructions.get(msg.metadata.reply_to_message_id)
+                if instruction is not None:  # a reply to nothing sent here is not taken
+                    replies.append(self._receive(msg, instruction))
             if not waiting or time.monotonic() >= deadline:
                 break
             time.sleep(POLL_SECONDS)
         return replies
 
-    def _receive(self, msg: Message) -> Message:
+    def _receive(self, msg: Message, instruction: Message) -> Message:
         node = msg.metadata.src_node_id
         entry = {"site": self._site_name(node), **describe(msg)}
         try:
@@ -194,7 +208,6 @@ class ServerGrid(Grid):
             entry["refused"] = str(exc)
             self._recorder.receipt(entry)
             self._on_refused(node, str(exc))
-            metadata = copy.deepcopy(msg.metadata)
-            return Message(error=Error(REFUSED, f"refused by the server: {exc}"), metadata=metadata)
+            return Message(Error(REFUSED, f"refused by the server: {exc}"), reply_to=instruction)
         self._recorder.receipt(entry)
         return msg

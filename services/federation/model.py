@@ -121,7 +121,8 @@ class Architecture:
                 momentum=0.0,
                 nesterovs_momentum=False,
                 alpha=training.l2,
-                batch_size=training.batch_size,
+                # One gradient step per mini-batch train_locally feeds it (up to 200 rows).
+                batch_size="auto",
                 random_state=seed,
             )
         labels = np.array(self.classes)

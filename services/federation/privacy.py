@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import math
 
-import dp_accounting
 import numpy as np
-from dp_accounting import rdp
 
 from services.federation.model import Arrays
 
@@ -41,6 +39,10 @@ def epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
         return 0.0
     if noise_multiplier <= 0:
         return math.inf
+    # Installed in the federation's environment only: the platform's never accounts budgets.
+    import dp_accounting
+    from dp_accounting import rdp
+
     accountant = rdp.RdpAccountant()
     accountant.compose(dp_accounting.GaussianDpEvent(noise_multiplier), count=rounds)
     return float(accountant.get_epsilon(delta))

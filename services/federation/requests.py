@@ -69,8 +69,11 @@ def decode_request(
     expected = events_pb2.TrainRequest.DESCRIPTOR.full_name
     if event.get_type() != expected:
         raise NotARequest(f"type {event.get_type()!r}, not {expected}")
+    data = event.get_data()
+    if not isinstance(data, bytes):
+        raise NotARequest("the body is not protobuf bytes")
     try:
-        return events_pb2.TrainRequest.FromString(bytes(event.get_data() or b""))
+        return events_pb2.TrainRequest.FromString(data)
     except DecodeError as exc:
         raise NotARequest(f"cannot parse: {exc}") from None
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 FLOWER_CONNECTION = "federation"
 """The name of the SuperLink connection in the service's Flower configuration."""
@@ -215,7 +215,7 @@ def run_state(flower: Flower, flwr_home: Path, run_id: int, timeout: float = 60)
     return str(runs[0]["status"])
 
 
-def _json_tail(text: str) -> dict[str, object]:
+def _json_tail(text: str) -> dict[str, Any]:
     """The JSON object the Flower CLI prints last (it may print notes before it)."""
     start = text.find("{")
     if start < 0:

@@ -36,6 +36,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid, ServerApp
 
 from services.federation import protocol
@@ -64,6 +65,26 @@ MODULUS = 2**32
 
 class RunFailed(Exception):
     """The run cannot go on; the message says why."""
+
+
+class SecureAggregation(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, with sites that drop before sharing their keys let go.
+
+    In flwr 1.42 every site sent the setup stays "sampled", so one that drops before the
+    key-sharing stage counts as dead at unmasking: the server asks the others for shares
+    of its key, which it never shared, and the round halts. Such a site never entered
+    anyone's masks (they are built only with sites whose key shares arrived), so after
+    the key-sharing stage only the sites that shared keys are the round's sample.
+    """
+
+    def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        super().share_keys_stage(grid, context, state)
+        state.sampled_node_ids = set(state.active_node_ids)
+        # Flower's threshold check, over the sites that are still in the round.
+        return all(
+            len(state.nid_to_neighbours[node] & state.active_node_ids) >= state.threshold
+            for node in state.sampled_node_ids
+        )
 
 
 class Federation:
@@ -154,11 +175,11 @@ class Federation:
                 f"spend epsilon {planned:.2f} at delta {settings.delta:g}, over max_epsilon {settings.max_epsilon:g}"
             )
 
-    def _fit_workflow(self) -> SecAggPlusWorkflow | None:
+    def _fit_workflow(self) -> SecureAggregation | None:
         settings = self.spec.secure_aggregation
         if not settings.enabled:
             return None
-        return SecAggPlusWorkflow(
+        return SecureAggregation(
             num_shares=settings.num_shares,
             reconstruction_threshold=settings.reconstruction_threshold,
             max_weight=1.0 if self.spec.weighting == "uniform" else settings.max_weight,

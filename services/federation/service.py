@@ -115,7 +115,11 @@ class FederationService:
     def _certificates(self) -> runtime.Certificates | None:
         s = self.settings
         if s.ssl_certfile and s.ssl_keyfile and s.ssl_ca_certfile:
-            return runtime.Certificates(ca=s.ssl_ca_certfile, certificate=s.ssl_certfile, key=s.ssl_keyfile)
+            return runtime.Certificates(
+                ca=s.ssl_ca_certfile.resolve(),
+                certificate=s.ssl_certfile.resolve(),
+                key=s.ssl_keyfile.resolve(),
+            )
         return None
 
     def start(self) -> None:

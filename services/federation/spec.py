@@ -20,7 +20,7 @@ Examples
 >>> FederationSpec.from_yaml("model_name: x\\nfeatures: []\\ntarget: y\\nclasses: [a, b]")
 Traceback (most recent call last):
 ...
-services.federation.spec.SpecError: features: List should have at least 1 item after validation, not 0
+services.federation.spec.SpecError: features: Tuple should have at least 1 item after validation, not 0
 """
 
 from __future__ import annotations

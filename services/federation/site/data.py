@@ -9,7 +9,7 @@ Examples
 >>> import io
 >>> text = "a,b,label\\n0.5,1,yes\\n-1,2,no\\n3,0.25,yes\\n"
 >>> rows = read_rows(io.StringIO(text), features=("a", "b"), target="label", classes=("no", "yes"))
->>> rows.X.shape, list(rows.y)
+>>> rows.X.shape, rows.y.tolist()
 ((3, 2), ['yes', 'no', 'yes'])
 >>> read_rows(io.StringIO("a,label\\n1,yes\\n"), features=("a", "b"), target="label", classes=("no", "yes"))
 Traceback (most recent call last):
