@@ -43,7 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
         spec = FederationSpec.from_yaml(Path(args.spec).read_text())
     except ValidationError as exc:
         error = exc.errors()[0]
-        print(f"federation settings: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+        where = "FEDERATION_" + "_".join(str(part) for part in error["loc"]).upper() if error["loc"] else "settings"
+        print(f"federation settings: {where}: {error['msg']}", file=sys.stderr)
         return 2
     except (SpecError, OSError) as exc:
         print(f"spec {args.spec}: {exc}", file=sys.stderr)

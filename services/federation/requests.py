@@ -41,6 +41,9 @@ from services.federation.status import write_json_atomically
 SOURCE = "/federation"
 CONTENT_TYPE = "application/protobuf"
 ANSWERED_FILE = "answered.json"
+LISTENING_FILE = "listening.json"
+"""Written once the listener holds its partitions and knows where it reads from: a request
+published after it appears is one the service will see."""
 
 
 class _ProtobufFormat(JSONFormat):
@@ -190,6 +193,7 @@ class RequestListener:
         await consumer.start()
         await producer.start()
         try:
+            listening = False
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=1)
                 for records in batches.values():
@@ -197,9 +201,21 @@ class RequestListener:
                         await self._handle(record.headers or (), record.key, record.value, producer)
                 if batches:
                     await consumer.commit()
+                if not listening and consumer.assignment():
+                    await self._listening(consumer)
+                    listening = True
         finally:
             await consumer.stop()
             await producer.stop()
+
+    async def _listening(self, consumer: AIOKafkaConsumer) -> None:
+        """Fix the assigned partitions' positions, then say so."""
+        for partition in consumer.assignment():
+            await consumer.position(partition)
+        write_json_atomically(
+            self._answered_path.with_name(LISTENING_FILE),
+            {"topic": self._requests, "group": self._group, "since": datetime.now(UTC).isoformat()},
+        )
 
     async def _handle(
         self,

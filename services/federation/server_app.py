@@ -72,14 +72,20 @@ class SecureAggregation(SecAggPlusWorkflow):
 
     In flwr 1.42 every site sent the setup stays "sampled", so one that drops before the
     key-sharing stage counts as dead at unmasking: the server asks the others for shares
-    of its key, which it never shared, and the round halts. Such a site never entered
-    anyone's masks (they are built only with sites whose key shares arrived), so after
-    the key-sharing stage only the sites that shared keys are the round's sample.
+    of its key, which it never shared, and the round halts; and removing a dead site's
+    pairwise masks looks up the public keys of all its neighbours, such a site included.
+    A site that drops before sharing its keys never entered anyone's masks (they are built
+    only with sites whose key shares arrived), so after the key-sharing stage only the
+    sites that shared keys are the round's sample and each other's neighbours.
     """
 
     def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         super().share_keys_stage(grid, context, state)
         state.sampled_node_ids = set(state.active_node_ids)
+        # Masks are only ever built with these sites: unmasking a dead site's pairwise masks
+        # must not look for the keys of a neighbour that never shared any.
+        for node in state.nid_to_neighbours:
+            state.nid_to_neighbours[node] &= state.sampled_node_ids | {node}
         # Flower's threshold check, over the sites that are still in the round.
         return all(
             len(state.nid_to_neighbours[node] & state.active_node_ids) >= state.threshold

@@ -39,8 +39,8 @@ class FederationSettings(BaseSettings):
     registry_url: str = "http://127.0.0.1:8080"
     """The registry's REST API (``REGISTRY_HTTP_PORT``)."""
 
-    token: SecretStr = SecretStr("")
-    """A bearer token with the read and write scopes on the registry; never logged."""
+    token: SecretStr = Field(min_length=1)
+    """A bearer token with the read and write scopes on the registry (required); never logged."""
 
     ssl_certfile: Path | None = None
     """The SuperLink's TLS certificate (PEM); with ``ssl_keyfile`` and ``ssl_ca_certfile``."""

@@ -37,7 +37,7 @@ def spec(**parts: Any) -> dict[str, Any]:
         "target": "label",
         "classes": ["0", "1"],
         "model": {"learning_rate": 0.1, "local_epochs": 1},
-        "strategy": {"rounds": 1, "min_sites": 2, "round_timeout_seconds": 30, "connect_timeout_seconds": 60},
+        "strategy": {"rounds": 1, "min_sites": 2, "round_timeout_seconds": 90, "connect_timeout_seconds": 90},
     }
     for key, value in parts.items():
         values[key] = {**values[key], **value} if isinstance(value, dict) and key in values else value
@@ -52,7 +52,14 @@ class LoopbackFederation:
         self.flower = runtime.Flower(FEDERATION_BIN)
         certificates = workdir / "certs"
         subprocess.run(
-            [str(FEDERATION_BIN / "python"), "-m", "services.federation", "certificates", "--dir", str(certificates)],
+            [
+                str(FEDERATION_BIN / "python"),
+                "-m",
+                "services.federation",
+                "certificates",
+                "--dir",
+                str(certificates),
+            ],
             check=True,
             capture_output=True,
             timeout=60,
@@ -90,11 +97,15 @@ class LoopbackFederation:
         """A site whose ClientApp (the test one) sends ``attack`` instead of an honest update."""
         config = {"site": name, "data-path": str(self.data(name, skew)), "attack": attack}
         config["allow-plain-updates"] = True
-        command = self.flower.supernode(f"127.0.0.1:{self.port}", runtime.free_port(), config, self.certificates.ca)
+        command = self.flower.supernode(
+            f"127.0.0.1:{self.port}", runtime.free_port(), config, self.certificates.ca
+        )
         return self._start(name, command)
 
     def _start(self, name: str, command: list[str]) -> runtime.Child:
-        child = runtime.Child(name, command, self.flower.env(self.workdir / name), self.workdir / f"{name}.log")
+        child = runtime.Child(
+            name, command, self.flower.env(self.workdir / name), self.workdir / f"{name}.log"
+        )
         self.sites[name] = child
         return child
 
@@ -113,7 +124,9 @@ class LoopbackFederation:
                 return status
             time.sleep(0.1)
         logs = {name: child.tail(1500) for name, child in self.sites.items()}
-        raise AssertionError(f"the run did not get there in {within:g}s: {read_status(run_dir)}\n{logs}\n{self.superlink.tail()}")
+        raise AssertionError(
+            f"the run did not get there in {within:g}s: {read_status(run_dir)}\n{logs}\n{self.superlink.tail()}"
+        )
 
     def finished(self, run_dir: Path, within: float) -> RunStatus:
         return self.wait(run_dir, lambda s: s.state in ("finished", "failed"), within)

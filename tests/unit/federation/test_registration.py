@@ -131,7 +131,9 @@ def _lists(value: Any) -> list[list[Any]]:
         ({}, 0, {"min_metric": False}),
     ],
 )
-def test_gates_are_judged_on_the_sites_rows(evaluation: dict[str, Any], parent: int, expected: dict[str, bool]) -> None:
+def test_gates_are_judged_on_the_sites_rows(
+    evaluation: dict[str, Any], parent: int, expected: dict[str, bool]
+) -> None:
     assert {g["name"]: g["passed"] for g in gates(SPEC, evaluation, parent)} == expected
 
 
