@@ -246,7 +246,9 @@ class FederatedDemo:
             outcome = _last_json(service.log.read_text(errors="replace"))
             if service.process.returncode != 0 or not outcome.get("version"):
                 why = outcome.get("error") or service.tail()
-                raise FederatedDemoFailed(f"the federation registered nothing: {why} (logs in {self.workdir})")
+                raise FederatedDemoFailed(
+                    f"the federation registered nothing: {why} (logs in {self.workdir})"
+                )
         finally:
             for child in reversed(children):
                 child.stop()

@@ -43,7 +43,11 @@ def _serve(args: argparse.Namespace) -> int:
         spec = FederationSpec.from_yaml(Path(args.spec).read_text())
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = "FEDERATION_" + "_".join(str(part) for part in error["loc"]).upper() if error["loc"] else "settings"
+        where = (
+            "FEDERATION_" + "_".join(str(part) for part in error["loc"]).upper()
+            if error["loc"]
+            else "settings"
+        )
         print(f"federation settings: {where}: {error['msg']}", file=sys.stderr)
         return 2
     except (SpecError, OSError) as exc:
