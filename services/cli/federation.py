@@ -192,7 +192,7 @@ def _print_status(found: RunStatus, directory: Path | None) -> None:
     if found.error:
         console.print(f"[red]error:[/] {found.error}")
     sites = Table("site", "role", "train rows", "eval rows", "refused", title="sites")
-    for site in found.sites.values():
+    for site in sorted(found.sites.values(), key=lambda s: s.name):
         sites.add_row(site.name, site.role, str(site.train_rows), str(site.eval_rows), site.refused or "-")
     console.print(sites)
     rounds = Table(
