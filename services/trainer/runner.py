@@ -275,6 +275,10 @@ class JobRunner:
             spec = await self._spec(request)
         except SpecError:
             return False  # not the federation's either: the job reports the spec problem
+        except grpc.aio.AioRpcError as exc:
+            if is_transient(exc):
+                raise
+            return False  # the job meets the same refusal and reports it
         return spec.training == TRAINING_FEDERATED
 
     @staticmethod
