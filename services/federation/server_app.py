@@ -148,6 +148,9 @@ class Federation:
                 strategy=self.strategy,
             )
             DefaultWorkflow(fit_workflow=self._fit_workflow())(exchange, legacy)
+            for unfinished in (r for r in status.rounds if not r.finished_at):
+                # SecAgg+ halted the round (too few sites left to unmask): it changed nothing.
+                unfinished.finished_at = time.time()
             if not any(r.applied for r in status.rounds):
                 raise RunFailed(f"no round had {self.spec.strategy.min_sites} valid updates")
             final = parameters_to_ndarrays(
@@ -157,7 +160,6 @@ class Federation:
             )
             check_update(final, self.architecture.shapes())
             write_arrays(self.directory / RESULT_FILE, final)
-            status.evaluation = {**status.evaluation, **self.strategy.evaluation}
             status.state = FINISHED
         except (RunFailed, RefusedUpdate) as exc:
             status.state, status.error = FAILED, str(exc)

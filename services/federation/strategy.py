@@ -173,7 +173,8 @@ class FederatedStrategy(FedAvg):
             {self.site_name(proxy.node_id): res for proxy, res in results},
             holdout={self.site_name(n) for n in self.evaluators - self.trainers},
         )
-        self.recorder.status.evaluation = self.evaluation
+        # Beside the production model's scores from before the rounds (``parent``), if any.
+        self.recorder.status.evaluation = {**self.recorder.status.evaluation, **self.evaluation}
         self.recorder.save()
         loss = self.evaluation.get("loss")
         return (float(loss) if loss is not None else None), {}

@@ -170,9 +170,8 @@ async def test_a_federated_model_is_registered_served_and_retrained_on_drift(
 
         # Serving loads it as any scikit-learn version and answers what the artifact computes.
         rows = np.random.default_rng(3).normal(size=(4, 6))
-        estimator = load_sklearn(
-            b"".join([c async for c in platform.registry.download(model, 1)]), version.artifact.sha256
-        )
+        _, artifact = await platform.registry.download_artifact(model, 1)
+        estimator = load_sklearn(artifact, version.artifact.sha256)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{platform.serving.grpc_port}") as channel:
             stub = oip_grpc.GRPCInferenceServiceStub(channel)
             metadata = (("authorization", f"Bearer {platform.infra.token(Scope.PREDICT)}"),)
