@@ -33,9 +33,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.linear_model import SGDClassifier
-from sklearn.metrics import log_loss
-from sklearn.neural_network import MLPClassifier
 
 Arrays = list[NDArray[np.float64]]
 FAMILIES = ("logistic_regression", "mlp")
@@ -103,6 +100,11 @@ class Architecture:
         scikit-learn builds an estimator's internal state on its first ``partial_fit``; one
         step on one all-zero row per class builds it, then every parameter is overwritten.
         """
+        # Imported on use (a second or more): every Flower message starts a site process,
+        # and most of them (secure aggregation's key exchange) train nothing.
+        from sklearn.linear_model import SGDClassifier
+        from sklearn.neural_network import MLPClassifier
+
         training = training or LocalTraining()
         estimator: Any
         if self.family == "logistic_regression":
@@ -136,14 +138,14 @@ class Architecture:
 
 def parameters_of(estimator: Any) -> Arrays:
     """The estimator's parameters, copied, in the order :meth:`Architecture.shapes` gives."""
-    if isinstance(estimator, SGDClassifier):
+    if hasattr(estimator, "coef_"):
         return [np.array(estimator.coef_, dtype=np.float64), np.array(estimator.intercept_, dtype=np.float64)]
     return [np.array(a, dtype=np.float64) for a in (*estimator.coefs_, *estimator.intercepts_)]
 
 
 def set_parameters(estimator: Any, parameters: Arrays) -> None:
     arrays = [np.array(a, dtype=np.float64) for a in parameters]
-    if isinstance(estimator, SGDClassifier):
+    if hasattr(estimator, "coef_"):
         estimator.coef_, estimator.intercept_ = arrays
         return
     layers = len(estimator.coefs_)
@@ -177,6 +179,8 @@ def train_locally(
 
 def score(arch: Architecture, parameters: Arrays, X: NDArray[np.float64], y: NDArray[Any]) -> Score:
     """Log loss and accuracy of the model ``parameters`` describe, on ``(X, y)``."""
+    from sklearn.metrics import log_loss
+
     estimator = arch.estimator(parameters)
     probabilities = estimator.predict_proba(X)
     labels = np.array(arch.classes)

@@ -42,7 +42,8 @@ from tests.helpers.kafka import TopicReader
 from tests.helpers.waiting import eventually
 from tests.integration.federation.conftest import FEDERATION_BIN, requires_federation_env, spec
 
-pytestmark = requires_federation_env
+# Flower's processes start a ClientApp per message: minutes on a busy two-core machine.
+pytestmark = [requires_federation_env, pytest.mark.timeout(900)]
 
 
 @dataclass

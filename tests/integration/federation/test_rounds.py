@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from services.federation.status import RunStatus, read_receipts
 from tests.integration.federation.conftest import (
     FEATURES,
@@ -19,7 +21,8 @@ from tests.integration.federation.conftest import (
     spec,
 )
 
-pytestmark = requires_federation_env
+# Flower's processes start a ClientApp per message: minutes on a busy two-core machine.
+pytestmark = [requires_federation_env, pytest.mark.timeout(900)]
 
 MODEL_SHAPES = [[1, len(FEATURES)], [1]]
 MASKED_SHAPES = [[1], [1, len(FEATURES)], [1]]
