@@ -46,7 +46,7 @@ from services.common.localstack import port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.federation import protocol, runtime
-from services.federation.model import score, train_locally
+from services.federation.model import LocalTraining, score, train_locally
 from services.federation.site.data import load
 from services.federation.spec import FederationSpec
 
@@ -331,7 +331,7 @@ class FederatedDemo:
         """Each site's model alone: its own training rows, the same family and total epochs."""
         arch = protocol.architecture(spec)
         training = protocol.local_training(spec)
-        alone = type(training)(
+        alone = LocalTraining(
             epochs=training.epochs * spec.strategy.rounds,
             learning_rate=training.learning_rate,
             l2=training.l2,
@@ -414,6 +414,7 @@ def federated_demo(workdir: Path, report_path: Path | None, console: Console) ->
     """Run the scenario on the running local stack, or on one of its own; exit 1 unless it passed."""
     config = FederatedDemoConfig()
     report_path = report_path or workdir / REPORT_FILE
+    federation_python()  # before any stack starts: without the environment there is no demo
     state = running_stack(workdir)
     with tempfile.TemporaryDirectory(prefix="mlops-federated-") as tmp:
         stack: LocalStack | None = None
