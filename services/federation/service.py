@@ -81,7 +81,10 @@ class Outcome:
 
 def load_trusted(data: bytes) -> Any:
     """A skops artifact, refusing any type outside scikit-learn, NumPy and SciPy's sparse."""
-    untrusted = sio.get_untrusted_types(data=data)
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # whatever skops makes of bytes that are not its format
+        raise FederationError(f"the production artifact is not a skops file: {exc}") from None
     refused = [name for name in untrusted if not name.startswith(TRUSTED_TYPE_PREFIXES)]
     if refused:
         raise FederationError(f"the production artifact holds types outside the trusted list: {refused}")
@@ -158,6 +161,9 @@ class FederationService:
         if production is None:
             return 0, None, "no production version: starting from a fresh model"
         version = int(production["version"])
+        artifact_format = production.get("artifact", {}).get("format", "")
+        if artifact_format != "skops":
+            return version, None, f"production v{version} is a {artifact_format} artifact: starting fresh"
         estimator = load_trusted(self.registry.download(self.spec.model_name, production))
         arch = protocol.architecture(self.spec)
         try:
