@@ -250,8 +250,7 @@ class FederatedDemo:
                     f"the federation registered nothing: {why} (logs in {self.workdir})"
                 )
         finally:
-            for child in reversed(children):
-                child.stop()
+            runtime.stop_all(children)
         version = int(outcome["version"])
         self._say(f"version {version} registered ({outcome.get('status')}), aliases {outcome.get('aliases')}")
         self._read_version(version, spec)

@@ -260,13 +260,16 @@ class Child:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the group, SIGKILL what is left after ``grace`` seconds."""
+        stop_all([self], grace)
+
+    def _terminate(self) -> None:
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
+
+    def _finish(self, deadline: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -278,6 +281,16 @@ class Child:
             return self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+
+def stop_all(children: Sequence[Child], grace: float = 10.0) -> None:
+    """Stop ``children`` together: SIGTERM every group first, then wait for them all within
+    one ``grace`` period, then SIGKILL what is left (one slow process does not hold up the rest)."""
+    for child in children:
+        child._terminate()
+    deadline = time.monotonic() + grace
+    for child in children:
+        child._finish(deadline)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

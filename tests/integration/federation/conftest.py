@@ -132,9 +132,7 @@ class LoopbackFederation:
         return self.wait(run_dir, lambda s: s.state in ("finished", "failed"), within)
 
     def close(self) -> None:
-        for child in self.sites.values():
-            child.stop()
-        self.superlink.stop()
+        runtime.stop_all([*self.sites.values(), self.superlink])
 
 
 @pytest.fixture

@@ -224,8 +224,7 @@ async def test_a_federated_model_is_registered_served_and_retrained_on_drift(
         )
         assert {g.name for g in retrained.gates} == {"min_metric", "challenger"}
     finally:
-        for child in reversed(children):
-            child.stop()
+        runtime.stop_all(children)
 
 
 async def _production(registry: RegistryClient, model: str) -> int:
