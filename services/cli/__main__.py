@@ -12,6 +12,7 @@ from services.cli import (
     datasets,
     demo,
     drift,
+    federation,
     lifecycle,
     model_changes,
     model_reviews,
@@ -73,6 +74,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")
+app.add_typer(federation.app, name="federation")
 app.add_typer(token.app, name="token", rich_help_panel="Operations")
 app.add_typer(probe.app, name="probe", rich_help_panel="Operations")
 app.add_typer(config_reference.app, name="config", rich_help_panel="Operations")

@@ -36,7 +36,7 @@ from services.common.flavors.base import StoredArtifact
 from services.common.kafka import TransientError, is_transient
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow, TrainRequest, TrainResult, TrainStatus
-from services.common.proto.mlops.v1.model_pb2 import ModelSpec
+from services.common.proto.mlops.v1.model_pb2 import TRAINING_FEDERATED, ModelSpec
 from services.common.proto.mlops.v1.registry_pb2 import ModelVersion, SearchModelVersionsRequest
 from services.trainer import metrics
 from services.trainer.errors import DataError, SpecError, TrainingFailed
@@ -133,6 +133,11 @@ class JobRunner:
         self._stopping.set()
 
     async def handle(self, request: TrainRequest) -> None:
+        if await self._federated(request):
+            # The federation service consumes the same topic and answers it (docs/federation.md).
+            log.info("left_to_federation", request=request.request_id, model=request.model_name)
+            metrics.JOBS.labels("federated").inc()
+            return
         key = request.idempotency_key or request.request_id
         claim, job = await self._store.claim(key, request)
         if claim is Claim.FINISHED:
@@ -306,6 +311,18 @@ class JobRunner:
             "nor a production version to take one from",
             field="spec",
         )
+
+    async def _federated(self, request: TrainRequest) -> bool:
+        """Whether the request's spec gives the model to the federation service."""
+        try:
+            spec = await self._spec(request)
+        except SpecError:
+            return False  # not the federation's either: the job reports the spec problem
+        except PlatformError as exc:
+            if exc.kind.retryable:
+                raise
+            return False  # the job meets the same refusal and reports it
+        return spec.training == TRAINING_FEDERATED
 
     @staticmethod
     async def _maybe(call: Awaitable[Any]) -> Any:

@@ -63,6 +63,14 @@ def demo(
             help="Train this estimator family (xgboost, lightgbm ...) instead of the default search."
         ),
     ] = "",
+    federated: Annotated[
+        bool,
+        typer.Option(
+            "--federated",
+            help="Instead: three sites train one model with Flower (SecAgg+, differential privacy); "
+            "the report goes to .mlops/federated-report.json unless --report says otherwise.",
+        ),
+    ] = False,
 ) -> None:
     """Run the closed loop: train, serve, drift, detect, retrain, swap, and report.
 
@@ -71,6 +79,13 @@ def demo(
     a new version in production that does clearly better than the drifted old one.
     """
     console = Console(stderr=True)
+    if federated:
+        # Imported here: it loads scikit-learn, which no other command needs at start-up.
+        from services.cli.federated import federated_demo
+
+        explicit = report_path != DEFAULT_WORKDIR / "demo-report.json"
+        federated_demo(workdir, report_path if explicit else None, console)
+        return
     config = DemoConfig(rate=rate, family=family)
     state = running_stack(workdir)
     if state is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -39,23 +38,18 @@ from services.serving.models import ModelState
 from services.serving.settings import ServingSettings
 from services.serving.tensors import decode_bytes_elements
 from tests.conftest import Infra
+from tests.helpers import environments
 from tests.helpers.apps import app_settings, registry_settings, started
+from tests.helpers.environments import CLIENT_PYTHON
 from tests.helpers.kafka import TopicReader
 
 N_FEATURES = 4
 ROOT = Path(__file__).resolve().parents[3]
-CLIENT_PYTHON = ROOT / ".venv-client" / "bin" / "python"
-"""tritonclient's own environment (``make client-venv``): it pins protobuf < 7, the platform uses 7."""
 
 
 def require_client() -> None:
-    """Skip a test of tritonclient without its environment, except in CI, where the
-    environment is part of the build and its absence is a failure, not a skip."""
-    if not CLIENT_PYTHON.exists():
-        missing = "no .venv-client: run `make client-venv` (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(missing)
-        pytest.skip(missing)
+    """tritonclient's environment, or a skip (a failure in CI)."""
+    environments.require(CLIENT_PYTHON, "client-venv")
 
 
 SIGNING_KEY = "serving-tests-artifact-signing-key-0123456789"
