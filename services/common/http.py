@@ -26,14 +26,19 @@ def create_app(
     title: str,
     version: str,
     *,
-    verifier: TokenVerifier,
+    verifier: TokenVerifier | None = None,
     ready: Callable[[], bool] = lambda: True,
     on_denied: HttpDenialHook | None = None,
     description: str = "",
+    docs: bool = True,
 ) -> FastAPI:
     """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on
-    those) that answers every error with a problem-details body (:class:`PlatformApp`)."""
-    app = PlatformApp(title=title, version=version, description=description)
+    those) that answers every error with a problem-details body (:class:`PlatformApp`).
+
+    Without ``verifier`` no route may :func:`require_scope` (the console, which verifies no
+    token itself); ``docs=False`` serves no OpenAPI document or documentation pages."""
+    hidden: dict[str, None] = {} if docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    app = PlatformApp(title=title, version=version, description=description, **hidden)
     app.state.verifier = verifier
     app.state.on_denied = on_denied
 
