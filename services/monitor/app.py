@@ -18,6 +18,7 @@ from services.monitor.drift import DriftMonitor
 from services.monitor.profiles import ProfileSource
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
+from services.monitor.timeline import Timeline
 
 log = get_logger(__name__)
 
@@ -33,10 +34,12 @@ class MonitorApp:
         self._clock = clock
         self.http_port = 0
         self.monitor = DriftMonitor(settings.policy())
+        self.timeline = Timeline(settings.timeline_points, settings.timeline_events)
         self.streams: MonitorStreams | None = None
         self.alerter: WebhookAlerter | None = None
         self.profiles: ProfileSource | None = None
         self._http: HttpServer | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -59,7 +62,12 @@ class MonitorApp:
             )
             self.profiles = ProfileSource(registry, settings.reference_retry_seconds)
         self.streams = MonitorStreams(
-            settings, self.monitor, clock=self._clock, alerter=self.alerter, profiles=self.profiles
+            settings,
+            self.monitor,
+            clock=self._clock,
+            alerter=self.alerter,
+            profiles=self.profiles,
+            timeline=self.timeline,
         )
         consumed = [topics.predictions, topics.labels, topics.model_events]
         await ensure_topics(
@@ -75,6 +83,7 @@ class MonitorApp:
         streams = self.streams
         http_app = http_api.create_http_app(
             self.monitor,
+            self.timeline,
             verifier,
             ready=lambda: self.ready,
             assignment=lambda: streams.assignment,
@@ -84,10 +93,14 @@ class MonitorApp:
         await self._http.start()
         self.http_port = self._http.port
         await self.streams.start()
+        self._sampler = asyncio.create_task(self._sample_timeline(), name="timeline")
         log.info("monitor_started", http_port=self.http_port, group=settings.consumer_group())
 
     async def stop(self) -> None:
         """Stop consuming (committing what was handled), then stop serving HTTP."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
         if self.streams is not None:
             await self.streams.stop()
         if self._http is not None:
@@ -97,6 +110,12 @@ class MonitorApp:
         if self.profiles is not None:
             await self.profiles.close()
         log.info("monitor_stopped")
+
+    async def _sample_timeline(self) -> None:
+        """A point per watched version every ``timeline_interval_seconds``."""
+        while True:
+            self.timeline.sample(self.monitor.status(), self._clock())
+            await asyncio.sleep(self.settings.timeline_interval_seconds)
 
 
 async def run(settings: MonitorSettings, stop: asyncio.Event) -> None:
