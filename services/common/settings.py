@@ -38,9 +38,6 @@ class PlatformSettings(BaseSettings):
     registry_address: str = platform_field("REGISTRY_ADDRESS", "127.0.0.1:50051")
     """gRPC address of the registry, for the services that call it."""
 
-    datasets_address: str = platform_field("DATASETS_ADDRESS", "127.0.0.1:50052")
-    """gRPC address of ingest's dataset API, for the services that read training data."""
-
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = platform_field("LOG_LEVEL", "INFO")
     """Lowest level of log lines written."""
 
@@ -54,6 +51,9 @@ class PlatformSettings(BaseSettings):
 class ServiceSettings(PlatformSettings):
     """The platform-wide settings of the back-end services: :class:`PlatformSettings`, the
     database, and the keys."""
+
+    datasets_address: str = platform_field("DATASETS_ADDRESS", "127.0.0.1:50052")
+    """gRPC address of ingest's dataset API, for the services that read training data."""
 
     mongodb_uri: SecretStr = platform_field("MONGODB_URI", SecretStr("mongodb://127.0.0.1:27017"))
     """MongoDB connection string; may hold credentials, so it is never logged."""
