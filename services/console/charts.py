@@ -126,7 +126,6 @@ def ingest_chart(bounds: Sequence[Bucket], summaries: Sequence[Mapping[str, Any]
     names = ("accepted", "duplicates", "rejected")
     return {
         "y_label": "events",
-        "bars": True,
         "series": [{"label": name} for name in names],
         "data": [
             [b.start.timestamp() for b in bounds],

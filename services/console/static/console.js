@@ -56,13 +56,7 @@
     var series = [{ label: "time" }];
     chart.series.forEach(function (s, i) {
       var colour = PALETTE[i % PALETTE.length];
-      var line = { label: s.label, stroke: colour, width: 2, spanGaps: false, points: { show: true, size: 4 } };
-      if (chart.bars) {
-        line.fill = colour;
-        line.paths = uPlot.paths.bars({ size: [0.25, 40], align: 0 });
-        line.points = { show: false };
-      }
-      series.push(line);
+      series.push({ label: s.label, stroke: colour, width: 2, spanGaps: false, points: { show: true, size: 5 } });
     });
     return {
       width: Math.max(320, element.clientWidth),

@@ -172,3 +172,13 @@ async def test_sign_out_ends_the_session(platform: Platform, browser: httpx.Asyn
     out = await browser.post("/logout", data={"csrf_token": hidden(page.text, "csrf_token")})
     assert out.status_code == 303 and out.headers["location"] == "/login?reason=signed_out"
     assert (await browser.get("/models")).status_code == 303
+
+
+async def test_the_monitor_timeline_the_console_reads_needs_the_read_scope(platform: Platform) -> None:
+    url = f"http://127.0.0.1:{platform.monitor.http_port}/v1/timeline/no-such-model"
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.get(url)).status_code == 401
+        denied = await client.get(url, headers={"authorization": f"Bearer {platform.token(Scope.PREDICT)}"})
+        assert denied.status_code == 403
+        unknown = await client.get(url, headers={"authorization": f"Bearer {platform.token(Scope.READ)}"})
+        assert unknown.status_code == 404 and unknown.json()["field"] == "model"
