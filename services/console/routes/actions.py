@@ -19,11 +19,14 @@ from fastapi import APIRouter, Request, Response
 from services.common.auth import Scope
 from services.common.clients.registry import ModelVersion
 from services.common.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, PlatformError
+from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
+from services.console import metrics
 from services.console.session import Identity
 from services.console.web import Console, ConsoleDep, Form, Person, checked_name, render
 
 router = APIRouter()
+log = get_logger(__name__)
 
 PRODUCTION = "production"
 MAX_TEXT = 2000
@@ -35,13 +38,15 @@ SCOPES = {
     "archive": Scope.WRITE,
 }
 VERSION_ACTIONS = ("approve", "reject", "promote", "archive")
+SHOWN_ON_THE_PAGE = (Conflict, InvalidArgument, FailedPrecondition)
+"""Refusals the result page explains (someone moved first, bad input, the wrong state);
+others (no permission, the registry away) are the error page's."""
 S = registry_pb2
 
 
 def offered(aliases: Mapping[str, int], version: ModelVersion, identity: Identity) -> list[str]:
     """The actions a version's page offers: those its state allows and the token claims.
 
-    >>> from services.console.session import Identity
     >>> pending = registry_pb2.ModelVersion(version=3, status=registry_pb2.VERSION_STATUS_PENDING_APPROVAL)
     >>> offered({"production": 2}, pending, Identity("ana", frozenset({"read", "approve"}), None))
     ['approve', 'reject']
@@ -64,6 +69,19 @@ def offered(aliases: Mapping[str, int], version: ModelVersion, identity: Identit
     if status != S.VERSION_STATUS_ARCHIVED and not on_aliases:
         candidates.append("archive")
     return [action for action in candidates if identity.may(SCOPES[action])]
+
+
+def _count(action: str, error: PlatformError | None, who: Identity, name: str, request_id: str) -> None:
+    outcome = "ok" if error is None else error.kind.label
+    metrics.ACTIONS.labels(action, outcome).inc()
+    log.info(
+        "console_action",
+        action=action,
+        model=name,
+        subject=who.subject,
+        outcome=outcome,
+        request_id=request_id,
+    )
 
 
 def _text(form: Mapping[str, str], field: str) -> str:
@@ -196,10 +214,12 @@ async def version_action(
             )
         else:
             changed = await registry.archive(name, version, _text(form, "reason"), request_id=request_id)
-    except Conflict as exc:
+    except PlatformError as exc:
+        _count(action, exc, who.identity, name, request_id)
+        if not isinstance(exc, SHOWN_ON_THE_PAGE):
+            raise
         return await _outcome(request, console, who.identity, name, action, request_id, refused=exc)
-    except (InvalidArgument, FailedPrecondition) as exc:
-        return await _outcome(request, console, who.identity, name, action, request_id, refused=exc)
+    _count(action, None, who.identity, name, request_id)
     if changed is None:
         changed = await registry.get_version(name, version)
     return await _outcome(request, console, who.identity, name, action, request_id, version=changed)
@@ -218,7 +238,9 @@ async def rollback(request: Request, name: str, console: ConsoleDep, who: Person
             request_id=request_id,
         )
     except PlatformError as exc:
-        if not isinstance(exc, Conflict | InvalidArgument | FailedPrecondition):
+        _count("rollback", exc, who.identity, name, request_id)
+        if not isinstance(exc, SHOWN_ON_THE_PAGE):
             raise
         return await _outcome(request, console, who.identity, name, "rollback", request_id, refused=exc)
+    _count("rollback", None, who.identity, name, request_id)
     return await _outcome(request, console, who.identity, name, "rollback", request_id, rollback=result)

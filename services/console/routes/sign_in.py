@@ -14,6 +14,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 
 from services.common.errors import InvalidArgument, PermissionDenied, PlatformError, Unauthenticated
+from services.common.logging import get_logger
+from services.console import metrics
 from services.console.backends import current_token
 from services.console.session import Session
 from services.console.web import (
@@ -30,6 +32,7 @@ from services.console.web import (
 )
 
 router = APIRouter()
+log = get_logger(__name__)
 
 REASONS = {
     "refused": "The platform no longer accepts your token (it expired or was revoked). Sign in again.",
@@ -116,6 +119,7 @@ async def sign_in(
     target: Annotated[str, Form(alias="next", max_length=2048)] = "/models",
 ) -> Response:
     if not console.codec.check_sign_in_form(request.cookies.get(SIGN_IN_COOKIE, ""), form_token):
+        metrics.SIGN_INS.labels("forged_form").inc()
         return _sign_in_page(
             request,
             console,
@@ -129,23 +133,24 @@ async def sign_in(
         if expires is not None and expires <= console.clock():
             raise Unauthenticated("token: it has expired")
         await _check_with_platform(console, session)
-    except InvalidArgument as exc:
-        return _sign_in_page(
-            request, console, error=f"That is not a platform token ({exc.message}).", status=400
-        )
-    except Unauthenticated as exc:
-        return _sign_in_page(
-            request, console, error=f"The platform refused this token: {exc.message}", status=401
-        )
-    except PermissionDenied:
-        return _sign_in_page(
-            request, console, error="This token lacks the read scope, which every page needs.", status=403
-        )
     except PlatformError as exc:
-        return _sign_in_page(
-            request, console, error=f"The registry could not check the token: {exc.message}", status=503
-        )
+        outcome, status, error = _refusal(exc)
+        metrics.SIGN_INS.labels(outcome).inc()
+        return _sign_in_page(request, console, error=error, status=status)
+    metrics.SIGN_INS.labels("accepted").inc()
+    log.info("console_sign_in", subject=session.identity.subject)
     return start_session(redirect(request, safe_next(target)), console, session)
+
+
+def _refusal(error: PlatformError) -> tuple[str, int, str]:
+    """Why a token starts no session: (the metric's outcome, the status, what the page says)."""
+    if isinstance(error, InvalidArgument):
+        return "not_a_token", 400, f"That is not a platform token ({error.message})."
+    if isinstance(error, Unauthenticated):
+        return "refused", 401, f"The platform refused this token: {error.message}"
+    if isinstance(error, PermissionDenied):
+        return "refused", 403, "This token lacks the read scope, which every page needs."
+    return "unavailable", 503, f"The registry could not check the token: {error.message}"
 
 
 @router.post("/logout", include_in_schema=False)

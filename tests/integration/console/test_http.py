@@ -15,6 +15,12 @@ from services.console.web import CONTENT_SECURITY_POLICY, SESSION_COOKIE
 from tests.integration.console.conftest import MANUAL, Platform
 
 
+def counter(text: str, line: str) -> float:
+    """A sample's value from a Prometheus exposition (0 when absent)."""
+    found = re.search(rf"^{re.escape(line)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def hidden(html: str, name: str) -> str:
     match = re.search(rf'name="{name}" value="([^"]*)"', html)
     assert match, f"no hidden {name} in the page"
@@ -98,6 +104,9 @@ async def test_the_platform_decides_which_tokens_sign_in(
     assert no_read.status_code == 403 and "read scope" in no_read.text
     garbage = await sign_in(browser, "not-a-token")
     assert garbage.status_code == 400
+    exposed = (await browser.get("/metrics")).text
+    assert counter(exposed, 'mlops_console_sign_ins_total{outcome="refused"}') >= 2
+    assert counter(exposed, 'mlops_console_sign_ins_total{outcome="not_a_token"}') >= 1
 
 
 async def test_a_sign_in_form_from_elsewhere_is_refused(
@@ -141,6 +150,8 @@ async def test_an_action_the_token_does_not_allow_is_refused_by_the_registry(
         f"/models/{name}/versions/1/approve", data={"csrf_token": hidden(confirm.text, "csrf_token")}
     )
     assert refused.status_code == 403 and "Not allowed" in refused.text
+    exposed = (await browser.get("/metrics")).text
+    assert counter(exposed, 'mlops_console_actions_total{action="approve",outcome="permission"}') >= 1
     assert (await platform.admin.get_version(name, 1)).status == 2  # still pending approval
     denials = (await platform.admin.audit_log()).records
     assert any(r.actor == "rita" and r.outcome == "denied" and r.action == "ApproveVersion" for r in denials)
