@@ -118,8 +118,22 @@ async def watched(context: BrowserContext) -> AsyncIterator[Watched]:
     await watched.check()
 
 
+AXE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
+WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+RUN_AXE = """async (tags) => {
+  const result = await axe.run(document, {runOnly: {type: "tag", values: tags}});
+  return result.violations.map((v) => `${v.id} (${v.impact}): ` +
+    v.nodes.slice(0, 3).map((n) => n.target.join(" ") + ": " + n.failureSummary).join(" | "));
+}"""
+
+
 async def shot(page: Page, name: str) -> None:
-    """Save the page for the docs when asked to (``CONSOLE_SCREENSHOTS``)."""
+    """Check the page with axe-core against WCAG 2.1 A and AA (contrast, labels, names,
+    structure), and save it for the docs when asked to (``CONSOLE_SCREENSHOTS``)."""
+    if not await page.evaluate("typeof axe !== 'undefined'"):
+        await page.evaluate(AXE)  # through the DevTools protocol: no CSP exception needed
+    violations = await page.evaluate(RUN_AXE, WCAG)
+    assert not violations, f"{name}: {violations}"
     directory = os.environ.get("CONSOLE_SCREENSHOTS")
     if directory:
         # Playwright creates the directory.
@@ -297,6 +311,7 @@ async def test_the_drift_chart_follows_a_drift_while_the_page_is_open(
 async def test_lineage_both_ways(platform: Platform, watched: Watched) -> None:
     page = watched.page
     name = await platform.model("lineage", [0.85, 0.88, 0.9])
+    twin = await platform.model("lineage-twin", [0.8])  # another model, trained on the same rows
     await sign_in(page, platform, reviewer(platform), f"/models/{name}/versions/2/lineage")
     graph = page.locator("svg.lineage")
     await expect(graph.locator(".node-current")).to_contain_text(f"{name} v2")
@@ -304,8 +319,9 @@ async def test_lineage_both_ways(platform: Platform, watched: Watched) -> None:
     parent, child = (graph.locator(f"a[href='/models/{name}/versions/{v}/lineage']") for v in (1, 3))
     await expect(parent).not_to_have_count(0)
     await expect(child).not_to_have_count(0)
-    # Every test model was trained on the same rows: the data window leads to them too.
+    # The data window also leads to the versions of any model trained on the same rows.
     await expect(graph.locator(".edge-same-data")).not_to_have_count(0)
+    await expect(graph.locator(f"a[href='/models/{twin}/versions/1/lineage']")).to_have_count(1)
     await shot(page, "lineage")
     await child.first.click()  # down to the child
     await expect(page.get_by_role("heading", name=f"Lineage of {name} v3")).to_be_visible()
