@@ -17,8 +17,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 from sklearn.linear_model import LogisticRegression
+from skops import io as skops_io
 
-from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope
 from services.common.clients.registry import AUTO, MANUAL, RegistryClient
 from services.common.events import Topics
@@ -39,11 +39,14 @@ FEATURES = ("f0", "f1")
 SESSION_KEY = "console-test-session-key-0123456789abcdef"
 
 
+SKOPS = "skops"
+
+
 def _artifact(seed: int) -> bytes:
-    """A real (tiny) scikit-learn model, as the trainer registers them."""
+    """A real (tiny) scikit-learn model in the skops format, which the registry verifies."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(60, len(FEATURES)))
-    return dump_sklearn(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)))
+    return skops_io.dumps(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)))
 
 
 def _profile(seed: int) -> model_pb2.ReferenceProfile:
