@@ -5,6 +5,7 @@ person's token does not allow, refused by the registry rather than by the consol
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -193,3 +194,16 @@ async def test_the_monitor_timeline_the_console_reads_needs_the_read_scope(platf
         assert denied.status_code == 403
         unknown = await client.get(url, headers={"authorization": f"Bearer {platform.token(Scope.READ)}"})
         assert unknown.status_code == 404 and unknown.json()["field"] == "model"
+
+
+async def test_what_people_wrote_is_shown_as_text_never_as_markup(
+    platform: Platform, browser: httpx.AsyncClient
+) -> None:
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    name = f"markup-{uuid.uuid4().hex[:6]}"
+    await platform.admin.create_model(name, hostile, tags={"note": hostile})
+    await sign_in(browser, platform.token(Scope.READ))
+    for path in (f"/models?q={name}", f"/models/{name}"):
+        page = (await browser.get(path)).text
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page, path
+        assert "<script>alert" not in page and "<img src=x" not in page, path
