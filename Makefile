@@ -18,7 +18,7 @@ FED_STAMP := $(FED_VENV)/.installed
 FED_PROTOS := protos/mlops/v1/model.proto protos/mlops/v1/events.proto
 PYTEST_ARGS ?=
 
-.PHONY: venv client-venv federation-venv observability-tools proto proto-check lint format test test-fast up demo bench clean
+.PHONY: venv client-venv federation-venv observability-tools browser-tools proto proto-check lint format test test-fast test-browser screenshots up demo bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ observability-tools:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
+## Debian's chromium: the console's browser tests drive it with Playwright's Python API
+## (Playwright's own browser download cannot work here). Installed once, when absent.
+browser-tools:
+	@command -v chromium >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
 ## Regenerate the checked-in protobuf and gRPC code from protos/.
 proto: venv
 	$(BIN)/python protos/generate.py
@@ -77,12 +84,20 @@ format: venv
 	$(BIN)/ruff format services tests bench protos
 
 ## The whole suite: lint, types, unit, integration and end-to-end tests.
-test: venv client-venv federation-venv observability-tools lint
+test: venv client-venv federation-venv observability-tools browser-tools lint
 	OMP_NUM_THREADS=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 ## Everything but the end-to-end closed loop.
-test-fast: venv observability-tools
+test-fast: venv observability-tools browser-tools
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+## The console in a real headless browser.
+test-browser: venv browser-tools
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m browser $(PYTEST_ARGS)
+
+## Screenshots of the console's main pages into docs/console/, taken by its browser tests.
+screenshots: venv browser-tools
+	CONSOLE_SCREENSHOTS=docs/console OMP_NUM_THREADS=1 $(BIN)/pytest -m browser -q tests/integration/console/test_browser.py
 
 ## The local stack on the embedded broker and database, until Ctrl-C.
 up: venv

@@ -160,6 +160,11 @@ def _announce(state: StackState, state_path: Path, json_output: bool) -> None:
     for name, endpoint in rows:
         table.add_row(name, endpoint, str(state.pids.get(name, "")))
     console.print(table)
+    if "console" in state.services:
+        console.print(
+            f"console: [bold]http://127.0.0.1:{ports.console_http}[/] (sign in with the token below)",
+            highlight=False,
+        )
     console.print(f"access token (admin): [bold]{state.token}[/]", soft_wrap=True)
     console.print(f"  export MLOPS_TOKEN={state.token}", soft_wrap=True, highlight=False)
     console.print(f"state: {state_path}   logs: {Path(state.workdir) / 'logs'}")

@@ -30,7 +30,7 @@ from services.cli.context import TokenOption as Token
 from services.cli.context import call_service
 from services.cli.output import ExitCode, JsonOutput, console, fail, print_json
 from services.common.artifacts import DigestMismatch
-from services.common.clients.registry import RegistryClient, parse_metric_filter
+from services.common.clients.registry import RegistryClient, gate_margin, parse_metric_filter
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 app = typer.Typer(
@@ -116,17 +116,6 @@ def print_message(message: M, json_output: bool, show: Callable[[M], None]) -> N
 
 
 # ------------------------------------------------------------------ gate reports
-
-
-def gate_margin(gate: model_pb2.GateResult) -> float:
-    """How far the gate's value lies on the passing side of its threshold: positive by how
-    much it passed, negative by how much it failed.
-
-    Gates point both ways (a floor on the holdout metric and on the gain over production,
-    a ceiling on drops and gaps); the margin reads the same for all of them.
-    """
-    distance = abs(gate.value - gate.threshold)
-    return distance if gate.passed else -distance
 
 
 def gate_json(gate: model_pb2.GateResult) -> dict[str, Any]:

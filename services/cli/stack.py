@@ -41,7 +41,7 @@ from services.common.localstack import (
 HOST = "127.0.0.1"
 STATE_FILE = "stack.json"
 INFRA = ("kafka", "mongodb")
-ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer")
+ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer", "console")
 """Every service, in start order: a service starts after the ones it calls."""
 RESTARTED_WITH_BROKER = ("monitor",)
 """Services restarted after the embedded broker: the monitor's stream tables (joins waiting
@@ -70,6 +70,7 @@ class StackPorts:
     ingest_http: int
     monitor_http: int
     trainer_http: int
+    console_http: int
 
     @classmethod
     def defaults(cls) -> StackPorts:
@@ -85,6 +86,7 @@ class StackPorts:
             ingest_http=8081,
             monitor_http=8082,
             trainer_http=8083,
+            console_http=8090,
         )
 
     @classmethod
@@ -129,6 +131,7 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("monitor", None, "monitor_http", "http"),
         ServiceSpec("serving", "serving_grpc", "serving_http", "grpc", after=("registry",)),
         ServiceSpec("trainer", None, "trainer_http", "http", after=("registry", "ingest")),
+        ServiceSpec("console", None, "console_http", "http", after=("registry", "ingest", "monitor")),
     )
 }
 
@@ -354,6 +357,18 @@ class LocalStack:
             env[f"{prefix}_GRPC_PORT"] = str(getattr(self.ports, spec.grpc_port))
         if service == "ingest":
             env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
+        if service == "console":
+            # It acts with each person's own token: no database, no key that could mint one.
+            for held in (
+                "MLOPS_AUTH_SECRET",
+                "MLOPS_ARTIFACT_SIGNING_KEY",
+                "MLOPS_MONGODB_URI",
+                "MLOPS_MONGODB_DATABASE",
+            ):
+                del env[held]
+            env["CONSOLE_MONITOR_URLS"] = json.dumps([self.http_url("monitor")])
+            env["CONSOLE_INGEST_URL"] = self.http_url("ingest")
+            env["CONSOLE_SESSION_KEY"] = _persistent_key(self.workdir / "console-session.key")
         env.update(self._extra_env)
         return env
 

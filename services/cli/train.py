@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from aiokafka.errors import KafkaError
-from google.protobuf import json_format
 from rich.progress import (
     BarColumn,
     Progress,
@@ -54,7 +50,8 @@ from services.common.clients.registry import MODEL_NAME
 from services.common.events import EnvelopeError, Topics, decode, encode
 from services.common.kafka import TailReader, create_producer, ensure_topics, publish
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainResult, TrainStatus, TrainTrigger
-from services.common.proto.mlops.v1.model_pb2 import DataWindow, ModelSpec, Task
+from services.common.proto.mlops.v1.model_pb2 import DataWindow, ModelSpec
+from services.common.train_requests import parse_duration, parse_spec, train_request
 
 TRIGGERS = {
     "manual": TrainTrigger.TRAIN_TRIGGER_MANUAL,
@@ -69,73 +66,21 @@ FINAL = {
 }
 MAX_ID_LENGTH = 256
 _ID = re.compile(rf"[^\x00-\x1f\x7f]{{0,{MAX_ID_LENGTH}}}")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_TASKS = {name.removeprefix("TASK_").lower(): name for name in Task.keys() if name != "TASK_UNSPECIFIED"}
 
 
 # ------------------------------------------------------------------ the request
 
 
 def read_spec_file(path: Path) -> ModelSpec:
-    """A ``ModelSpec`` from JSON, or YAML when the file ends in ``.yaml``/``.yml``: the
-    message's JSON form, where ``task`` may also be written short (``classification``).
+    """A ``ModelSpec`` from JSON, or YAML when the file ends in ``.yaml``/``.yml`` (see
+    :func:`~services.common.train_requests.parse_spec`).
 
     Raises ``ValueError`` naming the file and what is wrong with it.
     """
     try:
-        text = path.read_text()
-        document = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return parse_spec(path.read_text(), yaml_format=path.suffix.lower() in (".yaml", ".yml"))
+    except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{path}: expected a ModelSpec object")
-    task = document.get("task")
-    if isinstance(task, str):
-        document["task"] = _TASKS.get(task.lower(), task)
-    try:
-        return json_format.ParseDict(document, ModelSpec())
-    except json_format.ParseError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` as a positive duration; ``ValueError`` otherwise."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    amount = float(match.group(1)) if match else 0.0
-    if match is None or amount <= 0:
-        raise ValueError(f"expected a positive duration such as 30m, 12h or 7d, got {text!r}")
-    try:
-        return timedelta(**{_UNITS[match.group(2)]: amount})
-    except OverflowError:
-        raise ValueError(f"{text!r} is longer than any calendar goes back") from None
-
-
-def train_request(
-    model_name: str,
-    *,
-    spec: ModelSpec | None = None,
-    window: DataWindow | None = None,
-    request_id: str = "",
-    idempotency_key: str = "",
-    trigger: TrainTrigger.ValueType = TrainTrigger.TRAIN_TRIGGER_MANUAL,
-    requested_by: str = "",
-) -> TrainRequest:
-    """The request the trainer reads: without ``spec`` it takes the model's newest stored spec or
-    its production version's; ``window`` replaces the spec's window whole."""
-    request = TrainRequest(
-        request_id=request_id or uuid.uuid4().hex,
-        idempotency_key=idempotency_key,
-        model_name=model_name,
-        trigger=trigger,
-        requested_by=requested_by,
-    )
-    if spec is not None:
-        request.spec.CopyFrom(spec)
-    if window is not None:
-        request.window.CopyFrom(window)
-    request.requested_at.GetCurrentTime()
-    return request
 
 
 def _requested_by() -> str:

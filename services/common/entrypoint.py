@@ -17,9 +17,9 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from services.common.logging import configure_logging, get_logger
-from services.common.settings import ServiceSettings
+from services.common.settings import PlatformSettings
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=PlatformSettings)
 Runner = Callable[[S, asyncio.Event], Awaitable[None]]
 
 

@@ -28,19 +28,23 @@ def create_app(
     title: str,
     version: str,
     *,
-    verifier: TokenVerifier,
+    verifier: TokenVerifier | None = None,
     ready: Callable[[], bool] = lambda: True,
     problems: Callable[[], Sequence[str]] = lambda: (),
     on_denied: HttpDenialHook | None = None,
     description: str = "",
+    docs: bool = True,
 ) -> FastAPI:
     """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on
     those) that answers every error with a problem-details body (:class:`PlatformApp`), and a
     span for every request to its other routes.
 
     ``/health/ready`` answers 503 while ``ready()`` is false, with ``problems()`` in the body:
-    what keeps the service from doing its job (a consumer that is not consuming, and why)."""
-    app = PlatformApp(title=title, version=version, description=description)
+    what keeps the service from doing its job (a consumer that is not consuming, and why).
+    Without ``verifier`` no route may :func:`require_scope` (the console, which verifies no
+    token itself); ``docs=False`` serves no OpenAPI document or documentation pages."""
+    hidden: dict[str, None] = {} if docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    app = PlatformApp(title=title, version=version, description=description, **hidden)
     instrument_http(app)
     app.state.verifier = verifier
     app.state.on_denied = on_denied

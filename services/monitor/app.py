@@ -9,7 +9,7 @@ from collections.abc import Callable
 from services.common.auth import Scope, ServiceCredentials, TokenVerifier
 from services.common.clients.registry import RegistryClient
 from services.common.http import HttpServer
-from services.common.lifecycle import Parts, run_until
+from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
 from services.monitor import http_api
 from services.monitor.alerts import WebhookAlerter
@@ -17,6 +17,7 @@ from services.monitor.drift import DriftMonitor
 from services.monitor.profiles import ProfileSource
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
+from services.monitor.timeline import Timeline
 
 log = get_logger(__name__)
 
@@ -32,6 +33,7 @@ class MonitorApp:
         self._clock = clock
         self.http_port = 0
         self.monitor = DriftMonitor(settings.policy())
+        self.timeline = Timeline(settings.timeline_points, settings.timeline_events)
         self.streams: MonitorStreams | None = None
         self.alerter: WebhookAlerter | None = None
         self.profiles: ProfileSource | None = None
@@ -71,12 +73,18 @@ class MonitorApp:
             self.profiles = ProfileSource(registry, settings.reference_retry_seconds)
             parts.on_stop("registry_client", self.profiles.close)
         streams = MonitorStreams(
-            settings, self.monitor, clock=self._clock, alerter=self.alerter, profiles=self.profiles
+            settings,
+            self.monitor,
+            clock=self._clock,
+            alerter=self.alerter,
+            profiles=self.profiles,
+            timeline=self.timeline,
         )
         await streams.ensure_topics()
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
         http_app = http_api.create_http_app(
             self.monitor,
+            self.timeline,
             verifier,
             ready=lambda: self.ready,
             problems=self.problems,
@@ -89,11 +97,20 @@ class MonitorApp:
         ).port
         # Consuming stops first: what was handled is committed while HTTP still answers.
         self.streams = await parts.start("streams", streams)
+        sampler = asyncio.create_task(self._sample_timeline(), name="timeline")
+        parts.on_stop("timeline", lambda: cancel(sampler))
 
     async def stop(self) -> None:
         """Stop consuming (committing what was handled), then stop serving HTTP."""
         await self._parts.stop()
         log.info("monitor_stopped")
+
+    async def _sample_timeline(self) -> None:
+        """A point per watched version every ``timeline_interval_seconds``."""
+        while True:
+            now = self._clock()
+            self.timeline.sample(self.monitor.status(now), now)
+            await asyncio.sleep(self.settings.timeline_interval_seconds)
 
 
 async def run(settings: MonitorSettings, stop: asyncio.Event) -> None:

@@ -12,12 +12,14 @@ from services.common.errors import NotFound
 from services.common.http import create_app, require_scope
 from services.common.http_errors import problem_responses
 from services.monitor.drift import DriftMonitor
+from services.monitor.timeline import Timeline
 
 Reader = Annotated[Principal, Depends(require_scope(Scope.READ))]
 
 
 def create_http_app(
     monitor: DriftMonitor,
+    timeline: Timeline,
     verifier: TokenVerifier,
     *,
     ready: Callable[[], bool],
@@ -55,5 +57,20 @@ def create_http_app(
             if entry["model"] == model:
                 return dict(entry)
         raise NotFound(f"model: {model[:140]!r} is not watched by this monitor", field="model")
+
+    @app.get(
+        "/v1/timeline/{model}",
+        tags=["status"],
+        summary="One model's recent past, oldest first: each version's rolling accuracy and counts "
+        "sampled every MONITOR_TIMELINE_INTERVAL_SECONDS, and its latest drift events, retrain "
+        "requests and live-version changes. Kept in this process's memory, bounded, and empty after "
+        "a restart or when the model moves to another process.",
+        responses=problem_responses({404: "This process watches no model of that name."}),
+    )
+    async def model_timeline(model: str, _: Reader) -> dict[str, Any]:
+        found = timeline.model(model)
+        if found is None:
+            raise NotFound(f"model: {model[:140]!r} is not watched by this monitor", field="model")
+        return found
 
     return app

@@ -63,6 +63,7 @@ from services.monitor.profiles import ProfileSource
 from services.monitor.records import InvalidRecord, Label, LabelledSample, Prediction, dumps, loads
 from services.monitor.retrain import RetrainRequest
 from services.monitor.settings import MonitorSettings
+from services.monitor.timeline import Timeline
 
 log = get_logger(__name__)
 
@@ -133,6 +134,8 @@ class MonitorStreams:
     profiles
         Where versions' training references come from (None: data drift is measured
         against each version's own earlier traffic).
+    timeline
+        Told about every drift event and retrain request published, for people to look back on.
     """
 
     def __init__(
@@ -142,10 +145,12 @@ class MonitorStreams:
         clock: Callable[[], float] = time.time,
         alerter: WebhookAlerter | None = None,
         profiles: ProfileSource | None = None,
+        timeline: Timeline | None = None,
     ):
         self.settings = settings
         self.monitor = monitor
         self._alerter = alerter
+        self._timeline = timeline
         self._profiles = profiles
         self.topics = Topics(settings.topic_prefix)
         self.join_topic = f"{self.topics.prefix}.monitor.join"
@@ -546,6 +551,8 @@ class MonitorStreams:
             self._save(decision.model)
             if self._alerter is not None:
                 self._alerter.offer(alert)
+            if self._timeline is not None:
+                self._timeline.record(decision)
 
     def _export_quality(self, tally: _Tally) -> None:
         now = self._clock()

@@ -99,18 +99,23 @@ def demo(
             topic_prefix=state.topic_prefix,
         )
         console.log(f"using the local stack running since {state.started_at} (pid {state.pid})")
+        if "console" in state.services:
+            console.log(f"watch it in the console: http://{HOST}:{state.ports.console_http}")
         report = _run(endpoints, config, console, model)
     else:
         defaults = StackPorts.defaults()
         ports = defaults if not any(port_open(p) for p in defaults.as_dict().values()) else StackPorts.free()
         with tempfile.TemporaryDirectory(prefix="mlops-demo-") as tmp:
             stack = LocalStack(Path(tmp), ports)
-            console.log("starting a local stack for the demo (broker, database, five services)")
+            console.log(
+                "starting a local stack for the demo (broker, database, the services and the console)"
+            )
             try:
                 stack.start(timeout=90)
             except StackError as exc:
                 console.print(f"[red]the local stack did not start:[/] {exc}")
                 raise typer.Exit(3) from None
+            console.log(f"watch it in the console: {stack.http_url('console')} (token: {stack.admin_token})")
             try:
                 report = _run(endpoints_of(stack), config, console, model)
             finally:

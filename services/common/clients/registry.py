@@ -61,6 +61,17 @@ def parse_metric_filter(text: str) -> registry_pb2.MetricFilter:
     return registry_pb2.MetricFilter(name=match.group(1), op=_COMPARISONS[match.group(2)], value=number)
 
 
+def gate_margin(gate: model_pb2.GateResult) -> float:
+    """How far the gate's value lies on the passing side of its threshold: positive by how
+    much it passed, negative by how much it failed.
+
+    Gates point both ways (a floor on the holdout metric and on the gain over production,
+    a ceiling on drops and gaps); the margin reads the same for all of them.
+    """
+    distance = abs(gate.value - gate.threshold)
+    return distance if gate.passed else -distance
+
+
 class RegistryClient(GrpcClient):
     """Typed calls to ``mlops.v1.RegistryService``; one channel per client."""
 

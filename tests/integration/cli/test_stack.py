@@ -271,6 +271,7 @@ SERVICE_METRICS = {
     "ingest": ("mlops_ingest_events_total", {"outcome": "rejected"}),
     "monitor": ("mlops_monitor_join_entries", {}),
     "trainer": ("mlops_trainer_job_seconds_count", {}),
+    "console": ("mlops_console_sign_ins_total", {"outcome": "accepted"}),
 }
 
 
