@@ -20,8 +20,9 @@ import grpc
 import pytest
 from rich.console import Console
 
-from services.cli import demo
-from services.cli.demo import ClosedLoopDemo, DemoConfig, DemoReport, endpoints_of
+from services.cli.demo.command import endpoints_of
+from services.cli.demo.report import DemoReport
+from services.cli.demo.scenario import ClosedLoopDemo, DemoConfig
 from services.cli.stack import ALL_SERVICES, RECORDS_LOST, RESTARTED_WITH_BROKER, LocalStack, StackPorts
 from services.common.auth import bearer_metadata
 from services.common.proto.inference import grpc_service_pb2 as oip
@@ -63,9 +64,12 @@ class ServedWatch:
         self._thread.join(5)
 
 
-def closed_loop(stack: LocalStack, model: str, monkeypatch: pytest.MonkeyPatch) -> DemoReport:
-    monkeypatch.setattr(demo, "MODEL_NAME", model)
-    report = asyncio.run(ClosedLoopDemo(endpoints_of(stack), DemoConfig(), Console(stderr=True)).run())
+def closed_loop(stack: LocalStack, model: str) -> DemoReport:
+    """One demo run on ``model``: each loop its own model, so no retrain cooldown of an
+    earlier loop stands in the way."""
+    report = asyncio.run(
+        ClosedLoopDemo(endpoints_of(stack), DemoConfig(), Console(stderr=True), model=model).run()
+    )
     assert report.loop_closed, report.verdict
     assert report.retrain_requests == 1
     assert report.first_version == 1 and report.new_version > report.first_version
@@ -75,12 +79,12 @@ def closed_loop(stack: LocalStack, model: str, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.timeout(900)  # three closed loops of about a minute each, more on a busy machine
 def test_the_loop_closes_again_after_the_broker_and_then_the_database_restart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     with LocalStack(tmp_path, StackPorts.free(), env=ENV, mongo_sync_on_commit=True) as stack:
         started = time.monotonic()
         watch = ServedWatch(stack, "fresh")
-        first = closed_loop(stack, "fresh", monkeypatch)
+        first = closed_loop(stack, "fresh")
         watch.stop()
         assert watch.served_at is not None
         print(
@@ -98,7 +102,7 @@ def test_the_loop_closes_again_after_the_broker_and_then_the_database_restart(
         # resume by themselves.
         kept = [s for s in ALL_SERVICES if s not in RESTARTED_WITH_BROKER]
         assert all(stack.processes[s].pid == pids[s] for s in kept)
-        after_broker = closed_loop(stack, "after-broker", monkeypatch)
+        after_broker = closed_loop(stack, "after-broker")
         watch.stop()
         assert watch.served_at is not None
         print(
@@ -111,7 +115,7 @@ def test_the_loop_closes_again_after_the_broker_and_then_the_database_restart(
         watch = ServedWatch(stack, "after-database")
         restarted = time.monotonic()
         stack.restart("mongodb")
-        after_database = closed_loop(stack, "after-database", monkeypatch)
+        after_database = closed_loop(stack, "after-database")
         watch.stop()
         assert watch.served_at is not None
         print(
