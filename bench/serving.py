@@ -44,9 +44,9 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from services.cli.stack import LocalStack, StackPorts
-from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
+from services.common.flavors.skops import SkopsFlavor
 from services.common.localstack import free_port, port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
@@ -126,7 +126,7 @@ async def register(stack: LocalStack, artifact: bytes) -> None:
         await registry.create_version(
             registry_pb2.VersionMetadata(
                 model_name=MODEL,
-                artifact=registry_pb2.Artifact(format=SKOPS),
+                artifact=registry_pb2.Artifact(format=SkopsFlavor.name),
                 signature=signature(),
                 gates=[model_pb2.GateResult(name="bench", passed=True)],
                 gates_passed=True,
@@ -135,18 +135,20 @@ async def register(stack: LocalStack, artifact: bytes) -> None:
         )
 
 
-def request_bytes(X: np.ndarray, rows: int) -> list[bytes]:
+def request_bytes(X: np.ndarray, rows: int, model: str = MODEL) -> list[bytes]:
     """Serialized requests (raw FP64 tensors, as tritonclient sends), cycling through the data."""
     requests = []
     for start in range(0, 64 * rows, rows):
-        request = oip.ModelInferRequest(model_name=MODEL)
-        request.inputs.add(name="features", datatype="FP64", shape=[rows, N_FEATURES])
+        request = oip.ModelInferRequest(model_name=model)
+        request.inputs.add(name="features", datatype="FP64", shape=[rows, X.shape[1]])
         request.raw_input_contents.append(np.ascontiguousarray(X[start : start + rows]).tobytes())
         requests.append(request.SerializeToString())
     return requests
 
 
-async def wait_until_served(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...]) -> None:
+async def wait_until_served(
+    channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...], model: str = MODEL
+) -> None:
     ready = channel.unary_unary(
         "/inference.GRPCInferenceService/ModelReady",
         request_serializer=oip.ModelReadyRequest.SerializeToString,
@@ -154,7 +156,7 @@ async def wait_until_served(channel: grpc.aio.Channel, metadata: tuple[tuple[str
     )
     async with asyncio.timeout(60):
         while True:
-            if (await ready(oip.ModelReadyRequest(name=MODEL), metadata=metadata)).ready:
+            if (await ready(oip.ModelReadyRequest(name=model), metadata=metadata)).ready:
                 return
             await asyncio.sleep(0.1)
 
@@ -175,14 +177,15 @@ async def load(
     seconds: float,
     logging: bool,
     server_pid: int,
+    model: str = MODEL,
 ) -> Result:
     """``concurrency`` clients sending back to back for ``seconds``; bytes in, bytes out, so the
     load generator spends its CPU on the wire rather than on protobuf."""
     metadata = bearer_metadata(token)
     async with grpc.aio.insecure_channel(address) as channel:
-        await wait_until_served(channel, metadata)
+        await wait_until_served(channel, metadata, model)
         infer = channel.unary_unary(INFER)
-        payloads = request_bytes(X, rows)
+        payloads = request_bytes(X, rows, model)
         latencies: list[float] = []
         errors = 0
 
@@ -303,8 +306,8 @@ def run_stack(
 
 def explanation_cost(seconds: float) -> None:
     """Explaining against predicting, per call, for the trainer's explainable families."""
+    from services.common.flavors.sklearn_explain import explainer_for
     from services.common.proto.mlops.v1.model_pb2 import Task
-    from services.serving.explain import explainer_for
     from services.trainer.pipelines import FAMILIES, build_pipeline
     from services.trainer.tabular import Feature, FeatureKind
 
@@ -370,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{canned.server_cpu_us_per_request:.0f} us/req",
         flush=True,
     )
-    artifact = dump_sklearn(model)
+    artifact = SkopsFlavor().save(model).data
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         logged = run_stack(Path(tmp) / "on", artifact, X, SCENARIOS, args.seconds, logging=True)
         unlogged = run_stack(

@@ -12,11 +12,16 @@ from services.cli import (
     datasets,
     demo,
     drift,
+    federation,
     lifecycle,
+    model_changes,
+    model_reviews,
+    model_specs,
     models,
     predict,
     probe,
     produce,
+    runs,
     teams,
     token,
     topics,
@@ -40,11 +45,37 @@ app.command("demo", rich_help_panel="Local stack")(demo.demo)
 app.command("produce", rich_help_panel="Data and predictions")(produce.produce)
 app.command("predict", rich_help_panel="Data and predictions")(predict.predict)
 app.add_typer(topics.app, name="topics", rich_help_panel="Data and predictions")
-# Training sits with the model it makes a version of, next to `models spec` and `models show`.
-models.app.command("train")(train.train)
+# `mlops models`, from the modules that hold it, in the order its help lists them. Training
+# sits with the model it makes a version of, next to `models spec` and `models show`.
+for name, command in (
+    ("register", model_changes.register),
+    ("update", model_changes.update),
+    ("list", models.list_models),
+    ("show", models.show),
+    ("create-version", model_changes.create_version),
+    ("import-mlflow", model_changes.import_mlflow),
+    ("get", models.get),
+    ("search", models.search),
+    ("download", models.download),
+    ("lineage", models.lineage),
+    ("set-alias", model_changes.set_alias),
+    ("delete-alias", model_changes.delete_alias),
+    ("transition", model_changes.transition),
+    ("rollback", model_changes.rollback),
+    ("history", model_changes.history),
+    ("approve", model_reviews.approve),
+    ("reject", model_reviews.reject),
+    ("archive", model_changes.archive),
+    ("audit", model_reviews.audit),
+    ("train", train.train),
+):
+    models.app.command(name)(command)
+models.app.add_typer(model_specs.app, name="spec")
 app.add_typer(models.app, name="models")
+app.add_typer(runs.app, name="runs")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")
+app.add_typer(federation.app, name="federation")
 app.add_typer(teams.app, name="teams", rich_help_panel="Operations")
 app.add_typer(token.app, name="token", rich_help_panel="Operations")
 app.add_typer(probe.app, name="probe", rich_help_panel="Operations")

@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from services.cli.output import ExitCode, fail, grpc_errors
+from services.cli.output import ExitCode, fail, platform_errors
 from services.cli.stack import StackPorts, StackState, running_stack
 from services.common.clients.base import GrpcClient
 
@@ -123,7 +123,7 @@ def call_service(
     """Run ``call`` with a client of ``client_type`` opened on the resolved address and token.
 
     A failed call ends the command with a one-line error naming ``what`` and the exit code
-    of its gRPC status.
+    of its kind (:func:`~services.cli.output.platform_errors`).
     """
     target = resolve_address(address, port_name)
     bearer = resolve_token(token)
@@ -132,5 +132,5 @@ def call_service(
         async with client_type(target, lambda: bearer) as client:
             return await call(client)
 
-    with grpc_errors(what):
+    with platform_errors(what):
         return asyncio.run(run())

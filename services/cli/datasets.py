@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import grpc
 import typer
 from google.protobuf import json_format
 from rich.table import Table
@@ -21,6 +20,7 @@ from services.cli.context import TokenOption as Token
 from services.cli.context import call_service
 from services.cli.output import ExitCode, JsonOutput, console, fail, parse_time, print_json
 from services.common.clients.datasets import DatasetClient, WindowIntegrityError, timestamp
+from services.common.errors import NotFound
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldType
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
@@ -160,9 +160,7 @@ def register(
             try:
                 latest = await client.get_schema(schema.name)
                 schema.version = latest.version + 1
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
+            except NotFound:
                 schema.version = 1  # a new dataset: its first version is the new one
         return await client.register_schema(schema)
 

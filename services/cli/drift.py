@@ -103,6 +103,22 @@ def _versions_table(models: list[dict[str, Any]]) -> Table:
     return table
 
 
+HOLDS = {
+    "min_samples": "too few labelled samples",
+    "cooldown": "the cooldown",
+    "requested": "a retrain under way",
+    "candidate_failed": "a candidate that failed",
+    "attempt_limit": "the attempt limit",
+}
+"""What holds a retrain back, in words (the monitor's ``retrain.hold.reason``)."""
+
+
+def _hold_line(name: str, hold: dict[str, Any]) -> str:
+    until = hold["until"]
+    end = f"until {_when(until)}" if until is not None else "until enough labelled samples arrive"
+    return f"{name}: retrain held back by {HOLDS.get(hold['reason'], hold['reason'])} {end}: {hold['detail']}"
+
+
 def _drift_lines(models: list[dict[str, Any]]) -> list[str]:
     lines = []
     for model in models:
@@ -115,6 +131,9 @@ def _drift_lines(models: list[dict[str, Any]]) -> list[str]:
                 f"({episode['samples_since_onset']} labelled samples since); "
                 + (f"retrain requested at {_when(asked)}" if asked else "retrain not requested yet")
             )
+        hold = (model.get("retrain") or {}).get("hold")
+        if hold:
+            lines.append(_hold_line(name, hold))
         for v in model["versions"]:
             last = v["last_drift"]
             if last:

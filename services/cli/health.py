@@ -43,7 +43,7 @@ def check_grpc_health(address: str, timeout: float = 1.0, service: str = "") -> 
 
 
 def check_http_health(url: str, timeout: float = 1.0) -> tuple[bool, str]:
-    """An HTTP readiness route: 200 or why not."""
+    """An HTTP readiness route: 200 or why not (the problems the service reports, when it does)."""
     import httpx
 
     parsed = httpx.URL(url)
@@ -53,7 +53,15 @@ def check_http_health(url: str, timeout: float = 1.0) -> tuple[bool, str]:
         response = httpx.get(url, timeout=timeout)
     except httpx.HTTPError as exc:
         return False, type(exc).__name__
-    return response.status_code == 200, f"HTTP {response.status_code}"
+    detail = f"HTTP {response.status_code}"
+    if response.status_code != 200:
+        try:
+            problems = response.json().get("problems") or []
+        except (ValueError, AttributeError):
+            problems = []
+        if problems:
+            detail += ": " + "; ".join(str(p) for p in problems)
+    return response.status_code == 200, detail
 
 
 def check_kafka(bootstrap: str, timeout: float = 3.0) -> tuple[bool, str]:

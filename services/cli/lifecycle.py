@@ -18,6 +18,7 @@ from services.cli.output import ExitCode, JsonOutput, console, err_console, fail
 from services.cli.stack import (
     ALL_SERVICES,
     INFRA,
+    RECORDS_LOST,
     SERVICES,
     STATE_FILE,
     LocalStack,
@@ -159,6 +160,11 @@ def _announce(state: StackState, state_path: Path, json_output: bool) -> None:
     for name, endpoint in rows:
         table.add_row(name, endpoint, str(state.pids.get(name, "")))
     console.print(table)
+    if "console" in state.services:
+        console.print(
+            f"console: [bold]http://127.0.0.1:{ports.console_http}[/] (sign in with the token below)",
+            highlight=False,
+        )
     token = state.admin_token()
     console.print(
         f"access token (admin, valid an hour; `mlops` commands mint new ones): [bold]{token}[/]",
@@ -223,6 +229,8 @@ def _supervise(stack: LocalStack, state_path: Path, restart: bool) -> None:
             started_at[name] = time.monotonic()
             stack.state().save(state_path)
             err_console.print(Text(f"{name} restarted (pid {stack.processes[name].pid})", style="green"))
+            if name == "kafka":
+                err_console.print(Text(RECORDS_LOST, style="yellow"))
         time.sleep(0.5)
 
 
@@ -270,7 +278,9 @@ def status(
     """Check the health of every component.
 
     Kafka: a metadata round trip; MongoDB: a ping; registry, ingest, serving: the gRPC
-    health protocol; monitor, trainer: /health/ready.
+    health protocol; every service: /health/ready, which names a consumer that is not
+    consuming and why. Notes of the running stack (records lost when its broker restarted)
+    follow the table.
 
     Uses the running local stack's ports when there is one, otherwise the defaults;
     [bold]--port[/] overrides either. Exit code 0 only when every component is healthy.
@@ -285,6 +295,7 @@ def status(
             {
                 "healthy": healthy,
                 "stack_pid": state.pid if state else None,
+                "notes": state.notes if state else [],
                 "components": [
                     {"name": r.component, "endpoint": r.endpoint, "healthy": r.healthy, "detail": r.detail}
                     for r in results
@@ -299,5 +310,7 @@ def status(
             mark = "[green]healthy[/]" if r.healthy else "[red]unhealthy[/]"
             table.add_row(r.component, r.endpoint, mark, r.detail)
         console.print(table)
+        for note in state.notes if state else []:
+            console.print(Text(note, style="yellow"))
     if not healthy:
         raise typer.Exit(int(ExitCode.FAILED))

@@ -21,10 +21,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
-import grpc
 import typer
 from rich.console import Console
 from rich.text import Text
+
+from services.common.errors import Kind, PlatformError
 
 console = Console()
 """Human output (tables, progress) goes to stdout."""
@@ -46,21 +47,19 @@ EXIT_CODES_HELP = (
     "4 token missing or lacking the scope, 5 not found."
 )
 
-_GRPC_EXIT = {
-    grpc.StatusCode.UNAVAILABLE: ExitCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED: ExitCode.UNAVAILABLE,
-    grpc.StatusCode.UNAUTHENTICATED: ExitCode.DENIED,
-    grpc.StatusCode.PERMISSION_DENIED: ExitCode.DENIED,
-    grpc.StatusCode.NOT_FOUND: ExitCode.NOT_FOUND,
-    grpc.StatusCode.INVALID_ARGUMENT: ExitCode.USAGE,
-    grpc.StatusCode.OUT_OF_RANGE: ExitCode.USAGE,
-    grpc.StatusCode.FAILED_PRECONDITION: ExitCode.FAILED,
+_EXIT = {
+    Kind.UNAVAILABLE: ExitCode.UNAVAILABLE,
+    Kind.UNAUTHENTICATED: ExitCode.DENIED,
+    Kind.PERMISSION: ExitCode.DENIED,
+    Kind.NOT_FOUND: ExitCode.NOT_FOUND,
+    Kind.INVALID: ExitCode.USAGE,
+    Kind.FAILED_PRECONDITION: ExitCode.FAILED,
 }
 
 
-def exit_code_for(code: grpc.StatusCode) -> ExitCode:
-    """The CLI exit code for a gRPC status."""
-    return _GRPC_EXIT.get(code, ExitCode.FAILED)
+def exit_code_for(kind: Kind) -> ExitCode:
+    """The CLI exit code for a platform error's kind."""
+    return _EXIT.get(kind, ExitCode.FAILED)
 
 
 def print_json(payload: Any) -> None:
@@ -77,17 +76,18 @@ def fail(message: str, code: ExitCode = ExitCode.FAILED) -> NoReturn:
 
 
 @contextmanager
-def grpc_errors(what: str) -> Iterator[None]:
-    """Turn a failed gRPC call into a one-line error and the matching exit code."""
+def platform_errors(what: str) -> Iterator[None]:
+    """Turn a refused or failed platform call into a one-line error naming ``what``, the
+    status, the message and the field at fault, and the matching exit code."""
     try:
         yield
-    except grpc.RpcError as exc:
-        # grpc.RpcError itself has no code(); the errors calls raise are also grpc.Call.
-        code: grpc.StatusCode = (
-            exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
+    except PlatformError as error:
+        at = (
+            f" (field {error.field})"
+            if error.field and not error.message.startswith(f"{error.field}:")
+            else ""
         )
-        details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
-        fail(f"{what}: {code.name}: {details}", exit_code_for(code))
+        fail(f"{what}: {error.kind.grpc_code}: {error.message}{at}", exit_code_for(error.kind))
 
 
 JsonOutput = Annotated[

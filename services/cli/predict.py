@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -16,9 +15,11 @@ import typer
 from rich.table import Table
 
 from services.cli.context import resolve_address, resolve_token
-from services.cli.output import ExitCode, console, err_console, fail, grpc_errors, print_json
+from services.cli.output import ExitCode, console, err_console, fail, platform_errors, print_json
 from services.cli.rows import BadRow, Row, detect_format, read_rows
 from services.common.auth import bearer_metadata
+from services.common.clients.inference import output_values
+from services.common.grpc_errors import platform_error
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 
@@ -99,36 +100,10 @@ def _request(
     return request
 
 
-def _output_values(response: oip.ModelInferResponse, index: int) -> list[Any]:
-    tensor = response.outputs[index]
-    if response.raw_output_contents:
-        raw = response.raw_output_contents[index]
-        if tensor.datatype == "FP64":
-            return list(struct.unpack(f"<{len(raw) // 8}d", raw))
-        if tensor.datatype == "FP32":
-            return list(struct.unpack(f"<{len(raw) // 4}f", raw))
-        if tensor.datatype == "BYTES":
-            values, offset = [], 0
-            while offset < len(raw):
-                (size,) = struct.unpack_from("<I", raw, offset)
-                values.append(raw[offset + 4 : offset + 4 + size].decode("utf-8", "replace"))
-                offset += 4 + size
-            return values
-        raise ValueError(f"cannot read raw {tensor.datatype} output {tensor.name!r}")
-    contents = tensor.contents
-    if tensor.datatype == "BYTES":
-        return [v.decode("utf-8", "replace") for v in contents.bytes_contents]
-    for field in ("fp64_contents", "fp32_contents", "int64_contents", "int_contents", "bool_contents"):
-        values = list(getattr(contents, field))
-        if values:
-            return values
-    return []
-
-
 def read_predictions(response: oip.ModelInferResponse, ids: Sequence[str]) -> list[Prediction]:
     """Per-row predictions from the signature's outputs: ``label`` and ``probabilities``
     (classifiers) or ``value`` (regressors)."""
-    outputs = {t.name: _output_values(response, i) for i, t in enumerate(response.outputs)}
+    outputs = {t.name: output_values(response, i) for i, t in enumerate(response.outputs)}
     rows = len(ids)
     labels = outputs.get("label")
     probabilities = outputs.get("probabilities")
@@ -306,17 +281,31 @@ def _run(
     timeout: float,
 ) -> Iterator[Prediction]:
     """Send with up to :data:`IN_FLIGHT` requests outstanding; answers come back in order."""
+    with platform_errors(f"predict via {address}"):
+        for response, row_ids in _answers(address, requests, metadata, timeout):
+            yield from read_predictions(response, row_ids)
+
+
+def _answers(
+    address: str,
+    requests: Iterable[tuple[oip.ModelInferRequest, list[str]]],
+    metadata: tuple[tuple[str, str], ...],
+    timeout: float,
+) -> Iterator[tuple[oip.ModelInferResponse, list[str]]]:
+    """Each request's answer and row ids, in order; a refused request raises its platform error."""
     with grpc.insecure_channel(address) as channel:
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
         window: list[tuple[Future[oip.ModelInferResponse], list[str]]] = []
-        with grpc_errors(f"predict via {address}"):
+        try:
             for request, ids in requests:
                 window.append((stub.ModelInfer.future(request, metadata=metadata, timeout=timeout), ids))
                 if len(window) >= IN_FLIGHT:
                     future, row_ids = window.pop(0)
-                    yield from read_predictions(future.result(), row_ids)
+                    yield future.result(), row_ids
             for future, row_ids in window:
-                yield from read_predictions(future.result(), row_ids)
+                yield future.result(), row_ids
+        except grpc.RpcError as exc:
+            raise platform_error(exc) from exc
 
 
 def _show(predictions: list[Prediction], json_output: bool) -> None:

@@ -49,8 +49,19 @@ ADMIN_TOKEN_TTL_SECONDS = 3600
 """The local admin token's lifetime: it expires like every token, and the CLI mints a new
 one from the stack's key when it is close to expiring."""
 RENEW_BEFORE_SECONDS = 300
-ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer")
+ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer", "console")
 """Every service, in start order: a service starts after the ones it calls."""
+RESTARTED_WITH_BROKER = ("monitor",)
+"""Services restarted after the embedded broker: the monitor's stream tables (joins waiting
+for their labels, drift episodes) live in topics of its own that the broker lost, and faust
+waits on them rather than start over. The other services resume by themselves."""
+RECORDS_LOST = (
+    "kafka restarted without its records: the embedded broker keeps them in memory only, so "
+    "every record it held (events not yet ingested, predictions and labels not yet joined, "
+    "model events, train requests, committed offsets) was lost. The topics were recreated "
+    "empty and the services resumed from the new logs; data already stored in the database "
+    "(datasets, models, jobs) is intact. Compose with Apache Kafka keeps its logs."
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class StackPorts:
     ingest_http: int
     monitor_http: int
     trainer_http: int
+    console_http: int
 
     @classmethod
     def defaults(cls) -> StackPorts:
@@ -82,6 +94,7 @@ class StackPorts:
             ingest_http=8081,
             monitor_http=8082,
             trainer_http=8083,
+            console_http=8090,
         )
 
     @classmethod
@@ -126,6 +139,7 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("monitor", None, "monitor_http", "http"),
         ServiceSpec("serving", "serving_grpc", "serving_http", "grpc", after=("registry",)),
         ServiceSpec("trainer", None, "trainer_http", "http", after=("registry", "ingest")),
+        ServiceSpec("console", None, "console_http", "http", after=("registry", "ingest", "monitor")),
     )
 }
 
@@ -156,12 +170,18 @@ def check_component(name: str, ports: StackPorts, host: str = HOST, timeout: flo
         endpoint = f"mongodb://{host}:{ports.mongodb}"
         return Health(name, endpoint, *check_mongodb(endpoint, timeout=max(timeout, 3.0)))
     spec = SERVICES[name]
+    ready_url = f"http://{host}:{getattr(ports, spec.http_port)}/health/ready"
     if spec.health == "grpc":
         assert spec.grpc_port is not None
         endpoint = f"{host}:{getattr(ports, spec.grpc_port)}"
-        return Health(name, endpoint, *check_grpc_health(endpoint, timeout))
-    endpoint = f"http://{host}:{getattr(ports, spec.http_port)}/health/ready"
-    return Health(name, endpoint, *check_http_health(endpoint, timeout))
+        healthy, detail = check_grpc_health(endpoint, timeout)
+        if healthy:
+            # SERVING says the server is up; readiness also says whether its consumers consume.
+            ready, why = check_http_health(ready_url, timeout)
+            if not ready:
+                healthy, detail = False, f"{detail}, not ready: {why}"
+        return Health(name, endpoint, healthy, detail)
+    return Health(name, ready_url, *check_http_health(ready_url, timeout))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +210,8 @@ class StackState:
     pid_started: int = 0
     """When the supervisor started (clock ticks since boot), so a pid the system has since
     given to another process is not mistaken for the stack (``mlops down`` signals it)."""
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """What an operator should know about this stack's history (records lost in a broker restart)."""
 
     def save(self, path: Path) -> None:
         """Write atomically, readable by the owner only."""
@@ -220,8 +242,18 @@ class StackState:
             expires = 0.0
         if expires - moment > RENEW_BEFORE_SECONDS:
             return self.token
-        issuer = TokenIssuer(SigningKey.from_pem(self.signing_key), clock=lambda: moment)
-        return issuer.mint(LOCAL_ADMIN, [Scope.ADMIN], ttl_seconds=ADMIN_TOKEN_TTL_SECONDS).token
+        return self.mint(LOCAL_ADMIN, [Scope.ADMIN], clock=lambda: moment)
+
+    def mint(
+        self,
+        subject: str,
+        scopes: Sequence[Scope],
+        ttl_seconds: float = ADMIN_TOKEN_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> str:
+        """A token for ``subject`` (in the default team), signed with the stack's key."""
+        issuer = TokenIssuer(SigningKey.from_pem(self.signing_key), clock=clock)
+        return issuer.mint(subject, scopes, ttl_seconds=ttl_seconds).token
 
 
 def process_started(pid: int) -> int:
@@ -319,6 +351,8 @@ class LocalStack:
         self._extra_env = dict(env or {})
         self._mongo_sync_on_commit = mongo_sync_on_commit
         self.started_at: datetime | None = None
+        self.notes: list[str] = []
+        """What happened that an operator should know, oldest first (``mlops status`` shows it)."""
 
     # -- tokens ------------------------------------------------------------------------------
 
@@ -373,10 +407,23 @@ class LocalStack:
             env[f"{prefix}_GRPC_PORT"] = str(getattr(self.ports, spec.grpc_port))
         if service == "registry":
             env["REGISTRY_SIGNING_KEY"] = self.keys.issuer.private_pem()
-        else:
+        elif service != "console":
             env["MLOPS_SERVICE_KEY"] = self.keys.service.private_pem()
         if service == "ingest":
             env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
+        if service == "console":
+            # It acts with each person's own token: no database, no key that could sign one
+            # (neither the registry's nor the service key), nothing to verify tokens with.
+            for held in (
+                "MLOPS_AUTH_PUBLIC_KEYS",
+                "MLOPS_ARTIFACT_SIGNING_KEY",
+                "MLOPS_MONGODB_URI",
+                "MLOPS_MONGODB_DATABASE",
+            ):
+                del env[held]
+            env["CONSOLE_MONITOR_URLS"] = json.dumps([self.http_url("monitor")])
+            env["CONSOLE_INGEST_URL"] = self.http_url("ingest")
+            env["CONSOLE_SESSION_KEY"] = _persistent_key(self.workdir / "console-session.key")
         env.update(self._extra_env)
         return env
 
@@ -426,12 +473,25 @@ class LocalStack:
 
     def restart(self, component: str, timeout: float = 60) -> None:
         """Stop ``component`` if it runs, start it again on the same ports, and wait until
-        it is healthy. Restarting ``kafka`` re-creates the topics (its storage is memory)."""
+        it is healthy. Restarting ``kafka`` re-creates the topics (its storage is memory),
+        restarts :data:`RESTARTED_WITH_BROKER` and adds a note that the records it held were
+        lost; the other services' consumers find their logs moved behind them and resume from
+        the new ones by themselves."""
         deadline = time.monotonic() + timeout
         if component in self.processes:
             self.processes.pop(component).stop()
         if component == "kafka":
+            # Stopped before the new broker is up: an old monitor would write its lost
+            # state into the new broker's fresh topics, and its successor trip on it.
+            restarted = [s for s in RESTARTED_WITH_BROKER if s in self.processes]
+            for service in restarted:
+                self.processes.pop(service).stop()
             self._start_kafka(deadline)
+            for service in restarted:
+                self._spawn(service)
+            self._wait_healthy(restarted, deadline)
+            also = f" Restarted with it: {', '.join(restarted)}." if restarted else ""
+            self.notes.append(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC: {RECORDS_LOST}{also}")
         elif component == "mongodb":
             self._start_mongodb(deadline)
         elif component in self.services:
@@ -457,6 +517,7 @@ class LocalStack:
             started_at=(self.started_at or datetime.now(UTC)).isoformat(),
             workdir=str(self.workdir.resolve()),
             pid_started=process_started(pid),
+            notes=list(self.notes),
         )
 
     def __enter__(self) -> LocalStack:

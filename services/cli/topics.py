@@ -19,7 +19,7 @@ from rich.table import Table
 from services.cli.context import resolve_kafka
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode
-from services.common.kafka import DLQ_ERROR_CLASS, ensure_topics
+from services.common.kafka import DLQ_ERROR_CLASS, TailReader, ensure_topics
 from services.common.proto.mlops.v1 import datasets_pb2, events_pb2, model_pb2, registry_pb2
 
 app = typer.Typer(
@@ -95,43 +95,27 @@ def decode_record(record: IncomingRecord) -> dict[str, Any]:
 async def tail_records(
     bootstrap: str, topic: str, *, from_beginning: bool, idle_timeout: float | None
 ) -> AsyncIterator[IncomingRecord]:
-    """Records of ``topic`` as they come, without joining a group (nothing is committed)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=100,
-        client_id="mlops-cli-tail",
+    """Records of ``topic`` as they come, without joining a group (nothing is committed).
+
+    Raises :class:`LookupError` when the topic does not exist."""
+    reader = TailReader(
+        bootstrap, [topic], client_id="mlops-cli-tail", from_beginning=from_beginning, metadata_timeout=0
     )
     try:
-        await consumer.start()
-        if topic not in await consumer.topics():
-            raise LookupError(topic)
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise LookupError(topic)
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        if from_beginning:
-            await consumer.seek_to_beginning(*assigned)
-        else:
-            await consumer.seek_to_end(*assigned)
+        await reader.start()
         idle_since = asyncio.get_running_loop().time()
         while True:
-            batch = await consumer.getmany(timeout_ms=200, max_records=500)
+            records = await reader.read(timeout_ms=200, max_records=500)
             now = asyncio.get_running_loop().time()
-            if not batch:
+            if not records:
                 if idle_timeout is not None and now - idle_since > idle_timeout:
                     return
                 continue
             idle_since = now
-            for records in batch.values():
-                for r in records:
-                    yield IncomingRecord(
-                        r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp
-                    )
+            for record in records:
+                yield record
     finally:
-        await consumer.stop()
+        await reader.stop()
 
 
 @app.command()

@@ -22,20 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from google.protobuf import json_format
 from rich.progress import (
     BarColumn,
     Progress,
@@ -52,10 +47,11 @@ from services.cli.models import Name, call_registry, gates_failed, gates_table, 
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
 from services.cli.topics import BootstrapOption
 from services.common.clients.registry import MODEL_NAME
-from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
-from services.common.kafka import create_producer, ensure_topics, publish
+from services.common.events import EnvelopeError, Topics, decode, encode
+from services.common.kafka import TailReader, create_producer, ensure_topics, publish
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainResult, TrainStatus, TrainTrigger
-from services.common.proto.mlops.v1.model_pb2 import DataWindow, ModelSpec, Task
+from services.common.proto.mlops.v1.model_pb2 import DataWindow, ModelSpec
+from services.common.train_requests import parse_duration, parse_spec, train_request
 
 TRIGGERS = {
     "manual": TrainTrigger.TRAIN_TRIGGER_MANUAL,
@@ -68,76 +64,23 @@ FINAL = {
     TrainStatus.TRAIN_STATUS_FAILED,
     TrainStatus.TRAIN_STATUS_DUPLICATE,
 }
-METADATA_ATTEMPTS = 25
 MAX_ID_LENGTH = 256
 _ID = re.compile(rf"[^\x00-\x1f\x7f]{{0,{MAX_ID_LENGTH}}}")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_TASKS = {name.removeprefix("TASK_").lower(): name for name in Task.keys() if name != "TASK_UNSPECIFIED"}
 
 
 # ------------------------------------------------------------------ the request
 
 
 def read_spec_file(path: Path) -> ModelSpec:
-    """A ``ModelSpec`` from JSON, or YAML when the file ends in ``.yaml``/``.yml``: the
-    message's JSON form, where ``task`` may also be written short (``classification``).
+    """A ``ModelSpec`` from JSON, or YAML when the file ends in ``.yaml``/``.yml`` (see
+    :func:`~services.common.train_requests.parse_spec`).
 
     Raises ``ValueError`` naming the file and what is wrong with it.
     """
     try:
-        text = path.read_text()
-        document = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return parse_spec(path.read_text(), yaml_format=path.suffix.lower() in (".yaml", ".yml"))
+    except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"{path}: expected a ModelSpec object")
-    task = document.get("task")
-    if isinstance(task, str):
-        document["task"] = _TASKS.get(task.lower(), task)
-    try:
-        return json_format.ParseDict(document, ModelSpec())
-    except json_format.ParseError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` as a positive duration; ``ValueError`` otherwise."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    amount = float(match.group(1)) if match else 0.0
-    if match is None or amount <= 0:
-        raise ValueError(f"expected a positive duration such as 30m, 12h or 7d, got {text!r}")
-    try:
-        return timedelta(**{_UNITS[match.group(2)]: amount})
-    except OverflowError:
-        raise ValueError(f"{text!r} is longer than any calendar goes back") from None
-
-
-def train_request(
-    model_name: str,
-    *,
-    spec: ModelSpec | None = None,
-    window: DataWindow | None = None,
-    request_id: str = "",
-    idempotency_key: str = "",
-    trigger: TrainTrigger.ValueType = TrainTrigger.TRAIN_TRIGGER_MANUAL,
-    requested_by: str = "",
-) -> TrainRequest:
-    """The request the trainer reads: without ``spec`` it takes the model's newest stored spec or
-    its production version's; ``window`` replaces the spec's window whole."""
-    request = TrainRequest(
-        request_id=request_id or uuid.uuid4().hex,
-        idempotency_key=idempotency_key,
-        model_name=model_name,
-        trigger=trigger,
-        requested_by=requested_by,
-    )
-    if spec is not None:
-        request.spec.CopyFrom(spec)
-    if window is not None:
-        request.window.CopyFrom(window)
-    request.requested_at.GetCurrentTime()
-    return request
 
 
 def _requested_by() -> str:
@@ -213,53 +156,33 @@ class ResultFollower:
     def __init__(self, bootstrap: str, topic: str):
         self._bootstrap = bootstrap
         self._topic = topic
-        self._consumer: AIOKafkaConsumer | None = None
+        # Assigned partitions, no group: a group join costs seconds on the embedded broker.
+        self._reader = TailReader(bootstrap, [topic], client_id="mlops-cli-train")
 
     async def start(self) -> None:
-        # Assigned partitions, no group: a group join costs seconds on the embedded broker.
+        """Fix "the end" now, before the request goes out."""
         await ensure_topics(self._bootstrap, [self._topic])
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
-        )
-        self._consumer = consumer
-        await consumer.start()
-        partitions = await self._partitions(consumer)
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for partition in partitions:
-            await consumer.position(partition)  # resolve "the end" now, before the request goes out
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        """Every partition of the topic, once the broker's metadata lists them (a topic just
-        created can take a moment to appear)."""
-        for _ in range(METADATA_ATTEMPTS):
-            await consumer.topics()  # fresh metadata
-            found = consumer.partitions_for_topic(self._topic)
-            if found:
-                return [TopicPartition(self._topic, p) for p in sorted(found)]
-            await asyncio.sleep(0.2)
-        raise KafkaError(f"the broker lists no partitions of {self._topic}")
+        try:
+            await self._reader.start()
+        except LookupError:
+            raise KafkaError(f"the broker lists no partitions of {self._topic}") from None
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._reader.stop()
 
     async def follow(self, request_id: str, on_result: Callable[[TrainResult], None]) -> TrainResult:
         """Results for ``request_id`` to ``on_result`` until a final one, which it returns."""
-        assert self._consumer is not None, "start() first"
         while True:
-            batches = await self._consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for record in records:
-                    try:
-                        result = decode(IncomingRecord.from_consumer_record(record), TrainResult).message
-                    except EnvelopeError:
-                        continue  # not ours to judge
-                    if result.request_id != request_id:
-                        continue
-                    on_result(result)
-                    if result.status in FINAL:
-                        return result
+            for record in await self._reader.read(timeout_ms=1000):
+                try:
+                    result = decode(record, TrainResult).message
+                except EnvelopeError:
+                    continue  # not ours to judge
+                if result.request_id != request_id:
+                    continue
+                on_result(result)
+                if result.status in FINAL:
+                    return result
 
 
 async def submit(bootstrap: str, topics: Topics, request: TrainRequest) -> None:

@@ -2,8 +2,8 @@
 
 Settings are read first, and a bad one ends the process with exit code 2 and a message
 naming the field but never its value (values may be keys or connection strings). Then
-logging is configured, the service runs until SIGTERM or SIGINT, stops in order, and the
-process exits 0.
+logging and tracing are configured, the service runs until SIGTERM or SIGINT, stops in
+order, the spans still buffered are exported, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from services.common.logging import configure_logging, get_logger
-from services.common.settings import ServiceSettings
+from services.common.settings import PlatformSettings
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=PlatformSettings)
 Runner = Callable[[S, asyncio.Event], Awaitable[None]]
 
 
@@ -44,7 +44,14 @@ def serve(name: str, settings_class: type[S], runner: Callable[[], Runner[S]]) -
     settings = load_settings(name, settings_class)
     configure_logging(name, settings.log_level, settings.log_format)
     get_logger(name).info(f"{name}_starting")
-    asyncio.run(_run_until_signalled(settings, runner()))
+    # Imported once the settings are good, like the service itself: tracing loads gRPC.
+    from services.common.tracing import configure_tracing, shutdown_tracing
+
+    configure_tracing(name, settings.code_version)
+    try:
+        asyncio.run(_run_until_signalled(settings, runner()))
+    finally:
+        shutdown_tracing()
 
 
 async def _run_until_signalled(settings: S, run: Runner[S]) -> None:

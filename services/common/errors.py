@@ -16,6 +16,8 @@ Nothing here imports a transport: domain modules can raise these without importi
 (404, 'Not Found', 'name', True)
 >>> type(from_status("ABORTED", "version changed")).__name__
 'Conflict'
+>>> from_status("RESOURCE_EXHAUSTED", "queue full", kind="exhausted").kind.retryable
+True
 """
 
 from __future__ import annotations
@@ -71,12 +73,15 @@ class Kind(Enum):
 
 
 _BY_LABEL = {kind.label: kind for kind in Kind}
-# Where two kinds share a status, the later one in Kind stands for it: RESOURCE_EXHAUSTED
-# without the kind's trailer means "retry later", a bare 409 a lost compare-and-set.
-# DEADLINE_EXCEEDED and CANCELLED are the transport's, not a server's verdict: the call
-# may succeed if made again.
+# Where two kinds share a status, the later one in Kind stands for it (a bare 409 is a
+# lost compare-and-set), except RESOURCE_EXHAUSTED: grpc itself answers it, without the
+# kind's trailer, for a message over the size limit, and a consumer that took that for
+# "retry later" would retry the same record forever. Platform servers that mean "retry
+# later" send the trailer. DEADLINE_EXCEEDED and CANCELLED are the transport's, not a
+# server's verdict: the call may succeed if made again.
 _BY_GRPC_CODE = {
     **{kind.grpc_code: kind for kind in Kind},
+    "RESOURCE_EXHAUSTED": Kind.TOO_LARGE,
     "DEADLINE_EXCEEDED": Kind.UNAVAILABLE,
     "CANCELLED": Kind.UNAVAILABLE,
     "UNKNOWN": Kind.INTERNAL,

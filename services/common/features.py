@@ -54,21 +54,6 @@ from services.common.proto.mlops.v1.datasets_pb2 import DerivedFeature, FieldTyp
 Compute = Callable[[Mapping[str, object]], float | None]
 
 
-@dataclass(frozen=True)
-class _Function:
-    input_types: tuple[FieldType.ValueType, ...]
-    takes_boundaries: bool = False
-
-
-FUNCTIONS: dict[str, _Function] = {
-    "hour_of_day": _Function((FieldType.FIELD_TYPE_TIMESTAMP,)),
-    "day_of_week": _Function((FieldType.FIELD_TYPE_TIMESTAMP,)),
-    "ratio": _Function((FieldType.FIELD_TYPE_NUMBER, FieldType.FIELD_TYPE_NUMBER)),
-    "bucket": _Function((FieldType.FIELD_TYPE_NUMBER,), takes_boundaries=True),
-    "log1p": _Function((FieldType.FIELD_TYPE_NUMBER,)),
-}
-
-
 class DerivedFeatureError(ValueError):
     """A derived-feature declaration that cannot be computed, naming where it is wrong."""
 
@@ -199,19 +184,31 @@ def _log1p(name: str) -> Compute:
     return compute
 
 
+@dataclass(frozen=True)
+class _Function:
+    input_types: tuple[FieldType.ValueType, ...]
+    compile: Callable[[DerivedFeature], Compute]
+    """The row function for one declaration (its inputs and boundaries checked)."""
+    takes_boundaries: bool = False
+
+
+_TIMESTAMP, _NUMBER = FieldType.FIELD_TYPE_TIMESTAMP, FieldType.FIELD_TYPE_NUMBER
+
+FUNCTIONS: dict[str, _Function] = {
+    "hour_of_day": _Function((_TIMESTAMP,), lambda f: _hour_of_day(f.inputs[0])),
+    "day_of_week": _Function((_TIMESTAMP,), lambda f: _day_of_week(f.inputs[0])),
+    "ratio": _Function((_NUMBER, _NUMBER), lambda f: _ratio(f.inputs[0], f.inputs[1])),
+    "bucket": _Function((_NUMBER,), lambda f: _bucket(f.inputs[0], f.boundaries), takes_boundaries=True),
+    "log1p": _Function((_NUMBER,), lambda f: _log1p(f.inputs[0])),
+}
+"""Every derived-feature function by name: what it takes and how it is computed."""
+
+
 def _compile(feature: DerivedFeature) -> Compute:
-    inputs = list(feature.inputs)
-    if feature.function == "hour_of_day":
-        return _hour_of_day(inputs[0])
-    if feature.function == "day_of_week":
-        return _day_of_week(inputs[0])
-    if feature.function == "ratio":
-        return _ratio(inputs[0], inputs[1])
-    if feature.function == "bucket":
-        return _bucket(inputs[0], feature.boundaries)
-    if feature.function == "log1p":
-        return _log1p(inputs[0])
-    raise DerivedFeatureError("function", f"unknown function {feature.function!r}")
+    function = FUNCTIONS.get(feature.function)
+    if function is None:
+        raise DerivedFeatureError("function", f"unknown function {feature.function!r}")
+    return function.compile(feature)
 
 
 class FeatureDeriver:

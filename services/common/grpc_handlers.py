@@ -1,4 +1,4 @@
-"""Server interceptors that wrap what a gRPC method does (auth, tracing) share this."""
+"""What server interceptors that wrap a gRPC method's behaviour (auth) share."""
 
 from __future__ import annotations
 

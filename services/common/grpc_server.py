@@ -1,5 +1,6 @@
 """A gRPC server with what every service's server needs: the standard health protocol,
-reflection, authentication, message-size limits and an orderly shutdown."""
+reflection, authentication, platform errors answered with their status, message-size
+limits and an orderly shutdown."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.grpc_errors import ErrorInterceptor
 from services.common.logging import get_logger
-from services.common.tracing import TracingServerInterceptor
+from services.common.tracing import server_interceptor
 
 log = get_logger(__name__)
 
@@ -21,7 +23,10 @@ class GrpcServer:
 
     Health reports SERVING for the server ("") and each registered service once
     started, and NOT_SERVING from the moment :meth:`stop` begins, so load balancers
-    drain a replica before it goes away.
+    drain a replica before it goes away. A handler that raises a
+    :class:`~services.common.errors.PlatformError` is answered with its kind's status
+    (:class:`~services.common.grpc_errors.ErrorInterceptor`), inside the trace's span and
+    outside ``interceptors`` (authentication), so their refusals are answered the same way.
     """
 
     def __init__(
@@ -34,7 +39,7 @@ class GrpcServer:
     ):
         self._address = address
         self._server = grpc.aio.server(
-            interceptors=[TracingServerInterceptor(), *interceptors],
+            interceptors=[server_interceptor(), ErrorInterceptor(), *interceptors],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),

@@ -1,18 +1,22 @@
 """The HTTP side every service shares: FastAPI app with health and Prometheus routes,
-bearer-token dependencies, and a uvicorn server that runs inside the service's loop."""
+bearer-token dependencies, one error body (:mod:`services.common.http_errors`), and a
+uvicorn server that runs inside the service's loop."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal
+from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal, denial
+from services.common.http_errors import PlatformApp
+from services.common.tracing import instrument_http
 
 _bearer = HTTPBearer(
     auto_error=False, description="A platform token: `mlops token create` or the local stack's."
@@ -24,13 +28,24 @@ def create_app(
     title: str,
     version: str,
     *,
-    verifier: TokenVerifier,
+    verifier: TokenVerifier | None = None,
     ready: Callable[[], bool] = lambda: True,
+    problems: Callable[[], Sequence[str]] = lambda: (),
     on_denied: HttpDenialHook | None = None,
     description: str = "",
+    docs: bool = True,
 ) -> FastAPI:
-    """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on those)."""
-    app = FastAPI(title=title, version=version, description=description)
+    """A FastAPI app with ``/health/live``, ``/health/ready`` and ``/metrics`` (no auth on
+    those) that answers every error with a problem-details body (:class:`PlatformApp`), and a
+    span for every request to its other routes.
+
+    ``/health/ready`` answers 503 while ``ready()`` is false, with ``problems()`` in the body:
+    what keeps the service from doing its job (a consumer that is not consuming, and why).
+    Without ``verifier`` no route may :func:`require_scope` (the console, which verifies no
+    token itself); ``docs=False`` serves no OpenAPI document or documentation pages."""
+    hidden: dict[str, None] = {} if docs else {"openapi_url": None, "docs_url": None, "redoc_url": None}
+    app = PlatformApp(title=title, version=version, description=description, **hidden)
+    instrument_http(app)
     app.state.verifier = verifier
     app.state.on_denied = on_denied
 
@@ -47,7 +62,7 @@ def create_app(
     async def readiness() -> Response:
         if ready():
             return Response('{"status":"ready"}', media_type="application/json")
-        return Response('{"status":"not ready"}', status_code=503, media_type="application/json")
+        return JSONResponse({"status": "not ready", "problems": list(problems())}, status_code=503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics.", include_in_schema=False)
     async def metrics() -> Response:
@@ -57,7 +72,9 @@ def create_app(
 
 
 def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that admits a request only with a valid token carrying ``scope``."""
+    """A dependency that admits a request only with a valid token carrying ``scope``;
+    otherwise it raises :class:`~services.common.errors.Unauthenticated` (401) or
+    :class:`~services.common.errors.PermissionDenied` (403)."""
 
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -69,11 +86,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             hook: HttpDenialHook | None = request.app.state.on_denied
             if hook is not None:
                 await hook(request, exc)
-            raise HTTPException(
-                status_code=403 if exc.forbidden else 401,
-                detail=str(exc),
-                headers={"WWW-Authenticate": "Bearer"},
-            ) from None
+            raise denial(exc) from None
         current_principal.set(principal)
         return principal
 

@@ -1,4 +1,5 @@
-"""Kafka plumbing: producers, a non-blocking publisher for hot paths, and the consumer loop.
+"""Kafka plumbing: producers, a non-blocking publisher for hot paths, the consumer loop, and
+the tail reader for following topics without a consumer group.
 
 The consumer loop is where the platform's delivery rules live, once:
 
@@ -8,7 +9,10 @@ The consumer loop is where the platform's delivery rules live, once:
   headers naming the error and the original topic, partition and offset, and the
   loop moves on: a poison message never stops or spins a consumer;
 - a transient failure (database or broker away) is retried with backoff, without
-  committing and without dead-lettering, so nothing is lost while a dependency is down.
+  committing and without dead-lettering, so nothing is lost while a dependency is down;
+- a log that moved behind the consumer (the broker lost its records) is read again from
+  its new beginning, and a consumer that stops consuming says so (see
+  :mod:`services.common.progress`).
 """
 
 from __future__ import annotations
@@ -17,18 +21,20 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
-import pymongo.errors
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
-from services.common import metrics, tracing
+from services.common import metrics, mongo, tracing
+from services.common.errors import PlatformError
 from services.common.events import IncomingRecord, OutgoingRecord
+from services.common.grpc_errors import platform_error
 from services.common.logging import get_logger
+from services.common.progress import STALL_SECONDS, Progress, Resume, lag, resume_past_end
 
 log = get_logger(__name__)
 
@@ -46,16 +52,18 @@ class TransientError(Exception):
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a failure is the infrastructure's (retry) rather than the record's (dead-letter)."""
+    """Whether a failure is the infrastructure's (retry) rather than the record's (dead-letter):
+    the broker or the database away, or a platform error of a retryable kind (a service
+    unavailable or overloaded, a call past its deadline)."""
     if isinstance(exc, TransientError | KafkaError | ConnectionError | TimeoutError | asyncio.TimeoutError):
         return True
-    if isinstance(exc, pymongo.errors.ConnectionFailure | pymongo.errors.WriteConcernError):
-        return True
-    if isinstance(exc, pymongo.errors.OperationFailure) and exc.has_error_label("TransientTransactionError"):
-        return True
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    return False
+    if isinstance(exc, PlatformError):
+        return exc.kind.retryable
+    if isinstance(exc, grpc.RpcError):
+        # A call through a stub that translating() did not wrap: the same table decides, so
+        # a dependency that is away is retried, never dead-lettered.
+        return platform_error(exc).kind.retryable
+    return mongo.is_transient(exc)
 
 
 @dataclass(frozen=True)
@@ -216,6 +224,7 @@ class ConsumerLoop:
         fetch_max_wait_ms: int = 100,
         auto_offset_reset: str = "earliest",
         max_retry_delay: float = 5.0,
+        stall_seconds: float = STALL_SECONDS,
     ):
         self._topics = list(topics)
         self._group_id = group_id
@@ -240,6 +249,7 @@ class ConsumerLoop:
         self._task: asyncio.Task[None] | None = None
         self._batch_seconds = metrics.KAFKA_BATCH_SECONDS.labels(group_id)
         self._retries = metrics.KAFKA_HANDLER_RETRIES.labels(group_id)
+        self._progress = Progress(stall_seconds)
         self.assigned = asyncio.Event()
 
     async def start(self) -> None:
@@ -257,30 +267,43 @@ class ConsumerLoop:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def problem(self) -> str | None:
+        """Why this consumer is not consuming (None while it is)."""
+        return "stopped" if not self.running else self._progress.problem()
+
     def assignment(self) -> frozenset[TopicPartition]:
         """The partitions this member holds right now (empty before it joins, or when the
         group has more members than partitions)."""
         return frozenset(self._consumer.assignment())
 
     async def _run(self) -> None:
+        next_check = 0.0
         while not self._stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
-            if self._consumer.assignment():
+            assigned = bool(self._consumer.assignment())
+            if assigned:
                 self.assigned.set()
             if not batches:
+                if time.monotonic() >= next_check:  # at most once a second: a look per partition
+                    next_check = time.monotonic() + 1.0
+                    await resume_past_end(self._consumer, Resume.BEGINNING, self._group_id)
+                    self._progress.polled(assigned=assigned, lag=await lag(self._consumer), records=0)
                 continue
             records = [
                 IncomingRecord.from_consumer_record(r)
                 for partition_records in batches.values()
                 for r in partition_records
             ]
+            self._progress.polled(assigned=assigned, lag=None, records=len(records))
             started = time.perf_counter()
             topic_names = ",".join(sorted({r.topic for r in records}))
+            self._progress.handling()
             with tracing.consume_span(topic_names, self._group_id, [r.headers for r in records]):
                 handled = await self._handle(records)
             if not handled:
                 return
             await self._commit(batches)
+            self._progress.handled()
             self._batch_seconds.observe(time.perf_counter() - started)
             for topic in {r.topic for r in records}:
                 metrics.KAFKA_CONSUMED.labels(topic, self._group_id).inc(
@@ -302,6 +325,7 @@ class ConsumerLoop:
                     return await self._handle_one_by_one(records)
                 attempt += 1
                 self._retries.inc()
+                self._progress.retrying(exc)
                 log.warning("batch_retry", group=self._group_id, attempt=attempt, error=repr(exc))
                 if not await self._backoff(attempt):
                     return False
@@ -316,6 +340,7 @@ class ConsumerLoop:
                     if is_transient(exc):
                         attempt += 1
                         self._retries.inc()
+                        self._progress.retrying(exc)
                         if not await self._backoff(attempt):
                             return False
                         continue
@@ -363,8 +388,125 @@ class ConsumerLoop:
                 metrics.KAFKA_CONSUMER_LAG.labels(self._group_id, tp.topic, str(tp.partition)).set(lag)
 
 
+class TailReader:
+    """Follows topics without a consumer group: every partition is assigned to this reader,
+    nothing is committed, and where reading starts is fixed when :meth:`start` returns.
+
+    For readers that must see every partition whatever other processes do (each serving
+    replica hears every model event; an online learner reads the whole feature stream) and
+    for people watching a topic. The topics must exist: :meth:`start` waits up to
+    ``metadata_timeout`` seconds for the broker to list them (a topic just created can take
+    a moment), then raises :class:`LookupError` naming the first one missing.
+
+    When the log moves behind the reader (the broker lost its records), reading resumes at
+    ``resume``: the end by default, for readers that need only what happens from now on.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Sequence[str],
+        *,
+        client_id: str,
+        from_beginning: bool = False,
+        fetch_max_wait_ms: int = 100,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        metadata_timeout: float = 5.0,
+        resume: Resume = Resume.END,
+        stall_seconds: float = STALL_SECONDS,
+    ):
+        self.topics = list(topics)
+        self._name = client_id
+        self._resume = resume
+        self._progress = Progress(stall_seconds)
+        self._next_check = 0.0
+        self._from_beginning = from_beginning
+        self._metadata_timeout = metadata_timeout
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset=resume.reset_policy,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+        )
+        self.assignment: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        """Connect, assign every partition, and fix each one's position (its end, or its
+        beginning with ``from_beginning``), so no record published after this is missed."""
+        await self._consumer.start()
+        self.assignment = await self._partitions()
+        self._consumer.assign(self.assignment)
+        if self._from_beginning:
+            await self._consumer.seek_to_beginning(*self.assignment)
+        else:
+            await self._consumer.seek_to_end(*self.assignment)
+        for partition in self.assignment:
+            await self._consumer.position(partition)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def read(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[IncomingRecord]:
+        """What arrived since the last read, waiting up to ``timeout_ms`` when nothing has."""
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        records = [IncomingRecord.from_consumer_record(r) for rs in batches.values() for r in rs]
+        if records:
+            self._progress.polled(assigned=True, lag=None, records=len(records))
+        elif time.monotonic() >= self._next_check:  # at most once a second: a look per partition
+            self._next_check = time.monotonic() + 1.0
+            await resume_past_end(self._consumer, self._resume, self._name)
+            self._progress.polled(assigned=True, lag=await lag(self._consumer), records=0)
+        return records
+
+    def problem(self) -> str | None:
+        """Why this reader is not reading (None while it is)."""
+        return self._progress.problem()
+
+    def end(self, partition: TopicPartition) -> int | None:
+        """The partition's end as the last fetch answer gave it (None before one did)."""
+        end = self._consumer.highwater(partition)
+        return None if end is None else int(end)
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record :meth:`read` returns from ``partition``."""
+        return int(await self._consumer.position(partition))
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on."""
+        self._consumer.seek(partition, offset)
+
+    async def offsets_at(self, timestamp_ms: int) -> dict[TopicPartition, int]:
+        """Per partition, the first offset published at or after ``timestamp_ms`` (the end
+        when nothing was)."""
+        found = await self._consumer.offsets_for_times(dict.fromkeys(self.assignment, max(0, timestamp_ms)))
+        ends = await self._consumer.end_offsets(self.assignment)
+        return {tp: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in self.assignment}
+
+    async def _partitions(self) -> list[TopicPartition]:
+        deadline = time.monotonic() + self._metadata_timeout
+        while True:
+            await self._consumer.topics()  # fresh metadata
+            missing = [t for t in self.topics if not self._consumer.partitions_for_topic(t)]
+            if not missing:
+                return [
+                    TopicPartition(topic, p)
+                    for topic in self.topics
+                    for p in sorted(self._consumer.partitions_for_topic(topic))
+                ]
+            if time.monotonic() >= deadline:
+                raise LookupError(missing[0])
+            await asyncio.sleep(0.2)
+
+
 async def ensure_topics(
-    bootstrap_servers: str, topics: Iterable[str], partitions: int = 4, replication_factor: int = 1
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    partitions: int = 4,
+    replication_factor: int = 1,
+    configs: Mapping[str, str] | None = None,
 ) -> None:
     """Create the topics that do not exist yet (an existing topic is left as it is)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mlops-admin")
@@ -372,7 +514,12 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs=dict(configs or {}),
+            )
             for name in topics
         ]
         missing = [t for t in missing if t.name not in existing]

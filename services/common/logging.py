@@ -8,7 +8,6 @@ service writes parses as JSON. Bind ``request_id`` or ``model_version`` with
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 
@@ -26,8 +25,7 @@ def add_trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, 
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library through one renderer on stderr, and export
-    traces when an OTLP endpoint is configured (see :mod:`services.common.tracing`)."""
+    """Route structlog and the standard library through one renderer on stderr."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         add_trace_ids,
@@ -64,9 +62,6 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
-    from services.common.tracing import configure_tracing  # it logs through what is set up here
-
-    configure_tracing(service, os.environ.get("MLOPS_CODE_VERSION", "dev"))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -44,3 +44,8 @@ KAFKA_PUBLISH_DROPPED = Counter(
 KAFKA_PUBLISH_QUEUE = Gauge(
     f"{PREFIX}_kafka_publish_queue_records", "Records waiting in a background publisher's buffer.", ["topic"]
 )
+KAFKA_POSITIONS_RESET = Counter(
+    f"{PREFIX}_kafka_positions_reset_total",
+    "Partitions whose consumer stood past the end of the log (the broker lost records) and resumed.",
+    ["consumer", "topic"],
+)

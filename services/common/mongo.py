@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pymongo.errors
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -26,3 +27,13 @@ def create_client(settings: ServiceSettings, app_name: str) -> AsyncMongoClient[
 
 def database(client: AsyncMongoClient[Document], settings: ServiceSettings) -> AsyncDatabase[Document]:
     return client[settings.mongodb_database]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database being away or failing over (retry the same work
+    later) rather than the work being wrong."""
+    if isinstance(exc, pymongo.errors.ConnectionFailure | pymongo.errors.WriteConcernError):
+        return True
+    return isinstance(exc, pymongo.errors.OperationFailure) and exc.has_error_label(
+        "TransientTransactionError"
+    )

@@ -7,39 +7,43 @@ OTLP/gRPC collector. Off, the OpenTelemetry API stays a no-op that still carries
 incoming trace context through to what a service calls or publishes, so a trace started
 by a traced client is not broken by an untraced hop.
 
-Health checks and reflection are not traced: probes every few seconds would bury the
-requests that matter.
+gRPC calls (server and client) and HTTP routes get their spans from the OpenTelemetry
+instrumentation packages (``opentelemetry-instrumentation-grpc`` and ``-fastapi``). Health
+checks, reflection, probes and metric scrapes are not traced: every few seconds they would
+bury the requests that matter.
+
+Kafka is traced here, by hand, for three reasons. The trace context travels in the
+CloudEvents envelope, written when a message is encoded, so it reaches consumers whichever
+client produced it (aiokafka, librdkafka for serving's prediction log, faust for the
+monitor). A consumer loop handles a batch, and OpenTelemetry's batch rule (one CONSUMER
+span linked to each record's trace, a child of it when the batch is one record) needs the
+span around the handler, where ``opentelemetry-instrumentation-aiokafka`` only opens
+per-record "receive" spans that close before handling begins. And that package's latest
+release (0.66b1) pins ``opentelemetry-semantic-conventions==0.66b1`` where the SDK in use
+(1.45.2) needs 0.66b2, so the two cannot be installed together.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import grpc
+import opentelemetry.instrumentation.grpc as grpc_instrumentation
+from fastapi import FastAPI
 from opentelemetry import context, propagate, trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import SpanKind
 
 from services.common.auth import PUBLIC_GRPC_PREFIXES
-from services.common.grpc_handlers import rewrap_handler
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
 
 TRACER_NAME = "mlops"
 MAX_LINKS = 128
-_SERVER_ERRORS = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
 _provider: Any = None
 
 
@@ -112,17 +116,19 @@ def consume_span(
     topic: str, group: str, headers_of_records: Sequence[Sequence[tuple[str, bytes | None]]]
 ) -> Iterator[trace.Span]:
     """A CONSUMER span for handling a batch: child of the record's trace when the batch is
-    one record, linked to each record's trace otherwise (OpenTelemetry's batch rule)."""
-    contexts = [context_from_headers(h) for h in headers_of_records]
-    span_contexts = [trace.get_current_span(c).get_span_context() for c in contexts]
-    valid = [sc for sc in span_contexts if sc.is_valid]
-    parent = contexts[0] if len(contexts) == 1 and valid else None
-    links = [Link(sc) for sc in valid[:MAX_LINKS]] if parent is None else []
+    one record, linked to each record's trace otherwise (OpenTelemetry's batch rule).
+
+    Links are read from the records only when the span is recorded (an exporter is
+    configured): untraced, a batch of hundreds of records costs one no-op span."""
+    parent = None
+    if len(headers_of_records) == 1:
+        carried = context_from_headers(headers_of_records[0])
+        if trace.get_current_span(carried).get_span_context().is_valid:
+            parent = carried
     with tracer().start_as_current_span(
         f"process {topic}",
         context=parent,
         kind=SpanKind.CONSUMER,
-        links=links,
         attributes={
             "messaging.system": "kafka",
             "messaging.destination.name": topic,
@@ -130,123 +136,50 @@ def consume_span(
             "messaging.batch.message_count": len(headers_of_records),
         },
     ) as span:
+        if parent is None and len(headers_of_records) > 1 and span.is_recording():
+            _link_records(span, headers_of_records)
         yield span
 
 
-# -- gRPC ------------------------------------------------------------------------------------
+def _link_records(span: trace.Span, headers_of_records: Sequence[Sequence[tuple[str, bytes | None]]]) -> None:
+    linked = 0
+    for headers in headers_of_records:
+        span_context = trace.get_current_span(context_from_headers(headers)).get_span_context()
+        if span_context.is_valid:
+            span.add_link(span_context)
+            linked += 1
+            if linked == MAX_LINKS:
+                return
 
 
-class TracingServerInterceptor(grpc.aio.ServerInterceptor):
-    """A SERVER span per call, child of the caller's trace from the ``traceparent`` metadata."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(PUBLIC_GRPC_PREFIXES):
-            return handler
-        metadata = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
-        parent = propagate.extract(metadata)
-        service, _, name = method.lstrip("/").rpartition("/")
-        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-        return _wrap(handler, method.lstrip("/"), parent, attributes)
+# -- gRPC and HTTP: the OpenTelemetry instrumentation packages ------------------------------
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler, span_name: str, parent: context.Context, attributes: Mapping[str, str]
-) -> grpc.RpcMethodHandler:
-    def traced(behaviour: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
-        if streaming:
-
-            async def traced_stream(request: Any, servicer_context: grpc.aio.ServicerContext) -> Any:
-                with tracer().start_as_current_span(
-                    span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes
-                ) as span:
-                    failed = True
-                    try:
-                        async for item in behaviour(request, servicer_context):
-                            yield item
-                        failed = False
-                    finally:
-                        _record_code(span, servicer_context, failed)
-
-            return traced_stream
-
-        async def traced_unary(request: Any, servicer_context: grpc.aio.ServicerContext) -> Any:
-            with tracer().start_as_current_span(
-                span_name, context=parent, kind=SpanKind.SERVER, attributes=attributes
-            ) as span:
-                failed = True
-                try:
-                    response = await behaviour(request, servicer_context)
-                    failed = False
-                finally:
-                    _record_code(span, servicer_context, failed)
-                return response
-
-        return traced_unary
-
-    return rewrap_handler(handler, traced)
+def _traced_method(details: Any) -> bool:
+    """Whether a call is traced: health checks and reflection are not."""
+    method = details.method
+    if isinstance(method, bytes):  # grpc.aio client call details carry bytes
+        method = method.decode()
+    return not str(method).startswith(PUBLIC_GRPC_PREFIXES)
 
 
-def _record_code(span: trace.Span, servicer_context: grpc.aio.ServicerContext, failed: bool) -> None:
-    """The call's status code on its span; a server-side failure marks the span as an error
-    (a client's mistake, such as INVALID_ARGUMENT or NOT_FOUND, does not)."""
-    code = servicer_context.code()
-    if not isinstance(code, grpc.StatusCode):
-        code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    if code in _SERVER_ERRORS:
-        span.set_status(Status(StatusCode.ERROR, code.name))
-
-
-def grpc_trace_metadata() -> list[tuple[str, str]]:
-    """The current trace context as gRPC call metadata, for clients to add to each call."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return list(carrier.items())
-
-
-class _ClientMetadata:
-    """Adds the current trace context to every outgoing call's metadata."""
-
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        extra = grpc_trace_metadata()
-        if not extra:
-            return details
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *extra)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-
-class _UnaryUnary(_ClientMetadata, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class _UnaryStream(_ClientMetadata, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class _StreamUnary(_ClientMetadata, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
-
-
-class _StreamStream(_ClientMetadata, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
+def server_interceptor() -> grpc.aio.ServerInterceptor:
+    """A SERVER span per call (named ``/package.Service/Method``), child of the caller's
+    trace from the ``traceparent`` metadata; a server-side status (UNKNOWN, INTERNAL,
+    UNAVAILABLE ...) marks it as an error, a client's mistake (INVALID_ARGUMENT, NOT_FOUND)
+    does not."""
+    return grpc_instrumentation.aio_server_interceptor(filter_=_traced_method)
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """Interceptors for ``grpc.aio`` channels that propagate the trace to the server."""
-    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+    """Interceptors for ``grpc.aio`` channels: a CLIENT span per call, and the trace
+    context in its metadata for the server to continue."""
+    return list(grpc_instrumentation.aio_client_interceptors(filter_=_traced_method))
+
+
+def instrument_http(app: FastAPI) -> None:
+    """A SERVER span per HTTP request, named by its route (``POST /v2/models/{name}/infer``),
+    except probes and scrapes; no spans for the ASGI messages inside a request."""
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="/health/live,/health/ready,/metrics", exclude_spans=["receive", "send"]
+    )

@@ -7,8 +7,7 @@ Every service that compares labels (trainer, serving, monitor) goes through
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+import re
 
 from services.common.proto.mlops.v1.model_pb2 import FeatureValue
 
@@ -57,25 +56,14 @@ MISSING_CATEGORY = "__missing__"
 """What a missing category becomes where a model needs text (river rows, category encoders)."""
 
 
-def river_row(names: Sequence[str], categorical: Collection[str], cells: Iterable[Any]) -> dict[str, Any]:
-    """One feature-matrix row as the dict a river pipeline learns and predicts from.
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
-    Numbers as floats (``None`` when missing: river's imputers fill it); categories as
-    their canonical text (``MISSING_CATEGORY`` when missing). The trainer and serving
-    both build rows here, so an online model sees in serving what it learned from.
 
-    >>> river_row(["f0", "colour"], {"colour"}, [1, float("nan")])
-    {'f0': 1.0, 'colour': '__missing__'}
+def printable(text: str) -> str:
+    """``text`` in printable ASCII, anything else a caller sent escaped (for audit records
+    and gRPC metadata, which takes printable ASCII only).
+
+    >>> printable("churn\\n")
+    'churn\\\\x0a'
     """
-    row: dict[str, Any] = {}
-    for name, value in zip(names, cells, strict=True):
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        if name in categorical:
-            row[name] = MISSING_CATEGORY if missing else label_text(value)
-        elif missing:
-            row[name] = None
-        elif isinstance(value, str):
-            raise ValueError(f"feature '{name}' is numeric; got text {value[:64]!r}")
-        else:
-            row[name] = float(value)
-    return row
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaProducer
-from pymongo import AsyncMongoClient
-
 from services.common import mongo
 from services.common.access import PlatformAccess
 from services.common.auth import AuthInterceptor
@@ -15,8 +12,8 @@ from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
 from services.common.kafka import create_producer, ensure_topics
+from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
-from services.common.mongo import Document
 from services.common.proto.mlops.v1 import datasets_pb2_grpc
 from services.ingest import grpc_api, http_api
 from services.ingest.consumer import RawEventConsumer
@@ -42,21 +39,30 @@ class IngestApp:
         self.http_port = 0
         self.pipeline: IngestPipeline | None = None
         self.consumer: RawEventConsumer | None = None
-        self._client: AsyncMongoClient[Document] | None = None
-        self._access: PlatformAccess | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._grpc: GrpcServer | None = None
-        self._http: HttpServer | None = None
+        self._parts = Parts("ingest")
         self._ready = False
 
     @property
     def ready(self) -> bool:
-        return self._ready and self.consumer is not None and self.consumer.loop.running
+        return self._ready and self.consumer is not None and not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps ingest from doing its job: its raw-event consumer, if it is not consuming."""
+        problem = self.consumer.loop.problem() if self.consumer is not None else "not started"
+        return [f"raw events consumer: {problem}"] if problem else []
 
     async def start(self) -> None:
-        settings, topics = self.settings, self.topics
-        self._client = mongo.create_client(settings, "mlops-ingest")
-        store = DatasetStore(mongo.database(self._client, settings))
+        """Start every part in order; if one fails, the ones before it are stopped again."""
+        async with self._parts.starting():
+            await self._start()
+        self._ready = True
+        log.info("ingest_started", grpc_port=self.grpc_port, http_port=self.http_port)
+
+    async def _start(self) -> None:
+        settings, topics, parts = self.settings, self.topics, self._parts
+        client = mongo.create_client(settings, "mlops-ingest")
+        parts.on_stop("mongodb", client.close)
+        store = DatasetStore(mongo.database(client, settings))
         await store.ensure_indexes()
         key = settings.pseudonymization_key
         pseudonymizer = (
@@ -74,15 +80,16 @@ class IngestApp:
             settings.kafka_bootstrap_servers,
             [topics.raw_events, Topics.dlq(topics.raw_events), topics.features, topics.labels],
         )
-        self._producer = create_producer(settings.kafka_bootstrap_servers, "mlops-ingest")
-        await self._producer.start()
+        producer = await parts.start(
+            "producer", create_producer(settings.kafka_bootstrap_servers, "mlops-ingest")
+        )
         catalog = SchemaCatalog(
             store, pseudonymizer, settings.max_clock_skew_seconds, settings.schema_cache_seconds
         )
         self.pipeline = IngestPipeline(
             store,
             catalog,
-            self._producer,
+            producer,
             topics,
             max_event_bytes=settings.max_event_bytes,
             pending_label_seconds=settings.pending_label_seconds,
@@ -95,57 +102,41 @@ class IngestApp:
             default_chunk_rows=settings.window_chunk_rows,
             max_chunk_rows=settings.window_max_chunk_rows,
         )
-        self._access = PlatformAccess(settings, "ingest")
-        verifier = self._access.verifier
-        self._grpc = GrpcServer(
+        access = PlatformAccess(settings, "ingest")
+        verifier = access.verifier
+        grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[AuthInterceptor(verifier, grpc_api.SCOPES)],
             max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
         )
-        self._grpc.add_service(
+        grpc_server.add_service(
             datasets_pb2_grpc.add_DatasetServiceServicer_to_server,
             grpc_api.DatasetServicer(datasets),
             grpc_api.SERVICE_NAME,
         )
-        self._http = HttpServer(
-            http_api.create_http_app(self.pipeline, datasets, settings, verifier, ready=lambda: self.ready),
+        http_server = HttpServer(
+            http_api.create_http_app(
+                self.pipeline, datasets, settings, verifier, ready=lambda: self.ready, problems=self.problems
+            ),
             settings.host,
             settings.http_port,
         )
-        self.consumer = RawEventConsumer(settings, self.pipeline, self._producer, topics)
-        await self.consumer.start()
-        await self._grpc.start()
-        await self._http.start()
-        self.grpc_port = self._grpc.port
-        self.http_port = self._http.port
-        # Last, so a start that fails leaves no poller behind.
-        await self._access.start()
-        self._ready = True
-        log.info("ingest_started", grpc_port=self.grpc_port, http_port=self.http_port)
+        self.consumer = await parts.start(
+            "consumer", RawEventConsumer(settings, self.pipeline, producer, topics)
+        )
+        self.grpc_port = (await parts.start("grpc", grpc_server)).port
+        self.http_port = (await parts.start("http", http_server)).port
+        # Last to start, first to stop: a failed start leaves no poller behind.
+        parts.on_stop("revocations", access.stop)
+        await access.start()
 
     async def stop(self) -> None:
         """Stop taking calls, finish and commit the batch in hand, then disconnect."""
         self._ready = False
-        if self._access is not None:
-            await self._access.stop()
-        if self._http is not None:
-            await self._http.stop()
-        if self._grpc is not None:
-            await self._grpc.stop()
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
-        if self._client is not None:
-            await self._client.close()
+        await self._parts.stop()
         log.info("ingest_stopped")
 
 
 async def run(settings: IngestSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
-    app = IngestApp(settings)
-    await app.start()
-    try:
-        await stop.wait()
-    finally:
-        await app.stop()
+    await run_until(IngestApp(settings), stop)

@@ -1,5 +1,7 @@
 """The dataset API's use cases: register and read schemas, materialise windows, summarise
-data quality. Transport-free: the gRPC and HTTP adapters translate to and from these.
+data quality. Transport-free: they raise platform errors (``InvalidRequest``, ``NotFound``,
+``PermissionDenied``, ``FailedPrecondition``, the store's ``Conflict``), which the gRPC and
+HTTP edges answer.
 
 A dataset belongs to the team its first schema version was registered for (schemas from
 before teams existed: the default team). A caller reads only its teams' datasets (another
@@ -14,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from pymongo.errors import DuplicateKeyError
 
 from services.common.auth import DEFAULT_TEAM, Principal, Scope, check_team_name
 from services.common.clients.datasets import WindowDigest
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, QualityIssue, QualitySummary
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
@@ -26,28 +28,11 @@ from services.ingest.schemas import SchemaConflict, check_storable, plan_registr
 from services.ingest.store import DatasetStore, WindowQuery, row_to_feature_row
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(InvalidArgument):
     """A request with a bad argument, naming it."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class NotFound(LookupError):
-    pass
-
-
-class FailedPrecondition(Exception):
-    """The request is valid but the system is not in a state to carry it out."""
-
-
-class Conflict(Exception):
-    """Concurrent registrations raced for the same version; the caller may retry."""
-
-
-class Denied(Exception):
-    """The caller sees the dataset's team but lacks the scope there."""
+        super().__init__(f"{field}: {message}", field=field)
 
 
 def team_of(schema: DatasetSchema) -> str:
@@ -95,7 +80,8 @@ class Datasets:
 
         Raises ``SchemaError`` (invalid), ``SchemaConflict`` (breaking or changed, or the name
         taken by another team), ``SchemaUnsupported`` (private fields without a key),
-        :class:`Denied` (no write scope in the team) or :class:`Conflict` (a race).
+        ``PermissionDenied`` (no write scope in the team) or ``Conflict`` (a race lost to
+        another registration of the same version, from the store).
         """
         validate_schema(candidate)
         check_storable(candidate, self._pseudonymization_enabled)
@@ -109,7 +95,7 @@ class Datasets:
             # Names are global: this says the name is taken, never by which team.
             raise SchemaConflict(f"dataset {candidate.name!r} exists in another team")
         if not caller.may(Scope.WRITE, team):
-            raise Denied(f"{caller.subject!r} lacks scope 'write' in team {team!r}")
+            raise PermissionDenied(f"{caller.subject!r} lacks scope 'write' in team {team!r}")
         stored = None
         if latest is not None and 0 < candidate.version <= latest.version:
             stored = await self._store.get_schema(candidate.name, candidate.version)
@@ -124,10 +110,7 @@ class Datasets:
         schema.created_at.CopyFrom(from_datetime(datetime.now(UTC)))
         schema.created_by = caller.subject
         schema.team = team
-        try:
-            await self._store.insert_schema(schema)
-        except DuplicateKeyError:
-            raise Conflict(f"{schema.name} v{schema.version} was registered concurrently; retry") from None
+        await self._store.insert_schema(schema)
         if latest is None or latest.retention_seconds != schema.retention_seconds:
             await self._store.apply_retention(schema.name, schema.retention_seconds)
         self._catalog.forget(schema.name)

@@ -1,62 +1,25 @@
 """gRPC adapter: ``mlops.v1.DatasetService`` over :class:`Datasets`.
 
 Scopes (checked by the shared ``AuthInterceptor``, in the dataset's team by the use
-cases): ``write`` registers schemas, ``read`` does the rest. Errors map to status codes
-naming the field at fault.
+cases): ``write`` registers schemas, ``read`` does the rest. The use cases' platform errors
+(naming the field at fault) are answered with their status code by the shared server
+(``GrpcServer``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
 
 from services.common.auth import MethodScopes, Principal, Scope, current_principal
+from services.common.errors import InvalidArgument
 from services.common.proto.mlops.v1 import datasets_pb2, datasets_pb2_grpc
 from services.common.proto.mlops.v1.model_pb2 import MaterializedWindow
-from services.ingest.datasets import (
-    Conflict,
-    Datasets,
-    Denied,
-    FailedPrecondition,
-    InvalidRequest,
-    NotFound,
-    WindowRequest,
-    to_datetime,
-)
-from services.ingest.schemas import SchemaConflict, SchemaError, SchemaUnsupported
+from services.ingest.datasets import Datasets, WindowRequest, to_datetime
 
 SERVICE_NAME = "mlops.v1.DatasetService"
 SCOPES = MethodScopes(default=Scope.READ, methods={"RegisterSchema": Scope.WRITE})
-
-T = TypeVar("T")
-
-
-def status_of(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
-    """The gRPC status for a domain error; None for anything unexpected."""
-    if isinstance(exc, SchemaError | InvalidRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, NotFound):
-        return grpc.StatusCode.NOT_FOUND, str(exc)
-    if isinstance(exc, Denied):
-        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
-    if isinstance(exc, SchemaConflict | SchemaUnsupported | FailedPrecondition):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
-    if isinstance(exc, Conflict):
-        return grpc.StatusCode.ABORTED, str(exc)
-    return None
-
-
-async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except Exception as exc:
-        status = status_of(exc)
-        if status is None:
-            raise
-        await context.abort(*status)
-        raise  # pragma: no cover - abort raises
 
 
 def caller() -> Principal:
@@ -74,15 +37,13 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
         self, request: datasets_pb2.RegisterSchemaRequest, context: grpc.aio.ServicerContext
     ) -> datasets_pb2.DatasetSchema:
         if not request.HasField("schema"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "schema: required")
-        return await _answer(context, lambda: self._datasets.register_schema(request.schema, caller()))
+            raise InvalidArgument("schema: required", field="schema")
+        return await self._datasets.register_schema(request.schema, caller())
 
     async def GetSchema(
         self, request: datasets_pb2.GetSchemaRequest, context: grpc.aio.ServicerContext
     ) -> datasets_pb2.DatasetSchema:
-        return await _answer(
-            context, lambda: self._datasets.get_schema(request.name, request.version, caller())
-        )
+        return await self._datasets.get_schema(request.name, request.version, caller())
 
     async def ListSchemas(
         self, request: datasets_pb2.ListSchemasRequest, context: grpc.aio.ServicerContext
@@ -94,23 +55,15 @@ class DatasetServicer(datasets_pb2_grpc.DatasetServiceServicer):
         self, request: datasets_pb2.ReadWindowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[datasets_pb2.WindowChunk]:
         window = WindowRequest(request.window, request.labelled_only, request.chunk_rows)
-        try:
-            async for item in self._datasets.read_window(window, caller()):
-                if isinstance(item, MaterializedWindow):
-                    yield datasets_pb2.WindowChunk(summary=item)
-                else:
-                    yield datasets_pb2.WindowChunk(rows=item)
-        except Exception as exc:
-            status = status_of(exc)
-            if status is None:
-                raise
-            await context.abort(*status)
+        async for item in self._datasets.read_window(window, caller()):
+            if isinstance(item, MaterializedWindow):
+                yield datasets_pb2.WindowChunk(summary=item)
+            else:
+                yield datasets_pb2.WindowChunk(rows=item)
 
     async def GetQualitySummary(
         self, request: datasets_pb2.QualitySummaryRequest, context: grpc.aio.ServicerContext
     ) -> datasets_pb2.QualitySummary:
         start = to_datetime(request.start_time) if request.HasField("start_time") else None
         end = to_datetime(request.end_time) if request.HasField("end_time") else None
-        return await _answer(
-            context, lambda: self._datasets.quality_summary(request.dataset, start, end, caller())
-        )
+        return await self._datasets.quality_summary(request.dataset, start, end, caller())

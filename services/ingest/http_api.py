@@ -3,26 +3,29 @@ and read-only views of schemas and data quality.
 
 ``POST /v1/events`` answers per event: ``accepted``, ``duplicate`` or ``rejected`` with
 the reason and field. A refused event is answered, counted and summarised, but not
-dead-lettered: the caller holds it and has been told why.
+dead-lettered: the caller holds it and has been told why. A refused request is answered
+with the platform's problem-details body.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from google.protobuf import json_format
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from services.common.auth import Principal, Scope, TokenVerifier
+from services.common.errors import InvalidArgument, TooLarge, Unavailable
 from services.common.http import create_app, require_scope
+from services.common.http_errors import problem_responses
 from services.common.kafka import is_transient
 from services.common.logging import get_logger
-from services.ingest.datasets import Datasets, InvalidRequest, NotFound
+from services.ingest.datasets import Datasets
 from services.ingest.formats import Decoded, Encoding, event_from_object
 from services.ingest.pipeline import IngestPipeline, Outcome, Status, Submission
 from services.ingest.settings import IngestSettings
@@ -89,12 +92,12 @@ def _result(index: int, outcome: Outcome) -> EventResult:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"body: larger than {limit} bytes")
+        raise TooLarge(f"body: larger than {limit} bytes", field="body")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HTTPException(413, f"body: larger than {limit} bytes")
+            raise TooLarge(f"body: larger than {limit} bytes", field="body")
     return bytes(body)
 
 
@@ -105,12 +108,14 @@ def create_http_app(
     verifier: TokenVerifier,
     *,
     ready: Callable[[], bool],
+    problems: Callable[[], Sequence[str]] = lambda: (),
 ) -> FastAPI:
     app = create_app(
         "MLOps ingest",
         "1.0",
         verifier=verifier,
         ready=ready,
+        problems=problems,
         description="Batches of raw events in, validated like the raw topic's; schemas and data quality out.",
     )
     body_limit = settings.http_max_body_bytes
@@ -121,25 +126,36 @@ def create_http_app(
         summary="Ingest a batch of events; the answer says what became of each.",
         response_model=BatchResult,
         openapi_extra=EVENTS_BODY,
-        responses={
-            400: {"description": "The body is not JSON."},
-            413: {"description": "Too many events or too many bytes."},
-            422: {"description": "The body is not a list of events."},
-            503: {"description": "The database or the broker is away; retry later."},
-        },
+        responses=problem_responses(
+            {
+                400: "The body is not JSON.",
+                413: "Too many events or too many bytes.",
+                422: "The body is not a list of events.",
+                503: "The database or the broker is away; retry later.",
+            }
+        ),
     )
     async def ingest_events(request: Request, principal: Ingester) -> BatchResult:
         body = await _read_body(request, body_limit)
         try:
             parsed = json.loads(body)
         except (ValueError, RecursionError):
-            raise HTTPException(400, "body: not valid JSON") from None
+            raise InvalidArgument("body: not valid JSON", field="body") from None
         events = parsed.get("events") if isinstance(parsed, dict) else parsed
         if not isinstance(events, list):
-            raise HTTPException(422, "events: must be a list of event objects (or the body itself a list)")
+            # FastAPI's answer to a body of the wrong shape (422), as if it had parsed this one.
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "list_type",
+                        "loc": ("body", "events"),
+                        "msg": "must be a list of event objects (or the body itself a list)",
+                    }
+                ]
+            )
         if len(events) > settings.http_max_events:
-            raise HTTPException(
-                413, f"events: at most {settings.http_max_events} per batch, got {len(events)}"
+            raise TooLarge(
+                f"events: at most {settings.http_max_events} per batch, got {len(events)}", field="events"
             )
         request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
         submissions = [
@@ -152,9 +168,7 @@ def create_http_app(
             if not is_transient(exc):
                 raise
             log.warning("http_ingest_unavailable", error=type(exc).__name__)
-            raise HTTPException(
-                503, "storage or broker unavailable; retry", headers={"Retry-After": "1"}
-            ) from None
+            raise Unavailable("storage or broker unavailable; retry") from None
         results = [_result(index, outcome) for index, outcome in enumerate(outcomes)]
         return BatchResult(
             accepted=sum(r.status is Status.ACCEPTED for r in results),
@@ -171,37 +185,26 @@ def create_http_app(
         "/v1/datasets/{name}/schema",
         tags=["datasets"],
         summary="One version of a dataset's schema (the latest when version is 0).",
-        responses={404: {"description": "No such dataset or version."}},
+        responses=problem_responses({404: "No such dataset or version."}),
     )
     async def get_schema(
         name: str, principal: Reader, version: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0
     ) -> dict[str, Any]:
-        try:
-            return _json(await datasets.get_schema(name, version, principal))
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+        return _json(await datasets.get_schema(name, version, principal))
 
     @app.get(
         "/v1/datasets/{name}/quality",
         tags=["datasets"],
         summary="Accepted, duplicate and rejected events (by reason and field) processed in [start, end).",
-        responses={404: {"description": "No such dataset."}},
+        responses=problem_responses({400: "end is before start.", 404: "No such dataset."}),
     )
     async def quality(
         name: str,
         principal: Reader,
-        start: Annotated[datetime | None, Query(description="ISO-8601 with offset; inclusive.")] = None,
-        end: Annotated[datetime | None, Query(description="ISO-8601 with offset; exclusive.")] = None,
+        start: Annotated[AwareDatetime | None, Query(description="ISO-8601 with offset; inclusive.")] = None,
+        end: Annotated[AwareDatetime | None, Query(description="ISO-8601 with offset; exclusive.")] = None,
     ) -> dict[str, Any]:
-        for field, value in (("start", start), ("end", end)):
-            if value is not None and value.tzinfo is None:
-                raise HTTPException(422, f"{field}: needs a UTC offset (for example 2026-11-26T10:00:00Z)")
-        try:
-            summary = await datasets.quality_summary(name, start, end, principal)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except InvalidRequest as exc:
-            raise HTTPException(422, str(exc)) from None
+        summary = await datasets.quality_summary(name, start, end, principal)
         return json_format.MessageToDict(
             summary, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )

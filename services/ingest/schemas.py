@@ -17,6 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.features import DerivedFeatureError, check_definitions
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldSpec, FieldType
 
@@ -36,19 +37,18 @@ _LABEL_TYPES: tuple[FieldType.ValueType, ...] = (
 _PRIVATE_TYPES: tuple[FieldType.ValueType, ...] = (FieldType.FIELD_TYPE_TEXT, FieldType.FIELD_TYPE_CATEGORY)
 
 
-class SchemaError(ValueError):
+class SchemaError(InvalidArgument):
     """A schema that is not valid, naming the offending field path (``fields[2].min``)."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
+        super().__init__(f"{field}: {message}" if field else message, field=field)
 
 
-class SchemaUnsupported(Exception):
+class SchemaUnsupported(FailedPrecondition):
     """A valid schema this server cannot honour as configured."""
 
 
-class SchemaConflict(Exception):
+class SchemaConflict(FailedPrecondition):
     """A registration that contradicts what is stored: a breaking change without a new
     version, or different content under an existing version."""
 

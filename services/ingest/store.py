@@ -26,8 +26,9 @@ from typing import Any
 from google.protobuf import json_format
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.common.errors import Conflict
 from services.common.mongo import Document
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
@@ -135,8 +136,12 @@ class DatasetStore:
         return schema_from_document(document) if document else None
 
     async def insert_schema(self, schema: DatasetSchema) -> None:
-        """Store a new version; raises ``DuplicateKeyError`` if the version exists."""
-        await self._schemas.insert_one(schema_to_document(schema))
+        """Store a new version; :class:`~services.common.errors.Conflict` if it exists
+        already (another registration of it won the race)."""
+        try:
+            await self._schemas.insert_one(schema_to_document(schema))
+        except DuplicateKeyError:
+            raise Conflict(f"{schema.name} v{schema.version} was registered concurrently; retry") from None
 
     async def latest_schemas(self) -> list[DatasetSchema]:
         pipeline: list[Document] = [

@@ -9,9 +9,8 @@ from collections.abc import Callable
 from services.common.access import PlatformAccess
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
-from services.common.events import Topics
 from services.common.http import HttpServer
-from services.common.kafka import ensure_topics
+from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
 from services.monitor import http_api
 from services.monitor.alerts import WebhookAlerter
@@ -20,6 +19,7 @@ from services.monitor.profiles import ProfileSource
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
 from services.monitor.teams import ModelTeams
+from services.monitor.timeline import Timeline
 
 log = get_logger(__name__)
 
@@ -35,85 +35,92 @@ class MonitorApp:
         self._clock = clock
         self.http_port = 0
         self.monitor = DriftMonitor(settings.policy())
+        self.timeline = Timeline(settings.timeline_points, settings.timeline_events)
         self.streams: MonitorStreams | None = None
         self.alerter: WebhookAlerter | None = None
         self.profiles: ProfileSource | None = None
-        self._http: HttpServer | None = None
-        self._access: PlatformAccess | None = None
-        self._registry: RegistryClient | None = None
+        self._parts = Parts("monitor")
 
     @property
     def ready(self) -> bool:
-        return self.streams is not None and self.streams.running
+        return self.streams is not None and not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps the monitor from doing its job: its streams, if they are not consuming."""
+        problem = self.streams.problem() if self.streams is not None else "not started"
+        return [f"streams: {problem}"] if problem else []
 
     async def start(self) -> None:
-        settings = self.settings
-        topics = Topics(settings.topic_prefix)
-        access = self._access = PlatformAccess(settings, "monitor")
-        registry = self._registry = RegistryClient(
+        """Start every part in order; if one fails, the ones before it are stopped again."""
+        async with self._parts.starting():
+            await self._start()
+        log.info("monitor_started", http_port=self.http_port, group=self.settings.consumer_group())
+
+    async def _start(self) -> None:
+        settings, parts = self.settings, self._parts
+        access = PlatformAccess(settings, "monitor")
+        registry = RegistryClient(
             settings.registry_address,
             access.credentials(Scope.READ),
             timeout=settings.reference_timeout_seconds,
         )
+        parts.on_stop("registry_client", registry.close)
         if settings.alert_webhook_url is not None:
-            self.alerter = WebhookAlerter(
-                settings.alert_webhook_url.get_secret_value(),
-                settings.alert_webhook_schemes,
-                allow_private=settings.alert_webhook_allow_private,
+            self.alerter = await parts.start(
+                "alerter",
+                WebhookAlerter(
+                    settings.alert_webhook_url.get_secret_value(),
+                    settings.alert_webhook_schemes,
+                    allow_private=settings.alert_webhook_allow_private,
+                ),
             )
-            await self.alerter.start()
         if settings.training_reference:
             self.profiles = ProfileSource(registry, settings.reference_retry_seconds)
-        self.streams = MonitorStreams(
-            settings, self.monitor, clock=self._clock, alerter=self.alerter, profiles=self.profiles
+        streams = MonitorStreams(
+            settings,
+            self.monitor,
+            clock=self._clock,
+            alerter=self.alerter,
+            profiles=self.profiles,
+            timeline=self.timeline,
         )
-        consumed = [topics.predictions, topics.labels, topics.model_events]
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            [*consumed, *(Topics.dlq(t) for t in consumed), topics.drift, topics.train_requests],
-        )
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            [self.streams.join_topic, self.streams.samples_topic],
-            partitions=settings.partitions,
-        )
+        await streams.ensure_topics()
         verifier = access.verifier
-        streams = self.streams
         http_app = http_api.create_http_app(
             self.monitor,
+            self.timeline,
             verifier,
             ModelTeams(registry),
             ready=lambda: self.ready,
+            problems=self.problems,
             assignment=lambda: streams.assignment,
             version=settings.code_version,
+            clock=self._clock,
         )
-        self._http = HttpServer(http_app, settings.host, settings.http_port)
-        await self._http.start()
-        self.http_port = self._http.port
-        await self.streams.start()
+        self.http_port = (
+            await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
+        ).port
+        # Consuming stops first: what was handled is committed while HTTP still answers.
+        self.streams = await parts.start("streams", streams)
+        sampler = asyncio.create_task(self._sample_timeline(), name="timeline")
+        parts.on_stop("timeline", lambda: cancel(sampler))
+        # Last to start, first to stop: a failed start leaves no poller behind.
+        parts.on_stop("revocations", access.stop)
         await access.start()
-        log.info("monitor_started", http_port=self.http_port, group=settings.consumer_group())
 
     async def stop(self) -> None:
         """Stop consuming (committing what was handled), then stop serving HTTP."""
-        if self._access is not None:
-            await self._access.stop()
-        if self.streams is not None:
-            await self.streams.stop()
-        if self._http is not None:
-            await self._http.stop()
-        if self.alerter is not None:
-            await self.alerter.stop()
-        if self._registry is not None:
-            await self._registry.close()
+        await self._parts.stop()
         log.info("monitor_stopped")
+
+    async def _sample_timeline(self) -> None:
+        """A point per watched version every ``timeline_interval_seconds``."""
+        while True:
+            now = self._clock()
+            self.timeline.sample(self.monitor.status(now), now)
+            await asyncio.sleep(self.settings.timeline_interval_seconds)
 
 
 async def run(settings: MonitorSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
-    app = MonitorApp(settings)
-    await app.start()
-    try:
-        await stop.wait()
-    finally:
-        await app.stop()
+    await run_until(MonitorApp(settings), stop)

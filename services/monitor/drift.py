@@ -255,8 +255,22 @@ class DriftMonitor:
             for (challenger, live), score in sorted(self._paired.get(model, {}).items())
         ]
 
-    def status(self) -> list[dict[str, Any]]:
-        """Per model: the live version, the drift episode, and every watched version."""
+    def retrain_status(self, model: str, now: float) -> dict[str, Any]:
+        """When the model's last retrain was asked for, its cooldown, and what holds the next
+        one back (None when nothing does)."""
+        last = self.retrain.last_request(model)
+        hold = self.retrain.hold(model, now)
+        return {
+            "last_requested_at": last,
+            "cooldown_until": None if last is None else last + self.retrain.cooldown_seconds,
+            "hold": None
+            if hold is None
+            else {"reason": hold.reason, "detail": hold.detail, "until": hold.until},
+        }
+
+    def status(self, now: float) -> list[dict[str, Any]]:
+        """Per model: the live version, the drift episode, what holds a retrain back at ``now``,
+        and every watched version."""
         out = []
         for model in self.models():
             episode = self.retrain.episode(model)
@@ -274,7 +288,10 @@ class DriftMonitor:
                         "opened_at": episode.opened_at,
                         "samples_since_onset": episode.samples,
                         "retrain_requested_at": episode.requested_at,
+                        "attempt": episode.attempt + 1,
+                        "outcome": episode.outcome,
                     },
+                    "retrain": self.retrain_status(model, now),
                     "versions": [q.snapshot() for _, q in sorted(self._versions[model].items())],
                     "shadow_comparison": self.shadow_comparison(model),
                 }

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.aliases import PRODUCTION
 from services.common.events import IncomingRecord, OutgoingRecord, decode, encode
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
 from services.common.values import from_feature_value, label_text
@@ -28,7 +30,6 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 128
 MAX_ROWS = 100_000
-PRODUCTION = "production"
 DRIFT_KINDS = {
     CONCEPT: events_pb2.DRIFT_KIND_CONCEPT,
     DATA: events_pb2.DRIFT_KIND_DATA,
@@ -132,6 +133,48 @@ def live_version_from(record: IncomingRecord) -> tuple[str, int] | None:
     if message.version <= 0:
         raise InvalidRecord("version", f"must be positive, got {message.version}")
     return message.model_name, message.version
+
+
+TRAIN_OUTCOMES = {
+    events_pb2.TRAIN_STATUS_REGISTERED: "registered",
+    events_pb2.TRAIN_STATUS_GATES_FAILED: "gates_failed",
+    events_pb2.TRAIN_STATUS_FAILED: "failed",
+}
+MAX_DETAIL = 300
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """How a retrain the monitor asked for ended."""
+
+    model: str
+    key: str
+    """The request's idempotency key (the monitor's are ``drift:<model>:...``)."""
+    outcome: str
+    """``registered``, ``gates_failed`` or ``failed``."""
+    detail: str
+
+
+def train_outcome_from(record: IncomingRecord) -> TrainOutcome | None:
+    """The outcome of a ``TrainResult`` that ends a request the monitor made; None for any
+    other result (progress, requests made by others)."""
+    message = decode(record, events_pb2.TrainResult).message
+    outcome = TRAIN_OUTCOMES.get(message.status)
+    if outcome is None or not message.idempotency_key.startswith("drift:"):
+        return None
+    if not MODEL_NAME.match(message.model_name):
+        raise InvalidRecord("model_name", f"not a model name: {message.model_name[:140]!r}")
+    _check_id(message.idempotency_key, "idempotency_key")
+    if outcome == "registered":
+        detail = f"version {message.version} registered"
+    else:
+        failed = [
+            f"{gate.name} ({gate.detail})" if gate.detail else gate.name
+            for gate in message.gates
+            if not gate.passed
+        ]
+        detail = message.error or ("gates failed: " + ", ".join(failed) if failed else "")
+    return TrainOutcome(message.model_name, message.idempotency_key, outcome, detail[:MAX_DETAIL])
 
 
 def drift_record(topic: str, drift: Drift) -> OutgoingRecord:

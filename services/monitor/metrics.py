@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from services.monitor.retrain import Hold
 
 PREFIX = "mlops_monitor"
 
@@ -49,6 +55,17 @@ SHADOW_LIVE_ACCURACY = Gauge(
     ["model", "version", "against"],
 )
 RETRAINS = Counter(f"{PREFIX}_retrain_requests_total", "Retrain requests sent after drift.", ["model"])
+RETRAIN_HELD = Gauge(
+    f"{PREFIX}_retrain_held",
+    "1 while a drift episode of the model is not asking for a retrain, labelled with why: "
+    "min_samples, cooldown, requested, candidate_failed, attempt_limit (see docs/monitor.md).",
+    ["model", "reason"],
+)
+RETRAIN_HELD_UNTIL = Gauge(
+    f"{PREFIX}_retrain_held_until_timestamp_seconds",
+    "When the model's retrain hold ends (Unix time); absent for min_samples, which ends on samples.",
+    ["model", "reason"],
+)
 DUPLICATES = Counter(
     f"{PREFIX}_duplicates_total",
     "Predictions or labels received again (redelivery) and not counted twice.",
@@ -79,3 +96,22 @@ TRAINING_REFERENCE = Gauge(
     "earlier traffic (no profile, or the registry unavailable).",
     ["model", "version"],
 )
+
+
+_held: dict[str, str] = {}
+"""The reason exported per model, so a hold that ends or changes leaves no stale series."""
+
+
+def export_hold(model: str, hold: Hold | None) -> None:
+    """Export what holds ``model``'s retrain back (nothing, when ``hold`` is None)."""
+    previous = _held.pop(model, None)
+    if previous is not None:
+        for gauge in (RETRAIN_HELD, RETRAIN_HELD_UNTIL):
+            with contextlib.suppress(KeyError):  # absent: never set for this reason
+                gauge.remove(model, previous)
+    if hold is None:
+        return
+    _held[model] = hold.reason
+    RETRAIN_HELD.labels(model, hold.reason).set(1)
+    if hold.until is not None:
+        RETRAIN_HELD_UNTIL.labels(model, hold.reason).set(hold.until)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 
-import grpc
-
 from services.common.clients.registry import RegistryClient
+from services.common.errors import NotFound, PlatformError
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import model_pb2
 from services.monitor.reference import NONE, TRAINING, UNAVAILABLE, ReferenceLookup
@@ -58,11 +57,10 @@ class ProfileSource:
             return ReferenceLookup(UNAVAILABLE, now, detail=self._why_paused)
         try:
             found = await self._registry.get_version(model, version)
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code == grpc.StatusCode.NOT_FOUND:
-                return ReferenceLookup(NONE, now, detail=f"the registry has no such version: {exc.details()}")
-            why = f"registry: {code.name}: {exc.details()}"
+        except NotFound as exc:
+            return ReferenceLookup(NONE, now, detail=f"the registry has no such version: {exc.message}")
+        except PlatformError as exc:
+            why = f"registry: {exc.kind.grpc_code}: {exc.message}"
             self._paused_until = now + self._retry_seconds
             self._why_paused = why
             log.warning("reference_unavailable", model=model, version=version, error=why)

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.aliases import PRODUCTION
+
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
@@ -60,7 +62,7 @@ class Prediction:
     @property
     def live(self) -> bool:
         """Answered real clients from the production alias (not shadow, not canary)."""
-        return not self.shadow and self.route in ("", "production")
+        return not self.shadow and self.route in ("", PRODUCTION)
 
     def to_json(self, with_features: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {

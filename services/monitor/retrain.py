@@ -12,6 +12,10 @@ alarms are grouped into *episodes*, one per model:
   gates, say), the episode asks again, each time once twice as many samples as the time
   before have arrived since the onset: a harder change gets more data. After
   ``max_attempts`` requests it gives up, and a later alarm opens a new episode.
+
+Whenever an episode is not asking (too few samples, the cooldown, a request under way, a
+candidate that failed its gates, the attempts used up), :meth:`RetrainPolicy.hold` says why
+and until when, for the status endpoint, the metrics and ``mlops drift status``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,32 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+MIN_SAMPLES = "min_samples"
+"""Too few labelled samples since the onset to train on: ends on samples, not at a time."""
+COOLDOWN = "cooldown"
+"""The model's previous request is less than a cooldown old."""
+REQUESTED = "requested"
+"""This episode's retrain was requested; no new version is live yet."""
+CANDIDATE_FAILED = "candidate_failed"
+"""This episode's retrain ended without a version to promote (gates failed, or the job failed)."""
+ATTEMPT_LIMIT = "attempt_limit"
+"""The episode's last attempt was made: it gives up when that attempt's cooldown ends."""
+
+FAILED_OUTCOMES = ("gates_failed", "failed")
+"""Train outcomes that put no version live (see :meth:`RetrainPolicy.on_result`)."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a drift episode is not asking for a retrain now, and until when."""
+
+    reason: str
+    """One of ``min_samples``, ``cooldown``, ``requested``, ``candidate_failed``, ``attempt_limit``."""
+    detail: str
+    """The same in words, with the figures."""
+    until: float | None
+    """When it ends (epoch seconds); None when it ends on samples rather than at a time."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +70,15 @@ class Episode:
     """When the current attempt's retrain was requested; None until then."""
     attempt: int = 0
     """Requests made before the current one that put no new version live."""
+    outcome: str = ""
+    """What became of the current attempt's retrain (``registered``, ``gates_failed``, ``failed``);
+    empty until the trainer says."""
+    outcome_detail: str = ""
+
+    @property
+    def request_key(self) -> str:
+        """The idempotency key of the current attempt's request."""
+        return f"drift:{self.model}:{self.id}" + (f":{self.attempt + 1}" if self.attempt else "")
 
 
 @dataclass(frozen=True)
@@ -89,6 +128,15 @@ class RetrainPolicy:
     98
     >>> policy.on_labelled("m", 1, now=820.0).idempotency_key
     'drift:m:ep1:2'
+
+    Until the next attempt, :meth:`hold` says why nothing more is asked, and until when:
+
+    >>> hold = policy.hold("m", now=830.0)
+    >>> hold.reason, hold.until
+    ('requested', 1420.0)
+    >>> policy.on_result("m", "drift:m:ep1:2", "gates_failed", "accuracy 0.61 < 0.75")
+    >>> policy.hold("m", now=830.0).detail
+    'the retrain (attempt 2 of 3) ended gates_failed: accuracy 0.61 < 0.75; another is asked for when the cooldown ends'
     """
 
     def __init__(self, cooldown_seconds: float, min_samples: int, max_attempts: int = 3):
@@ -135,6 +183,63 @@ class RetrainPolicy:
         self._episodes[model] = dataclasses.replace(episode, samples=episode.samples + 1)
         return self._request_if_due(model, now)
 
+    def on_result(self, model: str, key: str, outcome: str, detail: str = "") -> None:
+        """The trainer's outcome for the request with idempotency ``key``: kept on the episode
+        (for :meth:`hold`) when it is the current attempt's."""
+        episode = self._episodes.get(model)
+        if episode is not None and episode.requested_at is not None and episode.request_key == key:
+            self._episodes[model] = dataclasses.replace(episode, outcome=outcome, outcome_detail=detail)
+
+    def last_request(self, model: str) -> float | None:
+        """When the model's latest retrain was requested."""
+        return self._last_request.get(model)
+
+    def hold(self, model: str, now: float) -> Hold | None:
+        """Why the model's drift episode is not asking for a retrain at ``now``; None when
+        there is no episode (nothing to hold back) or when the next labelled sample asks."""
+        episode = self._episodes.get(model)
+        if episode is None:
+            return None
+        attempt = f"attempt {episode.attempt + 1} of {self.max_attempts}"
+        if episode.requested_at is not None:
+            until = episode.requested_at + self.cooldown_seconds
+            last = episode.attempt + 1 >= self.max_attempts
+            then = (
+                "the episode gives up when the cooldown ends"
+                if last
+                else "another is asked for when the cooldown ends"
+            )
+            if episode.outcome in FAILED_OUTCOMES:
+                why = f": {episode.outcome_detail}" if episode.outcome_detail else ""
+                return Hold(
+                    ATTEMPT_LIMIT if last else CANDIDATE_FAILED,
+                    f"the retrain ({attempt}) ended {episode.outcome}{why}; {then}",
+                    until,
+                )
+            registered = f", {episode.outcome_detail}" if episode.outcome else ""
+            unless = "" if last else " unless a new version goes live first"
+            return Hold(
+                ATTEMPT_LIMIT if last else REQUESTED,
+                f"retrain requested ({attempt}{registered}); {then}{unless}",
+                until,
+            )
+        needed = self.min_samples * 2**episode.attempt
+        if episode.samples < needed:
+            return Hold(
+                MIN_SAMPLES,
+                f"{episode.samples} of {needed} labelled samples since the onset ({attempt})",
+                None,
+            )
+        previous = self._last_request.get(model)
+        if previous is not None and now - previous < self.cooldown_seconds:
+            return Hold(
+                COOLDOWN,
+                f"the previous retrain of {model} was requested {now - previous:.0f} s ago; "
+                f"{self.cooldown_seconds:.0f} s must pass between two",
+                previous + self.cooldown_seconds,
+            )
+        return None
+
     def on_version_live(self, model: str, version: int) -> None:
         """Another version serves production now: the episode of the old one is over."""
         episode = self._episodes.get(model)
@@ -150,7 +255,7 @@ class RetrainPolicy:
         ):
             if episode.attempt + 1 < self.max_attempts:
                 self._episodes[model] = dataclasses.replace(
-                    episode, requested_at=None, attempt=episode.attempt + 1
+                    episode, requested_at=None, attempt=episode.attempt + 1, outcome="", outcome_detail=""
                 )
             else:
                 del self._episodes[model]
@@ -167,8 +272,7 @@ class RetrainPolicy:
         return RetrainRequest(
             model=model,
             parent_version=episode.version,
-            idempotency_key=f"drift:{model}:{episode.id}"
-            + (f":{episode.attempt + 1}" if episode.attempt else ""),
+            idempotency_key=episode.request_key,
             drift_event_id=episode.drift_event_id,
             onset_time=episode.onset_time,
             requested_at=now,

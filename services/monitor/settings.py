@@ -96,6 +96,16 @@ class MonitorSettings(ServiceSettings):
     history: int = Field(10_000, ge=100, le=1_000_000)
     """Recent samples kept per detector to locate a change's onset in event time."""
 
+    timeline_interval_seconds: float = Field(5.0, ge=0.1, le=3600)
+    """How often each watched version's accuracy and counts are added to its timeline
+    (``/v1/timeline/{model}``, which the console charts)."""
+
+    timeline_points: int = Field(720, ge=1, le=100_000)
+    """Points kept per version in the timeline (at the default interval: the last hour)."""
+
+    timeline_events: int = Field(200, ge=1, le=100_000)
+    """Drift events, retrain requests and live-version changes kept per model in the timeline."""
+
     cooldown_seconds: float = Field(600.0, ge=0)
     """Least time between two retrain requests for one model: a flapping detector causes
     one retrain, not a storm."""

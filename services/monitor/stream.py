@@ -33,18 +33,15 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Set
 from pathlib import Path
 from typing import Any, cast
 
 import faust
-from faust.sensors.monitor import Monitor as FaustMonitor
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, AppT, Message
-from mode import Service
 
+from services.common import tracing
 from services.common.events import EnvelopeError, IncomingRecord, Topics
-from services.common.kafka import DeadLetter
+from services.common.kafka import DeadLetter, ensure_topics
 from services.common.logging import get_logger
 from services.monitor import metrics
 from services.monitor.alerts import WebhookAlerter
@@ -57,13 +54,16 @@ from services.monitor.events import (
     live_version_from,
     predictions_from,
     retrain_alert,
+    train_outcome_from,
     train_request_record,
 )
+from services.monitor.faust_app import RawBytes, StatisticsOff, StreamApp, incoming
 from services.monitor.join import ExpiryQueue, JoinEntry, JoinResult, add_label, add_prediction, partition_of
 from services.monitor.profiles import ProfileSource
 from services.monitor.records import InvalidRecord, Label, LabelledSample, Prediction, dumps, loads
 from services.monitor.retrain import RetrainRequest
 from services.monitor.settings import MonitorSettings
+from services.monitor.timeline import Timeline
 
 log = get_logger(__name__)
 
@@ -77,6 +77,7 @@ OBSERVED = "o"
 SAMPLE = "s"
 COMPARED = "c"
 LIVE = "live"
+TRAINED = "t"
 
 
 class _Batches:
@@ -113,123 +114,8 @@ class _Tally:
         self.predictions: Counter[tuple[str, int]] = Counter()
         self.labelled: Counter[tuple[str, int]] = Counter()
         self.label_lags: dict[str, list[float]] = {}
-
-
-class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer with a short fetch wait.
-
-    Faust fixes ``fetch_max_wait_ms`` at 1.5 s, and the embedded broker holds a fetch on
-    a quiet partition for all of it, which would add up to seconds per stage to every
-    detection. The attribute is read when the consumer starts, just after this.
-    """
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = cast(StreamApp, self.app).fetch_max_wait_ms
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    """Faust's consumer, handing each fetched batch to the streams in one step.
-
-    Faust's own loop races every single message against "flow suspended" (four tasks and
-    an ``asyncio.wait`` per message), which cost more CPU than everything else the monitor
-    does with a record: a no-op agent read 2,600 records/s where a bare aiokafka consumer
-    read 90,000. Here one race covers each fetched batch, with the same effect: when a
-    rebalance suspends the flow, what is left of the batch is not delivered, and the
-    consumer seeks back to the committed offsets before fetching again.
-    """
-
-    def _new_consumer_thread(self) -> Any:
-        return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def _drain_messages(self, fetcher: Any) -> None:
-        stopped = cast(Service, self)._stopped.is_set
-        fetcher_stopped = cast(Service, fetcher)._stopped.is_set
-        while not (stopped() or fetcher_stopped()):
-            batch = [pair async for pair in self.getmany(timeout=1.0)]
-            # getmany may return at once again and again: let other tasks run in between.
-            await self.sleep(0)
-            if batch and not self.should_stop:
-                await self.wait_first(self._deliver(batch), self.suspend_flow.wait())
-
-    async def _deliver(self, batch: list[tuple[TP, Message]]) -> None:
-        """Hand a fetched batch to the streams in order, keeping faust's offset bookkeeping:
-        the read offset per partition, gaps in acked topics, commits every n acks."""
-        read_offsets = self._read_offset
-        for tp, message in batch:
-            offset = message.offset
-            read = read_offsets[tp]
-            if read is not None and offset < read:
-                continue  # already delivered before a seek back
-            if read and offset - read > 1 and self.app.topics.acks_enabled_for(message.topic):
-                await self._add_gap(tp, read + 1, offset)
-            if self._commit_every is not None and self._n_acked >= self._commit_every:
-                self._n_acked = 0
-                await self.commit()
-            await self.callback(message)
-            read_offsets[tp] = offset
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
-
-
-class _RawBytes(faust.Schema):
-    """Keys and values as the bytes on the wire, headers as they came: the monitor decodes
-    them itself, so faust's codec lookups per message are skipped."""
-
-    def compile(self, app: AppT, **_: Any) -> Any:
-        event_class = cast(Callable[..., Any], app.conf.Event)
-
-        async def decode(message: Message, *, propagate: bool = False) -> Any:
-            return event_class(app, message.key, message.value, message.headers, message)
-
-        return decode
-
-
-class _StatisticsOff(FaustMonitor):
-    """Faust's default sensor without its per-message statistics (rates, latencies kept for
-    faust's web views, which the monitor does not serve): two dict updates and a clock read
-    per message and stream, for figures nobody reads. Offsets and commits are still tracked."""
-
-    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
-        return None
-
-    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
-        return None
-
-    def on_stream_event_out(
-        self, tp: TP, offset: int, stream: Any, event: Any, state: dict[str, Any] | None = None
-    ) -> None:
-        return None
-
-    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
-        return None
-
-
-class StreamApp(faust.App):
-    """A faust app whose consumer waits at most ``fetch_max_wait_ms`` for new data."""
-
-    fetch_max_wait_ms = 1500
-
-    def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
-
-
-def _incoming(event: faust.types.EventT) -> IncomingRecord:
-    message = event.message
-    headers = message.headers
-    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
-    return IncomingRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple(pairs),
-        timestamp_ms=int(message.timestamp * 1000),
-    )
+        self.models: set[str] = set()
+        """Models the batch touched: their retrain holds are exported again."""
 
 
 class MonitorStreams:
@@ -248,6 +134,8 @@ class MonitorStreams:
     profiles
         Where versions' training references come from (None: data drift is measured
         against each version's own earlier traffic).
+    timeline
+        Told about every drift event and retrain request published, for people to look back on.
     """
 
     def __init__(
@@ -257,10 +145,12 @@ class MonitorStreams:
         clock: Callable[[], float] = time.time,
         alerter: WebhookAlerter | None = None,
         profiles: ProfileSource | None = None,
+        timeline: Timeline | None = None,
     ):
         self.settings = settings
         self.monitor = monitor
         self._alerter = alerter
+        self._timeline = timeline
         self._profiles = profiles
         self.topics = Topics(settings.topic_prefix)
         self.join_topic = f"{self.topics.prefix}.monitor.join"
@@ -273,7 +163,7 @@ class MonitorStreams:
         """Partitions of the monitor's topics this process owns, by topic (after the last rebalance)."""
         app = StreamApp(
             settings.consumer_group(),
-            monitor=_StatisticsOff(),
+            monitor=StatisticsOff(),
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
             autodiscover=False,
             web_enabled=False,
@@ -307,10 +197,19 @@ class MonitorStreams:
             value_serializer="raw",
         )
         app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+        app.on_log_lost = self.ensure_topics
         self.app = app
-        raw: dict[str, Any] = {"schema": _RawBytes()}
-        self._source_topics = (self.topics.predictions, self.topics.labels, self.topics.model_events)
-        self._sources = app.topic(*self._source_topics, **raw)
+        raw: dict[str, Any] = {"schema": RawBytes()}
+        self.source_topics = (
+            self.topics.predictions,
+            self.topics.labels,
+            self.topics.model_events,
+            self.topics.train_results,
+        )
+        """What the monitor consumes from the rest of the platform."""
+        self._source_names = ",".join(sorted(self.source_topics))
+        self._group = settings.consumer_group()
+        self._sources = app.topic(*self.source_topics, **raw)
         self._join = app.topic(self.join_topic, partitions=settings.partitions, internal=True, **raw)
         self._samples = app.topic(self.samples_topic, partitions=settings.partitions, internal=True, **raw)
         # Values are JSON (faust's default for tables): nothing here is ever unpickled.
@@ -333,11 +232,38 @@ class MonitorStreams:
         app.timer(settings.sweep_interval_seconds, name="sweep")(self._send_ticks)
         app.on_partitions_assigned.connect(self._on_assigned)
 
+    async def ensure_topics(self) -> None:
+        """Create whichever of the monitor's topics the broker does not have: at start, and
+        again when the consumer finds that the broker lost its records (the platform's topics
+        come back with the stack; the monitor's own would not, and faust waits on them)."""
+        settings, bootstrap = self.settings, self.settings.kafka_bootstrap_servers
+        consumed = self.source_topics
+        await ensure_topics(
+            bootstrap,
+            [*consumed, *(Topics.dlq(t) for t in consumed), self.topics.drift, self.topics.train_requests],
+        )
+        await ensure_topics(bootstrap, [self.join_topic, self.samples_topic], partitions=settings.partitions)
+        changelogs = [
+            self._pending.changelog_topic.get_topic_name(),
+            self._episodes.changelog_topic.get_topic_name(),
+        ]
+        await ensure_topics(
+            bootstrap, changelogs, partitions=settings.partitions, configs={"cleanup.policy": "compact"}
+        )
+        await ensure_topics(bootstrap, [f"{self.app.conf.id}-__assignor-__leader"], partitions=1)
+
     async def start(self) -> None:
         await self.app.start()
 
     async def stop(self) -> None:
         await self.app.stop()
+
+    def problem(self) -> str | None:
+        """Why the streams are not consuming (None while they are)."""
+        if not self.running:
+            return "stopped"
+        progress = cast(Any, self.app.consumer).progress
+        return progress.problem() if progress is not None else None
 
     @property
     def running(self) -> bool:
@@ -351,21 +277,25 @@ class MonitorStreams:
             self.settings.batch_size, within=self.settings.batch_seconds
         )
         async for events in batches:
-            out = _Batches(self.settings.partitions)
-            for event in events:
-                record = _incoming(event)
-                try:
-                    self._route_one(record, out)
-                except (EnvelopeError, InvalidRecord) as exc:
-                    error_class = exc.error_class if isinstance(exc, EnvelopeError) else "invalid"
-                    field = exc.field if isinstance(exc, InvalidRecord) else ""
-                    await self._dead_letter(DeadLetter(record, error_class, str(exc), field))
-                except Exception as exc:
-                    log.exception("route_failed", topic=record.topic, offset=record.offset)
-                    await self._dead_letter(
-                        DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")
-                    )
-            await out.flush(self.app, self.join_topic, self.samples_topic)
+            records = [incoming(event) for event in events]
+            with tracing.consume_span(self._source_names, self._group, [r.headers for r in records]):
+                await self._route_batch(records)
+
+    async def _route_batch(self, records: list[IncomingRecord]) -> None:
+        out = _Batches(self.settings.partitions)
+        for record in records:
+            try:
+                self._route_one(record, out)
+            except (EnvelopeError, InvalidRecord) as exc:
+                error_class = exc.error_class if isinstance(exc, EnvelopeError) else "invalid"
+                field = exc.field if isinstance(exc, InvalidRecord) else ""
+                await self._dead_letter(DeadLetter(record, error_class, str(exc), field))
+            except Exception as exc:
+                log.exception("route_failed", topic=record.topic, offset=record.offset)
+                await self._dead_letter(
+                    DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")
+                )
+        await out.flush(self.app, self.join_topic, self.samples_topic)
 
     def _route_one(self, record: IncomingRecord, out: _Batches) -> None:
         if record.topic == self.topics.predictions:
@@ -374,6 +304,19 @@ class MonitorStreams:
         elif record.topic == self.topics.labels:
             label = label_from(record)
             out.add_join(label.id, {"k": LABEL, **label.to_json()})
+        elif record.topic == self.topics.train_results:
+            trained = train_outcome_from(record)
+            if trained is not None:
+                out.add_sample(
+                    trained.model,
+                    {
+                        "k": TRAINED,
+                        "m": trained.model,
+                        "key": trained.key,
+                        "o": trained.outcome,
+                        "d": trained.detail,
+                    },
+                )
         else:
             live = live_version_from(record)
             if live is not None:
@@ -389,23 +332,28 @@ class MonitorStreams:
 
     async def _join_rows(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            now = self._clock()
-            out = _Batches(self.settings.partitions)
-            try:
-                for item in loads(event.value)[JOIN_ITEMS]:
-                    kind = item["k"]
-                    if kind == PREDICTED:
-                        self._join_prediction(Prediction.from_json(item), partition, now, out)
-                    elif kind == LABEL:
-                        self._join_label(Label.from_json(item), partition, now, out)
-                self._expire(partition, now)
-            except Exception:
-                # Only the monitor writes this topic: a record it cannot read is a bug, not
-                # hostile input. Log it and go on rather than stop the join.
-                log.exception("join_failed", partition=partition, offset=event.message.offset)
-            await self._pending.flush_changelog()
-            await out.flush(self.app, self.join_topic, self.samples_topic)
+            # One span per message, which carries a batch of items: tracing costs nothing per item.
+            with tracing.consume_span(self.join_topic, self._group, ()):
+                await self._join_batch(event)
+
+    async def _join_batch(self, event: faust.types.EventT) -> None:
+        partition = event.message.partition
+        now = self._clock()
+        out = _Batches(self.settings.partitions)
+        try:
+            for item in loads(event.value)[JOIN_ITEMS]:
+                kind = item["k"]
+                if kind == PREDICTED:
+                    self._join_prediction(Prediction.from_json(item), partition, now, out)
+                elif kind == LABEL:
+                    self._join_label(Label.from_json(item), partition, now, out)
+            self._expire(partition, now)
+        except Exception:
+            # Only the monitor writes this topic: a record it cannot read is a bug, not
+            # hostile input. Log it and go on rather than stop the join.
+            log.exception("join_failed", partition=partition, offset=event.message.offset)
+        await self._pending.flush_changelog()
+        await out.flush(self.app, self.join_topic, self.samples_topic)
 
     def _join_prediction(self, prediction: Prediction, partition: int, now: float, out: _Batches) -> None:
         entry = self._entry(prediction.id)
@@ -473,15 +421,19 @@ class MonitorStreams:
 
     async def _detect(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
-            partition = event.message.partition
-            now = self._clock()
-            tally = _Tally()
-            try:
-                for item in loads(event.value)[SAMPLE_ITEMS]:
-                    await self._detect_one(item, partition, now, tally)
-            except Exception:
-                log.exception("detect_failed", partition=partition, offset=event.message.offset)
-            self._export_quality(tally)
+            with tracing.consume_span(self.samples_topic, self._group, ()):
+                await self._detect_batch(event)
+
+    async def _detect_batch(self, event: faust.types.EventT) -> None:
+        partition = event.message.partition
+        now = self._clock()
+        tally = _Tally()
+        try:
+            for item in loads(event.value)[SAMPLE_ITEMS]:
+                await self._detect_one(item, partition, now, tally)
+        except Exception:
+            log.exception("detect_failed", partition=partition, offset=event.message.offset)
+        self._export_quality(tally)
 
     async def _detect_one(self, data: dict[str, Any], partition: int, now: float, tally: _Tally) -> None:
         kind = data["k"]
@@ -491,12 +443,14 @@ class MonitorStreams:
             await self._reference(prediction.model, prediction.version, now)
             await self._publish(self.monitor.observe(prediction, now))
             tally.predictions[prediction.model, prediction.version] += 1
+            tally.models.add(prediction.model)
         elif kind == SAMPLE:
             sample = LabelledSample.from_json(data)
             self._restore(sample.prediction.model, partition)
             await self._publish(self.monitor.observe_labelled(sample, now))
             tally.labelled[sample.prediction.model, sample.prediction.version] += 1
             tally.label_lags.setdefault(sample.prediction.model, []).append(sample.label_lag)
+            tally.models.add(sample.prediction.model)
         elif kind == COMPARED:
             live, challenger = LabelledSample.from_json(data["a"]), LabelledSample.from_json(data["b"])
             self._restore(live.prediction.model, partition)
@@ -508,6 +462,13 @@ class MonitorStreams:
             await self._reference(model, version, now)
             self.monitor.version_live(model, version)
             self._save(model)
+            tally.models.add(model)
+        elif kind == TRAINED:
+            model = str(data["m"])
+            self._restore(model, partition)
+            self.monitor.retrain.on_result(model, str(data["key"]), str(data["o"]), str(data["d"]))
+            self._save(model)
+            tally.models.add(model)
 
     async def _reference(self, model: str, version: int, now: float) -> None:
         """Ask for the version's training reference before its detectors see live values."""
@@ -533,7 +494,7 @@ class MonitorStreams:
         mine = {(tp.topic, tp.partition) for tp in assigned}
         self.assignment = {
             topic: sorted(p for t, p in mine if t == topic)
-            for topic in (self.join_topic, self.samples_topic, *self._source_topics)
+            for topic in (self.join_topic, self.samples_topic, *self.source_topics)
         }
         for partition in range(self.settings.partitions):
             if (self.join_topic, partition) not in mine:
@@ -543,6 +504,7 @@ class MonitorStreams:
                 del self._model_partitions[model]
                 self._restored.discard(model)
                 self.monitor.forget(model)
+                metrics.export_hold(model, None)
 
     def _restore(self, model: str, partition: int) -> None:
         """Take over a model's drift episode and cooldown from whoever held it before."""
@@ -589,8 +551,13 @@ class MonitorStreams:
             self._save(decision.model)
             if self._alerter is not None:
                 self._alerter.offer(alert)
+            if self._timeline is not None:
+                self._timeline.record(decision)
 
     def _export_quality(self, tally: _Tally) -> None:
+        now = self._clock()
+        for model in tally.models:
+            metrics.export_hold(model, self.monitor.retrain.hold(model, now))
         for (model, version), count in tally.predictions.items():
             metrics.PREDICTIONS.labels(model, str(version)).inc(count)
         for model, lags in tally.label_lags.items():

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from services.common.auth import Principal, Scope
+from services.common.errors import PlatformError
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 
@@ -47,7 +48,7 @@ class ModelTeams:
             return cached[0]
         try:
             team = (await self._registry.get_model(model)).team
-        except Exception as exc:  # an unknown model, or a registry away: nobody's but the admins'
+        except PlatformError as exc:  # an unknown model, or a registry away: nobody's but the admins'
             log.info("model_team_unknown", model=model, error=repr(exc))
             known = cached[0] if cached is not None else None
             self._known[model] = (known, now + self._retry)
@@ -55,11 +56,16 @@ class ModelTeams:
         self._known[model] = (team, now + self._ttl)
         return team
 
+    async def readable(self, model: str, caller: Principal) -> tuple[bool, str | None]:
+        """Whether ``caller`` may read ``model``'s status, and the model's team."""
+        team = await self.team_of(model)
+        return caller.admin or (team is not None and caller.may(Scope.READ, team)), team
+
     async def visible(self, entries: Iterable[Mapping[str, Any]], caller: Principal) -> list[dict[str, Any]]:
         """The status entries of the models ``caller`` may read, each naming its team."""
         shown = []
         for entry in entries:
-            team = await self.team_of(entry["model"])
-            if caller.admin or (team is not None and caller.may(Scope.READ, team)):
+            allowed, team = await self.readable(entry["model"], caller)
+            if allowed:
                 shown.append({**entry, "team": team})
         return shown

@@ -47,6 +47,9 @@ ACTION_SCOPES: dict[str, Scope] = {
     "GetModelSpec": Scope.READ,
     "ListModelSpecs": Scope.READ,
     "ListAuditRecords": Scope.ADMIN,
+    # mlops.v1.RunService (run_api.py), served beside this one.
+    "GetRun": Scope.READ,
+    "ListRuns": Scope.READ,
     "CreateTeam": Scope.ADMIN,
     "GetTeam": Scope.READ,
     "ListTeams": Scope.READ,

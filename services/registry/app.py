@@ -1,5 +1,6 @@
-"""Composition root: MongoDB, the artifact store, the outbox relay, the token issuer and
-revocation list, the gRPC API and the REST mirror, started and stopped in order."""
+"""Composition root: MongoDB, the artifact store, the outbox relay, the run recorder, the
+token issuer and revocation list, the gRPC API and the REST mirror, started and stopped in
+order."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from services.common.errors import PlatformError
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
+from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
-from services.common.proto.mlops.v1 import registry_pb2_grpc
-from services.registry import grpc_api, http_api
+from services.common.proto.mlops.v1 import registry_pb2_grpc, runs_pb2_grpc
+from services.registry import grpc_api, http_api, run_api
 from services.registry.outbox import OutboxRelay
 from services.registry.registry import Registry
+from services.registry.run_events import RunRecorder
 from services.registry.settings import RegistrySettings
 from services.registry.store import Store
 from services.registry.store.artifacts import ArtifactRepository
@@ -37,13 +40,9 @@ class RegistryApp:
         self.grpc_port = 0
         self.http_port = 0
         self.registry: Registry | None = None
-        self._store: Store | None = None
-        self._relay: OutboxRelay | None = None
-        self._grpc: GrpcServer | None = None
-        self._http: HttpServer | None = None
+        self._parts = Parts("registry")
+        self.run_recorder: RunRecorder | None = None
         self._ready = False
-        self._access: PlatformAccess | None = None
-        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     @property
@@ -51,18 +50,26 @@ class RegistryApp:
         return self._ready
 
     async def start(self) -> None:
-        settings = self.settings
-        access = self._access = PlatformAccess(settings, "registry")
+        """Start every part in order; if one fails, the ones before it are stopped again."""
+        async with self._parts.starting():
+            await self._start()
+        self._ready = True
+        log.info("registry_started", grpc_port=self.grpc_port, http_port=self.http_port)
+
+    async def _start(self) -> None:
+        settings, parts = self.settings, self._parts
+        access = PlatformAccess(settings, "registry")
         key = settings.token_signing_key()
         if key is not None and key.kid not in settings.public_keys:
             raise ValueError(
                 f"REGISTRY_SIGNING_KEY: its public key (kid {key.kid!r}) is not in MLOPS_AUTH_PUBLIC_KEYS, "
                 "so every token the registry issued would be refused"
             )
-        store = self._store = Store.open(settings)
+        store = Store.open(settings)
+        parts.on_stop("mongodb", store.close)
         await store.ensure_indexes(settings.outbox_retention_seconds, settings.audit_retention_seconds)
         await store.migrate(datetime.now(UTC))
-        self._relay = OutboxRelay(
+        relay = OutboxRelay(
             store.outbox,
             settings.kafka_bootstrap_servers,
             Topics(settings.topic_prefix).model_events,
@@ -71,17 +78,24 @@ class RegistryApp:
         registry = Registry(
             store,
             settings,
-            on_commit=self._relay.wake,
+            on_commit=relay.wake,
             issuer=TokenIssuer(key) if key is not None else None,
             on_revoke=lambda revocation: access.revocations.add([revocation]),
         )
         self.registry = registry
-        self._relay.start()
+        relay.start()
+        parts.on_stop("outbox_relay", relay.stop)
         registry.refusals.start()
-        self._sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
+        parts.on_stop("refusals", registry.refusals.stop)
+        # Joins its consumer group in the background: runs wait on their topic meanwhile.
+        self.run_recorder = RunRecorder(registry, settings)
+        self.run_recorder.start()
+        parts.on_stop("run_recorder", self.run_recorder.stop)
+        sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
+        parts.on_stop("artifact_sweeper", lambda: self._stop_sweeper(sweeper))
 
         verifier = access.verifier
-        self._grpc = GrpcServer(
+        grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[
                 AuthInterceptor(
@@ -90,20 +104,24 @@ class RegistryApp:
             ],
             max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
         )
-        self._grpc.add_service(
+        grpc_server.add_service(
             registry_pb2_grpc.add_RegistryServiceServicer_to_server,
             grpc_api.RegistryServicer(registry),
             grpc_api.SERVICE_NAME,
         )
+        grpc_server.add_service(
+            runs_pb2_grpc.add_RunServiceServicer_to_server,
+            run_api.RunServicer(registry),
+            run_api.SERVICE_NAME,
+        )
         http_app = http_api.create_http_app(registry, settings, verifier, ready=lambda: self._ready)
-        self._http = HttpServer(http_app, settings.host, settings.http_port)
-        await self._grpc.start()
-        await self._http.start()
-        self.grpc_port = self._grpc.port
-        self.http_port = self._http.port
+        self.grpc_port = (await parts.start("grpc", grpc_server)).port
+        self.http_port = (
+            await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
+        ).port
+        # Last to start, first to stop: the revocation list follows the registry's own records.
+        parts.on_stop("revocations", access.stop)
         await access.start(source=registry.revocations)
-        self._ready = True
-        log.info("registry_started", grpc_port=self.grpc_port, http_port=self.http_port)
 
     async def _sweep(self, artifacts: ArtifactRepository) -> None:
         """Remove what interrupted uploads left behind, now and then periodically."""
@@ -118,33 +136,17 @@ class RegistryApp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.orphan_sweep_seconds)
 
+    async def _stop_sweeper(self, sweeper: asyncio.Task[None]) -> None:
+        self._stopping.set()
+        await cancel(sweeper)
+
     async def stop(self) -> None:
         """Stop taking calls, let the ones in flight finish, flush the outbox, disconnect."""
         self._ready = False
-        self._stopping.set()
-        if self._access is not None:
-            await self._access.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-        if self._grpc is not None:
-            await self._grpc.stop()
-        if self._http is not None:
-            await self._http.stop()
-        if self._relay is not None:
-            await self._relay.stop()
-        if self.registry is not None:
-            await self.registry.refusals.stop()
-        if self._store is not None:
-            await self._store.close()
+        await self._parts.stop()
         log.info("registry_stopped")
 
 
 async def run(settings: RegistrySettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
-    app = RegistryApp(settings)
-    await app.start()
-    try:
-        await stop.wait()
-    finally:
-        await app.stop()
+    await run_until(RegistryApp(settings), stop)

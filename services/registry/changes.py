@@ -14,7 +14,6 @@ scope for in that team PERMISSION_DENIED.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 from services.common.auth import Principal, Revocation, TokenIssuer
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import events_pb2, registry_pb2
+from services.common.values import printable
 from services.registry import validation
 from services.registry.access import ACTION_SCOPES
 from services.registry.errors import NotFound, PermissionDenied, PlatformError
@@ -37,8 +37,6 @@ from services.registry.store.pagination import Keyset, PageRequest
 log = get_logger(__name__)
 
 T = TypeVar("T")
-
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
 ANONYMOUS = "anonymous"
@@ -65,15 +63,6 @@ class Actor:
     def visible_teams(self) -> frozenset[str] | None:
         """The teams whose resources the caller sees (None: every team)."""
         return self.principal.visible_teams()
-
-
-def printable(text: str) -> str:
-    """``text`` in printable ASCII, anything else a caller sent escaped.
-
-    >>> printable("churn\\n")
-    'churn\\\\x0a'
-    """
-    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def resource(*parts: object) -> str:

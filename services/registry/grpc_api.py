@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
 
@@ -24,10 +24,8 @@ from services.common.auth import (
     current_principal,
     current_request_id,
 )
-from services.common.errors import FIELD_METADATA, KIND_METADATA
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.access import ACTION_SCOPES
-from services.registry.changes import printable
 from services.registry.errors import InvalidArgument, PlatformError
 from services.registry.metrics import ARTIFACT_BYTES, REQUEST_SECONDS, REQUESTS
 from services.registry.registry import Actor, Registry
@@ -62,18 +60,6 @@ def denial_recorder(registry: Registry) -> DenialHook:
     return record
 
 
-async def abort(context: grpc.aio.ServicerContext, error: PlatformError) -> NoReturn:
-    """End the call with ``error``'s status code, its kind and field in trailing metadata."""
-    trailers = [(KIND_METADATA, error.kind.label)]
-    if error.field:
-        # Metadata values are printable ASCII; a field may quote what a caller sent.
-        trailers.append((FIELD_METADATA, printable(error.field)[:1024]))
-    await context.abort(
-        grpc.StatusCode[error.kind.grpc_code], error.message, trailing_metadata=tuple(trailers)
-    )
-    raise AssertionError("abort returned")  # it raises; this keeps type checkers informed
-
-
 async def _answer(method: str, context: grpc.aio.ServicerContext, operation: Callable[[], Awaitable[T]]) -> T:
     started = time.perf_counter()
     outcome = "ok"
@@ -81,7 +67,7 @@ async def _answer(method: str, context: grpc.aio.ServicerContext, operation: Cal
         return await operation()
     except PlatformError as exc:
         outcome = exc.kind.outcome
-        await abort(context, exc)
+        raise
     finally:
         REQUESTS.labels(method, "grpc", outcome).inc()
         REQUEST_SECONDS.labels(method, "grpc").observe(time.perf_counter() - started)
@@ -259,7 +245,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 yield chunk
         except PlatformError as exc:
             outcome = exc.kind.outcome
-            await abort(context, exc)
+            raise
         finally:
             REQUESTS.labels("DownloadArtifact", "grpc", outcome).inc()
             REQUEST_SECONDS.labels("DownloadArtifact", "grpc").observe(time.perf_counter() - started)

@@ -16,18 +16,16 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from services.common.auth import AuthError, TokenVerifier
-from services.common.errors import PROBLEM_MEDIA_TYPE, InvalidArgument, TooLarge
+from services.common.errors import InvalidArgument, TooLarge
 from services.common.http import create_app
-from services.registry import rest_models as shapes
+from services.common.http_errors import problem_response, problem_responses
 from services.registry.registry import Actor, Registry
-from services.registry.rest import access, aliases, artifacts, audit, models, specs, versions
+from services.registry.rest import access, aliases, artifacts, audit, models, runs, specs, versions
 from services.registry.rest.deps import operation_name, request_id
-from services.registry.rest.errors import install_error_handlers, problem_response
 from services.registry.settings import RegistrySettings
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -35,15 +33,17 @@ REQUEST_ID_HEADER = "x-request-id"
 UPLOAD_OVERHEAD_BYTES = 8 * 1024 * 1024
 _UPLOAD_PATH = re.compile(r"/v1/models/[^/]+/versions/?")
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": shapes.Problem, "description": "Bad input; `field` names what to fix."},
-    401: {"model": shapes.Problem, "description": "Missing or invalid bearer token."},
-    403: {"model": shapes.Problem, "description": "The token lacks the scope, or a rule forbids the change."},
-    404: {"model": shapes.Problem, "description": "Unknown model, version, alias or spec."},
-    409: {"model": shapes.Problem, "description": "Exists already, lost a compare-and-set, or wrong state."},
-    422: {"model": shapes.Problem, "description": "Malformed JSON or parameters; `field` names the first."},
-    503: {"model": shapes.Problem, "description": "The registry's database is unavailable: retry later."},
-}
+ERRORS = problem_responses(
+    {
+        400: "Bad input; `field` names what to fix.",
+        401: "Missing or invalid bearer token.",
+        403: "The token lacks the scope, or a rule forbids the change.",
+        404: "Unknown model, version, alias or spec.",
+        409: "Exists already, lost a compare-and-set, or wrong state.",
+        422: "Malformed JSON or parameters; `field` names the first.",
+        503: "The registry's database is unavailable: retry later.",
+    }
+)
 
 
 def create_http_app(
@@ -72,7 +72,6 @@ def create_http_app(
     )
     app.state.registry = registry
     app.state.settings = settings
-    install_error_handlers(app)
 
     @app.middleware("http")
     async def bind_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -83,45 +82,26 @@ def create_http_app(
             length = request.headers.get("content-length")
             if length is None:
                 error = InvalidArgument("Content-Length is required for uploads", field="Content-Length")
-                return problem_response(error, status=411)
+                return problem_response(error, request, status=411)
             if not length.isdigit():
                 return problem_response(
-                    InvalidArgument("Content-Length is not a number", field="Content-Length")
+                    InvalidArgument("Content-Length is not a number", field="Content-Length"), request
                 )
             if int(length) > settings.max_artifact_bytes + UPLOAD_OVERHEAD_BYTES:
                 return problem_response(
                     TooLarge(
                         f"upload over the limit of {settings.max_artifact_bytes} artifact bytes",
                         field="Content-Length",
-                    )
+                    ),
+                    request,
                 )
         response = await call_next(request)
         response.headers[REQUEST_ID_HEADER] = request.state.request_id
         return response
 
     v1 = APIRouter(prefix="/v1", responses=ERRORS)
-    for concern in (models, versions, artifacts, aliases, specs, audit, access):
+    for concern in (models, versions, artifacts, aliases, specs, audit, runs, access):
         v1.include_router(concern.router)
     app.include_router(v1)
     app.include_router(access.well_known)
-    _document_problems(app)
     return app
-
-
-def _document_problems(app: FastAPI) -> None:
-    """Declare error responses in the OpenAPI document with the media type they are sent
-    in: FastAPI puts a response's model under the route's own (``application/json``)."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
-            for path in schema.get("paths", {}).values():
-                for operation in path.values():
-                    for status, response in operation.get("responses", {}).items():
-                        content = response.get("content", {})
-                        if status[0] in "45" and "application/json" in content:
-                            content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
-        return app.openapi_schema  # type: ignore[return-value]
-
-    app.openapi = openapi  # type: ignore[method-assign]

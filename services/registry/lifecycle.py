@@ -10,12 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from services.common.aliases import CANDIDATE, PRODUCTION
 from services.common.proto.mlops.v1 import registry_pb2
 from services.registry.errors import Conflict, FailedPrecondition
-
-PRODUCTION = "production"
-STAGING = "staging"
-CANDIDATE = "candidate"
 
 Status = registry_pb2.VersionStatus
 AUTO = registry_pb2.PROMOTION_POLICY_AUTO

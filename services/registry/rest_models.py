@@ -16,7 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
-from services.common.proto.mlops.v1 import model_pb2, registry_pb2
+from services.common.proto.mlops.v1 import model_pb2, registry_pb2, runs_pb2
 from services.registry.errors import InvalidArgument
 from services.registry.store import Page
 
@@ -49,9 +49,10 @@ DESCRIPTIONS = {
     "UpdateModelRequest.promotion_policy": "PROMOTION_POLICY_UNSPECIFIED leaves the policy as it is.",
     "UpdateModelRequest.description": "Unset: left as it is.",
     "VersionMetadata.model_name": "Optional; must name the model in the path when given.",
-    "VersionMetadata.signature_hmac": "For river-hmac artifacts: hex HMAC-SHA256 of the artifact by the trainer.",
+    "VersionMetadata.signature_hmac": "For signed flavors (river-hmac): hex HMAC-SHA256 of the artifact by the trainer.",
     "Artifact.sha256": "SHA-256 of the artifact's bytes, 64 lowercase hex characters.",
-    "Artifact.format": "skops, or river-hmac (accepted only with a valid signature_hmac).",
+    "Artifact.format": "The artifact's flavor: skops, river-hmac (only with a valid signature_hmac), xgboost, "
+    "lightgbm or onnx. The registry verifies the bytes as that flavor before it stores the version.",
     "Model.aliases": "Alias -> version number.",
     "AuditRecord.before_json": "The resource's relevant state before the change, as a JSON object.",
     "AuditRecord.after_json": "The resource's relevant state after the change, as a JSON object.",
@@ -162,6 +163,8 @@ TokenInfo = shape(R["TokenInfo"])
 CreatedToken = shape(R["CreateTokenResponse"], name="CreatedToken")
 TokenList = shape(R["ListTokensResponse"], name="TokenList")
 RevokedList = shape(R["ListRevokedTokensResponse"], name="RevokedList")
+Run = shape(runs_pb2.DESCRIPTOR.message_types_by_name["Run"])
+RunList = shape(runs_pb2.DESCRIPTOR.message_types_by_name["ListRunsResponse"], name="RunList")
 
 CreateModelBody = body(R["CreateModelRequest"])
 UpdateModelBody = body(R["UpdateModelRequest"], "name")
@@ -173,22 +176,6 @@ CreateTeamBody = body(R["CreateTeamRequest"])
 MemberBody = shape(R["TeamMemberRequest"], name="MemberBody", exclude=frozenset({"team", "subject"}))
 CreateTokenBody = body(R["CreateTokenRequest"])
 RevokeTokenBody = body(R["RevokeTokenRequest"], "id")
-
-
-class Problem(Shape):
-    """An error, as RFC 9457 problem details (``application/problem+json``)."""
-
-    type: str = Field(description="urn:mlops:error:<kind>")
-    title: str = Field(description="The HTTP status's phrase.")
-    status: int
-    detail: str = Field(description="What went wrong, for a person.")
-    kind: str = Field(description="The platform's error kind: invalid, not_found, conflict ...")
-    code: str = Field(
-        description="The gRPC status the same failure gets (ABORTED for a lost compare-and-set)."
-    )
-    field: str = Field(description="For bad input, the field to fix; empty otherwise.")
-    error: str = Field(description="detail again, under the name the Open Inference Protocol uses.")
-    instance: str = ""
 
 
 def paged(shape: type[S], response: type[Message], items: str, page: Page[Any]) -> S:

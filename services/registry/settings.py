@@ -55,6 +55,10 @@ class RegistrySettings(ServiceSettings):
     """Age after which unreferenced artifact bytes count as left behind (uploads in progress
     are younger)."""
 
+    runs_consumer_group: str = Field("registry-runs", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    """Consumer group on ``<prefix>.train.results`` (prefixed with the topic prefix), from
+    which the registry records training runs; replicas share the partitions."""
+
     transaction_timeout_seconds: float = Field(10.0, gt=0, le=120)
     """Longest a change may take in the database, conflict retries included; past it the call
     fails with UNAVAILABLE (503) and nothing is changed."""

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from services.common.artifacts import RIVER_HMAC, SKOPS
+from services.common.flavors import FLAVORS
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 from services.registry.errors import InvalidArgument, TooLarge
 
@@ -24,7 +24,6 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 HMAC_HEX = re.compile(r"[0-9a-fA-F]{64}")
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-ARTIFACT_FORMATS = (SKOPS, RIVER_HMAC)
 # The Open Inference Protocol's tensor datatypes.
 DATATYPES = (
     "BOOL",
@@ -176,8 +175,8 @@ def artifact(value: registry_pb2.Artifact, max_bytes: int, field: str = "metadat
             f"{field}.size_bytes: {value.size_bytes} bytes is over the limit of {max_bytes}",
             field=f"{field}.size_bytes",
         )
-    if value.format not in ARTIFACT_FORMATS:
-        raise _fail(f"{field}.format", f"must be one of {', '.join(ARTIFACT_FORMATS)}")
+    if value.format not in FLAVORS:
+        raise _fail(f"{field}.format", f"must be a flavor: one of {', '.join(FLAVORS)}")
 
 
 def tensor_specs(values: Iterable[model_pb2.TensorSpec], field: str) -> None:
@@ -372,8 +371,12 @@ def version_metadata(value: registry_pb2.VersionMetadata, max_artifact_bytes: in
         reference_profile(value.reference_profile, value.signature.feature_names)
     if value.signature_hmac and not HMAC_HEX.fullmatch(value.signature_hmac):
         raise _fail("metadata.signature_hmac", "must be 64 hexadecimal characters (HMAC-SHA256)")
-    if value.artifact.format == RIVER_HMAC and not value.signature_hmac:
-        raise _fail("metadata.signature_hmac", f"is required for {RIVER_HMAC} artifacts")
+    if (
+        value.artifact.format in FLAVORS
+        and FLAVORS[value.artifact.format].signed
+        and not value.signature_hmac
+    ):
+        raise _fail("metadata.signature_hmac", f"is required for {value.artifact.format} artifacts")
 
 
 def page_size(value: int, default: int, maximum: int) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
-from collections.abc import Awaitable, Callable
 
 from services.common.access import PlatformAccess
 from services.common.auth import MethodScopes, Scope
@@ -15,6 +14,7 @@ from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer, create_app
 from services.common.kafka import ensure_topics
+from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.serving import http_api
@@ -46,35 +46,55 @@ class ServingApp:
         self.http_port = 0
         self.topics = Topics(settings.topic_prefix)
         self._ready = False
-        self._previous_switch_interval: float | None = None
         self._synced = asyncio.Event()
-        self._registry: RegistryClient | None = None
-        self._access: PlatformAccess | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self.publisher: PredictionPublisher | None = None
+        self._parts = Parts(SERVICE)
         self._events: ModelEventsListener | None = None
-        self._grpc: GrpcServer | None = None
-        self._http: HttpServer | None = None
-        self._sync_task: asyncio.Task[None] | None = None
+        self.publisher: PredictionPublisher | None = None
         self.manager: ModelManager | None = None
         self.inference: InferenceService | None = None
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        return self._ready and not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps serving from doing its job: not yet synced with the registry, or not
+        hearing model events (it would go on serving versions the registry has replaced)."""
+        if not self._ready:
+            return ["not yet synced with the registry"]
+        problem = self._events.problem() if self._events is not None else "not started"
+        return [f"model events listener: {problem}"] if problem else []
 
     async def start(self) -> None:
-        settings = self.settings
-        self._previous_switch_interval = sys.getswitchinterval()
+        """Start every part in order; if one fails, the ones before it are stopped again.
+
+        Returns once the registry was read, or after ``startup_timeout_seconds`` (not ready,
+        still retrying in the background)."""
+        async with self._parts.starting():
+            await self._start()
+        try:
+            async with asyncio.timeout(self.settings.startup_timeout_seconds):
+                await self._synced.wait()
+        except TimeoutError:
+            log.warning("serving_not_ready", reason="the registry could not be read yet; still retrying")
+        log.info("serving_started", grpc_port=self.grpc_port, http_port=self.http_port, ready=self._ready)
+
+    async def _start(self) -> None:
+        settings, parts = self.settings, self._parts
+        previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-        access = self._access = PlatformAccess(settings, SERVICE)
+        parts.on_stop("switch_interval", lambda: sys.setswitchinterval(previous_switch_interval))
+        access = PlatformAccess(settings, SERVICE)
         verifier = access.verifier
-        self._registry = RegistryClient(settings.registry_address, access.credentials(Scope.READ))
-        self._executor = concurrent.futures.ThreadPoolExecutor(
+        registry = await parts.enter(
+            "registry_client", RegistryClient(settings.registry_address, access.credentials(Scope.READ))
+        )
+        executor = concurrent.futures.ThreadPoolExecutor(
             settings.predict_threads, thread_name_prefix="predict", initializer=configure_predict_thread
         )
+        parts.on_stop("predict_threads", lambda: executor.shutdown(wait=True))
         manager = ModelManager(
-            self._registry,
+            registry,
             served_aliases=settings.served_aliases,
             defaults=ModelPolicy(
                 rollout=Rollout(settings.default_rollout),
@@ -82,7 +102,7 @@ class ServingApp:
                 max_batch_rows=settings.max_batch_rows,
                 max_batch_wait_ms=settings.max_batch_wait_ms,
             ),
-            predict_executor=self._executor,
+            predict_executor=executor,
             max_queue_rows=settings.max_queue_rows,
             inline_rows=settings.inline_predict_rows,
             retained_versions=settings.retained_versions,
@@ -95,90 +115,97 @@ class ServingApp:
             ),
         )
         self.manager = manager
+        parts.on_stop("manager", manager.close)
 
         await ensure_topics(
             settings.kafka_bootstrap_servers, [self.topics.model_events, self.topics.predictions]
         )
         sink = None
         if settings.prediction_logging:
-            self.publisher = PredictionPublisher(
+            publisher = PredictionPublisher(
                 settings.kafka_bootstrap_servers,
                 self.topics.predictions,
                 client_id=SERVICE,
                 capacity=settings.prediction_buffer,
             )
-            self.publisher.start()
-            sink = PredictionLog(self.publisher, self.topics.predictions)
-        self.inference = InferenceService(
+            self.publisher = publisher
+            publisher.start()
+            # Flush what is queued, within the configured time even if the broker is away.
+            parts.on_stop(
+                "prediction_log", lambda: publisher.stop(flush_timeout=settings.prediction_flush_seconds)
+            )
+            sink = PredictionLog(publisher, self.topics.predictions)
+        inference = InferenceService(
             manager,
             max_rows=settings.max_rows,
             sink=sink,
             observer=ServingMetrics(),
             shadow_max_queue_rows=settings.shadow_max_queue_rows,
         )
+        self.inference = inference
+        # After the servers stop and before the prediction log flushes: shadow answers in
+        # flight write their records too.
+        parts.on_stop("shadows", inference.drain_shadows)
 
         # Listen before the first full read: a change after this point arrives as an event,
         # one before it is in what the read returns.
-        self._events = ModelEventsListener(
-            settings.kafka_bootstrap_servers, self.topics.model_events, manager.request_sync, SERVICE
+        self._events = await parts.start(
+            "model_events",
+            ModelEventsListener(
+                settings.kafka_bootstrap_servers, self.topics.model_events, manager.request_sync, SERVICE
+            ),
         )
-        await self._events.start()
 
-        self._grpc = GrpcServer(
+        grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[ServingAuthInterceptor(verifier, MethodScopes(default=Scope.PREDICT))],
             max_message_bytes=settings.max_message_bytes,
         )
-        self._grpc.add_service(
+        grpc_server.add_service(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
-            InferenceServicer(
-                self.inference, manager, ready=lambda: self._ready, version=settings.code_version
-            ),
+            InferenceServicer(inference, manager, ready=lambda: self.ready, version=settings.code_version),
             SERVICE_NAME,
         )
         app = create_app(
             "mlops serving",
             settings.code_version,
             verifier=verifier,
-            ready=lambda: self._ready,
+            ready=lambda: self.ready,
+            problems=self.problems,
             description="Open Inference Protocol (KServe V2) over HTTP/JSON.",
         )
         http_api.install(
             app,
-            self.inference,
+            inference,
             manager,
-            ready=lambda: self._ready,
+            ready=lambda: self.ready,
             version=settings.code_version,
             max_body_bytes=settings.max_message_bytes,
         )
-        self._http = HttpServer(app, settings.host, settings.http_port)
-        await self._grpc.start()
-        await self._grpc.set_serving(False)
-        await self._http.start()
-        self.grpc_port = self._grpc.port
-        self.http_port = self._http.port
+        # Stopped in reverse: gRPC stops taking requests (and lets those in flight finish)
+        # before HTTP, and both before the parts above that requests use.
+        self.http_port = (await parts.start("http", HttpServer(app, settings.host, settings.http_port))).port
+        await parts.start("grpc", grpc_server)
+        await grpc_server.set_serving(False)
+        self.grpc_port = grpc_server.port
+        # Last to start, first to stop: a failed start leaves no poller behind.
+        parts.on_stop("revocations", access.stop)
         await access.start()
 
-        self._sync_task = asyncio.create_task(self._keep_in_sync(), name="serving-sync")
-        try:
-            async with asyncio.timeout(settings.startup_timeout_seconds):
-                await self._synced.wait()
-        except TimeoutError:
-            log.warning("serving_not_ready", reason="the registry could not be read yet; still retrying")
-        log.info("serving_started", grpc_port=self.grpc_port, http_port=self.http_port, ready=self._ready)
+        sync_task = asyncio.create_task(self._keep_in_sync(manager, grpc_server), name="serving-sync")
+        parts.on_stop("sync", lambda: cancel(sync_task))
 
-    async def _keep_in_sync(self) -> None:
+    async def _keep_in_sync(self, manager: ModelManager, grpc_server: GrpcServer) -> None:
         """The first full read of the registry, then one every ``resync_interval_seconds``."""
-        assert self.manager is not None and self._grpc is not None
         while True:
             try:
-                await self.manager.sync_all()
+                await manager.sync_all()
             except Exception as exc:
                 log.warning("registry_sync_failed", error=repr(exc))
             else:
                 if not self._ready:
                     self._ready = True
-                    await self._grpc.set_serving(True)
+                    await grpc_server.set_serving(True)
                     self._synced.set()
             await asyncio.sleep(self.settings.resync_interval_seconds if self._ready else RETRY_SECONDS)
 
@@ -188,46 +215,10 @@ class ServingApp:
         Each step runs even if one before it failed (a broker that is away must not keep
         the gRPC port or the registry channel open)."""
         self._ready = False
-        steps: list[tuple[str, Callable[[], Awaitable[object]] | None]] = [
-            ("access", self._access.stop if self._access else None),
-            ("grpc", self._grpc.stop if self._grpc else None),
-            ("http", self._http.stop if self._http else None),
-            ("model_events", self._events.stop if self._events else None),
-            ("sync", self._stop_sync),
-            ("manager", self.manager.close if self.manager else None),
-            ("shadows", self.inference.drain_shadows if self.inference else None),
-            ("prediction_log", self._stop_prediction_log),
-            ("registry_client", self._registry.close if self._registry else None),
-        ]
-        for name, step in steps:
-            if step is None:
-                continue
-            try:
-                await step()
-            except Exception as exc:
-                log.warning("stop_step_failed", step=name, error=repr(exc))
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-        if self._previous_switch_interval is not None:
-            sys.setswitchinterval(self._previous_switch_interval)
+        await self._parts.stop()
         log.info("serving_stopped")
-
-    async def _stop_prediction_log(self) -> None:
-        """Flush what is queued, within the configured time even if the broker is away."""
-        if self.publisher is not None:
-            await self.publisher.stop(flush_timeout=self.settings.prediction_flush_seconds)
-
-    async def _stop_sync(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
 
 
 async def run(settings: ServingSettings, stop: asyncio.Event) -> None:
     """Run serving until ``stop`` is set."""
-    app = ServingApp(settings)
-    try:
-        await app.start()
-        await stop.wait()
-    finally:
-        await app.stop()
+    await run_until(ServingApp(settings), stop)

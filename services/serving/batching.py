@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from services.serving.errors import InferenceError, InvalidInput, Overloaded
+from services.common.errors import PlatformError
+from services.serving.errors import InvalidInput, Overloaded
 from services.serving.predictor import Outputs
 
 SETTLE_TURNS = 4
@@ -218,7 +219,7 @@ def _resolve(future: asyncio.Future[Outputs], outputs: Outputs) -> None:
 def _fail(future: asyncio.Future[Outputs], exc: Exception) -> None:
     if future.done():
         return
-    if isinstance(exc, InferenceError):
+    if isinstance(exc, PlatformError):
         future.set_exception(exc)
     elif isinstance(exc, ValueError | TypeError):
         # scikit-learn raises ValueError for inputs it cannot use (an unknown category, say).

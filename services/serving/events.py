@@ -23,15 +23,17 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from confluent_kafka import KafkaException, Message, Producer
 from prometheus_client import Counter
 
 from services.common import metrics
 from services.common.events import EnvelopeError, EnvelopeTemplate, IncomingRecord, OutgoingRecord, decode
+from services.common.kafka import TailReader
+from services.common.lifecycle import cancel
 from services.common.logging import get_logger
 from services.common.metrics import PREFIX
+from services.common.progress import Resume
 from services.common.proto.mlops.v1 import events_pb2
 from services.serving.models import LoadedVersion
 from services.serving.predictor import FeatureBatch, Outputs
@@ -51,44 +53,38 @@ class ModelEventsListener:
     """Calls ``on_change(model_name)`` for every model event published after :meth:`start`."""
 
     def __init__(self, bootstrap_servers: str, topic: str, on_change: Callable[[str], None], client_id: str):
-        self._topic = topic
         self._on_change = on_change
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+        self._reader = TailReader(
+            bootstrap_servers,
+            [topic],
             client_id=client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
             # Model events are rare and a swap may take half a second to start; every empty
             # fetch answered costs the event loop, which is what bounds the request rate.
             fetch_max_wait_ms=500,
+            # The app created the topic: a missing one is a broker that lost it, at once.
+            metadata_timeout=0,
+            # A log that lost its records starts again with events published since: every
+            # one is news (and a trigger read twice only re-reads the registry).
+            resume=Resume.BEGINNING,
         )
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start reading; returns once every partition's position is fixed, so no later event is missed.
-
-        The topic must exist (the app creates it): partitions are assigned, not subscribed,
-        so there is no group to join.
-        """
-        await self._consumer.start()
-        await self._consumer.topics()
-        partitions = self._consumer.partitions_for_topic(self._topic)
-        if not partitions:
-            raise RuntimeError(f"topic {self._topic} does not exist")
-        assignment = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assignment)
-        await self._consumer.seek_to_end(*assignment)
-        for partition in assignment:
-            await self._consumer.position(partition)
+        """Start reading; returns once every partition's position is fixed, so no later event is missed."""
+        await self._reader.start()
         self._task = asyncio.create_task(self._run(), name="model-events")
+
+    def problem(self) -> str | None:
+        """Why model events are not being heard (None while they are)."""
+        if self._task is None or self._task.done():
+            return "not listening"
+        return self._reader.problem()
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel(self._task)
         try:
-            await self._consumer.stop()
+            await self._reader.stop()
         except asyncio.CancelledError:
             # aiokafka lets a fetch it cancels itself escape when the broker is away; only a
             # cancellation of this task is ours to pass on.
@@ -100,28 +96,18 @@ class ModelEventsListener:
     async def _run(self) -> None:
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=1000)
+                records = await self._reader.read(timeout_ms=1000)
             except KafkaError as exc:
                 # The periodic full read covers what this misses; never stop listening.
                 log.warning("model_events_read_failed", error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue
-            for records in batches.values():
-                for record in records:
-                    self._handle(record)
+            for record in records:
+                self._handle(record)
 
-    def _handle(self, record: Any) -> None:
-        incoming = IncomingRecord(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.key,
-            record.value,
-            tuple(record.headers or ()),
-            record.timestamp,
-        )
+    def _handle(self, record: IncomingRecord) -> None:
         try:
-            event = decode(incoming, events_pb2.ModelEvent).message
+            event = decode(record, events_pb2.ModelEvent).message
         except EnvelopeError as exc:
             MODEL_EVENTS.labels(exc.error_class).inc()
             log.warning(

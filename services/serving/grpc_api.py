@@ -2,21 +2,24 @@
 
 Outputs mirror the request's form: a request sent with ``raw_input_contents`` (as
 tritonclient does) is answered with ``raw_output_contents``, one with typed
-``contents`` gets typed contents back.
+``contents`` gets typed contents back. Errors are the data plane's platform errors,
+answered with their status code by the shared server (``GrpcServer``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
+from services.common.aliases import PRODUCTION
 from services.common.auth import AuthInterceptor, Principal, current_principal
+from services.common.errors import Internal, PlatformError
 from services.common.logging import get_logger
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
-from services.serving.errors import InferenceError, InvalidInput
+from services.serving.errors import InvalidInput
 from services.serving.inference import InferenceRequest, InferenceResponse, InferenceService
 from services.serving.models import ModelManager, ModelState
 from services.serving.predictor import TensorMeta
@@ -119,7 +122,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     ) -> oip.ModelReadyResponse:
         try:
             self._manager.version(request.name, request.version, current_principal.get())
-        except InferenceError:
+        except PlatformError:
             return oip.ModelReadyResponse(ready=False)
         return oip.ModelReadyResponse(ready=True)
 
@@ -131,10 +134,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: oip.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> oip.ModelMetadataResponse:
-        try:
-            loaded = self._manager.version(request.name, request.version, current_principal.get())
-        except InferenceError as exc:
-            await _abort(context, exc)
+        loaded = self._manager.version(request.name, request.version, current_principal.get())
         model = self._manager.models[request.name]
         predictor = loaded.predictor
         return oip.ModelMetadataResponse(
@@ -160,13 +160,11 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
                     caller=current_principal.get(),
                 )
             )
-        except InferenceError as exc:
-            await _abort(context, exc)
+        except PlatformError:
+            raise
         except Exception:
             log.exception("inference_failed", model=request.model_name)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal error while predicting; see the server log"
-            )
+            raise Internal("internal error while predicting; see the server log") from None
         return encode_response(response, raw=bool(request.raw_input_contents))
 
     async def RepositoryIndex(
@@ -190,6 +188,8 @@ def repository_index(
         if model.state is ModelState.READY:
             for number in sorted({v.number for v in model.versions.values()}):
                 aliases = ", ".join(model.aliases_of(number))
+                if model.fallback_from and PRODUCTION in model.aliases_of(number):
+                    aliases += f" (in place of version {model.fallback_from}: {model.reason})"
                 entries.append(
                     oip.RepositoryIndexResponse.ModelIndex(
                         name=name, version=str(number), state=model.state.value, reason=aliases
@@ -202,8 +202,3 @@ def repository_index(
                 )
             )
     return entries
-
-
-async def _abort(context: grpc.aio.ServicerContext, error: InferenceError) -> NoReturn:
-    await context.abort(error.grpc_code, error.message)
-    raise AssertionError("abort returned")  # pragma: no cover - abort always raises

@@ -1,8 +1,9 @@
 """The Open Inference Protocol over HTTP/JSON (``/v2/...``): the same data plane as gRPC.
 
-Errors are ``{"error": "<message>"}`` with the status matching the gRPC code
-(400 INVALID_ARGUMENT, 404 NOT_FOUND, 413/429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE,
-401/403 for tokens), and the same message as over gRPC.
+Errors are the platform's problem-details body (``services.common.http_errors``) with
+the status matching the gRPC code (400 INVALID_ARGUMENT, 404 NOT_FOUND, 413/429
+RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 401/403 for tokens) and the same message as over
+gRPC, which the body also carries as ``error``, where the protocol's clients read it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.auth import Principal, Scope
+from services.common.errors import PlatformError
 from services.common.http import require_scope
-from services.serving.errors import InferenceError, InvalidInput, TooLarge
+from services.common.http_errors import problem_response
+from services.serving.errors import InvalidInput, TooLarge
 from services.serving.grpc_api import EXTENSIONS, SERVER_NAME, repository_index
 from services.serving.inference import InferenceRequest, InferenceService
 from services.serving.models import ModelManager
@@ -57,10 +60,6 @@ class RepositoryIndexBody(BaseModel):
     ready: bool = False
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 def _tensors(tensors: list[TensorMeta]) -> list[dict[str, Any]]:
     return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in tensors]
 
@@ -84,7 +83,7 @@ def _parse(model: type[BaseModel], body: bytes) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise InvalidInput(f"{where}: {first['msg']}") from None
+        raise InvalidInput(f"{where}: {first['msg']}", field=where) from None
 
 
 def install(
@@ -97,18 +96,6 @@ def install(
     max_body_bytes: int,
 ) -> None:
     """Add the ``/v2`` routes to ``app``."""
-
-    @app.exception_handler(InferenceError)
-    async def inference_error(request: Request, exc: InferenceError) -> JSONResponse:
-        return _error(exc.http_status, exc.message)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        response = _error(exc.status_code, str(exc.detail))
-        for key, value in (exc.headers or {}).items():
-            response.headers[key] = value
-        return response
-
     router = APIRouter(prefix="/v2", tags=["inference"])
 
     @router.get("/health/live", summary="The server is live.")
@@ -124,22 +111,24 @@ def install(
     async def server_metadata(principal: Predict) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)}
 
-    def model_ready(name: str, principal: Principal, model_version: str = "") -> JSONResponse:
+    def model_ready(
+        request: Request, name: str, principal: Principal, model_version: str = ""
+    ) -> JSONResponse:
         try:
             manager.version(name, model_version, principal)
-        except InferenceError as exc:
-            return JSONResponse(
-                {"name": name, "ready": False, "error": exc.message}, status_code=exc.http_status
-            )
+        except PlatformError as exc:
+            return problem_response(exc, request, members={"name": name, "ready": False})
         return JSONResponse({"name": name, "ready": True})
 
     @router.get("/models/{name}/ready", summary="Whether a model is ready.")
-    async def model_ready_default(name: str, principal: Predict) -> JSONResponse:
-        return model_ready(name, principal)
+    async def model_ready_default(name: str, request: Request, principal: Predict) -> JSONResponse:
+        return model_ready(request, name, principal)
 
     @router.get("/models/{name}/versions/{model_version}/ready", summary="Whether a model version is ready.")
-    async def model_ready_version(name: str, model_version: str, principal: Predict) -> JSONResponse:
-        return model_ready(name, principal, model_version)
+    async def model_ready_version(
+        name: str, model_version: str, request: Request, principal: Predict
+    ) -> JSONResponse:
+        return model_ready(request, name, principal, model_version)
 
     def model_metadata(name: str, principal: Principal, model_version: str = "") -> dict[str, Any]:
         loaded = manager.version(name, model_version, principal)

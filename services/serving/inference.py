@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.common.auth import Principal
+from services.common.errors import PlatformError
 from services.common.logging import get_logger
-from services.serving.errors import InferenceError, InvalidInput
-from services.serving.explain import EXPLANATION_OUTPUTS
+from services.serving.errors import InvalidInput
 from services.serving.models import LoadedVersion, ModelManager, Route
-from services.serving.predictor import FeatureBatch, Outputs
+from services.serving.predictor import EXPLANATION_OUTPUTS, FeatureBatch, Outputs
 from services.serving.routing import SHADOW_ROUTE
 from services.serving.tensors import Tensor
 
@@ -151,7 +151,7 @@ class InferenceService:
                 # Not batched: explanations are asked for rarely, and cost more than the answer.
                 outputs = outputs | await route.target.batcher.run(predictor.contributions, batch.matrix)
         except Exception as exc:
-            code = exc.grpc_code.name if isinstance(exc, InferenceError) else "INTERNAL"
+            code = exc.kind.grpc_code if isinstance(exc, PlatformError) else "INTERNAL"
             self._observer.request(model_label, version_label, code, time.perf_counter() - started, rows)
             raise
         latency = time.perf_counter() - started

@@ -54,6 +54,12 @@ SHADOWS = Counter(
     ["model", "outcome"],
 )
 MODELS = Gauge(f"{PREFIX}_serving_models", "Models known to this replica, by state.", ["state"])
+PRODUCTION_FALLBACK = Gauge(
+    f"{PREFIX}_serving_production_fallback",
+    "The production version a model cannot serve while an earlier version answers for it (0: none).",
+    ["model"],
+)
+_fallbacks: set[str] = set()
 
 
 class ServingMetrics(RequestObserver):
@@ -78,6 +84,13 @@ class ServingMetrics(RequestObserver):
     def models(models: Mapping[str, ServedModel]) -> None:
         for state in ModelState:
             MODELS.labels(state.value).set(sum(1 for m in models.values() if m.state is state))
+        for name in _fallbacks - set(models):
+            PRODUCTION_FALLBACK.remove(name)
+        _fallbacks.intersection_update(models)
+        for name, model in models.items():
+            if model.fallback_from or name in _fallbacks:
+                PRODUCTION_FALLBACK.labels(name).set(model.fallback_from)
+                _fallbacks.add(name)
 
 
 class BatchMetrics(BatchObserver):

@@ -1,11 +1,18 @@
 """The models being served: loaded from the registry, verified, warmed and swapped atomically.
 
 The registry is the truth. Events only say "look again": on each, the manager re-reads
-the model's aliases and makes the served set match. A new version is downloaded, its
-digest and every type it would build are verified, it is warmed with a dummy batch, and
-only then does it replace the served one, in one assignment. A request holds the
-version it resolved to, so requests in flight finish on the version they started on.
-Recently served versions stay in memory, so a rollback swaps without a download.
+the model's aliases and makes the served set match. A new version is downloaded and
+loaded through its flavor (digest first, then the flavor's own checks), it is warmed
+with a dummy batch, and only then does it replace the served one, in one assignment. A
+request holds the version it resolved to, so requests in flight finish on the version
+they started on. Recently served versions stay in memory, so a rollback swaps without a
+download.
+
+A production version that cannot be served never takes a working model away: the
+replica keeps answering with what it serves, and a replica that serves nothing yet (a
+restart) falls back to the newest earlier production version that loads, per the
+registry's alias history. Either way the model says so (``fallback_from``, its reason
+in the repository index, a gauge) until production can be served again.
 """
 
 from __future__ import annotations
@@ -13,25 +20,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import functools
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
-import grpc
-
-from services.common.artifacts import RIVER_HMAC, SKOPS, ArtifactError, load_sklearn
+from services.common.aliases import CANDIDATE, PRODUCTION
+from services.common.artifacts import ArtifactError
 from services.common.auth import DEFAULT_TEAM, Principal, Scope
+from services.common.errors import FailedPrecondition, NotFound
+from services.common.flavors import flavor
+from services.common.flavors.base import StoredArtifact
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 from services.serving.batching import Batcher, BatchObserver
 from services.serving.errors import Forbidden, InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.predictor import Predictor, SignatureError
-from services.serving.river_model import PLATFORM as RIVER_PLATFORM
-from services.serving.river_model import load_river
-from services.serving.routing import CANDIDATE, PRODUCTION, ModelPolicy, Rollout, canary_chosen, read_policy
+from services.serving.routing import ModelPolicy, Rollout, canary_chosen, read_policy
 
 log = get_logger(__name__)
 
@@ -46,6 +52,10 @@ class ModelSource(Protocol):
     async def download_artifact(
         self, name: str, version: int = 0, alias: str = ""
     ) -> tuple[registry_pb2.ModelVersion, bytes]: ...
+
+    async def alias_history(
+        self, name: str, alias: str = "", limit: int = 100
+    ) -> list[registry_pb2.AliasChange]: ...
 
 
 class ModelState(StrEnum):
@@ -84,6 +94,8 @@ class ServedModel:
     reason: str = ""
     team: str = DEFAULT_TEAM
     """The team that owns the model (from the registry): only its callers may use it."""
+    fallback_from: int = 0
+    """The production version that cannot be served while an earlier one answers for it (0: none)."""
 
     def aliases_of(self, number: int) -> list[str]:
         return [alias for alias, loaded in self.versions.items() if loaded.number == number]
@@ -106,6 +118,8 @@ class Route:
 
 
 DEFAULT_POLICY = ModelPolicy()
+FALLBACK_CANDIDATES = 5
+"""Earlier production versions tried, newest first, when the current one cannot be served."""
 ObserverFactory = Callable[[str, int], BatchObserver]
 
 
@@ -301,11 +315,9 @@ class ModelManager:
     async def _sync_model(self, name: str) -> None:
         try:
             registered = await self._source.get_model(name)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                await self._remove(name, "the model is not in the registry")
-                return
-            raise
+        except NotFound:
+            await self._remove(name, "the model is not in the registry")
+            return
         wanted = {a: int(registered.aliases[a]) for a in self._aliases if a in registered.aliases}
         if PRODUCTION not in wanted:
             await self._remove(name, "the model has no production alias")
@@ -327,16 +339,31 @@ class ModelManager:
                 loaded[alias] = await self._loaded(name, number)
             except LoadError as exc:
                 problems.append(f"version {number} ({alias}) cannot be served: {exc}")
+        fallback_from = 0
         if PRODUCTION not in loaded:
             reason = "; ".join(problems)
             if current is not None and current.state is ModelState.READY:
                 log.error("production_load_failed_keeping_current", model=name, reason=reason)
-                await self._publish(replace(current, reason=reason, team=registered.team))
-            else:
+                await self._publish(
+                    replace(current, reason=reason, fallback_from=wanted[PRODUCTION], team=registered.team)
+                )
+                return
+            fallback = await self._fallback(name, wanted[PRODUCTION])
+            if fallback is None:
                 await self._publish(
                     ServedModel(name, ModelState.UNAVAILABLE, reason=reason, team=registered.team)
                 )
-            return
+                return
+            log.error(
+                "production_load_failed_serving_earlier",
+                model=name,
+                refused=wanted[PRODUCTION],
+                serving=fallback.number,
+                reason=reason,
+            )
+            loaded[PRODUCTION] = fallback
+            fallback_from = wanted[PRODUCTION]
+            problems.append(f"serving version {fallback.number}, production before it, until then")
         candidate_tags = loaded[CANDIDATE].tags if CANDIDATE in loaded else {}
         policy = read_policy(registered.tags, candidate_tags, self._defaults)
         if policy.problems:
@@ -353,12 +380,27 @@ class ModelManager:
                 policy,
                 reason="; ".join([*problems, *policy.problems]),
                 team=registered.team,
+                fallback_from=fallback_from,
             )
         )
         self._retire(name, [v for v in previous.values() if v not in loaded.values()])
         swapped = {a: v.number for a, v in loaded.items() if previous.get(a) is not v}
         if swapped:
             log.info("model_versions_served", model=name, versions=swapped, rollout=policy.rollout.value)
+
+    async def _fallback(self, name: str, refused: int) -> LoadedVersion | None:
+        """The newest earlier production version that loads, per the alias history, or None."""
+        try:
+            changes = await self._source.alias_history(name, PRODUCTION)
+        except Exception as exc:  # without the history nothing earlier is proven: stay unavailable
+            log.warning("alias_history_unreadable", model=name, error=repr(exc))
+            return None
+        for number in earlier_versions(changes, refused)[:FALLBACK_CANDIDATES]:
+            try:
+                return await self._loaded(name, number)
+            except LoadError:
+                continue
+        return None
 
     async def _loaded(self, name: str, number: int) -> LoadedVersion:
         key = (name, number)
@@ -382,35 +424,25 @@ class ModelManager:
             version, data = await self._source.download_artifact(name, version=number)
         except ArtifactError as exc:
             raise LoadError(str(exc)) from None
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                raise LoadError(f"the registry refused the download: {exc.details()}") from None
-            raise
-        fmt = version.artifact.format or SKOPS
-        if fmt == SKOPS:
-            load: Callable[[], object] = functools.partial(load_sklearn, data, version.artifact.sha256)
-            platform = "scikit-learn"
-        elif fmt == RIVER_HMAC:
-            load = functools.partial(load_river, version, data, self._signing_key)
-            platform = RIVER_PLATFORM
-        else:
-            raise LoadError(
-                f"artifact format {fmt!r} is not servable (serving loads {SKOPS} and {RIVER_HMAC} artifacts)"
-            )
+        except (NotFound, FailedPrecondition) as exc:
+            raise LoadError(f"the registry refused the download: {exc.message}") from None
         loop = asyncio.get_running_loop()
         try:
-            estimator = await loop.run_in_executor(None, load)
+            flavored = flavor(version.artifact.format)
+            runtime = await loop.run_in_executor(
+                None,
+                lambda: flavored.load(StoredArtifact.of(version, data), signing_key=self._signing_key),
+            )
             predictor = Predictor(
                 name,
                 int(version.version),
-                estimator,
+                runtime,
                 version.signature,
                 family=version.params.get("family") or version.tags.get("family", ""),
-                platform=platform,
             )
         except (ArtifactError, SignatureError) as exc:
             raise LoadError(str(exc)) from None
-        except Exception as exc:  # a corrupt artifact can fail anywhere inside skops
+        except Exception as exc:  # whatever else a model library raises: this version is not servable
             raise LoadError(f"artifact does not load: {type(exc).__name__}: {exc}") from None
         await self._warm(predictor)
         batcher = Batcher(
@@ -427,7 +459,7 @@ class ModelManager:
             "model_version_loaded",
             model=name,
             version=predictor.version,
-            format=fmt,
+            flavor=version.artifact.format,
             family=predictor.family,
             explains=predictor.explainer is not None,
             bytes=len(data),
@@ -477,6 +509,17 @@ class ModelManager:
         """Wait until ``predicate(models)`` holds (tests and start-up use it)."""
         async with asyncio.timeout(within), self.changed:
             await self.changed.wait_for(lambda: predicate(self._models))
+
+
+def earlier_versions(changes: Iterable[registry_pb2.AliasChange], refused: int) -> list[int]:
+    """The versions an alias pointed at, newest first (``changes`` newest first), without ``refused``.
+
+    >>> moves = [registry_pb2.AliasChange(version=3, previous_version=2), registry_pb2.AliasChange(version=2)]
+    >>> earlier_versions(moves, refused=3)
+    [2]
+    """
+    numbers = [n for change in changes for n in (change.version, change.previous_version)]
+    return [n for n in dict.fromkeys(numbers) if n and n != refused]
 
 
 def parse_version(version: str) -> int:

@@ -1,8 +1,9 @@
 """One model version as served: its signature decides what it accepts and returns.
 
-A :class:`Predictor` turns decoded input tensors into the feature matrix the estimator
-was trained on (checking names, datatypes, shapes and non-finite values against the
-signature), and the estimator's answers into output tensors. No I/O here.
+A :class:`Predictor` turns decoded input tensors into the feature matrix the model was
+trained on (checking names, datatypes, shapes and non-finite values against the
+signature), and the answers of the version's runtime (whatever its flavor) into output
+tensors. No I/O here.
 """
 
 from __future__ import annotations
@@ -14,17 +15,12 @@ from typing import Any
 import numpy as np
 import sklearn
 
+from services.common.flavors import flavor
+from services.common.flavors.base import Runtime
+from services.common.flavors.explain import Explainer, Unexplainable
 from services.common.proto.mlops.v1 import model_pb2
 from services.common.values import label_text
 from services.serving.errors import InvalidInput, TooLarge
-from services.serving.explain import (
-    CONTRIBUTIONS,
-    CONTRIBUTIONS_BASE,
-    EXPLANATION_OUTPUTS,
-    Explainer,
-    Unexplainable,
-    explainer_for,
-)
 from services.serving.tensors import FLOATS, NUMERIC, Tensor
 
 MATRIX_DATATYPES = frozenset({"FP32", "FP64", "INT32", "INT64"})
@@ -32,6 +28,13 @@ ROW_IDS_INPUT = "row_ids"
 """Optional BYTES input naming each row, so each logged row can be joined with its label."""
 
 Outputs = dict[str, np.ndarray[Any, Any]]
+
+CONTRIBUTIONS = "contributions"
+"""Output tensor: FP64 ``[rows, n_features]``, in ``feature_names`` order (see
+:mod:`services.common.flavors.explain` for what the numbers are)."""
+CONTRIBUTIONS_BASE = "contributions_base"
+"""Output tensor: FP64 ``[rows]``, the base value each row's contributions add to."""
+EXPLANATION_OUTPUTS = (CONTRIBUTIONS, CONTRIBUTIONS_BASE)
 
 
 def configure_predict_thread() -> None:
@@ -72,52 +75,52 @@ class FeatureBatch:
 
 
 class Predictor:
-    """A loaded estimator under its signature.
+    """A loaded model under its signature.
 
     Parameters
     ----------
     name, version
         The registry's model name and version number.
-    estimator
-        A fitted scikit-learn estimator or pipeline.
+    runtime
+        The version's artifact as its flavor loaded it.
     signature
-        The version's signature from the registry; it is checked against the estimator.
+        The version's signature from the registry; it is checked against the runtime.
     family
         The estimator family as the registry records it (``logistic_regression``); the
-        estimator's class name when empty. Error messages name it.
-    platform
-        What runs the model, as ``ModelMetadata`` reports it.
+        runtime's own description when empty. Error messages name it.
     """
 
     def __init__(
         self,
         name: str,
         version: int,
-        estimator: Any,
+        runtime: Runtime,
         signature: model_pb2.Signature,
         *,
         family: str = "",
-        platform: str = "scikit-learn",
     ):
         self.name = name
         self.version = version
-        self.estimator = estimator
-        self.platform = platform
-        final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-        self.family = family or type(final).__name__
+        self.runtime = runtime
+        self.platform = flavor(runtime.flavor).platform
+        """What runs the model, as ``ModelMetadata`` reports it: the flavor's."""
+        self.family = family or runtime.family
         self.feature_names: tuple[str, ...] = tuple(signature.feature_names)
         if not self.feature_names:
             raise SignatureError("the version's signature names no features")
         if len(set(self.feature_names)) != len(self.feature_names):
             raise SignatureError("the version's signature names a feature twice")
-        self.task = signature.task or (
-            model_pb2.TASK_CLASSIFICATION if hasattr(estimator, "classes_") else model_pb2.TASK_REGRESSION
-        )
+        if signature.task and runtime.task and signature.task != runtime.task:
+            raise SignatureError(
+                f"the signature's task is {_task(signature.task)} but the {runtime.flavor} artifact is a "
+                f"{_task(runtime.task)} model"
+            )
+        self.task = signature.task or runtime.task or model_pb2.TASK_REGRESSION
         self._columns = {name: i for i, name in enumerate(self.feature_names)}
-        fitted_width = getattr(estimator, "n_features_in_", None)
+        fitted_width = runtime.n_features_in_
         if fitted_width is not None and fitted_width != len(self.feature_names):
             raise SignatureError(
-                f"the signature names {len(self.feature_names)} features but the estimator was fitted on "
+                f"the signature names {len(self.feature_names)} features but the model was fitted on "
                 f"{fitted_width}"
             )
         self.feature_inputs = self._feature_inputs(signature)
@@ -130,7 +133,7 @@ class Predictor:
         self.default_outputs = self._outputs()
         self.explainer: Explainer | None = None
         try:
-            self.explainer = explainer_for(estimator, len(self.feature_names))
+            self.explainer = runtime.explainer()
             self.cannot_explain = ""
         except Unexplainable as exc:
             self.cannot_explain = f"model family '{self.family}' does not support contributions: {exc}"
@@ -157,11 +160,17 @@ class Predictor:
         for feature in self.feature_names:
             spec = declared.get(feature)
             if spec is None:
-                # Undeclared: numbers, or text for a category (the pipeline decides).
-                inputs[feature] = TensorMeta(feature, "FP64", (-1,), default_nan, text_ok=True)
+                # Undeclared: numbers, or text for a category where the model takes text.
+                inputs[feature] = TensorMeta(
+                    feature, "FP64", (-1,), default_nan, text_ok=self.runtime.accepts_text
+                )
                 continue
             if spec.datatype not in NUMERIC | {"BYTES"}:
                 raise SignatureError(f"feature '{feature}' has unsupported datatype {spec.datatype!r}")
+            if spec.datatype == "BYTES" and not self.runtime.accepts_text:
+                raise SignatureError(
+                    f"feature '{feature}' is declared BYTES, but {self.runtime.flavor} models take numbers only"
+                )
             inputs[feature] = TensorMeta(
                 feature, spec.datatype, (-1,), spec.allow_nan, text_ok=spec.datatype == "BYTES"
             )
@@ -181,16 +190,18 @@ class Predictor:
         return TensorMeta(spec.name, spec.datatype, (-1, width), spec.allow_nan)
 
     def _init_classes(self, signature: model_pb2.Signature) -> None:
-        fitted = [
-            label_text(c.item() if hasattr(c, "item") else c) for c in getattr(self.estimator, "classes_", [])
-        ]
+        fitted = [] if self.runtime.classes_ is None else [str(c) for c in self.runtime.classes_]
         declared = list(signature.classes)
-        if declared and fitted and declared != fitted:
-            raise SignatureError(f"signature classes {declared} differ from the estimator's {fitted}")
+        if self.runtime.positional_classes and declared and fitted and len(declared) != len(fitted):
+            raise SignatureError(
+                f"the signature names {len(declared)} classes but the model has {len(fitted)}"
+            )
+        if not self.runtime.positional_classes and declared and fitted and declared != fitted:
+            raise SignatureError(f"signature classes {declared} differ from the model's {fitted}")
         self.classes = tuple(declared or fitted)
         if not self.classes:
             raise SignatureError("a classifier's signature must name its classes")
-        self._has_proba = hasattr(self.estimator, "predict_proba")
+        self._has_proba = self.runtime.has_proba
 
     def _outputs(self) -> dict[str, TensorMeta]:
         if self.task == model_pb2.TASK_REGRESSION:
@@ -381,21 +392,24 @@ class Predictor:
     # -- prediction --------------------------------------------------------------------------
 
     def predict(self, matrix: np.ndarray[Any, Any]) -> Outputs:
-        """Every output for ``matrix``: runs the estimator (call it off the event loop)."""
+        """Every output for ``matrix``: runs the model (call it off the event loop)."""
         if self.task == model_pb2.TASK_REGRESSION:
-            return {"value": np.asarray(self.estimator.predict(matrix), dtype=np.float64).reshape(-1)}
+            return {"value": np.asarray(self.runtime.predict(matrix), dtype=np.float64).reshape(-1)}
         if self._has_proba:
-            probabilities = np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)
+            probabilities = np.asarray(self.runtime.predict_proba(matrix), dtype=np.float64)
             labels = self._class_array[np.argmax(probabilities, axis=1)]
             return {"probabilities": probabilities, "label": labels}
-        raw = self.estimator.predict(matrix)
+        raw = self.runtime.predict(matrix)
+        if self.runtime.positional_classes:
+            # Positions ("0", "1" ...) stand for the classes the signature names.
+            return {"label": self._class_array[np.asarray(raw).astype(np.intp)]}
         return {
             "label": np.array([label_text(v.item() if hasattr(v, "item") else v) for v in raw], dtype=object)
         }
 
     def contributions(self, matrix: np.ndarray[Any, Any]) -> Outputs:
         """The explanation outputs for ``matrix`` (call it off the event loop; see
-        :mod:`services.serving.explain` for what the numbers are)."""
+        :mod:`services.common.flavors.explain` for what the numbers are)."""
         assert self.explainer is not None, "check_outputs refuses contributions of this version"
         explained = self.explainer.explain(matrix)
         return {CONTRIBUTIONS: explained.values, CONTRIBUTIONS_BASE: explained.base}
@@ -420,3 +434,7 @@ class Predictor:
             numeric = np.fromiter((isinstance(v, float | int) for v in column), dtype=bool, count=len(column))
             logged[numeric, i] = column[numeric].astype(np.float64)
         return logged
+
+
+def _task(task: model_pb2.Task.ValueType) -> str:
+    return model_pb2.Task.Name(task).removeprefix("TASK_").lower()

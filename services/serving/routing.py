@@ -24,8 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-PRODUCTION = "production"
-CANDIDATE = "candidate"
 SHADOW_ROUTE = "shadow"
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.common.aliases import CANDIDATE, PRODUCTION
 from services.common.settings import ServiceSettings
 
 
@@ -34,7 +35,7 @@ class ServingSettings(ServiceSettings):
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest request accepted, in bytes, on gRPC and HTTP; larger is RESOURCE_EXHAUSTED (HTTP 413)."""
 
-    served_aliases: tuple[str, ...] = ("production", "candidate")
+    served_aliases: tuple[str, ...] = (PRODUCTION, CANDIDATE)
     """Aliases whose versions are loaded (JSON list in the environment). A model is served while
     it has a ``production`` alias; the others are loaded beside it for canary, shadow and
     explicit alias routing."""

@@ -9,9 +9,6 @@ import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from aiokafka import AIOKafkaProducer
-from pymongo import AsyncMongoClient
-
 from services.common import mongo
 from services.common.access import PlatformAccess
 from services.common.auth import Scope
@@ -20,8 +17,8 @@ from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.http import HttpServer, create_app
 from services.common.kafka import ConsumerLoop, create_producer, ensure_topics
+from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
-from services.common.mongo import Document
 from services.trainer import metrics
 from services.trainer.events import ResultPublisher, TrainRequestHandler
 from services.trainer.jobs import JobStore
@@ -40,48 +37,68 @@ class TrainerApp:
         self.http_port = 0
         # Unique per process: a restarted trainer is a new owner and waits out the old leases.
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._client: AsyncMongoClient[Document] | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._registry: RegistryClient | None = None
-        self._datasets: DatasetClient | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._runner: JobRunner | None = None
         self._consumer: ConsumerLoop | None = None
         self._online: OnlineLearner | None = None
-        self._http: HttpServer | None = None
+        self._parts = Parts("trainer")
         self._ready = False
 
     @property
     def ready(self) -> bool:
-        return self._ready and self._consumer is not None and self._consumer.running
+        return self._ready and self._consumer is not None and not self.problems()
+
+    def problems(self) -> list[str]:
+        """What keeps the trainer from doing its job: a consumer that is not consuming."""
+        found = []
+        problem = self._consumer.problem() if self._consumer is not None else "not started"
+        if problem:
+            found.append(f"train requests consumer: {problem}")
+        if self._online is not None and (problem := self._online.problem()):
+            found.append(f"online learner: {problem}")
+        return found
 
     async def start(self) -> None:
-        settings = self.settings
+        """Start every part in order; if one fails, the ones before it are stopped again."""
+        async with self._parts.starting():
+            await self._start()
+        self._ready = True
+        log.info("trainer_started", http_port=self.http_port, instance=self.instance)
+
+    async def _start(self) -> None:
+        settings, parts = self.settings, self._parts
         topics = Topics(settings.topic_prefix)
-        self._client = mongo.create_client(settings, "mlops-trainer")
-        store = JobStore(mongo.database(self._client, settings), self.instance, settings.job_lease_seconds)
+        client = mongo.create_client(settings, "mlops-trainer")
+        parts.on_stop("mongodb", client.close)
+        store = JobStore(mongo.database(client, settings), self.instance, settings.job_lease_seconds)
         await store.ensure_indexes()
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             [topics.train_requests, Topics.dlq(topics.train_requests), topics.train_results, topics.features],
         )
-        self._producer = create_producer(settings.kafka_bootstrap_servers, "mlops-trainer")
-        await self._producer.start()
+        producer = await parts.start(
+            "producer", create_producer(settings.kafka_bootstrap_servers, "mlops-trainer")
+        )
         # The trainer's HTTP port serves health and metrics only, so no caller's token is
         # checked there and it keeps no revocation list.
         access = PlatformAccess(settings, "trainer")
         credentials = access.credentials(Scope.READ, Scope.WRITE)
-        self._registry = RegistryClient(settings.registry_address, credentials)
-        self._datasets = DatasetClient(settings.datasets_address, credentials)
+        registry = await parts.enter(
+            "registry_client", RegistryClient(settings.registry_address, credentials)
+        )
+        datasets = await parts.enter("datasets_client", DatasetClient(settings.datasets_address, credentials))
         key = settings.artifact_signing_key
         signing_key = key.get_secret_value().encode() if key is not None else None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
-        self._runner = JobRunner(
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
+        # The job gave up at its last step before this runs; it only joins an idle thread.
+        parts.on_stop(
+            "training_thread",
+            lambda: asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True),
+        )
+        runner = JobRunner(
             store=store,
-            registry=self._registry,
-            datasets=self._datasets,
-            results=ResultPublisher(self._producer, topics.train_results),
-            executor=self._executor,
+            registry=registry,
+            datasets=datasets,
+            results=ResultPublisher(producer, topics.train_results),
+            executor=executor,
             config=RunnerConfig(
                 limits=settings.limits,
                 code_version=settings.code_version,
@@ -90,22 +107,27 @@ class TrainerApp:
                 signing_key=signing_key,
             ),
         )
-        self._consumer = ConsumerLoop(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            topics=[topics.train_requests],
-            group_id=f"{settings.topic_prefix}.{settings.consumer_group}",
-            handler=TrainRequestHandler(self._runner),
-            producer=self._producer,
-            client_id=f"mlops-trainer-{self.instance}",
-            # One request per batch: a retried batch never re-answers a request it already answered.
-            max_batch=1,
+        self._consumer = consumer = await parts.start(
+            "consumer",
+            ConsumerLoop(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topics=[topics.train_requests],
+                group_id=f"{settings.topic_prefix}.{settings.consumer_group}",
+                handler=TrainRequestHandler(runner),
+                producer=producer,
+                client_id=f"mlops-trainer-{self.instance}",
+                # One request per batch: a retried batch never re-answers a request it already answered.
+                max_batch=1,
+            ),
         )
-        await self._consumer.start()
+        # Before the consumer stops (it finishes the batch in hand): the running job gives up
+        # at its next step, and its request is redelivered to whoever takes the partition.
+        parts.on_stop("running_job", runner.stop)
         if settings.online_learning and signing_key is not None:
-            self._online = OnlineLearner(
+            online = OnlineLearner(
                 bootstrap_servers=settings.kafka_bootstrap_servers,
                 features_topic=topics.features,
-                registry=self._registry,
+                registry=registry,
                 store=store,
                 config=OnlineConfig(
                     snapshot_rows=settings.online_snapshot_rows,
@@ -114,51 +136,27 @@ class TrainerApp:
                     signing_key=signing_key,
                 ),
             )
-            await self._online.start()
-        consumer = self._consumer
+            self._online = await parts.start("online_learner", online)
         metrics.ASSIGNED_PARTITIONS.set_function(lambda: len(consumer.assignment()))
         http_app = create_app(
             "mlops trainer",
             settings.code_version,
             verifier=access.verifier,
             ready=lambda: self.ready,
+            problems=self.problems,
             description="Trains, evaluates and registers models from train requests on Kafka.",
         )
-        self._http = HttpServer(http_app, settings.host, settings.http_port)
-        await self._http.start()
-        self.http_port = self._http.port
-        self._ready = True
-        log.info("trainer_started", http_port=self.http_port, instance=self.instance)
+        self.http_port = (
+            await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
+        ).port
 
     async def stop(self) -> None:
         """Give up the running job (it is redelivered), leave the group, then disconnect."""
         self._ready = False
-        if self._runner is not None:
-            self._runner.stop()
-        if self._online is not None:
-            await self._online.stop()
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._http is not None:
-            await self._http.stop()
-        if self._producer is not None:
-            await self._producer.stop()
-        for client in (self._registry, self._datasets):
-            if client is not None:
-                await client.close()
-        if self._executor is not None:
-            # The job gave up at its last step above; this only joins an idle thread.
-            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
-        if self._client is not None:
-            await self._client.close()
+        await self._parts.stop()
         log.info("trainer_stopped", instance=self.instance)
 
 
 async def run(settings: TrainerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
-    app = TrainerApp(settings)
-    await app.start()
-    try:
-        await stop.wait()
-    finally:
-        await app.stop()
+    await run_until(TrainerApp(settings), stop)

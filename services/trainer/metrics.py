@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 JOBS = Counter(
     "mlops_trainer_jobs_total",
-    "Train requests by what became of them: registered, gates_failed, failed, duplicate.",
+    "Train requests by what became of them: registered, gates_failed, failed, duplicate, "
+    "federated (left to the federation service).",
     ["outcome"],
 )
 FAILURES = Counter(

@@ -25,14 +25,17 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from services.common import artifacts
+from services.common.aliases import PRODUCTION
+from services.common.artifacts import ArtifactError
 from services.common.clients.registry import RegistryClient
 from services.common.events import EnvelopeError, IncomingRecord, decode
+from services.common.flavors import flavor
+from services.common.flavors.base import SIGNATURE_HMAC_PARAM, StoredArtifact
+from services.common.flavors.river import RiverFlavor, RiverRuntime
+from services.common.kafka import TailReader
 from services.common.logging import get_logger
+from services.common.progress import Resume
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.registry_pb2 import (
     ModelVersion,
@@ -43,7 +46,7 @@ from services.trainer import metrics
 from services.trainer.errors import SpecError
 from services.trainer.gates import metric_floor
 from services.trainer.jobs import JobStore
-from services.trainer.registration import SIGNATURE_PARAM, package_versions
+from services.trainer.registration import package_versions
 from services.trainer.river_models import OnlineSession, RiverEstimator
 from services.trainer.scoring import DEFAULT_METRIC, METRICS
 from services.trainer.tabular import Feature, FeatureKind
@@ -75,26 +78,23 @@ class OnlineLearner:
         store: JobStore,
         config: OnlineConfig,
     ):
-        self._topic = features_topic
         self._registry = registry
         self._store = store
         self._config = config
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
+        self._reader = TailReader(
+            bootstrap_servers,
+            [features_topic],
+            client_id="mlops-trainer-online",
             fetch_max_wait_ms=200,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # Rows published since the broker lost its log were never learned.
+            resume=Resume.BEGINNING,
         )
         self.sessions: dict[str, OnlineSession] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._consumer.start()
-        await self._consumer.topics()  # fetches the cluster's metadata
-        partitions = self._consumer.partitions_for_topic(self._topic) or set()
-        self._consumer.assign([TopicPartition(self._topic, p) for p in sorted(partitions)])
-        await self._consumer.seek_to_end()
+        await self._reader.start()
         self._task = asyncio.create_task(self._run(), name="online-learner")
 
     async def stop(self) -> None:
@@ -104,7 +104,7 @@ class OnlineLearner:
         for name in list(self.sessions):
             with contextlib.suppress(Exception):
                 await self._store.release_lease(self._lease_name(name), self._store.owner)
-        await self._consumer.stop()
+        await self._reader.stop()
 
     @staticmethod
     def _lease_name(model_name: str) -> str:
@@ -119,17 +119,40 @@ class OnlineLearner:
                 except Exception as exc:  # the registry or database blinked: try again next time
                     log.warning("online_refresh_failed", error=repr(exc))
                 next_refresh = time.monotonic() + self._config.refresh_seconds
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
-            records = [r for part in batches.values() for r in part]
+            records = await self._reader.read(timeout_ms=500, max_records=2000)
+            self._forget_lost_positions()
             if records and self.sessions:
                 await self._learn(records)
 
+    def problem(self) -> str | None:
+        """Why the feature stream is not being read (None while it is)."""
+        if self._task is None or self._task.done():
+            return "not reading"
+        return self._reader.problem()
+
+    def _forget_lost_positions(self) -> None:
+        """A session's position past the log's end (kept in memory, or read from a snapshot
+        made before the broker lost its records) would skip every row until the new log grew
+        past it: the rows there now were never learned, so learning restarts at 0."""
+        for tp in self._reader.assignment:
+            end = self._reader.end(tp)
+            if end is None:
+                continue
+            for session in self.sessions.values():
+                if session.positions.get(tp.partition, 0) > end:
+                    log.warning(
+                        "online_position_past_log_end",
+                        model=session.model_name,
+                        partition=tp.partition,
+                        position=session.positions[tp.partition],
+                        log_end=end,
+                    )
+                    session.positions[tp.partition] = 0
+
     async def _refresh(self) -> None:
         """Follow the production river versions: take the leases, load what changed, drop the rest."""
-        versions = await self._registry.search_versions(
-            SearchModelVersionsRequest(alias="production", tags={"flavor": "river"})
-        )
-        production = {v.model_name: v for v in versions}
+        versions = await self._registry.search_versions(SearchModelVersionsRequest(alias=PRODUCTION))
+        production = {v.model_name: v for v in versions if v.artifact.format == RiverFlavor.name}
         for name in [n for n in self.sessions if n not in production]:
             await self._drop(name, "no longer a river model in production")
         for name, version in production.items():
@@ -153,37 +176,40 @@ class OnlineLearner:
     async def _load(self, version: ModelVersion) -> None:
         try:
             session = await self._session(version)
-        except (artifacts.ArtifactError, SpecError, ValueError) as exc:
+        except (ArtifactError, SpecError, ValueError) as exc:
             log.warning(
                 "online_model_unusable", model=version.model_name, version=version.version, error=str(exc)
             )
             await self._drop(version.model_name, str(exc))
             return
         self.sessions[version.model_name] = session
-        for tp in self._consumer.assignment():
-            if session.positions[tp.partition] < await self._consumer.position(tp):
-                self._consumer.seek(tp, session.positions[tp.partition])
+        for tp in self._reader.assignment:
+            if session.positions[tp.partition] < await self._reader.position(tp):
+                self._reader.seek(tp, session.positions[tp.partition])
         log.info("online_model_loaded", model=version.model_name, version=version.version)
 
     async def _session(self, version: ModelVersion) -> OnlineSession:
         _, data = await self._registry.download_artifact(version.model_name, version.version)
-        signature = version.params.get(SIGNATURE_PARAM, "")
-        model = artifacts.load_signed_pickle(
-            data, version.artifact.sha256, signature, self._config.signing_key
+        runtime = flavor(RiverFlavor.name).load(
+            StoredArtifact.of(version, data), signing_key=self._config.signing_key
         )
-        kinds = _feature_kinds(version)
+        assert isinstance(runtime, RiverRuntime)
         features = [
-            Feature(name, kinds.get(name, FeatureKind.NUMERIC)) for name in version.signature.feature_names
+            Feature(name, FeatureKind.CATEGORICAL if name in runtime.categorical else FeatureKind.NUMERIC)
+            for name in version.signature.feature_names
         ]
         estimator = RiverEstimator.fitted(
-            model,
+            runtime.model,
             version.params.get("family", ""),
             version.signature.task,
             features,
             list(version.signature.classes),
         )
         end_ns = version.lineage.data.window.end_time.ToNanoseconds()
-        by_time = await self._offsets_at(end_ns // 1_000_000 - REWIND_MARGIN_MS)
+        by_time = {
+            tp.partition: offset
+            for tp, offset in (await self._reader.offsets_at(end_ns // 1_000_000 - REWIND_MARGIN_MS)).items()
+        }
         stored = {int(p): int(o) for p, o in json.loads(version.params.get(POSITIONS_PARAM, "{}")).items()}
         return OnlineSession(
             model_name=version.model_name,
@@ -195,23 +221,11 @@ class OnlineLearner:
             floor_ns=0 if stored else end_ns,
         )
 
-    async def _offsets_at(self, timestamp_ms: int) -> dict[int, int]:
-        """Per partition, the first offset published at or after ``timestamp_ms`` (the end if none)."""
-        partitions = sorted(self._consumer.assignment(), key=lambda tp: tp.partition)
-        found = await self._consumer.offsets_for_times(dict.fromkeys(partitions, max(0, timestamp_ms)))
-        ends = await self._consumer.end_offsets(partitions)
-        return {
-            tp.partition: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in partitions
-        }
-
-    async def _learn(self, records: Sequence[Any]) -> None:
+    async def _learn(self, records: Sequence[IncomingRecord]) -> None:
         rows: list[tuple[FeatureRow, int, int]] = []
-        for r in records:
-            record = IncomingRecord(
-                r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp
-            )
+        for record in records:
             try:
-                rows.append((decode(record, FeatureRow).message, r.partition, r.offset))
+                rows.append((decode(record, FeatureRow).message, record.partition, record.offset))
             except EnvelopeError:
                 metrics.ONLINE_ROWS.labels("undecodable").inc()
         sessions = list(self.sessions.values())
@@ -230,33 +244,32 @@ class OnlineLearner:
         gates = []
         if parent.spec.gates.min_metric and metric is not None and metric_name in scores:
             gates.append(metric_floor(metric, scores[metric_name], parent.spec.gates.min_metric))
-        data, signature_hmac = artifacts.dump_signed_pickle(
-            session.estimator.model_, self._config.signing_key
-        )
+        saved = flavor(RiverFlavor.name).save(session.estimator, signing_key=self._config.signing_key)
         described = VersionMetadata(
             model_name=session.model_name,
             metrics=scores | {"online.rows": float(session.learned)},
             params=dict(parent.params)
-            | {SIGNATURE_PARAM: signature_hmac, "online.parent": str(parent.version)},
-            signature_hmac=signature_hmac,
+            | {SIGNATURE_HMAC_PARAM: saved.signature_hmac, "online.parent": str(parent.version)},
+            signature_hmac=saved.signature_hmac,
             gates=gates,
             gates_passed=all(g.passed for g in gates),
             tags=dict(parent.tags),
             spec=parent.spec,
         )
-        described.artifact.sha256 = artifacts.sha256_hex(data)
-        described.artifact.size_bytes = len(data)
-        described.artifact.format = artifacts.RIVER_HMAC
+        described.artifact.sha256 = saved.sha256
+        described.artifact.size_bytes = len(saved.data)
+        described.artifact.format = RiverFlavor.name
         described.signature.CopyFrom(parent.signature)
-        del described.signature.classes[:]
-        described.signature.classes.extend(str(c) for c in session.estimator.classes_)
+        if session.estimator.classes_ is not None:
+            del described.signature.classes[:]
+            described.signature.classes.extend(str(c) for c in session.estimator.classes_)
         described.lineage.data.CopyFrom(session.span(parent.lineage.data.schema_version))
         described.lineage.code_version = self._config.code_version
         described.lineage.package_versions.update(package_versions())
         described.lineage.parent_version = parent.version
         described.lineage.trigger = "online"
         described.lineage.train_request_id = f"online:{session.model_name}:{parent.version}"
-        version = await self._registry.create_version(described, data)
+        version = await self._registry.create_version(described, saved.data)
         metrics.ONLINE_SNAPSHOTS.inc()
         log.info("online_snapshot", model=session.model_name, version=version.version, rows=session.learned)
         session.snapshot_taken(version.version)
@@ -266,8 +279,3 @@ def _offer_all(sessions: list[OnlineSession], rows: list[tuple[FeatureRow, int, 
     return sum(
         session.offer(row, partition, offset) for row, partition, offset in rows for session in sessions
     )
-
-
-def _feature_kinds(version: ModelVersion) -> dict[str, FeatureKind]:
-    raw = version.params.get("feature_kinds", "{}")
-    return {name: FeatureKind(kind) for name, kind in json.loads(raw).items()}

@@ -3,7 +3,10 @@
 A pipeline is the whole model: imputation, encoding of categories, scaling where the
 family needs it, and the estimator. Serving loads and runs it as one object, so what
 it serves is exactly what the gates evaluated. Only scikit-learn's own classes are
-used, which is what lets the artifact load through skops' trusted-type check.
+used, which is what lets the artifact load through skops' trusted-type check. The river
+families (:mod:`services.trainer.river_models`) and the booster families, XGBoost and
+LightGBM (:mod:`services.trainer.boosters`), prepare their own rows and are stored with
+their own flavors.
 
 Search spaces are JSON objects mapping an estimator parameter to either a list of
 choices or a range::
@@ -34,12 +37,17 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from services.common.flavors.lightgbm import LightGBMFlavor
+from services.common.flavors.river import RiverFlavor
+from services.common.flavors.skops import SkopsFlavor
+from services.common.flavors.xgboost import XGBoostFlavor
 from services.common.proto.mlops.v1.model_pb2 import Task
+from services.common.values import MISSING_CATEGORY
+from services.trainer.boosters import LightGBMEstimator, XGBoostEstimator
 from services.trainer.errors import SpecError
 from services.trainer.river_models import RiverEstimator
 from services.trainer.tabular import Feature, FeatureKind
 
-MISSING_CATEGORY = "__missing__"
 # Parameters the trainer owns: seeds come from the spec, parallelism from the machine.
 RESERVED_PARAMS = frozenset({"random_state", "n_jobs", "verbose", "warm_start", "categorical_features"})
 # Rare categories beyond this many are pooled, so a high-cardinality field cannot blow up a tree's input.
@@ -72,16 +80,21 @@ class Range:
 Distribution = Choice | Range
 
 
-SKLEARN = "sklearn"
-RIVER = "river"
+SKOPS = SkopsFlavor.name
+RIVER = RiverFlavor.name
+XGBOOST = XGBoostFlavor.name
+LIGHTGBM = LightGBMFlavor.name
 
 
 @dataclass(frozen=True)
 class Family:
     """One estimator family: what it can do, how it is built, where its search starts.
 
-    ``flavor`` is ``sklearn`` (a Pipeline stored with skops) or ``river`` (an online
-    model that does its own preprocessing, stored as a signed pickle).
+    ``flavor`` is how its models are stored: ``skops`` (a scikit-learn Pipeline),
+    ``river-hmac`` (an online model that does its own preprocessing, a signed pickle), or
+    ``xgboost``/``lightgbm`` (the booster alone, in its library's own format).
+    ``numeric_only`` families take numbers only: nothing in front of the model encodes
+    categories.
     """
 
     name: str
@@ -89,7 +102,8 @@ class Family:
     make: Callable[[Task.ValueType, dict[str, Any], int], Any]
     preprocess: Callable[[Sequence[Feature]], ColumnTransformer] | None = None
     default_space: Mapping[str, Distribution] = field(default_factory=dict)
-    flavor: str = SKLEARN
+    flavor: str = SKOPS
+    numeric_only: bool = False
 
     def estimator(self, task: Task.ValueType, params: Mapping[str, Any], seed: int) -> Any:
         return self.make(task, dict(params), seed)
@@ -183,6 +197,14 @@ def _river(name: str) -> Callable[[Task.ValueType, dict[str, Any], int], Any]:
     return make
 
 
+def _xgboost(task: Task.ValueType, params: dict[str, Any], seed: int) -> Any:
+    return XGBoostEstimator(task, params, seed)
+
+
+def _lightgbm(task: Task.ValueType, params: dict[str, Any], seed: int) -> Any:
+    return LightGBMEstimator(task, params, seed)
+
+
 CLASSIFICATION = frozenset({Task.TASK_CLASSIFICATION})
 REGRESSION = frozenset({Task.TASK_REGRESSION})
 BOTH = CLASSIFICATION | REGRESSION
@@ -249,6 +271,35 @@ FAMILIES: dict[str, Family] = {
             default_space={"grace_period": Range(50, 400, integer=True), "delta": Choice((1e-7, 1e-5, 1e-3))},
             flavor=RIVER,
         ),
+        Family(
+            "xgboost",
+            BOTH,
+            _xgboost,
+            default_space={
+                "learning_rate": Range(0.02, 0.3, log=True),
+                "max_depth": Range(2, 8, integer=True),
+                "min_child_weight": Range(1, 10, log=True),
+                "subsample": Range(0.6, 1.0),
+                "colsample_bytree": Range(0.6, 1.0),
+                "reg_lambda": Range(1e-3, 10.0, log=True),
+            },
+            flavor=XGBOOST,
+            numeric_only=True,
+        ),
+        Family(
+            "lightgbm",
+            BOTH,
+            _lightgbm,
+            default_space={
+                "learning_rate": Range(0.02, 0.3, log=True),
+                "num_leaves": Range(8, 63, integer=True),
+                "min_child_samples": Range(5, 50, integer=True),
+                "colsample_bytree": Range(0.6, 1.0),
+                "reg_lambda": Range(1e-6, 1.0, log=True),
+            },
+            flavor=LIGHTGBM,
+            numeric_only=True,
+        ),
     )
 }
 ALIASES = {
@@ -257,6 +308,8 @@ ALIASES = {
     "hgb": "hist_gradient_boosting",
     "gradient_boosting": "hist_gradient_boosting",
     "rf": "random_forest",
+    "xgb": "xgboost",
+    "lgbm": "lightgbm",
 }
 # Tried, in this order, when a spec names no estimator.
 DEFAULT_FAMILIES = {
@@ -376,11 +429,11 @@ def build_pipeline(
     family: Family, task: Task.ValueType, features: Sequence[Feature], params: Mapping[str, Any], seed: int
 ) -> Any:
     """The full model: the family's preprocessing for ``features``, then its estimator
-    (a scikit-learn ``Pipeline``, or a :class:`RiverEstimator` for the online flavor)."""
+    (a scikit-learn ``Pipeline``; a :class:`RiverEstimator` or a booster estimator for the
+    families that prepare their own rows)."""
     estimator = family.estimator(task, params, seed)
-    if family.flavor == RIVER:
+    if family.preprocess is None:  # river and booster families prepare their own rows
         return estimator.with_features(features)
-    assert family.preprocess is not None
     return Pipeline([("prepare", family.preprocess(features)), ("model", estimator)])
 
 

@@ -137,14 +137,25 @@ def _features(spec: ModelSpec, schema: DatasetSchema) -> tuple[Feature, ...]:
     return tuple(chosen)
 
 
-def _candidates(spec: ModelSpec, task: Task.ValueType) -> tuple[Candidate, ...]:
+def _candidates(
+    spec: ModelSpec, task: Task.ValueType, features: tuple[Feature, ...]
+) -> tuple[Candidate, ...]:
     if not spec.estimators:
         return tuple(
             Candidate(FAMILIES[name], {}, FAMILIES[name].default_space) for name in DEFAULT_FAMILIES[task]
         )
+    categorical = [f.name for f in features if f.kind is FeatureKind.CATEGORICAL]
     candidates = []
     for i, estimator in enumerate(spec.estimators):
         family = resolve_family(estimator.family, task, f"estimators[{i}].family")
+        if family.numeric_only and categorical:
+            raise SpecError(
+                f"family {family.name!r} takes numeric features only (its artifact is the booster, with "
+                f"nothing in front of it to encode categories), and {', '.join(categorical)} "
+                f"{'is' if len(categorical) == 1 else 'are'} categorical: leave them out of features, "
+                "or use hist_gradient_boosting",
+                field=f"estimators[{i}].family",
+            )
         params = parse_params(estimator.params_json, family, task, f"estimators[{i}].params_json")
         space = parse_search_space(
             estimator.search_space_json, family, task, f"estimators[{i}].search_space_json"
@@ -237,14 +248,15 @@ def make_plan(spec: ModelSpec, schema: DatasetSchema, limits: Limits | None = No
         raise SpecError(f"must be in [0, 2**32), got {spec.seed}", field="seed")
     metric = _metric(spec, spec.task)
     _check_gates(spec.gates, metric)
+    features = _features(spec, schema)
     return TrainingPlan(
         model_name=spec.model_name,
         dataset=spec.dataset,
         schema_version=schema.version,
-        features=_features(spec, schema),
+        features=features,
         target=target,
         task=spec.task,
-        candidates=_candidates(spec, spec.task),
+        candidates=_candidates(spec, spec.task, features),
         metric=metric,
         time_budget_seconds=_budget(spec, limits),
         gates=spec.gates,

@@ -15,28 +15,27 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
-from services.common.artifacts import RIVER_HMAC, SKOPS, dump_signed_pickle, dump_sklearn, sha256_hex
+from services.common.artifacts import sha256_hex
+from services.common.flavors import flavor
+from services.common.flavors.base import SIGNATURE_HMAC_PARAM
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import Lineage, MaterializedWindow, ModelSpec
 from services.common.proto.mlops.v1.registry_pb2 import Artifact, ModelCard, VersionMetadata
 from services.trainer.errors import SpecError
 from services.trainer.plan import TrainingPlan
-from services.trainer.river_models import RiverEstimator
 from services.trainer.training import TrainedCandidate
 
 RECORDED_PACKAGES = ("scikit-learn", "numpy", "scipy", "river", "skops")
-SIGNATURE_PARAM = "artifact.signature_hmac"
-"""Where a river version keeps its artifact's HMAC: the registry checks it on upload but does
-not return it, and whoever unpickles the artifact later must check it again."""
 MAX_PARAM_CHARS = 4096
 """The registry's limit on one parameter value: longer lists are split over several keys."""
 
 
 @cache
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that decide what a trained model computes."""
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of the packages that decide what a trained model computes: the trainer's
+    own and ``extra`` (the packages of the flavor the model is stored with)."""
     versions = {"python": platform.python_version()}
-    for name in RECORDED_PACKAGES:
+    for name in dict.fromkeys((*RECORDED_PACKAGES, *extra)):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -50,12 +49,16 @@ def trigger_name(trigger: TrainTrigger.ValueType) -> str:
 
 
 def lineage(
-    request: TrainRequest, window: MaterializedWindow, code_version: str, parent_version: int
+    request: TrainRequest,
+    window: MaterializedWindow,
+    code_version: str,
+    parent_version: int,
+    packages: tuple[str, ...] = (),
 ) -> Lineage:
     return Lineage(
         data=window,
         code_version=code_version,
-        package_versions=package_versions(),
+        package_versions=package_versions(packages),
         parent_version=request.parent_version or parent_version,
         train_request_id=request.request_id,
         trigger=trigger_name(request.trigger),
@@ -116,18 +119,17 @@ def json_chunks(records: list[dict[str, Any]], limit: int) -> list[str]:
     return parts
 
 
-def serialize(model: Any, signing_key: bytes | None) -> tuple[bytes, str, str]:
-    """``(artifact, format, hmac)``: skops for scikit-learn, a signed pickle for river."""
-    if isinstance(model, RiverEstimator):
-        if signing_key is None:
-            raise SpecError(
-                "river models are stored as signed pickles: set MLOPS_ARTIFACT_SIGNING_KEY on the trainer "
-                "(and the same key on the registry)",
-                field="estimators",
-            )
-        data, signature = dump_signed_pickle(model.model_, signing_key)
-        return data, RIVER_HMAC, signature
-    return dump_sklearn(model), SKOPS, ""
+def serialize(model: Any, flavor_name: str, signing_key: bytes | None) -> tuple[bytes, str]:
+    """``(artifact, hmac)``: ``model`` saved by its family's flavor (signed when the flavor is)."""
+    saving = flavor(flavor_name)
+    if saving.signed and signing_key is None:
+        raise SpecError(
+            f"{flavor_name} models are stored as signed pickles: set MLOPS_ARTIFACT_SIGNING_KEY on the trainer "
+            "(and the same key on the registry)",
+            field="estimators",
+        )
+    saved = saving.save(model, signing_key=signing_key)
+    return saved.data, saved.signature_hmac
 
 
 def version_metadata(
@@ -142,19 +144,19 @@ def version_metadata(
     signing_key: bytes | None = None,
 ) -> tuple[VersionMetadata, bytes]:
     """The registry's ``VersionMetadata`` and the artifact it describes."""
-    artifact, artifact_format, signature_hmac = serialize(candidate.pipeline, signing_key)
-    flavor = candidate.configuration.family.flavor
+    flavor_name = candidate.configuration.family.flavor
+    artifact, signature_hmac = serialize(candidate.pipeline, flavor_name, signing_key)
     described = VersionMetadata(
         model_name=plan.model_name,
-        artifact=Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format=artifact_format),
+        artifact=Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format=flavor_name),
         signature_hmac=signature_hmac,
         metrics=candidate.metrics,
-        params=params(plan, candidate) | ({SIGNATURE_PARAM: signature_hmac} if signature_hmac else {}),
+        params=params(plan, candidate) | ({SIGNATURE_HMAC_PARAM: signature_hmac} if signature_hmac else {}),
         signature=candidate.signature,
-        lineage=lineage(request, window, code_version, parent_version),
+        lineage=lineage(request, window, code_version, parent_version, flavor(flavor_name).packages),
         gates=candidate.gates,
         gates_passed=candidate.gates_passed,
-        tags={"flavor": flavor, "family": candidate.configuration.family.name},
+        tags={"flavor": flavor_name, "family": candidate.configuration.family.name},
         card=ModelCard(
             description=(
                 f"{candidate.configuration.family.name} on {window.row_count} rows of dataset "

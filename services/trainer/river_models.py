@@ -1,11 +1,12 @@
-"""The online flavor: river models, which learn one row at a time.
+"""The river families: models that learn one row at a time, stored with the ``river-hmac`` flavor.
 
-:class:`RiverEstimator` gives a river pipeline the scikit-learn surface the trainer's
-search, gates and importances use (``fit``, ``predict_proba``, ``predict``,
-``classes_``), so a river family is searched, gated and explained exactly like the
-others. ``fit`` learns the rows one by one in time order, as the model would have met
-them. What is stored is the river pipeline itself (:attr:`RiverEstimator.model_`),
-pickled and signed: river has no code-free format.
+:class:`RiverEstimator` builds and fits a river pipeline for a family and is the flavor's
+runtime (:class:`~services.common.flavors.river.RiverRuntime`) for it, so the scikit-learn
+surface the trainer's search, gates and importances use (``fit``, ``predict_proba``,
+``predict``, ``classes_``) turns rows into river's dicts exactly as serving does. ``fit``
+learns the rows one by one in time order, as the model would have met them. What is
+stored is the river pipeline itself (:attr:`RiverEstimator.model`), pickled and signed:
+river has no code-free format.
 
 The river pipeline takes one dict per row, keyed by feature name: numbers as floats
 (``None`` when missing, imputed with the running mean), categories as text
@@ -15,7 +16,6 @@ The river pipeline takes one dict per row, keyed by feature name: numbers as flo
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,12 +23,11 @@ import numpy as np
 from river import compose, linear_model, multiclass, preprocessing, stats, tree
 
 from services.common.clients.datasets import WindowDigest
+from services.common.flavors.river import RiverRuntime, river_row
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow, Task
 from services.trainer.scoring import classification_scores, regression_scores
 from services.trainer.tabular import Feature, FeatureKind, feature_matrix, target_vector
-
-MISSING_CATEGORY = "__missing__"
 
 # Estimator classes by (family, task); their JSON-valued constructor arguments are the
 # family's parameters. Object-valued ones (optimizers, losses, splitters) are not settable.
@@ -44,25 +43,13 @@ _NOT_SETTABLE = frozenset(
 SCALED = frozenset({"river_logistic_regression", "river_linear_regression"})
 
 
-def record(row: np.ndarray, features: Sequence[Feature]) -> dict[str, Any]:
-    """One feature-matrix row as the dict a river pipeline takes."""
-    out: dict[str, Any] = {}
-    for value, feature in zip(row, features, strict=True):
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        if feature.kind is FeatureKind.NUMERIC:
-            out[feature.name] = None if missing else float(value)
-        else:
-            out[feature.name] = MISSING_CATEGORY if missing else str(value)
-    return out
-
-
 def parameter_names(family: str, task: Task.ValueType) -> set[str]:
     cls = _ESTIMATORS[(family, task)]
     names = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     return names - _NOT_SETTABLE
 
 
-class RiverEstimator:
+class RiverEstimator(RiverRuntime):
     """A river family with the scikit-learn surface the trainer needs (see the module docstring)."""
 
     def __init__(
@@ -72,12 +59,15 @@ class RiverEstimator:
         params: Mapping[str, Any],
         features: Sequence[Feature] = (),
     ):
+        super().__init__(
+            None,
+            [f.name for f in features],
+            {f.name for f in features if f.kind is FeatureKind.CATEGORICAL},
+            task,
+        )
         self.family = family
-        self.task = task
         self.params = dict(params)
         self.features = tuple(features)
-        self.model_: Any = None
-        self.classes_: np.ndarray = np.array([], dtype=object)
 
     def with_features(self, features: Sequence[Feature]) -> RiverEstimator:
         return RiverEstimator(self.family, self.task, self.params, features)
@@ -93,9 +83,15 @@ class RiverEstimator:
     ) -> RiverEstimator:
         """Wrap a river pipeline learned elsewhere (a production version, the online learner)."""
         estimator = cls(family, task, {}, features)
-        estimator.model_ = model
-        estimator.classes_ = np.array(list(classes), dtype=object)
+        estimator.model = model
+        if task == Task.TASK_CLASSIFICATION:
+            estimator.classes_ = np.array(list(classes), dtype=object)
         return estimator
+
+    @property
+    def labels(self) -> list[str]:
+        """The classes met so far (none for a regressor)."""
+        return [] if self.classes_ is None else [str(c) for c in self.classes_]
 
     def get_params(self, deep: bool = False) -> dict[str, Any]:
         return {name: self.params.get(name) for name in parameter_names(self.family, self.task)}
@@ -134,35 +130,20 @@ class RiverEstimator:
         return prepare | self._estimator()
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> RiverEstimator:
-        self.model_ = self.build()
-        learn(self.model_, X, y, self.features, self.task)
+        self.model = self.build()
+        learn(self, X, y)
         if self.task == Task.TASK_CLASSIFICATION:
             self.classes_ = np.array(sorted({str(label) for label in y}), dtype=object)
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        classes = [str(c) for c in self.classes_]
-        out = np.empty((len(X), len(classes)))
-        for i, row in enumerate(X):
-            answer = self.model_.predict_proba_one(record(row, self.features))
-            scores = np.array([float(answer.get(c, 0.0)) for c in classes])
-            total = scores.sum()
-            out[i] = scores / total if total > 0 else np.full(len(classes), 1 / len(classes))
-        return out
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        if self.task == Task.TASK_CLASSIFICATION:
-            return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        return np.array([float(self.model_.predict_one(record(row, self.features)) or 0.0) for row in X])
-
-
-def learn(
-    model: Any, X: np.ndarray, y: np.ndarray, features: Sequence[Feature], task: Task.ValueType
-) -> None:
-    """Feed ``model`` the rows of ``(X, y)`` one at a time, in order."""
+def learn(estimator: RiverEstimator, X: np.ndarray, y: np.ndarray) -> None:
+    """Feed the estimator's river pipeline the rows of ``(X, y)`` one at a time, in order."""
+    classify = estimator.task == Task.TASK_CLASSIFICATION
     for row, target in zip(X, y, strict=True):
-        model.learn_one(
-            record(row, features), str(target) if task == Task.TASK_CLASSIFICATION else float(target)
+        estimator.model.learn_one(
+            river_row(estimator.feature_names, estimator.categorical, row.tolist()),
+            str(target) if classify else float(target),
         )
 
 
@@ -225,14 +206,12 @@ class OnlineSession:
         y = target_vector([row], estimator.task, "label")
         if estimator.task == Task.TASK_CLASSIFICATION:
             self._proba.append(estimator.predict_proba(X)[0])
-            if str(y[0]) not in set(estimator.classes_):
-                estimator.classes_ = np.array(
-                    sorted({*map(str, estimator.classes_), str(y[0])}), dtype=object
-                )
+            if str(y[0]) not in estimator.labels:
+                estimator.classes_ = np.array(sorted({*estimator.labels, str(y[0])}), dtype=object)
         else:
             self._values.append(float(estimator.predict(X)[0]))
         self._truth.append(y[0])
-        learn(estimator.model_, X, y, estimator.features, estimator.task)
+        learn(estimator, X, y)
         self._rows.append((event_ns, row.event_id, row))
         return True
 
@@ -241,7 +220,7 @@ class OnlineSession:
         if self.estimator.task != Task.TASK_CLASSIFICATION:
             return regression_scores(np.array(self._truth, dtype=float), np.array(self._values))
         truth = np.array(self._truth, dtype=object)
-        classes = np.array(sorted(map(str, self.estimator.classes_)), dtype=object)
+        classes = np.array(sorted(self.estimator.labels), dtype=object)
         # Rows predicted before a class first appeared lack its column: it had probability 0 then.
         proba = np.array([np.pad(p, (0, len(classes) - len(p))) for p in self._proba])
         return classification_scores(truth, classes[np.argmax(proba, axis=1)], proba, classes)

@@ -16,30 +16,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
+import numpy as np
 
-from services.common import artifacts
+from services.common.aliases import PRODUCTION
+from services.common.artifacts import ArtifactError
 from services.common.clients.datasets import DatasetClient, WindowIntegrityError
 from services.common.clients.registry import RegistryClient
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, PlatformError
+from services.common.flavors import flavor
+from services.common.flavors.base import StoredArtifact
 from services.common.kafka import TransientError, is_transient
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow, TrainRequest, TrainResult, TrainStatus
-from services.common.proto.mlops.v1.model_pb2 import ModelSpec
+from services.common.proto.mlops.v1.model_pb2 import TRAINING_FEDERATED, ModelSpec
 from services.common.proto.mlops.v1.registry_pb2 import ModelVersion, SearchModelVersionsRequest
 from services.trainer import metrics
 from services.trainer.errors import DataError, SpecError, TrainingFailed
 from services.trainer.jobs import Claim, Job, JobState, JobStore
-from services.trainer.pipelines import RIVER
 from services.trainer.plan import Limits, TrainingPlan, make_plan, resolve_window
-from services.trainer.registration import SIGNATURE_PARAM, version_metadata
-from services.trainer.river_models import RiverEstimator
+from services.trainer.registration import version_metadata
+from services.trainer.search import Configuration, Trial
 from services.trainer.training import TrainedCandidate, Trainer
 
 log = get_logger(__name__)
@@ -64,6 +68,24 @@ class ProductionModel:
     unusable: str = ""
 
 
+@dataclass
+class RunNotes:
+    """What a job learns about itself on the way, for its result whatever the outcome: the
+    registry keeps every job as a run, failed ones with the trials they ran."""
+
+    dataset: str = ""
+    trials: list[Trial] = field(default_factory=list)
+    configuration: Configuration | None = None
+
+    def annotate(self, result: TrainResult) -> None:
+        if self.dataset:
+            result.dataset = self.dataset
+        result.trials.extend(trial.as_message() for trial in self.trials)
+        if self.configuration is not None:
+            result.family = self.configuration.family.name
+            result.params_json = json.dumps(self.configuration.params, sort_keys=True, default=str)
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     limits: Limits
@@ -71,6 +93,20 @@ class RunnerConfig:
     lease_seconds: float
     progress_interval_seconds: float
     signing_key: bytes | None = None
+
+
+def load_production(version: ModelVersion, data: bytes, signing_key: bytes | None) -> Any:
+    """A production artifact, verified and loaded by its flavor: a runtime the gates can score
+    against labelled rows (the trainer checks that the dataset still has its features).
+
+    A runtime that knows its classes by position (a booster) takes the names the version's
+    signature gives them, which are the labels the holdout holds.
+    """
+    runtime = flavor(version.artifact.format).load(StoredArtifact.of(version, data), signing_key=signing_key)
+    named = list(version.signature.classes)
+    if runtime.positional_classes and runtime.classes_ is not None and len(named) == len(runtime.classes_):
+        runtime.classes_ = np.array(named, dtype=object)
+    return runtime
 
 
 class JobRunner:
@@ -97,6 +133,11 @@ class JobRunner:
         self._stopping.set()
 
     async def handle(self, request: TrainRequest) -> None:
+        if await self._federated(request):
+            # The federation service consumes the same topic and answers it (docs/federation.md).
+            log.info("left_to_federation", request=request.request_id, model=request.model_name)
+            metrics.JOBS.labels("federated").inc()
+            return
         key = request.idempotency_key or request.request_id
         claim, job = await self._store.claim(key, request)
         if claim is Claim.FINISHED:
@@ -150,6 +191,8 @@ class JobRunner:
         result.version = version.version
         result.metrics.update(version.metrics)
         result.gates.extend(version.gates)
+        result.dataset = version.lineage.data.window.dataset
+        result.family = version.params.get("family", "")
         if not version.gates_passed:
             result.error = "gates failed: " + "; ".join(
                 f"{g.name}: {g.detail}" for g in version.gates if not g.passed
@@ -167,6 +210,9 @@ class JobRunner:
             model_name=request.model_name,
             status=status,
             idempotency_key=request.idempotency_key,
+            trigger=request.trigger,
+            requested_by=request.requested_by,
+            dataset=request.spec.dataset,
         )
         result.occurred_at.GetCurrentTime()
         return result
@@ -182,12 +228,13 @@ class JobRunner:
 
     async def _run(self, job: Job, request: TrainRequest) -> None:
         started = time.monotonic()
+        notes = RunNotes()
         await self._results(self._result(request, TrainStatus.TRAIN_STATUS_STARTED))
         lost = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(job, lost), name=f"lease:{job.key}")
         metrics.RUNNING.set(1)
         try:
-            result = await self._train_and_register(job, request, lost)
+            result = await self._train_and_register(job, request, lost, notes)
         except TrainingFailed as exc:
             result = self._failed(request, exc.describe(), exc.reason)
             log.info("job_failed", job=job.key, reason=exc.reason, error=str(exc))
@@ -202,11 +249,11 @@ class JobRunner:
             # Whoever holds the job now answers it; retrying finds it busy, then finished.
             log.warning("job_lost", job=job.key)
             raise TransientError(f"job {job.key!r} was taken over by another trainer") from None
-        except grpc.aio.AioRpcError as exc:
+        except PlatformError as exc:
             if is_transient(exc):
                 raise
             result = self._failed(
-                request, f"{exc.code().name.lower()}: {exc.details()}", "dependency_refused"
+                request, f"{exc.kind.grpc_code.lower()}: {exc.message}", "dependency_refused"
             )
         except Exception as exc:
             if is_transient(exc):
@@ -219,6 +266,7 @@ class JobRunner:
             metrics.RUNNING.set(0)
         result.duration_seconds = time.monotonic() - started
         metrics.JOB_SECONDS.observe(result.duration_seconds)
+        notes.annotate(result)
         await self._finish(job, result)
 
     def _failed(self, request: TrainRequest, error: str, reason: str) -> TrainResult:
@@ -252,7 +300,7 @@ class JobRunner:
                 )
             return spec
         stored = await self._maybe(self._registry.get_spec(request.model_name))
-        production = await self._maybe(self._registry.get_version(request.model_name, alias="production"))
+        production = await self._maybe(self._registry.get_version(request.model_name, alias=PRODUCTION))
         in_production = production.spec if production is not None and production.HasField("spec") else None
         if stored is not None and (in_production is None or stored.spec_version > in_production.spec_version):
             return stored
@@ -264,62 +312,53 @@ class JobRunner:
             field="spec",
         )
 
+    async def _federated(self, request: TrainRequest) -> bool:
+        """Whether the request's spec gives the model to the federation service."""
+        try:
+            spec = await self._spec(request)
+        except SpecError:
+            return False  # not the federation's either: the job reports the spec problem
+        except PlatformError as exc:
+            if exc.kind.retryable:
+                raise
+            return False  # the job meets the same refusal and reports it
+        return spec.training == TRAINING_FEDERATED
+
     @staticmethod
     async def _maybe(call: Awaitable[Any]) -> Any:
-        """The call's answer, or None when the registry says NOT_FOUND."""
+        """The call's answer, or None when the registry has no such thing."""
         try:
             return await call
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
+        except NotFound:
+            return None
 
-    async def _production(self, model_name: str, plan: TrainingPlan) -> ProductionModel | None:
-        version = await self._maybe(self._registry.get_version(model_name, alias="production"))
+    async def _production(self, model_name: str) -> ProductionModel | None:
+        version = await self._maybe(self._registry.get_version(model_name, alias=PRODUCTION))
         if version is None:
             return None
         try:
             _, data = await self._registry.download_artifact(model_name, version.version)
             loop = asyncio.get_running_loop()
-            model = await loop.run_in_executor(self._executor, self._load, version, data, plan)
-        except artifacts.ArtifactError as exc:
+            model = await loop.run_in_executor(self._executor, self._load, version, data)
+        except ArtifactError as exc:
             return ProductionModel(version, unusable=str(exc))
         return ProductionModel(version, model=model)
 
-    def _load(self, version: ModelVersion, data: bytes, plan: TrainingPlan) -> Any:
-        """A production artifact, verified, as something the gates can score."""
-        if version.artifact.format == artifacts.SKOPS:
-            return artifacts.load_sklearn(data, version.artifact.sha256)
-        if version.artifact.format != artifacts.RIVER_HMAC:
-            raise artifacts.ArtifactError(f"unknown artifact format {version.artifact.format!r}")
-        if self._config.signing_key is None:
-            raise artifacts.ArtifactError("no artifact signing key to verify its signature with")
-        signature = version.params.get(SIGNATURE_PARAM, "")
-        model = artifacts.load_signed_pickle(
-            data, version.artifact.sha256, signature, self._config.signing_key
-        )
-        missing = [name for name in version.signature.feature_names if name not in plan.available_features]
-        if missing:
-            raise artifacts.ArtifactError(
-                f"it needs feature(s) {', '.join(missing)} the dataset no longer has"
-            )
-        features = [plan.available_features[name] for name in version.signature.feature_names]
-        family = version.params.get("family", "")
-        return RiverEstimator.fitted(model, family, plan.task, features, list(version.signature.classes))
+    def _load(self, version: ModelVersion, data: bytes) -> Any:
+        return load_production(version, data, self._config.signing_key)
 
-    async def _train_and_register(self, job: Job, request: TrainRequest, lost: asyncio.Event) -> TrainResult:
+    async def _train_and_register(
+        self, job: Job, request: TrainRequest, lost: asyncio.Event, notes: RunNotes
+    ) -> TrainResult:
         spec = await self._spec(request)
+        notes.dataset = spec.dataset
         try:
             schema = await self._datasets.get_schema(spec.dataset, spec.schema_version)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                which = f" version {spec.schema_version}" if spec.schema_version else ""
-                raise SpecError(
-                    f"dataset {spec.dataset!r}{which}: {exc.details()}", field="dataset"
-                ) from None
-            raise
+        except (NotFound, InvalidArgument) as exc:
+            which = f" version {spec.schema_version}" if spec.schema_version else ""
+            raise SpecError(f"dataset {spec.dataset!r}{which}: {exc.message}", field="dataset") from None
         plan = make_plan(spec, schema, self._config.limits)
-        if self._config.signing_key is None and any(c.family.flavor == RIVER for c in plan.candidates):
+        if self._config.signing_key is None and any(flavor(c.family.flavor).signed for c in plan.candidates):
             raise SpecError(
                 "river families are stored as signed pickles, and this trainer has no "
                 "MLOPS_ARTIFACT_SIGNING_KEY to sign them with",
@@ -332,16 +371,10 @@ class JobRunner:
             raise DataError(
                 f"the window's rows failed their integrity check: {exc}", field="window"
             ) from None
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                grpc.StatusCode.NOT_FOUND,
-            ):
-                raise DataError(f"reading the window: {exc.details()}", field="window") from None
-            raise
-        production = await self._production(request.model_name, plan)
-        candidate = await self._train(plan, data.rows, production, request)
+        except (InvalidArgument, FailedPrecondition, NotFound) as exc:
+            raise DataError(f"reading the window: {exc.message}", field="window") from None
+        production = await self._production(request.model_name)
+        candidate = await self._train(plan, data.rows, production, request, notes)
         if lost.is_set():
             raise JobLost()
         parent = production.version.version if production is not None else 0
@@ -388,6 +421,7 @@ class JobRunner:
         rows: list[FeatureRow],
         production: ProductionModel | None,
         request: TrainRequest,
+        notes: RunNotes,
     ) -> TrainedCandidate:
         loop = asyncio.get_running_loop()
         progress_queue: asyncio.Queue[float] = asyncio.Queue()
@@ -409,12 +443,14 @@ class JobRunner:
             else (),
             progress=progress,
         )
+        notes.trials = trainer.trials  # filled as the search runs, kept if the job fails
         reporter = asyncio.create_task(self._report_progress(request, progress_queue))
         try:
             candidate = await loop.run_in_executor(self._executor, trainer.run)
         finally:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
+        notes.configuration = candidate.configuration
         for trial in candidate.trials:
             metrics.TRIALS.labels(trial.family).inc()
         return candidate

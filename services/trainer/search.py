@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from services.common.proto.mlops.v1.events_pb2 import SearchTrial
 from services.trainer.errors import BudgetExceeded, TrainingFailed
 from services.trainer.pipelines import Family
 from services.trainer.plan import Candidate
@@ -66,6 +67,21 @@ class Trial:
         if self.error:
             record["error"] = self.error
         return record
+
+    def as_message(self) -> SearchTrial:
+        """The trial as the trainer's results carry it (and the registry's runs keep it)."""
+        trial = SearchTrial(
+            configuration=self.configuration,
+            family=self.family,
+            params_json=json.dumps(self.params, sort_keys=True, default=str),
+            rung=self.rung,
+            rows=self.rows,
+            seconds=self.seconds,
+            error=self.error,
+        )
+        if math.isfinite(self.score):
+            trial.score = self.score
+        return trial
 
 
 @dataclass

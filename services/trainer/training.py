@@ -173,6 +173,8 @@ class Trainer:
         self._baseline_features = list(baseline_features)
         self._progress = progress or (lambda fraction, message: None)
         self._clock = clock
+        self.trials: list[Trial] = []
+        """Every search trial so far, in the order they ran: kept when the job fails."""
 
     def run(self) -> TrainedCandidate:
         plan = self.plan
@@ -250,6 +252,7 @@ class Trainer:
             return plan.metric.score(pipeline, validation.X, validation.y)
 
         def on_trial(trial: Trial, done: int, planned: int) -> None:
+            self.trials.append(trial)
             score = "failed" if math.isnan(trial.score) else f"{plan.metric.name} {trial.score:.4f}"
             self._progress(
                 0.05 + 0.6 * min(1.0, done / planned),

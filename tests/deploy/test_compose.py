@@ -13,6 +13,8 @@ import pytest
 
 from services.cli.stack import SERVICES, StackPorts
 from tests.deploy.conftest import (
+    CONSOLE,
+    DEPLOYED,
     PLATFORM_SERVICES,
     REQUIRED_ENV,
     ROOT,
@@ -39,14 +41,17 @@ def test_nothing_starts_without_each_secret(variable: str) -> None:
     assert f"required variable {variable} is missing" in result.stderr
 
 
-def test_only_serving_and_registry_publish_ports_and_on_loopback(compose_config: dict[str, Any]) -> None:
+def test_only_serving_registry_and_console_publish_ports_and_on_loopback(
+    compose_config: dict[str, Any],
+) -> None:
     published = {name: svc["ports"] for name, svc in compose_config["services"].items() if svc.get("ports")}
-    assert set(published) == {"registry", "serving-lb", "grafana"}
+    assert set(published) == {"registry", "serving-lb", "console", "grafana"}
     assert compose_config["services"]["grafana"]["profiles"] == ["observability"]
     for ports in published.values():
         assert {p["host_ip"] for p in ports} == {"127.0.0.1"}
     assert {p["target"] for p in published["serving-lb"]} == {8001, 8000}
     assert {p["target"] for p in published["registry"]} == {50051, 8080}
+    assert {p["target"] for p in published["console"]} == {8090}
 
 
 def test_kafka_and_mongodb_are_only_on_the_internal_network(compose_config: dict[str, Any]) -> None:
@@ -97,7 +102,30 @@ def test_topics_are_created_with_the_partitions_the_monitor_expects(compose_conf
     assert compose_config["services"]["monitor"]["environment"]["MONITOR_PARTITIONS"] == partitions
 
 
-@pytest.mark.parametrize("service", PLATFORM_SERVICES)
+def test_the_console_holds_no_platform_secret_and_waits_for_the_apis_it_calls(
+    compose_config: dict[str, Any],
+) -> None:
+    console = compose_config["services"][CONSOLE]
+    environment = console["environment"]
+    secrets = {
+        "MLOPS_SERVICE_KEY",
+        "REGISTRY_SIGNING_KEY",
+        "MLOPS_ARTIFACT_SIGNING_KEY",
+        "MLOPS_MONGODB_URI",
+        "INGEST_PSEUDONYMIZATION_KEY",
+    }
+    assert not secrets & set(environment)
+    assert environment["CONSOLE_SESSION_KEY"] == REQUIRED_ENV["CONSOLE_SESSION_KEY"]
+    assert environment["CONSOLE_MONITOR_URLS"] == '["http://monitor:8082"]'
+    assert environment["CONSOLE_INGEST_URL"] == "http://ingest:8081"
+    depends = {dep: cond["condition"] for dep, cond in console["depends_on"].items()}
+    assert "mongodb" not in depends
+    for called in SERVICES[CONSOLE].after:
+        assert depends[called] == "service_healthy", called
+    assert console["read_only"] is True and console["cap_drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("service", DEPLOYED)
 def test_compose_environment_is_what_the_settings_class_reads(
     service: str, compose_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,7 +177,7 @@ def dockerfile_stages() -> dict[str, list[str]]:
 def test_dockerfile_has_a_stage_per_service_running_its_console_script() -> None:
     stages = dockerfile_stages()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    for service in PLATFORM_SERVICES:
+    for service in DEPLOYED:
         text = "\n".join(stages[service])
         assert stages[service][0].startswith("FROM runtime AS")
         assert f'CMD ["mlops-{service}"]' in text
@@ -159,6 +187,9 @@ def test_dockerfile_has_a_stage_per_service_running_its_console_script() -> None
         assert "HEALTHCHECK" in text and f"127.0.0.1:{port}" in text
 
 
+RUNTIME_LIBRARIES = {"libgomp1"}
+
+
 def test_runtime_image_is_slim_non_root_and_has_no_build_tools() -> None:
     stages = dockerfile_stages()
     runtime = "\n".join(stages["runtime"])
@@ -166,9 +197,13 @@ def test_runtime_image_is_slim_non_root_and_has_no_build_tools() -> None:
     assert re.search(r"ARG PYTHON_IMAGE=python:3\.11-slim", (ROOT / "deploy" / "Dockerfile").read_text())
     assert "USER 10001:10001" in runtime
     assert "COPY --from=builder /opt/mlops /opt/mlops" in runtime
-    for stage in ("runtime", *PLATFORM_SERVICES, "cli"):
+    for stage in ("runtime", *DEPLOYED, "cli"):
         text = "\n".join(stages[stage])
-        assert not re.search(r"apt-get|apk add|pip install|gcc|build-essential", text), stage
+        assert not re.search(r"apk add|pip install|gcc|build-essential", text), stage
+        # Debian packages only for shared libraries wheels link against (LightGBM: OpenMP).
+        installed = re.findall(r"apt-get install -y --no-install-recommends ([\w .+-]+?)\s*(?:\\|&&|$)", text)
+        assert {p for line in installed for p in line.split()} <= RUNTIME_LIBRARIES, (stage, installed)
+        assert text.count("apt-get install") == len(installed), stage
 
 
 def test_the_tools_profile_runs_the_cli_against_the_stack(compose_config: dict[str, Any]) -> None:

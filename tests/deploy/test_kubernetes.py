@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from services.cli.stack import SERVICES, StackPorts
+from services.common.settings import ServiceSettings
 from tests.deploy.conftest import (
-    PLATFORM_SERVICES,
+    CONSOLE,
+    DEPLOYED,
     ROOT,
     VENV_BIN,
     render_kustomize,
@@ -39,7 +41,7 @@ def test_rendered_manifests_pass_strict_schema_validation(directory: str, tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("service", PLATFORM_SERVICES)
+@pytest.mark.parametrize("service", DEPLOYED)
 def test_deployment_is_probed_limited_locked_down_and_configured_as_the_code_reads(
     service: str, production_manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,21 +76,28 @@ def test_deployment_is_probed_limited_locked_down_and_configured_as_the_code_rea
     assert container["workingDir"] == "/tmp"  # relative writes must not hit the read-only root
 
     # Settings come from the shared ConfigMap, the Secret, and the service's own env; the
-    # token-signing key from a Secret only the registry reads.
+    # token-signing key from a Secret only the registry reads. The console gets its own
+    # Secret (its session key), never the platform's.
     sources = {(next(iter(ref)), next(iter(ref.values()))["name"]) for ref in container["envFrom"]}
+    secret = "mlops-console" if service == CONSOLE else "mlops-secrets"
     signing = {("secretRef", "mlops-registry-signing")} if service == "registry" else set()
-    assert sources == {("configMapRef", "mlops-platform"), ("secretRef", "mlops-secrets"), *signing}
+    assert sources == {("configMapRef", "mlops-platform"), ("secretRef", secret), *signing}
     cls = settings_class(service)
     known = service_env_names(cls)
     config = by_kind(production_manifests, "ConfigMap")["mlops-platform"]["data"]
     own = {e["name"]: e["value"] for e in container["env"]}
-    unknown = (set(own) | set(config)) - set(known) - {"OTEL_EXPORTER_OTLP_ENDPOINT", "OMP_NUM_THREADS"}
+    # The shared ConfigMap's back-end settings (the database's name) are not the console's.
+    ignored = set() if issubclass(cls, ServiceSettings) else set(service_env_names(ServiceSettings))
+    unknown = (
+        (set(own) | set(config)) - set(known) - ignored - {"OTEL_EXPORTER_OTLP_ENDPOINT", "OMP_NUM_THREADS"}
+    )
     assert not unknown, f"{service}: manifests set variables its settings do not read: {unknown}"
     for name in list(known):
         monkeypatch.delenv(name, raising=False)
     for name, value in {**config, **own}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MLOPS_AUTH_PUBLIC_KEYS", KEYS.public_keys)  # from the Secret at run time
+    if issubclass(cls, ServiceSettings):
+        monkeypatch.setenv("MLOPS_AUTH_PUBLIC_KEYS", KEYS.public_keys)  # from the Secret at run time
     settings = cls()
     assert settings.http_port == http_port  # type: ignore[attr-defined]
     assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]
@@ -115,7 +124,7 @@ def test_ingress_is_denied_by_default_and_opened_per_service(
         covered |= {selector.get("matchLabels", {}).get("app.kubernetes.io/name")}
         for expression in selector.get("matchExpressions", []):
             covered |= set(expression["values"])
-    assert set(PLATFORM_SERVICES) <= covered
+    assert set(DEPLOYED) <= covered
 
 
 def test_kafka_and_mongodb_are_external_and_secrets_are_only_referenced(
@@ -138,3 +147,19 @@ def test_topic_partitions_match_the_monitor(production_manifests: list[dict[str,
     env = {e["name"]: e["value"] for e in monitor["env"]}
     assert env["MONITOR_PARTITIONS"] == args[args.index("--partitions") + 1]
     assert args[args.index("--replication-factor") + 1] == "3"
+
+
+def test_the_console_asks_every_monitor_pod(production_manifests: list[dict[str, Any]]) -> None:
+    """Each monitor pod watches a share of the models: the console's monitor address is a
+    headless Service, which DNS answers with every pod, and the monitors let it in."""
+    console = by_kind(production_manifests, "Deployment")[CONSOLE]["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    env = {e["name"]: e["value"] for e in console["env"]}
+    assert env["CONSOLE_MONITOR_URLS"] == '["http://monitor-processes:8082"]'
+    headless = by_kind(production_manifests, "Service")["monitor-processes"]["spec"]
+    assert headless["clusterIP"] == "None" and headless["selector"] == {"app.kubernetes.io/name": "monitor"}
+    policy = by_kind(production_manifests, "NetworkPolicy")["monitor-from-console"]["spec"]
+    assert policy["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "console"}}}
+    ]

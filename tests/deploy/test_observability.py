@@ -14,7 +14,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from services.cli.stack import SERVICES, StackPorts
-from tests.deploy.conftest import PLATFORM_SERVICES, ROOT
+from tests.deploy.conftest import DEPLOYED, ROOT
 
 OBSERVABILITY = ROOT / "deploy" / "observability"
 DASHBOARD = OBSERVABILITY / "grafana" / "dashboards" / "mlops-platform.json"
@@ -34,7 +34,7 @@ def promtool() -> str:
 def exported_metrics() -> dict[str, tuple[str, set[str]]]:
     """Every metric the platform's code defines: name -> (type, label names)."""
     found: dict[str, tuple[str, set[str]]] = {}
-    for module_name in ["services.common.metrics", *(f"services.{s}.metrics" for s in PLATFORM_SERVICES)]:
+    for module_name in ["services.common.metrics", *(f"services.{s}.metrics" for s in DEPLOYED)]:
         module = importlib.import_module(module_name)
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
@@ -72,7 +72,7 @@ def test_prometheus_scrapes_every_service_on_its_metrics_port() -> None:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     defaults = StackPorts.defaults()
-    for service in PLATFORM_SERVICES:
+    for service in DEPLOYED:
         port = getattr(defaults, SERVICES[service].http_port)
         job = jobs[service]
         if "dns_sd_configs" in job:  # replicas, one target each

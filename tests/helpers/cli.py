@@ -21,13 +21,14 @@ def json_document(out: str) -> Any:
 
 
 class Cli:
-    """Runs ``mlops models ...`` in a worker thread with its own event loop, as the console
-    script does, while the services keep serving on the test's loop. (A process per call
-    would cost over a second of start-up each.) ``env`` is the commands' environment:
-    the registry's address, the token, and a stack directory with no stack in it; add to it
-    what other commands need (the broker, the topic prefix)."""
+    """Runs ``mlops models ...`` (or ``group``'s commands) in a worker thread with its own
+    event loop, as the console script does, while the services keep serving on the test's
+    loop. (A process per call would cost over a second of start-up each.) ``env`` is the
+    commands' environment: the registry's address, the token, and a stack directory with
+    no stack in it; add to it what other commands need (the broker, the topic prefix)."""
 
-    def __init__(self, address: str, token: str, stack_dir: Path):
+    def __init__(self, address: str, token: str, stack_dir: Path, *, group: str = "models"):
+        self.group = group
         self.env = {
             "MLOPS_REGISTRY_ADDRESS": address,
             "MLOPS_TOKEN": token,
@@ -36,8 +37,8 @@ class Cli:
         self.runner = CliRunner()
 
     async def __call__(self, *args: str, token: str | None = None) -> tuple[int, str, str]:
-        """Exit code, stdout and stderr of ``mlops models *args``."""
-        return await self.run("models", *args, token=token)
+        """Exit code, stdout and stderr of ``mlops <group> *args`` (``mlops models`` by default)."""
+        return await self.run(self.group, *args, token=token)
 
     async def run(self, *argv: str, token: str | None = None) -> tuple[int, str, str]:
         """Exit code, stdout and stderr of ``mlops *argv`` (any command group)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.auth import PlatformKeys
+from services.common.auth import KeySet, PlatformKeys, TokenVerifier
 
 
 class Keys(PlatformKeys):
@@ -10,6 +10,10 @@ class Keys(PlatformKeys):
 
     def settings(self) -> dict[str, str]:
         return {"auth_public_keys": self.public_keys, "service_key": self.service.private_pem()}
+
+    def verifier(self) -> TokenVerifier:
+        """A verifier that trusts these keys and nothing else (no revocation list)."""
+        return TokenVerifier(KeySet.from_json(self.public_keys))
 
 
 KEYS = Keys()

@@ -19,3 +19,18 @@ async def eventually(
             if done(value):
                 return value
             await asyncio.sleep(interval)
+
+
+async def wait_for(condition: Callable[[], object], within: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``condition`` (sync or async) until it is truthy; fail naming ``what``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -19,6 +19,8 @@ import structlog
 
 from services.common.auth.principal import Principal, Scope
 from services.common.auth.tokens import AuthError, TokenVerifier, denial
+from services.common.errors import PlatformError
+from services.common.grpc_errors import abort
 from services.common.grpc_handlers import Wrapper, rewrap_handler
 
 PUBLIC_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -68,23 +70,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except AuthError as exc:
             if self._on_denied is not None:
                 await self._on_denied(method, exc, request_id)
-            code = grpc.StatusCode[denial(exc).kind.grpc_code]
-            return rewrap_handler(handler, _aborting(code, str(exc)))
+            return rewrap_handler(handler, _aborting(denial(exc)))
         return rewrap_handler(handler, _binding(principal, request_id))
 
 
-def _aborting(code: grpc.StatusCode, message: str) -> Wrapper:
+def _aborting(error: PlatformError) -> Wrapper:
     def wrap(behaviour: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
         if streaming_response:
 
             async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                await context.abort(code, message)
+                await abort(context, error)
                 yield  # pragma: no cover - abort raises
 
             return deny_stream
 
         async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(code, message)
+            await abort(context, error)
 
         return deny
 

@@ -29,7 +29,7 @@ class AccessClient(GrpcClient):
 
     def __init__(self, address: str, token: Callable[[], str], *, timeout: float = 10.0):
         super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES)
-        self._registry = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self._registry = self._stub(registry_pb2_grpc.RegistryServiceStub)
         self._timeout = timeout
 
     # ------------------------------------------------------------------- teams

@@ -1,16 +1,24 @@
 """What every platform gRPC client shares: a traced channel with size limits, the bearer
-token on each call, and ``async with`` to close the channel."""
+token on each call, platform errors instead of gRPC's, and ``async with`` to close the
+channel.
+
+A failed call raises the :class:`~services.common.errors.PlatformError` its status stands
+for (``NotFound``, ``Conflict``, ``Unavailable`` ...; the ``grpc.aio.AioRpcError`` as its
+``__cause__``), so callers catch kinds, never status codes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import grpc
 
 from services.common import tracing
 from services.common.auth import bearer_metadata
+from services.common.grpc_errors import translating
+
+S = TypeVar("S")
 
 
 def open_channel(address: str, max_message_bytes: int = 32 * 1024 * 1024) -> grpc.aio.Channel:
@@ -27,11 +35,18 @@ def open_channel(address: str, max_message_bytes: int = 32 * 1024 * 1024) -> grp
 
 
 class GrpcClient:
-    """Base of the typed clients: one channel, a token provider called before every call."""
+    """Base of the typed clients: one channel, a token provider called before every call.
+
+    Subclasses make their stubs with :meth:`_stub`, whose calls raise platform errors.
+    """
 
     def __init__(self, address: str, token: Callable[[], str], *, max_message_bytes: int):
         self._channel = open_channel(address, max_message_bytes)
         self._token = token
+
+    def _stub(self, stub_type: Callable[[grpc.aio.Channel], S]) -> S:
+        """A ``stub_type`` on this client's channel, raising platform errors."""
+        return translating(stub_type(self._channel))
 
     async def __aenter__(self) -> Self:
         return self

@@ -97,7 +97,8 @@ class DatasetClient(GrpcClient):
     timeout:
         Deadline of unary calls in seconds; streamed windows get ``window_timeout``.
 
-    gRPC errors surface as ``grpc.aio.AioRpcError`` with the server's status code.
+    Errors surface as :class:`~services.common.errors.PlatformError` of the server's kind
+    (``NotFound``, ``InvalidArgument`` naming the field, ``FailedPrecondition`` ...).
     """
 
     def __init__(
@@ -109,23 +110,23 @@ class DatasetClient(GrpcClient):
         window_timeout: float = 600.0,
     ):
         super().__init__(address, token, max_message_bytes=_MAX_MESSAGE_BYTES)
-        self._stub = datasets_pb2_grpc.DatasetServiceStub(self._channel)
+        self._datasets = self._stub(datasets_pb2_grpc.DatasetServiceStub)
         self._timeout = timeout
         self._window_timeout = window_timeout
 
     async def register_schema(self, schema: DatasetSchema) -> DatasetSchema:
         """Register a schema version; the answer carries the version the server assigned."""
         request = datasets_pb2.RegisterSchemaRequest(schema=schema)
-        return await self._stub.RegisterSchema(request, metadata=self._metadata(), timeout=self._timeout)
+        return await self._datasets.RegisterSchema(request, metadata=self._metadata(), timeout=self._timeout)
 
     async def get_schema(self, name: str, version: int = 0) -> DatasetSchema:
         """One version of a dataset's schema; the latest when ``version`` is 0."""
         request = datasets_pb2.GetSchemaRequest(name=name, version=version)
-        return await self._stub.GetSchema(request, metadata=self._metadata(), timeout=self._timeout)
+        return await self._datasets.GetSchema(request, metadata=self._metadata(), timeout=self._timeout)
 
     async def list_schemas(self) -> list[DatasetSchema]:
         """The latest schema of every dataset, by name."""
-        response = await self._stub.ListSchemas(
+        response = await self._datasets.ListSchemas(
             datasets_pb2.ListSchemasRequest(), metadata=self._metadata(), timeout=self._timeout
         )
         return list(response.schemas)
@@ -143,7 +144,7 @@ class DatasetClient(GrpcClient):
         )
         digest = WindowDigest()
         summary: MaterializedWindow | None = None
-        call = self._stub.ReadWindow(request, metadata=self._metadata(), timeout=self._window_timeout)
+        call = self._datasets.ReadWindow(request, metadata=self._metadata(), timeout=self._window_timeout)
         async for chunk in call:
             if summary is not None:
                 raise WindowIntegrityError("rows arrived after the window's summary")
@@ -183,4 +184,6 @@ class DatasetClient(GrpcClient):
             request.start_time.CopyFrom(timestamp(start))
         if end is not None:
             request.end_time.CopyFrom(timestamp(end))
-        return await self._stub.GetQualitySummary(request, metadata=self._metadata(), timeout=self._timeout)
+        return await self._datasets.GetQualitySummary(
+            request, metadata=self._metadata(), timeout=self._timeout
+        )

@@ -6,9 +6,9 @@ Usage::
         version, data = await registry.download_artifact("demo", alias="production")
 
 ``token`` is called before every call, so :class:`~services.common.auth.ServiceCredentials`
-can renew it. Errors surface as :class:`grpc.aio.AioRpcError` with the registry's
-status code (NOT_FOUND, ABORTED for a lost compare-and-set, INVALID_ARGUMENT naming the
-field ...). Artifacts stream both ways in chunks; a download is checked against its
+can renew it. Errors surface as :class:`~services.common.errors.PlatformError` of the
+registry's kind (``NotFound``, ``Conflict`` for a lost compare-and-set,
+``InvalidArgument`` naming the field ...). Artifacts stream both ways in chunks; a download is checked against its
 SHA-256 and refused with :class:`~services.common.artifacts.DigestMismatch` on mismatch.
 """
 
@@ -20,10 +20,9 @@ import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 
-import grpc
-
 from services.common.artifacts import DigestMismatch, sha256_hex
 from services.common.clients.base import GrpcClient
+from services.common.errors import AlreadyExists
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
 
 Model = registry_pb2.Model
@@ -62,6 +61,17 @@ def parse_metric_filter(text: str) -> registry_pb2.MetricFilter:
     return registry_pb2.MetricFilter(name=match.group(1), op=_COMPARISONS[match.group(2)], value=number)
 
 
+def gate_margin(gate: model_pb2.GateResult) -> float:
+    """How far the gate's value lies on the passing side of its threshold: positive by how
+    much it passed, negative by how much it failed.
+
+    Gates point both ways (a floor on the holdout metric and on the gain over production,
+    a ceiling on drops and gaps); the margin reads the same for all of them.
+    """
+    distance = abs(gate.value - gate.threshold)
+    return distance if gate.passed else -distance
+
+
 class RegistryClient(GrpcClient):
     """Typed calls to ``mlops.v1.RegistryService``; one channel per client."""
 
@@ -74,7 +84,7 @@ class RegistryClient(GrpcClient):
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ):
         super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES)
-        self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        self._registry = self._stub(registry_pb2_grpc.RegistryServiceStub)
         self._timeout = timeout
         self._chunk_bytes = chunk_bytes
 
@@ -97,11 +107,11 @@ class RegistryClient(GrpcClient):
             name=name, description=description, tags=dict(tags or {}), promotion_policy=policy, team=team
         )
         try:
-            return await self._stub.CreateModel(
+            return await self._registry.CreateModel(
                 request, metadata=self._metadata(request_id), timeout=self._timeout
             )
-        except grpc.aio.AioRpcError as exc:
-            if exist_ok and exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+        except AlreadyExists:
+            if exist_ok:
                 return await self.get_model(name)
             raise
 
@@ -120,12 +130,12 @@ class RegistryClient(GrpcClient):
         )
         if description is not None:
             request.description = description
-        return await self._stub.UpdateModel(
+        return await self._registry.UpdateModel(
             request, metadata=self._metadata(request_id), timeout=self._timeout
         )
 
     async def get_model(self, name: str) -> Model:
-        return await self._stub.GetModel(
+        return await self._registry.GetModel(
             registry_pb2.GetModelRequest(name=name), metadata=self._metadata(None), timeout=self._timeout
         )
 
@@ -142,7 +152,7 @@ class RegistryClient(GrpcClient):
         models: list[Model] = []
         token = ""
         while True:
-            response = await self._stub.ListModels(
+            response = await self._registry.ListModels(
                 registry_pb2.ListModelsRequest(
                     alias=alias,
                     name_contains=name_contains,
@@ -166,7 +176,8 @@ class RegistryClient(GrpcClient):
         """Register a version, streaming ``artifact`` up in chunks.
 
         ``metadata.artifact.sha256`` and ``size_bytes`` are filled in from ``artifact`` when
-        left empty; ``metadata.artifact.format`` (``skops`` or ``river-hmac``) must be set.
+        left empty; ``metadata.artifact.format`` (the artifact's flavor: ``skops``, ``xgboost`` ...)
+        must be set.
         """
         declared = VersionMetadata()
         declared.CopyFrom(metadata)
@@ -183,13 +194,13 @@ class RegistryClient(GrpcClient):
                     chunk=bytes(view[start : start + self._chunk_bytes])
                 )
 
-        return await self._stub.CreateModelVersion(
+        return await self._registry.CreateModelVersion(
             messages(), metadata=self._metadata(request_id), timeout=max(self._timeout, 300.0)
         )
 
     async def get_version(self, name: str, version: int = 0, alias: str = "") -> ModelVersion:
         """By number, or by alias when ``version`` is 0."""
-        return await self._stub.GetModelVersion(
+        return await self._registry.GetModelVersion(
             registry_pb2.GetModelVersionRequest(model_name=name, version=version, alias=alias),
             metadata=self._metadata(None),
             timeout=self._timeout,
@@ -200,7 +211,7 @@ class RegistryClient(GrpcClient):
         versions: list[ModelVersion] = []
         token = ""
         while True:
-            response = await self._stub.ListModelVersions(
+            response = await self._registry.ListModelVersions(
                 registry_pb2.ListModelVersionsRequest(model_name=name, page_token=token),
                 metadata=self._metadata(None),
                 timeout=self._timeout,
@@ -216,7 +227,7 @@ class RegistryClient(GrpcClient):
         query = registry_pb2.SearchModelVersionsRequest()
         query.CopyFrom(request)
         while True:
-            response = await self._stub.SearchModelVersions(
+            response = await self._registry.SearchModelVersions(
                 query, metadata=self._metadata(None), timeout=self._timeout
             )
             versions += response.versions
@@ -232,7 +243,7 @@ class RegistryClient(GrpcClient):
         resolved = await self.get_version(name, version, alias)
         # Download the number resolved above, so a concurrent alias move cannot pair this
         # version's metadata with another version's bytes.
-        call = self._stub.DownloadArtifact(
+        call = self._registry.DownloadArtifact(
             registry_pb2.DownloadArtifactRequest(model_name=name, version=resolved.version),
             metadata=self._metadata(None),
             timeout=max(self._timeout, 300.0),
@@ -263,7 +274,7 @@ class RegistryClient(GrpcClient):
     ) -> Model:
         """Point ``alias`` at ``version``. ``expected_version``: 0 unconditionally, -1 only if
         the alias is unset, N only if it points at N (otherwise ABORTED, nothing changed)."""
-        return await self._stub.SetAlias(
+        return await self._registry.SetAlias(
             registry_pb2.SetAliasRequest(
                 model_name=name,
                 alias=alias,
@@ -278,7 +289,7 @@ class RegistryClient(GrpcClient):
     async def delete_alias(
         self, name: str, alias: str, expected_version: int = 0, *, request_id: str | None = None
     ) -> Model:
-        return await self._stub.DeleteAlias(
+        return await self._registry.DeleteAlias(
             registry_pb2.DeleteAliasRequest(model_name=name, alias=alias, expected_version=expected_version),
             metadata=self._metadata(request_id),
             timeout=self._timeout,
@@ -293,7 +304,7 @@ class RegistryClient(GrpcClient):
         *,
         request_id: str | None = None,
     ) -> registry_pb2.RollbackResponse:
-        return await self._stub.Rollback(
+        return await self._registry.Rollback(
             registry_pb2.RollbackRequest(
                 model_name=name, alias=alias, expected_version=expected_version, reason=reason
             ),
@@ -305,7 +316,7 @@ class RegistryClient(GrpcClient):
         self, name: str, alias: str = "", limit: int = 100
     ) -> list[registry_pb2.AliasChange]:
         """The latest ``limit`` alias changes of ``name``, newest first."""
-        response = await self._stub.ListAliasHistory(
+        response = await self._registry.ListAliasHistory(
             registry_pb2.ListAliasHistoryRequest(model_name=name, alias=alias, page_size=limit),
             metadata=self._metadata(None),
             timeout=self._timeout,
@@ -317,7 +328,7 @@ class RegistryClient(GrpcClient):
     async def approve(
         self, name: str, version: int, comment: str = "", *, request_id: str | None = None
     ) -> ModelVersion:
-        return await self._stub.ApproveVersion(
+        return await self._registry.ApproveVersion(
             registry_pb2.ReviewVersionRequest(model_name=name, version=version, comment=comment),
             metadata=self._metadata(request_id),
             timeout=self._timeout,
@@ -326,7 +337,7 @@ class RegistryClient(GrpcClient):
     async def reject(
         self, name: str, version: int, comment: str, *, request_id: str | None = None
     ) -> ModelVersion:
-        return await self._stub.RejectVersion(
+        return await self._registry.RejectVersion(
             registry_pb2.ReviewVersionRequest(model_name=name, version=version, comment=comment),
             metadata=self._metadata(request_id),
             timeout=self._timeout,
@@ -335,14 +346,14 @@ class RegistryClient(GrpcClient):
     async def archive(
         self, name: str, version: int, reason: str = "", *, request_id: str | None = None
     ) -> ModelVersion:
-        return await self._stub.ArchiveVersion(
+        return await self._registry.ArchiveVersion(
             registry_pb2.ArchiveVersionRequest(model_name=name, version=version, reason=reason),
             metadata=self._metadata(request_id),
             timeout=self._timeout,
         )
 
     async def lineage(self, name: str, version: int = 0, alias: str = "") -> registry_pb2.LineageResponse:
-        return await self._stub.GetLineage(
+        return await self._registry.GetLineage(
             registry_pb2.GetLineageRequest(model_name=name, version=version, alias=alias),
             metadata=self._metadata(None),
             timeout=self._timeout,
@@ -354,7 +365,7 @@ class RegistryClient(GrpcClient):
         self, spec: model_pb2.ModelSpec, *, request_id: str | None = None
     ) -> model_pb2.ModelSpec:
         """Store ``spec`` as the model's next spec version; returns it with ``spec_version`` set."""
-        return await self._stub.PutModelSpec(
+        return await self._registry.PutModelSpec(
             registry_pb2.PutModelSpecRequest(spec=spec),
             metadata=self._metadata(request_id),
             timeout=self._timeout,
@@ -362,7 +373,7 @@ class RegistryClient(GrpcClient):
 
     async def get_spec(self, name: str, spec_version: int = 0) -> model_pb2.ModelSpec:
         """A spec by version, or the latest when ``spec_version`` is 0."""
-        return await self._stub.GetModelSpec(
+        return await self._registry.GetModelSpec(
             registry_pb2.GetModelSpecRequest(model_name=name, spec_version=spec_version),
             metadata=self._metadata(None),
             timeout=self._timeout,
@@ -372,7 +383,7 @@ class RegistryClient(GrpcClient):
         specs: list[model_pb2.ModelSpec] = []
         token = ""
         while True:
-            response = await self._stub.ListModelSpecs(
+            response = await self._registry.ListModelSpecs(
                 registry_pb2.ListModelSpecsRequest(model_name=name, page_token=token),
                 metadata=self._metadata(None),
                 timeout=self._timeout,
@@ -388,7 +399,7 @@ class RegistryClient(GrpcClient):
         self, request: registry_pb2.ListAuditRecordsRequest | None = None
     ) -> registry_pb2.ListAuditRecordsResponse:
         """One page of the audit log (newest first); needs the admin scope."""
-        return await self._stub.ListAuditRecords(
+        return await self._registry.ListAuditRecords(
             request or registry_pb2.ListAuditRecordsRequest(),
             metadata=self._metadata(None),
             timeout=self._timeout,

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from services.registry import rest_models as shapes
+from services.common.http_errors import problem_responses
 from services.registry.registry import Actor, Registry
 from services.registry.rest.deps import Reader, RegistryDep
 from services.registry.rest.params import AliasName, ModelName, VersionNumber
@@ -19,7 +19,7 @@ ARTIFACT_RESPONSE: dict[int | str, dict[str, Any]] = {
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
         "description": "The artifact's bytes; `Repr-Digest` and `X-Artifact-Sha256` carry its SHA-256.",
     },
-    500: {"model": shapes.Problem, "description": "The stored bytes no longer match their digest."},
+    **problem_responses({500: "The stored bytes no longer match their digest."}),
 }
 
 router = APIRouter()

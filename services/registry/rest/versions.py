@@ -10,6 +10,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from services.common.http_errors import problem_responses
 from services.common.proto.mlops.v1 import registry_pb2
 from services.registry import rest_models as shapes
 from services.registry.errors import InvalidArgument
@@ -39,10 +40,9 @@ router = APIRouter(tags=["versions"])
     name="CreateModelVersion",
     status_code=201,
     response_model=shapes.ModelVersion,
-    responses={
-        411: {"model": shapes.Problem, "description": "Uploads need a Content-Length."},
-        413: {"model": shapes.Problem, "description": "The upload is over the artifact size limit."},
-    },
+    responses=problem_responses(
+        {411: "Uploads need a Content-Length.", 413: "The upload is over the artifact size limit."}
+    ),
 )
 async def create_version(
     name: ModelName,

@@ -1,7 +1,7 @@
 """The registry's store layer: the only code that speaks MongoDB.
 
 One repository per collection (:mod:`.models`, :mod:`.versions`, :mod:`.aliases`,
-:mod:`.specs`, :mod:`.audit`, :mod:`.outbox`, :mod:`.artifacts`), reached through
+:mod:`.specs`, :mod:`.audit`, :mod:`.outbox`, :mod:`.artifacts`, :mod:`.runs`), reached through
 :class:`~.database.Store`; keyset pagination written once (:mod:`.pagination`); records
 mapped to and from the API's protobuf messages in one place (:mod:`.documents`); database
 errors turned into platform errors here and nowhere else (:mod:`.errors`).

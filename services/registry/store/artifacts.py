@@ -1,14 +1,16 @@
 """Artifacts in GridFS, addressed by SHA-256, verified on the way in and on the way out.
 
 Bytes are hashed while they are stored; an upload whose size or digest does not match
-what the caller declared (or whose HMAC does not verify, for formats that can run code
-on load) is aborted and leaves no chunk behind. The ``artifacts`` collection maps a
+what the caller declared, or whose bytes its flavor refuses (a pickle posing as a model,
+a skops file holding an untrusted type, a signed format whose HMAC does not verify), is
+aborted and leaves no chunk behind. The ``artifacts`` collection maps a
 digest to the one GridFS file that holds it, so identical bytes are stored once.
 No file path is ever built from anything a client sends: files are found by id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -21,7 +23,7 @@ from gridfs import AsyncGridFSBucket
 from gridfs.errors import GridFSError
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.common.artifacts import RIVER_HMAC
+from services.common.flavors import flavor, verify_upload
 from services.common.mongo import Document
 from services.common.proto.mlops.v1 import registry_pb2
 from services.registry.errors import ArtifactCorrupt, InvalidArgument
@@ -50,10 +52,10 @@ class ArtifactRepository(Repository):
         self._signing_key = signing_key
 
     def check_format_allowed(self, artifact_format: str) -> None:
-        """Refuse code-executing formats before any byte is read when no key can verify them."""
-        if artifact_format == RIVER_HMAC and self._signing_key is None:
+        """Refuse signed (code-executing) flavors before any byte is read when no key can verify them."""
+        if flavor(artifact_format).signed and self._signing_key is None:
             raise InvalidArgument(
-                f"metadata.artifact.format: {RIVER_HMAC} artifacts are refused: the registry has no "
+                f"metadata.artifact.format: {artifact_format} artifacts are refused: the registry has no "
                 "artifact signing key (MLOPS_ARTIFACT_SIGNING_KEY) to verify them with",
                 field="metadata.artifact.format",
             )
@@ -62,13 +64,12 @@ class ArtifactRepository(Repository):
     async def receive(
         self, declared: registry_pb2.Artifact, signature_hmac: str, chunks: AsyncIterator[bytes]
     ) -> ReceivedArtifact:
-        """Store ``chunks`` while hashing them; refuse and clean up on any mismatch."""
+        """Store ``chunks`` while hashing them, then have the flavor verify the complete bytes;
+        refuse and clean up on any mismatch."""
         self.check_format_allowed(declared.format)
         already_stored = await self._collection.find_one({"_id": declared.sha256}, {"_id": 1}) is not None
         digest = hashlib.sha256()
-        mac = None
-        if declared.format == RIVER_HMAC and self._signing_key is not None:
-            mac = hmac.new(self._signing_key, digestmod=hashlib.sha256)
+        received: list[bytes] = []
         upload = (
             None
             if already_stored
@@ -84,8 +85,7 @@ class ArtifactRepository(Repository):
                         field="metadata.artifact.size_bytes",
                     )
                 digest.update(chunk)
-                if mac is not None:
-                    mac.update(chunk)
+                received.append(chunk)
                 if upload is not None:
                     await upload.write(chunk)
             if size < declared.size_bytes:
@@ -101,12 +101,7 @@ class ArtifactRepository(Repository):
                     f"bytes hash to {actual}",
                     field="metadata.artifact.sha256",
                 )
-            if mac is not None and not hmac.compare_digest(mac.hexdigest(), signature_hmac.lower()):
-                raise InvalidArgument(
-                    "metadata.signature_hmac: the artifact's HMAC does not verify under the platform's "
-                    "signing key; refusing a format that runs code on load",
-                    field="metadata.signature_hmac",
-                )
+            await self._verify(declared.format, b"".join(received), signature_hmac)
             if upload is not None:
                 await upload.close()
         except BaseException:
@@ -115,6 +110,12 @@ class ArtifactRepository(Repository):
                     await upload.abort()
             raise
         return ReceivedArtifact(declared.sha256, size, upload._id if upload is not None else None)
+
+    async def _verify(self, artifact_format: str, data: bytes, signature_hmac: str) -> None:
+        """The flavor's verifier, off the event loop (parsing a model takes a while)."""
+        await asyncio.to_thread(
+            verify_upload, artifact_format, data, signature_hmac=signature_hmac, signing_key=self._signing_key
+        )
 
     @database_call
     async def register(self, received: ReceivedArtifact) -> bool:

@@ -23,6 +23,7 @@ from services.registry.store.audit import AuditRepository
 from services.registry.store.errors import translated
 from services.registry.store.models import ModelRepository
 from services.registry.store.outbox import OutboxRepository
+from services.registry.store.runs import RunRepository
 from services.registry.store.specs import SpecRepository
 from services.registry.store.teams import TeamRepository
 from services.registry.store.tokens import TokenRepository
@@ -43,6 +44,7 @@ class Repositories:
     artifacts: ArtifactRepository
     teams: TeamRepository
     tokens: TokenRepository
+    runs: RunRepository
 
 
 class Transaction(Repositories):
@@ -59,6 +61,7 @@ class Transaction(Repositories):
         self.artifacts = store.artifacts.bound(session)
         self.teams = store.teams.bound(session)
         self.tokens = store.tokens.bound(session)
+        self.runs = store.runs.bound(session)
 
 
 class Store(Repositories):
@@ -85,6 +88,7 @@ class Store(Repositories):
         self.artifacts = ArtifactRepository(db, chunk_bytes=artifact_chunk_bytes, signing_key=signing_key)
         self.teams = TeamRepository(db["teams"])
         self.tokens = TokenRepository(db["tokens"])
+        self.runs = RunRepository(db["train_runs"])
 
     @classmethod
     def open(cls, settings: RegistrySettings) -> Store:
@@ -111,13 +115,14 @@ class Store(Repositories):
             await self.audit.ensure_indexes(audit_retention_seconds)
             await self.outbox.ensure_indexes(outbox_retention_seconds)
             await self.tokens.ensure_indexes()
+            await self.runs.ensure_indexes()
 
     async def migrate(self, now: datetime) -> None:
         """Bring records made before teams existed into the default team (idempotent: run at
         every start, it changes only what has no team yet)."""
         with translated():
             await self.teams.ensure(DEFAULT_TEAM, "Everything made before teams existed.", now)
-            for collection in (self.db["models"], self.db["model_versions"]):
+            for collection in (self.db["models"], self.db["model_versions"], self.db["train_runs"]):
                 await collection.update_many({"team": {"$exists": False}}, {"$set": {"team": DEFAULT_TEAM}})
 
     async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:

@@ -31,6 +31,7 @@ from services.cli.__main__ import app
 from services.cli.output import ExitCode
 from services.cli.stack import (
     INFRA,
+    RECORDS_LOST,
     LocalStack,
     StackError,
     StackPorts,
@@ -40,14 +41,15 @@ from services.cli.stack import (
     pid_alive,
 )
 from services.cli.topics import tail_records
-from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics, decode
+from services.common.flavors.skops import SkopsFlavor
 from services.common.localstack import free_port, port_open, start_process
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2, registry_pb2_grpc
+from tests.helpers.stack import start_up
 
 INSTALLED = available_services()
 
@@ -86,23 +88,6 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
 def mlops(*args: str) -> Result:
     """The CLI in this process: ``status`` and ``down`` only read the state file and signal."""
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
-def start_up(workdir: Path, services: tuple[str, ...]) -> tuple[subprocess.Popen[str], StackState]:
-    """A real ``mlops up`` on free ports; returns once its state file says it is ready."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--free-ports", "--json", "--workdir", str(workdir)]
-        + ["--services", ",".join(services)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    ready = json.loads(process.stdout.readline() or "{}")  # blocks until ready or exit
-    if ready.get("event") != "ready":
-        process.kill()
-        raise AssertionError(f"mlops up did not become ready: {process.communicate()[1]}")
-    return process, StackState.load(workdir / "stack.json")
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +196,26 @@ def test_up_restarts_what_dies_and_status_down_leave_no_process_behind(tmp_path:
             process.kill()
 
 
+def test_up_restarts_a_killed_broker_and_status_says_its_records_were_lost(tmp_path: Path) -> None:
+    process, state = start_up(tmp_path, ())
+    try:
+        assert mlops("status", "--workdir", str(tmp_path), "--json").exit_code == 0
+        os.kill(state.pids["kafka"], signal.SIGKILL)
+
+        def restarted() -> bool:
+            return StackState.load(tmp_path / "stack.json").pids["kafka"] != state.pids["kafka"]
+
+        wait_for(restarted, 60, "mlops up to restart the broker")
+        status = mlops("status", "--workdir", str(tmp_path), "--json")
+        assert status.exit_code == 0, status.output
+        (note,) = json.loads(status.stdout)["notes"]
+        assert RECORDS_LOST in note
+        assert "kafka restarted without its records" in mlops("status", "--workdir", str(tmp_path)).stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
 def test_ctrl_c_on_up_stops_everything(tmp_path: Path) -> None:
     process, state = start_up(tmp_path, ())
     children = descendants(process.pid)
@@ -268,6 +273,7 @@ SERVICE_METRICS = {
     "ingest": ("mlops_ingest_events_total", {"outcome": "rejected"}),
     "monitor": ("mlops_monitor_join_entries", {}),
     "trainer": ("mlops_trainer_job_seconds_count", {}),
+    "console": ("mlops_console_sign_ins_total", {"outcome": "accepted"}),
 }
 
 
@@ -338,7 +344,7 @@ def register_classifier(stack: LocalStack, name: str) -> Any:
     estimator = LogisticRegression().fit(X, np.array(["no", "yes"], dtype=object)[y])
     metadata = registry_pb2.VersionMetadata(
         model_name=name,
-        artifact=registry_pb2.Artifact(format=SKOPS),
+        artifact=registry_pb2.Artifact(format=SkopsFlavor.name),
         metrics={"accuracy": 0.9},
         signature=model_pb2.Signature(
             inputs=[model_pb2.TensorSpec(name="features", datatype="FP64", shape=[-1, N_FEATURES])],
@@ -363,7 +369,7 @@ def register_classifier(stack: LocalStack, name: str) -> Any:
     async def register() -> None:
         async with RegistryClient(stack.grpc_address("registry"), lambda: stack.admin_token) as client:
             await client.create_model(name)
-            await client.create_version(metadata, dump_sklearn(estimator))
+            await client.create_version(metadata, SkopsFlavor().save(estimator).data)
 
     asyncio.run(register())
     with grpc.insecure_channel(stack.grpc_address("serving")) as channel:

@@ -11,45 +11,35 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from services.common import tracing
+from services.common.auth import TokenVerifier
 from services.common.events import IncomingRecord, Topics, encode
 from services.common.grpc_server import GrpcServer
+from services.common.http import HttpServer, create_app
 from services.common.kafka import ConsumerLoop, DeadLetter, create_producer, ensure_topics, publish
 from services.common.logging import add_trace_ids
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.proto.mlops.v1 import events_pb2
 from tests.conftest import Infra
-
-EXPORTER = InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def sdk() -> Iterator[None]:
-    """The SDK behind the global API, as configure_tracing installs it when exporting."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    yield
+from tests.helpers.tracing import finished, recording
 
 
 @pytest.fixture(autouse=True)
-def clear_spans() -> None:
-    EXPORTER.clear()
+def record() -> Iterator[None]:
+    with recording():
+        yield
 
 
 def spans(kind: SpanKind) -> list[ReadableSpan]:
-    return [s for s in EXPORTER.get_finished_spans() if s.kind == kind]
+    return finished(kind)
 
 
 class LiveServicer(oip_grpc.GRPCInferenceServiceServicer):
@@ -91,9 +81,14 @@ async def test_a_grpc_call_continues_the_callers_trace_but_health_checks_are_not
     caller = client_span.get_span_context()
     (inside,) = servicer.seen
     assert inside.trace_id == caller.trace_id
+    # One CLIENT span (the health check has none), child of the caller's span ...
+    (call_span,) = spans(SpanKind.CLIENT)
+    assert call_span.name == "/inference.GRPCInferenceService/ServerLive"
+    assert call_span.parent is not None and call_span.parent.span_id == caller.span_id
+    # ... and one SERVER span (neither has the health check), child of the CLIENT span.
     (server_span,) = spans(SpanKind.SERVER)
-    assert server_span.name == "inference.GRPCInferenceService/ServerLive"
-    assert server_span.parent is not None and server_span.parent.span_id == caller.span_id
+    assert server_span.name == "/inference.GRPCInferenceService/ServerLive"
+    assert server_span.parent is not None and server_span.parent.span_id == call_span.context.span_id
     assert server_span.attributes is not None and server_span.attributes["rpc.grpc.status_code"] == 0
 
 
@@ -115,6 +110,33 @@ async def test_a_call_without_a_trace_starts_one_at_the_server() -> None:
     (server_span,) = spans(SpanKind.SERVER)
     assert server_span.parent is None
     assert servicer.seen[0].trace_id == server_span.context.trace_id
+
+
+async def test_an_http_route_gets_a_span_named_by_its_template_but_probes_and_scrapes_do_not() -> None:
+    app = create_app("traced", "test", verifier=TokenVerifier("s" * 32))
+
+    @app.get("/v1/things/{name}")
+    async def thing(name: str) -> dict[str, str]:
+        return {
+            "name": name,
+            "trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x"),
+        }
+
+    server = HttpServer(app, "127.0.0.1", 0)
+    await server.start()
+    port = server.port
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            answer = (await client.get("/v1/things/a")).json()
+            for probe in ("/health/live", "/health/ready", "/metrics"):
+                assert (await client.get(probe)).status_code == 200
+    finally:
+        await server.stop()
+    # Only this server's spans: apps of other suites may still be answering in this process.
+    (span,) = [s for s in spans(SpanKind.SERVER) if (s.attributes or {}).get("net.host.port") == port]
+    assert span.name == "GET /v1/things/{name}"
+    assert span.attributes is not None and span.attributes["http.status_code"] == 200
+    assert answer["trace_id"] == format(span.context.trace_id, "032x"), "the route ran inside its span"
 
 
 async def test_a_kafka_record_carries_its_trace_to_the_consumer(infra: Infra, topics: Topics) -> None:

@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 
 from services.common.auth import Scope
 from services.common.clients.datasets import DatasetClient
+from services.common.errors import Kind, PlatformError
 from services.common.events import decode
 from services.common.proto.mlops.v1.datasets_pb2 import FieldSpec, FieldType
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
@@ -19,8 +20,8 @@ from tests.helpers.datasets import orders_schema
 from tests.integration.ingest.conftest import Ingest
 
 
-async def rpc_error(call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+async def refusal(call: object) -> PlatformError:
+    with pytest.raises(PlatformError) as caught:
         await call  # type: ignore[misc]
     return caught.value
 
@@ -39,24 +40,24 @@ async def test_schema_versions_through_the_api(ingest: Ingest, dataset: str) -> 
     breaking.fields.append(FieldSpec(name="coupon", type=FieldType.FIELD_TYPE_CATEGORY))
     breaking.fields.remove(next(f for f in breaking.fields if f.name == "items"))
     breaking.ClearField("derived")
-    error = await rpc_error(api.register_schema(breaking))
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "field 'items' removed" in (error.details() or "")
-    assert "derived feature 'per_item' removed" in (error.details() or "")
+    error = await refusal(api.register_schema(breaking))
+    assert error.kind is Kind.FAILED_PRECONDITION
+    assert "field 'items' removed" in error.message
+    assert "derived feature 'per_item' removed" in error.message
     breaking.version = 3
     assert (await api.register_schema(breaking)).version == 3
 
     changed_v1 = orders_schema(dataset, version=1, description="edited")
-    error = await rpc_error(api.register_schema(changed_v1))
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "immutable" in (error.details() or "")
-    error = await rpc_error(api.register_schema(orders_schema(dataset, version=7)))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "version" in (error.details() or "")
+    error = await refusal(api.register_schema(changed_v1))
+    assert error.kind is Kind.FAILED_PRECONDITION and "immutable" in error.message
+    error = await refusal(api.register_schema(orders_schema(dataset, version=7)))
+    assert error.kind is Kind.INVALID and "version" in error.message
 
     assert (await api.get_schema(dataset)).version == 3
     assert await api.get_schema(dataset, 1) == first
     assert {s.name: s.version for s in await api.list_schemas()}[dataset] == 3
-    error = await rpc_error(api.get_schema(dataset, 4))
-    assert error.code() == grpc.StatusCode.NOT_FOUND
+    error = await refusal(api.get_schema(dataset, 4))
+    assert error.kind is Kind.NOT_FOUND
 
     # Events are validated against the latest version: 'items' is gone.
     now = datetime.now(UTC).isoformat()
@@ -85,9 +86,9 @@ async def test_an_invalid_schema_is_refused_naming_the_field(
 ) -> None:
     schema = orders_schema(dataset)
     mutate(schema)  # type: ignore[operator]
-    error = await rpc_error(ingest.datasets.register_schema(schema))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (error.details() or "").startswith(f"{field}:")
+    error = await refusal(ingest.datasets.register_schema(schema))
+    assert (error.kind, error.field) == (Kind.INVALID, field)
+    assert error.message.startswith(f"{field}:")
 
 
 async def test_bad_window_requests_get_precise_errors(ingest: Ingest, dataset: str) -> None:
@@ -97,30 +98,30 @@ async def test_bad_window_requests_get_precise_errors(ingest: Ingest, dataset: s
     late.start_time.FromDatetime(datetime(2026, 2, 1, tzinfo=UTC))
     late.end_time.FromDatetime(datetime(2026, 1, 1, tzinfo=UTC))
     cases = [
-        (api.read_window(DataWindow()), grpc.StatusCode.INVALID_ARGUMENT, "window.dataset"),
+        (api.read_window(DataWindow()), Kind.INVALID, "window.dataset"),
         (
             api.read_window(DataWindow(dataset="no-such-dataset")),
-            grpc.StatusCode.NOT_FOUND,
+            Kind.NOT_FOUND,
             "no-such-dataset",
         ),
-        (api.read_window(late), grpc.StatusCode.INVALID_ARGUMENT, "window.end_time"),
+        (api.read_window(late), Kind.INVALID, "window.end_time"),
         (
             api.read_window(DataWindow(dataset=dataset, max_rows=-1)),
-            grpc.StatusCode.INVALID_ARGUMENT,
+            Kind.INVALID,
             "window.max_rows",
         ),
-        (api.read_window(early, chunk_rows=10**6), grpc.StatusCode.INVALID_ARGUMENT, "chunk_rows"),
+        (api.read_window(early, chunk_rows=10**6), Kind.INVALID, "chunk_rows"),
         (
             api.read_window(DataWindow(dataset=dataset, min_rows=5)),
-            grpc.StatusCode.FAILED_PRECONDITION,
+            Kind.FAILED_PRECONDITION,
             "fewer than min_rows 5",
         ),
-        (api.get_schema(""), grpc.StatusCode.INVALID_ARGUMENT, "name"),
-        (api.quality_summary("no-such-dataset"), grpc.StatusCode.NOT_FOUND, "no-such-dataset"),
+        (api.get_schema(""), Kind.INVALID, "name"),
+        (api.quality_summary("no-such-dataset"), Kind.NOT_FOUND, "no-such-dataset"),
     ]
     for call, code, detail in cases:
-        error = await rpc_error(call)
-        assert (error.code(), detail in (error.details() or "")) == (code, True), error
+        error = await refusal(call)
+        assert (error.kind, detail in error.message) == (code, True), error
 
 
 async def test_every_call_needs_a_token_with_the_right_scope(ingest: Ingest, dataset: str) -> None:
@@ -129,12 +130,12 @@ async def test_every_call_needs_a_token_with_the_right_scope(ingest: Ingest, dat
     producer = DatasetClient(address, lambda: ingest.infra.token(Scope.INGEST))
     anonymous = DatasetClient(address, lambda: "not-a-token")
     try:
-        error = await rpc_error(reader.register_schema(orders_schema(dataset)))
-        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-        error = await rpc_error(producer.read_window(DataWindow(dataset=dataset)))
-        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-        error = await rpc_error(anonymous.list_schemas())
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        error = await refusal(reader.register_schema(orders_schema(dataset)))
+        assert error.kind is Kind.PERMISSION
+        error = await refusal(producer.read_window(DataWindow(dataset=dataset)))
+        assert error.kind is Kind.PERMISSION
+        error = await refusal(anonymous.list_schemas())
+        assert error.kind is Kind.UNAUTHENTICATED
         async with grpc.aio.insecure_channel(address) as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service="mlops.v1.DatasetService")

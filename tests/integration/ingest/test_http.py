@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from services.common.auth import Scope
+from services.common.errors import Kind
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
 from tests.helpers.datasets import orders_schema
+from tests.helpers.problems import problem_of
 from tests.integration.ingest.conftest import Ingest
 
 
@@ -83,7 +85,7 @@ async def test_bad_requests_are_refused_whole_with_the_reason(ingest: Ingest, da
     response = await ingest.http.post("/v1/events", content=b"{nope", headers=headers)
     assert (response.status_code, response.json()["detail"]) == (400, "body: not valid JSON")
     response = await ingest.http.post("/v1/events", json={"events": "many"}, headers=headers)
-    assert response.status_code == 422 and response.json()["detail"].startswith("events:")
+    assert (response.status_code, response.json()["field"]) == (422, "events")
     too_many: list[dict[str, str]] = [{}] * (ingest.settings.http_max_events + 1)
     response = await ingest.http.post("/v1/events", json=too_many, headers=headers)
     assert response.status_code == 413 and response.json()["detail"].startswith("events:")
@@ -117,3 +119,14 @@ async def test_schemas_and_quality_are_readable_over_http(ingest: Ingest, datase
     )
     assert (empty.status_code, empty.json()["accepted"]) == (200, "0")
     assert (await ingest.http.get("/health/ready")).status_code == 200
+
+
+async def test_refusals_answer_the_platform_problem_body(ingest: Ingest, dataset: str) -> None:
+    reader = bearer(ingest, Scope.READ)
+    missing = await ingest.http.get("/v1/datasets/nothing-here/schema", headers=reader)
+    assert problem_of(missing, 404, Kind.NOT_FOUND)["detail"] == "no dataset schema 'nothing-here'"
+    not_json = await ingest.http.post("/v1/events", content=b"{nope", headers=bearer(ingest, Scope.INGEST))
+    assert problem_of(not_json, 400, Kind.INVALID)["field"] == "body"
+    naive = await ingest.http.get(f"/v1/datasets/{dataset}/quality?start=2026-01-01T00:00:00", headers=reader)
+    assert problem_of(naive, 422, Kind.INVALID)["field"] == "start"
+    problem_of(await ingest.http.get("/v1/datasets"), 401, Kind.UNAUTHENTICATED)

@@ -6,24 +6,29 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from services.common.events import IncomingRecord, decode, encode
 from services.common.kafka import (
     DLQ_ERROR_CLASS,
     DLQ_ERROR_FIELD,
+    DLQ_ERROR_MESSAGE,
     DLQ_ORIGINAL_OFFSET,
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
 )
+from services.common.mongo import Document
 from services.common.proto.mlops.v1.datasets_pb2 import QualitySummary
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow, LabelRecord, RawEvent
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, FeatureValue
 from services.ingest.consumer import source_of
 from services.ingest.formats import decode_record
 from services.ingest.pipeline import Status, Submission
+from services.ingest.store import DatasetStore
 from tests.helpers.datasets import orders_schema
 from tests.helpers.waiting import eventually
 from tests.integration.ingest.conftest import Ingest
@@ -257,3 +262,47 @@ async def test_a_redelivered_record_is_handled_again_but_a_resent_event_is_a_dup
     ]
     window = await ingest.datasets.read_window(DataWindow(dataset=dataset), labelled_only=False)
     assert [r.event_id for r in window.rows] == [f"{dataset}-1", f"{dataset}-4"]
+
+
+async def test_an_event_that_breaks_the_pipeline_is_dead_lettered_in_pseudonyms_and_the_rest_are_stored(
+    ingest: Ingest, dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug, not bad input: storing one event raises. The consumer loop isolates the batch;
+    that event is dead-lettered as ``processing_error`` (its private values pseudonymized, the
+    exception's text left out), every other event is stored and counted once, and ingest goes on."""
+    await ingest.datasets.register_schema(orders_schema(dataset))
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    broken = f"{dataset}-3"
+    insert_rows = DatasetStore.insert_rows
+
+    async def insert_rows_breaking_on_one_event(
+        store: DatasetStore, documents: Sequence[Document]
+    ) -> set[int]:
+        if any(document["event_id"] == broken for document in documents):
+            raise ValueError(f"cannot store customer-3's {broken}")
+        return await insert_rows(store, documents)
+
+    monkeypatch.setattr(DatasetStore, "insert_rows", insert_rows_breaking_on_one_event)
+    await ingest.send_json([order(dataset, i, base) for i in range(8)])
+
+    [dead] = await ingest.raw_dead_letters.wait_for(lambda r: dataset.encode() in (r.value or b""))
+    headers = dict(dead.headers)
+    assert headers[DLQ_ERROR_CLASS] == b"processing_error"
+    assert headers[DLQ_ERROR_MESSAGE] == b"ValueError while ingesting the event"
+    assert headers[DLQ_ORIGINAL_TOPIC] == ingest.topics.raw_events.encode()
+    letter = json.loads(dead.value or b"{}")
+    assert letter["event_id"] == broken
+    # The private entity id leaves as its pseudonym only.
+    assert letter["customer"] and b"customer-" not in (dead.value or b"")
+
+    # The loop goes on: an event sent after it is stored too.
+    await ingest.send_json([order(dataset, 8, base)])
+    stored = {f"{dataset}-{i}" for i in (0, 1, 2, 4, 5, 6, 7, 8)}
+    summary = await eventually(
+        lambda: ingest.datasets.quality_summary(dataset), lambda s: s.accepted >= len(stored), within=60
+    )
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (len(stored), 0, 0)
+    window = await ingest.datasets.read_window(DataWindow(dataset=dataset), labelled_only=False)
+    assert sorted(row.event_id for row in window.rows) == sorted(stored)
+    published = await ingest.features.wait_for(rows_of(ingest, dataset), len(stored))
+    assert {decode(r, FeatureRow).message.event_id for r in published} == stored

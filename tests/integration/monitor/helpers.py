@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.events import OutgoingRecord, encode
+from services.common.events import OutgoingRecord, Topics, encode
 from services.common.kafka import publish
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
+from tests.helpers.waiting import wait_for as wait_for  # the monitor suites import it from here
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -109,16 +109,33 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition,
         await consumer.stop()
 
 
-async def wait_for(condition: Callable[[], object], within: float, what: str, interval: float = 0.05) -> None:
-    """Poll ``condition`` (sync or async) until it is truthy; fail naming ``what``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(interval)
+async def drained(bootstrap: str, group: str, stages: list[list[str]], within: float) -> None:
+    """Wait until the monitor group has handled everything sent so far: each stage's topics
+    committed up to their end, stage after stage. A stage's ends are read once the stage before
+    is committed (faust flushes what a stage produced before it commits), so they include
+    every record still on its way from one stage to the next, and nothing that comes later
+    (the sweep's ticks) is waited for."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        for topics in stages:
+            ends = await end_offsets(bootstrap, topics)
+
+            async def committed_to_end(ends: dict[TopicPartition, int] = ends) -> bool:
+                for tp, end in ends.items():
+                    if (await consumer.committed(tp) or 0) < end:
+                        return False
+                return True
+
+            await wait_for(committed_to_end, within, f"{group} to commit {', '.join(topics)} to their end")
+    finally:
+        await consumer.stop()
+
+
+def stages(topics: Topics) -> list[list[str]]:
+    """The monitor's topics in the order its stages consume them (see services/monitor/stream.py)."""
+    return [
+        [topics.predictions, topics.labels],
+        [f"{topics.prefix}.monitor.join"],
+        [f"{topics.prefix}.monitor.samples"],
+    ]

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from services.common.auth import Scope
 from services.common.events import Topics
@@ -21,7 +20,7 @@ from services.common.kafka import create_producer
 from services.common.localstack import ManagedProcess, free_port, start_process
 from services.monitor.join import partition_of
 from tests.conftest import Infra
-from tests.integration.monitor.helpers import end_offsets, label, prediction, send, wait_for
+from tests.integration.monitor.helpers import drained, label, prediction, send, stages, wait_for
 
 PARTITIONS = 4
 WAIT = 120.0
@@ -82,20 +81,6 @@ def start_monitor(infra: Infra, tmp_path: Path) -> Iterator[Any]:
         process.stop()
 
 
-async def consumed_everything(bootstrap: str, group: str, topics: list[str]) -> bool:
-    """Whether the group has committed every record of ``topics`` (so it has handled them all)."""
-    ends = await end_offsets(bootstrap, topics)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        for tp, end in ends.items():
-            if end and (await consumer.committed(tp) or 0) < end:
-                return False
-        return len(ends) > 0
-    finally:
-        await consumer.stop()
-
-
 def models_covering_every_partition(count: int) -> list[str]:
     """At least ``count`` model names whose sample partitions cover every partition."""
     names = [f"group-model-{i}" for i in range(count)]
@@ -121,7 +106,6 @@ async def test_two_processes_share_the_partitions_and_count_each_sample_once(
     topics = Topics(unique)
     group = f"{unique}-monitor"
     samples_topic = f"{unique}.monitor.samples"
-    consumed = [topics.predictions, topics.labels, f"{unique}.monitor.join", samples_topic]
     models = models_covering_every_partition(8)
 
     first = start_monitor(unique, "monitor-a")
@@ -144,12 +128,7 @@ async def test_two_processes_share_the_partitions_and_count_each_sample_once(
             "every pair labelled",
             interval=0.5,
         )
-        await wait_for(
-            lambda: consumed_everything(infra.kafka_bootstrap, group, consumed),
-            WAIT,
-            "all committed",
-            interval=0.5,
-        )
+        await drained(infra.kafka_bootstrap, group, stages(topics), WAIT)
         a, b = first.labelled(), second.labelled()
         assert a and b, "one process got no model"
         assert not set(a) & set(b), "a model is watched by both processes"
@@ -171,12 +150,7 @@ async def test_two_processes_share_the_partitions_and_count_each_sample_once(
         await send(
             producer, pairs(topics, models, range(40, 60), now) + pairs(topics, models, range(0, 40), now)
         )
-        await wait_for(
-            lambda: consumed_everything(infra.kafka_bootstrap, group, consumed),
-            WAIT,
-            "all committed",
-            interval=0.5,
-        )
+        await drained(infra.kafka_bootstrap, group, stages(topics), WAIT)
         after = first.labelled()
         # Models that moved start afresh on the survivor: only the 20 new samples.
         assert after == {model: 20 if model in moved else 60 for model in models}

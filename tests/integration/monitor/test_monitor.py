@@ -9,11 +9,10 @@ clock is the wall clock plus an offset the expiry test moves forward, so that te
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,22 +20,31 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 from pydantic import SecretStr
 
 from services.common.auth import Scope
-from services.common.events import Topics, decode, encode
+from services.common.errors import Kind
+from services.common.events import OutgoingRecord, Topics, decode, encode
 from services.common.http import HttpServer
 from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, DLQ_ORIGINAL_OFFSET, create_producer
-from services.common.proto.mlops.v1 import events_pb2
+from services.common.proto.mlops.v1 import events_pb2, model_pb2
+from services.common.tracing import tracer
 from services.monitor.app import MonitorApp
 from services.monitor.settings import MonitorSettings
 from tests.conftest import Infra
+from tests.helpers.cli import json_document
 from tests.helpers.kafka import read_to_end
+from tests.helpers.problems import problem_of
+from tests.helpers.tracing import finished, recording
 from tests.integration.monitor.helpers import (
+    drained,
     label,
     model_event,
     prediction,
     send,
+    stages,
     wait_for,
 )
 
@@ -66,7 +74,7 @@ class Running:
     alerts: list[dict[str, Any]]
 
     def version(self, model: str, version: int) -> dict[str, object] | None:
-        for entry in self.app.monitor.status():
+        for entry in self.app.monitor.status(self.clock()):
             if entry["model"] == model:
                 for v in entry["versions"]:
                     if v["version"] == version:
@@ -74,7 +82,7 @@ class Running:
         return None
 
     def model(self, model: str) -> dict[str, object]:
-        return next(e for e in self.app.monitor.status() if e["model"] == model)
+        return next(e for e in self.app.monitor.status(self.clock()) if e["model"] == model)
 
     def labelled(self, model: str, version: int) -> int:
         status = self.version(model, version)
@@ -83,6 +91,22 @@ class Running:
     def predicted(self, model: str, version: int) -> int:
         status = self.version(model, version)
         return int(status["predictions"]) if status else 0  # type: ignore[call-overload]
+
+    async def drained(self) -> None:
+        """Wait until the monitor has handled (and committed) everything sent so far."""
+        await drained(
+            self.infra.kafka_bootstrap, self.app.settings.consumer_group(), stages(self.topics), WAIT
+        )
+
+    async def labelled_pairs(self, model: str, ids: list[str], wrong: Collection[str] = ()) -> None:
+        """Predictions of ``model`` v1 for ``ids`` and their labels, once all are labelled."""
+        now = time.time()
+        await send(
+            self.producer,
+            [prediction(self.topics.predictions, i, model, 1, "1", occurred_at=now) for i in ids]
+            + [label(self.topics.labels, i, 0.0 if i in wrong else 1.0, event_time=now) for i in ids],
+        )
+        await wait_for(lambda: self.labelled(model, 1) == len(ids), WAIT, f"{model} labelled")
 
 
 @pytest.fixture(scope="module")
@@ -269,21 +293,13 @@ async def test_duplicate_predictions_and_labels_are_counted_once(running: Runnin
     labels = [label(topics.labels, i, 1.0 if n % 3 else 0.0, event_time=now) for n, i in enumerate(ids)]
     # Redelivery: every prediction and label twice, some duplicates after the pair joined.
     await send(running.producer, predictions + labels + predictions + labels[:10])
-    # A marker sent last on every partition's path: once it is labelled, all above was handled.
-    marker = "dup-marker"
-    await send(
-        running.producer,
-        [
-            prediction(topics.predictions, marker, model, 1, "1", occurred_at=now),
-            label(topics.labels, marker, 1.0, event_time=now),
-        ],
-    )
-    await wait_for(lambda: running.labelled(model, 1) >= 31, WAIT, "the pairs joined")
+    # Every partition of every stage committed to its end: no duplicate is still on its way.
+    await running.drained()
     status = running.version(model, 1)
     assert status is not None
-    assert status["predictions"] == 31
-    assert status["labelled"] == 31
-    assert status["accuracy"] == pytest.approx(21 / 31)
+    assert status["predictions"] == 30
+    assert status["labelled"] == 30
+    assert status["accuracy"] == pytest.approx(20 / 30)
 
 
 async def test_shadow_answers_join_the_same_labels_as_production(running: Running) -> None:
@@ -378,10 +394,13 @@ async def _has_keys(pending: object, keys: set[str]) -> bool:
 
 
 async def test_status_endpoint_needs_the_read_scope(running: Running) -> None:
+    model = "status-scope"
+    ids = [f"scope-{i}" for i in range(8)]
+    await running.labelled_pairs(model, ids, wrong={ids[0], ids[1]})
     url = f"http://127.0.0.1:{running.app.http_port}"
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         assert (await client.get("/health/ready")).status_code == 200
-        assert (await client.get("/v1/status")).status_code == 401
+        problem_of(await client.get("/v1/status"), 401, Kind.UNAUTHENTICATED)
         forbidden = await client.get(
             "/v1/status", headers={"authorization": f"Bearer {running.infra.token(Scope.PREDICT)}"}
         )
@@ -389,50 +408,199 @@ async def test_status_endpoint_needs_the_read_scope(running: Running) -> None:
         # No registry here tells the models' teams: only an administrator sees them.
         reader = {"authorization": f"Bearer {running.infra.token(Scope.READ)}"}
         assert (await client.get("/v1/status", headers=reader)).json()["models"] == []
-        assert (await client.get("/v1/status/dupes", headers=reader)).status_code == 404
+        assert (await client.get(f"/v1/status/{model}", headers=reader)).status_code == 404
         headers = {"authorization": f"Bearer {running.infra.token(Scope.ADMIN)}"}
         body = (await client.get("/v1/status", headers=headers)).json()
-        assert {m["model"] for m in body["models"]} >= {"late-labels", "dupes"}
-        one = (await client.get("/v1/status/dupes", headers=headers)).json()
-        assert one["versions"][0]["labelled"] == 31
-        assert (await client.get("/v1/status/nope", headers=headers)).status_code == 404
+        assert model in {m["model"] for m in body["models"]}
+        one = (await client.get(f"/v1/status/{model}", headers=headers)).json()
+        assert one["versions"][0]["labelled"] == 8
+        # No drift, no retrain: nothing is held back.
+        assert one["retrain"] == {"last_requested_at": None, "cooldown_until": None, "hold": None}
+        unwatched = problem_of(await client.get("/v1/status/nope", headers=headers), 404, Kind.NOT_FOUND)
+        assert unwatched["field"] == "model"
         metrics = (await client.get("/metrics")).text
-        assert 'mlops_monitor_accuracy_ratio{model="dupes",version="1"}' in metrics
+        assert f'mlops_monitor_accuracy_ratio{{model="{model}",version="1"}} 0.75' in metrics
         assert "mlops_monitor_label_lag_seconds_bucket" in metrics
 
 
-async def test_mlops_drift_status_shows_the_monitor_report(running: Running) -> None:
+def drift_status(running: Running, *args: str, token: str | None = None) -> Any:
+    """``mlops drift status`` against the module's monitor."""
     from typer.testing import CliRunner
 
     from services.cli.__main__ import app as cli
 
-    runner = CliRunner()
     url = f"http://127.0.0.1:{running.app.http_port}"
-    token = running.infra.token(Scope.ADMIN)  # no registry here tells the models' teams
+    bearer = token or running.infra.token(Scope.ADMIN)  # no registry here tells the models' teams
+    return CliRunner().invoke(
+        cli, ["drift", "status", "--url", url, "--token", bearer, *args], env={"COLUMNS": "200"}
+    )
 
-    def invoke(*args: str) -> Any:
-        return runner.invoke(
-            cli, ["drift", "status", "--url", url, "--token", token, *args], env={"COLUMNS": "200"}
-        )
+
+async def test_mlops_drift_status_shows_the_monitor_report(running: Running) -> None:
+    topics, model, now = running.topics, "reported", time.time()
+    ids = [f"rep-{i}" for i in range(8)]
+    # The candidate answers "0" for the first 2: wrong there, right elsewhere.
+    await send(
+        running.producer,
+        [prediction(topics.predictions, i, model, 1, "1", occurred_at=now) for i in ids]
+        + [
+            prediction(
+                topics.predictions,
+                i,
+                model,
+                2,
+                "0" if n < 2 else "1",
+                occurred_at=now,
+                route="shadow",
+                shadow=True,
+            )
+            for n, i in enumerate(ids)
+        ]
+        + [label(topics.labels, i, 1.0, event_time=now) for i in ids],
+    )
+    await wait_for(
+        lambda: running.labelled(model, 1) == running.labelled(model, 2) == 8, WAIT, "both versions labelled"
+    )
+    await wait_for(lambda: running.model(model)["shadow_comparison"], WAIT, "the comparison")
 
     # The CLI blocks on HTTP: run it off the loop that serves the monitor.
-    as_json = await asyncio.to_thread(invoke, "--json")
+    as_json = await asyncio.to_thread(drift_status, running, "--json")
     assert as_json.exit_code == 0, as_json.output
-    report = json.loads(as_json.stdout)
-    dupes = next(m for m in report["models"] if m["model"] == "dupes")
-    assert dupes["versions"][0]["labelled"] == 31
+    report = json_document(as_json.stdout)  # the monitor, in this process, logs there too
+    reported = next(m for m in report["models"] if m["model"] == model)
+    assert [v["labelled"] for v in reported["versions"]] == [8, 8]
     assert report["monitors"][0]["assignment"]
 
-    table = await asyncio.to_thread(invoke, "shadowed")
+    table = await asyncio.to_thread(drift_status, running, model)
     assert table.exit_code == 0, table.output
-    assert "shadowed: v2 vs live v1 on 20 shared requests: accuracy 0.750 vs 1.000" in table.stdout
+    assert f"{model}: v2 vs live v1 on 8 shared requests: accuracy 0.750 vs 1.000" in table.stdout
 
-    missing = await asyncio.to_thread(invoke, "no-such-model")
+    missing = await asyncio.to_thread(drift_status, running, "no-such-model")
     assert missing.exit_code == 5
-    denied = await asyncio.to_thread(
-        runner.invoke, cli, ["drift", "status", "--url", url, "--token", running.infra.token(Scope.PREDICT)]
-    )
+    denied = await asyncio.to_thread(drift_status, running, token=running.infra.token(Scope.PREDICT))
     assert denied.exit_code == 4
+
+
+async def test_each_stage_handles_a_batch_in_one_span_that_reaches_the_predictions_trace(
+    running: Running,
+) -> None:
+    topics, model, now = running.topics, "traced", time.time()
+
+    def stage(topic: str) -> list[ReadableSpan]:
+        return [s for s in finished(SpanKind.CONSUMER) if s.name == f"process {topic}"]
+
+    with recording():
+        with tracer().start_as_current_span("served") as served:
+            traced = prediction(topics.predictions, "traced-0", model, 1, "1", occurred_at=now)
+        await send(running.producer, [traced, label(topics.labels, "traced-0", 1.0, event_time=now)])
+        await wait_for(lambda: running.labelled(model, 1) == 1, WAIT, "the traced prediction joined")
+        route = stage(
+            ",".join(sorted((topics.labels, topics.model_events, topics.predictions, topics.train_results)))
+        )
+        served_trace = served.get_span_context().trace_id
+        assert any(
+            s.context.trace_id == served_trace
+            or any(link.context.trace_id == served_trace for link in s.links)
+            for s in route
+        ), "the route span that handled the prediction is its trace's child or links to it"
+        assert stage(f"{topics.prefix}.monitor.join") and stage(f"{topics.prefix}.monitor.samples")
+
+
+def train_result(topic: str, model: str, key: str, status: int, version: int = 0) -> OutgoingRecord:
+    """What the trainer publishes when a request ends."""
+    message = events_pb2.TrainResult(
+        request_id=f"{key}-request",
+        idempotency_key=key,
+        model_name=model,
+        status=status,  # type: ignore[arg-type]
+        version=version,
+        gates=[
+            model_pb2.GateResult(
+                name="min_metric", passed=False, value=0.61, threshold=0.75, detail="0.61 < 0.75"
+            )
+        ]
+        if status == events_pb2.TRAIN_STATUS_GATES_FAILED
+        else [],
+    )
+    return encode(topic, message, source="/test/trainer", key=model)
+
+
+async def test_a_held_retrain_says_why_and_until_when(running: Running) -> None:
+    """The retrain under way, then its candidate failing its gates, then the cooldown holding
+    a second drift's retrain back: each in the status endpoint, the metrics and the CLI."""
+    topics, model, start = running.topics, "held-back", 1_900_000_000.0
+    predictions, labels = drifting_stream(topics, model, 1, 1600, 800, seed=21, start=start)
+    await send(running.producer, trailing(predictions, labels, lag=50))
+    await wait_for(lambda: running.labelled(model, 1) == 1600, WAIT, "version 1 labelled")
+    status = running.model(model)
+    asked = status["retrain"]["last_requested_at"]  # type: ignore[index]
+    assert asked is not None, status
+    cooldown_until = asked + 3600
+    assert status["retrain"]["cooldown_until"] == cooldown_until  # type: ignore[index]
+    hold = status["retrain"]["hold"]  # type: ignore[index]
+    assert (hold["reason"], hold["until"]) == ("requested", cooldown_until)
+    assert "attempt 1 of 3" in hold["detail"]
+
+    # The trainer says the candidate failed its gates: the status says so, and when the next try is.
+    [request] = [
+        decode(r, events_pb2.TrainRequest).message
+        for r in await read_to_end(running.infra.kafka_bootstrap, topics.train_requests)
+        if decode(r, events_pb2.TrainRequest).message.model_name == model
+    ]
+    await send(
+        running.producer,
+        [
+            train_result(
+                topics.train_results, model, request.idempotency_key, events_pb2.TRAIN_STATUS_GATES_FAILED
+            )
+        ],
+    )
+    await wait_for(
+        lambda: running.model(model)["retrain"]["hold"]["reason"] == "candidate_failed",  # type: ignore[index]
+        WAIT,
+        "the failed candidate",
+    )
+    hold = running.model(model)["retrain"]["hold"]  # type: ignore[index]
+    assert hold["until"] == cooldown_until
+    assert "ended gates_failed: gates failed: min_metric (0.61 < 0.75)" in hold["detail"]
+    metrics = await metrics_text(running)
+    assert f'mlops_monitor_retrain_held{{model="{model}",reason="candidate_failed"}} 1.0' in metrics
+    held_until = (
+        f'mlops_monitor_retrain_held_until_timestamp_seconds{{model="{model}",reason="candidate_failed"}}'
+    )
+    assert float(metric_value(metrics, held_until)) == cooldown_until
+    table = await asyncio.to_thread(drift_status, running, model)
+    assert f"{model}: retrain held back by a candidate that failed until" in table.stdout
+
+    # Version 2 goes live (the episode ends); it drifts too, within the cooldown of the first
+    # request: enough samples, but the cooldown holds the retrain back until it ends.
+    predictions, labels = drifting_stream(topics, model, 2, 1600, 800, seed=22, start=start + 2000)
+    await send(running.producer, trailing(predictions, labels, lag=50))
+    await wait_for(lambda: running.labelled(model, 2) == 1600, WAIT, "version 2 labelled")
+    status = running.model(model)
+    assert status["live_version"] == 2 and status["episode"]["version"] == 2  # type: ignore[index]
+    hold = status["retrain"]["hold"]  # type: ignore[index]
+    assert (hold["reason"], hold["until"]) == ("cooldown", cooldown_until)
+    metrics = await metrics_text(running)
+    assert f'mlops_monitor_retrain_held{{model="{model}",reason="cooldown"}} 1.0' in metrics
+    assert f'mlops_monitor_retrain_held{{model="{model}",reason="candidate_failed"}}' not in metrics
+    table = await asyncio.to_thread(drift_status, running, model)
+    assert f"{model}: retrain held back by the cooldown until" in table.stdout
+    requests = [
+        r
+        for r in await read_to_end(running.infra.kafka_bootstrap, topics.train_requests)
+        if decode(r, events_pb2.TrainRequest).message.model_name == model
+    ]
+    assert len(requests) == 1
+
+
+async def metrics_text(running: Running) -> str:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.app.http_port}", timeout=10) as client:
+        return (await client.get("/metrics")).text
+
+
+def metric_value(text: str, series: str) -> str:
+    return next(line.split(" ")[-1] for line in text.splitlines() if line.startswith(series + " "))
 
 
 async def test_unmatched_predictions_and_labels_expire_and_are_counted(running: Running) -> None:
@@ -458,5 +626,6 @@ async def test_unmatched_predictions_and_labels_expire_and_are_counted(running: 
         WAIT,
         "expiry",
     )
-    assert running.predicted(model, 1) == 1
+    # The detect stage counts the prediction on its own time, after the join passed it on.
+    await wait_for(lambda: running.predicted(model, 1) == 1, WAIT, "the lonely prediction counted")
     assert running.labelled(model, 1) == 0

@@ -12,15 +12,16 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
-from services.common.artifacts import SKOPS, sha256_hex
+from services.common.artifacts import sha256_hex
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics, decode
+from services.common.grpc_server import GrpcServer
 from services.common.kafka import create_producer
-from services.common.localstack import free_port
-from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
+from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2, registry_pb2_grpc
 from services.monitor.app import MonitorApp
 from services.monitor.profiles import ProfileSource
 from services.monitor.reference import NONE, TRAINING, UNAVAILABLE
@@ -28,6 +29,7 @@ from services.monitor.settings import MonitorSettings
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
 from tests.helpers.apps import registry_settings, started
+from tests.helpers.artifacts import random_artifact
 from tests.helpers.kafka import read_to_end
 from tests.integration.monitor.helpers import prediction, send, wait_for
 
@@ -49,10 +51,10 @@ def profile(rng: random.Random) -> model_pb2.ReferenceProfile:
 def version_metadata(
     model: str, reference: model_pb2.ReferenceProfile | None
 ) -> tuple[registry_pb2.VersionMetadata, bytes]:
-    artifact = uuid.uuid4().bytes * 8
+    artifact = random_artifact()
     described = registry_pb2.VersionMetadata(
         model_name=model,
-        artifact=registry_pb2.Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format=SKOPS),
+        artifact=registry_pb2.Artifact(sha256=sha256_hex(artifact), size_bytes=len(artifact), format="skops"),
         signature=model_pb2.Signature(
             feature_names=FEATURES, classes=["0", "1"], task=model_pb2.TASK_CLASSIFICATION
         ),
@@ -96,7 +98,7 @@ async def setup(infra: Infra) -> AsyncIterator[Setup]:
 
 
 def version_status(monitor: MonitorApp, model: str) -> dict[str, object] | None:
-    for entry in monitor.monitor.status():
+    for entry in monitor.monitor.status(time.time()):
         if entry["model"] == model:
             return dict(entry["versions"][0])
     return None
@@ -151,14 +153,43 @@ async def test_live_traffic_shifted_from_training_is_data_drift_on_that_feature_
     assert fallback["features"][SHIFTED]["reference"] == "recent_traffic"  # type: ignore[index]
 
 
-async def test_an_unreachable_registry_is_reported_and_not_asked_again_at_once(infra: Infra) -> None:
+class UnavailableRegistry(registry_pb2_grpc.RegistryServiceServicer):
+    """A stand-in registry whose database is away: it counts the versions it is asked for
+    and answers UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int]] = []
+
+    async def GetModelVersion(
+        self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelVersion:
+        self.asked.append((request.model_name, request.version))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "database away")
+
+
+async def test_an_unavailable_registry_is_reported_and_not_asked_again_until_the_pause_ends(
+    infra: Infra,
+) -> None:
+    registry = UnavailableRegistry()
+    server = GrpcServer("127.0.0.1:0")
+    server.add_service(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server, registry, "mlops.v1.RegistryService"
+    )
+    await server.start()
     reader = infra.credentials("monitor", Scope.READ)
-    source = ProfileSource(RegistryClient(f"127.0.0.1:{free_port()}", reader, timeout=2.0), retry_seconds=60)
+    source = ProfileSource(RegistryClient(f"127.0.0.1:{server.port}", reader, timeout=2.0), retry_seconds=60)
     try:
         first = await source.lookup("m", 1, now=100.0)
         assert first.status == UNAVAILABLE and "UNAVAILABLE" in first.detail
-        started_at = time.monotonic()
+        assert registry.asked == [("m", 1)]
+        # Within the pause: answered from what the last call said, without a call.
         second = await source.lookup("m", 2, now=130.0)
-        assert second.status == UNAVAILABLE and time.monotonic() - started_at < 0.1, "paused: no call"
+        assert (second.status, second.detail) == (UNAVAILABLE, first.detail)
+        assert registry.asked == [("m", 1)]
+        # Once the pause is over, the registry is asked again.
+        third = await source.lookup("m", 2, now=160.0)
+        assert third.status == UNAVAILABLE
+        assert registry.asked == [("m", 1), ("m", 2)]
     finally:
         await source.close()
+        await server.stop(grace=0)

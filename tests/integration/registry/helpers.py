@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from services.common.artifacts import SKOPS, sha256_hex
+from services.common.artifacts import sha256_hex
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 DATA_HASH = "ab" * 32
@@ -19,7 +17,7 @@ def metadata(
     dataset: str = "demo",
     content_sha256: str = DATA_HASH,
     parent_version: int = 0,
-    artifact_format: str = SKOPS,
+    artifact_format: str = "skops",
     metrics: dict[str, float] | None = None,
     tags: dict[str, str] | None = None,
     train_request_id: str = "",
@@ -58,7 +56,3 @@ def metadata(
         tags=tags or {},
         card=registry_pb2.ModelCard(description="test model", intended_use="tests", limitations="none"),
     )
-
-
-def random_artifact(size: int = 1000) -> bytes:
-    return os.urandom(size)

@@ -14,8 +14,9 @@ from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
+from tests.helpers.artifacts import model_bytes, random_artifact
 from tests.helpers.cli import Cli
-from tests.integration.registry.helpers import metadata, random_artifact
+from tests.integration.registry.helpers import metadata
 
 
 async def test_an_operator_session(
@@ -28,7 +29,7 @@ async def test_an_operator_session(
     assert code == 1 and "ALREADY_EXISTS" in err
 
     # Versions from the trainer (another subject), through the API.
-    for payload in (b"first", b"second"):
+    for payload in (model_bytes("first"), model_bytes("second")):
         await admin.create_version(metadata(model_name, payload), payload)
     artifact_file = tmp_path / "model.skops"
     artifact_file.write_bytes(random_artifact(70_000))

@@ -10,24 +10,27 @@ import grpc
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from services.common.artifacts import RIVER_HMAC, dump_sklearn, load_sklearn, sha256_hex, sign
+from services.common.artifacts import sha256_hex, sign
 from services.common.auth import Principal, Scope
 from services.common.clients.registry import MANUAL, RegistryClient
-from services.common.errors import FIELD_METADATA, KIND_METADATA
+from services.common.errors import FIELD_METADATA, KIND_METADATA, Conflict, PlatformError
+from services.common.grpc_errors import translating
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.registry.app import RegistryApp
 from services.registry.registry import Actor
+from tests.helpers.artifacts import artifact_of, model_bytes, opened, random_artifact
 from tests.integration.registry.conftest import SIGNING_KEY, ClientFactory, ModelEvents
-from tests.integration.registry.helpers import DATA_HASH, metadata, random_artifact
+from tests.integration.registry.helpers import DATA_HASH, metadata
 
 READY = registry_pb2.VERSION_STATUS_READY
 PENDING = registry_pb2.VERSION_STATUS_PENDING_APPROVAL
 
 
-async def expect_status(code: grpc.StatusCode, call: object) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+async def expect_status(code: grpc.StatusCode, call: object) -> PlatformError:
+    """The platform error the registry client raises for ``call``, of the kind ``code`` names."""
+    with pytest.raises(PlatformError) as caught:
         await call  # type: ignore[misc]
-    assert caught.value.code() == code, caught.value.details()
+    assert caught.value.kind.grpc_code == code.name, caught.value.message
     return caught.value
 
 
@@ -43,7 +46,7 @@ async def test_register_promote_and_download_a_real_model(
     model = await admin.create_model(model_name, "churn", tags={"team": "risk"})
     assert model.promotion_policy == registry_pb2.PROMOTION_POLICY_AUTO
     estimator = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0], [0.5, 0.2], [0.1, 0.9]], [0, 1, 1, 0])
-    artifact = dump_sklearn(estimator)
+    artifact = artifact_of(estimator)
 
     version = await admin.create_version(metadata(model_name, artifact), artifact)
 
@@ -54,7 +57,7 @@ async def test_register_promote_and_download_a_real_model(
     assert by_alias.version == 1 and by_alias.metrics["accuracy"] == pytest.approx(0.9)
     downloaded, data = await admin.download_artifact(model_name, alias="production")
     assert data == artifact and downloaded.artifact.sha256 == version.artifact.sha256
-    loaded = load_sklearn(data, downloaded.artifact.sha256)
+    loaded = opened(downloaded.artifact.format, data)
     assert list(loaded.predict([[0.0, 1.0], [1.0, 0.0]])) == list(estimator.predict([[0.0, 1.0], [1.0, 0.0]]))
 
     events = await model_events.wait_until(
@@ -81,10 +84,16 @@ async def test_auto_promotion_moves_production_and_reports_the_previous_version(
     admin: RegistryClient, model_name: str, model_events: ModelEvents
 ) -> None:
     await admin.create_model(model_name)
-    first = await admin.create_version(metadata(model_name, b"v1"), b"v1")
-    failed = await admin.create_version(metadata(model_name, b"v2", gates_passed=False), b"v2")
-    unevaluated = await admin.create_version(metadata(model_name, b"v3", evaluated=False), b"v3")
-    second = await admin.create_version(metadata(model_name, b"v4", parent_version=1), b"v4")
+    first = await admin.create_version(metadata(model_name, model_bytes("v1")), model_bytes("v1"))
+    failed = await admin.create_version(
+        metadata(model_name, model_bytes("v2"), gates_passed=False), model_bytes("v2")
+    )
+    unevaluated = await admin.create_version(
+        metadata(model_name, model_bytes("v3"), evaluated=False), model_bytes("v3")
+    )
+    second = await admin.create_version(
+        metadata(model_name, model_bytes("v4"), parent_version=1), model_bytes("v4")
+    )
 
     assert failed.status == registry_pb2.VERSION_STATUS_GATES_FAILED and not failed.aliases
     assert unevaluated.status == READY and not unevaluated.aliases
@@ -123,7 +132,9 @@ async def test_compare_and_set_lets_exactly_one_concurrent_promotion_win(
 ) -> None:
     await admin.create_model(model_name)
     for i in range(3):
-        await admin.create_version(metadata(model_name, f"a{i}".encode(), evaluated=False), f"a{i}".encode())
+        await admin.create_version(
+            metadata(model_name, model_bytes(f"a{i}"), evaluated=False), model_bytes(f"a{i}")
+        )
     await admin.set_alias(model_name, "staging", 1, expected_version=-1)
 
     results = await asyncio.gather(
@@ -133,9 +144,9 @@ async def test_compare_and_set_lets_exactly_one_concurrent_promotion_win(
     )
 
     winners = [r for r in results if isinstance(r, registry_pb2.Model)]
-    losers = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    losers = [r for r in results if isinstance(r, PlatformError)]
     assert len(winners) == 1 and len(losers) == 1, results
-    assert losers[0].code() == grpc.StatusCode.ABORTED
+    assert isinstance(losers[0], Conflict)
     final = (await admin.get_model(model_name)).aliases["staging"]
     assert final == winners[0].aliases["staging"]
     assert list((await admin.get_version(model_name, final)).aliases) == ["staging"]
@@ -164,17 +175,17 @@ async def test_artifacts_that_do_not_match_their_declaration_leave_nothing_behin
     error = await expect_status(
         grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(wrong_digest, artifact)
     )
-    assert "metadata.artifact.sha256" in (error.details() or "")
+    assert "metadata.artifact.sha256" in error.message
     truncated = metadata(model_name, artifact)
     error = await expect_status(
         grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(truncated, artifact[:-1000])
     )
-    assert "truncated" in (error.details() or "")
+    assert "truncated" in error.message
     longer = metadata(model_name, artifact)
     error = await expect_status(
-        grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(longer, artifact + b"x")
+        grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(longer, artifact + model_bytes("x"))
     )
-    assert "more than the declared" in (error.details() or "")
+    assert "more than the declared" in error.message
     oversized = metadata(model_name, artifact)
     oversized.artifact.size_bytes = 10**10
     await expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, admin.create_version(oversized, artifact))
@@ -203,7 +214,7 @@ async def test_a_corrupted_stored_artifact_is_refused_on_download(
 
     for number in (1, 2):
         error = await expect_status(grpc.StatusCode.DATA_LOSS, admin.download_artifact(model_name, number))
-        assert "refusing it" in (error.details() or "")
+        assert "refusing it" in error.message
 
 
 async def test_identical_artifacts_are_stored_once(
@@ -222,17 +233,17 @@ async def test_identical_artifacts_are_stored_once(
 async def test_river_artifacts_need_a_valid_signature(admin: RegistryClient, model_name: str) -> None:
     await admin.create_model(model_name)
     artifact = random_artifact(2000)
-    unsigned = metadata(model_name, artifact, artifact_format=RIVER_HMAC)
+    unsigned = metadata(model_name, artifact, artifact_format="river-hmac")
     await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(unsigned, artifact))
-    forged = metadata(model_name, artifact, artifact_format=RIVER_HMAC)
+    forged = metadata(model_name, artifact, artifact_format="river-hmac")
     forged.signature_hmac = sign(artifact, b"not the platform key, but long enough")
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(forged, artifact))
-    assert "metadata.signature_hmac" in (error.details() or "")
+    assert "metadata.signature_hmac" in error.message
 
-    signed = metadata(model_name, artifact, artifact_format=RIVER_HMAC)
+    signed = metadata(model_name, artifact, artifact_format="river-hmac")
     signed.signature_hmac = sign(artifact, SIGNING_KEY.encode())
     version = await admin.create_version(signed, artifact)
-    assert version.version == 1 and version.artifact.format == RIVER_HMAC
+    assert version.version == 1 and version.artifact.format == "river-hmac"
 
 
 @pytest.mark.parametrize(
@@ -252,10 +263,11 @@ async def test_river_artifacts_need_a_valid_signature(admin: RegistryClient, mod
 )
 async def test_malformed_model_names_are_refused(admin: RegistryClient, bad_name: str) -> None:
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_model(bad_name))
-    assert "name" in (error.details() or "")
+    assert "name" in error.message
     await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.get_model(bad_name))
     await expect_status(
-        grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(metadata(bad_name, b"artifact"), b"artifact")
+        grpc.StatusCode.INVALID_ARGUMENT,
+        admin.create_version(metadata(bad_name, model_bytes("artifact")), model_bytes("artifact")),
     )
 
 
@@ -264,9 +276,10 @@ async def test_unknown_and_duplicate_things_get_precise_statuses(
 ) -> None:
     await expect_status(grpc.StatusCode.NOT_FOUND, admin.get_model(model_name))
     error = await expect_status(
-        grpc.StatusCode.NOT_FOUND, admin.create_version(metadata(model_name, b"data"), b"data")
+        grpc.StatusCode.NOT_FOUND,
+        admin.create_version(metadata(model_name, model_bytes("data")), model_bytes("data")),
     )
-    assert "create it first" in (error.details() or "")
+    assert "create it first" in error.message
     await admin.create_model(model_name)
     await expect_status(grpc.StatusCode.ALREADY_EXISTS, admin.create_model(model_name))
     assert (await admin.create_model(model_name, exist_ok=True)).name == model_name
@@ -275,9 +288,11 @@ async def test_unknown_and_duplicate_things_get_precise_statuses(
     await expect_status(grpc.StatusCode.NOT_FOUND, admin.set_alias(model_name, "production", 3))
     await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.set_alias(model_name, "Prod/../x", 1))
     await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.get_version(model_name))
-    nan_metric = metadata(model_name, b"data", metrics={"accuracy": float("nan")})
-    error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(nan_metric, b"data"))
-    assert "metadata.metrics[accuracy]" in (error.details() or "")
+    nan_metric = metadata(model_name, model_bytes("data"), metrics={"accuracy": float("nan")})
+    error = await expect_status(
+        grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(nan_metric, model_bytes("data"))
+    )
+    assert "metadata.metrics[accuracy]" in error.message
     assert (await admin.get_model(model_name)).latest_version == 0
 
 
@@ -287,7 +302,7 @@ async def test_a_stream_that_does_not_start_with_metadata_is_refused(
     from services.common.proto.mlops.v1 import registry_pb2_grpc
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{registry_app.grpc_port}") as channel:
-        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        stub = translating(registry_pb2_grpc.RegistryServiceStub(channel))
         metadata_ = (("authorization", f"Bearer {infra_token}"),)
 
         async def chunks_first():  # type: ignore[no-untyped-def]
@@ -315,7 +330,7 @@ async def test_tokens_and_scopes_are_enforced_and_denials_audited(
     clients: ClientFactory, admin: RegistryClient, registry_app: RegistryApp, model_name: str
 ) -> None:
     await admin.create_model(model_name)
-    await admin.create_version(metadata(model_name, b"x1", evaluated=False), b"x1")
+    await admin.create_version(metadata(model_name, model_bytes("x1"), evaluated=False), model_bytes("x1"))
     reader = clients(Scope.READ, subject="reader")
     async with RegistryClient(f"127.0.0.1:{registry_app.grpc_port}", lambda: "not-a-jwt") as forged:
         await expect_status(grpc.StatusCode.UNAUTHENTICATED, forged.get_model(model_name))
@@ -348,8 +363,10 @@ async def test_tokens_and_scopes_are_enforced_and_denials_audited(
 
 async def test_every_change_is_audited_with_before_and_after(admin: RegistryClient, model_name: str) -> None:
     await admin.create_model(model_name)
-    await admin.create_version(metadata(model_name, b"b1"), b"b1", request_id=f"{model_name}-v1")
-    await admin.create_version(metadata(model_name, b"b2"), b"b2")
+    await admin.create_version(
+        metadata(model_name, model_bytes("b1")), model_bytes("b1"), request_id=f"{model_name}-v1"
+    )
+    await admin.create_version(metadata(model_name, model_bytes("b2")), model_bytes("b2"))
     await admin.set_alias(
         model_name,
         "production",
@@ -389,7 +406,7 @@ async def test_manual_policy_waits_for_a_distinct_approver(
     await admin.create_model(model_name, policy=MANUAL)
     trainer = clients(Scope.WRITE, subject="service:trainer")
     approver = clients(Scope.APPROVE, subject="alice")
-    first = await trainer.create_version(metadata(model_name, b"m1"), b"m1")
+    first = await trainer.create_version(metadata(model_name, model_bytes("m1")), model_bytes("m1"))
     assert (first.status, list(first.aliases)) == (PENDING, ["candidate"])
     await expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.set_alias(model_name, "production", 1))
 
@@ -399,22 +416,22 @@ async def test_manual_policy_waits_for_a_distinct_approver(
     assert (approved.review.reviewer, approved.review.comment) == ("alice", "looks good")
     await expect_status(grpc.StatusCode.FAILED_PRECONDITION, approver.approve(model_name, 1))
 
-    second = await trainer.create_version(metadata(model_name, b"m2"), b"m2")
+    second = await trainer.create_version(metadata(model_name, model_bytes("m2")), model_bytes("m2"))
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, approver.reject(model_name, 2, ""))
-    assert "comment" in (error.details() or "")
+    assert "comment" in error.message
     rejected = await approver.reject(model_name, second.version, "worse on the holdout slice for segment B")
     assert rejected.status == registry_pb2.VERSION_STATUS_REJECTED and not rejected.aliases
     assert (await admin.get_model(model_name)).aliases == {"production": 1}
     await expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.set_alias(model_name, "staging", 2))
 
     self_made = await clients(Scope.WRITE, Scope.APPROVE, subject="bob").create_version(
-        metadata(model_name, b"m3"), b"m3"
+        metadata(model_name, model_bytes("m3")), model_bytes("m3")
     )
     error = await expect_status(
         grpc.StatusCode.PERMISSION_DENIED,
         clients(Scope.APPROVE, subject="bob").approve(model_name, self_made.version),
     )
-    assert "four-eyes" in (error.details() or "")
+    assert "four-eyes" in error.message
 
     events = await model_events.wait_until(
         lambda evs: any(
@@ -434,7 +451,7 @@ async def test_manual_policy_waits_for_a_distinct_approver(
 async def test_rollback_walks_back_through_production_history(admin: RegistryClient, model_name: str) -> None:
     await admin.create_model(model_name)
     for i in range(1, 4):
-        await admin.create_version(metadata(model_name, f"r{i}".encode()), f"r{i}".encode())
+        await admin.create_version(metadata(model_name, model_bytes(f"r{i}")), model_bytes(f"r{i}"))
     assert (await admin.get_model(model_name)).aliases["production"] == 3
 
     first = await admin.rollback(model_name, reason="v3 drops accuracy")
@@ -460,15 +477,15 @@ async def test_archived_versions_keep_their_record_but_take_no_alias(
     admin: RegistryClient, model_name: str
 ) -> None:
     await admin.create_model(model_name)
-    await admin.create_version(metadata(model_name, b"z1"), b"z1")
-    await admin.create_version(metadata(model_name, b"z2"), b"z2")
+    await admin.create_version(metadata(model_name, model_bytes("z1")), model_bytes("z1"))
+    await admin.create_version(metadata(model_name, model_bytes("z2")), model_bytes("z2"))
     error = await expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.archive(model_name, 2))
-    assert "production" in (error.details() or "")
+    assert "production" in error.message
     archived = await admin.archive(model_name, 1, "superseded")
     assert archived.status == registry_pb2.VERSION_STATUS_ARCHIVED
     await expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.set_alias(model_name, "staging", 1))
     await expect_status(grpc.StatusCode.FAILED_PRECONDITION, admin.archive(model_name, 1))
-    assert (await admin.download_artifact(model_name, 1))[1] == b"z1"
+    assert (await admin.download_artifact(model_name, 1))[1] == model_bytes("z1")
 
 
 async def test_lineage_answers_both_ways_and_search_filters(admin: RegistryClient, model_name: str) -> None:
@@ -478,25 +495,32 @@ async def test_lineage_answers_both_ways_and_search_filters(admin: RegistryClien
     shared = "cd" * 32
     await admin.create_version(
         metadata(
-            model_name, b"l1", content_sha256=shared, metrics={"accuracy": 0.7}, train_request_id="req-1"
+            model_name,
+            model_bytes("l1"),
+            content_sha256=shared,
+            metrics={"accuracy": 0.7},
+            train_request_id="req-1",
         ),
-        b"l1",
+        model_bytes("l1"),
     )
     await admin.create_version(
         metadata(
             model_name,
-            b"l2",
+            model_bytes("l2"),
             parent_version=1,
             metrics={"accuracy": 0.85},
             tags={"stage": "exp"},
             content_sha256=sha256_hex(model_name.encode()),
         ),
-        b"l2",
+        model_bytes("l2"),
     )
     await admin.create_version(
-        metadata(model_name, b"l3", parent_version=2, metrics={"accuracy": 0.95}), b"l3"
+        metadata(model_name, model_bytes("l3"), parent_version=2, metrics={"accuracy": 0.95}),
+        model_bytes("l3"),
     )
-    await admin.create_version(metadata(other, b"o1", content_sha256=shared, dataset="other-data"), b"o1")
+    await admin.create_version(
+        metadata(other, model_bytes("o1"), content_sha256=shared, dataset="other-data"), model_bytes("o1")
+    )
 
     lineage = await admin.lineage(model_name, 2)
     assert lineage.version.lineage.parent_version == 1
@@ -540,7 +564,9 @@ async def test_pages_cover_everything_once(
 ) -> None:
     await admin.create_model(model_name)
     for i in range(5):
-        await admin.create_version(metadata(model_name, f"p{i}".encode(), evaluated=False), f"p{i}".encode())
+        await admin.create_version(
+            metadata(model_name, model_bytes(f"p{i}"), evaluated=False), model_bytes(f"p{i}")
+        )
     assert registry_app.registry is not None
     actor = Actor(Principal.of("admin", [Scope.ADMIN]))
     seen: list[int] = []
@@ -581,7 +607,7 @@ async def test_specs_are_versioned(admin: RegistryClient, model_name: str) -> No
 
     spec.estimators[0].params_json = "[1, 2"
     error = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.put_spec(spec))
-    assert "spec.estimators[0].params_json" in (error.details() or "")
+    assert "spec.estimators[0].params_json" in error.message
     spec.estimators[0].params_json = "{}"
     spec.holdout_fraction = float("inf")
     await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.put_spec(spec))
@@ -594,28 +620,30 @@ async def test_specs_are_versioned(admin: RegistryClient, model_name: str) -> No
 async def test_errors_carry_their_kind_and_field_in_trailing_metadata(
     admin: RegistryClient, model_name: str
 ) -> None:
-    def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
-        return {key: str(value) for key, value in error.trailing_metadata() or ()}
+    def trailers(error: PlatformError) -> dict[str, str]:
+        call = error.__cause__  # the client keeps the failed call as the cause
+        assert isinstance(call, grpc.aio.AioRpcError)
+        return {key: str(value) for key, value in call.trailing_metadata() or ()}
 
     invalid = await expect_status(grpc.StatusCode.INVALID_ARGUMENT, admin.create_model("a/b"))
     assert trailers(invalid) == {KIND_METADATA: "invalid", FIELD_METADATA: "name"}
     missing = await expect_status(grpc.StatusCode.NOT_FOUND, admin.get_model(model_name))
     assert trailers(missing) == {KIND_METADATA: "not_found"}
     await admin.create_model(model_name)
-    await admin.create_version(metadata(model_name, b"k1"), b"k1")
+    await admin.create_version(metadata(model_name, model_bytes("k1")), model_bytes("k1"))
     lost = await expect_status(
         grpc.StatusCode.ABORTED, admin.set_alias(model_name, "production", 1, expected_version=-1)
     )
     assert trailers(lost)[KIND_METADATA] == "conflict"
-    oversized = metadata(model_name, b"k2")
+    oversized = metadata(model_name, model_bytes("k2"))
     oversized.artifact.size_bytes = 10**10
     too_large = await expect_status(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, admin.create_version(oversized, b"k2")
+        grpc.StatusCode.RESOURCE_EXHAUSTED, admin.create_version(oversized, model_bytes("k2"))
     )
     assert trailers(too_large) == {KIND_METADATA: "too_large", FIELD_METADATA: "metadata.artifact.size_bytes"}
     # A field quoting what the caller sent stays printable ASCII, as metadata must.
-    unicode_metric = metadata(model_name, b"k3", metrics={"genauigkeit-ü": 0.9})
+    unicode_metric = metadata(model_name, model_bytes("k3"), metrics={"genauigkeit-ü": 0.9})
     quoted = await expect_status(
-        grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(unicode_metric, b"k3")
+        grpc.StatusCode.INVALID_ARGUMENT, admin.create_version(unicode_metric, model_bytes("k3"))
     )
     assert trailers(quoted)[FIELD_METADATA] == "metadata.metrics[genauigkeit-\\xfc]"

@@ -20,9 +20,13 @@ import pytest
 from services.common.auth import Scope
 from services.common.clients.access import AccessClient
 from services.common.clients.registry import MANUAL, RegistryClient
+from services.common.clients.runs import RunClient
+from services.common.errors import NotFound, PlatformError
 from services.common.proto.mlops.v1 import registry_pb2
+from services.common.proto.mlops.v1.events_pb2 import TrainResult, TrainStatus
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
+from tests.helpers.artifacts import model_bytes
 from tests.helpers.cli import Cli, json_document
 from tests.helpers.waiting import eventually
 from tests.integration.registry.helpers import metadata
@@ -31,10 +35,11 @@ WEEK = 7 * 24 * 3600
 
 
 async def status_of(call: Awaitable[Any]) -> grpc.StatusCode:
+    """The status a call through the shared client ends with (it raises the platform error)."""
     try:
         await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()
+    except PlatformError as exc:
+        return grpc.StatusCode[exc.kind.grpc_code]
     return grpc.StatusCode.OK
 
 
@@ -80,7 +85,7 @@ async def test_team_beta_neither_sees_nor_changes_team_alphas_model_over_grpc(
     async with alpha, beta:
         model = await alpha.create_model(model_name, team=teams.alpha)
         assert model.team == teams.alpha
-        first = await alpha.create_version(metadata(model_name, b"a1"), b"a1")
+        first = await alpha.create_version(metadata(model_name, model_bytes("a1")), model_bytes("a1"))
         assert first.team == teams.alpha
 
         refused: dict[str, Callable[[], Awaitable[Any]]] = {
@@ -90,7 +95,9 @@ async def test_team_beta_neither_sees_nor_changes_team_alphas_model_over_grpc(
             "DownloadArtifact": lambda: beta.download_artifact(model_name, 1),
             "GetLineage": lambda: beta.lineage(model_name, 1),
             "UpdateModel": lambda: beta.update_model(model_name, description="mine now"),
-            "CreateModelVersion": lambda: beta.create_version(metadata(model_name, b"b1"), b"b1"),
+            "CreateModelVersion": lambda: beta.create_version(
+                metadata(model_name, model_bytes("b1")), model_bytes("b1")
+            ),
             "SetAlias": lambda: beta.set_alias(model_name, "staging", 1),
             "Rollback": lambda: beta.rollback(model_name),
             "ArchiveVersion": lambda: beta.archive(model_name, 1),
@@ -111,7 +118,7 @@ async def test_team_beta_neither_sees_nor_changes_team_alphas_model_over_grpc(
         # Beta's model trained on the same data does not show alpha's in its lineage.
         mine = await beta.create_model(model_name + "-b")
         assert mine.team == teams.beta, "a caller's only team is where its models go"
-        await beta.create_version(metadata(mine.name, b"b2"), b"b2")
+        await beta.create_version(metadata(mine.name, model_bytes("b2")), model_bytes("b2"))
         beta_lineage = await beta.lineage(mine.name, 1)
         assert [v.model_name for v in beta_lineage.same_data] == []
         admin_lineage = await admin.lineage(mine.name, 1)
@@ -137,7 +144,7 @@ async def test_team_beta_neither_sees_nor_changes_team_alphas_model_over_rest(
     teams: Teams, admin: RegistryClient, model_name: str
 ) -> None:
     await admin.create_model(model_name, team=teams.alpha)
-    await admin.create_version(metadata(model_name, b"r1"), b"r1")
+    await admin.create_version(metadata(model_name, model_bytes("r1")), model_bytes("r1"))
     as_beta = {"Authorization": f"Bearer {teams.tokens[f'user:{teams.beta}-writer']}"}
     as_alpha = {"Authorization": f"Bearer {teams.tokens[f'user:{teams.alpha}-writer']}"}
     async with httpx.AsyncClient(base_url=teams.http, timeout=30) as http:
@@ -176,7 +183,7 @@ async def test_team_beta_neither_sees_nor_changes_team_alphas_model_over_the_cli
     code, out, err = await cli("register", model_name, "--team", teams.alpha, "--json")
     assert code == 0, err
     assert json_document(out)["team"] == teams.alpha
-    await admin.create_version(metadata(model_name, b"c1"), b"c1")
+    await admin.create_version(metadata(model_name, model_bytes("c1")), model_bytes("c1"))
 
     code, _, err = await cli("show", model_name, token=beta)
     assert code == 5, err  # not found, as if there were no such model
@@ -197,7 +204,7 @@ async def test_approvals_stay_four_eyes_within_the_owning_team(
     outsider = teams.client(f"user:{teams.beta}-approver")
     async with writer, approver, outsider:
         await writer.create_model(model_name, policy=MANUAL, team=teams.alpha)
-        await writer.create_version(metadata(model_name, b"p1"), b"p1")
+        await writer.create_version(metadata(model_name, model_bytes("p1")), model_bytes("p1"))
         assert await status_of(outsider.approve(model_name, 1)) == grpc.StatusCode.NOT_FOUND
         assert await status_of(writer.approve(model_name, 1)) == grpc.StatusCode.PERMISSION_DENIED
         approved = await approver.approve(model_name, 1, "checked")
@@ -271,9 +278,35 @@ async def test_repeated_denials_are_one_audit_record_with_a_count(
 
 
 async def test_audit_records_expire_after_the_retention(registry_app: RegistryApp) -> None:
-    assert registry_app._store is not None
-    indexes = await registry_app._store.db["audit_log"].index_information()
+    assert registry_app.registry is not None
+    indexes = await registry_app.registry._store.db["audit_log"].index_information()
     ttl = [i for i in indexes.values() if "expireAfterSeconds" in i]
     assert [(i["key"], i["expireAfterSeconds"]) for i in ttl] == [
         ([("occurred_at", 1)], registry_app.settings.audit_retention_seconds)
     ]
+
+
+async def test_a_training_run_is_seen_by_its_models_team_only(
+    teams: Teams, registry_app: RegistryApp, model_name: str
+) -> None:
+    assert registry_app.registry is not None
+    async with teams.client(f"user:{teams.alpha}-writer") as alpha:
+        await alpha.create_model(model_name, team=teams.alpha)
+    orphan = f"{model_name}-new"  # the trainer creates it, in the default team
+    for run_id, model in ((f"{model_name}-r1", model_name), (f"{model_name}-r2", orphan)):
+        started = TrainResult(request_id=run_id, model_name=model, status=TrainStatus.TRAIN_STATUS_STARTED)
+        await registry_app.registry.record_result(started)
+
+    def runs_of(who: str) -> RunClient:
+        token = teams.tokens[who]
+        return RunClient(teams.address, lambda: token)
+
+    async with runs_of(f"user:{teams.alpha}-writer") as alpha, runs_of(f"user:{teams.beta}-writer") as beta:
+        assert [r.run_id for r in await alpha.list_runs(model_name)] == [f"{model_name}-r1"]
+        assert (await alpha.get_run(f"{model_name}-r1")).model_name == model_name
+        assert await beta.list_runs(model_name) == []
+        assert model_name not in {r.model_name for r in await beta.list_runs()}
+        with pytest.raises(NotFound):  # as if it did not exist
+            await beta.get_run(f"{model_name}-r1")
+        with pytest.raises(NotFound):  # the default team's: neither alpha's nor beta's
+            await alpha.get_run(f"{model_name}-r2")

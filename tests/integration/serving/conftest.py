@@ -8,10 +8,14 @@ Both hold the same artifact signing key, as the platform's services do, so river
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,10 +25,10 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-from services.common.artifacts import SKOPS, dump_sklearn
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
+from services.common.flavors.skops import SkopsFlavor
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
@@ -34,10 +38,20 @@ from services.serving.models import ModelState
 from services.serving.settings import ServingSettings
 from services.serving.tensors import decode_bytes_elements
 from tests.conftest import Infra
+from tests.helpers import environments
 from tests.helpers.apps import app_settings, registry_settings, started
+from tests.helpers.environments import CLIENT_PYTHON
 from tests.helpers.kafka import TopicReader
 
 N_FEATURES = 4
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def require_client() -> None:
+    """tritonclient's environment, or a skip (a failure in CI)."""
+    environments.require(CLIENT_PYTHON, "client-venv")
+
+
 SIGNING_KEY = "serving-tests-artifact-signing-key-0123456789"
 
 
@@ -56,7 +70,7 @@ def fit(seed: int) -> Fitted:
         n_samples=400, n_features=N_FEATURES, n_informative=3, n_redundant=0, random_state=seed
     )
     estimator = LogisticRegression().fit(X, np.array(["0", "1"], dtype=object)[y])
-    return Fitted(estimator, X, dump_sklearn(estimator))
+    return Fitted(estimator, X, SkopsFlavor().save(estimator).data)
 
 
 def signature(allow_nan: bool = False) -> model_pb2.Signature:
@@ -82,7 +96,7 @@ def version_metadata(
 ) -> registry_pb2.VersionMetadata:
     return registry_pb2.VersionMetadata(
         model_name=name,
-        artifact=registry_pb2.Artifact(format=SKOPS),
+        artifact=registry_pb2.Artifact(format=SkopsFlavor.name),
         metrics={"accuracy": 0.9},
         signature=signature(),
         lineage=model_pb2.Lineage(
@@ -158,6 +172,29 @@ class Stack:
 
     async def infer(self, request: oip.ModelInferRequest, *scopes: Scope) -> oip.ModelInferResponse:
         return await self.stub.ModelInfer(request, metadata=self.metadata(*scopes), timeout=10)
+
+    async def run_client(self, script: Path, case: Path) -> tuple[int, list[dict[str, Any]]]:
+        """A client ``script`` from the client environment against this serving, with a
+        predict token and ``case``: its exit code and the JSON lines it printed."""
+        # The server runs in this event loop: wait for the client without blocking it.
+        process = await asyncio.create_subprocess_exec(
+            str(CLIENT_PYTHON),
+            str(script),
+            "--url",
+            f"127.0.0.1:{self.serving.grpc_port}",
+            "--token",
+            self.infra.token(Scope.PREDICT),
+            "--case",
+            str(case),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(120):
+            stdout, stderr = await process.communicate()
+        sys.stderr.write(stderr.decode())
+        lines = [json.loads(line) for line in stdout.decode().splitlines() if line.startswith("{")]
+        assert process.returncode is not None
+        return process.returncode, lines
 
 
 def serving_settings(infra: Infra, prefix: str, registry_port: int, **overrides: Any) -> ServingSettings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 import httpx
 import numpy as np
 import pytest
@@ -81,33 +80,37 @@ async def test_a_linear_pipeline_explains_each_row_in_its_log_odds(
     assert refused.json()["error"] == "parameter 'explain' must be a boolean, got str"
 
 
-async def test_histogram_boosting_refuses_contributions_by_family_name(
+async def test_histogram_boosting_explains_each_row_in_its_raw_score(
     stack: Stack, http: httpx.AsyncClient, model_name: str, boosted: Trained
 ) -> None:
     await stack.admin.create_model(model_name)
     await stack.admin.create_version(boosted.described_as(model_name), boosted.artifact)
     await stack.served(model_name, production=1)
-    message = "model family 'hist_gradient_boosting' does not support contributions"
+    raw_score = boosted.estimator.decision_function(boosted.X)
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stack.infer(columns_request(model_name, boosted.X, explain=True))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in (caught.value.details() or "")
-    asked = columns_request(model_name, boosted.X)
-    asked.outputs.add(name="contributions")
-    with pytest.raises(grpc.aio.AioRpcError, match=message):
-        await stack.infer(asked)
+    response = await stack.infer(columns_request(model_name, boosted.X, explain=True))
+    total = output(response, "contributions").sum(axis=1) + output(response, "contributions_base")
+    np.testing.assert_allclose(total, raw_score, atol=1e-9)
+    np.testing.assert_allclose(output(response, "probabilities"), boosted.estimator.predict_proba(boosted.X))
 
     answer = await http.post(
         f"/v2/models/{model_name}/infer",
         json={"inputs": json_columns(boosted.X), "parameters": {"explain": True}},
     )
-    assert answer.status_code == 400 and message in answer.json()["error"]
-
+    assert answer.status_code == 200, answer.text
+    by_name = {o["name"]: o for o in answer.json()["outputs"]}
+    np.testing.assert_allclose(
+        np.reshape(by_name["contributions"]["data"], (len(boosted.X), 4)).sum(axis=1)
+        + np.array(by_name["contributions_base"]["data"]),
+        raw_score,
+        atol=1e-9,
+    )
     metadata = await stack.stub.ModelMetadata(
         oip.ModelMetadataRequest(name=model_name), metadata=stack.metadata()
     )
-    assert [t.name for t in metadata.outputs] == ["probabilities", "label"]
-    # Without explanations it answers as usual.
-    response = await stack.infer(columns_request(model_name, boosted.X))
-    np.testing.assert_allclose(output(response, "probabilities"), boosted.estimator.predict_proba(boosted.X))
+    assert [t.name for t in metadata.outputs] == [
+        "probabilities",
+        "label",
+        "contributions",
+        "contributions_base",
+    ]

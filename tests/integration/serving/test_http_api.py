@@ -10,6 +10,8 @@ import httpx
 import numpy as np
 
 from services.common.auth import Scope
+from services.common.errors import Kind
+from tests.helpers.problems import problem_of
 from tests.integration.serving.conftest import Fitted, Stack
 
 
@@ -88,6 +90,24 @@ async def test_http_errors_carry_the_status_and_the_message(
         url, json=body(model_a.X[:1]), headers={"authorization": f"Bearer {stack.infra.token(Scope.READ)}"}
     )
     await error(wrong_scope, 403, "lacks scope 'predict'")
+
+
+async def test_refusals_answer_the_platform_problem_body_with_the_protocols_error(
+    stack: Stack, http: httpx.AsyncClient, model_name: str, model_a: Fitted
+) -> None:
+    await stack.register(model_name, model_a)
+    await stack.served(model_name, production=1)
+    url = f"/v2/models/{model_name}/infer"
+    invalid = problem_of(await http.post(url, json={"inputs": "x"}), 400, Kind.INVALID)
+    assert (invalid["field"], invalid["error"]) == ("inputs", "inputs: Input should be a valid array")
+    problem_of(await http.post(url, json=body(np.zeros((300, 4)))), 413, Kind.TOO_LARGE)
+    missing = problem_of(
+        await http.post("/v2/models/nope/infer", json=body(model_a.X[:1])), 404, Kind.NOT_FOUND
+    )
+    assert missing["error"] == "model 'nope' is not served"
+    # Model readiness keeps the protocol's members beside the problem's.
+    not_ready = problem_of(await http.get("/v2/models/nope/ready"), 404, Kind.NOT_FOUND)
+    assert (not_ready["name"], not_ready["ready"]) == ("nope", False)
 
 
 async def test_health_is_public_and_metrics_count_requests_by_model_version_and_code(

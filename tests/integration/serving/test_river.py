@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.artifacts import SIGNATURE_HMAC_PARAM, sign
+from services.common.artifacts import sign
+from services.common.flavors.base import SIGNATURE_HMAC_PARAM
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.serving.models import ServedModel
 from tests.integration.serving.conftest import Stack, output
@@ -54,7 +55,7 @@ async def test_a_river_model_is_served_and_a_version_that_does_not_verify_is_ref
 
     await stack.serving.manager.wait_for(refused, within=20)
     reason = stack.serving.manager.models[model_name].reason
-    assert "artifact signature does not verify: refusing to unpickle it" in reason
+    assert "the artifact's HMAC does not verify under the platform's signing key" in reason
     response = await stack.infer(columns_request(model_name, X))
     assert response.model_version == "1"
     np.testing.assert_allclose(output(response, "probabilities"), expected)

@@ -6,27 +6,18 @@ another process, another environment (``make client-venv``), nothing of ours imp
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
-import pytest
+from tests.integration.serving.conftest import ROOT, Fitted, Stack, require_client
 
-from services.common.auth import Scope
-from tests.integration.serving.conftest import Fitted, Stack
-
-ROOT = Path(__file__).resolve().parents[3]
-CLIENT_PYTHON = ROOT / ".venv-client" / "bin" / "python"
 SCRIPT = ROOT / "tests" / "clients" / "triton_conformance.py"
 
 
-@pytest.mark.skipif(
-    not CLIENT_PYTHON.exists(), reason="no .venv-client: run `make client-venv` (make test does)"
-)
 async def test_tritonclient_passes_every_rpc(
     stack: Stack, model_name: str, model_a: Fitted, tmp_path: Path
 ) -> None:
+    require_client()
     await stack.register(model_name, model_a)
     await stack.served(model_name, production=1)
     rows = model_a.X[:5]
@@ -44,24 +35,8 @@ async def test_tritonclient_passes_every_rpc(
             }
         )
     )
-    # The server runs in this event loop: wait for the client without blocking it.
-    process = await asyncio.create_subprocess_exec(
-        str(CLIENT_PYTHON),
-        str(SCRIPT),
-        "--url",
-        f"127.0.0.1:{stack.serving.grpc_port}",
-        "--token",
-        stack.infra.token(Scope.PREDICT),
-        "--case",
-        str(case),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(120):
-        stdout, stderr = await process.communicate()
-    results = [json.loads(line) for line in stdout.decode().splitlines() if line.startswith("{")]
+    returncode, results = await stack.run_client(SCRIPT, case)
     failed = [r for r in results if not r["ok"]]
-    sys.stderr.write(stderr.decode())
     assert failed == [], failed
-    assert process.returncode == 0
+    assert returncode == 0
     assert len(results) == 19

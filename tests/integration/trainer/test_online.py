@@ -4,10 +4,11 @@ names exactly the rows it learned."""
 
 from __future__ import annotations
 
-from services.common.artifacts import RIVER_HMAC, load_signed_pickle
+from services.common.flavors import flavor
+from services.common.flavors.base import StoredArtifact
+from services.common.flavors.river import RiverRuntime
 from services.common.proto.mlops.v1.events_pb2 import ModelEventType, TrainRequest, TrainStatus
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates
-from services.trainer.registration import SIGNATURE_PARAM
 from tests.integration.trainer.conftest import SIGNING_KEY, Platform
 from tests.unit.trainer import synthetic
 
@@ -31,12 +32,11 @@ async def test_a_river_model_is_trained_signed_and_keeps_learning_from_the_strea
     result = await platform.results.final(await platform.request(TrainRequest(model_name=model, spec=spec)))
     assert result.status == TrainStatus.TRAIN_STATUS_REGISTERED, result.error
     first = await platform.registry.get_version(model, alias="production")
-    assert first.artifact.format == RIVER_HMAC and first.tags["flavor"] == "river"
+    assert first.artifact.format == "river-hmac" and first.tags["flavor"] == "river-hmac"
     _, data = await platform.registry.download_artifact(model, first.version)
-    river_model = load_signed_pickle(
-        data, first.artifact.sha256, first.params[SIGNATURE_PARAM], SIGNING_KEY.encode()
-    )
-    assert set(river_model.predict_proba_one({"f0": 2.0, "f1": 0.0, "color": "red", "flag": 0.0})) == {
+    river = flavor("river-hmac").load(StoredArtifact.of(first, data), signing_key=SIGNING_KEY.encode())
+    assert isinstance(river, RiverRuntime)
+    assert set(river.model.predict_proba_one({"f0": 2.0, "f1": 0.0, "color": "red", "flag": 0.0})) == {
         "0",
         "1",
     }
@@ -56,4 +56,4 @@ async def test_a_river_model_is_trained_signed_and_keeps_learning_from_the_strea
     assert snapshot.lineage.data.content_sha256 == same_rows.summary.content_sha256
     assert (await platform.registry.get_model(model)).aliases["production"] == snapshot.version
     _, data = await platform.registry.download_artifact(model, snapshot.version)
-    load_signed_pickle(data, snapshot.artifact.sha256, snapshot.params[SIGNATURE_PARAM], SIGNING_KEY.encode())
+    flavor("river-hmac").load(StoredArtifact.of(snapshot, data), signing_key=SIGNING_KEY.encode())

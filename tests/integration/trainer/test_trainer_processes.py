@@ -186,6 +186,23 @@ async def searched_job_in_training(platform: Platform, group: Group, name: str) 
     return model, key, request_id
 
 
+async def registered_once(
+    platform: Platform, group: Group, model: str, key: str, request_id: str, by: TrainerProcess
+) -> None:
+    """The interrupted request finished by trainer ``by``: started twice (the interrupted run
+    never finished), registered once, as version 1 with the request in its lineage."""
+    result = await group.results.final(request_id, within=120)
+    assert result.status == TrainStatus.TRAIN_STATUS_REGISTERED, result.error
+    assert result.version == 1
+    outcomes = [r.status for r in group.results.of(request_id)]
+    assert outcomes.count(TrainStatus.TRAIN_STATUS_STARTED) == 2
+    assert outcomes.count(TrainStatus.TRAIN_STATUS_REGISTERED) == 1
+    assert (await platform.registry.get_model(model)).latest_version == 1
+    version = await platform.registry.get_version(model, 1)
+    assert version.lineage.train_request_id == request_id
+    assert (await group.job_owners())[key] == str(by.pid)
+
+
 async def test_a_trainer_killed_mid_job_leaves_it_to_another_that_finishes_it_once(
     platform: Platform, group: Group, unique: str
 ) -> None:
@@ -197,37 +214,42 @@ async def test_a_trainer_killed_mid_job_leaves_it_to_another_that_finishes_it_on
     assert str(victim.pid) == owner
     victim.process.signal(signal.SIGKILL)
 
-    result = await group.results.final(request_id, within=120)
-    assert result.status == TrainStatus.TRAIN_STATUS_REGISTERED, result.error
-    assert result.version == 1
-    outcomes = [r.status for r in group.results.of(request_id)]
-    # Started twice (the killed run never finished), registered once.
-    assert outcomes.count(TrainStatus.TRAIN_STATUS_STARTED) == 2
-    assert outcomes.count(TrainStatus.TRAIN_STATUS_REGISTERED) == 1
-    assert (await platform.registry.get_model(model)).latest_version == 1
-    version = await platform.registry.get_version(model, 1)
-    assert version.lineage.train_request_id == request_id
-    assert (await group.job_owners())[key] == str(survivor.pid)
+    await registered_once(platform, group, model, key, request_id, by=survivor)
 
 
-async def test_a_trainer_stopped_mid_job_exits_cleanly_and_frees_the_job_at_once(
+async def test_a_trainer_stopped_mid_job_frees_it_and_the_other_registers_it_once(
     platform: Platform, group: Group, unique: str
 ) -> None:
+    # Two live trainers, whatever earlier tests of the module killed.
+    live = [m for m in group.members if m.process.alive()]
+    while len(live) < 2:
+        live.append(group.start_trainer())
+    await group.settled(live)
     model, key, request_id = await searched_job_in_training(platform, group, f"stop-{unique}")
     pid = (await group.job_owners())[key]
-    owner = next(m for m in group.members if str(m.pid) == pid)
-    owner.process.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(owner.process.popen.wait, 30) == 0
-
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(platform.infra.mongodb_uri, tz_aware=True)
+    owner = next(m for m in live if str(m.pid) == pid)
+    survivor = next(m for m in live if m is not owner)
+    # Held still, the other trainer cannot take the job over before it is looked at below.
+    survivor.process.signal(signal.SIGSTOP)
     try:
-        job = await client[group.prefix][JOBS].find_one({"_id": key})
-        lease = await client[group.prefix][MODEL_LEASES].find_one({"_id": model})
+        owner.process.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(owner.process.popen.wait, 30) == 0
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            platform.infra.mongodb_uri, tz_aware=True
+        )
+        try:
+            job = await client[group.prefix][JOBS].find_one({"_id": key})
+            lease = await client[group.prefix][MODEL_LEASES].find_one({"_id": model})
+        finally:
+            await client.close()
     finally:
-        await client.close()
+        survivor.process.signal(signal.SIGCONT)
     assert job is not None and lease is not None
     # Unfinished, and claimable by the next trainer without waiting out a lease.
     assert job["state"] == "running" and "result" not in job
     expired = datetime.fromtimestamp(0, UTC)
     assert job["lease_until"] == expired and lease["lease_until"] == expired
     assert [r.status for r in group.results.of(request_id)][-1] != TrainStatus.TRAIN_STATUS_REGISTERED
+
+    # The request was not committed: it comes back to the other trainer, which registers it once.
+    await registered_once(platform, group, model, key, request_id, by=survivor)

@@ -17,6 +17,7 @@ from services.cli.output import ExitCode, exit_code_for
 from services.cli.predict import matrix_request, named_request, parse_features, read_predictions
 from services.cli.rows import BadRow, Row, detect_format, parse_cell, read_rows
 from services.common.auth import KeySet, PlatformKeys, Scope, TokenVerifier
+from services.common.errors import Kind
 from services.common.proto.inference import grpc_service_pb2 as oip
 from tests.helpers.keys import KEYS
 
@@ -95,14 +96,13 @@ def test_keygen_and_jwks_make_keys_the_verifier_trusts(tmp_path: Path) -> None:
     assert principal.expires_at is not None and principal.expires_at <= time.time() + 61
 
 
-def test_grpc_status_codes_map_to_documented_exit_codes() -> None:
-    import grpc
-
-    assert exit_code_for(grpc.StatusCode.UNAVAILABLE) == ExitCode.UNAVAILABLE
-    assert exit_code_for(grpc.StatusCode.PERMISSION_DENIED) == ExitCode.DENIED
-    assert exit_code_for(grpc.StatusCode.NOT_FOUND) == ExitCode.NOT_FOUND
-    assert exit_code_for(grpc.StatusCode.INVALID_ARGUMENT) == ExitCode.USAGE
-    assert exit_code_for(grpc.StatusCode.INTERNAL) == ExitCode.FAILED
+def test_error_kinds_map_to_documented_exit_codes() -> None:
+    assert exit_code_for(Kind.UNAVAILABLE) == ExitCode.UNAVAILABLE
+    assert exit_code_for(Kind.PERMISSION) == ExitCode.DENIED
+    assert exit_code_for(Kind.UNAUTHENTICATED) == ExitCode.DENIED
+    assert exit_code_for(Kind.NOT_FOUND) == ExitCode.NOT_FOUND
+    assert exit_code_for(Kind.INVALID) == ExitCode.USAGE
+    assert exit_code_for(Kind.INTERNAL) == ExitCode.FAILED
 
 
 def test_csv_cells_become_numbers_only_when_finite() -> None:

@@ -29,6 +29,7 @@ from services.cli.stack import (
 )
 from services.common.auth import KeySet, Scope, SigningKey, TokenVerifier
 from services.common.settings import ServiceSettings
+from services.console.settings import ConsoleSettings
 
 
 def test_default_ports_are_the_documented_ones() -> None:
@@ -43,6 +44,7 @@ def test_default_ports_are_the_documented_ones() -> None:
         "ingest_http": 8081,
         "monitor_http": 8082,
         "trainer_http": 8083,
+        "console_http": 8090,
     }
 
 
@@ -85,6 +87,27 @@ def test_each_service_gets_its_ports_and_the_platform_settings(tmp_path: Path) -
     assert "MLOPS_SERVICE_KEY" not in registry, "the registry signs with its own key only"
     assert SigningKey.from_pem(registry["REGISTRY_SIGNING_KEY"]).kid == stack.keys.issuer.kid
     assert settings.kafka_bootstrap_servers == stack.kafka_bootstrap
+
+
+def test_the_console_gets_the_apis_it_calls_and_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ports = StackPorts.free()
+    env = LocalStack(tmp_path, ports).env_for("console")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = ConsoleSettings()
+    assert settings.http_port == ports.console_http
+    assert settings.registry_address == f"127.0.0.1:{ports.registry_grpc}"
+    assert settings.monitor_urls == [f"http://127.0.0.1:{ports.monitor_http}"]
+    assert settings.ingest_url == f"http://127.0.0.1:{ports.ingest_http}"
+    assert settings.session_key is not None
+    # It acts with each person's token: it holds nothing that could mint or bypass one.
+    held = {"MLOPS_SERVICE_KEY", "REGISTRY_SIGNING_KEY", "MLOPS_ARTIFACT_SIGNING_KEY", "MLOPS_MONGODB_URI"}
+    assert not held & set(env)
+    assert "MLOPS_SERVICE_KEY" in LocalStack(tmp_path, ports).env_for("monitor"), "unlike the back end"
+    again = LocalStack(tmp_path, ports).env_for("console")
+    assert again["CONSOLE_SESSION_KEY"] == env["CONSOLE_SESSION_KEY"]  # sessions survive a restart
 
 
 def test_extra_environment_wins_over_the_stacks(tmp_path: Path) -> None:

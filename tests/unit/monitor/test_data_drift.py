@@ -41,7 +41,7 @@ def test_a_mean_shift_in_one_feature_is_data_drift_on_that_feature_only() -> Non
     assert first.change.statistic > first.change.reference_statistic + 0.5
     # Data drift alone does not retrain unless asked to.
     assert not any(isinstance(d, RetrainRequest) for d in decisions)
-    status = m.status()[0]["versions"][0]["features"]
+    status = m.status(now=0.0)[0]["versions"][0]["features"]
     assert status["f2"]["state"] == "drift" and status["f0"]["state"] == "stable"
 
 

@@ -13,10 +13,12 @@ from services.common.proto.mlops.v1 import events_pb2, model_pb2
 from services.monitor.detectors import Change
 from services.monitor.drift import Drift
 from services.monitor.events import (
+    TrainOutcome,
     drift_record,
     label_from,
     live_version_from,
     predictions_from,
+    train_outcome_from,
     train_request_record,
 )
 from services.monitor.records import InvalidRecord
@@ -196,3 +198,58 @@ def test_a_train_request_asks_for_the_production_spec_on_data_since_the_onset() 
     assert message.idempotency_key == "drift:churn:ep1"
     assert message.window.start_time.seconds == 1_800_000_100 and message.window.dataset == ""
     assert not message.HasField("spec") and message.requested_by == "service:monitor"
+
+
+def result(**fields: object) -> events_pb2.TrainResult:
+    base: dict[str, object] = {
+        "request_id": "req",
+        "model_name": "churn",
+        "idempotency_key": "drift:churn:ep",
+        "status": events_pb2.TRAIN_STATUS_GATES_FAILED,
+        "gates": [
+            model_pb2.GateResult(name="min_metric", passed=False, detail="0.61 < 0.75"),
+            model_pb2.GateResult(name="max_regression", passed=True),
+            model_pb2.GateResult(name="noise", passed=False),
+        ],
+    }
+    base.update(fields)
+    return events_pb2.TrainResult(**base)  # type: ignore[arg-type]
+
+
+def test_the_outcome_of_a_retrain_the_monitor_asked_for_is_read_with_why() -> None:
+    failed = train_outcome_from(incoming("p.train.results", result()))
+    assert failed == TrainOutcome(
+        "churn", "drift:churn:ep", "gates_failed", "gates failed: min_metric (0.61 < 0.75), noise"
+    )
+    broken = train_outcome_from(
+        incoming(
+            "p.train.results", result(status=events_pb2.TRAIN_STATUS_FAILED, error="too few rows", gates=[])
+        )
+    )
+    assert broken is not None and (broken.outcome, broken.detail) == ("failed", "too few rows")
+    registered = train_outcome_from(
+        incoming("p.train.results", result(status=events_pb2.TRAIN_STATUS_REGISTERED, version=4, gates=[]))
+    )
+    assert registered is not None and (registered.outcome, registered.detail) == (
+        "registered",
+        "version 4 registered",
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": events_pb2.TRAIN_STATUS_PROGRESS},
+        {"status": events_pb2.TRAIN_STATUS_STARTED},
+        {"status": events_pb2.TRAIN_STATUS_DUPLICATE},
+        {"idempotency_key": "initial-churn"},  # not the monitor's request
+    ],
+)
+def test_other_results_are_not_the_monitors_business(fields: dict[str, object]) -> None:
+    assert train_outcome_from(incoming("p.train.results", result(**fields))) is None
+
+
+def test_a_result_naming_no_model_is_refused() -> None:
+    with pytest.raises(InvalidRecord) as refused:
+        train_outcome_from(incoming("p.train.results", result(model_name="no spaces allowed")))
+    assert refused.value.field == "model_name"

@@ -10,7 +10,15 @@ from services.monitor.detectors import DetectorSpec
 from services.monitor.drift import Drift, DriftMonitor
 from services.monitor.policy import MonitorPolicy
 from services.monitor.records import Label, LabelledSample, Prediction
-from services.monitor.retrain import RetrainPolicy, RetrainRequest
+from services.monitor.retrain import (
+    ATTEMPT_LIMIT,
+    CANDIDATE_FAILED,
+    COOLDOWN,
+    MIN_SAMPLES,
+    REQUESTED,
+    RetrainPolicy,
+    RetrainRequest,
+)
 
 
 def sample(
@@ -181,6 +189,122 @@ def test_rolling_accuracy_counts_each_labelled_sample() -> None:
     quality = m.quality("churn", 1)
     assert quality is not None
     assert quality.accuracy == 0.7
-    status = m.status()[0]
+    status = m.status(now=0.0)[0]
     assert status["model"] == "churn" and status["live_version"] == 1
     assert status["versions"][0]["labelled"] == 10
+
+
+# --- what holds a retrain back, and until when ------------------------------------------
+
+
+def held(policy: RetrainPolicy, now: float) -> tuple[str, float | None] | None:
+    hold = policy.hold("m", now)
+    return None if hold is None else (hold.reason, hold.until)
+
+
+def test_without_an_episode_nothing_is_held() -> None:
+    policy = RetrainPolicy(cooldown_seconds=600, min_samples=100)
+    assert policy.hold("m", now=0.0) is None
+
+
+def test_too_few_samples_hold_the_retrain_until_enough_arrive() -> None:
+    policy = RetrainPolicy(cooldown_seconds=600, min_samples=100)
+    policy.on_drift("m", 1, "d1", onset_time=0.0, window_size=40, now=10.0, episode_id="ep")
+    hold = policy.hold("m", now=10.0)
+    assert hold is not None and (hold.reason, hold.until) == (MIN_SAMPLES, None)
+    assert hold.detail == "40 of 100 labelled samples since the onset (attempt 1 of 3)"
+    for t in range(59):
+        policy.on_labelled("m", 1, now=11.0 + t)
+    assert policy.hold("m", now=70.0).detail.startswith("99 of 100")  # type: ignore[union-attr]
+    assert policy.on_labelled("m", 1, now=71.0) is not None
+    assert held(policy, 71.0) == (REQUESTED, 671.0)
+
+
+def test_a_requested_retrain_holds_the_next_until_its_cooldown_ends() -> None:
+    policy = RetrainPolicy(cooldown_seconds=600, min_samples=10)
+    assert (
+        policy.on_drift("m", 1, "d1", onset_time=0.0, window_size=50, now=100.0, episode_id="ep") is not None
+    )
+    hold = policy.hold("m", now=150.0)
+    assert hold is not None and (hold.reason, hold.until) == (REQUESTED, 700.0)
+    assert hold.detail == (
+        "retrain requested (attempt 1 of 3); another is asked for when the cooldown ends "
+        "unless a new version goes live first"
+    )
+    # The candidate was registered but is not live yet (waiting for approval, say).
+    policy.on_result("m", "drift:m:ep", "registered", "version 2 registered")
+    assert policy.hold("m", now=150.0).detail.startswith(  # type: ignore[union-attr]
+        "retrain requested (attempt 1 of 3, version 2 registered)"
+    )
+
+
+def test_a_candidate_that_failed_holds_the_next_attempt_until_the_cooldown_ends() -> None:
+    policy = RetrainPolicy(cooldown_seconds=600, min_samples=40)
+    policy.on_drift("m", 1, "d1", onset_time=0.0, window_size=50, now=100.0, episode_id="ep")
+    # An outcome for another request (an older attempt, or someone else's) changes nothing.
+    policy.on_result("m", "drift:m:other", "gates_failed", "min_metric")
+    assert held(policy, 150.0) == (REQUESTED, 700.0)
+    policy.on_result("m", "drift:m:ep", "gates_failed", "gates failed: min_metric (0.61 < 0.75)")
+    hold = policy.hold("m", now=150.0)
+    assert hold is not None and (hold.reason, hold.until) == (CANDIDATE_FAILED, 700.0)
+    assert hold.detail == (
+        "the retrain (attempt 1 of 3) ended gates_failed: gates failed: min_metric (0.61 < 0.75); "
+        "another is asked for when the cooldown ends"
+    )
+    # The next attempt starts with no outcome, and needs twice the samples.
+    assert policy.on_labelled("m", 1, now=700.0) is None
+    assert held(policy, 700.0) == (MIN_SAMPLES, None)
+    assert policy.hold("m", now=700.0).detail == (  # type: ignore[union-attr]
+        "51 of 80 labelled samples since the onset (attempt 2 of 3)"
+    )
+
+
+def test_the_last_attempt_holds_until_the_episode_gives_up() -> None:
+    policy = RetrainPolicy(cooldown_seconds=600, min_samples=10, max_attempts=1)
+    policy.on_drift("m", 1, "d1", onset_time=0.0, window_size=50, now=100.0, episode_id="ep")
+    assert held(policy, 150.0) == (ATTEMPT_LIMIT, 700.0)
+    policy.on_result("m", "drift:m:ep", "failed", "the dataset has too few rows")
+    hold = policy.hold("m", now=150.0)
+    assert hold is not None and (hold.reason, hold.until) == (ATTEMPT_LIMIT, 700.0)
+    assert "ended failed: the dataset has too few rows; the episode gives up" in hold.detail
+    # At the end of the cooldown the episode is over: nothing left to hold.
+    assert policy.on_labelled("m", 1, now=700.0) is None
+    assert policy.hold("m", now=700.0) is None
+
+
+def test_the_cooldown_of_the_previous_request_holds_a_new_episode() -> None:
+    policy = RetrainPolicy(cooldown_seconds=600, min_samples=10)
+    policy.on_drift("m", 1, "d1", onset_time=0.0, window_size=50, now=100.0, episode_id="ep")
+    policy.on_version_live("m", 2)
+    assert policy.hold("m", now=200.0) is None
+    policy.on_drift("m", 2, "d2", onset_time=150.0, window_size=50, now=300.0, episode_id="ep2")
+    hold = policy.hold("m", now=300.0)
+    assert hold is not None and (hold.reason, hold.until) == (COOLDOWN, 700.0)
+    assert hold.detail == "the previous retrain of m was requested 200 s ago; 600 s must pass between two"
+    assert policy.last_request("m") == 100.0
+    # Once it ends, the next labelled sample asks.
+    assert policy.hold("m", now=700.0) is None
+    assert policy.on_labelled("m", 2, now=700.0) is not None
+
+
+def test_the_outcome_survives_a_restart() -> None:
+    policy = RetrainPolicy(cooldown_seconds=600, min_samples=10)
+    policy.on_drift("m", 1, "d1", onset_time=0.0, window_size=50, now=100.0, episode_id="ep")
+    policy.on_result("m", "drift:m:ep", "gates_failed", "min_metric")
+    restarted = RetrainPolicy(cooldown_seconds=600, min_samples=10)
+    restarted.restore("m", policy.export("m"))
+    assert held(restarted, 150.0) == (CANDIDATE_FAILED, 700.0)
+    # State exported before outcomes were kept still restores.
+    old = policy.export("m")
+    del old["episode"]["outcome"], old["episode"]["outcome_detail"]
+    restarted.restore("m", old)
+    assert held(restarted, 150.0) == (REQUESTED, 700.0)
+
+
+def test_the_monitor_status_says_what_holds_the_retrain_and_until_when() -> None:
+    m = monitor(cooldown=10_000)
+    feed(m, [(3000, 0.05), (1000, 0.5)])
+    retrain = m.status(now=4000.0)[0]["retrain"]
+    asked = retrain["last_requested_at"]
+    assert asked is not None and retrain["cooldown_until"] == asked + 10_000
+    assert retrain["hold"]["reason"] == REQUESTED and retrain["hold"]["until"] == asked + 10_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.common.auth import Principal, Scope
+from services.common.errors import NotFound, Unavailable
 from services.common.proto.mlops.v1 import registry_pb2
 from services.monitor.teams import ModelTeams
 
@@ -15,8 +16,10 @@ class Registry:
 
     async def get_model(self, name: str) -> registry_pb2.Model:
         self.asked.append(name)
-        if self.away or name not in self.teams:
-            raise LookupError(name)
+        if self.away:
+            raise Unavailable("the registry is away")
+        if name not in self.teams:
+            raise NotFound(f"model {name!r} not found", field="name")
         return registry_pb2.Model(name=name, team=self.teams[name])
 
 

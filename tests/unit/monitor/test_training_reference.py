@@ -59,7 +59,7 @@ def test_a_feature_shifted_from_its_training_reference_drifts_and_only_that_one(
     assert first.change.statistic > first.change.reference_statistic + 0.5
     # The change began with the live traffic: its onset is the first live value's time.
     assert first.change.onset_time == 1000.0
-    version = m.status()[0]["versions"][0]
+    version = m.status(now=0.0)[0]["versions"][0]
     assert version["reference"] == {"status": TRAINING, "detail": "", "features": 5, "rows": 5000}
     assert version["features"]["f2"]["state"] == "drift"
     assert version["features"]["f0"] == {
@@ -74,7 +74,7 @@ def test_without_a_reference_the_same_traffic_looks_stationary_and_the_status_sa
     m = monitor()
     m.use_reference(MODEL, 1, ReferenceLookup(NONE, 0.0, detail="registered without a reference profile"))
     assert live_traffic(m, 2000, seed=1, shift={"f2": 1.0}) == []
-    version = m.status()[0]["versions"][0]
+    version = m.status(now=0.0)[0]["versions"][0]
     assert version["reference"]["status"] == NONE
     assert version["reference"]["detail"] == "registered without a reference profile"
     assert version["features"]["f2"]["reference"] == "recent_traffic"
@@ -98,9 +98,9 @@ def test_no_false_alarm_when_live_traffic_matches_the_training_data(seed: int) -
 def test_a_reference_that_arrives_late_restarts_the_data_detectors_from_it() -> None:
     m = monitor()
     live_traffic(m, 100, seed=4, shift={"f1": 1.0})
-    assert m.status()[0]["versions"][0]["reference"] == {"status": "pending"}
+    assert m.status(now=0.0)[0]["versions"][0]["reference"] == {"status": "pending"}
     m.use_reference(MODEL, 1, training_reference(4))
-    assert m.status()[0]["versions"][0]["features"] == {}, "detectors start afresh, seeded"
+    assert m.status(now=0.0)[0]["versions"][0]["features"] == {}, "detectors start afresh, seeded"
     drifts = live_traffic(m, 1000, seed=5, shift={"f1": 1.0})
     assert {d.feature for d in drifts} == {"f1"}
 
@@ -129,4 +129,4 @@ def test_when_to_ask_the_registry() -> None:
     off = monitor(training_reference=False)
     assert not off.reference_due(MODEL, 1, now=0.0)
     live_traffic(off, 10, seed=0, shift={})
-    assert off.status()[0]["versions"][0]["reference"] == {"status": "off"}
+    assert off.status(now=0.0)[0]["versions"][0]["reference"] == {"status": "off"}

@@ -13,7 +13,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from services.common.artifacts import dump_sklearn, sha256_hex
+from services.common.artifacts import sha256_hex
+from services.common.flavors.skops import SklearnRuntime, SkopsFlavor
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -25,10 +26,15 @@ class Fitted:
     signature: model_pb2.Signature
     X: np.ndarray
 
+    @property
+    def runtime(self) -> SklearnRuntime:
+        """The estimator as the skops flavor loads it."""
+        return SklearnRuntime(self.estimator)
+
     def version(
         self, name: str, number: int, tags: dict[str, str] | None = None
     ) -> tuple[registry_pb2.ModelVersion, bytes]:
-        data = dump_sklearn(self.estimator)
+        data = SkopsFlavor().save(self.estimator).data
         version = registry_pb2.ModelVersion(
             model_name=name,
             version=number,

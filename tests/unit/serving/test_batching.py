@@ -39,7 +39,7 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
 async def test_requests_queued_during_a_predict_call_share_the_next_one(
     classifier: Fitted, executor: concurrent.futures.Executor
 ) -> None:
-    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    predictor = Predictor("m", 1, classifier.runtime, classifier.signature)
     recording = Recording(predictor)
     batcher = Batcher(recording, executor, max_batch_rows=64)
     rows = [classifier.X[i : i + 1 + i % 3] for i in range(40)]
@@ -55,7 +55,7 @@ async def test_requests_queued_during_a_predict_call_share_the_next_one(
 async def test_a_lone_request_is_not_delayed_and_batching_off_means_one_call_each(
     classifier: Fitted, executor: concurrent.futures.Executor
 ) -> None:
-    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    predictor = Predictor("m", 1, classifier.runtime, classifier.signature)
     recording = Recording(predictor)
     unbatched = Batcher(recording, executor, max_batch_rows=1)
     await asyncio.gather(*(unbatched.submit(classifier.X[i : i + 1]) for i in range(10)))
@@ -65,7 +65,7 @@ async def test_a_lone_request_is_not_delayed_and_batching_off_means_one_call_eac
 async def test_under_concurrent_traffic_max_wait_gathers_requests_that_arrive_shortly_after(
     classifier: Fitted,
 ) -> None:
-    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    predictor = Predictor("m", 1, classifier.runtime, classifier.signature)
     recording = Recording(predictor)
     batcher = Batcher(recording, None, max_batch_rows=8, max_wait=5.0)
     await asyncio.gather(batcher.submit(classifier.X[:1]), batcher.submit(classifier.X[1:2]))  # overlapping
@@ -81,7 +81,7 @@ async def test_under_concurrent_traffic_max_wait_gathers_requests_that_arrive_sh
 async def test_a_request_the_model_refuses_fails_alone(
     classifier: Fitted, executor: concurrent.futures.Executor
 ) -> None:
-    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    predictor = Predictor("m", 1, classifier.runtime, classifier.signature)
     batcher = Batcher(Recording(predictor), executor, max_batch_rows=64)
     poisoned = np.full((1, 4), -999.0)
     good = [classifier.X[i : i + 1] for i in range(5)]
@@ -96,7 +96,7 @@ async def test_a_request_the_model_refuses_fails_alone(
 async def test_a_full_queue_refuses_with_overloaded(
     classifier: Fitted, executor: concurrent.futures.Executor
 ) -> None:
-    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    predictor = Predictor("m", 1, classifier.runtime, classifier.signature)
     batcher = Batcher(
         Recording(predictor), executor, max_batch_rows=4, max_queue_rows=10, label="'m' version 1"
     )
@@ -112,7 +112,7 @@ async def test_a_full_queue_refuses_with_overloaded(
 async def test_a_cancelled_request_is_skipped(
     classifier: Fitted, executor: concurrent.futures.Executor
 ) -> None:
-    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    predictor = Predictor("m", 1, classifier.runtime, classifier.signature)
     recording = Recording(predictor)
     batcher = Batcher(recording, executor, max_batch_rows=64)
     running = asyncio.ensure_future(batcher.submit(classifier.X[:1]))
@@ -126,7 +126,7 @@ async def test_a_cancelled_request_is_skipped(
 
 
 async def test_an_isolated_request_never_waits_for_company(classifier: Fitted) -> None:
-    predictor = Predictor("m", 1, classifier.estimator, classifier.signature)
+    predictor = Predictor("m", 1, classifier.runtime, classifier.signature)
     recording = Recording(predictor)
     batcher = Batcher(recording, None, max_batch_rows=8, max_wait=30.0)
     # With a 30 s wait applied, this would time out: alone, the request goes at once.

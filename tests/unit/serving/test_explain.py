@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification, make_regression
 from sklearn.decomposition import PCA
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 
+from services.common.flavors.explain import Contributions
+from services.common.flavors.sklearn_explain import explainer_for
+from services.common.flavors.skops import SklearnRuntime
 from services.common.proto.mlops.v1 import model_pb2
 from services.common.proto.mlops.v1.model_pb2 import Task
 from services.serving.errors import InvalidInput
-from services.serving.explain import CONTRIBUTIONS, CONTRIBUTIONS_BASE, Contributions, explainer_for
 from services.serving.inference import InferenceRequest, InferenceService
 from services.serving.models import ModelManager
-from services.serving.predictor import Predictor
+from services.serving.predictor import CONTRIBUTIONS, CONTRIBUTIONS_BASE, Predictor
 from services.serving.tensors import Tensor
 from services.trainer.pipelines import FAMILIES, build_pipeline
 from services.trainer.tabular import Table, build_table
@@ -122,6 +125,7 @@ def test_multiclass_models_are_explained_toward_each_rows_predicted_class() -> N
     for model, margin in [
         (LogisticRegression(max_iter=500).fit(X, y), "decision_function"),
         (RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y), "predict_proba"),
+        (HistGradientBoostingClassifier(max_iter=10).fit(X, y), "decision_function"),
     ]:
         margins = getattr(model, margin)(X[:60])
         explained = explainer_for(model, 5).explain(X[:60])
@@ -131,22 +135,43 @@ def test_multiclass_models_are_explained_toward_each_rows_predicted_class() -> N
         )
 
 
-def test_families_without_an_exact_method_are_refused_by_name(table: Table) -> None:
-    boosted = trained("hist_gradient_boosting", table, max_iter=10)
-    predictor = Predictor(
-        "m", 1, boosted, signature(Task.TASK_CLASSIFICATION, ["0", "1"]), family="hist_gradient_boosting"
+def test_histogram_boosting_contributions_add_up_to_its_raw_score(
+    table: Table, regression_table: Table
+) -> None:
+    """Exact TreeSHAP through the trainer's own pipeline (ordinal categories, missing values)."""
+    boosted = trained("hist_gradient_boosting", table, max_iter=20)
+    rows = table.X[:40].copy()
+    rows[0, 0] = np.nan  # missing values follow each split's learned direction, as in predict
+    explained = explainer_for(boosted, 4).explain(rows)
+    assert explained.values.shape == (40, 4)
+    np.testing.assert_allclose(
+        explained.values.sum(axis=1) + explained.base, boosted.decision_function(rows), atol=1e-9
     )
-    assert predictor.explainer is None
-    assert CONTRIBUTIONS not in predictor.outputs
+    regressor = trained("hist_gradient_boosting", regression_table, Task.TASK_REGRESSION, max_iter=20)
+    explained = explainer_for(regressor, 4).explain(regression_table.X[:40])
+    np.testing.assert_allclose(
+        explained.values.sum(axis=1) + explained.base, regressor.predict(regression_table.X[:40]), atol=1e-9
+    )
+    # The target is 2 f0 - f1 + 3 [red]: flag plays no part.
+    assert np.abs(explained.values[:, 3]).mean() < 0.1 * np.abs(explained.values[:, 0]).mean()
+
+
+def test_models_without_an_exact_method_are_refused_by_name() -> None:
+    X, y = make_classification(n_samples=100, n_features=4, random_state=0)
+    neighbours = Predictor(
+        "m", 1, SklearnRuntime(KNeighborsClassifier().fit(X, y)), classifier_signature(4, ["0", "1"])
+    )
+    assert neighbours.explainer is None
+    assert CONTRIBUTIONS not in neighbours.outputs
     for requested, explain in [(["contributions"], False), ([], True), (["label"], True)]:
         with pytest.raises(
-            InvalidInput, match="model family 'hist_gradient_boosting' does not support contributions"
+            InvalidInput, match="model family 'KNeighborsClassifier' does not support contributions"
         ):
-            predictor.check_outputs(requested, explain)
+            neighbours.check_outputs(requested, explain)
     # Preprocessing that mixes features has no per-feature answer either.
     X, y = make_regression(n_samples=100, n_features=4, random_state=0)
     mixed = Pipeline([("pca", PCA(2)), ("model", LogisticRegression())]).fit(X, y > 0)
-    mixing = Predictor("m", 1, mixed, classifier_signature(4, ["false", "true"]))
+    mixing = Predictor("m", 1, SklearnRuntime(mixed), classifier_signature(4, ["false", "true"]))
     assert "does not come from exactly one feature" in mixing.cannot_explain
     assert "model family 'LogisticRegression'" in mixing.cannot_explain
 
@@ -155,7 +180,10 @@ def test_contributions_are_declared_only_by_versions_that_explain_and_returned_o
     table: Table,
 ) -> None:
     predictor = Predictor(
-        "m", 1, trained("logistic_regression", table), signature(Task.TASK_CLASSIFICATION, ["0", "1"])
+        "m",
+        1,
+        SklearnRuntime(trained("logistic_regression", table)),
+        signature(Task.TASK_CLASSIFICATION, ["0", "1"]),
     )
     assert predictor.outputs[CONTRIBUTIONS].shape == (-1, 4)
     assert predictor.outputs[CONTRIBUTIONS_BASE].shape == (-1,)

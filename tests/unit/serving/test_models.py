@@ -6,23 +6,20 @@ tests run the same flows against the real registry service.
 
 from __future__ import annotations
 
+import doctest
 import random
 
-import grpc
 import numpy as np
 import pytest
 
 from services.common.auth import Principal, Scope
+from services.common.errors import NotFound
 from services.common.proto.mlops.v1 import registry_pb2
+from services.serving import models
 from services.serving.errors import Forbidden, InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.models import ModelManager, ModelState
 from services.serving.routing import ModelPolicy, Rollout
 from tests.unit.serving.conftest import Fitted
-
-
-class NotFound(grpc.aio.AioRpcError):
-    def __init__(self, what: str):
-        super().__init__(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), details=what)
 
 
 class MemoryRegistry:
@@ -32,16 +29,20 @@ class MemoryRegistry:
         self.models: dict[str, registry_pb2.Model] = {}
         self.versions: dict[tuple[str, int], tuple[registry_pb2.ModelVersion, bytes]] = {}
         self.downloads: list[tuple[str, int]] = []
+        self.history: dict[str, list[registry_pb2.AliasChange]] = {}
 
     def add(self, name: str, number: int, fitted: Fitted, tags: dict[str, str] | None = None) -> None:
         self.models.setdefault(name, registry_pb2.Model(name=name))
         self.versions[(name, number)] = fitted.version(name, number, tags)
 
     def alias(self, name: str, alias: str, number: int | None) -> None:
+        previous = self.models[name].aliases.get(alias, 0)
         if number is None:
             del self.models[name].aliases[alias]
         else:
             self.models[name].aliases[alias] = number
+        change = registry_pb2.AliasChange(alias=alias, version=number or 0, previous_version=previous)
+        self.history.setdefault(name, []).insert(0, change)
 
     async def get_model(self, name: str) -> registry_pb2.Model:
         if name not in self.models:
@@ -56,6 +57,11 @@ class MemoryRegistry:
     ) -> tuple[registry_pb2.ModelVersion, bytes]:
         self.downloads.append((name, version))
         return self.versions[(name, version)]
+
+    async def alias_history(
+        self, name: str, alias: str = "", limit: int = 100
+    ) -> list[registry_pb2.AliasChange]:
+        return [c for c in self.history.get(name, []) if not alias or c.alias == alias][:limit]
 
 
 @pytest.fixture
@@ -135,14 +141,55 @@ async def test_a_model_whose_only_version_cannot_load_is_unavailable(classifier:
     registry = MemoryRegistry()
     registry.add("iris", 1, classifier)
     version, data = registry.versions[("iris", 1)]
-    version.artifact.format = "onnx"
+    version.artifact.format = "pmml"
     registry.alias("iris", "production", 1)
     manager = ModelManager(registry)
     await manager.sync_all()
     with pytest.raises(
-        ModelUnavailable, match="model 'iris' is unavailable: .*format 'onnx' is not servable"
+        ModelUnavailable,
+        match="model 'iris' is unavailable: .*unknown artifact format 'pmml'; the flavors are skops, river-hmac",
     ):
         manager.route("iris")
+
+
+async def test_after_a_restart_a_production_version_that_cannot_load_falls_back_to_the_one_before(
+    registry: MemoryRegistry, other_classifier: Fitted
+) -> None:
+    # Version 3 passed the registry's checks, but its signature names classes the model lacks.
+    version, data = other_classifier.version("iris", 3)
+    del version.signature.classes[:]
+    version.signature.classes.extend(["setosa", "versicolor", "virginica"])
+    registry.versions[("iris", 3)] = (version, data)
+    registry.alias("iris", "production", 2)
+    registry.alias("iris", "production", 3)
+
+    restarted = ModelManager(registry)
+    await restarted.sync_all()
+    model = restarted.models["iris"]
+    assert model.state is ModelState.READY and model.fallback_from == 3
+    assert restarted.route("iris").target.number == 2
+    assert "version 3 (production) cannot be served: signature classes" in model.reason
+    assert "serving version 2, production before it" in model.reason
+
+    # Production moving to a version that loads ends the fallback.
+    registry.alias("iris", "production", 1)
+    await restarted.sync("iris")
+    assert restarted.models["iris"].fallback_from == 0 and restarted.route("iris").target.number == 1
+
+
+async def test_without_an_earlier_production_version_that_loads_the_model_is_unavailable(
+    classifier: Fitted,
+) -> None:
+    registry = MemoryRegistry()
+    registry.add("iris", 1, classifier)
+    version, _ = registry.versions[("iris", 1)]
+    version.signature.classes.append("extra")
+    registry.alias("iris", "production", 1)
+    manager = ModelManager(registry)
+    await manager.sync_all()
+    assert (
+        manager.models["iris"].state is ModelState.UNAVAILABLE and manager.models["iris"].fallback_from == 0
+    )
 
 
 async def test_models_disappear_when_their_production_alias_or_the_model_goes(
@@ -225,3 +272,8 @@ async def test_a_model_serves_only_callers_of_its_team(registry: MemoryRegistry)
     with pytest.raises(Forbidden, match="lacks scope 'predict' in team 'alpha'"):
         manager.route("iris", caller=reader)
     assert manager.models["iris"].team == "alpha"
+
+
+def test_the_examples_in_the_docstrings_run() -> None:
+    result = doctest.testmod(models)
+    assert result.failed == 0 and result.attempted > 0

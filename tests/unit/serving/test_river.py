@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.common.artifacts import RIVER_HMAC, SIGNATURE_HMAC_PARAM, dump_signed_pickle, sha256_hex
+from services.common.artifacts import sha256_hex
+from services.common.flavors import flavor
+from services.common.flavors.base import SIGNATURE_HMAC_PARAM
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 from services.common.proto.mlops.v1.model_pb2 import Task
 from services.serving.errors import InvalidInput
@@ -49,11 +51,12 @@ def river_version(
     key: bytes = KEY,
 ) -> tuple[registry_pb2.ModelVersion, bytes]:
     """What the trainer registers for a river model: a signed pickle, its HMAC in the params."""
-    data, signature_hmac = dump_signed_pickle(model, key)
+    saved = flavor("river-hmac").save(model, signing_key=key)
+    data, signature_hmac = saved.data, saved.signature_hmac
     version = registry_pb2.ModelVersion(
         model_name=name,
         version=number,
-        artifact=registry_pb2.Artifact(sha256=sha256_hex(data), size_bytes=len(data), format=RIVER_HMAC),
+        artifact=registry_pb2.Artifact(sha256=sha256_hex(data), size_bytes=len(data), format="river-hmac"),
         params={
             "family": "river_logistic_regression"
             if task == Task.TASK_CLASSIFICATION
@@ -97,7 +100,7 @@ def registry_with(
 async def test_a_river_classifier_answers_row_by_row_as_the_trainer_evaluated_it(
     table: Table, online: RiverEstimator
 ) -> None:
-    registry = registry_with("stream", [river_version("stream", 1, online.model_)], production=1)
+    registry = registry_with("stream", [river_version("stream", 1, online.model)], production=1)
     manager = ModelManager(registry, signing_key=KEY)
     await manager.sync_all()
     service = InferenceService(manager, max_rows=100)
@@ -133,7 +136,7 @@ async def test_a_river_regressor_returns_values(table: Table) -> None:
     y = np.array([2.0 * row[0] + (1.0 if row[2] == "red" else 0.0) for row in table.X])
     regressor = RiverEstimator("river_linear_regression", Task.TASK_REGRESSION, {}, FEATURES).fit(table.X, y)
     registry = registry_with(
-        "level", [river_version("level", 1, regressor.model_, Task.TASK_REGRESSION)], production=1
+        "level", [river_version("level", 1, regressor.model, Task.TASK_REGRESSION)], production=1
     )
     manager = ModelManager(registry, signing_key=KEY)
     await manager.sync_all()
@@ -153,9 +156,9 @@ class Planted:
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
-        ("forged", "artifact signature does not verify"),
-        ("wrong_key", "artifact signature does not verify"),
-        ("no_key", "no MLOPS_ARTIFACT_SIGNING_KEY"),
+        ("forged", "HMAC does not verify"),
+        ("wrong_key", "HMAC does not verify"),
+        ("no_key", "MLOPS_ARTIFACT_SIGNING_KEY, and none is set"),
         ("unsigned", f"no '{SIGNATURE_HMAC_PARAM}' parameter"),
     ],
 )
@@ -165,7 +168,7 @@ async def test_an_unverified_river_version_is_refused_unpickled_and_the_current_
     registry = MemoryRegistry()
     registry.add("stream", 1, classifier)
     registry.alias("stream", "production", 1)
-    version, data = river_version("stream", 2, online.model_)
+    version, data = river_version("stream", 2, online.model)
     if case == "forged":
         # Someone who can write the store but not sign: new bytes, new digest, the old HMAC.
         data = pickle.dumps(Planted())

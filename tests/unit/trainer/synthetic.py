@@ -12,10 +12,21 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldSpec, FieldType
-from services.common.proto.mlops.v1.events_pb2 import FeatureRow
-from services.common.proto.mlops.v1.model_pb2 import EstimatorSpec, Gates, ModelSpec, Task
+from services.common.proto.mlops.v1.events_pb2 import FeatureRow, TrainRequest
+from services.common.proto.mlops.v1.model_pb2 import (
+    DataWindow,
+    EstimatorSpec,
+    Gates,
+    MaterializedWindow,
+    ModelSpec,
+    Task,
+)
+from services.common.proto.mlops.v1.registry_pb2 import VersionMetadata
 from services.common.values import to_feature_value
+from services.trainer.plan import TrainingPlan, make_plan
+from services.trainer.registration import version_metadata
 from services.trainer.tabular import Feature, FeatureKind
+from services.trainer.training import TrainedCandidate, Trainer
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 COLORS = ("red", "green", "blue")
@@ -126,3 +137,24 @@ def spec(
         seed=seed,
         holdout_fraction=0.25,
     )
+
+
+def trained(
+    spec: ModelSpec, n_rows: int = 400
+) -> tuple[TrainingPlan, TrainedCandidate, VersionMetadata, bytes]:
+    """``spec`` trained on :func:`rows` and described for the registry: the plan, the
+    candidate, its version metadata and its artifact."""
+    plan = make_plan(spec, schema())
+    candidate = Trainer(plan, rows(n_rows)).run()
+    described, artifact = version_metadata(
+        plan=plan,
+        spec=spec,
+        request=TrainRequest(request_id="r-1", model_name=spec.model_name),
+        candidate=candidate,
+        window=MaterializedWindow(
+            window=DataWindow(dataset="credit"), content_sha256="ab" * 32, row_count=n_rows
+        ),
+        code_version="test",
+        parent_version=0,
+    )
+    return plan, candidate, described, artifact

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from services.common.artifacts import dump_sklearn, load_sklearn, sha256_hex
 from services.common.proto.mlops.v1.model_pb2 import Task
 from services.trainer.pipelines import FAMILIES, build_pipeline, converged
 from services.trainer.tabular import Feature, FeatureKind, build_table, feature_matrix
+from tests.helpers.artifacts import artifact_of, opened
 from tests.unit.trainer import synthetic
 
 FEATURES = synthetic.FEATURES
@@ -40,10 +40,9 @@ def test_classifiers_learn_missing_values_and_round_trip_through_the_trusted_loa
     assert pipeline.score(X[300:], y[300:]) > 0.75
     unseen = X[300:310].copy()
     unseen[:, 2] = "purple"  # a category never seen in training is not an error
-    artifact = dump_sklearn(pipeline)
-    loaded = load_sklearn(artifact, sha256_hex(artifact))
+    loaded = opened("skops", artifact_of(pipeline))
     np.testing.assert_array_equal(loaded.predict_proba(unseen), pipeline.predict_proba(unseen))
-    assert list(loaded.classes_) == ["0", "1"]
+    assert loaded.classes_ is not None and list(loaded.classes_) == ["0", "1"]
 
 
 @pytest.mark.parametrize("family", REGRESSORS)
@@ -53,9 +52,8 @@ def test_regressors_learn_and_round_trip(family: str, table: tuple[np.ndarray, n
     pipeline = build_pipeline(FAMILIES[family], Task.TASK_REGRESSION, FEATURES, {}, seed=1)
     pipeline.fit(X[:300], target[:300])
     assert pipeline.score(X[300:], target[300:]) > 0.8
-    artifact = dump_sklearn(pipeline)
     np.testing.assert_array_equal(
-        load_sklearn(artifact, sha256_hex(artifact)).predict(X[300:]), pipeline.predict(X[300:])
+        opened("skops", artifact_of(pipeline)).predict(X[300:]), pipeline.predict(X[300:])
     )
 
 

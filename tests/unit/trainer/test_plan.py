@@ -99,7 +99,9 @@ def test_metric_must_exist_and_fit_the_task(metric: str, words: tuple[str, ...])
 
 
 def test_unknown_family_is_refused_with_the_known_ones() -> None:
-    refused(synthetic.spec(families=("xgboost",)), "estimators[0].family", "'xgboost'", "random_forest")
+    refused(
+        synthetic.spec(families=("catboost",)), "estimators[0].family", "'catboost'", "lightgbm", "xgboost"
+    )
 
 
 def test_a_classifier_family_cannot_do_regression() -> None:

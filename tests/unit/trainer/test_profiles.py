@@ -3,20 +3,13 @@ per numeric feature, reproducible, and within what the registry accepts."""
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
-from services.common.proto.mlops.v1.events_pb2 import TrainRequest
-from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
 from services.registry import validation
 from services.trainer import profiles
-from services.trainer.plan import make_plan
 from services.trainer.profiles import MAX_SAMPLE_VALUES, SAMPLE_SIZE, reference_profile
-from services.trainer.registration import version_metadata
 from services.trainer.tabular import Feature, FeatureKind, Table
-from services.trainer.training import Trainer
 from tests.unit.trainer import synthetic
 
 
@@ -31,10 +24,6 @@ def table(columns: dict[str, np.ndarray], categorical: tuple[str, ...] = ()) -> 
     for i, name in enumerate(names):
         X[:, i] = columns[name]
     return Table(features, X, np.zeros(n), tuple(f"e{i}" for i in range(n)))
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(profiles).failed == 0
 
 
 def test_each_numeric_feature_is_summarised_with_a_sample_of_its_values() -> None:
@@ -95,19 +84,7 @@ def test_wide_tables_get_smaller_samples_within_the_registrys_limit() -> None:
 
 def test_a_trained_version_carries_the_profile_of_the_rows_it_was_fitted_on() -> None:
     spec = synthetic.spec()
-    plan = make_plan(spec, synthetic.schema())
-    candidate = Trainer(plan, synthetic.rows(400)).run()
-    described, _ = version_metadata(
-        plan=plan,
-        spec=spec,
-        request=TrainRequest(request_id="r-1", model_name=spec.model_name),
-        candidate=candidate,
-        window=MaterializedWindow(
-            window=DataWindow(dataset="credit"), content_sha256="ab" * 32, row_count=400
-        ),
-        code_version="test",
-        parent_version=0,
-    )
+    _, candidate, described, _ = synthetic.trained(spec)
     profile = described.reference_profile
     # f0, f1 and the boolean flag are numbers to the model; the colour is a category.
     assert [f.name for f in profile.features] == ["f0", "f1", "flag"]

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.common.artifacts import SKOPS, load_sklearn
+from services.common.flavors import flavor
+from services.common.flavors.base import StoredArtifact
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
 from services.trainer.plan import make_plan
@@ -58,9 +59,9 @@ def test_the_artifact_is_described_by_its_digest_and_loads_as_trained(
     registered: tuple[Any, Any, bytes],
 ) -> None:
     candidate, described, artifact = registered
-    assert described.artifact.format == SKOPS
+    assert described.artifact.format == "skops"
     assert described.artifact.size_bytes == len(artifact)
-    model = load_sklearn(artifact, described.artifact.sha256)
+    model = flavor("skops").load(StoredArtifact(artifact, described.artifact.sha256))
     features = make_plan(synthetic.spec(), synthetic.schema()).features
     matrix = feature_matrix(synthetic.rows(5, seed=99), features)
     np.testing.assert_array_equal(model.predict_proba(matrix), candidate.pipeline.predict_proba(matrix))
@@ -97,7 +98,7 @@ def test_metadata_carries_gates_signature_and_the_spec(registered: tuple[Any, An
     assert list(described.signature.feature_names) == ["f0", "f1", "color", "flag"]
     assert described.spec.model_name == "credit-model" and described.spec.seed == 7
     assert described.metrics["accuracy"] == candidate.metrics["accuracy"]
-    assert described.tags["flavor"] == "sklearn"
+    assert described.tags["flavor"] == "skops"
 
 
 def test_trigger_names_are_lowercase_words() -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.artifacts import RIVER_HMAC, ArtifactError, load_signed_pickle
+from services.common.artifacts import ArtifactError
 from services.common.clients.datasets import WindowDigest
+from services.common.flavors import flavor
+from services.common.flavors.base import SIGNATURE_HMAC_PARAM, StoredArtifact
+from services.common.flavors.river import RiverRuntime
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest
 from services.common.proto.mlops.v1.model_pb2 import FeatureValue, Gates, MaterializedWindow, Task
 from services.trainer.errors import SpecError
 from services.trainer.plan import make_plan
-from services.trainer.registration import SIGNATURE_PARAM, version_metadata
+from services.trainer.registration import version_metadata
 from services.trainer.river_models import OnlineSession, RiverEstimator
 from services.trainer.training import Trainer
 from tests.unit.trainer import synthetic
@@ -80,12 +83,17 @@ def test_river_artifacts_are_signed_pickles_that_only_load_with_the_key() -> Non
         parent_version=0,
         signing_key=KEY,
     )
-    assert described.artifact.format == RIVER_HMAC and described.tags["flavor"] == "river"
-    assert described.params[SIGNATURE_PARAM] == described.signature_hmac
-    model = load_signed_pickle(data, described.artifact.sha256, described.signature_hmac, KEY)
-    assert set(model.predict_proba_one({"f0": 1.0, "f1": 0.0, "color": "red", "flag": 1.0})) <= {"0", "1"}
-    with pytest.raises(ArtifactError, match="signature does not verify"):
-        load_signed_pickle(data, described.artifact.sha256, described.signature_hmac, b"x" * 32)
+    assert described.artifact.format == "river-hmac" and described.tags["flavor"] == "river-hmac"
+    assert described.params[SIGNATURE_HMAC_PARAM] == described.signature_hmac
+    stored = StoredArtifact(data, described.artifact.sha256, described.signature, dict(described.params))
+    runtime = flavor("river-hmac").load(stored, signing_key=KEY)
+    assert isinstance(runtime, RiverRuntime)
+    assert set(runtime.model.predict_proba_one({"f0": 1.0, "f1": 0.0, "color": "red", "flag": 1.0})) <= {
+        "0",
+        "1",
+    }
+    with pytest.raises(ArtifactError, match="does not verify"):
+        flavor("river-hmac").load(stored, signing_key=b"x" * 32)
 
 
 def session(positions: dict[int, int] | None = None, floor_ns: int = 0) -> OnlineSession:

@@ -232,6 +232,9 @@ class ModelMetadataResponse(_message.Message):
     OUTPUTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     platform: _builtins.str
+    """The spec's field; this server fills it from the version's flavor
+    (scikit-learn, river, xgboost, lightgbm, onnxruntime_onnx).
+    """
     @_builtins.property
     def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property

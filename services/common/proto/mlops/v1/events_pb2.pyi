@@ -380,6 +380,12 @@ class TrainResult(_message.Message):
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    PARAMS_JSON_FIELD_NUMBER: _builtins.int
+    TRIALS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     model_name: _builtins.str
     status: Global___TrainStatus.ValueType
@@ -391,12 +397,24 @@ class TrainResult(_message.Message):
     progress: _builtins.float
     """0..1 while running."""
     idempotency_key: _builtins.str
+    trigger: Global___TrainTrigger.ValueType
+    """What the registry keeps as the job's run (mlops.v1.RunService). Every result
+    carries how the job was triggered and by whom; the dataset once it is known;
+    the final result also the chosen family with its parameters (a JSON object)
+    and every search trial, failed jobs included.
+    """
+    requested_by: _builtins.str
+    dataset: _builtins.str
+    family: _builtins.str
+    params_json: _builtins.str
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
     def gates(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.GateResult]: ...
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def trials(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchTrial]: ...
     def __init__(
         self,
         *,
@@ -411,14 +429,68 @@ class TrainResult(_message.Message):
         duration_seconds: _builtins.float = ...,
         progress: _builtins.float = ...,
         idempotency_key: _builtins.str = ...,
+        trigger: Global___TrainTrigger.ValueType = ...,
+        requested_by: _builtins.str = ...,
+        dataset: _builtins.str = ...,
+        family: _builtins.str = ...,
+        params_json: _builtins.str = ...,
+        trials: _abc.Iterable[Global___SearchTrial] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "error", b"error", "gates", b"gates", "idempotency_key", b"idempotency_key", "metrics", b"metrics", "model_name", b"model_name", "occurred_at", b"occurred_at", "progress", b"progress", "request_id", b"request_id", "status", b"status", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "duration_seconds", b"duration_seconds", "error", b"error", "family", b"family", "gates", b"gates", "idempotency_key", b"idempotency_key", "metrics", b"metrics", "model_name", b"model_name", "occurred_at", b"occurred_at", "params_json", b"params_json", "progress", b"progress", "request_id", b"request_id", "requested_by", b"requested_by", "status", b"status", "trials", b"trials", "trigger", b"trigger", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrainResult: _TypeAlias = TrainResult  # noqa: Y015
+
+@_typing.final
+class SearchTrial(_message.Message):
+    """One configuration of the trainer's search fitted on one rung's rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIGURATION_FIELD_NUMBER: _builtins.int
+    FAMILY_FIELD_NUMBER: _builtins.int
+    PARAMS_JSON_FIELD_NUMBER: _builtins.int
+    RUNG_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    configuration: _builtins.int
+    """Index of the configuration among those the search tried."""
+    family: _builtins.str
+    params_json: _builtins.str
+    """The configuration's estimator parameters, as a JSON object."""
+    rung: _builtins.int
+    rows: _builtins.int
+    score: _builtins.float
+    """The validation score; unset when the trial failed."""
+    seconds: _builtins.float
+    error: _builtins.str
+    """Why the trial failed, when it did."""
+    def __init__(
+        self,
+        *,
+        configuration: _builtins.int = ...,
+        family: _builtins.str = ...,
+        params_json: _builtins.str = ...,
+        rung: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        score: _builtins.float | None = ...,
+        seconds: _builtins.float = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "score", b"score"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "configuration", b"configuration", "error", b"error", "family", b"family", "params_json", b"params_json", "rows", b"rows", "rung", b"rung", "score", b"score", "seconds", b"seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]  # noqa: Y015
+    _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
+
+Global___SearchTrial: _TypeAlias = SearchTrial  # noqa: Y015
 
 @_typing.final
 class ModelEvent(_message.Message):

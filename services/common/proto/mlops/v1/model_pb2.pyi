@@ -39,6 +39,28 @@ TASK_CLASSIFICATION: Task.ValueType  # 1
 TASK_REGRESSION: Task.ValueType  # 2
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
+class _Training:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrainingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Training.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRAINING_UNSPECIFIED: _Training.ValueType  # 0
+    """The trainer, as TRAINING_CENTRAL."""
+    TRAINING_CENTRAL: _Training.ValueType  # 1
+    TRAINING_FEDERATED: _Training.ValueType  # 2
+
+class Training(_Training, metaclass=_TrainingEnumTypeWrapper):
+    """Who trains a model: the trainer, on the rows the platform stores, or the
+    federation service, at the sites that keep their rows (docs/federation.md).
+    """
+
+TRAINING_UNSPECIFIED: Training.ValueType  # 0
+"""The trainer, as TRAINING_CENTRAL."""
+TRAINING_CENTRAL: Training.ValueType  # 1
+TRAINING_FEDERATED: Training.ValueType  # 2
+Global___Training: _TypeAlias = Training  # noqa: Y015
+
 @_typing.final
 class FeatureValue(_message.Message):
     """One scalar cell of a row: features are numbers, categories or flags."""
@@ -233,6 +255,7 @@ class ModelSpec(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     HOLDOUT_FRACTION_FIELD_NUMBER: _builtins.int
     SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    TRAINING_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     dataset: _builtins.str
     schema_version: _builtins.int
@@ -246,6 +269,11 @@ class ModelSpec(_message.Message):
     """Share of the window, taken from its newest end, held out for evaluation."""
     spec_version: _builtins.int
     """Version of the spec itself, as stored in the registry."""
+    training: Global___Training.ValueType
+    """Who trains the model. A train request whose spec (its own, else the model's
+    stored or production spec) is federated belongs to the federation service,
+    a drift's retrain included; the trainer leaves it alone.
+    """
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -271,10 +299,11 @@ class ModelSpec(_message.Message):
         seed: _builtins.int = ...,
         holdout_fraction: _builtins.float = ...,
         spec_version: _builtins.int = ...,
+        training: Global___Training.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gates", b"gates", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "estimators", b"estimators", "features", b"features", "gates", b"gates", "holdout_fraction", b"holdout_fraction", "metric", b"metric", "model_name", b"model_name", "schema_version", b"schema_version", "seed", b"seed", "spec_version", b"spec_version", "target", b"target", "task", b"task", "time_budget_seconds", b"time_budget_seconds", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "estimators", b"estimators", "features", b"features", "gates", b"gates", "holdout_fraction", b"holdout_fraction", "metric", b"metric", "model_name", b"model_name", "schema_version", b"schema_version", "seed", b"seed", "spec_version", b"spec_version", "target", b"target", "task", b"task", "time_budget_seconds", b"time_budget_seconds", "training", b"training", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -198,7 +198,11 @@ class Artifact(_message.Message):
     sha256: _builtins.str
     size_bytes: _builtins.int
     format: _builtins.str
-    """skops (scikit-learn, loaded with a trusted-type list) or river-hmac."""
+    """The artifact's flavor (services/common/flavors): skops (scikit-learn,
+    loaded with a trusted-type list), river-hmac (a pickle signed by the
+    trainer), xgboost, lightgbm or onnx. The registry verifies the bytes as
+    that flavor before it stores the version.
+    """
     def __init__(
         self,
         *,

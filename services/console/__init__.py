@@ -1,0 +1,1 @@
+"""The web console: the platform for people, in the browser, acting with their own token."""
