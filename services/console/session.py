@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from services.common.auth import DEFAULT_TEAM, Scope
+from services.common.auth import ALL_TEAMS, DEFAULT_TEAM, Scope
 from services.common.errors import InvalidArgument
 
 MAX_TOKEN_CHARS = 8192
@@ -46,9 +46,13 @@ class Identity:
     teams: frozenset[str] = frozenset({DEFAULT_TEAM})
     """The teams the scopes hold in (a token naming none acts for the default team)."""
 
-    def may(self, scope: Scope | str) -> bool:
-        """Whether the token claims ``scope`` (``admin`` claims every scope)."""
-        return Scope.ADMIN.value in self.scopes or Scope(scope).value in self.scopes
+    def may(self, scope: Scope | str, team: str = "") -> bool:
+        """Whether the token claims ``scope`` (in ``team``, when given; ``admin`` claims every
+        scope in every team)."""
+        if Scope.ADMIN.value in self.scopes:
+            return True
+        in_team = not team or team in self.teams or ALL_TEAMS in self.teams
+        return in_team and Scope(scope).value in self.scopes
 
 
 def identity_of(token: str) -> Identity:
@@ -60,6 +64,8 @@ def identity_of(token: str) -> Identity:
     >>> who = identity_of(PlatformKeys().mint("ana", Scope.READ, Scope.APPROVE, teams=["fraud"], ttl_seconds=60))
     >>> who.subject, sorted(who.scopes), sorted(who.teams), who.may(Scope.APPROVE), who.may(Scope.PROMOTE)
     ('ana', ['approve', 'read'], ['fraud'], True, False)
+    >>> who.may(Scope.APPROVE, "fraud"), who.may(Scope.APPROVE, "churn")
+    (True, False)
     >>> identity_of("not a token")
     Traceback (most recent call last):
     ...
