@@ -39,7 +39,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 
 from bench.serving import Result, load, signature
 from services.cli.stack import LocalStack, StackPorts
-from services.common.auth import Scope, mint_token
+from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.flavors import flavor, flavor_of
 from services.common.flavors.base import SIGNATURE_HMAC_PARAM, Runtime, SavedArtifact, StoredArtifact
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             floors[name] = in_process(runtime, X, args.floor_seconds)
         with stack:
             asyncio.run(register(stack, served))
-            token = mint_token(stack.auth_secret, "bench", [Scope.PREDICT])
+            token = stack.keys.mint("bench", Scope.PREDICT)
             address = stack.grpc_address("serving")
             pid = stack.processes["serving"].pid
             results: dict[str, tuple[Result, Result]] = {}

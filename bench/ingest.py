@@ -42,7 +42,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
-from services.common.auth import Scope, mint_token
+from services.common.auth import PlatformKeys, Scope
 from services.common.clients.datasets import DatasetClient
 from services.common.events import Topics
 from services.common.kafka import create_producer, ensure_topics
@@ -208,7 +208,7 @@ async def run(events: int, rounds: int, soak_seconds: float, workdir: Path) -> i
     bootstrap, mongodb_uri = f"127.0.0.1:{kafka_port}", f"mongodb://127.0.0.1:{mongo_port}"
     prefix = "bench" + uuid.uuid4().hex[:6]
     topics = Topics(prefix)
-    secret = uuid.uuid4().hex * 2
+    keys = PlatformKeys()
     http_port, grpc_port = free_port(), free_port()
     ingest: ManagedProcess | None = None
     try:
@@ -222,7 +222,7 @@ async def run(events: int, rounds: int, soak_seconds: float, workdir: Path) -> i
             "MLOPS_MONGODB_URI": mongodb_uri,
             "MLOPS_MONGODB_DATABASE": prefix,
             "MLOPS_TOPIC_PREFIX": prefix,
-            "MLOPS_AUTH_SECRET": secret,
+            **keys.env(),
             "MLOPS_LOG_LEVEL": "WARNING",
             "INGEST_HTTP_PORT": str(http_port),
             "INGEST_GRPC_PORT": str(grpc_port),
@@ -232,7 +232,7 @@ async def run(events: int, rounds: int, soak_seconds: float, workdir: Path) -> i
         ingest = start_process(
             "ingest", [sys.executable, "-m", "services.ingest"], env=env, log_path=workdir / "ingest.log"
         )
-        token = mint_token(secret, "bench", [Scope.WRITE, Scope.READ])
+        token = keys.mint("bench", Scope.WRITE, Scope.READ)
         async with httpx.AsyncClient(timeout=10) as http:
             # The schema goes in through ingest's own API before any event does.
             deadline = time.monotonic() + 60

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import os
 import random
-import secrets
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 from river.drift import ADWIN
 
-from services.common.auth import Scope, mint_token
+from services.common.auth import PlatformKeys, Scope
 from services.common.events import IncomingRecord, OutgoingRecord, Topics, decode, encode
 from services.common.kafka import create_producer, ensure_topics, publish
 from services.common.localstack import ManagedProcess, free_port, start_kafka, start_process
@@ -285,8 +284,8 @@ async def run(args: argparse.Namespace) -> int:
     kafka_port = free_port()
     kafka = start_kafka(kafka_port, log_path=workdir / "kafka.log")
     bootstrap = f"127.0.0.1:{kafka_port}"
-    secret = secrets.token_urlsafe(48)
-    token = mint_token(secret, "bench", [Scope.READ])
+    keys = PlatformKeys()
+    token = keys.mint("bench", Scope.READ)
     monitors: list[ManagedProcess] = []
 
     async def start_monitor(prefix: str, **env: str) -> Monitor:
@@ -298,7 +297,7 @@ async def run(args: argparse.Namespace) -> int:
                 **os.environ,
                 "MLOPS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "MLOPS_TOPIC_PREFIX": prefix,
-                "MLOPS_AUTH_SECRET": secret,
+                **keys.env(),
                 "MONITOR_HTTP_PORT": str(port),
                 "MONITOR_BATCH_SIZE": str(BATCH_SIZE),
                 # The bare detector it is compared with knows no training data either, and

@@ -44,7 +44,7 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from services.cli.stack import LocalStack, StackPorts
-from services.common.auth import Scope, bearer_metadata, mint_token
+from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.flavors.skops import SkopsFlavor
 from services.common.localstack import free_port, port_open
@@ -286,7 +286,7 @@ def run_stack(
     }
     with LocalStack(workdir, StackPorts.free(), services=["registry", "serving"], env=env) as stack:
         asyncio.run(register(stack, artifact))
-        token = mint_token(stack.auth_secret, "bench", [Scope.PREDICT])
+        token = stack.keys.mint("bench", Scope.PREDICT)
         address = stack.grpc_address("serving")
         results = []
         for rows, concurrency in scenarios:

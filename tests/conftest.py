@@ -5,17 +5,17 @@ database name rather than by restarting either."""
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from services.common.auth import Scope, mint_token
+from services.common.auth import Scope, ServiceCredentials
 from services.common.events import Topics
 from services.common.localstack import ManagedProcess, free_port, start_kafka, start_mongo
+from tests.helpers.keys import Keys
 
 # Servers under test should not fight the test process for both cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -27,11 +27,20 @@ class Infra:
     mongodb_uri: str
     kafka: ManagedProcess
     mongodb: ManagedProcess
-    auth_secret: str
     logs: Path
+    keys: Keys = field(default_factory=Keys)
 
-    def token(self, *scopes: Scope | str, subject: str = "tester") -> str:
-        return mint_token(self.auth_secret, subject, scopes)
+    def token(self, *scopes: Scope | str, subject: str = "tester", teams: Sequence[str] = ()) -> str:
+        """A token signed with the issuer key, as the registry would issue it (an hour long);
+        for a ``service:`` subject, the service's own credentials."""
+        held = [Scope(s) for s in scopes]
+        if subject.startswith("service:"):
+            return self.credentials(subject.removeprefix("service:"), *held)()
+        return self.keys.mint(subject, *held, teams=teams)
+
+    def credentials(self, service: str, *scopes: Scope) -> ServiceCredentials:
+        """``service``'s own credentials, signed with the session's service key."""
+        return ServiceCredentials(self.keys.service, service, scopes)
 
     def env(self, prefix: str, database: str) -> dict[str, str]:
         """The MLOPS_* environment for a service process under test."""
@@ -40,8 +49,8 @@ class Infra:
             "MLOPS_MONGODB_URI": self.mongodb_uri,
             "MLOPS_MONGODB_DATABASE": database,
             "MLOPS_TOPIC_PREFIX": prefix,
-            "MLOPS_AUTH_SECRET": self.auth_secret,
             "MLOPS_LOG_FORMAT": "json",
+            **self.keys.env(),
         }
 
 
@@ -61,7 +70,6 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
             mongodb_uri=f"mongodb://127.0.0.1:{mongo_port}",
             kafka=kafka,
             mongodb=mongodb,
-            auth_secret=secrets.token_urlsafe(48),
             logs=logs,
         )
     finally:

@@ -22,6 +22,7 @@ from services.cli import (
     probe,
     produce,
     runs,
+    teams,
     token,
     topics,
     train,
@@ -75,6 +76,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(drift.app, name="drift")
 app.add_typer(federation.app, name="federation")
+app.add_typer(teams.app, name="teams", rich_help_panel="Operations")
 app.add_typer(token.app, name="token", rich_help_panel="Operations")
 app.add_typer(probe.app, name="probe", rich_help_panel="Operations")
 app.add_typer(config_reference.app, name="config", rich_help_panel="Operations")

@@ -65,32 +65,31 @@ def stack_ports() -> StackPorts:
     return state.ports if state is not None else StackPorts.defaults()
 
 
-def _explicit_or_stack(explicit: str | None, attribute: str, missing: str, code: ExitCode) -> str:
+def resolve_token(explicit: str | None) -> str:
+    """``--token``/``MLOPS_TOKEN``, else an admin token of the running local stack (minted
+    again from the stack's key when the saved one is about to expire)."""
     if explicit:
         return explicit
     state = local_stack()
     if state is not None:
-        return str(getattr(state, attribute))
-    fail(missing, code)
-
-
-def resolve_token(explicit: str | None) -> str:
-    """``--token``/``MLOPS_TOKEN``, else the running local stack's admin token."""
-    return _explicit_or_stack(
-        explicit,
-        "token",
+        return state.admin_token()
+    fail(
         "no token: pass --token, set MLOPS_TOKEN (see `mlops token create`), or start a local stack "
         "with `mlops up`",
         ExitCode.DENIED,
     )
 
 
-def resolve_auth_secret(explicit: str | None) -> str:
-    """``MLOPS_AUTH_SECRET``, else the running local stack's secret."""
-    return _explicit_or_stack(
-        explicit,
-        "auth_secret",
-        "no signing secret: set MLOPS_AUTH_SECRET, or start a local stack with `mlops up`",
+def resolve_public_keys(explicit: str | None) -> str:
+    """``MLOPS_AUTH_PUBLIC_KEYS``, else the running local stack's."""
+    if explicit:
+        return explicit
+    state = local_stack()
+    if state is not None:
+        return state.public_keys
+    fail(
+        "no public keys: set MLOPS_AUTH_PUBLIC_KEYS (the registry serves them at /.well-known/jwks.json), "
+        "or start a local stack with `mlops up`",
         ExitCode.USAGE,
     )
 

@@ -41,7 +41,7 @@ from rich.table import Table
 
 from services.cli.federation import federation_env, federation_python
 from services.cli.stack import LocalStack, StackError, StackPorts, running_stack
-from services.common.auth import Scope, bearer_metadata, mint_token
+from services.common.auth import Scope, SigningKey, TokenIssuer, bearer_metadata
 from services.common.localstack import port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
@@ -55,6 +55,8 @@ FEATURES = tuple(f"x{i}" for i in range(6))
 WEIGHTS = np.array([1.5, -1.0, 1.0, -1.5, 1.0, 1.0])
 """The population's true decision rule: positive when ``WEIGHTS @ x + noise > 0``."""
 REPORT_FILE = "federated-report.json"
+DEMO_TOKEN_TTL_SECONDS = 2 * 3600
+"""The demo's tokens outlive its longest run (``FederatedDemoConfig.timeout``) with room to spare."""
 
 
 class FederatedDemoFailed(Exception):
@@ -83,7 +85,13 @@ class PlatformEndpoints:
     serving_address: str
     kafka_bootstrap: str
     topic_prefix: str
-    auth_secret: str
+    signing_key: str
+    """The stack's token-signing key (PEM): the demo's tokens are signed as the registry would."""
+
+    def token(self, subject: str, *scopes: Scope) -> str:
+        """A token for ``subject`` with ``scopes``, valid as long as the demo may run."""
+        issuer = TokenIssuer(SigningKey.from_pem(self.signing_key))
+        return issuer.mint(subject, scopes, ttl_seconds=DEMO_TOKEN_TTL_SECONDS).token
 
 
 @dataclass
@@ -215,7 +223,7 @@ class FederatedDemo:
                 command += ["--workdir", str(self.workdir / "agents" / name)]
                 children.append(runtime.Child(name, command, self.flower.env(), self.workdir / f"{name}.log"))
             self._say(f"site agents started: {', '.join(names)}")
-            token = mint_token(self.endpoints.auth_secret, "service:federation", [Scope.READ, Scope.WRITE])
+            token = self.endpoints.token("federation", Scope.READ, Scope.WRITE)
             env = federation_env(
                 workdir=self.workdir / "service",
                 port=port,
@@ -262,7 +270,7 @@ class FederatedDemo:
         return self.report
 
     def _read_version(self, version: int, spec: FederationSpec) -> None:
-        token = mint_token(self.endpoints.auth_secret, "demo", [Scope.READ])
+        token = self.endpoints.token("demo", Scope.READ)
         response = httpx.get(
             f"{self.endpoints.registry_url}/v1/models/{MODEL_NAME}/versions/{version}",
             headers={"authorization": f"Bearer {token}"},
@@ -295,7 +303,7 @@ class FederatedDemo:
         }
 
     def _served_accuracy(self, version: int, X: NDArray[np.float64], y: NDArray[Any]) -> float:
-        metadata = bearer_metadata(mint_token(self.endpoints.auth_secret, "demo", [Scope.PREDICT]))
+        metadata = bearer_metadata(self.endpoints.token("demo", Scope.PREDICT))
         with grpc.insecure_channel(self.endpoints.serving_address) as channel:
             stub = oip_grpc.GRPCInferenceServiceStub(channel)
             deadline = time.monotonic() + 60
@@ -423,7 +431,7 @@ def federated_demo(workdir: Path, report_path: Path | None, console: Console) ->
                 serving_address=f"127.0.0.1:{state.ports.serving_grpc}",
                 kafka_bootstrap=f"127.0.0.1:{state.ports.kafka}",
                 topic_prefix=state.topic_prefix,
-                auth_secret=state.auth_secret,
+                signing_key=state.signing_key,
             )
             console.log(f"using the local stack running since {state.started_at} (pid {state.pid})")
         else:
@@ -443,7 +451,7 @@ def federated_demo(workdir: Path, report_path: Path | None, console: Console) ->
                 serving_address=stack.grpc_address("serving"),
                 kafka_bootstrap=stack.kafka_bootstrap,
                 topic_prefix=stack.topic_prefix,
-                auth_secret=stack.auth_secret,
+                signing_key=stack.keys.issuer.private_pem(),
             )
         demo = FederatedDemo(endpoints, (workdir / "federated-demo").resolve(), config, console)
         try:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from services.cli.context import local_stack, resolve_token
 from services.cli.output import ExitCode, JsonOutput, console, fail, print_json
-from services.common.auth import Scope, mint_token
+from services.common.auth import Scope
 from services.federation.status import RunStatus, read_status
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app = typer.Typer(
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORKDIR = Path(".mlops/federation")
+FEDERATION_TOKEN_TTL_SECONDS = 7 * 86400
+"""The local stack's token for the federation service: as long as the registry gives by default."""
 
 
 def federation_python() -> Path:
@@ -121,7 +123,9 @@ def start(
     if registry_url is None:
         registry_url = f"http://127.0.0.1:{state.ports.registry_http if state else 8080}"
     if token is None and state is not None:
-        token = mint_token(state.auth_secret, "service:federation", [Scope.READ, Scope.WRITE])
+        # Signed with the stack's key as the registry would issue it (service credentials
+        # are the back-end services' own): it lasts as long as the registry's default.
+        token = state.mint("federation", [Scope.READ, Scope.WRITE], ttl_seconds=FEDERATION_TOKEN_TTL_SECONDS)
     token = token or resolve_token(None)
     kafka = (
         f"127.0.0.1:{state.ports.kafka}"

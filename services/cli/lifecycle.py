@@ -165,8 +165,12 @@ def _announce(state: StackState, state_path: Path, json_output: bool) -> None:
             f"console: [bold]http://127.0.0.1:{ports.console_http}[/] (sign in with the token below)",
             highlight=False,
         )
-    console.print(f"access token (admin): [bold]{state.token}[/]", soft_wrap=True)
-    console.print(f"  export MLOPS_TOKEN={state.token}", soft_wrap=True, highlight=False)
+    token = state.admin_token()
+    console.print(
+        f"access token (admin, valid an hour; `mlops` commands mint new ones): [bold]{token}[/]",
+        soft_wrap=True,
+    )
+    console.print(f"  export MLOPS_TOKEN={token}", soft_wrap=True, highlight=False)
     console.print(f"state: {state_path}   logs: {Path(state.workdir) / 'logs'}")
     console.print("Ctrl-C (or `mlops down`) stops everything.")
 
@@ -177,7 +181,7 @@ def _public_state(state: StackState) -> dict[str, object]:
         "ports": state.ports.as_dict(),
         "pids": state.pids,
         "services": state.services,
-        "token": state.token,
+        "token": state.admin_token(),
         "topic_prefix": state.topic_prefix,
         "started_at": state.started_at,
         "workdir": state.workdir,

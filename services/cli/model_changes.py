@@ -38,6 +38,10 @@ from services.common.flavors.mlflow_model import read_mlflow_model, version_of
 from services.common.flavors.signature import TASKS, InputExample, SignatureReport, complete_signature
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
+Team = Annotated[
+    str, typer.Option(help="The team that owns a new model (default: your only team, else default).")
+]
+
 # ------------------------------------------------------------------------- models
 
 
@@ -49,11 +53,12 @@ def register(
     ] = "auto",
     tag: Tags = None,
     exist_ok: Annotated[bool, typer.Option(help="Succeed if the model exists already.")] = False,
+    team: Team = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
 ) -> None:
-    """Register a model name (needs the [bold]write[/] scope)."""
+    """Register a model name in a team (needs the [bold]write[/] scope there)."""
     if policy not in POLICIES:
         fail(f"--policy: one of {', '.join(POLICIES)}", ExitCode.USAGE)
     tags = key_values(tag, "--tag")
@@ -61,7 +66,7 @@ def register(
         address,
         token,
         f"register {name}",
-        lambda c: c.create_model(name, description, POLICIES[policy], tags, exist_ok=exist_ok),
+        lambda c: c.create_model(name, description, POLICIES[policy], tags, exist_ok=exist_ok, team=team),
     )
     print_message(model, json_output, show_model)
 
@@ -186,6 +191,7 @@ def import_mlflow(
         typer.Option(help="Class names in the order of the model's outputs, comma-separated (a,b,c)."),
     ] = None,
     tag: Tags = None,
+    team: Team = "",
     address: Address = None,
     token: Token = None,
     json_output: JsonOutput = False,
@@ -207,7 +213,8 @@ def import_mlflow(
     meta.tags.update(key_values(tag, "--tag"))
 
     async def call(client: RegistryClient) -> registry_pb2.ModelVersion:
-        await client.create_model(name, f"Imported from MLflow ({imported.mlflow_flavor}).", exist_ok=True)
+        description = f"Imported from MLflow ({imported.mlflow_flavor})."
+        await client.create_model(name, description, exist_ok=True, team=team)
         return await client.create_version(meta, imported.data)
 
     version = call_registry(address, token, f"import {directory} as {name}", call)

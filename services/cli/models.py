@@ -215,7 +215,8 @@ def show_model(model: registry_pb2.Model) -> None:
     aliases = ", ".join(f"{alias}={version}" for alias, version in sorted(model.aliases.items())) or "-"
     tags = ", ".join(f"{k}={v}" for k, v in sorted(model.tags.items())) or "-"
     console.print(
-        f"[bold]{model.name}[/]  policy {_policy(model.promotion_policy)}  latest v{model.latest_version}  "
+        f"[bold]{model.name}[/]  team {model.team}  policy {_policy(model.promotion_policy)}  "
+        f"latest v{model.latest_version}  "
         f"aliases {aliases}  tags {tags}",
         highlight=False,
     )

@@ -26,8 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import jwt
+
 from services.cli.health import Health, check_grpc_health, check_http_health, check_kafka, check_mongodb
-from services.common.auth import Scope, mint_token
+from services.common.auth import PlatformKeys, Scope, SigningKey, TokenIssuer
 from services.common.events import Topics
 from services.common.kafka import ensure_topics
 from services.common.localstack import (
@@ -41,6 +43,12 @@ from services.common.localstack import (
 HOST = "127.0.0.1"
 STATE_FILE = "stack.json"
 INFRA = ("kafka", "mongodb")
+LOCAL_ADMIN = "local-admin"
+"""The subject of the local stack's admin token, as the audit log shows it."""
+ADMIN_TOKEN_TTL_SECONDS = 3600
+"""The local admin token's lifetime: it expires like every token, and the CLI mints a new
+one from the stack's key when it is close to expiring."""
+RENEW_BEFORE_SECONDS = 300
 ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer", "console")
 """Every service, in start order: a service starts after the ones it calls."""
 RESTARTED_WITH_BROKER = ("monitor",)
@@ -182,7 +190,8 @@ def check_component(name: str, ports: StackPorts, host: str = HOST, timeout: flo
 
 @dataclass(frozen=True)
 class StackState:
-    """What ``mlops up`` writes to ``<workdir>/stack.json`` (mode 0600: it holds a token)."""
+    """What ``mlops up`` writes to ``<workdir>/stack.json`` (mode 0600: it holds the stack's
+    token-signing key)."""
 
     pid: int
     """The supervising ``mlops up`` process."""
@@ -190,8 +199,11 @@ class StackState:
     pids: dict[str, int]
     services: list[str]
     token: str
-    """An admin token for this stack."""
-    auth_secret: str
+    """An admin token for this stack, minted when it started (see :meth:`admin_token`)."""
+    signing_key: str
+    """The stack's token-signing key (PEM): the registry's, and the CLI's for admin tokens."""
+    public_keys: str
+    """The JWKS every service of the stack verifies tokens with."""
     topic_prefix: str
     started_at: str
     workdir: str
@@ -218,6 +230,30 @@ class StackState:
 
     def supervisor_alive(self) -> bool:
         return pid_alive(self.pid) and process_started(self.pid) == self.pid_started
+
+    def admin_token(self, now: float | None = None) -> str:
+        """An admin token for this stack: the saved one while it has more than a few minutes
+        left, else a new one minted with the stack's key (nothing is written back: minting
+        is cheap, and the file belongs to ``mlops up``)."""
+        moment = time.time() if now is None else now
+        try:
+            expires = float(jwt.decode(self.token, options={"verify_signature": False})["exp"])
+        except (jwt.InvalidTokenError, KeyError, TypeError, ValueError):
+            expires = 0.0
+        if expires - moment > RENEW_BEFORE_SECONDS:
+            return self.token
+        return self.mint(LOCAL_ADMIN, [Scope.ADMIN], clock=lambda: moment)
+
+    def mint(
+        self,
+        subject: str,
+        scopes: Sequence[Scope],
+        ttl_seconds: float = ADMIN_TOKEN_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> str:
+        """A token for ``subject`` (in the default team), signed with the stack's key."""
+        issuer = TokenIssuer(SigningKey.from_pem(self.signing_key), clock=clock)
+        return issuer.mint(subject, scopes, ttl_seconds=ttl_seconds).token
 
 
 def process_started(pid: int) -> int:
@@ -266,8 +302,8 @@ class LocalStack:
         Holds the database files (``mongodb/``) and one log per component (``logs/<name>.log``).
     ports
         Where everything listens: :meth:`StackPorts.defaults` or :meth:`StackPorts.free`.
-    auth_secret
-        The token-signing secret; a random one when not given.
+    admin_token_ttl
+        Lifetime of :attr:`admin_token` (the CLI mints new ones from the stack's key).
     env
         Extra environment for every service (``SERVING_MAX_BATCH_ROWS=...``); it wins over
         what the stack sets.
@@ -290,7 +326,7 @@ class LocalStack:
         workdir: Path,
         ports: StackPorts,
         *,
-        auth_secret: str | None = None,
+        admin_token_ttl: float = ADMIN_TOKEN_TTL_SECONDS,
         env: Mapping[str, str] | None = None,
         services: Sequence[str] = ALL_SERVICES,
         topic_prefix: str = "mlops",
@@ -301,9 +337,13 @@ class LocalStack:
             raise ValueError(f"unknown service(s) {unknown}; known: {', '.join(ALL_SERVICES)}")
         self.workdir = Path(workdir)
         self.ports = ports
-        self.auth_secret = auth_secret or secrets.token_urlsafe(48)
+        self.keys = PlatformKeys()
+        """Random per stack: the registry signs tokens with ``keys.issuer``."""
+        self.issuer = TokenIssuer(self.keys.issuer)
         self.artifact_signing_key = secrets.token_urlsafe(48)
-        self.admin_token = mint_token(self.auth_secret, "local-admin", [Scope.ADMIN])
+        self._admin_ttl = admin_token_ttl
+        self._admin_token = ""
+        self._admin_expires = 0.0
         self.topic_prefix = topic_prefix
         self.topics = Topics(topic_prefix)
         self.services = [s for s in ALL_SERVICES if s in services]
@@ -313,6 +353,16 @@ class LocalStack:
         self.started_at: datetime | None = None
         self.notes: list[str] = []
         """What happened that an operator should know, oldest first (``mlops status`` shows it)."""
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    @property
+    def admin_token(self) -> str:
+        """A ``local-admin`` token, minted again when it is close to expiring."""
+        if self._admin_expires - time.time() < min(RENEW_BEFORE_SECONDS, self._admin_ttl / 2):
+            minted = self.issuer.mint(LOCAL_ADMIN, [Scope.ADMIN], ttl_seconds=self._admin_ttl)
+            self._admin_token, self._admin_expires = minted.token, minted.expires_at
+        return self._admin_token
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -345,7 +395,7 @@ class LocalStack:
             "MLOPS_MONGODB_URI": self.mongodb_uri,
             "MLOPS_MONGODB_DATABASE": "mlops",
             "MLOPS_TOPIC_PREFIX": self.topic_prefix,
-            "MLOPS_AUTH_SECRET": self.auth_secret,
+            "MLOPS_AUTH_PUBLIC_KEYS": self.keys.public_keys,
             "MLOPS_ARTIFACT_SIGNING_KEY": self.artifact_signing_key,
             "MLOPS_REGISTRY_ADDRESS": self.grpc_address("registry"),
             "MLOPS_DATASETS_ADDRESS": self.grpc_address("ingest"),
@@ -355,12 +405,17 @@ class LocalStack:
         }
         if spec.grpc_port is not None:
             env[f"{prefix}_GRPC_PORT"] = str(getattr(self.ports, spec.grpc_port))
+        if service == "registry":
+            env["REGISTRY_SIGNING_KEY"] = self.keys.issuer.private_pem()
+        elif service != "console":
+            env["MLOPS_SERVICE_KEY"] = self.keys.service.private_pem()
         if service == "ingest":
             env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
         if service == "console":
-            # It acts with each person's own token: no database, no key that could mint one.
+            # It acts with each person's own token: no database, no key that could sign one
+            # (neither the registry's nor the service key), nothing to verify tokens with.
             for held in (
-                "MLOPS_AUTH_SECRET",
+                "MLOPS_AUTH_PUBLIC_KEYS",
                 "MLOPS_ARTIFACT_SIGNING_KEY",
                 "MLOPS_MONGODB_URI",
                 "MLOPS_MONGODB_DATABASE",
@@ -456,7 +511,8 @@ class LocalStack:
             pids={name: p.pid for name, p in self.processes.items()},
             services=list(self.services),
             token=self.admin_token,
-            auth_secret=self.auth_secret,
+            signing_key=self.keys.issuer.private_pem(),
+            public_keys=self.keys.public_keys,
             topic_prefix=self.topic_prefix,
             started_at=(self.started_at or datetime.now(UTC)).isoformat(),
             workdir=str(self.workdir.resolve()),

@@ -81,7 +81,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     ) -> Principal:
         verifier: TokenVerifier = request.app.state.verifier
         try:
-            principal = verifier.authorize(request.headers.get("authorization"), scope)
+            principal = await verifier.authorize(request.headers.get("authorization"), scope)
         except AuthError as exc:
             hook: HttpDenialHook | None = request.app.state.on_denied
             if hook is not None:

@@ -6,7 +6,7 @@ derived from ``CONSOLE_SESSION_KEY``. The cookie is HttpOnly and SameSite=Strict
 script and no other site can read or send it; sealed, so neither the browser's storage nor
 a proxy's log shows the token, and a tampered cookie opens as no session at all.
 
-What a token says about its holder (subject, scopes, expiry) is read *without* verifying
+What a token says about its holder (subject, scopes, teams, expiry) is read *without* verifying
 its signature: the console has no key to verify it with, on purpose. Those claims only
 decide what the console offers (an Approve button for a token with the approve scope);
 what is allowed is decided by the platform's APIs, which verify the token on every call.
@@ -29,7 +29,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from services.common.auth import Scope
+from services.common.auth import ALL_TEAMS, DEFAULT_TEAM, Scope
 from services.common.errors import InvalidArgument
 
 MAX_TOKEN_CHARS = 8192
@@ -43,10 +43,16 @@ class Identity:
     subject: str
     scopes: frozenset[str]
     expires_at: float | None
+    teams: frozenset[str] = frozenset({DEFAULT_TEAM})
+    """The teams the scopes hold in (a token naming none acts for the default team)."""
 
-    def may(self, scope: Scope | str) -> bool:
-        """Whether the token claims ``scope`` (``admin`` claims every scope)."""
-        return Scope.ADMIN.value in self.scopes or Scope(scope).value in self.scopes
+    def may(self, scope: Scope | str, team: str = "") -> bool:
+        """Whether the token claims ``scope`` (in ``team``, when given; ``admin`` claims every
+        scope in every team)."""
+        if Scope.ADMIN.value in self.scopes:
+            return True
+        in_team = not team or team in self.teams or ALL_TEAMS in self.teams
+        return in_team and Scope(scope).value in self.scopes
 
 
 def identity_of(token: str) -> Identity:
@@ -54,10 +60,12 @@ def identity_of(token: str) -> Identity:
 
     Raises :class:`InvalidArgument` (field ``token``) when the text is no JWT at all.
 
-    >>> from services.common.auth import mint_token
-    >>> who = identity_of(mint_token("k" * 32, "ana", [Scope.READ, Scope.APPROVE], ttl_seconds=60))
-    >>> who.subject, sorted(who.scopes), who.may(Scope.APPROVE), who.may(Scope.PROMOTE)
-    ('ana', ['approve', 'read'], True, False)
+    >>> from services.common.auth import PlatformKeys
+    >>> who = identity_of(PlatformKeys().mint("ana", Scope.READ, Scope.APPROVE, teams=["fraud"], ttl_seconds=60))
+    >>> who.subject, sorted(who.scopes), sorted(who.teams), who.may(Scope.APPROVE), who.may(Scope.PROMOTE)
+    ('ana', ['approve', 'read'], ['fraud'], True, False)
+    >>> who.may(Scope.APPROVE, "fraud"), who.may(Scope.APPROVE, "churn")
+    (True, False)
     >>> identity_of("not a token")
     Traceback (most recent call last):
     ...
@@ -74,10 +82,14 @@ def identity_of(token: str) -> Identity:
         raise InvalidArgument("token: it names no subject", field="token")
     scope = claims.get("scope", "")
     expires = claims.get("exp")
+    teams = claims.get("teams")
     return Identity(
         subject=subject,
         scopes=frozenset(str(scope).split()),
         expires_at=float(expires) if isinstance(expires, int | float) else None,
+        teams=frozenset(str(t) for t in teams)
+        if isinstance(teams, list) and teams
+        else frozenset({DEFAULT_TEAM}),
     )
 
 
@@ -107,9 +119,9 @@ class SessionCodec:
 
     Examples
     --------
-    >>> from services.common.auth import mint_token
+    >>> from services.common.auth import PlatformKeys
     >>> codec = SessionCodec(b"s" * 32, ttl_seconds=3600)
-    >>> token = mint_token("k" * 32, "ana", [Scope.READ])
+    >>> token = PlatformKeys().mint("ana", Scope.READ)
     >>> cookie = codec.seal(codec.start(token), now=1_000.0)
     >>> token in cookie  # the token is not readable in the cookie
     False

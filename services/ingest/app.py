@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from services.common import mongo
-from services.common.auth import AuthInterceptor, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import AuthInterceptor
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
@@ -101,7 +102,8 @@ class IngestApp:
             default_chunk_rows=settings.window_chunk_rows,
             max_chunk_rows=settings.window_max_chunk_rows,
         )
-        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        access = PlatformAccess(settings, "ingest")
+        verifier = access.verifier
         grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[AuthInterceptor(verifier, grpc_api.SCOPES)],
@@ -124,6 +126,9 @@ class IngestApp:
         )
         self.grpc_port = (await parts.start("grpc", grpc_server)).port
         self.http_port = (await parts.start("http", http_server)).port
+        # Last to start, first to stop: a failed start leaves no poller behind.
+        parts.on_stop("revocations", access.stop)
+        await access.start()
 
     async def stop(self) -> None:
         """Stop taking calls, finish and commit the batch in hand, then disconnect."""

@@ -159,7 +159,8 @@ def create_http_app(
             )
         request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
         submissions = [
-            Submission(_decode(item), f"http/{request_id}/{index}") for index, item in enumerate(events)
+            Submission(await _admitted(_decode(item), principal, datasets), f"http/{request_id}/{index}")
+            for index, item in enumerate(events)
         ]
         try:
             outcomes = await pipeline.ingest(submissions)
@@ -178,7 +179,7 @@ def create_http_app(
 
     @app.get("/v1/datasets", tags=["datasets"], summary="The latest schema of every dataset.")
     async def list_datasets(principal: Reader) -> list[dict[str, Any]]:
-        return [_json(schema) for schema in await datasets.list_schemas()]
+        return [_json(schema) for schema in await datasets.list_schemas(principal)]
 
     @app.get(
         "/v1/datasets/{name}/schema",
@@ -189,7 +190,7 @@ def create_http_app(
     async def get_schema(
         name: str, principal: Reader, version: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0
     ) -> dict[str, Any]:
-        return _json(await datasets.get_schema(name, version))
+        return _json(await datasets.get_schema(name, version, principal))
 
     @app.get(
         "/v1/datasets/{name}/quality",
@@ -203,12 +204,23 @@ def create_http_app(
         start: Annotated[AwareDatetime | None, Query(description="ISO-8601 with offset; inclusive.")] = None,
         end: Annotated[AwareDatetime | None, Query(description="ISO-8601 with offset; exclusive.")] = None,
     ) -> dict[str, Any]:
-        summary = await datasets.quality_summary(name, start, end)
+        summary = await datasets.quality_summary(name, start, end, principal)
         return json_format.MessageToDict(
             summary, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
 
     return app
+
+
+async def _admitted(
+    decoded: Decoded | Rejection, caller: Principal, datasets: Datasets
+) -> Decoded | Rejection:
+    """``decoded``, unless it names a dataset the caller may not send events to: then the
+    refusal an unknown dataset gets (another team's dataset names do not leak)."""
+    if isinstance(decoded, Decoded) and not await datasets.may_ingest(decoded.event.dataset, caller):
+        name = decoded.event.dataset[:128]
+        return Rejection(Reason.UNKNOWN_DATASET, "dataset", f"no dataset named {name!r} is registered")
+    return decoded
 
 
 def _decode(item: Any) -> Decoded | Rejection:

@@ -172,12 +172,13 @@ def check_storable(schema: DatasetSchema, pseudonymization_enabled: bool) -> Non
 
 
 def _content(schema: DatasetSchema) -> DatasetSchema:
-    """The schema without what the server sets (version, creation time and author)."""
+    """The schema without what the server sets (version, creation time, author and team)."""
     content = DatasetSchema()
     content.CopyFrom(schema)
     content.ClearField("version")
     content.ClearField("created_at")
     content.ClearField("created_by")
+    content.ClearField("team")
     return content
 
 

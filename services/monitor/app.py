@@ -6,7 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from services.common.auth import Scope, ServiceCredentials, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.http import HttpServer
 from services.common.lifecycle import Parts, cancel, run_until
@@ -17,6 +18,7 @@ from services.monitor.drift import DriftMonitor
 from services.monitor.profiles import ProfileSource
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
+from services.monitor.teams import ModelTeams
 from services.monitor.timeline import Timeline
 
 log = get_logger(__name__)
@@ -56,6 +58,13 @@ class MonitorApp:
 
     async def _start(self) -> None:
         settings, parts = self.settings, self._parts
+        access = PlatformAccess(settings, "monitor")
+        registry = RegistryClient(
+            settings.registry_address,
+            access.credentials(Scope.READ),
+            timeout=settings.reference_timeout_seconds,
+        )
+        parts.on_stop("registry_client", registry.close)
         if settings.alert_webhook_url is not None:
             self.alerter = await parts.start(
                 "alerter",
@@ -66,12 +75,7 @@ class MonitorApp:
                 ),
             )
         if settings.training_reference:
-            credentials = ServiceCredentials(settings.auth_secret.get_secret_value(), "monitor", [Scope.READ])
-            registry = RegistryClient(
-                settings.registry_address, credentials, timeout=settings.reference_timeout_seconds
-            )
             self.profiles = ProfileSource(registry, settings.reference_retry_seconds)
-            parts.on_stop("registry_client", self.profiles.close)
         streams = MonitorStreams(
             settings,
             self.monitor,
@@ -81,11 +85,12 @@ class MonitorApp:
             timeline=self.timeline,
         )
         await streams.ensure_topics()
-        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        verifier = access.verifier
         http_app = http_api.create_http_app(
             self.monitor,
             self.timeline,
             verifier,
+            ModelTeams(registry),
             ready=lambda: self.ready,
             problems=self.problems,
             assignment=lambda: streams.assignment,
@@ -99,6 +104,9 @@ class MonitorApp:
         self.streams = await parts.start("streams", streams)
         sampler = asyncio.create_task(self._sample_timeline(), name="timeline")
         parts.on_stop("timeline", lambda: cancel(sampler))
+        # Last to start, first to stop: a failed start leaves no poller behind.
+        parts.on_stop("revocations", access.stop)
+        await access.start()
 
     async def stop(self) -> None:
         """Stop consuming (committing what was handled), then stop serving HTTP."""

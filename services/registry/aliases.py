@@ -149,13 +149,13 @@ class AliasUseCases(UseCases):
         return await self._change(actor, "Rollback", target, work)
 
     async def alias_history(
-        self, name: str, alias: str = "", *, page_size: int = 0, page_token: str = ""
+        self, actor: Actor, name: str, alias: str = "", *, page_size: int = 0, page_token: str = ""
     ) -> Page[registry_pb2.AliasChange]:
         validation.model_name(name)
         if alias:
             validation.alias(alias)
         request = self._page(AliasHistoryRepository.NEWEST_FIRST, page_size, page_token)
-        await self._require_model(name)
+        await self._model(actor, name)
         return await self._store.alias_history.page(name, alias, request)
 
     async def review(

@@ -1,13 +1,15 @@
 """Composition root: MongoDB, the artifact store, the outbox relay, the run recorder, the
-gRPC API and the REST mirror, started and stopped in order."""
+token issuer and revocation list, the gRPC API and the REST mirror, started and stopped in
+order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from services.common.auth import AuthInterceptor, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import AuthInterceptor, TokenIssuer
 from services.common.errors import PlatformError
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
@@ -56,19 +58,35 @@ class RegistryApp:
 
     async def _start(self) -> None:
         settings, parts = self.settings, self._parts
+        access = PlatformAccess(settings, "registry")
+        key = settings.token_signing_key()
+        if key is not None and key.kid not in settings.public_keys:
+            raise ValueError(
+                f"REGISTRY_SIGNING_KEY: its public key (kid {key.kid!r}) is not in MLOPS_AUTH_PUBLIC_KEYS, "
+                "so every token the registry issued would be refused"
+            )
         store = Store.open(settings)
         parts.on_stop("mongodb", store.close)
-        await store.ensure_indexes(settings.outbox_retention_seconds)
+        await store.ensure_indexes(settings.outbox_retention_seconds, settings.audit_retention_seconds)
+        await store.migrate(datetime.now(UTC))
         relay = OutboxRelay(
             store.outbox,
             settings.kafka_bootstrap_servers,
             Topics(settings.topic_prefix).model_events,
             settings.outbox_poll_seconds,
         )
-        registry = Registry(store, settings, on_commit=relay.wake)
+        registry = Registry(
+            store,
+            settings,
+            on_commit=relay.wake,
+            issuer=TokenIssuer(key) if key is not None else None,
+            on_revoke=lambda revocation: access.revocations.add([revocation]),
+        )
         self.registry = registry
         relay.start()
         parts.on_stop("outbox_relay", relay.stop)
+        registry.refusals.start()
+        parts.on_stop("refusals", registry.refusals.stop)
         # Joins its consumer group in the background: runs wait on their topic meanwhile.
         self.run_recorder = RunRecorder(registry, settings)
         self.run_recorder.start()
@@ -76,7 +94,7 @@ class RegistryApp:
         sweeper = asyncio.create_task(self._sweep(store.artifacts), name="artifact-sweeper")
         parts.on_stop("artifact_sweeper", lambda: self._stop_sweeper(sweeper))
 
-        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        verifier = access.verifier
         grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[
@@ -101,6 +119,9 @@ class RegistryApp:
         self.http_port = (
             await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
         ).port
+        # Last to start, first to stop: the revocation list follows the registry's own records.
+        parts.on_stop("revocations", access.stop)
+        await access.start(source=registry.revocations)
 
     async def _sweep(self, artifacts: ArtifactRepository) -> None:
         """Remove what interrupted uploads left behind, now and then periodically."""

@@ -1,7 +1,8 @@
 """``mlops.v1.RegistryService`` over gRPC: translate requests, call the registry, map errors.
 
 Authentication and scopes are checked before a method runs (``AuthInterceptor`` with
-:data:`METHOD_SCOPES`); each method here only translates. A platform error ends the call
+:data:`METHOD_SCOPES`: the scope in some team), the resource's team by the use case;
+each method here only translates. A platform error ends the call
 with its kind's status code, and trailing metadata carrying the kind (two kinds can share
 a code) and the field to fix, so clients rebuild the same error.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
 from typing import TypeVar
 
 import grpc
@@ -23,48 +25,24 @@ from services.common.auth import (
     current_request_id,
 )
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+from services.registry.access import ACTION_SCOPES
 from services.registry.errors import InvalidArgument, PlatformError
 from services.registry.metrics import ARTIFACT_BYTES, REQUEST_SECONDS, REQUESTS
 from services.registry.registry import Actor, Registry
+from services.registry.store.documents import timestamp
 
 T = TypeVar("T")
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
-METHOD_SCOPES = MethodScopes(
-    default=Scope.ADMIN,
-    methods={
-        "CreateModel": Scope.WRITE,
-        "UpdateModel": Scope.WRITE,
-        "GetModel": Scope.READ,
-        "ListModels": Scope.READ,
-        "CreateModelVersion": Scope.WRITE,
-        "GetModelVersion": Scope.READ,
-        "ListModelVersions": Scope.READ,
-        "SearchModelVersions": Scope.READ,
-        "DownloadArtifact": Scope.READ,
-        "GetLineage": Scope.READ,
-        "ListAliasHistory": Scope.READ,
-        "SetAlias": Scope.PROMOTE,
-        "DeleteAlias": Scope.PROMOTE,
-        "Rollback": Scope.PROMOTE,
-        "ApproveVersion": Scope.APPROVE,
-        "RejectVersion": Scope.APPROVE,
-        "ArchiveVersion": Scope.WRITE,
-        "PutModelSpec": Scope.WRITE,
-        "GetModelSpec": Scope.READ,
-        "ListModelSpecs": Scope.READ,
-        "ListAuditRecords": Scope.ADMIN,
-        # mlops.v1.RunService (run_api.py), served beside this one.
-        "GetRun": Scope.READ,
-        "ListRuns": Scope.READ,
-    },
-)
+METHOD_SCOPES = MethodScopes(default=Scope.ADMIN, methods=ACTION_SCOPES)
 
 
 def current_actor() -> Actor:
     principal = current_principal.get()
-    return Actor(principal.subject if principal else "anonymous", current_request_id.get(), "grpc")
+    if principal is None:  # the interceptor admits no call without one
+        return Actor.anonymous(current_request_id.get())
+    return Actor(principal, current_request_id.get(), "grpc")
 
 
 def denial_recorder(registry: Registry) -> DenialHook:
@@ -72,7 +50,7 @@ def denial_recorder(registry: Registry) -> DenialHook:
 
     async def record(method: str, exc: AuthError, request_id: str) -> None:
         await registry.record_refusal(
-            Actor(exc.principal.subject if exc.principal else "anonymous", request_id, "grpc"),
+            Actor(exc.principal, request_id) if exc.principal else Actor.anonymous(request_id),
             method_name(method),
             method,
             "denied" if exc.forbidden else "unauthenticated",
@@ -111,6 +89,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 request.description,
                 dict(request.tags),
                 request.promotion_policy,
+                request.team,
             ),
         )
 
@@ -133,16 +112,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetModel(
         self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer("GetModel", context, lambda: self._registry.get_model(request.name))
+        return await _answer(
+            "GetModel", context, lambda: self._registry.get_model(current_actor(), request.name)
+        )
 
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListModelsResponse:
         async def run() -> registry_pb2.ListModelsResponse:
             page = await self._registry.list_models(
+                current_actor(),
                 alias=request.alias,
                 name_contains=request.name_contains,
                 tags=dict(request.tags),
+                team=request.team,
                 page_size=request.page_size,
                 page_token=request.page_token,
             )
@@ -184,7 +167,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return await _answer(
             "GetModelVersion",
             context,
-            lambda: self._registry.get_version(request.model_name, request.version, request.alias),
+            lambda: self._registry.get_version(
+                current_actor(), request.model_name, request.version, request.alias
+            ),
         )
 
     async def ListModelVersions(
@@ -192,7 +177,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.ListModelVersionsResponse:
         async def run() -> registry_pb2.ListModelVersionsResponse:
             page = await self._registry.list_versions(
-                request.model_name, page_size=request.page_size, page_token=request.page_token
+                current_actor(),
+                request.model_name,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
             return registry_pb2.ListModelVersionsResponse(
                 versions=page.items, next_page_token=page.next_page_token
@@ -204,7 +192,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.SearchModelVersionsRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListModelVersionsResponse:
         async def run() -> registry_pb2.ListModelVersionsResponse:
-            page = await self._registry.search_versions(request)
+            page = await self._registry.search_versions(current_actor(), request)
             return registry_pb2.ListModelVersionsResponse(
                 versions=page.items, next_page_token=page.next_page_token
             )
@@ -245,7 +233,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         outcome = "ok"
         try:
             version, stream = await self._registry.download(
-                request.model_name, request.version, request.alias
+                current_actor(), request.model_name, request.version, request.alias
             )
             first = True
             async for data in stream:
@@ -312,7 +300,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return await _answer(
             "GetLineage",
             context,
-            lambda: self._registry.lineage(request.model_name, request.version, request.alias),
+            lambda: self._registry.lineage(
+                current_actor(), request.model_name, request.version, request.alias
+            ),
         )
 
     async def ListAliasHistory(
@@ -320,7 +310,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.ListAliasHistoryResponse:
         async def run() -> registry_pb2.ListAliasHistoryResponse:
             page = await self._registry.alias_history(
-                request.model_name, request.alias, page_size=request.page_size, page_token=request.page_token
+                current_actor(),
+                request.model_name,
+                request.alias,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
             return registry_pb2.ListAliasHistoryResponse(
                 changes=page.items, next_page_token=page.next_page_token
@@ -339,7 +333,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.GetModelSpecRequest, context: grpc.aio.ServicerContext
     ) -> model_pb2.ModelSpec:
         return await _answer(
-            "GetModelSpec", context, lambda: self._registry.get_spec(request.model_name, request.spec_version)
+            "GetModelSpec",
+            context,
+            lambda: self._registry.get_spec(current_actor(), request.model_name, request.spec_version),
         )
 
     async def ListModelSpecs(
@@ -347,7 +343,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.ListModelSpecsResponse:
         async def run() -> registry_pb2.ListModelSpecsResponse:
             page = await self._registry.list_specs(
-                request.model_name, page_size=request.page_size, page_token=request.page_token
+                current_actor(),
+                request.model_name,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
             return registry_pb2.ListModelSpecsResponse(specs=page.items, next_page_token=page.next_page_token)
 
@@ -363,6 +362,114 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
 
         return await _answer("ListAuditRecords", context, run)
+
+    # ------------------------------------------------------------- teams, tokens
+
+    async def CreateTeam(
+        self, request: registry_pb2.CreateTeamRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Team:
+        return await _answer(
+            "CreateTeam",
+            context,
+            lambda: self._registry.create_team(current_actor(), request.name, request.description),
+        )
+
+    async def GetTeam(
+        self, request: registry_pb2.GetTeamRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Team:
+        return await _answer(
+            "GetTeam", context, lambda: self._registry.get_team(current_actor(), request.name)
+        )
+
+    async def ListTeams(
+        self, request: registry_pb2.ListTeamsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListTeamsResponse:
+        async def run() -> registry_pb2.ListTeamsResponse:
+            page = await self._registry.list_teams(
+                current_actor(), page_size=request.page_size, page_token=request.page_token
+            )
+            return registry_pb2.ListTeamsResponse(teams=page.items, next_page_token=page.next_page_token)
+
+        return await _answer("ListTeams", context, run)
+
+    async def AddTeamMember(
+        self, request: registry_pb2.TeamMemberRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Team:
+        return await _answer(
+            "AddTeamMember",
+            context,
+            lambda: self._registry.set_member(
+                current_actor(), request.team, request.subject, list(request.scopes)
+            ),
+        )
+
+    async def RemoveTeamMember(
+        self, request: registry_pb2.TeamMemberRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Team:
+        return await _answer(
+            "RemoveTeamMember",
+            context,
+            lambda: self._registry.remove_member(current_actor(), request.team, request.subject),
+        )
+
+    async def CreateToken(
+        self, request: registry_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.CreateTokenResponse:
+        return await _answer(
+            "CreateToken",
+            context,
+            lambda: self._registry.create_token(
+                current_actor(),
+                request.subject,
+                list(request.scopes),
+                list(request.teams),
+                request.ttl_seconds,
+            ),
+        )
+
+    async def ListTokens(
+        self, request: registry_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListTokensResponse:
+        async def run() -> registry_pb2.ListTokensResponse:
+            page = await self._registry.list_tokens(
+                subject=request.subject,
+                include_revoked=request.include_revoked,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return registry_pb2.ListTokensResponse(tokens=page.items, next_page_token=page.next_page_token)
+
+        return await _answer("ListTokens", context, run)
+
+    async def RevokeToken(
+        self, request: registry_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.TokenInfo:
+        return await _answer(
+            "RevokeToken",
+            context,
+            lambda: self._registry.revoke_token(current_actor(), request.id, request.reason),
+        )
+
+    async def ListRevokedTokens(
+        self, request: registry_pb2.ListRevokedTokensRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListRevokedTokensResponse:
+        async def run() -> registry_pb2.ListRevokedTokensResponse:
+            page = await self._registry.revoked_tokens(
+                request.since.ToDatetime(UTC) if request.HasField("since") else None,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return registry_pb2.ListRevokedTokensResponse(
+                tokens=[
+                    registry_pb2.RevokedToken(
+                        id=r.id, revoked_at=timestamp(r.revoked_at), expires_at=timestamp(r.expires_at)
+                    )
+                    for r in page.items
+                ],
+                next_page_token=page.next_page_token,
+            )
+
+        return await _answer("ListRevokedTokens", context, run)
 
 
 def method_name(full_method: str) -> str:

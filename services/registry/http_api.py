@@ -24,7 +24,7 @@ from services.common.errors import InvalidArgument, TooLarge
 from services.common.http import create_app
 from services.common.http_errors import problem_response, problem_responses
 from services.registry.registry import Actor, Registry
-from services.registry.rest import aliases, artifacts, audit, models, runs, specs, versions
+from services.registry.rest import access, aliases, artifacts, audit, models, runs, specs, versions
 from services.registry.rest.deps import operation_name, request_id
 from services.registry.settings import RegistrySettings
 
@@ -50,8 +50,9 @@ def create_http_app(
     registry: Registry, settings: RegistrySettings, verifier: TokenVerifier, *, ready: Callable[[], bool]
 ) -> FastAPI:
     async def record_denial(request: Request, exc: AuthError) -> None:
+        where = request_id(request)
         await registry.record_refusal(
-            Actor(exc.principal.subject if exc.principal else "anonymous", request_id(request), "http"),
+            Actor(exc.principal, where, "http") if exc.principal else Actor.anonymous(where, "http"),
             operation_name(request),
             request.url.path[:512],
             "denied" if exc.forbidden else "unauthenticated",
@@ -99,7 +100,8 @@ def create_http_app(
         return response
 
     v1 = APIRouter(prefix="/v1", responses=ERRORS)
-    for concern in (models, versions, artifacts, aliases, specs, audit, runs):
+    for concern in (models, versions, artifacts, aliases, specs, audit, runs, access):
         v1.include_router(concern.router)
     app.include_router(v1)
+    app.include_router(access.well_known)
     return app

@@ -1,13 +1,15 @@
-"""Models: creating and updating them (name, description, tags, promotion policy), and finding them."""
+"""Models: creating and updating them (name, team, description, tags, promotion policy), and
+finding them (a caller finds only the models of its teams)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from services.common.auth import Scope
 from services.common.proto.mlops.v1 import events_pb2, registry_pb2
-from services.registry import lifecycle, validation
+from services.registry import access, lifecycle, validation
 from services.registry.changes import Actor, Change, UseCases, policy_name, resource
-from services.registry.errors import AlreadyExists, InvalidArgument, NotFound
+from services.registry.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.registry.store import Page
 from services.registry.store.models import ModelFilter, ModelRepository
 
@@ -27,23 +29,34 @@ class ModelUseCases(UseCases):
         description: str = "",
         tags: Mapping[str, str] | None = None,
         policy: registry_pb2.PromotionPolicy.ValueType = registry_pb2.PROMOTION_POLICY_AUTO,
+        team: str = "",
     ) -> Model:
         tags = dict(tags or {})
         target = resource("models", name)
+        team = team or actor.principal.home_team()
 
         def check() -> None:
             validation.model_name(name, "name")
+            access.team(team)
             validation.text(description, "description")
             validation.tags(tags)
             _check_policy(policy)
+            if not actor.principal.may(Scope.WRITE, team):
+                raise PermissionDenied(f"{actor.subject!r} may not create models in team {team!r}")
 
         await self._validated(actor, "CreateModel", target, check)
 
         async def work(change: Change) -> Model:
+            change.team = team
+            if await change.tx.teams.get(team) is None:
+                raise NotFound(f"team {team!r} not found: create it first", field="team")
             if await change.tx.models.exists(name):
+                # Names are global (serving and the topics key by them): this says the name is
+                # taken, never by which team.
                 raise AlreadyExists(f"model {name!r} already exists")
             model = await change.tx.models.create(
                 name,
+                team=team,
                 description=description,
                 tags=tags,
                 policy=lifecycle.effective_policy(policy),
@@ -54,6 +67,7 @@ class ModelUseCases(UseCases):
                 target,
                 None,
                 {
+                    "team": team,
                     "description": description,
                     "tags": tags,
                     "promotion_policy": policy_name(model.promotion_policy),
@@ -123,27 +137,30 @@ class ModelUseCases(UseCases):
 
         return await self._change(actor, "UpdateModel", target, work)
 
-    async def get_model(self, name: str) -> Model:
+    async def get_model(self, actor: Actor, name: str) -> Model:
         validation.model_name(name, "name")
-        model = await self._store.models.get(name)
-        if model is None:
-            raise NotFound(f"model {name!r} not found")
-        return model
+        return await self._model(actor, name)
 
     async def list_models(
         self,
+        actor: Actor,
         *,
         alias: str = "",
         name_contains: str = "",
         tags: Mapping[str, str] | None = None,
+        team: str = "",
         page_size: int = 0,
         page_token: str = "",
     ) -> Page[Model]:
+        """Models of the caller's teams (of ``team`` only, when given)."""
         if alias:
             validation.alias(alias)
         if name_contains:
             validation.text(name_contains, "name_contains", 128)
+        if team:
+            access.team(team)
         tags = dict(tags or {})
         validation.tags(tags, "tags")
         request = self._page(ModelRepository.BY_NAME, page_size, page_token)
-        return await self._store.models.page(ModelFilter(alias, name_contains, tags), request)
+        where = ModelFilter(alias, name_contains, tags, team, actor.visible_teams())
+        return await self._store.models.page(where, request)

@@ -157,6 +157,12 @@ AliasHistory = shape(R["ListAliasHistoryResponse"], name="AliasHistory")
 SpecList = shape(R["ListModelSpecsResponse"], name="SpecList")
 AuditLog = shape(R["ListAuditRecordsResponse"], name="AuditLog")
 VersionMetadata = shape(R["VersionMetadata"])
+Team = shape(R["Team"])
+TeamList = shape(R["ListTeamsResponse"], name="TeamList")
+TokenInfo = shape(R["TokenInfo"])
+CreatedToken = shape(R["CreateTokenResponse"], name="CreatedToken")
+TokenList = shape(R["ListTokensResponse"], name="TokenList")
+RevokedList = shape(R["ListRevokedTokensResponse"], name="RevokedList")
 Run = shape(runs_pb2.DESCRIPTOR.message_types_by_name["Run"])
 RunList = shape(runs_pb2.DESCRIPTOR.message_types_by_name["ListRunsResponse"], name="RunList")
 
@@ -166,6 +172,10 @@ SetAliasBody = body(R["SetAliasRequest"], "model_name", "alias")
 ReviewBody = body(R["ReviewVersionRequest"], "model_name", "version")
 ArchiveBody = body(R["ArchiveVersionRequest"], "model_name", "version")
 RollbackBody = body(R["RollbackRequest"], "model_name")
+CreateTeamBody = body(R["CreateTeamRequest"])
+MemberBody = shape(R["TeamMemberRequest"], name="MemberBody", exclude=frozenset({"team", "subject"}))
+CreateTokenBody = body(R["CreateTokenRequest"])
+RevokeTokenBody = body(R["RevokeTokenRequest"], "id")
 
 
 def paged(shape: type[S], response: type[Message], items: str, page: Page[Any]) -> S:

@@ -1,7 +1,7 @@
 """``mlops.v1.RunService`` over gRPC, on the registry's server: translate, call, answer.
 
 Scopes are checked by the registry's ``AuthInterceptor`` (both methods need read; see
-:data:`services.registry.grpc_api.METHOD_SCOPES`).
+:data:`services.registry.access.ACTION_SCOPES`), the run's team by the use case.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 
 from services.common.proto.mlops.v1 import runs_pb2, runs_pb2_grpc
-from services.registry.grpc_api import _answer
+from services.registry.grpc_api import _answer, current_actor
 from services.registry.registry import Registry
 
 SERVICE_NAME = runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
@@ -22,14 +22,20 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     async def GetRun(
         self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.Run:
-        return await _answer("GetRun", context, lambda: self._registry.get_run(request.run_id))
+        return await _answer(
+            "GetRun", context, lambda: self._registry.get_run(current_actor(), request.run_id)
+        )
 
     async def ListRuns(
         self, request: runs_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.ListRunsResponse:
         async def run() -> runs_pb2.ListRunsResponse:
             page = await self._registry.list_runs(
-                request.model_name, request.state, page_size=request.page_size, page_token=request.page_token
+                current_actor(),
+                request.model_name,
+                request.state,
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
             return runs_pb2.ListRunsResponse(runs=page.items, next_page_token=page.next_page_token)
 

@@ -28,9 +28,10 @@ True
 
 from __future__ import annotations
 
+from services.common.auth import DEFAULT_TEAM
 from services.common.proto.mlops.v1 import events_pb2, runs_pb2
 from services.registry import validation
-from services.registry.changes import UseCases
+from services.registry.changes import Actor, UseCases
 from services.registry.errors import InvalidArgument, NotFound, Unavailable
 from services.registry.store import Page
 from services.registry.store.runs import RunRepository
@@ -148,30 +149,41 @@ class RunUseCases(UseCases):
                 after = fold(None if stored is None else stored.run, result)
             if after is None:
                 return
-            if await self._store.runs.put(after, 0 if stored is None else stored.revision):
+            if stored is None:
+                if await self._store.runs.put(after, 0, await self._team_of(result.model_name)):
+                    return
+            elif await self._store.runs.put(after, stored.revision):
                 return
         raise Unavailable(f"run {result.request_id!r} kept changing under concurrent writers; retry later")
 
-    async def get_run(self, run_id: str) -> Run:
-        """The run opened by ``run_id`` (a request id), or the one it was coalesced into."""
+    async def _team_of(self, model_name: str) -> str:
+        """The team a new run belongs to: its model's, or the default team, where the trainer
+        creates a model a train request names before it exists."""
+        model = await self._store.models.get(model_name)
+        return model.team if model is not None else DEFAULT_TEAM
+
+    async def get_run(self, actor: Actor, run_id: str) -> Run:
+        """The run opened by ``run_id`` (a request id), or the one it was coalesced into;
+        NOT_FOUND, as for one that does not exist, when it is another team's."""
         validation.text(run_id, "run_id", validation.MAX_SHORT_TEXT, required=True)
-        run = await self._store.runs.find(run_id)
-        if run is None:
+        stored = await self._store.runs.find(run_id)
+        if stored is None or not actor.principal.acts_for(stored.team):
             raise NotFound(f"no training run {run_id!r}")
-        return run
+        return stored.run
 
     async def list_runs(
         self,
+        actor: Actor,
         model_name: str = "",
         state: runs_pb2.RunState.ValueType = RunState.RUN_STATE_UNSPECIFIED,
         *,
         page_size: int = 0,
         page_token: str = "",
     ) -> Page[Run]:
-        """Runs newest first, of one model and in one state when given."""
+        """Runs newest first, of the caller's teams, of one model and in one state when given."""
         if model_name:
             validation.model_name(model_name, "model_name")
         if state not in RunState.values():
             raise InvalidArgument(f"state: unknown run state {state}", field="state")
         request = self._page(RunRepository.NEWEST_FIRST, page_size, page_token)
-        return await self._store.runs.page(model_name, state, request)
+        return await self._store.runs.page(model_name, state, request, actor.visible_teams())

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.common.auth import SigningKey
 from services.common.settings import ServiceSettings
 
 MiB = 1024 * 1024
@@ -61,3 +62,45 @@ class RegistrySettings(ServiceSettings):
     transaction_timeout_seconds: float = Field(10.0, gt=0, le=120)
     """Longest a change may take in the database, conflict retries included; past it the call
     fails with UNAVAILABLE (503) and nothing is changed."""
+
+    signing_key: SecretStr | None = None
+    """PEM private key (Ed25519 or P-256) the registry signs the tokens it issues with
+    (``mlops token keygen`` makes one). Its public half must be in
+    ``MLOPS_AUTH_PUBLIC_KEYS`` under ``signing_key_id``. Unset: the registry issues no tokens."""
+
+    signing_key_id: str = Field("", max_length=128)
+    """The ``kid`` tokens signed with ``signing_key`` carry (empty: derived from the key, as
+    ``mlops token keygen`` prints it). Rotating keys: see docs/access.md."""
+
+    token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    """Lifetime of a token issued without ``--ttl``: every token expires."""
+
+    max_token_ttl_seconds: int = Field(90 * 24 * 3600, ge=60)
+    """Longest lifetime a token may be issued with."""
+
+    audit_retention_seconds: int = Field(365 * 24 * 3600, ge=3600)
+    """How long audit records are kept before MongoDB expires them (a TTL index, swept about
+    once a minute)."""
+
+    refusal_window_seconds: float = Field(60.0, ge=1, le=3600)
+    """Refusals of the same kind by the same caller within this window are one audit record
+    with a count (so a flood of refused calls cannot grow the log without bound)."""
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            SigningKey.from_pem(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _ttls(self) -> RegistrySettings:
+        if self.token_ttl_seconds > self.max_token_ttl_seconds:
+            raise ValueError("token_ttl_seconds must not exceed max_token_ttl_seconds")
+        return self
+
+    def token_signing_key(self) -> SigningKey | None:
+        """The key tokens are issued with, under the id verifiers know it by."""
+        if self.signing_key is None:
+            return None
+        return SigningKey.from_pem(self.signing_key.get_secret_value(), kid=self.signing_key_id)

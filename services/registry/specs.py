@@ -20,9 +20,10 @@ class SpecUseCases(UseCases):
         await self._validated(actor, "PutModelSpec", target, lambda: validation.spec(spec))
 
         async def work(change: Change) -> ModelSpec:
-            model = await change.tx.models.next_spec_version(name, change.now)
-            if model is None:
+            found = await change.tx.models.next_spec_version(name, change.now)
+            if found is None:
                 raise NotFound(f"model {name!r} not found: create it first", field="spec.model_name")
+            model = change.owned(name, found)
             number = model.latest_spec_version
             stored = ModelSpec()
             stored.CopyFrom(spec)
@@ -38,20 +39,22 @@ class SpecUseCases(UseCases):
 
         return await self._change(actor, "PutModelSpec", target, work)
 
-    async def get_spec(self, name: str, spec_version: int = 0) -> ModelSpec:
+    async def get_spec(self, actor: Actor, name: str, spec_version: int = 0) -> ModelSpec:
         """Spec ``spec_version`` of the model (0: its latest)."""
         validation.model_name(name)
         if spec_version < 0:
             raise InvalidArgument("spec_version: must be >= 1 (or 0 for the latest)", field="spec_version")
+        await self._model(actor, name)
         spec = await self._store.specs.get(name, spec_version)
         if spec is None:
-            await self._require_model(name)
             which = f"spec version {spec_version}" if spec_version else "spec"
             raise NotFound(f"model {name!r} has no {which}")
         return spec
 
-    async def list_specs(self, name: str, *, page_size: int = 0, page_token: str = "") -> Page[ModelSpec]:
+    async def list_specs(
+        self, actor: Actor, name: str, *, page_size: int = 0, page_token: str = ""
+    ) -> Page[ModelSpec]:
         validation.model_name(name)
         request = self._page(SpecRepository.NEWEST_FIRST, page_size, page_token)
-        await self._require_model(name)
+        await self._model(actor, name)
         return await self._store.specs.page(name, request)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from services.common.auth import Scope
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import events_pb2, registry_pb2
-from services.registry import lifecycle, validation
+from services.registry import access, lifecycle, validation
 from services.registry.aliases import move_alias
 from services.registry.changes import Actor, Change, UseCases, resource, status_name
-from services.registry.errors import InvalidArgument, NotFound, PlatformError
+from services.registry.errors import InvalidArgument, NotFound, PermissionDenied, PlatformError
 from services.registry.store import Page
 from services.registry.store.documents import summary, timestamp
 from services.registry.store.versions import COMPARISONS, VersionFilter, VersionRepository
@@ -30,6 +31,7 @@ def _registered(metadata: registry_pb2.VersionMetadata, number: int, change: Cha
     version = ModelVersion(
         model_name=metadata.model_name,
         version=number,
+        team=change.team,
         artifact=metadata.artifact,
         metrics=metadata.metrics,
         params=metadata.params,
@@ -49,8 +51,12 @@ def _registered(metadata: registry_pb2.VersionMetadata, number: int, change: Cha
     return version
 
 
-def _search_filter(request: registry_pb2.SearchModelVersionsRequest) -> VersionFilter:
+def _search_filter(
+    request: registry_pb2.SearchModelVersionsRequest, visible_teams: frozenset[str] | None
+) -> VersionFilter:
     """The search's conditions, each checked; InvalidArgument naming the first bad one."""
+    if request.team:
+        access.team(request.team)
     if request.model_name:
         validation.model_name(request.model_name)
     if request.dataset:
@@ -82,6 +88,8 @@ def _search_filter(request: registry_pb2.SearchModelVersionsRequest) -> VersionF
         status=request.status,
         tags=dict(request.tags),
         metrics=list(request.metrics),
+        team=request.team,
+        visible_teams=visible_teams,
     )
 
 
@@ -95,17 +103,19 @@ class VersionUseCases(UseCases):
         try:
             validation.version_metadata(metadata, self._settings.max_artifact_bytes)
             self._artifacts.check_format_allowed(metadata.artifact.format)
-            if not await self._store.models.exists(name):
+            model = await self._store.models.get(name)
+            if model is None or not actor.principal.acts_for(model.team):
                 raise NotFound(f"model {name!r} not found: create it first", field="metadata.model_name")
+            if not actor.principal.may(Scope.WRITE, model.team):
+                # Checked before a byte is stored; the transaction checks again.
+                raise PermissionDenied(f"{actor.subject!r} lacks scope 'write' in team {model.team!r}")
             received = await self._artifacts.receive(metadata.artifact, metadata.signature_hmac, chunks)
         except PlatformError as exc:
             await self._refused(actor, "CreateModelVersion", target, exc)
             raise
 
         async def work(change: Change) -> tuple[ModelVersion, bool]:
-            model = await change.tx.models.next_version(name, change.now)
-            if model is None:
-                raise NotFound(f"model {name!r} not found", field="metadata.model_name")
+            model = change.owned(name, await change.tx.models.next_version(name, change.now))
             number = model.latest_version
             stored = await change.tx.artifacts.register(received)
             decision = lifecycle.on_version_created(
@@ -148,44 +158,44 @@ class VersionUseCases(UseCases):
         )
         return version
 
-    async def _resolve_version(self, name: str, version: int, alias: str) -> ModelVersion:
-        """The version named by number or by alias."""
+    async def _resolve_version(self, actor: Actor, name: str, version: int, alias: str) -> ModelVersion:
+        """The version named by number or by alias, of a model the caller may see."""
         validation.model_name(name)
         validation.version_ref(version, alias)
+        model = await self._model(actor, name)
         if alias:
-            aliases = await self._store.models.aliases(name)
-            if aliases is None:
-                raise NotFound(f"model {name!r} not found")
-            version = aliases.get(alias, 0)
+            version = model.aliases.get(alias, 0)
             if not version:
                 raise NotFound(f"model {name!r} has no alias {alias!r}")
         found = await self._store.versions.get(name, version)
         if found is None:
-            await self._require_model(name)
             raise NotFound(f"model {name!r} has no version {version}")
         return found
 
-    async def get_version(self, name: str, version: int = 0, alias: str = "") -> ModelVersion:
-        return await self._resolve_version(name, version, alias)
+    async def get_version(self, actor: Actor, name: str, version: int = 0, alias: str = "") -> ModelVersion:
+        return await self._resolve_version(actor, name, version, alias)
 
     async def list_versions(
-        self, name: str, *, page_size: int = 0, page_token: str = ""
+        self, actor: Actor, name: str, *, page_size: int = 0, page_token: str = ""
     ) -> Page[ModelVersion]:
         validation.model_name(name)
         request = self._page(VersionRepository.NEWEST_FIRST, page_size, page_token)
-        await self._require_model(name)
+        await self._model(actor, name)
         return await self._store.versions.page(name, request)
 
-    async def search_versions(self, request: registry_pb2.SearchModelVersionsRequest) -> Page[ModelVersion]:
-        where = _search_filter(request)
+    async def search_versions(
+        self, actor: Actor, request: registry_pb2.SearchModelVersionsRequest
+    ) -> Page[ModelVersion]:
+        """Versions of the caller's teams' models matching ``request``."""
+        where = _search_filter(request, actor.visible_teams())
         page = self._page(VersionRepository.BY_MODEL, request.page_size, request.page_token)
         return await self._store.versions.search(where, page)
 
     async def download(
-        self, name: str, version: int = 0, alias: str = ""
+        self, actor: Actor, name: str, version: int = 0, alias: str = ""
     ) -> tuple[ModelVersion, AsyncIterator[bytes]]:
         """The version and its artifact's bytes; the stream raises at its end on corruption."""
-        resolved = await self._resolve_version(name, version, alias)
+        resolved = await self._resolve_version(actor, name, version, alias)
         return resolved, self._artifacts.read(resolved.artifact.sha256)
 
     async def archive(self, actor: Actor, name: str, version: int, reason: str = "") -> ModelVersion:
@@ -211,10 +221,12 @@ class VersionUseCases(UseCases):
 
         return await self._change(actor, "ArchiveVersion", target, work)
 
-    async def lineage(self, name: str, version: int = 0, alias: str = "") -> registry_pb2.LineageResponse:
+    async def lineage(
+        self, actor: Actor, name: str, version: int = 0, alias: str = ""
+    ) -> registry_pb2.LineageResponse:
         """What produced the version (its parent chain), what it produced (its children),
-        and the versions of any model trained on exactly the same data."""
-        found = await self._resolve_version(name, version, alias)
+        and the versions of any model of the caller's teams trained on exactly the same data."""
+        found = await self._resolve_version(actor, name, version, alias)
         response = registry_pb2.LineageResponse(version=summary(found))
         parent = found.lineage.parent_version
         seen = {found.version}
@@ -226,5 +238,7 @@ class VersionUseCases(UseCases):
             response.ancestors.append(summary(ancestor))
             parent = ancestor.lineage.parent_version
         response.children.extend(await self._store.versions.children(name, found.version, MAX_RELATED))
-        response.same_data.extend(await self._store.versions.same_data(found, MAX_RELATED))
+        response.same_data.extend(
+            await self._store.versions.same_data(found, MAX_RELATED, actor.visible_teams())
+        )
         return response

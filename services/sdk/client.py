@@ -12,7 +12,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -75,11 +75,14 @@ class Client:
         stack = running_stack(Path(os.environ.get("MLOPS_STACK_DIR") or ".mlops"))
         registry = registry or os.environ.get("MLOPS_REGISTRY_ADDRESS")
         serving = serving or os.environ.get("MLOPS_SERVING_ADDRESS")
-        bearer = token or os.environ.get("MLOPS_TOKEN") or (stack.token if stack else "")
-        if not bearer:
+        explicit = token or os.environ.get("MLOPS_TOKEN") or ""
+        if not explicit and stack is None:
             raise Unauthenticated(
                 "no token: pass token=, set MLOPS_TOKEN, or start a local stack with `mlops up`"
             )
+        # The local stack's admin token expires within the hour: ask the stack for one per
+        # call (it mints a new one when the saved one is close to expiring).
+        bearer: Callable[[], str] = (lambda: explicit) if explicit or stack is None else stack.admin_token
         ports = stack.ports if stack else None
         registry = registry or f"127.0.0.1:{ports.registry_grpc if ports else 50051}"
         serving = serving or f"127.0.0.1:{ports.serving_grpc if ports else 8001}"
@@ -89,13 +92,10 @@ class Client:
 
         async def open_clients() -> tuple[RegistryClient, RunClient, InferenceClient]:
             # gRPC channels belong to the loop they are made on: make them on ours.
-            def credentials() -> str:
-                return bearer
-
             return (
-                RegistryClient(registry, credentials, timeout=timeout),
-                RunClient(registry, credentials, timeout=timeout),
-                InferenceClient(serving, credentials, timeout=timeout),
+                RegistryClient(registry, bearer, timeout=timeout),
+                RunClient(registry, bearer, timeout=timeout),
+                InferenceClient(serving, bearer, timeout=timeout),
             )
 
         self._registry, self._runs, self._serving = self._call(open_clients())
@@ -139,8 +139,10 @@ class Client:
         classes: Sequence[str] = (),
         description: str = "",
         tags: Mapping[str, str] | None = None,
+        team: str = "",
     ) -> Registered:
-        """Register ``model`` as a new version of ``name`` (the model too, if it is new).
+        """Register ``model`` as a new version of ``name`` (the model too, if it is new, in
+        ``team``: by default the token's only team, else the default team).
 
         ``model`` is a fitted model object (a scikit-learn estimator, an XGBoost or LightGBM
         model, an ONNX ``ModelProto``: the flavor that saves it does) or the path of an
@@ -160,10 +162,16 @@ class Client:
             signature=report.signature,
             tags=dict(tags or {}),
         )
-        return Registered(self._create(name, description, described, data), report)
+        return Registered(self._create(name, description, described, data, team), report)
 
     def import_mlflow(
-        self, directory: str | Path, name: str, *, task: str = "", classes: Sequence[str] = ()
+        self,
+        directory: str | Path,
+        name: str,
+        *,
+        task: str = "",
+        classes: Sequence[str] = (),
+        team: str = "",
     ) -> Registered:
         """Register an MLflow model directory as a new version of ``name`` (as
         ``mlops models import-mlflow`` does: no MLflow code runs, pickles are refused)."""
@@ -174,13 +182,13 @@ class Client:
             del imported.signature.classes[:]
             imported.signature.classes.extend(classes)
         described, report = version_of(imported, name)
-        return Registered(self._create(name, "Imported from MLflow.", described, imported.data), report)
+        return Registered(self._create(name, "Imported from MLflow.", described, imported.data, team), report)
 
     def _create(
-        self, name: str, description: str, described: registry_pb2.VersionMetadata, data: bytes
+        self, name: str, description: str, described: registry_pb2.VersionMetadata, data: bytes, team: str
     ) -> registry_pb2.ModelVersion:
         async def create() -> registry_pb2.ModelVersion:
-            await self._registry.create_model(name, description, exist_ok=True)
+            await self._registry.create_model(name, description, exist_ok=True, team=team)
             return await self._registry.create_version(described, data)
 
         return self._call(create())

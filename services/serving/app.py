@@ -7,7 +7,8 @@ import asyncio
 import concurrent.futures
 import sys
 
-from services.common.auth import MethodScopes, Scope, ServiceCredentials, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import MethodScopes, Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
@@ -83,11 +84,10 @@ class ServingApp:
         previous_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         parts.on_stop("switch_interval", lambda: sys.setswitchinterval(previous_switch_interval))
-        secret = settings.auth_secret.get_secret_value()
-        verifier = TokenVerifier(secret)
+        access = PlatformAccess(settings, SERVICE)
+        verifier = access.verifier
         registry = await parts.enter(
-            "registry_client",
-            RegistryClient(settings.registry_address, ServiceCredentials(secret, SERVICE, [Scope.READ])),
+            "registry_client", RegistryClient(settings.registry_address, access.credentials(Scope.READ))
         )
         executor = concurrent.futures.ThreadPoolExecutor(
             settings.predict_threads, thread_name_prefix="predict", initializer=configure_predict_thread
@@ -188,6 +188,9 @@ class ServingApp:
         await parts.start("grpc", grpc_server)
         await grpc_server.set_serving(False)
         self.grpc_port = grpc_server.port
+        # Last to start, first to stop: a failed start leaves no poller behind.
+        parts.on_stop("revocations", access.stop)
+        await access.start()
 
         sync_task = asyncio.create_task(self._keep_in_sync(manager, grpc_server), name="serving-sync")
         parts.on_stop("sync", lambda: cancel(sync_task))

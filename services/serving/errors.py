@@ -23,6 +23,10 @@ class ModelNotFound(errors.NotFound):
     """No such model, version or alias is served."""
 
 
+class Forbidden(errors.PermissionDenied):
+    """The caller sees the model's team but may not predict with its models."""
+
+
 class TooLarge(errors.TooLarge):
     """The request exceeds a configured limit (rows, bytes)."""
 

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from services.common.aliases import PRODUCTION
-from services.common.auth import AuthInterceptor
+from services.common.auth import AuthInterceptor, Principal, current_principal
 from services.common.errors import Internal, PlatformError
 from services.common.logging import get_logger
 from services.common.proto.inference import grpc_service_pb2 as oip
@@ -121,7 +121,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self, request: oip.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> oip.ModelReadyResponse:
         try:
-            self._manager.version(request.name, request.version)
+            self._manager.version(request.name, request.version, current_principal.get())
         except PlatformError:
             return oip.ModelReadyResponse(ready=False)
         return oip.ModelReadyResponse(ready=True)
@@ -134,7 +134,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: oip.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> oip.ModelMetadataResponse:
-        loaded = self._manager.version(request.name, request.version)
+        loaded = self._manager.version(request.name, request.version, current_principal.get())
         model = self._manager.models[request.name]
         predictor = loaded.predictor
         return oip.ModelMetadataResponse(
@@ -157,6 +157,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
                     parameters=parameters(request.parameters),
                     outputs=[o.name for o in request.outputs],
                     decode_inputs=lambda: decode_inputs(request),
+                    caller=current_principal.get(),
                 )
             )
         except PlatformError:
@@ -169,16 +170,21 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(
         self, request: oip.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> oip.RepositoryIndexResponse:
-        return oip.RepositoryIndexResponse(models=repository_index(self._manager, ready_only=request.ready))
+        return oip.RepositoryIndexResponse(
+            models=repository_index(self._manager, ready_only=request.ready, caller=current_principal.get())
+        )
 
 
 def repository_index(
-    manager: ModelManager, *, ready_only: bool
+    manager: ModelManager, *, ready_only: bool, caller: Principal | None
 ) -> list[oip.RepositoryIndexResponse.ModelIndex]:
-    """One entry per served version (READY), or per model that cannot serve yet (LOADING, UNAVAILABLE)."""
+    """One entry per served version (READY), or per model that cannot serve yet (LOADING,
+    UNAVAILABLE), of the models of the caller's teams."""
     entries = []
     for name in sorted(manager.models):
         model = manager.models[name]
+        if caller is not None and not caller.acts_for(model.team):
+            continue
         if model.state is ModelState.READY:
             for number in sorted({v.number for v in model.versions.values()}):
                 aliases = ", ".join(model.aliases_of(number))

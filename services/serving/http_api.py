@@ -111,25 +111,27 @@ def install(
     async def server_metadata(principal: Predict) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)}
 
-    def model_ready(request: Request, name: str, model_version: str = "") -> JSONResponse:
+    def model_ready(
+        request: Request, name: str, principal: Principal, model_version: str = ""
+    ) -> JSONResponse:
         try:
-            manager.version(name, model_version)
+            manager.version(name, model_version, principal)
         except PlatformError as exc:
             return problem_response(exc, request, members={"name": name, "ready": False})
         return JSONResponse({"name": name, "ready": True})
 
     @router.get("/models/{name}/ready", summary="Whether a model is ready.")
     async def model_ready_default(name: str, request: Request, principal: Predict) -> JSONResponse:
-        return model_ready(request, name)
+        return model_ready(request, name, principal)
 
     @router.get("/models/{name}/versions/{model_version}/ready", summary="Whether a model version is ready.")
     async def model_ready_version(
         name: str, model_version: str, request: Request, principal: Predict
     ) -> JSONResponse:
-        return model_ready(request, name, model_version)
+        return model_ready(request, name, principal, model_version)
 
-    def model_metadata(name: str, model_version: str = "") -> dict[str, Any]:
-        loaded = manager.version(name, model_version)
+    def model_metadata(name: str, principal: Principal, model_version: str = "") -> dict[str, Any]:
+        loaded = manager.version(name, model_version, principal)
         model = manager.models[name]
         return {
             "name": name,
@@ -141,13 +143,13 @@ def install(
 
     @router.get("/models/{name}", summary="A model's metadata (its production version).")
     async def model_metadata_default(name: str, principal: Predict) -> dict[str, Any]:
-        return model_metadata(name)
+        return model_metadata(name, principal)
 
     @router.get("/models/{name}/versions/{model_version}", summary="A model version's metadata.")
     async def model_metadata_version(name: str, model_version: str, principal: Predict) -> dict[str, Any]:
-        return model_metadata(name, model_version)
+        return model_metadata(name, principal, model_version)
 
-    async def infer(name: str, model_version: str, request: Request) -> dict[str, Any]:
+    async def infer(name: str, model_version: str, request: Request, principal: Principal) -> dict[str, Any]:
         body: InferBody = _parse(InferBody, await _read_body(request, max_body_bytes))
 
         def decode() -> list[Tensor]:
@@ -161,6 +163,7 @@ def install(
                 parameters=body.parameters,
                 outputs=[o.name for o in body.outputs],
                 decode_inputs=decode,
+                caller=principal,
             )
         )
         return {
@@ -181,20 +184,20 @@ def install(
 
     @router.post("/models/{name}/infer", summary="Inference with a model (production, or by rollout).")
     async def infer_default(name: str, request: Request, principal: Predict) -> dict[str, Any]:
-        return await infer(name, "", request)
+        return await infer(name, "", request, principal)
 
     @router.post("/models/{name}/versions/{model_version}/infer", summary="Inference with one model version.")
     async def infer_version(
         name: str, model_version: str, request: Request, principal: Predict
     ) -> dict[str, Any]:
-        return await infer(name, model_version, request)
+        return await infer(name, model_version, request, principal)
 
     @router.post("/repository/index", summary="The models this server knows and their state.")
     async def index(request: Request, principal: Predict) -> list[dict[str, str]]:
         body: RepositoryIndexBody = _parse(RepositoryIndexBody, await _read_body(request, 64 * 1024))
         return [
             {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
-            for e in repository_index(manager, ready_only=body.ready)
+            for e in repository_index(manager, ready_only=body.ready, caller=principal)
         ]
 
     app.include_router(router)

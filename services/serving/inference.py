@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.common.auth import Principal
 from services.common.errors import PlatformError
 from services.common.logging import get_logger
 from services.serving.errors import InvalidInput
@@ -48,6 +49,8 @@ class InferenceRequest:
     id: str = ""
     parameters: Mapping[str, Any] = field(default_factory=dict)
     outputs: Sequence[str] = ()
+    caller: Principal | None = None
+    """Who asks: a model of a team it does not act for is not served to it."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class InferenceService:
                 request.model_version,
                 _string_parameter(request.parameters, ALIAS_PARAMETER),
                 _string_parameter(request.parameters, ROUTING_KEY_PARAMETER) or None,
+                request.caller,
             )
             model_label, version_label = route.model.name, str(route.target.number)
             predictor = route.target.predictor

@@ -28,13 +28,14 @@ from typing import Protocol
 
 from services.common.aliases import CANDIDATE, PRODUCTION
 from services.common.artifacts import ArtifactError
+from services.common.auth import DEFAULT_TEAM, Principal, Scope
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.flavors import flavor
 from services.common.flavors.base import StoredArtifact
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2
 from services.serving.batching import Batcher, BatchObserver
-from services.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable
+from services.serving.errors import Forbidden, InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.predictor import Predictor, SignatureError
 from services.serving.routing import ModelPolicy, Rollout, canary_chosen, read_policy
 
@@ -91,6 +92,8 @@ class ServedModel:
     versions: Mapping[str, LoadedVersion] = field(default_factory=dict)
     policy: ModelPolicy = field(default_factory=ModelPolicy)
     reason: str = ""
+    team: str = DEFAULT_TEAM
+    """The team that owns the model (from the registry): only its callers may use it."""
     fallback_from: int = 0
     """The production version that cannot be served while an earlier one answers for it (0: none)."""
 
@@ -193,23 +196,27 @@ class ModelManager:
     def models(self) -> Mapping[str, ServedModel]:
         return self._models
 
-    def get(self, name: str) -> ServedModel:
-        """The served model, or :class:`ModelNotFound`."""
+    def get(self, name: str, caller: Principal | None = None) -> ServedModel:
+        """The served model, or :class:`ModelNotFound` (also for a model of a team ``caller``
+        does not act for, so other teams' model names do not leak); :class:`Forbidden` when
+        ``caller`` lacks the predict scope in the model's team. No caller: no check."""
         model = self._models.get(name)
-        if model is None:
+        if model is None or (caller is not None and not caller.acts_for(model.team)):
             raise ModelNotFound(f"model '{shown(name)}' is not served")
+        if caller is not None and not caller.may(Scope.PREDICT, model.team):
+            raise Forbidden(f"{caller.subject!r} lacks scope 'predict' in team {model.team!r}")
         return model
 
-    def ready_model(self, name: str) -> ServedModel:
+    def ready_model(self, name: str, caller: Principal | None = None) -> ServedModel:
         """The served model if it can answer, else NOT_FOUND or UNAVAILABLE."""
-        model = self.get(name)
+        model = self.get(name, caller)
         if model.state is not ModelState.READY:
             raise ModelUnavailable(f"model '{name}' is {model.state.value.lower()}: {model.reason}")
         return model
 
-    def version(self, name: str, version: str) -> LoadedVersion:
+    def version(self, name: str, version: str, caller: Principal | None = None) -> LoadedVersion:
         """A served version by number (empty: production), or NOT_FOUND/UNAVAILABLE."""
-        model = self.ready_model(name)
+        model = self.ready_model(name, caller)
         if not version:
             return model.versions[PRODUCTION]
         number = parse_version(version)
@@ -220,11 +227,18 @@ class ModelManager:
             )
         return loaded
 
-    def route(self, name: str, version: str = "", alias: str = "", routing_key: str | None = None) -> Route:
+    def route(
+        self,
+        name: str,
+        version: str = "",
+        alias: str = "",
+        routing_key: str | None = None,
+        caller: Principal | None = None,
+    ) -> Route:
         """Where a request for ``name`` goes, pinned by ``version`` or ``alias`` or by the rollout."""
-        model = self.ready_model(name)
+        model = self.ready_model(name, caller)
         if version:
-            target = self.version(name, version)
+            target = self.version(name, version, caller)
             if alias and model.versions.get(alias) is not target:
                 raise InvalidInput(
                     f"model_version {target.number} and alias '{shown(alias)}' disagree; "
@@ -311,7 +325,12 @@ class ModelManager:
         current = self._models.get(name)
         if current is None:
             await self._publish(
-                ServedModel(name, ModelState.LOADING, reason=f"loading version {wanted[PRODUCTION]}")
+                ServedModel(
+                    name,
+                    ModelState.LOADING,
+                    reason=f"loading version {wanted[PRODUCTION]}",
+                    team=registered.team,
+                )
             )
         loaded: dict[str, LoadedVersion] = {}
         problems: list[str] = []
@@ -325,11 +344,15 @@ class ModelManager:
             reason = "; ".join(problems)
             if current is not None and current.state is ModelState.READY:
                 log.error("production_load_failed_keeping_current", model=name, reason=reason)
-                await self._publish(replace(current, reason=reason, fallback_from=wanted[PRODUCTION]))
+                await self._publish(
+                    replace(current, reason=reason, fallback_from=wanted[PRODUCTION], team=registered.team)
+                )
                 return
             fallback = await self._fallback(name, wanted[PRODUCTION])
             if fallback is None:
-                await self._publish(ServedModel(name, ModelState.UNAVAILABLE, reason=reason))
+                await self._publish(
+                    ServedModel(name, ModelState.UNAVAILABLE, reason=reason, team=registered.team)
+                )
                 return
             log.error(
                 "production_load_failed_serving_earlier",
@@ -356,6 +379,7 @@ class ModelManager:
                 loaded,
                 policy,
                 reason="; ".join([*problems, *policy.problems]),
+                team=registered.team,
                 fallback_from=fallback_from,
             )
         )

@@ -10,7 +10,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from services.common import mongo
-from services.common.auth import Scope, ServiceCredentials, TokenVerifier
+from services.common.access import PlatformAccess
+from services.common.auth import Scope
 from services.common.clients.datasets import DatasetClient
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
@@ -76,9 +77,10 @@ class TrainerApp:
         producer = await parts.start(
             "producer", create_producer(settings.kafka_bootstrap_servers, "mlops-trainer")
         )
-        credentials = ServiceCredentials(
-            settings.auth_secret.get_secret_value(), "trainer", [Scope.READ, Scope.WRITE]
-        )
+        # The trainer's HTTP port serves health and metrics only, so no caller's token is
+        # checked there and it keeps no revocation list.
+        access = PlatformAccess(settings, "trainer")
+        credentials = access.credentials(Scope.READ, Scope.WRITE)
         registry = await parts.enter(
             "registry_client", RegistryClient(settings.registry_address, credentials)
         )
@@ -136,11 +138,10 @@ class TrainerApp:
             )
             self._online = await parts.start("online_learner", online)
         metrics.ASSIGNED_PARTITIONS.set_function(lambda: len(consumer.assignment()))
-        verifier = TokenVerifier(settings.auth_secret.get_secret_value())
         http_app = create_app(
             "mlops trainer",
             settings.code_version,
-            verifier=verifier,
+            verifier=access.verifier,
             ready=lambda: self.ready,
             problems=self.problems,
             description="Trains, evaluates and registers models from train requests on Kafka.",

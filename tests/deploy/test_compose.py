@@ -108,7 +108,8 @@ def test_the_console_holds_no_platform_secret_and_waits_for_the_apis_it_calls(
     console = compose_config["services"][CONSOLE]
     environment = console["environment"]
     secrets = {
-        "MLOPS_AUTH_SECRET",
+        "MLOPS_SERVICE_KEY",
+        "REGISTRY_SIGNING_KEY",
         "MLOPS_ARTIFACT_SIGNING_KEY",
         "MLOPS_MONGODB_URI",
         "INGEST_PSEUDONYMIZATION_KEY",
@@ -239,3 +240,17 @@ def test_the_image_installs_exactly_the_runtime_dependencies_pinned_by_the_lock(
     assert names <= pinned, f"not pinned in requirements.lock: {names - pinned}"
     dev = {re.split(r"[=<>\[ ]", dep)[0].lower() for dep in project["optional-dependencies"]["dev"]}
     assert not names & dev
+
+
+def test_only_the_registry_holds_the_token_signing_key(compose_config: dict[str, Any]) -> None:
+    holders = {
+        name
+        for name, svc in compose_config["services"].items()
+        if "REGISTRY_SIGNING_KEY" in svc.get("environment", {})
+    }
+    assert holders == {"registry"}
+    for service in PLATFORM_SERVICES:
+        assert (
+            "BEGIN PRIVATE KEY"
+            not in compose_config["services"][service]["environment"]["MLOPS_AUTH_PUBLIC_KEYS"]
+        )

@@ -19,6 +19,7 @@ from tests.deploy.conftest import (
     service_env_names,
     settings_class,
 )
+from tests.helpers.keys import KEYS
 
 K8S = ROOT / "deploy" / "k8s"
 
@@ -74,11 +75,13 @@ def test_deployment_is_probed_limited_locked_down_and_configured_as_the_code_rea
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert container["workingDir"] == "/tmp"  # relative writes must not hit the read-only root
 
-    # Settings come from the shared ConfigMap, the Secret, and the service's own env.
-    # The console gets its own Secret (its session key), never the platform's.
+    # Settings come from the shared ConfigMap, the Secret, and the service's own env; the
+    # token-signing key from a Secret only the registry reads. The console gets its own
+    # Secret (its session key), never the platform's.
+    sources = {(next(iter(ref)), next(iter(ref.values()))["name"]) for ref in container["envFrom"]}
     secret = "mlops-console" if service == CONSOLE else "mlops-secrets"
-    sources = {next(iter(ref)): next(iter(ref.values()))["name"] for ref in container["envFrom"]}
-    assert sources == {"configMapRef": "mlops-platform", "secretRef": secret}
+    signing = {("secretRef", "mlops-registry-signing")} if service == "registry" else set()
+    assert sources == {("configMapRef", "mlops-platform"), ("secretRef", secret), *signing}
     cls = settings_class(service)
     known = service_env_names(cls)
     config = by_kind(production_manifests, "ConfigMap")["mlops-platform"]["data"]
@@ -94,7 +97,7 @@ def test_deployment_is_probed_limited_locked_down_and_configured_as_the_code_rea
     for name, value in {**config, **own}.items():
         monkeypatch.setenv(name, value)
     if issubclass(cls, ServiceSettings):
-        monkeypatch.setenv("MLOPS_AUTH_SECRET", "s" * 40)  # from the Secret at run time
+        monkeypatch.setenv("MLOPS_AUTH_PUBLIC_KEYS", KEYS.public_keys)  # from the Secret at run time
     settings = cls()
     assert settings.http_port == http_port  # type: ignore[attr-defined]
     assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ def run_demo(workdir: Path, report: Path) -> dict[str, Any]:
 
 
 async def versions_of(state: StackState, model: str) -> list[registry_pb2.ModelVersion]:
-    async with RegistryClient(f"127.0.0.1:{state.ports.registry_grpc}", lambda: state.token) as registry:
+    async with RegistryClient(f"127.0.0.1:{state.ports.registry_grpc}", state.admin_token) as registry:
         return await registry.list_versions(model)
 
 

@@ -6,5 +6,6 @@
 - ``waiting``: polling state that is only reachable by asking for it.
 - ``artifacts``: model artifacts saved and loaded through their flavors.
 - ``cli``: ``mlops`` commands run in a worker thread against services in the test's process.
+- ``keys``: the token keys services under test trust.
 - ``problems``: the problem-details body every HTTP API answers an error with.
 """

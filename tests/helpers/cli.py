@@ -38,10 +38,12 @@ class Cli:
 
     async def __call__(self, *args: str, token: str | None = None) -> tuple[int, str, str]:
         """Exit code, stdout and stderr of ``mlops <group> *args`` (``mlops models`` by default)."""
+        return await self.run(self.group, *args, token=token)
+
+    async def run(self, *argv: str, token: str | None = None) -> tuple[int, str, str]:
+        """Exit code, stdout and stderr of ``mlops *argv`` (any command group)."""
         env = dict(self.env, MLOPS_TOKEN=token) if token else self.env
-        result = await asyncio.to_thread(
-            self.runner.invoke, mlops, [self.group, *args], env=env, terminal_width=200
-        )
+        result = await asyncio.to_thread(self.runner.invoke, mlops, list(argv), env=env, terminal_width=200)
         return result.exit_code, result.stdout, result.stderr
 
     async def json(self, *args: str) -> Any:

@@ -95,7 +95,7 @@ def demo(
             datasets_address=f"{HOST}:{state.ports.ingest_grpc}",
             serving_address=f"{HOST}:{state.ports.serving_grpc}",
             monitor_url=f"http://{HOST}:{state.ports.monitor_http}",
-            token=state.token,
+            token=state.admin_token(),
             topic_prefix=state.topic_prefix,
         )
         console.log(f"using the local stack running since {state.started_at} (pid {state.pid})")

@@ -98,11 +98,13 @@ class RegistryClient(GrpcClient):
         tags: Mapping[str, str] | None = None,
         exist_ok: bool = False,
         *,
+        team: str = "",
         request_id: str | None = None,
     ) -> Model:
-        """Create a model; with ``exist_ok`` an existing model of that name is returned as is."""
+        """Create a model of ``team`` (empty: the caller's only team, else the default team);
+        with ``exist_ok`` an existing model of that name is returned as is."""
         request = registry_pb2.CreateModelRequest(
-            name=name, description=description, tags=dict(tags or {}), promotion_policy=policy
+            name=name, description=description, tags=dict(tags or {}), promotion_policy=policy, team=team
         )
         try:
             return await self._registry.CreateModel(
@@ -138,15 +140,25 @@ class RegistryClient(GrpcClient):
         )
 
     async def list_models(
-        self, alias: str = "", *, name_contains: str = "", tags: Mapping[str, str] | None = None
+        self,
+        alias: str = "",
+        *,
+        name_contains: str = "",
+        tags: Mapping[str, str] | None = None,
+        team: str = "",
     ) -> list[Model]:
-        """Every model (all pages), optionally only those with ``alias`` set."""
+        """Every model the caller sees (all pages), optionally only those with ``alias`` set
+        or of ``team``."""
         models: list[Model] = []
         token = ""
         while True:
             response = await self._registry.ListModels(
                 registry_pb2.ListModelsRequest(
-                    alias=alias, name_contains=name_contains, tags=dict(tags or {}), page_token=token
+                    alias=alias,
+                    name_contains=name_contains,
+                    tags=dict(tags or {}),
+                    team=team,
+                    page_token=token,
                 ),
                 metadata=self._metadata(None),
                 timeout=self._timeout,

@@ -44,8 +44,11 @@ others (no permission, the registry away) are the error page's."""
 S = registry_pb2
 
 
-def offered(aliases: Mapping[str, int], version: ModelVersion, identity: Identity) -> list[str]:
-    """The actions a version's page offers: those its state allows and the token claims.
+def offered(
+    aliases: Mapping[str, int], version: ModelVersion, identity: Identity, team: str = ""
+) -> list[str]:
+    """The actions a version's page offers: those its state allows and the token claims (in
+    the model's ``team``, when given).
 
     >>> pending = registry_pb2.ModelVersion(version=3, status=registry_pb2.VERSION_STATUS_PENDING_APPROVAL)
     >>> offered({"production": 2}, pending, Identity("ana", frozenset({"read", "approve"}), None))
@@ -68,7 +71,7 @@ def offered(aliases: Mapping[str, int], version: ModelVersion, identity: Identit
         candidates.append("rollback")
     if status != S.VERSION_STATUS_ARCHIVED and not on_aliases:
         candidates.append("archive")
-    return [action for action in candidates if identity.may(SCOPES[action])]
+    return [action for action in candidates if identity.may(SCOPES[action], team)]
 
 
 def _count(action: str, error: PlatformError | None, who: Identity, name: str, request_id: str) -> None:

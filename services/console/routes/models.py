@@ -100,7 +100,7 @@ async def version_page(
             "data": comparing.data_rows(found),
             "headline": comparing.headline(found.metrics),
             "profile": list(found.reference_profile.features),
-            "actions": offered(model.aliases, found, who.identity),
+            "actions": offered(model.aliases, found, who.identity, model.team),
         },
     )
 

@@ -4,12 +4,15 @@ the search's trials once a version is registered), and a train request from a sp
 The trainer has no runs API yet: jobs are read from ``train.requests`` and
 ``train.results`` by the console itself (:mod:`services.console.follower`). The page is
 for people whose token the registry accepted for reading; a request is published only
-for a token the registry still accepts and whose scopes include write (training makes a
-version), and names that token's subject as ``requested_by``.
+for a token the registry still accepts and whose scopes include write in the model's team
+(training makes a version), and names that token's subject as ``requested_by``. The topics
+carry every team's jobs: a person sees only the jobs of the models their token may read
+(an administrator, every job).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -20,6 +23,7 @@ from services.common.proto.mlops.v1.events_pb2 import TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, ModelSpec
 from services.common.train_requests import parse_duration, parse_spec, train_request
 from services.console import compare as comparing
+from services.console.jobs import Job
 from services.console.web import ConsoleDep, Form, Person, checked_name, is_htmx, redirect, render
 
 router = APIRouter()
@@ -32,13 +36,25 @@ MAX_ROWS = 100_000_000
 async def jobs(
     request: Request, console: ConsoleDep, who: Person, model: Annotated[str, Query(max_length=128)] = ""
 ) -> Response:
-    context = {"jobs": console.jobs.newest(model.strip()), "model": model}
+    context = {"jobs": await _readable(console, who, console.jobs.newest(model.strip())), "model": model}
     return render(request, "_jobs.html" if is_htmx(request) else "training.html", context)
+
+
+async def _readable(console: ConsoleDep, who: Person, jobs: Sequence[Job]) -> list[Job]:
+    """The jobs of the models the person's token may read. A job of a model the registry
+    does not know yet is shown to administrators only: to the person it is as a model of
+    another team, which the registry does not tell apart from one that does not exist."""
+    if who.identity.may(Scope.ADMIN) or not jobs:
+        return list(jobs)
+    readable = {m.name for m in await console.registry.list_models()}
+    return [j for j in jobs if j.model_name in readable]
 
 
 @router.get("/training/jobs/{request_id}", include_in_schema=False)
 async def job(request: Request, request_id: str, console: ConsoleDep, who: Person) -> Response:
     found = console.jobs.get(request_id)
+    if found is not None and not await _readable(console, who, [found]):
+        found = None  # another team's job: as if there were none
     if found is None:
         raise NotFound(f"no job {request_id[:80]!r} among the {console.settings.jobs_kept} newest")
     version = None
@@ -104,10 +120,13 @@ async def submit(request: Request, console: ConsoleDep, who: Person, form: Form)
         checked_name(name)
         spec = _spec(form, name)
         window = _window(form, console.clock())
-        # The registry takes the token now (not only at sign-in) and the model exists.
-        await console.registry.get_model(name)
-        if not who.identity.may(Scope.WRITE):
-            raise PermissionDenied("training makes a version: it needs a token with the write scope")
+        # The registry takes the token now (not only at sign-in) and the model is of the
+        # person's teams; what the token claims, the registry has just verified.
+        found = await console.registry.get_model(name)
+        if not who.identity.may(Scope.WRITE, found.team):
+            raise PermissionDenied(
+                f"training makes a version: it needs a token with the write scope in team {found.team!r}"
+            )
     except (InvalidArgument, NotFound) as exc:
         models, _ = await console.registry.models_page(page_size=200)
         return render(

@@ -33,7 +33,7 @@ async def get_version_by_alias(
     name: ModelName, alias: AliasName, registry: RegistryDep, actor: Reader
 ) -> Any:
     """The version the alias points at."""
-    return shapes.from_proto(shapes.ModelVersion, await registry.get_version(name, alias=alias))
+    return shapes.from_proto(shapes.ModelVersion, await registry.get_version(actor, name, alias=alias))
 
 
 @router.put("/models/{name}/aliases/{alias}", name="SetAlias", response_model=shapes.Model, tags=["aliases"])
@@ -91,7 +91,7 @@ async def alias_history(
     page_token: PageToken = "",
 ) -> Any:
     """Every move of the model's aliases, newest first."""
-    page = await registry.alias_history(name, alias, page_size=page_size, page_token=page_token)
+    page = await registry.alias_history(actor, name, alias, page_size=page_size, page_token=page_token)
     return shapes.paged(shapes.AliasHistory, registry_pb2.ListAliasHistoryResponse, "changes", page)
 
 

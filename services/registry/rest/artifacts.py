@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from services.common.http_errors import problem_responses
-from services.registry.registry import Registry
+from services.registry.registry import Actor, Registry
 from services.registry.rest.deps import Reader, RegistryDep
 from services.registry.rest.params import AliasName, ModelName, VersionNumber
 
@@ -25,8 +25,10 @@ ARTIFACT_RESPONSE: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
-async def _artifact(registry: Registry, name: str, version: int = 0, alias: str = "") -> StreamingResponse:
-    resolved, stream = await registry.download(name, version, alias)
+async def _artifact(
+    registry: Registry, actor: Actor, name: str, version: int = 0, alias: str = ""
+) -> StreamingResponse:
+    resolved, stream = await registry.download(actor, name, version, alias)
     iterator = aiter(stream)
     # Read the first chunk here, so that a missing or damaged file is a proper error
     # response rather than a broken stream.
@@ -63,7 +65,7 @@ async def download(
 ) -> StreamingResponse:
     """The artifact's bytes, verified against its digest while they stream (a damaged
     file breaks the stream rather than delivering wrong bytes)."""
-    return await _artifact(registry, name, version)
+    return await _artifact(registry, actor, name, version)
 
 
 @router.get(
@@ -76,4 +78,4 @@ async def download(
 async def download_by_alias(
     name: ModelName, alias: AliasName, registry: RegistryDep, actor: Reader
 ) -> StreamingResponse:
-    return await _artifact(registry, name, alias=alias)
+    return await _artifact(registry, actor, name, alias=alias)

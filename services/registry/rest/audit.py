@@ -25,6 +25,7 @@ async def audit_log(
     resource_prefix: Annotated[str, Query(max_length=1024, description="e.g. models/demo")] = "",
     outcome: Annotated[str, Query(max_length=1024)] = "",
     request_id: Annotated[str, Query(max_length=1024)] = "",
+    team: Annotated[str, Query(max_length=1024)] = "",
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     page_size: PageSize = 0,
@@ -38,6 +39,7 @@ async def audit_log(
         resource_prefix=resource_prefix,
         outcome=outcome,
         request_id=request_id,
+        team=team,
         page_size=page_size,
         page_token=page_token,
     )

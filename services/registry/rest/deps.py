@@ -45,7 +45,7 @@ def caller(scope: Scope) -> Callable[..., Awaitable[Actor]]:
     async def dependency(
         request: Request, principal: Annotated[Principal, Depends(require_scope(scope))]
     ) -> Actor:
-        return Actor(principal.subject, request_id(request), "http")
+        return Actor(principal, request_id(request), "http")
 
     return dependency
 

@@ -23,10 +23,10 @@ router = APIRouter(tags=["models"])
 
 @router.post("/models", name="CreateModel", status_code=201, response_model=shapes.Model)
 async def create_model(body: CreateModelBody, registry: RegistryDep, actor: Writer) -> Any:
-    """Register a model name with its promotion policy (409 if it exists)."""
+    """Register a model name in a team with its promotion policy (409 if the name is taken)."""
     message = shapes.to_proto(body, registry_pb2.CreateModelRequest(), "body")
     model = await registry.create_model(
-        actor, message.name, message.description, dict(message.tags), message.promotion_policy
+        actor, message.name, message.description, dict(message.tags), message.promotion_policy, message.team
     )
     return shapes.from_proto(shapes.Model, model)
 
@@ -38,10 +38,14 @@ async def list_models(
     alias: Annotated[str, Query(max_length=1024, description="Only models with this alias set.")] = "",
     name_contains: Annotated[str, Query(max_length=1024)] = "",
     tag: Tags = [],  # noqa: B006
+    team: Annotated[str, Query(max_length=1024, description="Only this team's models.")] = "",
     page_size: PageSize = 0,
     page_token: PageToken = "",
 ) -> Any:
+    """The models of the caller's teams (every team's for an admin)."""
     page = await registry.list_models(
+        actor,
+        team=team,
         alias=alias,
         name_contains=name_contains,
         tags=parse_tags(tag, "tag"),
@@ -53,7 +57,7 @@ async def list_models(
 
 @router.get("/models/{name}", name="GetModel", response_model=shapes.Model)
 async def get_model(name: ModelName, registry: RegistryDep, actor: Reader) -> Any:
-    return shapes.from_proto(shapes.Model, await registry.get_model(name))
+    return shapes.from_proto(shapes.Model, await registry.get_model(actor, name))
 
 
 @router.patch("/models/{name}", name="UpdateModel", response_model=shapes.Model)

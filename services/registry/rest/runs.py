@@ -29,7 +29,7 @@ async def list_runs(
         wanted = runs_pb2.RunState.Value(state) if state else runs_pb2.RUN_STATE_UNSPECIFIED
     except ValueError:
         raise InvalidArgument(f"state: one of {', '.join(runs_pb2.RunState.keys())}", field="state") from None
-    page = await registry.list_runs(model_name, wanted, page_size=page_size, page_token=page_token)
+    page = await registry.list_runs(actor, model_name, wanted, page_size=page_size, page_token=page_token)
     return shapes.paged(shapes.RunList, runs_pb2.ListRunsResponse, "runs", page)
 
 
@@ -39,4 +39,4 @@ async def get_run(
     registry: RegistryDep,
     actor: Reader,
 ) -> Any:
-    return shapes.from_proto(shapes.Run, await registry.get_run(run_id))
+    return shapes.from_proto(shapes.Run, await registry.get_run(actor, run_id))

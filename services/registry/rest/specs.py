@@ -36,7 +36,7 @@ async def put_spec(name: ModelName, body: ModelSpecBody, registry: RegistryDep, 
 async def list_specs(
     name: ModelName, registry: RegistryDep, actor: Reader, page_size: PageSize = 0, page_token: PageToken = ""
 ) -> Any:
-    page = await registry.list_specs(name, page_size=page_size, page_token=page_token)
+    page = await registry.list_specs(actor, name, page_size=page_size, page_token=page_token)
     return shapes.paged(shapes.SpecList, registry_pb2.ListModelSpecsResponse, "specs", page)
 
 
@@ -47,4 +47,4 @@ async def get_spec(
     registry: RegistryDep,
     actor: Reader,
 ) -> Any:
-    return shapes.from_proto(shapes.ModelSpec, await registry.get_spec(name, spec_version))
+    return shapes.from_proto(shapes.ModelSpec, await registry.get_spec(actor, name, spec_version))

@@ -83,13 +83,13 @@ async def list_versions(
     name: ModelName, registry: RegistryDep, actor: Reader, page_size: PageSize = 0, page_token: PageToken = ""
 ) -> Any:
     """The model's versions, newest first."""
-    page = await registry.list_versions(name, page_size=page_size, page_token=page_token)
+    page = await registry.list_versions(actor, name, page_size=page_size, page_token=page_token)
     return shapes.paged(shapes.ListVersions, registry_pb2.ListModelVersionsResponse, "versions", page)
 
 
 @router.get("/models/{name}/versions/{version}", name="GetModelVersion", response_model=shapes.ModelVersion)
 async def get_version(name: ModelName, version: VersionNumber, registry: RegistryDep, actor: Reader) -> Any:
-    return shapes.from_proto(shapes.ModelVersion, await registry.get_version(name, version))
+    return shapes.from_proto(shapes.ModelVersion, await registry.get_version(actor, name, version))
 
 
 @router.get("/versions", name="SearchModelVersions", response_model=shapes.ListVersions)
@@ -112,10 +112,11 @@ async def search_versions(
     alias: Annotated[str, Query(max_length=1024)] = "",
     train_request_id: Annotated[str, Query(max_length=1024)] = "",
     code_version: Annotated[str, Query(max_length=1024)] = "",
+    team: Annotated[str, Query(max_length=1024, description="Only versions of this team's models.")] = "",
     page_size: PageSize = 0,
     page_token: PageToken = "",
 ) -> Any:
-    """Versions of any model by lineage, tag, metric, status or alias."""
+    """Versions of any model of the caller's teams by lineage, tag, metric, status or alias."""
     query = registry_pb2.SearchModelVersionsRequest(
         model_name=model_name,
         dataset=dataset,
@@ -126,10 +127,11 @@ async def search_versions(
         alias=alias,
         train_request_id=train_request_id,
         code_version=code_version,
+        team=team,
         page_size=page_size,
         page_token=page_token,
     )
-    page = await registry.search_versions(query)
+    page = await registry.search_versions(actor, query)
     return shapes.paged(shapes.ListVersions, registry_pb2.ListModelVersionsResponse, "versions", page)
 
 
@@ -139,7 +141,7 @@ async def search_versions(
 async def lineage(name: ModelName, version: VersionNumber, registry: RegistryDep, actor: Reader) -> Any:
     """What produced this version (lineage, parent chain) and what it produced, plus other
     versions trained on exactly the same data."""
-    return shapes.from_proto(shapes.LineageResult, await registry.lineage(name, version))
+    return shapes.from_proto(shapes.LineageResult, await registry.lineage(actor, name, version))
 
 
 @router.post(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 import pymongo
@@ -13,6 +14,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from services.common import mongo
+from services.common.auth import DEFAULT_TEAM
 from services.common.mongo import Document
 from services.registry.settings import RegistrySettings
 from services.registry.store.aliases import AliasHistoryRepository
@@ -23,6 +25,8 @@ from services.registry.store.models import ModelRepository
 from services.registry.store.outbox import OutboxRepository
 from services.registry.store.runs import RunRepository
 from services.registry.store.specs import SpecRepository
+from services.registry.store.teams import TeamRepository
+from services.registry.store.tokens import TokenRepository
 from services.registry.store.versions import VersionRepository
 
 T = TypeVar("T")
@@ -38,6 +42,8 @@ class Repositories:
     audit: AuditRepository
     outbox: OutboxRepository
     artifacts: ArtifactRepository
+    teams: TeamRepository
+    tokens: TokenRepository
     runs: RunRepository
 
 
@@ -53,6 +59,8 @@ class Transaction(Repositories):
         self.audit = store.audit.bound(session)
         self.outbox = store.outbox.bound(session)
         self.artifacts = store.artifacts.bound(session)
+        self.teams = store.teams.bound(session)
+        self.tokens = store.tokens.bound(session)
         self.runs = store.runs.bound(session)
 
 
@@ -78,6 +86,8 @@ class Store(Repositories):
         self.audit = AuditRepository(db["audit_log"])
         self.outbox = OutboxRepository(db["outbox"])
         self.artifacts = ArtifactRepository(db, chunk_bytes=artifact_chunk_bytes, signing_key=signing_key)
+        self.teams = TeamRepository(db["teams"])
+        self.tokens = TokenRepository(db["tokens"])
         self.runs = RunRepository(db["train_runs"])
 
     @classmethod
@@ -96,15 +106,24 @@ class Store(Repositories):
     async def close(self) -> None:
         await self.client.close()
 
-    async def ensure_indexes(self, outbox_retention_seconds: int) -> None:
+    async def ensure_indexes(self, outbox_retention_seconds: int, audit_retention_seconds: int) -> None:
         with translated():
             await self.models.ensure_indexes()
             await self.versions.ensure_indexes()
             await self.specs.ensure_indexes()
             await self.alias_history.ensure_indexes()
-            await self.audit.ensure_indexes()
+            await self.audit.ensure_indexes(audit_retention_seconds)
             await self.outbox.ensure_indexes(outbox_retention_seconds)
+            await self.tokens.ensure_indexes()
             await self.runs.ensure_indexes()
+
+    async def migrate(self, now: datetime) -> None:
+        """Bring records made before teams existed into the default team (idempotent: run at
+        every start, it changes only what has no team yet)."""
+        with translated():
+            await self.teams.ensure(DEFAULT_TEAM, "Everything made before teams existed.", now)
+            for collection in (self.db["models"], self.db["model_versions"], self.db["train_runs"]):
+                await collection.update_many({"team": {"$exists": False}}, {"$set": {"team": DEFAULT_TEAM}})
 
     async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``work`` in one snapshot transaction, retried on transient conflicts.

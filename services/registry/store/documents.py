@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.auth import DEFAULT_TEAM
 from services.common.mongo import Document
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
@@ -49,6 +50,7 @@ def model_to_proto(doc: Document) -> registry_pb2.Model:
         updated_at=timestamp(doc.get("updated_at")),
         created_by=doc.get("created_by", ""),
         latest_spec_version=doc.get("latest_spec_version", 0),
+        team=doc.get("team", DEFAULT_TEAM),
     )
 
 
@@ -58,6 +60,7 @@ def version_document(version: registry_pb2.ModelVersion, status: int, now: datet
     return {
         "model_name": version.model_name,
         "version": version.version,
+        "team": version.team,
         "status": status,
         "aliases": [],
         "proto": version.SerializeToString(),
@@ -83,6 +86,7 @@ def version_to_proto(doc: Document) -> registry_pb2.ModelVersion:
     version.aliases[:] = sorted(doc.get("aliases", ()))
     version.updated_at.CopyFrom(timestamp(doc.get("updated_at")))
     version.rolled_back = bool(doc.get("rolled_back"))
+    version.team = doc.get("team", DEFAULT_TEAM)
     review = doc.get("review")
     if review:
         version.review.CopyFrom(
@@ -153,4 +157,43 @@ def audit_to_proto(doc: Document) -> registry_pb2.AuditRecord:
         request_id=doc.get("request_id", ""),
         detail=doc.get("detail", ""),
         transport=doc.get("transport", ""),
+        team=doc.get("team", ""),
+        count=doc.get("count", 1),
+        last_at=timestamp(doc.get("last_at") or doc["occurred_at"]),
     )
+
+
+def team_to_proto(doc: Document) -> registry_pb2.Team:
+    return registry_pb2.Team(
+        name=doc["_id"],
+        description=doc.get("description", ""),
+        members=[
+            registry_pb2.TeamMember(
+                subject=m["subject"],
+                scopes=m["scopes"],
+                added_at=timestamp(m.get("added_at")),
+                added_by=m.get("added_by", ""),
+            )
+            for m in doc.get("members", ())
+        ],
+        created_at=timestamp(doc.get("created_at")),
+        created_by=doc.get("created_by", ""),
+    )
+
+
+def token_to_proto(doc: Document) -> registry_pb2.TokenInfo:
+    info = registry_pb2.TokenInfo(
+        id=doc["_id"],
+        subject=doc.get("subject", ""),
+        scopes=doc.get("scopes", []),
+        teams=doc.get("teams", []),
+        issued_at=timestamp(doc.get("issued_at")),
+        expires_at=timestamp(doc["expires_at"]),
+        issued_by=doc.get("issued_by", ""),
+        revoked_by=doc.get("revoked_by", ""),
+        revoke_reason=doc.get("revoke_reason", ""),
+        key_id=doc.get("key_id", ""),
+    )
+    if doc.get("revoked_at") is not None:
+        info.revoked_at.CopyFrom(timestamp(doc["revoked_at"]))
+    return info

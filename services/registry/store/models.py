@@ -33,6 +33,20 @@ class ModelFilter:
     name_contains: str = ""
     """Case-insensitive, taken literally."""
     tags: Mapping[str, str] = field(default_factory=dict)
+    team: str = ""
+    visible_teams: frozenset[str] | None = None
+    """The teams the caller may see (None: every team)."""
+
+
+def team_conditions(team: str, visible: frozenset[str] | None) -> list[Document]:
+    """Conditions matching records (models or versions) of ``team`` (empty: any) among the
+    teams a caller sees (None: every team)."""
+    conditions: list[Document] = []
+    if team:
+        conditions.append({"team": team})
+    if visible is not None:
+        conditions.append({"team": {"$in": sorted(visible)}})
+    return conditions
 
 
 def tag_conditions(tags: Mapping[str, str]) -> list[Document]:
@@ -44,7 +58,12 @@ class ModelRepository(Repository):
     BY_NAME = Keyset(SortKey("_id", str, token="after"))
 
     async def ensure_indexes(self) -> None:
-        await self._collection.create_indexes([IndexModel([("tags.k", ASCENDING), ("tags.v", ASCENDING)])])
+        await self._collection.create_indexes(
+            [
+                IndexModel([("tags.k", ASCENDING), ("tags.v", ASCENDING)]),
+                IndexModel([("team", ASCENDING), ("_id", ASCENDING)]),
+            ]
+        )
 
     @database_call
     async def get(self, name: str) -> Model | None:
@@ -66,15 +85,18 @@ class ModelRepository(Repository):
         self,
         name: str,
         *,
+        team: str,
         description: str,
         tags: Mapping[str, str],
         policy: registry_pb2.PromotionPolicy.ValueType,
         created_by: str,
         now: datetime,
     ) -> Model:
-        """A new model without versions; AlreadyExists when the name is taken."""
+        """A new model of ``team`` without versions; AlreadyExists when the name is taken (in
+        any team: names are global)."""
         doc: Document = {
             "_id": name,
+            "team": team,
             "description": description,
             "tags": key_values(tags),
             "promotion_policy": policy,
@@ -145,6 +167,6 @@ class ModelRepository(Repository):
             query[f"aliases.{where.alias}"] = {"$exists": True}
         if where.name_contains:
             query["_id"] = {"$regex": re.escape(where.name_contains), "$options": "i"}
-        if conditions := tag_conditions(where.tags):
+        if conditions := [*tag_conditions(where.tags), *team_conditions(where.team, where.visible_teams)]:
             query["$and"] = conditions
         return await read_page(self._collection, query, self.BY_NAME, request, model_to_proto, self.session)

@@ -27,6 +27,7 @@ import binascii
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from bson import ObjectId
@@ -50,8 +51,9 @@ def _bad_token() -> InvalidArgument:
 
 @dataclass(frozen=True)
 class SortKey:
-    """One field a list is sorted by: ``kind`` is ``str``, ``int`` or ``ObjectId`` (carried as
-    its hex string in the token); ``token`` names it in the token (the field by default)."""
+    """One field a list is sorted by: ``kind`` is ``str``, ``int``, ``ObjectId`` (carried as
+    its hex string in the token) or ``datetime`` (as ISO 8601); ``token`` names it in the
+    token (the field by default)."""
 
     field: str
     kind: type = str
@@ -63,9 +65,16 @@ class SortKey:
         return self.token or self.field
 
     def to_token(self, value: Any) -> Any:
+        if self.kind is datetime:
+            return value.isoformat()
         return str(value) if self.kind is ObjectId else value
 
     def from_token(self, value: Any) -> Any:
+        if self.kind is datetime:
+            try:
+                return datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise _bad_token() from None
         if self.kind is ObjectId:
             if not isinstance(value, str):
                 raise _bad_token()

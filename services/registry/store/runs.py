@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
+from services.common.auth import DEFAULT_TEAM
 from services.common.mongo import Document
 from services.common.proto.mlops.v1 import runs_pb2
 from services.registry.store.errors import database_call
@@ -25,10 +26,12 @@ Run = runs_pb2.Run
 
 @dataclass(frozen=True)
 class StoredRun:
-    """A run as read, with the revision a write must find to replace it."""
+    """A run as read, with the revision a write must find to replace it, and the team it
+    belongs to (its model's when the registry first heard of it)."""
 
     run: Run
     revision: int
+    team: str = DEFAULT_TEAM
 
 
 def _run(document: Document) -> Run:
@@ -36,7 +39,9 @@ def _run(document: Document) -> Run:
 
 
 def _stored(document: Document | None) -> StoredRun | None:
-    return None if document is None else StoredRun(_run(document), int(document["revision"]))
+    if document is None:
+        return None
+    return StoredRun(_run(document), int(document["revision"]), document.get("team", DEFAULT_TEAM))
 
 
 class RunRepository(Repository):
@@ -48,27 +53,28 @@ class RunRepository(Repository):
         await self._collection.create_index([("state", ASCENDING), ("order", DESCENDING)])
         await self._collection.create_index("idempotency_key", sparse=True)
         await self._collection.create_index("coalesced")
+        await self._collection.create_index([("team", ASCENDING), ("order", DESCENDING)])
 
     @database_call
     async def get(self, run_id: str) -> StoredRun | None:
         return _stored(await self._collection.find_one({"_id": run_id}, session=self.session))
 
     @database_call
-    async def find(self, request_id: str) -> Run | None:
+    async def find(self, request_id: str) -> StoredRun | None:
         """The run opened by ``request_id``, or the one it was coalesced into."""
         document = await self._collection.find_one(
             {"$or": [{"_id": request_id}, {"coalesced": request_id}]}, session=self.session
         )
-        return None if document is None else _run(document)
+        return _stored(document)
 
     @database_call
     async def by_idempotency_key(self, key: str) -> StoredRun | None:
         return _stored(await self._collection.find_one({"idempotency_key": key}, session=self.session))
 
     @database_call
-    async def put(self, run: Run, revision: int) -> bool:
-        """Write ``run`` over revision ``revision`` (0: it must not exist yet); False when
-        someone else wrote first (read again, fold again)."""
+    async def put(self, run: Run, revision: int, team: str = DEFAULT_TEAM) -> bool:
+        """Write ``run`` over revision ``revision`` (0: it must not exist yet, and is written
+        as ``team``'s); False when someone else wrote first (read again, fold again)."""
         fields: Document = {
             "model_name": run.model_name,
             "state": int(run.state),
@@ -81,7 +87,7 @@ class RunRepository(Repository):
         if revision == 0:
             try:
                 await self._collection.insert_one(
-                    {"_id": run.run_id, "order": ObjectId(), **fields}, session=self.session
+                    {"_id": run.run_id, "order": ObjectId(), "team": team, **fields}, session=self.session
                 )
             except DuplicateKeyError:
                 return False
@@ -93,10 +99,17 @@ class RunRepository(Repository):
 
     @database_call
     async def page(
-        self, model_name: str, state: runs_pb2.RunState.ValueType, request: PageRequest
+        self,
+        model_name: str,
+        state: runs_pb2.RunState.ValueType,
+        request: PageRequest,
+        visible_teams: frozenset[str] | None = None,
     ) -> Page[Run]:
-        """Runs newest first, of one model and in one state when given."""
+        """Runs newest first, of one model and in one state when given, of the teams a
+        caller sees (None: every team)."""
         query: Document = {}
+        if visible_teams is not None:
+            query["team"] = {"$in": sorted(visible_teams)}
         if model_name:
             query["model_name"] = model_name
         if state:

@@ -13,7 +13,7 @@ from services.common.proto.mlops.v1 import registry_pb2
 from services.registry import lifecycle
 from services.registry.store.documents import version_document, version_summary, version_to_proto
 from services.registry.store.errors import database_call
-from services.registry.store.models import tag_conditions
+from services.registry.store.models import tag_conditions, team_conditions
 from services.registry.store.pagination import Keyset, Page, PageRequest, SortKey, read_page
 from services.registry.store.repository import Repository
 
@@ -44,6 +44,9 @@ class VersionFilter:
     tags: Mapping[str, str] = field(default_factory=dict)
     metrics: Sequence[registry_pb2.MetricFilter] = ()
     """Each with an ``op`` among :data:`COMPARISONS`."""
+    team: str = ""
+    visible_teams: frozenset[str] | None = None
+    """The teams the caller may see (None: every team)."""
 
 
 def _conditions(where: VersionFilter) -> list[Document]:
@@ -56,6 +59,7 @@ def _conditions(where: VersionFilter) -> list[Document]:
     if where.status:
         conditions.append({"status": where.status})
     conditions += tag_conditions(where.tags)
+    conditions += team_conditions(where.team, where.visible_teams)
     for metric in where.metrics:
         condition = {_COMPARISONS[metric.op]: metric.value}
         conditions.append({"metrics": {"$elemMatch": {"k": metric.name, "v": condition}}})
@@ -79,6 +83,7 @@ class VersionRepository(Repository):
                 IndexModel([("train_request_id", ASCENDING)]),
                 IndexModel([("model_name", ASCENDING), ("parent_version", ASCENDING)]),
                 IndexModel([("tags.k", ASCENDING), ("tags.v", ASCENDING)]),
+                IndexModel([("team", ASCENDING), ("model_name", ASCENDING)]),
             ]
         )
 
@@ -167,14 +172,20 @@ class VersionRepository(Repository):
         return [version_summary(d) for d in docs]
 
     @database_call
-    async def same_data(self, version: ModelVersion, limit: int) -> list[ModelVersion]:
-        """Other versions, of any model, trained on exactly the data ``version`` was (summaries)."""
+    async def same_data(
+        self, version: ModelVersion, limit: int, visible_teams: frozenset[str] | None = None
+    ) -> list[ModelVersion]:
+        """Other versions, of any model of the teams a caller sees (None: every team), trained
+        on exactly the data ``version`` was (summaries)."""
         content = version.lineage.data.content_sha256
         if not content:
             return []
         others = {"$or": [{"model_name": {"$ne": version.model_name}}, {"version": {"$ne": version.version}}]}
+        query: Document = {"content_sha256": content, **others}
+        if conditions := team_conditions("", visible_teams):
+            query["$and"] = conditions
         docs = (
-            await self._collection.find({"content_sha256": content, **others}, session=self.session)
+            await self._collection.find(query, session=self.session)
             .sort([("model_name", ASCENDING), ("version", ASCENDING)])
             .limit(limit)
             .to_list()

@@ -41,7 +41,7 @@ from services.cli.stack import (
     pid_alive,
 )
 from services.cli.topics import tail_records
-from services.common.auth import Scope, bearer_metadata, mint_token
+from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics, decode
 from services.common.flavors.skops import SkopsFlavor
@@ -150,11 +150,13 @@ def test_a_killed_service_is_reported_and_comes_back_on_restart(stack: LocalStac
 @pytest.mark.skipif(not INSTALLED, reason="no service package installed yet to misconfigure")
 def test_a_service_that_cannot_start_fails_the_start_with_its_log_and_leaves_nothing(tmp_path: Path) -> None:
     service = INSTALLED[0]
-    # A too-short signing secret: settings validation must stop the service at start-up.
-    local = LocalStack(tmp_path, StackPorts.free(), services=[service], env={"MLOPS_AUTH_SECRET": "short"})
+    # A key set that is not one: settings validation must stop the service at start-up.
+    local = LocalStack(
+        tmp_path, StackPorts.free(), services=[service], env={"MLOPS_AUTH_PUBLIC_KEYS": '{"keys": []}'}
+    )
     with pytest.raises(StackError, match=service) as failure:
         local.start(timeout=60)
-    assert "auth_secret" in str(failure.value).lower() or "AUTH_SECRET" in str(failure.value)
+    assert "auth_public_keys" in str(failure.value).lower()
     assert local.processes == {}
     assert not port_open(local.ports.kafka) and not port_open(local.ports.mongodb)
 
@@ -390,7 +392,7 @@ def test_predict_answers_from_the_production_model_and_maps_errors_to_exit_codes
     stack: LocalStack, served: Any, tmp_path: Path
 ) -> None:
     estimator = served
-    predict_token = mint_token(stack.auth_secret, "app:test", [Scope.PREDICT])
+    predict_token = stack.keys.mint("app:test", Scope.PREDICT)
     env = {"MLOPS_SERVING_ADDRESS": stack.grpc_address("serving"), "MLOPS_TOKEN": predict_token}
     runner = CliRunner()
 
@@ -418,7 +420,7 @@ def test_predict_answers_from_the_production_model_and_maps_errors_to_exit_codes
     assert wrong_shape.exit_code == ExitCode.USAGE, wrong_shape.output
     unknown = runner.invoke(app, ["predict", "no-such-model", "--features", "1,2,3"], env=env)
     assert unknown.exit_code == ExitCode.NOT_FOUND, unknown.output
-    read_only = {**env, "MLOPS_TOKEN": mint_token(stack.auth_secret, "app:test", [Scope.READ])}
+    read_only = {**env, "MLOPS_TOKEN": stack.keys.mint("app:test", Scope.READ)}
     denied = runner.invoke(app, ["predict", "cli-churn", "--features", "1,2,3"], env=read_only)
     assert denied.exit_code == ExitCode.DENIED, denied.output
 

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.auth import AuthInterceptor, MethodScopes, Scope, TokenVerifier, mint_token
+from services.common.auth import AuthInterceptor, MethodScopes, Scope
 from services.common.clients.datasets import DatasetClient
 from services.common.errors import (
     FIELD_METADATA,
@@ -27,8 +27,8 @@ from services.common.grpc_server import GrpcServer
 from services.common.kafka import is_transient
 from services.common.proto.mlops.v1 import datasets_pb2, datasets_pb2_grpc
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
+from tests.helpers.keys import KEYS
 
-SECRET = "s" * 48
 MAX_MESSAGE_BYTES = 4096
 
 
@@ -55,7 +55,7 @@ class RefusingServicer(datasets_pb2_grpc.DatasetServiceServicer):
 async def refusing_server() -> AsyncIterator[str]:
     server = GrpcServer(
         "127.0.0.1:0",
-        interceptors=[AuthInterceptor(TokenVerifier(SECRET), MethodScopes(default=Scope.READ))],
+        interceptors=[AuthInterceptor(KEYS.verifier(), MethodScopes(default=Scope.READ))],
         max_message_bytes=MAX_MESSAGE_BYTES,
     )
     server.add_service(
@@ -69,7 +69,7 @@ async def refusing_server() -> AsyncIterator[str]:
 
 
 def reader() -> str:
-    return mint_token(SECRET, "tester", [Scope.READ])
+    return KEYS.mint("tester", Scope.READ)
 
 
 async def test_a_raised_error_reaches_a_raw_stub_as_its_status_with_kind_and_field() -> None:

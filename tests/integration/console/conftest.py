@@ -182,7 +182,7 @@ async def platform(infra: Infra) -> AsyncIterator[Platform]:
                     MonitorSettings(
                         MLOPS_KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
                         MLOPS_TOPIC_PREFIX=prefix,
-                        MLOPS_AUTH_SECRET=infra.auth_secret,
+                        **infra.keys.settings(),
                         MLOPS_REGISTRY_ADDRESS=registry_address,
                         http_port=0,
                         sweep_interval_seconds=0.2,

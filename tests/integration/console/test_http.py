@@ -12,7 +12,12 @@ import httpx
 import pytest
 
 from services.common.auth import Scope
+from services.common.clients.access import AccessClient
+from services.common.events import encode
+from services.common.kafka import publish
+from services.common.proto.mlops.v1.events_pb2 import TrainResult, TrainStatus
 from services.console.web import CONTENT_SECURITY_POLICY, SESSION_COOKIE
+from tests.helpers.waiting import eventually
 from tests.integration.console.conftest import MANUAL, Platform
 
 
@@ -207,3 +212,46 @@ async def test_what_people_wrote_is_shown_as_text_never_as_markup(
         page = (await browser.get(path)).text
         assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page, path
         assert "<script>alert" not in page and "<img src=x" not in page, path
+
+
+async def test_a_person_sees_only_their_teams_models(platform: Platform, browser: httpx.AsyncClient) -> None:
+    team = f"beta-{uuid.uuid4().hex[:6]}"
+    admin_token = platform.token(Scope.ADMIN, subject="admin")
+    async with AccessClient(f"127.0.0.1:{platform.registry.grpc_port}", lambda: admin_token) as access:
+        await access.create_team(team)
+    theirs = f"theirs-{uuid.uuid4().hex[:6]}"
+    await platform.admin.create_model(theirs, "another team's model", team=team)
+    ours = await platform.model("ours", [0.9])  # the default team's, as the person's token is
+    # The topics carry both teams' jobs to the console.
+    for model in (theirs, ours):
+        result = TrainResult(
+            request_id=f"{model}-job", model_name=model, status=TrainStatus.TRAIN_STATUS_STARTED
+        )
+        result.occurred_at.GetCurrentTime()
+        await publish(
+            platform.producer, [encode(platform.topics.train_results, result, source="/test", key=model)]
+        )
+
+    async def both_followed() -> bool:
+        assert platform.console.console is not None
+        jobs = platform.console.console.jobs
+        return jobs.get(f"{ours}-job") is not None and jobs.get(f"{theirs}-job") is not None
+
+    await eventually(both_followed, bool)
+
+    await sign_in(browser, platform.token(Scope.READ))
+    listed = (await browser.get("/models")).text
+    assert ours in listed and theirs not in listed
+    assert (await browser.get(f"/models/{theirs}")).status_code == 404, "as if it did not exist"
+    jobs = (await browser.get("/training")).text
+    assert ours in jobs and theirs not in jobs
+    assert (await browser.get(f"/training/jobs/{theirs}-job")).status_code == 404
+    page = await browser.get(f"/models/{ours}")
+    assert page.status_code == 200
+    await browser.post("/logout", data={"csrf_token": hidden(page.text, "csrf_token")})
+
+    await sign_in(browser, platform.infra.token(Scope.READ, subject="bea", teams=[team]))
+    listed = (await browser.get("/models")).text
+    assert theirs in listed and ours not in listed
+    assert (await browser.get(f"/training/jobs/{theirs}-job")).status_code == 200
+    assert f"(read in {team})" in " ".join(listed.split()), "the header names the person's teams"

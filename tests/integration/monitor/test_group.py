@@ -73,7 +73,8 @@ def start_monitor(infra: Infra, tmp_path: Path) -> Iterator[Any]:
             name, [sys.executable, "-m", "services.monitor"], env=env, log_path=tmp_path / f"{name}.log"
         )
         started.append(process)
-        return Monitor(process, port, infra.token(Scope.READ))
+        # No registry here tells the models' teams: only an administrator sees their status.
+        return Monitor(process, port, infra.token(Scope.ADMIN))
 
     yield start
     for process in started:

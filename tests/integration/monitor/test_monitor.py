@@ -9,7 +9,6 @@ clock is the wall clock plus an offset the expiry test moves forward, so that te
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import time
@@ -35,6 +34,7 @@ from services.common.tracing import tracer
 from services.monitor.app import MonitorApp
 from services.monitor.settings import MonitorSettings
 from tests.conftest import Infra
+from tests.helpers.cli import json_document
 from tests.helpers.kafka import read_to_end
 from tests.helpers.problems import problem_of
 from tests.helpers.tracing import finished, recording
@@ -126,7 +126,7 @@ async def running(infra: Infra) -> AsyncIterator[Running]:
     settings = MonitorSettings(
         MLOPS_KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
         MLOPS_TOPIC_PREFIX=topics.prefix,
-        MLOPS_AUTH_SECRET=infra.auth_secret,
+        **infra.keys.settings(),
         http_port=0,
         join_window_seconds=JOIN_WINDOW,
         sweep_interval_seconds=0.2,
@@ -405,7 +405,11 @@ async def test_status_endpoint_needs_the_read_scope(running: Running) -> None:
             "/v1/status", headers={"authorization": f"Bearer {running.infra.token(Scope.PREDICT)}"}
         )
         assert forbidden.status_code == 403
-        headers = {"authorization": f"Bearer {running.infra.token(Scope.READ)}"}
+        # No registry here tells the models' teams: only an administrator sees them.
+        reader = {"authorization": f"Bearer {running.infra.token(Scope.READ)}"}
+        assert (await client.get("/v1/status", headers=reader)).json()["models"] == []
+        assert (await client.get(f"/v1/status/{model}", headers=reader)).status_code == 404
+        headers = {"authorization": f"Bearer {running.infra.token(Scope.ADMIN)}"}
         body = (await client.get("/v1/status", headers=headers)).json()
         assert model in {m["model"] for m in body["models"]}
         one = (await client.get(f"/v1/status/{model}", headers=headers)).json()
@@ -426,7 +430,7 @@ def drift_status(running: Running, *args: str, token: str | None = None) -> Any:
     from services.cli.__main__ import app as cli
 
     url = f"http://127.0.0.1:{running.app.http_port}"
-    bearer = token or running.infra.token(Scope.READ)
+    bearer = token or running.infra.token(Scope.ADMIN)  # no registry here tells the models' teams
     return CliRunner().invoke(
         cli, ["drift", "status", "--url", url, "--token", bearer, *args], env={"COLUMNS": "200"}
     )
@@ -462,7 +466,7 @@ async def test_mlops_drift_status_shows_the_monitor_report(running: Running) -> 
     # The CLI blocks on HTTP: run it off the loop that serves the monitor.
     as_json = await asyncio.to_thread(drift_status, running, "--json")
     assert as_json.exit_code == 0, as_json.output
-    report = json.loads(as_json.stdout)
+    report = json_document(as_json.stdout)  # the monitor, in this process, logs there too
     reported = next(m for m in report["models"] if m["model"] == model)
     assert [v["labelled"] for v in reported["versions"]] == [8, 8]
     assert report["monitors"][0]["assignment"]

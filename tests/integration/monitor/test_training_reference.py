@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from services.common.artifacts import sha256_hex
-from services.common.auth import Scope, ServiceCredentials
+from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics, decode
 from services.common.grpc_server import GrpcServer
@@ -80,7 +80,7 @@ async def setup(infra: Infra) -> AsyncIterator[Setup]:
     async with started(RegistryApp(registry_settings(infra, prefix))) as registry:
         address = f"127.0.0.1:{registry.grpc_port}"
         with_profile, without_profile = f"{prefix}-a", f"{prefix}-b"
-        writer = ServiceCredentials(infra.auth_secret, "trainer", [Scope.WRITE])
+        writer = infra.credentials("trainer", Scope.WRITE)
         async with RegistryClient(address, writer) as client:
             for model, reference in ((with_profile, profile(random.Random(1))), (without_profile, None)):
                 await client.create_model(model)
@@ -88,7 +88,7 @@ async def setup(infra: Infra) -> AsyncIterator[Setup]:
         settings = MonitorSettings(
             MLOPS_KAFKA_BOOTSTRAP_SERVERS=infra.kafka_bootstrap,
             MLOPS_TOPIC_PREFIX=prefix,
-            MLOPS_AUTH_SECRET=infra.auth_secret,
+            **infra.keys.settings(),
             MLOPS_REGISTRY_ADDRESS=address,
             http_port=0,
             commit_interval_seconds=0.2,
@@ -176,7 +176,7 @@ async def test_an_unavailable_registry_is_reported_and_not_asked_again_until_the
         registry_pb2_grpc.add_RegistryServiceServicer_to_server, registry, "mlops.v1.RegistryService"
     )
     await server.start()
-    reader = ServiceCredentials(infra.auth_secret, "monitor", [Scope.READ])
+    reader = infra.credentials("monitor", Scope.READ)
     source = ProfileSource(RegistryClient(f"127.0.0.1:{server.port}", reader, timeout=2.0), retry_seconds=60)
     try:
         first = await source.lookup("m", 1, now=100.0)

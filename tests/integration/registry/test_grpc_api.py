@@ -11,12 +11,13 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from services.common.artifacts import sha256_hex, sign
-from services.common.auth import Scope
+from services.common.auth import Principal, Scope
 from services.common.clients.registry import MANUAL, RegistryClient
 from services.common.errors import FIELD_METADATA, KIND_METADATA, Conflict, PlatformError
 from services.common.grpc_errors import translating
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2
 from services.registry.app import RegistryApp
+from services.registry.registry import Actor
 from tests.helpers.artifacts import artifact_of, model_bytes, opened, random_artifact
 from tests.integration.registry.conftest import SIGNING_KEY, ClientFactory, ModelEvents
 from tests.integration.registry.helpers import DATA_HASH, metadata
@@ -567,10 +568,11 @@ async def test_pages_cover_everything_once(
             metadata(model_name, model_bytes(f"p{i}"), evaluated=False), model_bytes(f"p{i}")
         )
     assert registry_app.registry is not None
+    actor = Actor(Principal.of("admin", [Scope.ADMIN]))
     seen: list[int] = []
     token = ""
     while True:
-        page = await registry_app.registry.list_versions(model_name, page_size=2, page_token=token)
+        page = await registry_app.registry.list_versions(actor, model_name, page_size=2, page_token=token)
         seen += [v.version for v in page.items]
         token = page.next_page_token
         if not token:
@@ -579,7 +581,7 @@ async def test_pages_cover_everything_once(
     from services.registry.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument):
-        await registry_app.registry.list_versions(model_name, page_token="garbage!")
+        await registry_app.registry.list_versions(actor, model_name, page_token="garbage!")
 
 
 async def test_specs_are_versioned(admin: RegistryClient, model_name: str) -> None:

@@ -35,7 +35,7 @@ NOW = datetime(2026, 11, 30, tzinfo=UTC)
 @pytest.fixture(scope="module")
 async def store(infra: Infra) -> AsyncIterator[Store]:
     store = Store.open(settings_for(infra, "store" + uuid.uuid4().hex[:8]))
-    await store.ensure_indexes(outbox_retention_seconds=3600)
+    await store.ensure_indexes(outbox_retention_seconds=3600, audit_retention_seconds=3600)
     yield store
     await store.close()
 
@@ -84,6 +84,7 @@ async def test_models_page_by_name(store: Store, name: str) -> None:
     for model in reversed(names):
         await store.models.create(
             model,
+            team="default",
             description="",
             tags={"suite": name},
             policy=registry_pb2.PROMOTION_POLICY_AUTO,

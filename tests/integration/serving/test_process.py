@@ -23,7 +23,7 @@ def serving_env(stack: Stack, grpc_port: int, http_port: int) -> dict[str, str]:
         {
             "MLOPS_KAFKA_BOOTSTRAP_SERVERS": stack.infra.kafka_bootstrap,
             "MLOPS_TOPIC_PREFIX": stack.topics.prefix,
-            "MLOPS_AUTH_SECRET": stack.infra.auth_secret,
+            **stack.infra.keys.env(),
             "MLOPS_REGISTRY_ADDRESS": f"127.0.0.1:{stack.registry.grpc_port}",
             "SERVING_GRPC_PORT": str(grpc_port),
             "SERVING_HTTP_PORT": str(http_port),
@@ -86,4 +86,4 @@ async def test_missing_settings_are_named_and_exit_two() -> None:
     async with asyncio.timeout(60):
         _, stderr = await process.communicate()
     assert process.returncode == 2
-    assert b"MLOPS_AUTH_SECRET" in stderr and b"grpc_port" in stderr
+    assert b"MLOPS_AUTH_PUBLIC_KEYS" in stderr and b"grpc_port" in stderr

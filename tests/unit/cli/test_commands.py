@@ -3,8 +3,10 @@ and building and reading Open Inference Protocol messages."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,11 @@ from services.cli.__main__ import app
 from services.cli.output import ExitCode, exit_code_for
 from services.cli.predict import matrix_request, named_request, parse_features, read_predictions
 from services.cli.rows import BadRow, Row, detect_format, parse_cell, read_rows
-from services.common.auth import Scope, TokenVerifier
+from services.common.auth import KeySet, PlatformKeys, Scope, TokenVerifier
 from services.common.errors import Kind
 from services.common.proto.inference import grpc_service_pb2 as oip
+from tests.helpers.keys import KEYS
 
-SECRET = "x" * 48
 runner = CliRunner()
 
 
@@ -26,49 +28,72 @@ runner = CliRunner()
 def no_local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Commands must not pick up a stack someone runs in the checkout."""
     monkeypatch.setenv("MLOPS_STACK_DIR", str(tmp_path / "no-stack"))
-    monkeypatch.delenv("MLOPS_AUTH_SECRET", raising=False)
+    monkeypatch.delenv("MLOPS_AUTH_PUBLIC_KEYS", raising=False)
     monkeypatch.delenv("MLOPS_TOKEN", raising=False)
 
 
-def test_token_create_prints_only_a_token_that_verifies_with_the_scopes_asked() -> None:
-    result = runner.invoke(
-        app,
-        ["token", "create", "-s", "predict", "-s", "READ", "--subject", "app:checkout", "--ttl", "60"],
-        env={"MLOPS_AUTH_SECRET": SECRET},
+def test_token_inspect_shows_what_a_token_grants_and_refuses_other_keys() -> None:
+    env = {"MLOPS_AUTH_PUBLIC_KEYS": KEYS.public_keys}
+    token = KEYS.mint("app:checkout", Scope.PREDICT, Scope.READ, teams=["fraud"], ttl_seconds=60)
+    inspected = runner.invoke(app, ["token", "inspect", token, "--json"], env=env)
+    assert inspected.exit_code == 0, inspected.output
+    shown = json.loads(inspected.stdout)
+    assert (shown["subject"], shown["scopes"], shown["teams"]) == (
+        "app:checkout",
+        ["predict", "read"],
+        ["fraud"],
     )
-    assert result.exit_code == 0, result.output
-    token = result.stdout.strip()
-    principal = TokenVerifier(SECRET).verify(f"Bearer {token}")
-    assert principal.subject == "app:checkout"
-    assert principal.scopes == {Scope.PREDICT, Scope.READ}
-    assert principal.expires_at is not None
-    inspected = runner.invoke(app, ["token", "inspect", token, "--json"], env={"MLOPS_AUTH_SECRET": SECRET})
-    assert json.loads(inspected.stdout)["scopes"] == ["predict", "read"]
+    assert shown["expires_at"] is not None and shown["id"]
+
+    foreign = PlatformKeys().mint("mallory", Scope.ADMIN)
+    refused = runner.invoke(app, ["token", "inspect", foreign], env=env)
+    assert refused.exit_code == ExitCode.DENIED
+    assert "unknown key" in refused.output
+    no_keys = runner.invoke(app, ["token", "inspect", token])
+    assert no_keys.exit_code == ExitCode.USAGE and "MLOPS_AUTH_PUBLIC_KEYS" in no_keys.output
 
 
 @pytest.mark.parametrize(
-    "args, env, code, message",
+    "args, message",
     [
-        (["-s", "predcit"], {"MLOPS_AUTH_SECRET": SECRET}, ExitCode.USAGE, "unknown scope 'predcit'"),
-        (["-s", "read", "--ttl", "0"], {"MLOPS_AUTH_SECRET": SECRET}, ExitCode.USAGE, "--ttl"),
-        (["-s", "read"], {}, ExitCode.USAGE, "MLOPS_AUTH_SECRET"),
-        (["-s", "read"], {"MLOPS_AUTH_SECRET": "short"}, ExitCode.USAGE, "at least 32"),
+        (["-s", "predcit"], "unknown scope 'predcit'"),
+        (["-s", "read", "--ttl", "0"], "--ttl"),
     ],
 )
-def test_token_create_refuses_bad_input(
-    args: list[str], env: dict[str, str], code: int, message: str
-) -> None:
-    result = runner.invoke(app, ["token", "create", *args], env=env)
-    assert result.exit_code == code, result.output
+def test_token_create_refuses_bad_input_before_asking_the_registry(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["token", "create", *args, "--address", "127.0.0.1:1", "--token", "x"])
+    assert result.exit_code == ExitCode.USAGE, result.output
     assert message in result.output
     assert result.stdout.strip() == ""  # nothing a script could mistake for a token
 
 
-def test_token_inspect_refuses_a_token_signed_with_another_secret() -> None:
-    other = runner.invoke(app, ["token", "create", "-s", "admin"], env={"MLOPS_AUTH_SECRET": "y" * 48})
-    result = runner.invoke(app, ["token", "inspect", other.stdout.strip()], env={"MLOPS_AUTH_SECRET": SECRET})
-    assert result.exit_code == ExitCode.DENIED
-    assert "invalid token" in result.output
+def test_keygen_and_jwks_make_keys_the_verifier_trusts(tmp_path: Path) -> None:
+    issuer_pem, service_pem = tmp_path / "issuer.pem", tmp_path / "service.pem"
+    made = runner.invoke(app, ["token", "keygen", "--private-key", str(issuer_pem)])
+    assert made.exit_code == 0, made.output
+    jwk = json.loads(made.stdout)
+    assert "d" not in jwk and jwk["alg"] == "EdDSA"
+    assert issuer_pem.stat().st_mode & 0o777 == 0o600
+    again = runner.invoke(app, ["token", "keygen", "--private-key", str(issuer_pem)])
+    assert again.exit_code == ExitCode.USAGE, "an existing key file is never overwritten"
+    service = runner.invoke(
+        app, ["token", "keygen", "--service", "--algorithm", "ES256", "--private-key", str(service_pem)]
+    )
+    assert json.loads(service.stdout)["kid"].startswith("service-")
+
+    listed = runner.invoke(
+        app, ["token", "jwks", "--key", str(issuer_pem), "--service-key", str(service_pem)]
+    )
+    keys = KeySet.from_json(listed.stdout)
+    assert keys.kids() == sorted([jwk["kid"], json.loads(service.stdout)["kid"]])
+    signed = runner.invoke(
+        app,
+        ["token", "sign", "--private-key", str(issuer_pem), "--subject", "ops", "-s", "admin", "--ttl", "60"],
+    )
+    assert signed.exit_code == 0, signed.output
+    principal = asyncio.run(TokenVerifier(keys).verify(f"Bearer {signed.stdout.strip()}"))
+    assert (principal.subject, principal.admin) == ("ops", True)
+    assert principal.expires_at is not None and principal.expires_at <= time.time() + 61
 
 
 def test_error_kinds_map_to_documented_exit_codes() -> None:

@@ -3,19 +3,23 @@ service gets, start order, secrets, and the state file other commands read."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 from typer.testing import CliRunner
 
 from services.cli.__main__ import app
 from services.cli.output import ExitCode
 from services.cli.stack import (
+    ADMIN_TOKEN_TTL_SECONDS,
     ALL_SERVICES,
     SERVICES,
     LocalStack,
@@ -23,7 +27,7 @@ from services.cli.stack import (
     StackState,
     running_stack,
 )
-from services.common.auth import Scope, TokenVerifier
+from services.common.auth import KeySet, Scope, SigningKey, TokenVerifier
 from services.common.settings import ServiceSettings
 from services.console.settings import ConsoleSettings
 
@@ -77,7 +81,11 @@ def test_each_service_gets_its_ports_and_the_platform_settings(tmp_path: Path) -
     assert monitor["MONITOR_HTTP_PORT"] == str(ports.monitor_http)
     # What the stack passes is what the platform settings read.
     settings = ServiceSettings.model_validate(serving)
-    assert settings.auth_secret.get_secret_value() == stack.auth_secret
+    assert settings.public_keys.kids() == sorted([stack.keys.issuer.kid, stack.keys.service.kid])
+    assert settings.service_signing_key().private_pem() == stack.keys.service.private_pem()  # type: ignore[union-attr]
+    registry = stack.env_for("registry")
+    assert "MLOPS_SERVICE_KEY" not in registry, "the registry signs with its own key only"
+    assert SigningKey.from_pem(registry["REGISTRY_SIGNING_KEY"]).kid == stack.keys.issuer.kid
     assert settings.kafka_bootstrap_servers == stack.kafka_bootstrap
 
 
@@ -95,7 +103,9 @@ def test_the_console_gets_the_apis_it_calls_and_no_key(
     assert settings.ingest_url == f"http://127.0.0.1:{ports.ingest_http}"
     assert settings.session_key is not None
     # It acts with each person's token: it holds nothing that could mint or bypass one.
-    assert not {"MLOPS_AUTH_SECRET", "MLOPS_ARTIFACT_SIGNING_KEY", "MLOPS_MONGODB_URI"} & set(env)
+    held = {"MLOPS_SERVICE_KEY", "REGISTRY_SIGNING_KEY", "MLOPS_ARTIFACT_SIGNING_KEY", "MLOPS_MONGODB_URI"}
+    assert not held & set(env)
+    assert "MLOPS_SERVICE_KEY" in LocalStack(tmp_path, ports).env_for("monitor"), "unlike the back end"
     again = LocalStack(tmp_path, ports).env_for("console")
     assert again["CONSOLE_SESSION_KEY"] == env["CONSOLE_SESSION_KEY"]  # sessions survive a restart
 
@@ -108,16 +118,32 @@ def test_extra_environment_wins_over_the_stacks(tmp_path: Path) -> None:
     assert stack.env_for("serving")["SERVING_HOST"] == "::1"
 
 
-def test_secrets_are_random_per_stack_and_the_admin_token_verifies(tmp_path: Path) -> None:
+def test_keys_are_random_per_stack_and_the_admin_token_verifies_and_expires(tmp_path: Path) -> None:
     one = LocalStack(tmp_path, StackPorts.defaults())
     two = LocalStack(tmp_path, StackPorts.defaults())
-    assert one.auth_secret != two.auth_secret
+    assert one.keys.issuer.kid != two.keys.issuer.kid
     assert one.artifact_signing_key != two.artifact_signing_key
-    assert len(one.auth_secret) >= 32 and len(one.artifact_signing_key) >= 32
-    principal = TokenVerifier(one.auth_secret).verify(f"Bearer {one.admin_token}")
+    assert len(one.artifact_signing_key) >= 32
+    principal = asyncio.run(
+        TokenVerifier(KeySet.from_json(one.keys.public_keys)).verify(f"Bearer {one.admin_token}")
+    )
     assert principal.allows(Scope.ADMIN)
-    given = LocalStack(tmp_path, StackPorts.defaults(), auth_secret="s" * 40)
-    assert given.env_for("registry")["MLOPS_AUTH_SECRET"] == "s" * 40
+    assert principal.expires_at is not None and principal.expires_at - time.time() <= ADMIN_TOKEN_TTL_SECONDS
+
+
+def test_the_cli_mints_a_new_admin_token_from_the_stack_key_when_the_saved_one_expires(
+    tmp_path: Path,
+) -> None:
+    stack = LocalStack(tmp_path, StackPorts.defaults(), admin_token_ttl=600)
+    state = stack.state()
+    assert state.admin_token() == state.token, "a token with time left is reused"
+    later = time.time() + 590
+    renewed = state.admin_token(now=later)
+    assert renewed != state.token
+    key = KeySet.from_json(state.public_keys).get(stack.keys.issuer.kid)
+    claims = jwt.decode(renewed, key, algorithms=["EdDSA"], options={"verify_iat": False})
+    assert claims["sub"] == "local-admin" and claims["scope"] == "admin"
+    assert claims["exp"] == pytest.approx(later + 3600, abs=2)
 
 
 def test_services_start_after_the_ones_they_call(tmp_path: Path) -> None:

@@ -10,19 +10,19 @@ import httpx
 import pytest
 from fastapi import Depends, HTTPException, Query
 
-from services.common.auth import Principal, Scope, TokenVerifier, mint_token
+from services.common.auth import Principal, Scope
 from services.common.errors import PROBLEM_MEDIA_TYPE, Kind, NotFound, Unavailable
 from services.common.http import create_app, require_scope
 from services.common.http_errors import ProblemDetails, problem_responses
+from tests.helpers.keys import KEYS
 from tests.helpers.problems import MEMBERS, problem_of
 
-SECRET = "h" * 48
 Reader = Annotated[Principal, Depends(require_scope(Scope.READ))]
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app("errors", "1", verifier=TokenVerifier(SECRET))
+    app = create_app("errors", "1", verifier=KEYS.verifier())
 
     @app.get(
         "/things/{name}",
@@ -38,7 +38,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         raise NotFound(f"no thing {name!r}", field="name")
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    headers = {"authorization": f"Bearer {mint_token(SECRET, 'tester', [Scope.READ])}"}
+    headers = {"authorization": f"Bearer {KEYS.mint('tester', Scope.READ)}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as http:
         yield http
 
@@ -68,7 +68,7 @@ async def test_token_refusals_are_problems_and_401_asks_for_a_bearer_token(clien
     missing = await client.get("/things/lamp", headers={"authorization": ""})
     problem_of(missing, 401, Kind.UNAUTHENTICATED)
     assert missing.headers["www-authenticate"] == "Bearer"
-    writer = mint_token(SECRET, "tester", [Scope.WRITE])
+    writer = KEYS.mint("tester", Scope.WRITE)
     denied = await client.get("/things/lamp", headers={"authorization": f"Bearer {writer}"})
     assert problem_of(denied, 403, Kind.PERMISSION)["detail"] == "token for 'tester' lacks scope 'read'"
 

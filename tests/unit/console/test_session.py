@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import jwt
 import pytest
 
-from services.common.auth import Scope, mint_token
+from services.common.auth import Scope
 from services.common.errors import InvalidArgument
 from services.console.session import SessionCodec, identity_of, same_token
+from tests.helpers.keys import KEYS
 
 SECRET = "platform-secret-" * 3
-NOW = 1_800_000_000.0
+"""Signs hand-made tokens: the console reads claims without verifying them."""
+NOW = float(int(time.time()))
+"""The tests' clock: the present, in which the tokens minted for them are valid (an hour)."""
 
 
 def codec(key: bytes = b"k" * 32, ttl: int = 3600) -> SessionCodec:
@@ -21,7 +25,7 @@ def codec(key: bytes = b"k" * 32, ttl: int = 3600) -> SessionCodec:
 
 
 def test_the_cookie_hides_the_token_and_its_claims() -> None:
-    token = mint_token(SECRET, "ana", [Scope.READ, Scope.APPROVE])
+    token = KEYS.mint("ana", Scope.READ, Scope.APPROVE)
     cookie = codec().seal(codec().start(token), NOW)
     claims = token.split(".")[1]
     assert token not in cookie and claims not in cookie
@@ -29,7 +33,7 @@ def test_the_cookie_hides_the_token_and_its_claims() -> None:
 
 
 def test_only_the_same_key_opens_a_session_and_a_changed_byte_opens_none() -> None:
-    session = codec().start(mint_token(SECRET, "ana", [Scope.READ]))
+    session = codec().start(KEYS.mint("ana", Scope.READ))
     cookie = codec().seal(session, NOW)
     opened = codec().open(cookie, NOW + 1)
     assert opened is not None and opened.token == session.token and opened.csrf == session.csrf
@@ -41,7 +45,7 @@ def test_only_the_same_key_opens_a_session_and_a_changed_byte_opens_none() -> No
 
 
 def test_a_session_ends_with_its_lifetime_or_its_token_whichever_is_first() -> None:
-    long_lived = codec().start(mint_token(SECRET, "ana", [Scope.READ]))
+    long_lived = codec().start(KEYS.mint("ana", Scope.READ))
     cookie = codec(ttl=600).seal(long_lived, NOW)
     assert codec(ttl=600).open(cookie, NOW + 599) is not None
     assert codec(ttl=600).open(cookie, NOW + 601) is None
@@ -52,7 +56,7 @@ def test_a_session_ends_with_its_lifetime_or_its_token_whichever_is_first() -> N
 
 
 def test_each_session_has_its_own_anti_forgery_token() -> None:
-    token = mint_token(SECRET, "ana", [Scope.READ])
+    token = KEYS.mint("ana", Scope.READ)
     one, two = codec().start(token), codec().start(token)
     assert one.csrf != two.csrf and len(one.csrf) >= 32
     assert same_token(one.csrf, one.csrf)
@@ -78,10 +82,12 @@ def test_what_is_not_a_platform_token_is_refused_naming_the_field(text: str) -> 
 
 
 def test_claims_are_read_for_display_and_admin_claims_every_scope() -> None:
-    root = identity_of(mint_token(SECRET, "root", [Scope.ADMIN]))
+    root = identity_of(KEYS.mint("root", Scope.ADMIN))
     assert all(root.may(scope) for scope in Scope)
-    reader = identity_of(mint_token(SECRET, "rita", [Scope.READ]))
-    assert reader.may("read") and not reader.may(Scope.APPROVE) and reader.expires_at is None
+    reader = identity_of(KEYS.mint("rita", Scope.READ, teams=["alpha", "beta"], ttl_seconds=60))
+    assert reader.may("read") and not reader.may(Scope.APPROVE)
+    assert reader.teams == {"alpha", "beta"} and reader.expires_at is not None
+    assert identity_of(KEYS.mint("rita", Scope.READ)).teams == {"default"}, "no team named: the default"
     # Claims the platform does not know yet (another issuer's) are kept, not fatal.
     other = jwt.encode({"sub": "sso-user", "scope": "read teams:alpha", "exp": int(NOW)}, "k" * 32)
     assert identity_of(other).scopes == {"read", "teams:alpha"}

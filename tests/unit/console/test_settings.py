@@ -12,11 +12,12 @@ from services.console.settings import ConsoleSettings
 
 
 def test_defaults_are_the_documented_ones_and_need_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLOPS_AUTH_SECRET", raising=False)
+    for held in ("MLOPS_AUTH_PUBLIC_KEYS", "MLOPS_SERVICE_KEY"):
+        monkeypatch.delenv(held, raising=False)
     settings = ConsoleSettings()
     assert settings.http_port == 8090 and settings.secure_cookies is True
     assert settings.monitor_urls == ["http://127.0.0.1:8082"]
-    assert not hasattr(settings, "auth_secret") and not hasattr(settings, "mongodb_uri")
+    assert not {"auth_public_keys", "service_key", "mongodb_uri"} & set(ConsoleSettings.model_fields)
 
 
 def test_several_monitors_come_as_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:

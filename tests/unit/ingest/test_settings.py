@@ -11,13 +11,14 @@ import pytest
 from pydantic import ValidationError
 
 from services.ingest.settings import IngestSettings
+from tests.helpers.keys import KEYS
 
-SECRET = "s" * 40
+SETTINGS = KEYS.settings()
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_follow_the_platform_contract() -> None:
-    settings = IngestSettings(auth_secret=SECRET)
+    settings = IngestSettings(**SETTINGS)
     assert (settings.host, settings.http_port, settings.grpc_port) == ("127.0.0.1", 8081, 50052)
     assert settings.pseudonymization_key is None  # no default key: private fields need one set
 
@@ -34,13 +35,13 @@ def test_defaults_follow_the_platform_contract() -> None:
 )
 def test_bad_values_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as caught:
-        IngestSettings(auth_secret=SECRET, **{field: value})
+        IngestSettings(**SETTINGS, **{field: value})
     assert field in str(caught.value)
 
 
 def test_the_service_refuses_to_start_without_echoing_the_bad_key() -> None:
     planted = "short-secret-key"
-    env = {**os.environ, "MLOPS_AUTH_SECRET": SECRET, "INGEST_PSEUDONYMIZATION_KEY": planted}
+    env = {**os.environ, "MLOPS_AUTH_PUBLIC_KEYS": KEYS.public_keys, "INGEST_PSEUDONYMIZATION_KEY": planted}
     result = subprocess.run(
         [sys.executable, "-m", "services.ingest"],
         env=env,

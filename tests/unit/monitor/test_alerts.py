@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from services.monitor.alerts import check_target
 from services.monitor.settings import MonitorSettings
+from tests.helpers.keys import KEYS
 
 
 def resolving_to(*addresses: str):  # type: ignore[no-untyped-def]
@@ -70,7 +71,7 @@ def test_public_targets_pass_and_private_ones_only_when_allowed() -> None:
 
 
 def test_the_settings_refuse_a_bad_webhook_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLOPS_AUTH_SECRET", "s" * 40)
+    monkeypatch.setenv("MLOPS_AUTH_PUBLIC_KEYS", KEYS.public_keys)
     monkeypatch.setenv("MONITOR_ALERT_WEBHOOK_URL", "gopher://alerts.example.com/")
     with pytest.raises(ValidationError, match="scheme 'gopher' is not allowed"):
         MonitorSettings()

@@ -6,12 +6,13 @@ import pytest
 from pydantic import ValidationError
 
 from services.monitor.settings import MonitorSettings
+from tests.helpers.keys import KEYS
 
-SECRET = "s" * 40
+PUBLIC_KEYS = KEYS.public_keys
 
 
 def test_detector_and_parameters_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("MLOPS_AUTH_PUBLIC_KEYS", PUBLIC_KEYS)
     monkeypatch.setenv("MONITOR_CONCEPT_DETECTOR", "PageHinkley")
     monkeypatch.setenv("MONITOR_CONCEPT_DETECTOR_PARAMS", '{"threshold": 30, "min_instances": 50}')
     monkeypatch.setenv("MONITOR_COOLDOWN_SECONDS", "120")
@@ -25,7 +26,7 @@ def test_detector_and_parameters_come_from_the_environment(monkeypatch: pytest.M
 def test_data_drift_adwin_is_stricter_by_default_since_every_feature_is_a_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("MLOPS_AUTH_PUBLIC_KEYS", PUBLIC_KEYS)
     data = MonitorSettings().policy().data_detector
     assert data is not None and data.name == "ADWIN" and data.params == {"delta": 0.0002}
     monkeypatch.setenv("MONITOR_DATA_DETECTOR", "KSWIN")
@@ -38,7 +39,7 @@ def test_data_drift_adwin_is_stricter_by_default_since_every_feature_is_a_stream
 
 
 def test_data_and_prediction_drift_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("MLOPS_AUTH_PUBLIC_KEYS", PUBLIC_KEYS)
     monkeypatch.setenv("MONITOR_DATA_DETECTOR", "off")
     monkeypatch.setenv("MONITOR_PREDICTION_DETECTOR", "KSWIN")
     monkeypatch.setenv("MONITOR_PREDICTION_DETECTOR_PARAMS", '{"seed": 1}')
@@ -61,7 +62,7 @@ def test_data_and_prediction_drift_can_be_turned_off(monkeypatch: pytest.MonkeyP
 def test_bad_settings_fail_at_start_up(
     monkeypatch: pytest.MonkeyPatch, env: str, value: str, message: str
 ) -> None:
-    monkeypatch.setenv("MLOPS_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("MLOPS_AUTH_PUBLIC_KEYS", PUBLIC_KEYS)
     monkeypatch.setenv(env, value)
     with pytest.raises(ValidationError, match=message):
         MonitorSettings()

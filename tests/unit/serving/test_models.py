@@ -12,10 +12,11 @@ import random
 import numpy as np
 import pytest
 
+from services.common.auth import Principal, Scope
 from services.common.errors import NotFound
 from services.common.proto.mlops.v1 import registry_pb2
 from services.serving import models
-from services.serving.errors import InvalidInput, ModelNotFound, ModelUnavailable
+from services.serving.errors import Forbidden, InvalidInput, ModelNotFound, ModelUnavailable
 from services.serving.models import ModelManager, ModelState
 from services.serving.routing import ModelPolicy, Rollout
 from tests.unit.serving.conftest import Fitted
@@ -254,6 +255,23 @@ async def test_without_a_rollout_the_candidate_only_answers_when_asked(registry:
     manager = ModelManager(registry, defaults=ModelPolicy(rollout=Rollout.NONE))
     await manager.sync_all()
     assert {manager.route("iris").target.number for _ in range(200)} == {1}
+
+
+async def test_a_model_serves_only_callers_of_its_team(registry: MemoryRegistry) -> None:
+    registry.models["iris"].team = "alpha"
+    manager = ModelManager(registry)
+    await manager.sync_all()
+    alpha = Principal.of("app:a", [Scope.PREDICT], teams=["alpha"])
+    assert manager.route("iris", caller=alpha).target.number == 1
+    beta = Principal.of("app:b", [Scope.PREDICT], teams=["beta"])
+    with pytest.raises(ModelNotFound, match="model 'iris' is not served"):  # as if it did not exist
+        manager.route("iris", caller=beta)
+    with pytest.raises(ModelNotFound):
+        manager.version("iris", "1", beta)
+    reader = Principal("app:c", {"alpha": frozenset({Scope.READ}), "beta": frozenset({Scope.PREDICT})})
+    with pytest.raises(Forbidden, match="lacks scope 'predict' in team 'alpha'"):
+        manager.route("iris", caller=reader)
+    assert manager.models["iris"].team == "alpha"
 
 
 def test_the_examples_in_the_docstrings_run() -> None:

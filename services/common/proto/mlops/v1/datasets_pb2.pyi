@@ -150,6 +150,7 @@ class DatasetSchema(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     """On registration: 0 registers the next version if the change is compatible
@@ -165,6 +166,10 @@ class DatasetSchema(_message.Message):
     """Rows older than this (by event time) are removed; 0 keeps them."""
     description: _builtins.str
     created_by: _builtins.str
+    team: _builtins.str
+    """The team that owns the dataset (set by its first version; empty on
+    registration: the caller's only team, else "default").
+    """
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldSpec]: ...
     @_builtins.property
@@ -188,10 +193,11 @@ class DatasetSchema(_message.Message):
         description: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
+        team: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "derived", b"derived", "description", b"description", "entity_id_field", b"entity_id_field", "event_id_field", b"event_id_field", "fields", b"fields", "label_field", b"label_field", "name", b"name", "retention_seconds", b"retention_seconds", "timestamp_field", b"timestamp_field", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "derived", b"derived", "description", b"description", "entity_id_field", b"entity_id_field", "event_id_field", b"event_id_field", "fields", b"fields", "label_field", b"label_field", "name", b"name", "retention_seconds", b"retention_seconds", "team", b"team", "timestamp_field", b"timestamp_field", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

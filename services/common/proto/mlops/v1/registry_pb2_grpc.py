@@ -140,6 +140,51 @@ class RegistryServiceStub:
                 request_serializer=mlops_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=mlops_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.CreateTeam = channel.unary_unary(
+                '/mlops.v1.RegistryService/CreateTeam',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.CreateTeamRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.Team.FromString,
+                _registered_method=True)
+        self.GetTeam = channel.unary_unary(
+                '/mlops.v1.RegistryService/GetTeam',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.GetTeamRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.Team.FromString,
+                _registered_method=True)
+        self.ListTeams = channel.unary_unary(
+                '/mlops.v1.RegistryService/ListTeams',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ListTeamsRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ListTeamsResponse.FromString,
+                _registered_method=True)
+        self.AddTeamMember = channel.unary_unary(
+                '/mlops.v1.RegistryService/AddTeamMember',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.TeamMemberRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.Team.FromString,
+                _registered_method=True)
+        self.RemoveTeamMember = channel.unary_unary(
+                '/mlops.v1.RegistryService/RemoveTeamMember',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.TeamMemberRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.Team.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/mlops.v1.RegistryService/CreateToken',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/mlops.v1.RegistryService/ListTokens',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/mlops.v1.RegistryService/RevokeToken',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.TokenInfo.FromString,
+                _registered_method=True)
+        self.ListRevokedTokens = channel.unary_unary(
+                '/mlops.v1.RegistryService/ListRevokedTokens',
+                request_serializer=mlops_dot_v1_dot_registry__pb2.ListRevokedTokensRequest.SerializeToString,
+                response_deserializer=mlops_dot_v1_dot_registry__pb2.ListRevokedTokensResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -289,6 +334,70 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTeam(self, request, context):
+        """Teams own models (with their versions and specs). A caller sees and changes only
+        the resources of its tokens' teams; admins see all. Creating a team and changing
+        its members needs the admin scope; reading one needs read in it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTeam(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTeams(self, request, context):
+        """The caller's teams (every team for an admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddTeamMember(self, request, context):
+        """Adds the subject, or changes the scopes it may be given in the team.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveTeamMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """The registry issues the platform's tokens (admin scope): every token expires, and
+        is recorded (never the token itself) so it can be listed and revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Every service refuses the token within seconds (see ListRevokedTokens).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevokedTokens(self, request, context):
+        """Revocations of tokens not expired yet, made since a time: what every service polls
+        for its revocation list. Read scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -396,6 +505,51 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=mlops_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=mlops_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'CreateTeam': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTeam,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.CreateTeamRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.Team.SerializeToString,
+            ),
+            'GetTeam': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTeam,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.GetTeamRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.Team.SerializeToString,
+            ),
+            'ListTeams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTeams,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ListTeamsRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ListTeamsResponse.SerializeToString,
+            ),
+            'AddTeamMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTeamMember,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.TeamMemberRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.Team.SerializeToString,
+            ),
+            'RemoveTeamMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveTeamMember,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.TeamMemberRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.Team.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.CreateTokenRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ListTokensRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.TokenInfo.SerializeToString,
+            ),
+            'ListRevokedTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevokedTokens,
+                    request_deserializer=mlops_dot_v1_dot_registry__pb2.ListRevokedTokensRequest.FromString,
+                    response_serializer=mlops_dot_v1_dot_registry__pb2.ListRevokedTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -965,6 +1119,249 @@ class RegistryService:
             '/mlops.v1.RegistryService/ListAuditRecords',
             mlops_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
             mlops_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTeam(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/CreateTeam',
+            mlops_dot_v1_dot_registry__pb2.CreateTeamRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.Team.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTeam(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/GetTeam',
+            mlops_dot_v1_dot_registry__pb2.GetTeamRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.Team.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTeams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/ListTeams',
+            mlops_dot_v1_dot_registry__pb2.ListTeamsRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ListTeamsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTeamMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/AddTeamMember',
+            mlops_dot_v1_dot_registry__pb2.TeamMemberRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.Team.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveTeamMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/RemoveTeamMember',
+            mlops_dot_v1_dot_registry__pb2.TeamMemberRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.Team.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/CreateToken',
+            mlops_dot_v1_dot_registry__pb2.CreateTokenRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/ListTokens',
+            mlops_dot_v1_dot_registry__pb2.ListTokensRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/RevokeToken',
+            mlops_dot_v1_dot_registry__pb2.RevokeTokenRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.TokenInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevokedTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mlops.v1.RegistryService/ListRevokedTokens',
+            mlops_dot_v1_dot_registry__pb2.ListRevokedTokensRequest.SerializeToString,
+            mlops_dot_v1_dot_registry__pb2.ListRevokedTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,28 @@ class RegistryServiceStub:
     ListModelSpecs: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelSpecsRequest, _registry_pb2.ListModelSpecsResponse]
     ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAuditRecordsRequest, _registry_pb2.ListAuditRecordsResponse]
     """The append-only audit log: every change and every denial. Needs the admin scope."""
+    CreateTeam: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CreateTeamRequest, _registry_pb2.Team]
+    """Teams own models (with their versions and specs). A caller sees and changes only
+    the resources of its tokens' teams; admins see all. Creating a team and changing
+    its members needs the admin scope; reading one needs read in it.
+    """
+    GetTeam: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetTeamRequest, _registry_pb2.Team]
+    ListTeams: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListTeamsRequest, _registry_pb2.ListTeamsResponse]
+    """The caller's teams (every team for an admin)."""
+    AddTeamMember: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TeamMemberRequest, _registry_pb2.Team]
+    """Adds the subject, or changes the scopes it may be given in the team."""
+    RemoveTeamMember: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TeamMemberRequest, _registry_pb2.Team]
+    CreateToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CreateTokenRequest, _registry_pb2.CreateTokenResponse]
+    """The registry issues the platform's tokens (admin scope): every token expires, and
+    is recorded (never the token itself) so it can be listed and revoked.
+    """
+    ListTokens: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListTokensRequest, _registry_pb2.ListTokensResponse]
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RevokeTokenRequest, _registry_pb2.TokenInfo]
+    """Every service refuses the token within seconds (see ListRevokedTokens)."""
+    ListRevokedTokens: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListRevokedTokensRequest, _registry_pb2.ListRevokedTokensResponse]
+    """Revocations of tokens not expired yet, made since a time: what every service polls
+    for its revocation list. Read scope.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -122,6 +144,28 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     ListModelSpecs: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelSpecsRequest, _registry_pb2.ListModelSpecsResponse]  # type: ignore[assignment]
     ListAuditRecords: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAuditRecordsRequest, _registry_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
     """The append-only audit log: every change and every denial. Needs the admin scope."""
+    CreateTeam: _aio.UnaryUnaryMultiCallable[_registry_pb2.CreateTeamRequest, _registry_pb2.Team]  # type: ignore[assignment]
+    """Teams own models (with their versions and specs). A caller sees and changes only
+    the resources of its tokens' teams; admins see all. Creating a team and changing
+    its members needs the admin scope; reading one needs read in it.
+    """
+    GetTeam: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetTeamRequest, _registry_pb2.Team]  # type: ignore[assignment]
+    ListTeams: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListTeamsRequest, _registry_pb2.ListTeamsResponse]  # type: ignore[assignment]
+    """The caller's teams (every team for an admin)."""
+    AddTeamMember: _aio.UnaryUnaryMultiCallable[_registry_pb2.TeamMemberRequest, _registry_pb2.Team]  # type: ignore[assignment]
+    """Adds the subject, or changes the scopes it may be given in the team."""
+    RemoveTeamMember: _aio.UnaryUnaryMultiCallable[_registry_pb2.TeamMemberRequest, _registry_pb2.Team]  # type: ignore[assignment]
+    CreateToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.CreateTokenRequest, _registry_pb2.CreateTokenResponse]  # type: ignore[assignment]
+    """The registry issues the platform's tokens (admin scope): every token expires, and
+    is recorded (never the token itself) so it can be listed and revoked.
+    """
+    ListTokens: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListTokensRequest, _registry_pb2.ListTokensResponse]  # type: ignore[assignment]
+    RevokeToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.RevokeTokenRequest, _registry_pb2.TokenInfo]  # type: ignore[assignment]
+    """Every service refuses the token within seconds (see ListRevokedTokens)."""
+    ListRevokedTokens: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListRevokedTokensRequest, _registry_pb2.ListRevokedTokensResponse]  # type: ignore[assignment]
+    """Revocations of tokens not expired yet, made since a time: what every service polls
+    for its revocation list. Read scope.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -291,5 +335,81 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListAuditRecordsResponse, _abc.Awaitable[_registry_pb2.ListAuditRecordsResponse]]:
         """The append-only audit log: every change and every denial. Needs the admin scope."""
+
+    @_abc_1.abstractmethod
+    def CreateTeam(
+        self,
+        request: _registry_pb2.CreateTeamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Team, _abc.Awaitable[_registry_pb2.Team]]:
+        """Teams own models (with their versions and specs). A caller sees and changes only
+        the resources of its tokens' teams; admins see all. Creating a team and changing
+        its members needs the admin scope; reading one needs read in it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTeam(
+        self,
+        request: _registry_pb2.GetTeamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Team, _abc.Awaitable[_registry_pb2.Team]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTeams(
+        self,
+        request: _registry_pb2.ListTeamsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListTeamsResponse, _abc.Awaitable[_registry_pb2.ListTeamsResponse]]:
+        """The caller's teams (every team for an admin)."""
+
+    @_abc_1.abstractmethod
+    def AddTeamMember(
+        self,
+        request: _registry_pb2.TeamMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Team, _abc.Awaitable[_registry_pb2.Team]]:
+        """Adds the subject, or changes the scopes it may be given in the team."""
+
+    @_abc_1.abstractmethod
+    def RemoveTeamMember(
+        self,
+        request: _registry_pb2.TeamMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Team, _abc.Awaitable[_registry_pb2.Team]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateToken(
+        self,
+        request: _registry_pb2.CreateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.CreateTokenResponse, _abc.Awaitable[_registry_pb2.CreateTokenResponse]]:
+        """The registry issues the platform's tokens (admin scope): every token expires, and
+        is recorded (never the token itself) so it can be listed and revoked.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTokens(
+        self,
+        request: _registry_pb2.ListTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListTokensResponse, _abc.Awaitable[_registry_pb2.ListTokensResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeToken(
+        self,
+        request: _registry_pb2.RevokeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.TokenInfo, _abc.Awaitable[_registry_pb2.TokenInfo]]:
+        """Every service refuses the token within seconds (see ListRevokedTokens)."""
+
+    @_abc_1.abstractmethod
+    def ListRevokedTokens(
+        self,
+        request: _registry_pb2.ListRevokedTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListRevokedTokensResponse, _abc.Awaitable[_registry_pb2.ListRevokedTokensResponse]]:
+        """Revocations of tokens not expired yet, made since a time: what every service polls
+        for its revocation list. Read scope.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
