@@ -8,11 +8,7 @@ a code) and the field to fix, so clients rebuild the same error.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
-
-import grpc
+from collections.abc import AsyncIterator
 
 from services.common.auth import (
     AuthError,
@@ -22,12 +18,11 @@ from services.common.auth import (
     current_principal,
     current_request_id,
 )
+from services.common.grpc_handlers import ServicerContext
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
-from services.registry.errors import InvalidArgument, PlatformError
-from services.registry.metrics import ARTIFACT_BYTES, REQUEST_SECONDS, REQUESTS
+from services.registry.errors import InvalidArgument
+from services.registry.metrics import ARTIFACT_BYTES, measured_call, measuring
 from services.registry.registry import Actor, Registry
-
-T = TypeVar("T")
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
@@ -82,29 +77,15 @@ def denial_recorder(registry: Registry) -> DenialHook:
     return record
 
 
-async def _answer(method: str, context: grpc.aio.ServicerContext, operation: Callable[[], Awaitable[T]]) -> T:
-    started = time.perf_counter()
-    outcome = "ok"
-    try:
-        return await operation()
-    except PlatformError as exc:
-        outcome = exc.kind.outcome
-        raise
-    finally:
-        REQUESTS.labels(method, "grpc", outcome).inc()
-        REQUEST_SECONDS.labels(method, "grpc").observe(time.perf_counter() - started)
-
-
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, registry: Registry):
         self._registry = registry
 
     async def CreateModel(
-        self, request: registry_pb2.CreateModelRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.CreateModelRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
+        return await measured_call(
             "CreateModel",
-            context,
             lambda: self._registry.create_model(
                 current_actor(),
                 request.name,
@@ -115,11 +96,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def UpdateModel(
-        self, request: registry_pb2.UpdateModelRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.UpdateModelRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
+        return await measured_call(
             "UpdateModel",
-            context,
             lambda: self._registry.update_model(
                 current_actor(),
                 request.name,
@@ -131,12 +111,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def GetModel(
-        self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetModelRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer("GetModel", context, lambda: self._registry.get_model(request.name))
+        return await measured_call("GetModel", lambda: self._registry.get_model(request.name))
 
     async def ListModels(
-        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListModelsRequest, context: ServicerContext
     ) -> registry_pb2.ListModelsResponse:
         async def run() -> registry_pb2.ListModelsResponse:
             page = await self._registry.list_models(
@@ -148,12 +128,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
             return registry_pb2.ListModelsResponse(models=page.items, next_page_token=page.next_page_token)
 
-        return await _answer("ListModels", context, run)
+        return await measured_call("ListModels", run)
 
     async def CreateModelVersion(
         self,
         request_iterator: AsyncIterator[registry_pb2.CreateModelVersionRequest],
-        context: grpc.aio.ServicerContext,
+        context: ServicerContext,
     ) -> registry_pb2.ModelVersion:
         async def run() -> registry_pb2.ModelVersion:
             messages = aiter(request_iterator)
@@ -176,19 +156,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
             return await self._registry.create_version(current_actor(), first.metadata, chunks())
 
-        return await _answer("CreateModelVersion", context, run)
+        return await measured_call("CreateModelVersion", run)
 
     async def GetModelVersion(
-        self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetModelVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return await _answer(
+        return await measured_call(
             "GetModelVersion",
-            context,
             lambda: self._registry.get_version(request.model_name, request.version, request.alias),
         )
 
     async def ListModelVersions(
-        self, request: registry_pb2.ListModelVersionsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListModelVersionsRequest, context: ServicerContext
     ) -> registry_pb2.ListModelVersionsResponse:
         async def run() -> registry_pb2.ListModelVersionsResponse:
             page = await self._registry.list_versions(
@@ -198,10 +177,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 versions=page.items, next_page_token=page.next_page_token
             )
 
-        return await _answer("ListModelVersions", context, run)
+        return await measured_call("ListModelVersions", run)
 
     async def SearchModelVersions(
-        self, request: registry_pb2.SearchModelVersionsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.SearchModelVersionsRequest, context: ServicerContext
     ) -> registry_pb2.ListModelVersionsResponse:
         async def run() -> registry_pb2.ListModelVersionsResponse:
             page = await self._registry.search_versions(request)
@@ -209,14 +188,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 versions=page.items, next_page_token=page.next_page_token
             )
 
-        return await _answer("SearchModelVersions", context, run)
+        return await measured_call("SearchModelVersions", run)
 
     async def SetAlias(
-        self, request: registry_pb2.SetAliasRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.SetAliasRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
+        return await measured_call(
             "SetAlias",
-            context,
             lambda: self._registry.set_alias(
                 current_actor(),
                 request.model_name,
@@ -228,22 +206,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def DeleteAlias(
-        self, request: registry_pb2.DeleteAliasRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.DeleteAliasRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
+        return await measured_call(
             "DeleteAlias",
-            context,
             lambda: self._registry.delete_alias(
                 current_actor(), request.model_name, request.alias, request.expected_version
             ),
         )
 
     async def DownloadArtifact(
-        self, request: registry_pb2.DownloadArtifactRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.DownloadArtifactRequest, context: ServicerContext
     ) -> AsyncIterator[registry_pb2.ArtifactChunk]:
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
+        with measuring("DownloadArtifact", "grpc"):
             version, stream = await self._registry.download(
                 request.model_name, request.version, request.alias
             )
@@ -255,68 +230,57 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                     first = False
                 ARTIFACT_BYTES.labels("out").inc(len(data))
                 yield chunk
-        except PlatformError as exc:
-            outcome = exc.kind.outcome
-            raise
-        finally:
-            REQUESTS.labels("DownloadArtifact", "grpc", outcome).inc()
-            REQUEST_SECONDS.labels("DownloadArtifact", "grpc").observe(time.perf_counter() - started)
 
     async def ApproveVersion(
-        self, request: registry_pb2.ReviewVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ReviewVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return await _answer(
+        return await measured_call(
             "ApproveVersion",
-            context,
             lambda: self._registry.review(
                 current_actor(), request.model_name, request.version, approve=True, comment=request.comment
             ),
         )
 
     async def RejectVersion(
-        self, request: registry_pb2.ReviewVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ReviewVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return await _answer(
+        return await measured_call(
             "RejectVersion",
-            context,
             lambda: self._registry.review(
                 current_actor(), request.model_name, request.version, approve=False, comment=request.comment
             ),
         )
 
     async def ArchiveVersion(
-        self, request: registry_pb2.ArchiveVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ArchiveVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return await _answer(
+        return await measured_call(
             "ArchiveVersion",
-            context,
             lambda: self._registry.archive(
                 current_actor(), request.model_name, request.version, request.reason
             ),
         )
 
     async def Rollback(
-        self, request: registry_pb2.RollbackRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.RollbackRequest, context: ServicerContext
     ) -> registry_pb2.RollbackResponse:
-        return await _answer(
+        return await measured_call(
             "Rollback",
-            context,
             lambda: self._registry.rollback(
                 current_actor(), request.model_name, request.alias, request.expected_version, request.reason
             ),
         )
 
     async def GetLineage(
-        self, request: registry_pb2.GetLineageRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetLineageRequest, context: ServicerContext
     ) -> registry_pb2.LineageResponse:
-        return await _answer(
+        return await measured_call(
             "GetLineage",
-            context,
             lambda: self._registry.lineage(request.model_name, request.version, request.alias),
         )
 
     async def ListAliasHistory(
-        self, request: registry_pb2.ListAliasHistoryRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListAliasHistoryRequest, context: ServicerContext
     ) -> registry_pb2.ListAliasHistoryResponse:
         async def run() -> registry_pb2.ListAliasHistoryResponse:
             page = await self._registry.alias_history(
@@ -326,24 +290,24 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 changes=page.items, next_page_token=page.next_page_token
             )
 
-        return await _answer("ListAliasHistory", context, run)
+        return await measured_call("ListAliasHistory", run)
 
     async def PutModelSpec(
-        self, request: registry_pb2.PutModelSpecRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.PutModelSpecRequest, context: ServicerContext
     ) -> model_pb2.ModelSpec:
-        return await _answer(
-            "PutModelSpec", context, lambda: self._registry.put_spec(current_actor(), request.spec)
+        return await measured_call(
+            "PutModelSpec", lambda: self._registry.put_spec(current_actor(), request.spec)
         )
 
     async def GetModelSpec(
-        self, request: registry_pb2.GetModelSpecRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetModelSpecRequest, context: ServicerContext
     ) -> model_pb2.ModelSpec:
-        return await _answer(
-            "GetModelSpec", context, lambda: self._registry.get_spec(request.model_name, request.spec_version)
+        return await measured_call(
+            "GetModelSpec", lambda: self._registry.get_spec(request.model_name, request.spec_version)
         )
 
     async def ListModelSpecs(
-        self, request: registry_pb2.ListModelSpecsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListModelSpecsRequest, context: ServicerContext
     ) -> registry_pb2.ListModelSpecsResponse:
         async def run() -> registry_pb2.ListModelSpecsResponse:
             page = await self._registry.list_specs(
@@ -351,10 +315,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
             return registry_pb2.ListModelSpecsResponse(specs=page.items, next_page_token=page.next_page_token)
 
-        return await _answer("ListModelSpecs", context, run)
+        return await measured_call("ListModelSpecs", run)
 
     async def ListAuditRecords(
-        self, request: registry_pb2.ListAuditRecordsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListAuditRecordsRequest, context: ServicerContext
     ) -> registry_pb2.ListAuditRecordsResponse:
         async def run() -> registry_pb2.ListAuditRecordsResponse:
             page = await self._registry.audit_log(request)
@@ -362,7 +326,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 records=page.items, next_page_token=page.next_page_token
             )
 
-        return await _answer("ListAuditRecords", context, run)
+        return await measured_call("ListAuditRecords", run)
 
 
 def method_name(full_method: str) -> str:
