@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -57,7 +59,8 @@ async def test_register_promote_and_download_a_real_model(
     downloaded, data = await admin.download_artifact(model_name, alias="production")
     assert data == artifact and downloaded.artifact.sha256 == version.artifact.sha256
     loaded = opened(downloaded.artifact.format, data)
-    assert list(loaded.predict([[0.0, 1.0], [1.0, 0.0]])) == list(estimator.predict([[0.0, 1.0], [1.0, 0.0]]))
+    rows = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert list(loaded.predict(rows)) == list(estimator.predict(rows))
 
     events = await model_events.wait_until(
         lambda evs: any(
@@ -304,14 +307,14 @@ async def test_a_stream_that_does_not_start_with_metadata_is_refused(
         stub = translating(registry_pb2_grpc.RegistryServiceStub(channel))
         metadata_ = (("authorization", f"Bearer {infra_token}"),)
 
-        async def chunks_first():  # type: ignore[no-untyped-def]
+        async def chunks_first() -> AsyncIterator[registry_pb2.CreateModelVersionRequest]:
             yield registry_pb2.CreateModelVersionRequest(chunk=b"abc")
 
         await expect_status(
             grpc.StatusCode.INVALID_ARGUMENT, stub.CreateModelVersion(chunks_first(), metadata=metadata_)
         )
 
-        async def empty():  # type: ignore[no-untyped-def]
+        async def empty() -> AsyncIterator[registry_pb2.CreateModelVersionRequest]:
             return
             yield
 
