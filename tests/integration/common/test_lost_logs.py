@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from structlog.testing import capture_logs
 
 from services.common.auth import TokenVerifier
-from services.common.events import IncomingRecord, Topics, encode
+from services.common.events import IncomingRecord, OutgoingRecord, Topics, encode
 from services.common.http import HttpServer, create_app
 from services.common.kafka import (
     ConsumerLoop,
@@ -30,7 +30,7 @@ from tests.conftest import Infra
 from tests.helpers.waiting import wait_for
 
 
-def labels(topic: str, *ids: str) -> list:
+def labels(topic: str, *ids: str) -> list[OutgoingRecord]:
     return [encode(topic, events_pb2.LabelRecord(event_id=i), source="/test", key=i) for i in ids]
 
 

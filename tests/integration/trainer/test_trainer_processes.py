@@ -142,7 +142,8 @@ async def group(platform: Platform, tmp_path_factory: pytest.TempPathFactory) ->
 
 def models_on_every_partition(prefix: str) -> list[str]:
     """One model name per partition of the requests topic (requests are keyed by model)."""
-    partitioner, by_partition = DefaultPartitioner(), {}
+    partitioner = DefaultPartitioner()
+    by_partition: dict[int, str] = {}
     for i in range(1000):
         name = f"{prefix}-m{i}"
         by_partition.setdefault(
