@@ -40,7 +40,7 @@ from services.common.proto.mlops.v1.model_pb2 import TRAINING_FEDERATED, ModelSp
 from services.common.proto.mlops.v1.registry_pb2 import ModelVersion, SearchModelVersionsRequest
 from services.trainer import metrics
 from services.trainer.errors import DataError, SpecError, TrainingFailed
-from services.trainer.jobs import Claim, Job, JobState, JobStore
+from services.trainer.job_store import Claim, Job, JobState, JobStore
 from services.trainer.plan import Limits, TrainingPlan, make_plan, resolve_window
 from services.trainer.registration import version_metadata
 from services.trainer.search import Configuration, Trial

@@ -20,7 +20,7 @@ from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, publish
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates, ModelSpec
 from services.common.trials import recorded_trials
-from services.trainer.jobs import JOBS
+from services.trainer.job_store import JOBS
 from services.trainer.tabular import feature_matrix
 from tests.helpers.kafka import read_records
 from tests.integration.trainer.conftest import Platform

@@ -27,7 +27,7 @@ from services.common.events import Topics, encode
 from services.common.kafka import ensure_topics, publish
 from services.common.localstack import ManagedProcess, free_port, start_process
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus
-from services.trainer.jobs import JOBS, MODEL_LEASES
+from services.trainer.job_store import JOBS, MODEL_LEASES
 from tests.integration.trainer.conftest import Platform, Results
 from tests.unit.trainer import synthetic
 
