@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from services.common.events import Topics
+from services.common.events import OutgoingRecord, Topics
 from services.common.http import HttpServer
 from services.common.kafka import create_producer
 from services.monitor.app import MonitorApp
@@ -91,6 +91,26 @@ class Running:
             + [label(self.topics.labels, i, 0.0 if i in wrong else 1.0, event_time=now) for i in ids],
         )
         await wait_for(lambda: self.labelled(model, 1) == len(ids), WAIT, f"{model} labelled")
+
+
+def shadow_answers(
+    topics: Topics, model: str, ids: list[str], wrong: int, now: float
+) -> list[OutgoingRecord]:
+    """Version 2's shadow answers to the requests ``ids``: "0" for the first ``wrong`` of them
+    (wrong against a label of 1), "1" for the rest."""
+    return [
+        prediction(
+            topics.predictions,
+            i,
+            model,
+            2,
+            "0" if n < wrong else "1",
+            occurred_at=now,
+            route="shadow",
+            shadow=True,
+        )
+        for n, i in enumerate(ids)
+    ]
 
 
 @pytest.fixture(scope="module")

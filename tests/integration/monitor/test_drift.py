@@ -21,7 +21,7 @@ from tests.helpers.kafka import read_to_end
 from tests.helpers.monitor import label, model_event, prediction, send
 from tests.helpers.problems import problem_of
 from tests.helpers.waiting import wait_for
-from tests.integration.monitor.conftest import WAIT, Running
+from tests.integration.monitor.conftest import WAIT, Running, shadow_answers
 
 
 def drifting_stream(
@@ -280,23 +280,10 @@ def drift_status(running: Running, *args: str, token: str | None = None) -> Any:
 async def test_mlops_drift_status_shows_the_monitor_report(running: Running) -> None:
     topics, model, now = running.topics, "reported", time.time()
     ids = [f"rep-{i}" for i in range(8)]
-    # The candidate answers "0" for the first 2: wrong there, right elsewhere.
     await send(
         running.producer,
         [prediction(topics.predictions, i, model, 1, "1", occurred_at=now) for i in ids]
-        + [
-            prediction(
-                topics.predictions,
-                i,
-                model,
-                2,
-                "0" if n < 2 else "1",
-                occurred_at=now,
-                route="shadow",
-                shadow=True,
-            )
-            for n, i in enumerate(ids)
-        ]
+        + shadow_answers(topics, model, ids, wrong=2, now=now)
         + [label(topics.labels, i, 1.0, event_time=now) for i in ids],
     )
     await wait_for(

@@ -22,7 +22,7 @@ from tests.helpers.kafka import read_to_end
 from tests.helpers.monitor import label, prediction, send
 from tests.helpers.tracing import finished, recording
 from tests.helpers.waiting import wait_for
-from tests.integration.monitor.conftest import JOIN_WINDOW, WAIT, Running
+from tests.integration.monitor.conftest import JOIN_WINDOW, WAIT, Running, shadow_answers
 
 
 async def test_labels_before_and_long_after_their_predictions_are_joined(running: Running) -> None:
@@ -68,20 +68,7 @@ async def test_shadow_answers_join_the_same_labels_as_production(running: Runnin
     topics, model, now = running.topics, "shadowed", time.time()
     ids = [f"sh-{i}" for i in range(20)]
     production = [prediction(topics.predictions, i, model, 1, "1", occurred_at=now) for i in ids]
-    # The candidate answers "0" for the first 5: wrong there, right elsewhere.
-    shadow = [
-        prediction(
-            topics.predictions,
-            i,
-            model,
-            2,
-            "0" if n < 5 else "1",
-            occurred_at=now,
-            route="shadow",
-            shadow=True,
-        )
-        for n, i in enumerate(ids)
-    ]
+    shadow = shadow_answers(topics, model, ids, wrong=5, now=now)
     labels = [label(topics.labels, i, 1.0, event_time=now) for i in ids]
     await send(running.producer, production + labels[:10] + shadow + labels[10:])
     await wait_for(
