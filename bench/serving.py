@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -47,6 +48,7 @@ from services.cli.stack import LocalStack, StackPorts
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.flavors.skops import SkopsFlavor
+from services.common.grpc_handlers import ServicerContext
 from services.common.localstack import free_port, port_open
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
@@ -184,7 +186,7 @@ async def load(
     metadata = bearer_metadata(token)
     async with grpc.aio.insecure_channel(address) as channel:
         await wait_until_served(channel, metadata, model)
-        infer = channel.unary_unary(INFER)
+        infer: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(INFER)
         payloads = request_bytes(X, rows, model)
         latencies: list[float] = []
         errors = 0
@@ -224,17 +226,13 @@ async def serve_canned(port: int) -> None:
     answer.raw_output_contents.extend([np.zeros(2).tobytes(), b"\x01\x00\x00\x000"])
     ready = oip.ModelReadyResponse(ready=True)
 
-    async def model_infer(
-        request: oip.ModelInferRequest, context: grpc.aio.ServicerContext
-    ) -> oip.ModelInferResponse:
+    async def model_infer(request: oip.ModelInferRequest, context: ServicerContext) -> oip.ModelInferResponse:
         return answer
 
-    async def model_ready(
-        request: oip.ModelReadyRequest, context: grpc.aio.ServicerContext
-    ) -> oip.ModelReadyResponse:
+    async def model_ready(request: oip.ModelReadyRequest, context: ServicerContext) -> oip.ModelReadyResponse:
         return ready
 
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "ModelInfer": grpc.unary_unary_rpc_method_handler(
             model_infer,
             request_deserializer=oip.ModelInferRequest.FromString,

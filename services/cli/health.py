@@ -26,14 +26,16 @@ class Health:
 def check_grpc_health(address: str, timeout: float = 1.0, service: str = "") -> tuple[bool, str]:
     """The standard gRPC health protocol: SERVING or why not."""
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
+
+    from services.common.clients.health import health_stub
 
     host, _, port = address.rpartition(":")
     if not port_open(int(port), host or "127.0.0.1"):
         return False, "connection refused"
     with grpc.insecure_channel(address) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_stub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.RpcError as exc:

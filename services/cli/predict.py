@@ -6,7 +6,6 @@ import json
 import math
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -295,7 +294,7 @@ def _answers(
     """Each request's answer and row ids, in order; a refused request raises its platform error."""
     with grpc.insecure_channel(address) as channel:
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
-        window: list[tuple[Future[oip.ModelInferResponse], list[str]]] = []
+        window: list[tuple[grpc.Future[oip.ModelInferResponse], list[str]]] = []
         try:
             for request, ids in requests:
                 window.append((stub.ModelInfer.future(request, metadata=metadata, timeout=timeout), ids))

@@ -11,14 +11,14 @@ wraps a generated stub so every call raises those instead of ``grpc.RpcError``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import SimpleNamespace
 from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
 from services.common.errors import FIELD_METADATA, KIND_METADATA, Kind, PlatformError, from_status
-from services.common.grpc_handlers import rewrap_handler
+from services.common.grpc_handlers import Request, Response, ServicerContext, rewrap_handler
 from services.common.values import printable
 
 S = TypeVar("S")
@@ -38,7 +38,7 @@ def trailing_metadata(error: PlatformError) -> tuple[tuple[str, str], ...]:
     return trailers
 
 
-async def abort(context: grpc.aio.ServicerContext, error: PlatformError) -> NoReturn:
+async def abort(context: ServicerContext, error: PlatformError) -> NoReturn:
     """End the call with ``error``'s status, message and trailers."""
     await context.abort(status_code(error.kind), error.message, trailing_metadata=trailing_metadata(error))
     raise AssertionError("abort returned")  # pragma: no cover - abort always raises
@@ -50,9 +50,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Request, Response] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Request, Response] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -64,7 +66,7 @@ def _translating(behaviour: Callable[..., Any], streaming: bool) -> Callable[...
     # coroutine that writes with context.write(); the wrapper keeps the handler's form.
     if streaming and inspect.isasyncgenfunction(behaviour):
 
-        async def translating_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def translating_stream(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
             try:
                 async for item in behaviour(request, context):
                     yield item
@@ -73,7 +75,7 @@ def _translating(behaviour: Callable[..., Any], streaming: bool) -> Callable[...
 
         return translating_stream
 
-    async def translating_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def translating_call(request: Any, context: ServicerContext) -> Any:
         try:
             return await behaviour(request, context)
         except PlatformError as error:
@@ -86,7 +88,12 @@ def platform_error(exc: grpc.RpcError) -> PlatformError:
     """The platform error a failed call (``grpc.aio`` or blocking) stands for."""
     code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
     details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
-    trailers = exc.trailing_metadata() if callable(getattr(exc, "trailing_metadata", None)) else None
+    # (key, value) pairs from either kind of call: grpc's own MetadataType, where the stubs
+    # declare a blocking call's trailers as records with key and value attributes.
+    trailers = cast(
+        Iterable[tuple[str, str | bytes]] | None,
+        exc.trailing_metadata() if callable(getattr(exc, "trailing_metadata", None)) else None,
+    )
     values = {key: value for key, value in trailers or () if isinstance(value, str)}
     return from_status(
         code.name,

@@ -168,13 +168,19 @@ def server_interceptor() -> grpc.aio.ServerInterceptor:
     trace from the ``traceparent`` metadata; a server-side status (UNKNOWN, INTERNAL,
     UNAVAILABLE ...) marks it as an error, a client's mistake (INVALID_ARGUMENT, NOT_FOUND)
     does not."""
-    return grpc_instrumentation.aio_server_interceptor(filter_=_traced_method)
+    interceptor: grpc.aio.ServerInterceptor = grpc_instrumentation.aio_server_interceptor(
+        filter_=_traced_method
+    )
+    return interceptor
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for ``grpc.aio`` channels: a CLIENT span per call, and the trace
     context in its metadata for the server to continue."""
-    return list(grpc_instrumentation.aio_client_interceptors(filter_=_traced_method))
+    interceptors: list[grpc.aio.ClientInterceptor] = grpc_instrumentation.aio_client_interceptors(
+        filter_=_traced_method
+    )
+    return list(interceptors)
 
 
 def instrument_http(app: FastAPI) -> None:

@@ -4,20 +4,15 @@ data each was trained on. No I/O: it reads the registry's ``ModelVersion`` messa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.clients.registry import ModelVersion, gate_margin
 from services.common.proto.mlops.v1 import model_pb2
-
-TRIALS_PREFIX = "search.trials."
-"""Where the trainer records its search's trials in a version's params: JSON lists under
-``search.trials.000``, ``.001`` ..., read back in key order."""
+from services.common.trials import TRIALS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -115,19 +110,6 @@ def headline(metrics: Mapping[str, float]) -> list[tuple[str, float]]:
     """The holdout metrics; dotted names (``importance.f0``, ``robustness.noise_drop``) are the
     measurements behind the gates, left to the full table."""
     return sorted((k, v) for k, v in metrics.items() if "." not in k)
-
-
-def trials(params: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The search trials a version's params record, in the order they ran (empty if none,
-    or if the record is not readable)."""
-    found: list[dict[str, Any]] = []
-    for key in sorted(k for k in params if k.startswith(TRIALS_PREFIX)):
-        try:
-            part = json.loads(params[key])
-        except ValueError:
-            return []
-        found += [t for t in part if isinstance(t, dict)]
-    return found
 
 
 def plain_params(params: Mapping[str, str]) -> dict[str, str]:

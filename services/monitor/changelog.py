@@ -18,7 +18,7 @@ import faust
 from faust.types import EventT
 
 
-class BatchedChangelogTable(faust.Table):
+class BatchedChangelogTable(faust.Table[str, Any]):
     """A table for agents that handle one partition's batch per event and call
     :meth:`flush_changelog` before taking the next: faust commits the event's offset only
     after the producer has flushed, so a batch's writes are durable before its commit."""
@@ -51,7 +51,7 @@ class BatchedChangelogTable(faust.Table):
             await self.app.producer.send(topic, None, body, partition, None, None)
         self._dirty.clear()
 
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         """Rebuild from changelog messages written by :meth:`flush_changelog`."""
         for event in batch:
             change = event.value

@@ -127,7 +127,7 @@ class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
-class RawBytes(faust.Schema):
+class RawBytes(faust.Schema[bytes, bytes]):
     """Keys and values as the bytes on the wire, headers as they came: the monitor decodes
     them itself, so faust's codec lookups per message are skipped."""
 
@@ -172,7 +172,7 @@ class StreamApp(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
 
-def incoming(event: faust.types.EventT) -> IncomingRecord:
+def incoming(event: faust.types.EventT[bytes]) -> IncomingRecord:
     message = event.message
     headers = message.headers
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())

@@ -271,9 +271,9 @@ class MonitorStreams:
 
     # --- route: envelopes in, rows and labels out, batched by join partition ---------------
 
-    async def _route(self, stream: faust.StreamT) -> None:
+    async def _route(self, stream: faust.StreamT[bytes]) -> None:
         # take_events acks a batch only once the loop body is done with it.
-        batches = cast(faust.Stream, stream).take_events(
+        batches = cast(faust.Stream[bytes], stream).take_events(
             self.settings.batch_size, within=self.settings.batch_seconds
         )
         async for events in batches:
@@ -330,13 +330,13 @@ class MonitorStreams:
 
     # --- join: one entry per row id, each pair passed on once ------------------------------
 
-    async def _join_rows(self, stream: faust.StreamT) -> None:
+    async def _join_rows(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             # One span per message, which carries a batch of items: tracing costs nothing per item.
             with tracing.consume_span(self.join_topic, self._group, ()):
                 await self._join_batch(event)
 
-    async def _join_batch(self, event: faust.types.EventT) -> None:
+    async def _join_batch(self, event: faust.types.EventT[bytes]) -> None:
         partition = event.message.partition
         now = self._clock()
         out = _Batches(self.settings.partitions)
@@ -419,12 +419,12 @@ class MonitorStreams:
 
     # --- detect: one process per model, detectors in memory --------------------------------
 
-    async def _detect(self, stream: faust.StreamT) -> None:
+    async def _detect(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             with tracing.consume_span(self.samples_topic, self._group, ()):
                 await self._detect_batch(event)
 
-    async def _detect_batch(self, event: faust.types.EventT) -> None:
+    async def _detect_batch(self, event: faust.types.EventT[bytes]) -> None:
         partition = event.message.partition
         now = self._clock()
         tally = _Tally()

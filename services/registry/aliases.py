@@ -3,6 +3,7 @@ rolling it back, the history of its moves, and the approvals of manual models.""
 
 from __future__ import annotations
 
+from services.common.aliases import PRODUCTION
 from services.common.proto.mlops.v1 import events_pb2, registry_pb2
 from services.registry import lifecycle, validation
 from services.registry.changes import Actor, Change, UseCases, resource, status_name
@@ -123,7 +124,7 @@ class AliasUseCases(UseCases):
     async def rollback(
         self, actor: Actor, name: str, alias: str = "", expected_version: int = 0, reason: str = ""
     ) -> registry_pb2.RollbackResponse:
-        alias = alias or lifecycle.PRODUCTION
+        alias = alias or PRODUCTION
         target = resource("models", name, "aliases", alias)
 
         def check() -> None:

@@ -9,12 +9,8 @@ a code) and the field to fix, so clients rebuild the same error.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC
-from typing import TypeVar
-
-import grpc
 
 from services.common.auth import (
     AuthError,
@@ -24,14 +20,13 @@ from services.common.auth import (
     current_principal,
     current_request_id,
 )
+from services.common.grpc_handlers import ServicerContext
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.access import ACTION_SCOPES
-from services.registry.errors import InvalidArgument, PlatformError
-from services.registry.metrics import ARTIFACT_BYTES, REQUEST_SECONDS, REQUESTS
+from services.registry.errors import InvalidArgument
+from services.registry.metrics import ARTIFACT_BYTES, measured_call, measuring
 from services.registry.registry import Actor, Registry
 from services.registry.store.documents import timestamp
-
-T = TypeVar("T")
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
@@ -60,29 +55,15 @@ def denial_recorder(registry: Registry) -> DenialHook:
     return record
 
 
-async def _answer(method: str, context: grpc.aio.ServicerContext, operation: Callable[[], Awaitable[T]]) -> T:
-    started = time.perf_counter()
-    outcome = "ok"
-    try:
-        return await operation()
-    except PlatformError as exc:
-        outcome = exc.kind.outcome
-        raise
-    finally:
-        REQUESTS.labels(method, "grpc", outcome).inc()
-        REQUEST_SECONDS.labels(method, "grpc").observe(time.perf_counter() - started)
-
-
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, registry: Registry):
         self._registry = registry
 
     async def CreateModel(
-        self, request: registry_pb2.CreateModelRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.CreateModelRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
+        return await measured_call(
             "CreateModel",
-            context,
             lambda: self._registry.create_model(
                 current_actor(),
                 request.name,
@@ -94,11 +75,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def UpdateModel(
-        self, request: registry_pb2.UpdateModelRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.UpdateModelRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
+        return await measured_call(
             "UpdateModel",
-            context,
             lambda: self._registry.update_model(
                 current_actor(),
                 request.name,
@@ -110,14 +90,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def GetModel(
-        self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetModelRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
-            "GetModel", context, lambda: self._registry.get_model(current_actor(), request.name)
+        return await measured_call(
+            "GetModel", lambda: self._registry.get_model(current_actor(), request.name)
         )
 
     async def ListModels(
-        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListModelsRequest, context: ServicerContext
     ) -> registry_pb2.ListModelsResponse:
         async def run() -> registry_pb2.ListModelsResponse:
             page = await self._registry.list_models(
@@ -131,12 +111,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
             return registry_pb2.ListModelsResponse(models=page.items, next_page_token=page.next_page_token)
 
-        return await _answer("ListModels", context, run)
+        return await measured_call("ListModels", run)
 
     async def CreateModelVersion(
         self,
         request_iterator: AsyncIterator[registry_pb2.CreateModelVersionRequest],
-        context: grpc.aio.ServicerContext,
+        context: ServicerContext,
     ) -> registry_pb2.ModelVersion:
         async def run() -> registry_pb2.ModelVersion:
             messages = aiter(request_iterator)
@@ -159,21 +139,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
             return await self._registry.create_version(current_actor(), first.metadata, chunks())
 
-        return await _answer("CreateModelVersion", context, run)
+        return await measured_call("CreateModelVersion", run)
 
     async def GetModelVersion(
-        self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetModelVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return await _answer(
+        return await measured_call(
             "GetModelVersion",
-            context,
             lambda: self._registry.get_version(
                 current_actor(), request.model_name, request.version, request.alias
             ),
         )
 
     async def ListModelVersions(
-        self, request: registry_pb2.ListModelVersionsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListModelVersionsRequest, context: ServicerContext
     ) -> registry_pb2.ListModelVersionsResponse:
         async def run() -> registry_pb2.ListModelVersionsResponse:
             page = await self._registry.list_versions(
@@ -186,10 +165,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 versions=page.items, next_page_token=page.next_page_token
             )
 
-        return await _answer("ListModelVersions", context, run)
+        return await measured_call("ListModelVersions", run)
 
     async def SearchModelVersions(
-        self, request: registry_pb2.SearchModelVersionsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.SearchModelVersionsRequest, context: ServicerContext
     ) -> registry_pb2.ListModelVersionsResponse:
         async def run() -> registry_pb2.ListModelVersionsResponse:
             page = await self._registry.search_versions(current_actor(), request)
@@ -197,14 +176,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 versions=page.items, next_page_token=page.next_page_token
             )
 
-        return await _answer("SearchModelVersions", context, run)
+        return await measured_call("SearchModelVersions", run)
 
     async def SetAlias(
-        self, request: registry_pb2.SetAliasRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.SetAliasRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
+        return await measured_call(
             "SetAlias",
-            context,
             lambda: self._registry.set_alias(
                 current_actor(),
                 request.model_name,
@@ -216,22 +194,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def DeleteAlias(
-        self, request: registry_pb2.DeleteAliasRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.DeleteAliasRequest, context: ServicerContext
     ) -> registry_pb2.Model:
-        return await _answer(
+        return await measured_call(
             "DeleteAlias",
-            context,
             lambda: self._registry.delete_alias(
                 current_actor(), request.model_name, request.alias, request.expected_version
             ),
         )
 
     async def DownloadArtifact(
-        self, request: registry_pb2.DownloadArtifactRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.DownloadArtifactRequest, context: ServicerContext
     ) -> AsyncIterator[registry_pb2.ArtifactChunk]:
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
+        with measuring("DownloadArtifact", "grpc"):
             version, stream = await self._registry.download(
                 current_actor(), request.model_name, request.version, request.alias
             )
@@ -243,70 +218,59 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                     first = False
                 ARTIFACT_BYTES.labels("out").inc(len(data))
                 yield chunk
-        except PlatformError as exc:
-            outcome = exc.kind.outcome
-            raise
-        finally:
-            REQUESTS.labels("DownloadArtifact", "grpc", outcome).inc()
-            REQUEST_SECONDS.labels("DownloadArtifact", "grpc").observe(time.perf_counter() - started)
 
     async def ApproveVersion(
-        self, request: registry_pb2.ReviewVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ReviewVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return await _answer(
+        return await measured_call(
             "ApproveVersion",
-            context,
             lambda: self._registry.review(
                 current_actor(), request.model_name, request.version, approve=True, comment=request.comment
             ),
         )
 
     async def RejectVersion(
-        self, request: registry_pb2.ReviewVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ReviewVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return await _answer(
+        return await measured_call(
             "RejectVersion",
-            context,
             lambda: self._registry.review(
                 current_actor(), request.model_name, request.version, approve=False, comment=request.comment
             ),
         )
 
     async def ArchiveVersion(
-        self, request: registry_pb2.ArchiveVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ArchiveVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return await _answer(
+        return await measured_call(
             "ArchiveVersion",
-            context,
             lambda: self._registry.archive(
                 current_actor(), request.model_name, request.version, request.reason
             ),
         )
 
     async def Rollback(
-        self, request: registry_pb2.RollbackRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.RollbackRequest, context: ServicerContext
     ) -> registry_pb2.RollbackResponse:
-        return await _answer(
+        return await measured_call(
             "Rollback",
-            context,
             lambda: self._registry.rollback(
                 current_actor(), request.model_name, request.alias, request.expected_version, request.reason
             ),
         )
 
     async def GetLineage(
-        self, request: registry_pb2.GetLineageRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetLineageRequest, context: ServicerContext
     ) -> registry_pb2.LineageResponse:
-        return await _answer(
+        return await measured_call(
             "GetLineage",
-            context,
             lambda: self._registry.lineage(
                 current_actor(), request.model_name, request.version, request.alias
             ),
         )
 
     async def ListAliasHistory(
-        self, request: registry_pb2.ListAliasHistoryRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListAliasHistoryRequest, context: ServicerContext
     ) -> registry_pb2.ListAliasHistoryResponse:
         async def run() -> registry_pb2.ListAliasHistoryResponse:
             page = await self._registry.alias_history(
@@ -320,26 +284,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 changes=page.items, next_page_token=page.next_page_token
             )
 
-        return await _answer("ListAliasHistory", context, run)
+        return await measured_call("ListAliasHistory", run)
 
     async def PutModelSpec(
-        self, request: registry_pb2.PutModelSpecRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.PutModelSpecRequest, context: ServicerContext
     ) -> model_pb2.ModelSpec:
-        return await _answer(
-            "PutModelSpec", context, lambda: self._registry.put_spec(current_actor(), request.spec)
+        return await measured_call(
+            "PutModelSpec", lambda: self._registry.put_spec(current_actor(), request.spec)
         )
 
     async def GetModelSpec(
-        self, request: registry_pb2.GetModelSpecRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetModelSpecRequest, context: ServicerContext
     ) -> model_pb2.ModelSpec:
-        return await _answer(
+        return await measured_call(
             "GetModelSpec",
-            context,
             lambda: self._registry.get_spec(current_actor(), request.model_name, request.spec_version),
         )
 
     async def ListModelSpecs(
-        self, request: registry_pb2.ListModelSpecsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListModelSpecsRequest, context: ServicerContext
     ) -> registry_pb2.ListModelSpecsResponse:
         async def run() -> registry_pb2.ListModelSpecsResponse:
             page = await self._registry.list_specs(
@@ -350,10 +313,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
             return registry_pb2.ListModelSpecsResponse(specs=page.items, next_page_token=page.next_page_token)
 
-        return await _answer("ListModelSpecs", context, run)
+        return await measured_call("ListModelSpecs", run)
 
     async def ListAuditRecords(
-        self, request: registry_pb2.ListAuditRecordsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListAuditRecordsRequest, context: ServicerContext
     ) -> registry_pb2.ListAuditRecordsResponse:
         async def run() -> registry_pb2.ListAuditRecordsResponse:
             page = await self._registry.audit_log(request)
@@ -361,28 +324,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 records=page.items, next_page_token=page.next_page_token
             )
 
-        return await _answer("ListAuditRecords", context, run)
+        return await measured_call("ListAuditRecords", run)
 
     # ------------------------------------------------------------- teams, tokens
 
     async def CreateTeam(
-        self, request: registry_pb2.CreateTeamRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.CreateTeamRequest, context: ServicerContext
     ) -> registry_pb2.Team:
-        return await _answer(
+        return await measured_call(
             "CreateTeam",
-            context,
             lambda: self._registry.create_team(current_actor(), request.name, request.description),
         )
 
     async def GetTeam(
-        self, request: registry_pb2.GetTeamRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetTeamRequest, context: ServicerContext
     ) -> registry_pb2.Team:
-        return await _answer(
-            "GetTeam", context, lambda: self._registry.get_team(current_actor(), request.name)
-        )
+        return await measured_call("GetTeam", lambda: self._registry.get_team(current_actor(), request.name))
 
     async def ListTeams(
-        self, request: registry_pb2.ListTeamsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListTeamsRequest, context: ServicerContext
     ) -> registry_pb2.ListTeamsResponse:
         async def run() -> registry_pb2.ListTeamsResponse:
             page = await self._registry.list_teams(
@@ -390,34 +350,31 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
             return registry_pb2.ListTeamsResponse(teams=page.items, next_page_token=page.next_page_token)
 
-        return await _answer("ListTeams", context, run)
+        return await measured_call("ListTeams", run)
 
     async def AddTeamMember(
-        self, request: registry_pb2.TeamMemberRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.TeamMemberRequest, context: ServicerContext
     ) -> registry_pb2.Team:
-        return await _answer(
+        return await measured_call(
             "AddTeamMember",
-            context,
             lambda: self._registry.set_member(
                 current_actor(), request.team, request.subject, list(request.scopes)
             ),
         )
 
     async def RemoveTeamMember(
-        self, request: registry_pb2.TeamMemberRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.TeamMemberRequest, context: ServicerContext
     ) -> registry_pb2.Team:
-        return await _answer(
+        return await measured_call(
             "RemoveTeamMember",
-            context,
             lambda: self._registry.remove_member(current_actor(), request.team, request.subject),
         )
 
     async def CreateToken(
-        self, request: registry_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.CreateTokenRequest, context: ServicerContext
     ) -> registry_pb2.CreateTokenResponse:
-        return await _answer(
+        return await measured_call(
             "CreateToken",
-            context,
             lambda: self._registry.create_token(
                 current_actor(),
                 request.subject,
@@ -428,7 +385,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
 
     async def ListTokens(
-        self, request: registry_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListTokensRequest, context: ServicerContext
     ) -> registry_pb2.ListTokensResponse:
         async def run() -> registry_pb2.ListTokensResponse:
             page = await self._registry.list_tokens(
@@ -439,19 +396,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             )
             return registry_pb2.ListTokensResponse(tokens=page.items, next_page_token=page.next_page_token)
 
-        return await _answer("ListTokens", context, run)
+        return await measured_call("ListTokens", run)
 
     async def RevokeToken(
-        self, request: registry_pb2.RevokeTokenRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.RevokeTokenRequest, context: ServicerContext
     ) -> registry_pb2.TokenInfo:
-        return await _answer(
+        return await measured_call(
             "RevokeToken",
-            context,
             lambda: self._registry.revoke_token(current_actor(), request.id, request.reason),
         )
 
     async def ListRevokedTokens(
-        self, request: registry_pb2.ListRevokedTokensRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListRevokedTokensRequest, context: ServicerContext
     ) -> registry_pb2.ListRevokedTokensResponse:
         async def run() -> registry_pb2.ListRevokedTokensResponse:
             page = await self._registry.revoked_tokens(
@@ -469,7 +425,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 next_page_token=page.next_page_token,
             )
 
-        return await _answer("ListRevokedTokens", context, run)
+        return await measured_call("ListRevokedTokens", run)
 
 
 def method_name(full_method: str) -> str:

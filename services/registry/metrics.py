@@ -1,8 +1,17 @@
-"""The registry's own Prometheus metrics."""
+"""The registry's own Prometheus metrics, and how a call is counted and timed in them."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.registry.errors import PlatformError
+
+T = TypeVar("T")
 
 OUTBOX_RELAYED = Counter("mlops_registry_events_relayed_total", "Model events published from the outbox.")
 OUTBOX_PENDING = Gauge(
@@ -22,3 +31,25 @@ REQUEST_SECONDS = Histogram(
 ARTIFACT_BYTES = Counter(
     "mlops_registry_artifact_bytes_total", "Artifact bytes received and sent.", ["direction"]
 )
+
+
+@contextmanager
+def measuring(method: str, transport: str) -> Iterator[None]:
+    """Count the call made inside the block in :data:`REQUESTS` by outcome (``ok``, or the
+    audit outcome of the platform error that ended it) and time it in :data:`REQUEST_SECONDS`."""
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        yield
+    except PlatformError as exc:
+        outcome = exc.kind.outcome
+        raise
+    finally:
+        REQUESTS.labels(method, transport, outcome).inc()
+        REQUEST_SECONDS.labels(method, transport).observe(time.perf_counter() - started)
+
+
+async def measured_call(method: str, operation: Callable[[], Awaitable[T]]) -> T:
+    """What ``operation`` answers, the gRPC method ``method`` counted and timed (:func:`measuring`)."""
+    with measuring(method, "grpc"):
+        return await operation()

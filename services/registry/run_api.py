@@ -6,10 +6,10 @@ Scopes are checked by the registry's ``AuthInterceptor`` (both methods need read
 
 from __future__ import annotations
 
-import grpc
-
+from services.common.grpc_handlers import ServicerContext
 from services.common.proto.mlops.v1 import runs_pb2, runs_pb2_grpc
-from services.registry.grpc_api import _answer, current_actor
+from services.registry.grpc_api import current_actor
+from services.registry.metrics import measured_call
 from services.registry.registry import Registry
 
 SERVICE_NAME = runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
@@ -19,15 +19,11 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
     def __init__(self, registry: Registry):
         self._registry = registry
 
-    async def GetRun(
-        self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.Run:
-        return await _answer(
-            "GetRun", context, lambda: self._registry.get_run(current_actor(), request.run_id)
-        )
+    async def GetRun(self, request: runs_pb2.GetRunRequest, context: ServicerContext) -> runs_pb2.Run:
+        return await measured_call("GetRun", lambda: self._registry.get_run(current_actor(), request.run_id))
 
     async def ListRuns(
-        self, request: runs_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
+        self, request: runs_pb2.ListRunsRequest, context: ServicerContext
     ) -> runs_pb2.ListRunsResponse:
         async def run() -> runs_pb2.ListRunsResponse:
             page = await self._registry.list_runs(
@@ -39,4 +35,4 @@ class RunServicer(runs_pb2_grpc.RunServiceServicer):
             )
             return runs_pb2.ListRunsResponse(runs=page.items, next_page_token=page.next_page_token)
 
-        return await _answer("ListRuns", context, run)
+        return await measured_call("ListRuns", run)

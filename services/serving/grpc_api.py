@@ -16,6 +16,7 @@ import grpc
 from services.common.aliases import PRODUCTION
 from services.common.auth import AuthInterceptor, Principal, current_principal
 from services.common.errors import Internal, PlatformError
+from services.common.grpc_handlers import Request, Response, ServicerContext
 from services.common.logging import get_logger
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
@@ -38,9 +39,11 @@ class ServingAuthInterceptor(AuthInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Request, Response] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Request, Response] | None:
         if handler_call_details.method in PUBLIC_METHODS:
             return await continuation(handler_call_details)
         return await super().intercept_service(continuation, handler_call_details)
@@ -108,17 +111,17 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self._version = version
 
     async def ServerLive(
-        self, request: oip.ServerLiveRequest, context: grpc.aio.ServicerContext
+        self, request: oip.ServerLiveRequest, context: ServicerContext
     ) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
 
     async def ServerReady(
-        self, request: oip.ServerReadyRequest, context: grpc.aio.ServicerContext
+        self, request: oip.ServerReadyRequest, context: ServicerContext
     ) -> oip.ServerReadyResponse:
         return oip.ServerReadyResponse(ready=self._ready())
 
     async def ModelReady(
-        self, request: oip.ModelReadyRequest, context: grpc.aio.ServicerContext
+        self, request: oip.ModelReadyRequest, context: ServicerContext
     ) -> oip.ModelReadyResponse:
         try:
             self._manager.version(request.name, request.version, current_principal.get())
@@ -127,12 +130,12 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return oip.ModelReadyResponse(ready=True)
 
     async def ServerMetadata(
-        self, request: oip.ServerMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: oip.ServerMetadataRequest, context: ServicerContext
     ) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(name=SERVER_NAME, version=self._version, extensions=EXTENSIONS)
 
     async def ModelMetadata(
-        self, request: oip.ModelMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: oip.ModelMetadataRequest, context: ServicerContext
     ) -> oip.ModelMetadataResponse:
         loaded = self._manager.version(request.name, request.version, current_principal.get())
         model = self._manager.models[request.name]
@@ -146,7 +149,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(
-        self, request: oip.ModelInferRequest, context: grpc.aio.ServicerContext
+        self, request: oip.ModelInferRequest, context: ServicerContext
     ) -> oip.ModelInferResponse:
         try:
             response = await self._service.infer(
@@ -168,7 +171,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         return encode_response(response, raw=bool(request.raw_input_contents))
 
     async def RepositoryIndex(
-        self, request: oip.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+        self, request: oip.RepositoryIndexRequest, context: ServicerContext
     ) -> oip.RepositoryIndexResponse:
         return oip.RepositoryIndexResponse(
             models=repository_index(self._manager, ready_only=request.ready, caller=current_principal.get())

@@ -21,7 +21,7 @@ from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
 from services.trainer import metrics
 from services.trainer.events import ResultPublisher, TrainRequestHandler
-from services.trainer.jobs import JobStore
+from services.trainer.job_store import JobStore
 from services.trainer.online import OnlineConfig, OnlineLearner
 from services.trainer.runner import JobRunner, RunnerConfig
 from services.trainer.settings import TrainerSettings

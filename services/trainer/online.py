@@ -45,7 +45,7 @@ from services.common.proto.mlops.v1.registry_pb2 import (
 from services.trainer import metrics
 from services.trainer.errors import SpecError
 from services.trainer.gates import metric_floor
-from services.trainer.jobs import JobStore
+from services.trainer.job_store import JobStore
 from services.trainer.registration import package_versions
 from services.trainer.river_models import OnlineSession, RiverEstimator
 from services.trainer.scoring import DEFAULT_METRIC, METRICS

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Mapping
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -21,6 +20,7 @@ from services.common.flavors.base import SIGNATURE_HMAC_PARAM
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import Lineage, MaterializedWindow, ModelSpec
 from services.common.proto.mlops.v1.registry_pb2 import Artifact, ModelCard, VersionMetadata
+from services.common.trials import trials_key
 from services.trainer.errors import SpecError
 from services.trainer.plan import TrainingPlan
 from services.trainer.training import TrainedCandidate
@@ -86,14 +86,8 @@ def params(plan: TrainingPlan, candidate: TrainedCandidate) -> dict[str, str]:
         out["search.truncated"] = "true" if candidate.search_truncated else "false"
         records = [t.as_record() for t in candidate.trials]
         for i, part in enumerate(json_chunks(records, MAX_PARAM_CHARS)):
-            out[f"search.trials.{i:03d}"] = part
+            out[trials_key(i)] = part
     return out
-
-
-def stored_trials(params: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The search trials recorded in a version's ``params``, in the order they ran."""
-    keys = sorted(k for k in params if k.startswith("search.trials."))
-    return [record for key in keys for record in json.loads(params[key])]
 
 
 def json_chunks(records: list[dict[str, Any]], limit: int) -> list[str]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,13 +40,14 @@ from services.common.proto.mlops.v1.model_pb2 import TRAINING_FEDERATED, ModelSp
 from services.common.proto.mlops.v1.registry_pb2 import ModelVersion, SearchModelVersionsRequest
 from services.trainer import metrics
 from services.trainer.errors import DataError, SpecError, TrainingFailed
-from services.trainer.jobs import Claim, Job, JobState, JobStore
+from services.trainer.job_store import Claim, Job, JobState, JobStore
 from services.trainer.plan import Limits, TrainingPlan, make_plan, resolve_window
 from services.trainer.registration import version_metadata
 from services.trainer.search import Configuration, Trial
 from services.trainer.training import TrainedCandidate, Trainer
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 ResultSink = Callable[[TrainResult], Awaitable[None]]
 
@@ -325,7 +326,7 @@ class JobRunner:
         return spec.training == TRAINING_FEDERATED
 
     @staticmethod
-    async def _maybe(call: Awaitable[Any]) -> Any:
+    async def _maybe(call: Awaitable[T]) -> T | None:
         """The call's answer, or None when the registry has no such thing."""
         try:
             return await call

@@ -133,7 +133,7 @@ def main() -> int:
         return "ok"
 
     def metadata() -> dict[str, Any]:
-        meta = client.get_model_metadata(model, headers=headers, as_json=True)
+        meta: dict[str, Any] = client.get_model_metadata(model, headers=headers, as_json=True)
         expect(version in meta["versions"], f"versions {meta['versions']}")
         inputs = [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]]
         expect(inputs == [("features", "FP64", [-1, rows.shape[1]])], f"inputs {inputs}")
@@ -156,13 +156,14 @@ def main() -> int:
         return list(contributions.shape)
 
     def repository_index() -> list[dict[str, Any]]:
-        index = client.get_model_repository_index(headers=headers, as_json=True)["models"]
+        answer = client.get_model_repository_index(headers=headers, as_json=True)
+        index: list[dict[str, Any]] = answer["models"]
         entry = next(m for m in index if m["name"] == model)
         expect(entry["state"] == "READY" and entry["version"] == version, f"entry {entry}")
         return index
 
     def server_metadata() -> dict[str, Any]:
-        meta = client.get_server_metadata(headers=headers, as_json=True)
+        meta: dict[str, Any] = client.get_server_metadata(headers=headers, as_json=True)
         expect("model_repository" in meta.get("extensions", []), f"extensions {meta}")
         return meta
 

@@ -14,6 +14,7 @@ from typing import Any
 import compose
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from services.common.settings import PlatformSettings, ServiceSettings
 from tests.helpers.keys import KEYS
@@ -80,11 +81,11 @@ def settings_class(service: str) -> type[PlatformSettings]:
     return classes[0]
 
 
-def env_prefix(cls: type[PlatformSettings]) -> str:
+def env_prefix(cls: type[BaseSettings]) -> str:
     return str(cls.model_config.get("env_prefix", ""))
 
 
-def service_env_names(cls: type[PlatformSettings]) -> dict[str, str]:
+def service_env_names(cls: type[BaseSettings]) -> dict[str, str]:
     """Environment variable -> field name, for a service's own fields and the platform's."""
     names: dict[str, str] = {}
     for name, field in cls.model_fields.items():

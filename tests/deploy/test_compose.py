@@ -143,22 +143,24 @@ def test_compose_environment_is_what_the_settings_class_reads(
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    settings = cls()  # the container's settings validate
+    settings = cls().model_dump()  # the container's settings validate
     healthcheck = " ".join(compose_config["services"][service]["healthcheck"]["test"])
     spec = SERVICES[service]
     if spec.health == "grpc":
-        assert f"127.0.0.1:{settings.grpc_port}" in healthcheck  # type: ignore[attr-defined]
+        assert f"127.0.0.1:{settings['grpc_port']}" in healthcheck
     else:
-        assert f"127.0.0.1:{settings.http_port}/health/ready" in healthcheck  # type: ignore[attr-defined]
-    assert settings.host == "0.0.0.0"  # type: ignore[attr-defined]
+        assert f"127.0.0.1:{settings['http_port']}/health/ready" in healthcheck
+    assert settings["host"] == "0.0.0.0"
 
     # The container ports are the documented defaults, which are the settings' defaults.
     defaults = StackPorts.defaults()
-    assert settings.http_port == cls.model_fields["http_port"].default == getattr(defaults, spec.http_port)  # type: ignore[attr-defined]
+    assert settings["http_port"] == cls.model_fields["http_port"].default == getattr(defaults, spec.http_port)
     if spec.grpc_port:
         assert (
-            settings.grpc_port == cls.model_fields["grpc_port"].default == getattr(defaults, spec.grpc_port)
-        )  # type: ignore[attr-defined]
+            settings["grpc_port"]
+            == cls.model_fields["grpc_port"].default
+            == getattr(defaults, spec.grpc_port)
+        )
 
 
 def dockerfile_stages() -> dict[str, list[str]]:
@@ -183,7 +185,9 @@ def test_dockerfile_has_a_stage_per_service_running_its_console_script() -> None
         assert f'CMD ["mlops-{service}"]' in text
         assert scripts[f"mlops-{service}"] == f"services.{service}.__main__:main"
         spec = SERVICES[service]
-        port = getattr(StackPorts.defaults(), spec.grpc_port if spec.health == "grpc" else spec.http_port)
+        port_field = spec.grpc_port if spec.health == "grpc" else spec.http_port
+        assert port_field is not None
+        port = getattr(StackPorts.defaults(), port_field)
         assert "HEALTHCHECK" in text and f"127.0.0.1:{port}" in text
 
 

@@ -40,6 +40,7 @@ def exported_metrics() -> dict[str, tuple[str, set[str]]]:
             if isinstance(value, MetricWrapperBase):
                 name = value._name
                 kind = value._type
+                assert kind is not None  # every concrete metric class sets it
                 if kind == "counter":
                     name += "_total"
                 found[name] = (kind, set(value._labelnames))

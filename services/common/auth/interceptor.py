@@ -21,7 +21,7 @@ from services.common.auth.principal import Principal, Scope
 from services.common.auth.tokens import AuthError, TokenVerifier, denial
 from services.common.errors import PlatformError
 from services.common.grpc_errors import abort
-from services.common.grpc_handlers import Wrapper, rewrap_handler
+from services.common.grpc_handlers import Request, Response, ServicerContext, Wrapper, rewrap_handler
 
 PUBLIC_GRPC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -54,9 +54,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Request, Response] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Request, Response] | None:
         method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(PUBLIC_GRPC_PREFIXES):
@@ -78,13 +80,13 @@ def _aborting(error: PlatformError) -> Wrapper:
     def wrap(behaviour: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
         if streaming_response:
 
-            async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def deny_stream(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
                 await abort(context, error)
                 yield  # pragma: no cover - abort raises
 
             return deny_stream
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def deny(request: Any, context: ServicerContext) -> Any:
             await abort(context, error)
 
         return deny
@@ -96,14 +98,14 @@ def _binding(principal: Principal, request_id: str) -> Wrapper:
     def wrap(behaviour: Callable[..., Any], streaming_response: bool) -> Callable[..., Any]:
         if streaming_response:
 
-            async def bound_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def bound_stream(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
                 _bind(principal, request_id)
                 async for item in behaviour(request, context):
                     yield item
 
             return bound_stream
 
-        async def bound(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def bound(request: Any, context: ServicerContext) -> Any:
             _bind(principal, request_id)
             return await behaviour(request, context)
 

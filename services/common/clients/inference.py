@@ -44,7 +44,8 @@ def output_values(response: oip.ModelInferResponse, index: int) -> list[Any]:
             return values
         if tensor.datatype not in _RAW:
             raise ValueError(f"cannot read raw {tensor.datatype} output {tensor.name!r}")
-        return np.frombuffer(raw, _RAW[tensor.datatype]).tolist()
+        numbers: list[Any] = np.frombuffer(raw, _RAW[tensor.datatype]).tolist()
+        return numbers
     contents = tensor.contents
     if tensor.datatype == "BYTES":
         return [v.decode("utf-8", "replace") for v in contents.bytes_contents]

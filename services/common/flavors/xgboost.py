@@ -93,7 +93,8 @@ class XGBoostRuntime(Runtime):
             positive = 1.0 / (1.0 + np.exp(-margin))
             return np.column_stack([1.0 - positive, positive])
         shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        probabilities: Matrix = shifted / shifted.sum(axis=1, keepdims=True)
+        return probabilities
 
     def predict(self, matrix: Matrix) -> Matrix:
         if self.classes_ is None:

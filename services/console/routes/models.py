@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from services.common.auth import Scope
 from services.common.errors import InvalidArgument
+from services.common.trials import recorded_trials
 from services.console import compare as comparing
 from services.console import lineage as graph
 from services.console.routes.actions import offered
@@ -96,7 +97,7 @@ async def version_page(
             "version": found,
             "gates": [comparing.gate(g) for g in found.gates],
             "params": sorted(comparing.plain_params(found.params).items()),
-            "trials": comparing.trials(found.params),
+            "trials": recorded_trials(found.params),
             "data": comparing.data_rows(found),
             "headline": comparing.headline(found.metrics),
             "profile": list(found.reference_profile.features),

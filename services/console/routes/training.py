@@ -22,7 +22,7 @@ from services.common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.common.proto.mlops.v1.events_pb2 import TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, ModelSpec
 from services.common.train_requests import parse_duration, parse_spec, train_request
-from services.console import compare as comparing
+from services.common.trials import recorded_trials
 from services.console.jobs import Job
 from services.console.web import ConsoleDep, Form, Person, checked_name, is_htmx, redirect, render
 
@@ -66,7 +66,7 @@ async def job(request: Request, request_id: str, console: ConsoleDep, who: Perso
         {
             "job": found,
             "version": version,
-            "trials": comparing.trials(version.params) if version is not None else [],
+            "trials": recorded_trials(version.params) if version is not None else [],
         },
     )
 

@@ -76,7 +76,7 @@ def database_call(
     transaction (there they must reach the transaction's retry loop untouched)."""
 
     @functools.wraps(method)
-    async def call(self: R, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def call(self: R, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self.session is not None:
             return await method(self, *args, **kwargs)
         with translated():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -31,7 +32,7 @@ def cli_env(infra: Infra, topics: Topics, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def tail(env: dict[str, str], name: str, count: int) -> list[dict[str, object]]:
+def tail(env: dict[str, str], name: str, count: int) -> list[dict[str, Any]]:
     result = runner.invoke(
         app,
         ["topics", "tail", name, "--from-beginning", "--max", str(count), "--idle-timeout", "15", "--json"],

@@ -22,10 +22,9 @@ import httpx
 import numpy as np
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from click.testing import Result
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from services.cli.__main__ import app
 from services.cli.output import ExitCode

@@ -106,8 +106,8 @@ async def test_a_worse_challenger_exits_1_naming_the_gate_and_its_margin_and_a_r
     dataset, model = stored
     # The first version from a stored spec, read from the registry by --spec-version.
     await platform.registry.create_model(model)
-    stored = await platform.registry.put_spec(synthetic.spec(model, dataset=dataset))
-    first = await cli.json("train", model, "--spec-version", str(stored.spec_version))
+    spec = await platform.registry.put_spec(synthetic.spec(model, dataset=dataset))
+    first = await cli.json("train", model, "--spec-version", str(spec.spec_version))
     assert first["status"] == "TRAIN_STATUS_REGISTERED", first
 
     # Without the two features that carry the signal, the challenger must lose.

@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from services.common.auth import AuthInterceptor, MethodScopes, Scope
 from services.common.clients.datasets import DatasetClient
+from services.common.clients.health import health_stub
 from services.common.errors import (
     FIELD_METADATA,
     KIND_METADATA,
@@ -23,6 +24,7 @@ from services.common.errors import (
     TooLarge,
     Unauthenticated,
 )
+from services.common.grpc_handlers import ServicerContext
 from services.common.grpc_server import GrpcServer
 from services.common.kafka import is_transient
 from services.common.proto.mlops.v1 import datasets_pb2, datasets_pb2_grpc
@@ -36,7 +38,7 @@ class RefusingServicer(datasets_pb2_grpc.DatasetServiceServicer):
     """Raises platform errors the way the services' use cases do."""
 
     async def GetSchema(
-        self, request: datasets_pb2.GetSchemaRequest, context: grpc.aio.ServicerContext
+        self, request: datasets_pb2.GetSchemaRequest, context: ServicerContext
     ) -> datasets_pb2.DatasetSchema:
         if request.name == "busy":
             raise Exhausted("12 requests are waiting; retry later")
@@ -45,7 +47,7 @@ class RefusingServicer(datasets_pb2_grpc.DatasetServiceServicer):
         raise NotFound(f"no dataset schema {request.name!r}", field="name")
 
     async def ReadWindow(
-        self, request: datasets_pb2.ReadWindowRequest, context: grpc.aio.ServicerContext
+        self, request: datasets_pb2.ReadWindowRequest, context: ServicerContext
     ) -> AsyncIterator[datasets_pb2.WindowChunk]:
         yield datasets_pb2.WindowChunk()
         raise InvalidArgument("window.max_rows: must be positive", field="window.max_rows")
@@ -58,8 +60,9 @@ async def refusing_server() -> AsyncIterator[str]:
         interceptors=[AuthInterceptor(KEYS.verifier(), MethodScopes(default=Scope.READ))],
         max_message_bytes=MAX_MESSAGE_BYTES,
     )
+    servicer = RefusingServicer()  # type: ignore[abstract]  # the rest answer UNIMPLEMENTED
     server.add_service(
-        datasets_pb2_grpc.add_DatasetServiceServicer_to_server, RefusingServicer(), "mlops.v1.DatasetService"
+        datasets_pb2_grpc.add_DatasetServiceServicer_to_server, servicer, "mlops.v1.DatasetService"
     )
     await server.start()
     try:
@@ -120,7 +123,7 @@ async def test_a_streaming_handler_that_writes_instead_of_yielding_still_works()
     # The health servicer's Watch writes with context.write(): the error interceptor must
     # keep its form.
     async with refusing_server() as address, grpc.aio.insecure_channel(address) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        watch = health_stub(channel).Watch(health_pb2.HealthCheckRequest())
         async for reply in watch:
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             break

@@ -139,7 +139,8 @@ async def committed(infra: Infra, group: str, tp: TopicPartition) -> int | None:
     consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka_bootstrap, group_id=group)
     await consumer.start()
     try:
-        return await consumer.committed(tp)
+        offset: int | None = await consumer.committed(tp)
+        return offset
     finally:
         await consumer.stop()
 

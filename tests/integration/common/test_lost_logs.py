@@ -12,8 +12,7 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 from structlog.testing import capture_logs
 
-from services.common.auth import TokenVerifier
-from services.common.events import IncomingRecord, Topics, encode
+from services.common.events import IncomingRecord, OutgoingRecord, Topics, encode
 from services.common.http import HttpServer, create_app
 from services.common.kafka import (
     ConsumerLoop,
@@ -27,10 +26,11 @@ from services.common.kafka import (
 from services.common.progress import Resume
 from services.common.proto.mlops.v1 import events_pb2
 from tests.conftest import Infra
+from tests.helpers.keys import KEYS
 from tests.helpers.waiting import wait_for
 
 
-def labels(topic: str, *ids: str) -> list:
+def labels(topic: str, *ids: str) -> list[OutgoingRecord]:
     return [encode(topic, events_pb2.LabelRecord(event_id=i), source="/test", key=i) for i in ids]
 
 
@@ -142,7 +142,7 @@ async def test_a_consumer_that_keeps_retrying_says_so_and_its_readiness_names_it
         return [f"labels consumer: {problem}"] if problem else []
 
     app = create_app(
-        "stuck", "test", verifier=TokenVerifier("s" * 32), ready=lambda: not problems(), problems=problems
+        "stuck", "test", verifier=KEYS.verifier(), ready=lambda: not problems(), problems=problems
     )
     server = HttpServer(app, "127.0.0.1", 0)
     await server.start()

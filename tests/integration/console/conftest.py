@@ -33,7 +33,7 @@ from services.monitor.settings import MonitorSettings
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
 from tests.helpers.apps import app_settings, registry_settings, started
-from tests.integration.monitor.helpers import label, prediction, send
+from tests.helpers.monitor import label, prediction, send
 
 FEATURES = ("f0", "f1")
 SESSION_KEY = "console-test-session-key-0123456789abcdef"
@@ -46,7 +46,8 @@ def _artifact(seed: int) -> bytes:
     """A real (tiny) scikit-learn model in the skops format, which the registry verifies."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(60, len(FEATURES)))
-    return skops_io.dumps(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)))
+    artifact: bytes = skops_io.dumps(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)))
+    return artifact
 
 
 def _profile(seed: int) -> model_pb2.ReferenceProfile:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -59,7 +60,7 @@ async def browser(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
         if jar:
             request.headers["cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
 
-    hooks = {"request": [send_cookies], "response": [remember]}
+    hooks: dict[str, list[Callable[..., Any]]] = {"request": [send_cookies], "response": [remember]}
     async with httpx.AsyncClient(base_url=platform.url, timeout=30, event_hooks=hooks) as client:
         yield client
 

@@ -97,7 +97,11 @@ class LoopbackFederation:
 
     def attacker(self, name: str, skew: int, attack: str) -> runtime.Child:
         """A site whose ClientApp (the test one) sends ``attack`` instead of an honest update."""
-        config = {"site": name, "data-path": str(self.data(name, skew)), "attack": attack}
+        config: dict[str, str | bool] = {
+            "site": name,
+            "data-path": str(self.data(name, skew)),
+            "attack": attack,
+        }
         config["allow-plain-updates"] = True
         command = self.flower.supernode(
             f"127.0.0.1:{self.port}", runtime.free_port(), config, self.certificates.ca

@@ -193,7 +193,7 @@ async def test_a_federated_model_is_registered_served_and_retrained_on_drift(
         async with TopicReader(
             platform.infra.kafka_bootstrap, platform.topics.train_results, events_pb2.TrainResult, within=400
         ) as results:
-            request = events_pb2.TrainRequest(
+            retrain = events_pb2.TrainRequest(
                 request_id="retrain-" + uuid.uuid4().hex[:8],
                 idempotency_key="drift:" + model,
                 model_name=model,
@@ -205,23 +205,23 @@ async def test_a_federated_model_is_registered_served_and_retrained_on_drift(
             await producer.start()
             try:
                 await publish(
-                    producer, [encode(platform.topics.train_requests, request, source="/monitor", key=model)]
+                    producer, [encode(platform.topics.train_requests, retrain, source="/monitor", key=model)]
                 )
             finally:
                 await producer.stop()
             answers = await results.wait_for(
-                lambda r: r.request_id == request.request_id and r.status != events_pb2.TRAIN_STATUS_STARTED
+                lambda r: r.request_id == retrain.request_id and r.status != events_pb2.TRAIN_STATUS_STARTED
             )
         (final,) = answers
         assert final.status == events_pb2.TRAIN_STATUS_REGISTERED, final.error
-        assert [r.status for r in results.received if r.request_id == request.request_id][0] == (
+        assert [r.status for r in results.received if r.request_id == retrain.request_id][0] == (
             events_pb2.TRAIN_STATUS_STARTED
         )
         retrained = await platform.registry.get_version(model, final.version)
         assert retrained.version == 2
         assert retrained.lineage.trigger == "drift" and retrained.lineage.drift_event_id == "drift-1"
         assert (
-            retrained.lineage.parent_version == 1 and retrained.lineage.train_request_id == request.request_id
+            retrained.lineage.parent_version == 1 and retrained.lineage.train_request_id == retrain.request_id
         )
         assert {g.name for g in retrained.gates} == {"min_metric", "challenger"}
     finally:
@@ -237,7 +237,7 @@ async def _production(registry: RegistryClient, model: str) -> int:
 
 
 async def _infer(
-    stub: oip_grpc.GRPCInferenceServiceStub,
+    stub: oip_grpc.GRPCInferenceServiceAsyncStub,
     request: oip.ModelInferRequest,
     metadata: tuple[tuple[str, str], ...],
 ) -> oip.ModelInferResponse | None:

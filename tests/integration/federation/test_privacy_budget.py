@@ -49,7 +49,7 @@ def exact_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
     def excess(eps: float) -> float:
         return float(norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2)) - delta
 
-    return brentq(excess, 1e-9, 500)
+    return float(brentq(excess, 1e-9, 500))
 
 
 def classic_rdp_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:

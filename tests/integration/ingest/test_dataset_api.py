@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from pymongo import AsyncMongoClient
 
 from services.common.auth import Scope
 from services.common.clients.datasets import DatasetClient
+from services.common.clients.health import health_stub
 from services.common.errors import Kind, PlatformError
 from services.common.events import decode
 from services.common.proto.mlops.v1.datasets_pb2 import FieldSpec, FieldType
@@ -137,7 +138,7 @@ async def test_every_call_needs_a_token_with_the_right_scope(ingest: Ingest, dat
         error = await refusal(anonymous.list_schemas())
         assert error.kind is Kind.UNAUTHENTICATED
         async with grpc.aio.insecure_channel(address) as channel:
-            health = await health_pb2_grpc.HealthStub(channel).Check(
+            health = await health_stub(channel).Check(
                 health_pb2.HealthCheckRequest(service="mlops.v1.DatasetService")
             )
             assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -20,7 +20,8 @@ from services.common.kafka import create_producer
 from services.common.localstack import ManagedProcess, free_port, start_process
 from services.monitor.join import partition_of
 from tests.conftest import Infra
-from tests.integration.monitor.helpers import drained, label, prediction, send, stages, wait_for
+from tests.helpers.monitor import drained, label, prediction, send, stages
+from tests.helpers.waiting import wait_for
 
 PARTITIONS = 4
 WAIT = 120.0

@@ -19,6 +19,7 @@ from services.common.artifacts import sha256_hex
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics, decode
+from services.common.grpc_handlers import ServicerContext
 from services.common.grpc_server import GrpcServer
 from services.common.kafka import create_producer
 from services.common.proto.mlops.v1 import events_pb2, model_pb2, registry_pb2, registry_pb2_grpc
@@ -31,7 +32,8 @@ from tests.conftest import Infra
 from tests.helpers.apps import registry_settings, started
 from tests.helpers.artifacts import random_artifact
 from tests.helpers.kafka import read_to_end
-from tests.integration.monitor.helpers import prediction, send, wait_for
+from tests.helpers.monitor import prediction, send
+from tests.helpers.waiting import wait_for
 
 FEATURES = ("f0", "f1", "f2", "f3")
 SHIFTED = "f1"
@@ -161,7 +163,7 @@ class UnavailableRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self.asked: list[tuple[str, int]] = []
 
     async def GetModelVersion(
-        self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.GetModelVersionRequest, context: ServicerContext
     ) -> registry_pb2.ModelVersion:
         self.asked.append((request.model_name, request.version))
         await context.abort(grpc.StatusCode.UNAVAILABLE, "database away")
@@ -170,7 +172,7 @@ class UnavailableRegistry(registry_pb2_grpc.RegistryServiceServicer):
 async def test_an_unavailable_registry_is_reported_and_not_asked_again_until_the_pause_ends(
     infra: Infra,
 ) -> None:
-    registry = UnavailableRegistry()
+    registry = UnavailableRegistry()  # type: ignore[abstract]  # the rest answer UNIMPLEMENTED
     server = GrpcServer("127.0.0.1:0")
     server.add_service(
         registry_pb2_grpc.add_RegistryServiceServicer_to_server, registry, "mlops.v1.RegistryService"

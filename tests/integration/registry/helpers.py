@@ -1,8 +1,14 @@
-"""Building version metadata the way the trainer does."""
+"""Building version metadata the way the trainer does, and expecting the registry to refuse."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
+import grpc
+import pytest
+
 from services.common.artifacts import sha256_hex
+from services.common.errors import PlatformError
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 DATA_HASH = "ab" * 32
@@ -56,3 +62,11 @@ def metadata(
         tags=tags or {},
         card=registry_pb2.ModelCard(description="test model", intended_use="tests", limitations="none"),
     )
+
+
+async def expect_status(code: grpc.StatusCode, call: Awaitable[object]) -> PlatformError:
+    """The platform error the registry client raises for ``call``, of the kind ``code`` names."""
+    with pytest.raises(PlatformError) as caught:
+        await call
+    assert caught.value.kind.grpc_code == code.name, caught.value.message
+    return caught.value

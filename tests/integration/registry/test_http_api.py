@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+from typing import TypedDict
 
 import httpx
 import pytest
@@ -21,7 +22,14 @@ from tests.helpers.artifacts import model_bytes, random_artifact
 from tests.integration.registry.helpers import metadata
 
 
-def upload(name: str, payload: bytes, **changes: object) -> dict[str, object]:
+class Upload(TypedDict):
+    """The multipart form of a version upload, as keyword arguments to ``httpx``'s ``post``."""
+
+    data: dict[str, str]
+    files: dict[str, tuple[str, bytes]]
+
+
+def upload(name: str, payload: bytes, **changes: object) -> Upload:
     meta = json_format.MessageToDict(metadata(name, payload), preserving_proto_field_name=True)
     meta.update(changes)
     return {"data": {"metadata": json.dumps(meta)}, "files": {"artifact": ("model.skops", payload)}}
@@ -34,7 +42,7 @@ async def test_lifecycle_over_rest(http: httpx.AsyncClient, model_name: str) -> 
     assert (await http.post("/v1/models", json={"name": model_name})).status_code == 409
 
     artifact = random_artifact(200_000)
-    response = await http.post(f"/v1/models/{model_name}/versions", **upload(model_name, artifact))  # type: ignore[arg-type]
+    response = await http.post(f"/v1/models/{model_name}/versions", **upload(model_name, artifact))
     assert response.status_code == 201, response.text
     version = response.json()
     assert (version["version"], version["status"], version["aliases"]) == (
@@ -54,7 +62,7 @@ async def test_lifecycle_over_rest(http: httpx.AsyncClient, model_name: str) -> 
     second = random_artifact(1000)
     assert (
         await http.post(f"/v1/models/{model_name}/versions", **upload(model_name, second))
-    ).status_code == 201  # type: ignore[arg-type]
+    ).status_code == 201
     conflict = await http.put(
         f"/v1/models/{model_name}/aliases/production", json={"version": 1, "expected_version": 1}
     )
@@ -109,10 +117,10 @@ async def test_bad_uploads_are_refused_with_the_field_named(
             model_name,
             artifact,
             artifact={"sha256": "0" * 64, "size_bytes": len(artifact), "format": "skops"},
-        ),  # type: ignore[arg-type]
+        ),
     )
     assert wrong.status_code == 400 and wrong.json()["field"] == "metadata.artifact.sha256"
-    other = await http.post(f"/v1/models/{model_name}/versions", **upload("another-model", artifact))  # type: ignore[arg-type]
+    other = await http.post(f"/v1/models/{model_name}/versions", **upload("another-model", artifact))
     assert other.status_code == 400 and other.json()["field"] == "metadata.model_name"
     malformed = await http.post(
         f"/v1/models/{model_name}/versions",
@@ -247,7 +255,7 @@ async def test_every_error_is_a_problem_body(
     )
     created = await http.post(
         f"/v1/models/{model_name}/versions",
-        **upload(model_name, model_bytes("v1")),  # type: ignore[arg-type]
+        **upload(model_name, model_bytes("v1")),
     )
     assert created.status_code == 201
     conflict = await http.put(
@@ -270,7 +278,7 @@ async def test_every_error_is_a_problem_body(
             model_name,
             model_bytes("v2"),
             artifact={"sha256": "0" * 64, "size_bytes": 10**10, "format": "skops"},
-        ),  # type: ignore[arg-type]
+        ),
     )
     assert_problem(oversized, 413, "too_large", "metadata.artifact.size_bytes")
     path = f"/v1/models/{model_name}/versions"

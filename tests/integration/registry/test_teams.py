@@ -301,12 +301,15 @@ async def test_a_training_run_is_seen_by_its_models_team_only(
         token = teams.tokens[who]
         return RunClient(teams.address, lambda: token)
 
-    async with runs_of(f"user:{teams.alpha}-writer") as alpha, runs_of(f"user:{teams.beta}-writer") as beta:
-        assert [r.run_id for r in await alpha.list_runs(model_name)] == [f"{model_name}-r1"]
-        assert (await alpha.get_run(f"{model_name}-r1")).model_name == model_name
-        assert await beta.list_runs(model_name) == []
-        assert model_name not in {r.model_name for r in await beta.list_runs()}
+    async with (
+        runs_of(f"user:{teams.alpha}-writer") as alpha_runs,
+        runs_of(f"user:{teams.beta}-writer") as beta_runs,
+    ):
+        assert [r.run_id for r in await alpha_runs.list_runs(model_name)] == [f"{model_name}-r1"]
+        assert (await alpha_runs.get_run(f"{model_name}-r1")).model_name == model_name
+        assert await beta_runs.list_runs(model_name) == []
+        assert model_name not in {r.model_name for r in await beta_runs.list_runs()}
         with pytest.raises(NotFound):  # as if it did not exist
-            await beta.get_run(f"{model_name}-r1")
+            await beta_runs.get_run(f"{model_name}-r1")
         with pytest.raises(NotFound):  # the default team's: neither alpha's nor beta's
-            await alpha.get_run(f"{model_name}-r2")
+            await alpha_runs.get_run(f"{model_name}-r2")

@@ -137,7 +137,7 @@ class Stack:
     admin: RegistryClient
     topics: Topics
     channel: grpc.aio.Channel
-    stub: oip_grpc.GRPCInferenceServiceStub
+    stub: oip_grpc.GRPCInferenceServiceAsyncStub
     predictions: PredictionReader
 
     def metadata(self, *scopes: Scope, request_id: str | None = None) -> tuple[tuple[str, str], ...]:

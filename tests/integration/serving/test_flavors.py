@@ -71,17 +71,17 @@ def made_outside() -> dict[str, Outside]:
             "xgboost",
             flavor_of(booster).save(booster).data,
             rows,
-            booster.predict_proba(rows),
+            np.asarray(booster.predict_proba(rows)),
             1e-6,
-            booster.predict(rows, output_margin=True),
+            np.asarray(booster.predict(rows, output_margin=True)),
         ),
         "lightgbm": Outside(
             "lightgbm",
             flavor_of(gbm).save(gbm).data,
             rows,
-            gbm.predict_proba(rows),
+            np.asarray(gbm.predict_proba(rows)),
             1e-6,
-            gbm.predict(rows, raw_score=True),
+            np.asarray(gbm.predict(rows, raw_score=True)),
         ),
         # onnxruntime in process is the library here; the graph computes in float32.
         "onnx-skl2onnx": Outside(
@@ -192,9 +192,9 @@ async def test_the_monitor_detects_drift_on_a_booster_served_by_the_platform(
     described = registry_pb2.VersionMetadata(
         model_name=name, artifact=registry_pb2.Artifact(format="xgboost"), signature=signature_of(outside)
     )
-    features = [Feature(n, FeatureKind.NUMERIC) for n in NAMES]
+    features = tuple(Feature(n, FeatureKind.NUMERIC) for n in NAMES)
     described.reference_profile.CopyFrom(
-        reference_profile(Table(features, X, y, [str(i) for i in range(len(X))]), seed=1)
+        reference_profile(Table(features, X, y, tuple(str(i) for i in range(len(X)))), seed=1)
     )
     await stack.admin.create_version(described, outside.artifact)
     await stack.admin.set_alias(name, "production", 1)

@@ -9,8 +9,9 @@ import sys
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
+from services.common.clients.health import health_stub
 from services.common.localstack import free_port
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
@@ -48,7 +49,7 @@ async def test_the_service_process_serves_and_exits_zero_on_sigterm(
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = health_stub(channel)
             # The health protocol says SERVING only once the served models are loaded.
             watch = health.Watch(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60)
             async for update in watch:

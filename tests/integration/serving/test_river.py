@@ -3,6 +3,8 @@ signature does not verify is refused while the current one keeps answering."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,7 @@ async def test_a_river_model_is_served_and_a_version_that_does_not_verify_is_ref
     await stack.admin.create_version(forged, other_online.artifact)
     assert stack.serving.manager is not None
 
-    def refused(models: dict[str, ServedModel]) -> bool:
+    def refused(models: Mapping[str, ServedModel]) -> bool:
         return "version 2 (production) cannot be served" in models[model_name].reason
 
     await stack.serving.manager.wait_for(refused, within=20)

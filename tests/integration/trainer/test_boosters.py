@@ -12,7 +12,7 @@ from services.common.flavors import flavor
 from services.common.flavors.base import StoredArtifact
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates
-from services.trainer.registration import stored_trials
+from services.common.trials import recorded_trials
 from services.trainer.tabular import Feature, FeatureKind, feature_matrix
 from tests.integration.trainer.conftest import Platform
 from tests.unit.trainer import synthetic
@@ -46,7 +46,7 @@ async def test_the_search_picks_a_booster_and_registers_it_through_its_flavor(
     family = version.params["family"]
     assert family in ("xgboost", "lightgbm")
     assert version.artifact.format == family and version.tags["flavor"] == family
-    assert {t["family"] for t in stored_trials(version.params)} == {"xgboost", "lightgbm"}
+    assert {t["family"] for t in recorded_trials(version.params)} == {"xgboost", "lightgbm"}
     package = "xgboost-cpu" if family == "xgboost" else "lightgbm"
     assert version.lineage.package_versions[package] not in ("", "absent")
     assert version.lineage.data.row_count == 400

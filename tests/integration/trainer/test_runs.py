@@ -11,8 +11,8 @@ from services.common.clients.runs import RunClient
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow
 from services.common.proto.mlops.v1.runs_pb2 import RUN_STATE_FAILED, RUN_STATE_REGISTERED, Run
+from services.common.trials import recorded_trials
 from services.sdk import Client
-from services.trainer.registration import stored_trials
 from tests.helpers.waiting import eventually
 from tests.integration.trainer.conftest import Platform
 from tests.unit.trainer import synthetic
@@ -64,7 +64,7 @@ async def test_registered_and_failed_jobs_are_runs_with_their_trials(
         "alice",
         dataset,
     )
-    assert len(registered.trials) == len(stored_trials(version.params)) > 1
+    assert len(registered.trials) == len(recorded_trials(version.params)) > 1
     assert registered.started_at.ToNanoseconds() < registered.finished_at.ToNanoseconds()
     assert registered.metrics["accuracy"] == version.metrics["accuracy"]
 

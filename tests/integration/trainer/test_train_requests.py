@@ -6,6 +6,7 @@ requests that end precisely without a version."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pytest
@@ -17,9 +18,9 @@ from services.common.flavors import flavor
 from services.common.flavors.base import StoredArtifact
 from services.common.kafka import DLQ_ERROR_CLASS, DLQ_ERROR_FIELD, publish
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus, TrainTrigger
-from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates
-from services.trainer.jobs import JOBS
-from services.trainer.registration import stored_trials
+from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates, ModelSpec
+from services.common.trials import recorded_trials
+from services.trainer.job_store import JOBS
 from services.trainer.tabular import feature_matrix
 from tests.helpers.kafka import read_records
 from tests.integration.trainer.conftest import Platform
@@ -28,10 +29,15 @@ from tests.unit.trainer import synthetic
 FEATURES = synthetic.FEATURES
 
 
-def first_spec(dataset: str, model: str, **kwargs: object) -> object:
+class SpecChanges(TypedDict, total=False):
+    gates: Gates
+    features: tuple[str, ...]
+
+
+def first_spec(dataset: str, model: str, **changes: Unpack[SpecChanges]) -> ModelSpec:
     spec = synthetic.spec(
-        model, dataset=dataset, families=("logistic_regression", "hist_gradient_boosting"), **kwargs
-    )  # type: ignore[arg-type]
+        model, dataset=dataset, families=("logistic_regression", "hist_gradient_boosting"), **changes
+    )
     spec.estimators[0].search_space_json = '{"C": {"low": 0.05, "high": 20, "log": true}}'
     spec.estimators[1].params_json = '{"max_iter": 30}'
     spec.window.CopyFrom(DataWindow(dataset=dataset, max_rows=400))
@@ -45,7 +51,7 @@ async def test_a_train_request_registers_a_promoted_version_with_its_lineage(
     await platform.dataset(dataset, 500)
     spec = first_spec(dataset, model, gates=Gates(min_metric=0.7, max_slice_gap=0.5))
     request_id = await platform.request(
-        TrainRequest(model_name=model, spec=spec, trigger=TrainTrigger.TRAIN_TRIGGER_INITIAL)  # type: ignore[arg-type]
+        TrainRequest(model_name=model, spec=spec, trigger=TrainTrigger.TRAIN_TRIGGER_INITIAL)
     )
     result = await platform.results.final(request_id)
     assert result.status == TrainStatus.TRAIN_STATUS_REGISTERED, result.error
@@ -69,7 +75,7 @@ async def test_a_train_request_registers_a_promoted_version_with_its_lineage(
     assert version.lineage.code_version == "test-sha"
     assert version.lineage.package_versions["scikit-learn"]
     assert version.spec.model_name == model and list(version.spec.features) == ["f0", "f1", "color", "flag"]
-    trials = stored_trials(version.params)
+    trials = recorded_trials(version.params)
     assert len(trials) == version.metrics["search.trials"] > 8
     assert list(version.signature.classes) == ["0", "1"]
 
@@ -88,7 +94,7 @@ async def test_a_retrain_without_spec_takes_the_production_spec_and_a_worse_chal
     await platform.dataset(dataset, 500)
     first = await platform.results.final(
         await platform.request(TrainRequest(model_name=model, spec=first_spec(dataset, model)))
-    )  # type: ignore[arg-type]
+    )
     assert first.status == TrainStatus.TRAIN_STATUS_REGISTERED, first.error
 
     retrain_id = await platform.request(
@@ -104,7 +110,7 @@ async def test_a_retrain_without_spec_takes_the_production_spec_and_a_worse_chal
 
     # Without the two features that carry the signal, the challenger must lose.
     worse = first_spec(dataset, model, features=("flag", "f1"), gates=Gates(max_regression=0.01))
-    refused = await platform.results.final(await platform.request(TrainRequest(model_name=model, spec=worse)))  # type: ignore[arg-type]
+    refused = await platform.results.final(await platform.request(TrainRequest(model_name=model, spec=worse)))
     assert refused.status == TrainStatus.TRAIN_STATUS_GATES_FAILED
     assert refused.error.startswith("gates failed: challenger: accuracy")
     assert "worse; may be at most 0.0100 worse" in refused.error

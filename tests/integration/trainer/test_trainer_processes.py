@@ -27,7 +27,7 @@ from services.common.events import Topics, encode
 from services.common.kafka import ensure_topics, publish
 from services.common.localstack import ManagedProcess, free_port, start_process
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainStatus
-from services.trainer.jobs import JOBS, MODEL_LEASES
+from services.trainer.job_store import JOBS, MODEL_LEASES
 from tests.integration.trainer.conftest import Platform, Results
 from tests.unit.trainer import synthetic
 
@@ -142,7 +142,8 @@ async def group(platform: Platform, tmp_path_factory: pytest.TempPathFactory) ->
 
 def models_on_every_partition(prefix: str) -> list[str]:
     """One model name per partition of the requests topic (requests are keyed by model)."""
-    partitioner, by_partition = DefaultPartitioner(), {}
+    partitioner = DefaultPartitioner()
+    by_partition: dict[int, str] = {}
     for i in range(1000):
         name = f"{prefix}-m{i}"
         by_partition.setdefault(

@@ -9,12 +9,12 @@ from rich.console import Console
 
 from services.cli.models import (
     gate_json,
-    gate_margin,
     gates_failed,
     gates_table,
     headline_metrics,
     message_json,
 )
+from services.common.clients.registry import gate_margin
 from services.common.proto.mlops.v1.events_pb2 import TrainResult, TrainStatus
 from services.common.proto.mlops.v1.model_pb2 import GateResult
 from services.common.proto.mlops.v1.registry_pb2 import ModelVersion

@@ -141,6 +141,7 @@ def test_the_cli_mints_a_new_admin_token_from_the_stack_key_when_the_saved_one_e
     renewed = state.admin_token(now=later)
     assert renewed != state.token
     key = KeySet.from_json(state.public_keys).get(stack.keys.issuer.kid)
+    assert key is not None
     claims = jwt.decode(renewed, key, algorithms=["EdDSA"], options={"verify_iat": False})
     assert claims["sub"] == "local-admin" and claims["scope"] == "admin"
     assert claims["exp"] == pytest.approx(later + 3600, abs=2)

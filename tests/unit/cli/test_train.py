@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from services.cli.__main__ import app
 from services.cli.output import ExitCode
-from services.cli.train import TrainProgress, outcome, parse_duration, read_spec_file, train_request
+from services.cli.train import TrainProgress, outcome, read_spec_file
 from services.common.localstack import free_port
 from services.common.proto.mlops.v1.events_pb2 import TrainResult, TrainStatus, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, GateResult, ModelSpec, Task
+from services.common.train_requests import parse_duration, train_request
 
 runner = CliRunner()
 

@@ -124,7 +124,7 @@ def verdict(record: IncomingRecord) -> tuple[Any, ...]:
         envelope.source,
         envelope.type,
         envelope.time,
-        envelope.time.tzinfo,
+        envelope.time.tzinfo if envelope.time else None,
         envelope.message,
     )
 

@@ -42,12 +42,6 @@ def test_comparing_versions_names_what_only_one_has_and_whether_the_data_is_the_
     assert not compare.compare(version(1, content=""), version(2, content="")).same_data
 
 
-def test_trials_are_read_in_key_order_and_an_unreadable_record_gives_none() -> None:
-    params = {"search.trials.001": '[{"score": 2}]', "search.trials.000": '[{"score": 1}]', "family": "x"}
-    assert [t["score"] for t in compare.trials(params)] == [1, 2]
-    assert compare.trials({"search.trials.000": "[{"}) == []
-
-
 def test_the_quality_chart_draws_mean_absolute_error_for_regressors_and_marks_every_event() -> None:
     timeline = {
         "versions": {

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -33,7 +34,7 @@ def test_defaults_follow_the_platform_contract() -> None:
         ("max_event_bytes", 10),
     ],
 )
-def test_bad_values_are_refused(field: str, value: object) -> None:
+def test_bad_values_are_refused(field: str, value: Any) -> None:
     with pytest.raises(ValidationError) as caught:
         IngestSettings(**SETTINGS, **{field: value})
     assert field in str(caught.value)

@@ -7,7 +7,7 @@ import itertools
 import random
 
 from services.monitor.detectors import DetectorSpec
-from services.monitor.drift import Drift, DriftMonitor
+from services.monitor.drift import Decision, Drift, DriftMonitor
 from services.monitor.policy import MonitorPolicy
 from services.monitor.records import Label, LabelledSample, Prediction
 from services.monitor.retrain import (
@@ -36,15 +36,17 @@ def feed(
     seed: int = 0,
     version: int = 1,
     start: int = 0,
-    **kw: object,
-) -> list:
+    route: str = "production",
+    shadow: bool = False,
+) -> list[Decision]:
     """Labelled samples in regimes of (count, error rate); ``now`` advances 1 s per sample."""
     rng = random.Random(seed)
-    decisions: list = []
+    decisions: list[Decision] = []
     i = start
     for count, rate in rates:
         for _ in range(count):
-            decisions += monitor.observe_labelled(sample(i, rng.random() < rate, version, **kw), now=float(i))  # type: ignore[arg-type]
+            labelled = sample(i, rng.random() < rate, version, route, shadow)
+            decisions += monitor.observe_labelled(labelled, now=float(i))
             i += 1
     return decisions
 

@@ -17,6 +17,7 @@ from services.registry.lifecycle import (
     REJECTED,
     AliasMove,
     Candidate,
+    Status,
 )
 
 UNSPECIFIED = 0
@@ -95,7 +96,7 @@ def test_archive_only_unaliased_versions_once() -> None:
         lifecycle.check_archivable(ARCHIVED, 1, [])
 
 
-def candidates(*items: tuple[int, int, bool]) -> dict[int, Candidate]:
+def candidates(*items: tuple[int, Status.ValueType, bool]) -> dict[int, Candidate]:
     return {v: Candidate(v, s, r) for v, s, r in items}
 
 

@@ -73,8 +73,8 @@ def registry(classifier: Fitted, other_classifier: Fitted) -> MemoryRegistry:
     return registry
 
 
-def answer(manager: ModelManager, X: np.ndarray, **route: str) -> tuple[int, np.ndarray]:
-    chosen = manager.route("iris", **route)
+def answer(manager: ModelManager, X: np.ndarray) -> tuple[int, np.ndarray]:
+    chosen = manager.route("iris")
     return chosen.target.number, chosen.target.predictor.predict(X)["probabilities"]
 
 

@@ -14,10 +14,10 @@ from services.common.flavors import flavor
 from services.common.flavors.base import StoredArtifact
 from services.common.proto.mlops.v1.model_pb2 import Signature, Task
 from services.common.proto.mlops.v1.registry_pb2 import Artifact, ModelVersion
+from services.common.trials import recorded_trials
 from services.trainer.boosters import LightGBMEstimator, XGBoostEstimator
 from services.trainer.errors import SpecError
 from services.trainer.plan import make_plan
-from services.trainer.registration import stored_trials
 from services.trainer.runner import load_production
 from services.trainer.scoring import holdout_scores
 from services.trainer.tabular import Feature, FeatureKind, feature_matrix
@@ -56,7 +56,7 @@ def test_a_booster_family_is_stored_by_its_flavor_and_serves_what_was_judged(
 
 def test_the_search_picks_among_booster_and_other_families_and_records_every_trial() -> None:
     _, candidate, described, _ = trained(("xgboost", "lightgbm", "logistic_regression"), budget=120.0)
-    trials = stored_trials(described.params)
+    trials = recorded_trials(described.params)
     assert {t["family"] for t in trials} == {"xgboost", "lightgbm", "logistic_regression"}
     winner = described.params["family"]
     assert described.artifact.format == {"xgboost": "xgboost", "lightgbm": "lightgbm"}.get(winner, "skops")

@@ -13,11 +13,11 @@ from services.common.flavors import flavor
 from services.common.flavors.base import StoredArtifact
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainTrigger
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
+from services.common.trials import recorded_trials
 from services.trainer.plan import make_plan
 from services.trainer.registration import (
     json_chunks,
     package_versions,
-    stored_trials,
     trigger_name,
     version_metadata,
 )
@@ -83,7 +83,7 @@ def test_params_hold_the_winner_and_every_trial(registered: tuple[Any, Any, byte
     params = described.params
     assert params["family"] == candidate.configuration.family.name
     assert params["seed"] == "7" and params["metric"] == "accuracy"
-    trials = stored_trials(params)
+    trials = recorded_trials(params)
     assert len(trials) == len(candidate.trials) == described.metrics["search.trials"]
     assert {t["family"] for t in trials} == {"logistic_regression", "random_forest"}
     assert all({"score", "rows", "rung", "params", "seconds"} <= set(t) for t in trials)
@@ -121,7 +121,7 @@ def test_long_trial_lists_are_split_under_the_registrys_value_limit() -> None:
     parts = json_chunks(records, 4096)
     assert len(parts) > 1 and all(len(p) <= 4096 for p in parts)
     params = {f"search.trials.{i:03d}": part for i, part in enumerate(parts)}
-    assert stored_trials(params) == records
+    assert recorded_trials(params) == records
     huge = [
         {"configuration": 0, "family": "f", "params": {"p": "y" * 5000}, "rung": 0, "rows": 1, "score": None}
     ]

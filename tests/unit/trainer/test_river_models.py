@@ -158,5 +158,5 @@ def test_a_class_first_seen_online_joins_the_models_classes() -> None:
     row = synthetic.rows(1, seed=5)[0]
     row.label.CopyFrom(FeatureValue(number_value=7))
     assert online.offer(row, 0, 0)
-    assert list(online.estimator.classes_) == ["0", "1", "7"]
+    assert online.estimator.classes_ is not None and list(online.estimator.classes_) == ["0", "1", "7"]
     assert online.scores()["accuracy"] == 0.0

@@ -36,7 +36,7 @@ def test_a_multiclass_classifier_is_explained_toward_each_rows_predicted_class(m
     explained = runtime.explainer().explain(rows)
     np.testing.assert_allclose(
         explained.values.sum(axis=1) + explained.base,
-        model.predict(rows, raw_score=True).max(axis=1),
+        np.asarray(model.predict(rows, raw_score=True)).max(axis=1),
         atol=1e-6,
     )
     assert runtime.classes_ is not None and list(runtime.classes_) == ["0", "1", "2"]

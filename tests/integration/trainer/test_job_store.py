@@ -10,7 +10,7 @@ from pymongo import AsyncMongoClient
 
 from services.common.mongo import Document
 from services.common.proto.mlops.v1.events_pb2 import TrainRequest, TrainResult, TrainStatus
-from services.trainer.jobs import Claim, JobState, JobStore
+from services.trainer.job_store import Claim, JobState, JobStore
 from tests.conftest import Infra
 
 

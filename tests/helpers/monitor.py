@@ -1,4 +1,6 @@
-"""Producing the platform's records and reading topics, for the monitor's tests and bench."""
+"""The records the monitor consumes, made as serving, ingest and the registry publish them,
+and waiting until the monitor has handled what was sent: for the monitor's and the
+console's tests."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.common.events import OutgoingRecord, Topics, encode
 from services.common.kafka import publish
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
-from tests.helpers.waiting import wait_for as wait_for  # the monitor suites import it from here
+from tests.helpers.waiting import wait_for
 
 
 def timestamp(seconds: float) -> Timestamp:
