@@ -12,9 +12,11 @@ from services.common.errors import PlatformError
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
+from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2_grpc, runs_pb2_grpc
+from services.common.tls import server_tls
 from services.registry import grpc_api, http_api, run_api
 from services.registry.outbox import OutboxRelay
 from services.registry.registry import Registry
@@ -64,6 +66,7 @@ class RegistryApp:
             settings.kafka_bootstrap_servers,
             Topics(settings.topic_prefix).model_events,
             settings.outbox_poll_seconds,
+            security=KafkaSecurity.from_settings(settings),
         )
         registry = Registry(store, settings, on_commit=relay.wake)
         self.registry = registry
@@ -77,6 +80,7 @@ class RegistryApp:
         parts.on_stop("artifact_sweeper", lambda: self._stop_sweeper(sweeper))
 
         verifier = TokenVerifier(settings.auth_secret.get_secret_value())
+        tls = server_tls(settings)
         grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[
@@ -85,6 +89,7 @@ class RegistryApp:
                 )
             ],
             max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
+            tls=tls,
         )
         grpc_server.add_service(
             registry_pb2_grpc.add_RegistryServiceServicer_to_server,
@@ -99,7 +104,16 @@ class RegistryApp:
         http_app = http_api.create_http_app(registry, settings, verifier, ready=lambda: self._ready)
         self.grpc_port = (await parts.start("grpc", grpc_server)).port
         self.http_port = (
-            await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
+            await parts.start(
+                "http",
+                HttpServer(
+                    http_app,
+                    settings.host,
+                    settings.http_port,
+                    tls=tls,
+                    reload_seconds=settings.tls_reload_seconds,
+                ),
+            )
         ).port
 
     async def _sweep(self, artifacts: ArtifactRepository) -> None:
