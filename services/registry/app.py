@@ -60,6 +60,11 @@ class RegistryApp:
         settings, parts = self.settings, self._parts
         store = Store.open(settings)
         parts.on_stop("mongodb", store.close)
+        if settings.artifact_keys is None:
+            log.warning(
+                "artifacts_unencrypted",
+                detail="REGISTRY_ARTIFACT_KEYS is unset: artifacts are stored as they are",
+            )
         await store.ensure_indexes(settings.outbox_retention_seconds)
         relay = OutboxRelay(
             store.outbox,

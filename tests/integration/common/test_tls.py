@@ -46,7 +46,9 @@ async def tls_server(certificates: CertificateFiles) -> AsyncIterator[str]:
 async def test_grpc_over_tls_accepts_the_ca_and_refuses_plaintext(
     tls_server: str, certificates: CertificateFiles, tmp_path: Path
 ) -> None:
-    assert await health(tls_server, ClientTls(ca_file=certificates.ca)) == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        await health(tls_server, ClientTls(ca_file=certificates.ca)) == health_pb2.HealthCheckResponse.SERVING
+    )
     with pytest.raises(grpc.aio.AioRpcError) as plaintext:
         await health(tls_server, None)
     assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -65,7 +67,9 @@ async def test_grpc_mutual_tls_requires_a_client_certificate(certificates: Certi
     try:
         with pytest.raises(grpc.aio.AioRpcError):
             await health(address, ClientTls(ca_file=certificates.ca))
-        mutual = ClientTls(ca_file=certificates.ca, cert_file=certificates.certificate, key_file=certificates.key)
+        mutual = ClientTls(
+            ca_file=certificates.ca, cert_file=certificates.certificate, key_file=certificates.key
+        )
         assert await health(address, mutual) == health_pb2.HealthCheckResponse.SERVING
     finally:
         await server.stop(0)
