@@ -18,6 +18,8 @@ import typer
 from services.cli.output import ExitCode, fail, platform_errors
 from services.cli.stack import StackPorts, StackState, running_stack
 from services.common.clients.base import GrpcClient
+from services.common.settings import PlatformSettings
+from services.common.tls import ClientTls, client_tls
 
 DEFAULT_STACK_DIR = Path(".mlops")
 STACK_DIR_ENV = "MLOPS_STACK_DIR"
@@ -113,8 +115,20 @@ def resolve_kafka(explicit: str | None) -> tuple[str, str]:
     return f"127.0.0.1:{ports.kafka}", prefix
 
 
+def resolve_tls() -> ClientTls | None:
+    """TLS for the platform's endpoints: the ``MLOPS_TLS*`` variables when ``MLOPS_TLS`` is
+    set, else the running local stack's CA when it runs with TLS, else none (plaintext)."""
+    settings = PlatformSettings()
+    if settings.tls_enabled:
+        return client_tls(settings)
+    state = local_stack()
+    if state is not None and state.ca:
+        return ClientTls(ca_file=Path(state.ca))
+    return None
+
+
 def call_service(
-    client_type: Callable[[str, Callable[[], str]], C],
+    client_type: Callable[..., C],
     port_name: str,
     address: str | None,
     token: str | None,
@@ -130,7 +144,7 @@ def call_service(
     bearer = resolve_token(token)
 
     async def run() -> T:
-        async with client_type(target, lambda: bearer) as client:
+        async with client_type(target, lambda: bearer, tls=resolve_tls()) as client:
             return await call(client)
 
     with platform_errors(what):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from services.cli.health import Health, check_grpc_health, check_http_health, check_kafka, check_mongodb
+from services.cli.stack_security import artifact_keys, issue_tls, persistent_key, tls_env
 from services.common.auth import Scope, mint_token
 from services.common.events import Topics
 from services.common.kafka import ensure_topics
@@ -37,6 +38,7 @@ from services.common.localstack import (
     start_mongo,
     start_process,
 )
+from services.common.tls import ClientTls
 
 HOST = "127.0.0.1"
 STATE_FILE = "stack.json"
@@ -153,8 +155,12 @@ class StackError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 
 
-def check_component(name: str, ports: StackPorts, host: str = HOST, timeout: float = 1.0) -> Health:
-    """Health of one component of a stack listening on ``host`` at ``ports``."""
+def check_component(
+    name: str, ports: StackPorts, host: str = HOST, timeout: float = 1.0, ca: Path | None = None
+) -> Health:
+    """Health of one component of a stack listening on ``host`` at ``ports`` (over TLS
+    verified with ``ca`` when the stack runs with TLS)."""
+    tls = ClientTls(ca_file=ca) if ca is not None else None
     if name == "kafka":
         endpoint = f"{host}:{ports.kafka}"
         return Health(name, endpoint, *check_kafka(endpoint, timeout=max(timeout, 3.0)))
@@ -162,18 +168,18 @@ def check_component(name: str, ports: StackPorts, host: str = HOST, timeout: flo
         endpoint = f"mongodb://{host}:{ports.mongodb}"
         return Health(name, endpoint, *check_mongodb(endpoint, timeout=max(timeout, 3.0)))
     spec = SERVICES[name]
-    ready_url = f"http://{host}:{getattr(ports, spec.http_port)}/health/ready"
+    ready_url = f"{'https' if tls else 'http'}://{host}:{getattr(ports, spec.http_port)}/health/ready"
     if spec.health == "grpc":
         assert spec.grpc_port is not None
         endpoint = f"{host}:{getattr(ports, spec.grpc_port)}"
-        healthy, detail = check_grpc_health(endpoint, timeout)
+        healthy, detail = check_grpc_health(endpoint, timeout, tls=tls)
         if healthy:
             # SERVING says the server is up; readiness also says whether its consumers consume.
-            ready, why = check_http_health(ready_url, timeout)
+            ready, why = check_http_health(ready_url, timeout, tls=tls)
             if not ready:
                 healthy, detail = False, f"{detail}, not ready: {why}"
         return Health(name, endpoint, healthy, detail)
-    return Health(name, ready_url, *check_http_health(ready_url, timeout))
+    return Health(name, ready_url, *check_http_health(ready_url, timeout, tls=tls))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +206,8 @@ class StackState:
     given to another process is not mistaken for the stack (``mlops down`` signals it)."""
     notes: list[str] = dataclasses.field(default_factory=list)
     """What an operator should know about this stack's history (records lost in a broker restart)."""
+    ca: str = ""
+    """The CA certificate every service's TLS certificate chains to (empty: the stack is plaintext)."""
 
     def save(self, path: Path) -> None:
         """Write atomically, readable by the owner only."""
@@ -278,6 +286,10 @@ class LocalStack:
     mongo_sync_on_commit
         Make every database commit durable before it is acknowledged, for tests that kill
         the database.
+    tls
+        Every service serves gRPC and HTTP with TLS only, with certificates of a private CA
+        made in ``<workdir>/tls/`` (:attr:`ca`); the broker and database stay on loopback
+        in plaintext (the embedded ones have no TLS).
 
     Examples
     --------
@@ -295,6 +307,7 @@ class LocalStack:
         services: Sequence[str] = ALL_SERVICES,
         topic_prefix: str = "mlops",
         mongo_sync_on_commit: bool = False,
+        tls: bool = False,
     ):
         unknown = [s for s in services if s not in SERVICES]
         if unknown:
@@ -310,6 +323,10 @@ class LocalStack:
         self.processes: dict[str, ManagedProcess] = {}
         self._extra_env = dict(env or {})
         self._mongo_sync_on_commit = mongo_sync_on_commit
+        self.tls = tls
+        self.ca: Path | None = None
+        """The stack's CA certificate once :meth:`start` made it (with ``tls``)."""
+        self._tls_env: dict[str, str] = {}
         self.started_at: datetime | None = None
         self.notes: list[str] = []
         """What happened that an operator should know, oldest first (``mlops status`` shows it)."""
@@ -331,7 +348,8 @@ class LocalStack:
         return f"{HOST}:{getattr(self.ports, port_field)}"
 
     def http_url(self, service: str) -> str:
-        return f"http://{HOST}:{getattr(self.ports, SERVICES[service].http_port)}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{HOST}:{getattr(self.ports, SERVICES[service].http_port)}"
 
     def log_path(self, component: str) -> Path:
         return self.workdir / "logs" / f"{component}.log"
@@ -355,6 +373,9 @@ class LocalStack:
         }
         if spec.grpc_port is not None:
             env[f"{prefix}_GRPC_PORT"] = str(getattr(self.ports, spec.grpc_port))
+        env.update(self._tls_env)
+        if service == "registry":
+            env["REGISTRY_ARTIFACT_KEYS"] = artifact_keys(self.workdir)
         if service == "ingest":
             env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
         if service == "console":
@@ -368,14 +389,14 @@ class LocalStack:
                 del env[held]
             env["CONSOLE_MONITOR_URLS"] = json.dumps([self.http_url("monitor")])
             env["CONSOLE_INGEST_URL"] = self.http_url("ingest")
-            env["CONSOLE_SESSION_KEY"] = _persistent_key(self.workdir / "console-session.key")
+            env["CONSOLE_SESSION_KEY"] = persistent_key(self.workdir / "console-session.key")
         env.update(self._extra_env)
         return env
 
     @functools.cached_property
     def pseudonymization_key(self) -> str:
         """Ingest's key for private fields, kept in the workdir so pseudonyms stay stable."""
-        return _persistent_key(self.workdir / "pseudonymization.key")
+        return persistent_key(self.workdir / "pseudonymization.key")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -385,6 +406,9 @@ class LocalStack:
         is stopped again and :class:`StackError` says which component failed and why."""
         deadline = time.monotonic() + timeout
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            files = issue_tls(self.workdir)
+            self.ca, self._tls_env = files.ca.resolve(), tls_env(files)
         try:
             self._start_kafka(deadline)
             self._start_mongodb(deadline)
@@ -446,7 +470,7 @@ class LocalStack:
             raise ValueError(f"{component!r} is not part of this stack")
 
     def health(self, timeout: float = 1.0) -> list[Health]:
-        return [check_component(c, self.ports, timeout=timeout) for c in (*INFRA, *self.services)]
+        return [check_component(c, self.ports, timeout=timeout, ca=self.ca) for c in (*INFRA, *self.services)]
 
     def state(self, supervisor_pid: int | None = None) -> StackState:
         pid = supervisor_pid if supervisor_pid is not None else os.getpid()
@@ -462,6 +486,7 @@ class LocalStack:
             workdir=str(self.workdir.resolve()),
             pid_started=process_started(pid),
             notes=list(self.notes),
+            ca=str(self.ca or ""),
         )
 
     def __enter__(self) -> LocalStack:
@@ -535,7 +560,7 @@ class LocalStack:
                         f"{service} exited with code {process.popen.returncode} during start-up; "
                         f"log {process.log_path}:\n{process.log_tail()}"
                     )
-                health = check_component(service, self.ports, timeout=0.5)
+                health = check_component(service, self.ports, timeout=0.5, ca=self.ca)
                 last[service] = health.detail
                 if health.healthy:
                     pending.remove(service)
@@ -549,21 +574,6 @@ class LocalStack:
                     f"log {process.log_path}:\n{process.log_tail()}"
                 )
             time.sleep(0.1)
-
-
-def _persistent_key(path: Path) -> str:
-    """A random key kept in ``path`` (mode 0600): stored pseudonyms stay comparable across
-    restarts of a stack whose database persists in the same directory."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
 
 
 def _left(deadline: float) -> float:

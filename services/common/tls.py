@@ -167,6 +167,13 @@ class ServerTls:
         return True
 
 
+def sync_channel(address: str, tls: ClientTls | None) -> grpc.Channel:
+    """A blocking channel to ``address`` (the CLI's), TLS with ``tls`` and plaintext without."""
+    if tls is not None:
+        return grpc.secure_channel(address, tls.grpc_credentials())
+    return grpc.insecure_channel(address)
+
+
 def server_tls(settings: PlatformSettings) -> ServerTls | None:
     """The server side of ``settings`` (None without ``MLOPS_TLS``): raises
     :class:`TlsConfigError` naming the variable when a file is missing or unreadable."""

@@ -30,6 +30,7 @@ def endpoints_of(stack: LocalStack) -> Endpoints:
         monitor_url=stack.http_url("monitor"),
         token=stack.admin_token,
         topic_prefix=stack.topic_prefix,
+        ca=str(stack.ca or ""),
     )
 
 
@@ -71,6 +72,10 @@ def demo(
             "the report goes to .mlops/federated-report.json unless --report says otherwise.",
         ),
     ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Start its own stack with TLS on every endpoint (as `mlops up --tls`)."),
+    ] = False,
 ) -> None:
     """Run the closed loop: train, serve, drift, detect, retrain, swap, and report.
 
@@ -94,19 +99,21 @@ def demo(
             registry_address=f"{HOST}:{state.ports.registry_grpc}",
             datasets_address=f"{HOST}:{state.ports.ingest_grpc}",
             serving_address=f"{HOST}:{state.ports.serving_grpc}",
-            monitor_url=f"http://{HOST}:{state.ports.monitor_http}",
+            monitor_url=f"{'https' if state.ca else 'http'}://{HOST}:{state.ports.monitor_http}",
             token=state.token,
             topic_prefix=state.topic_prefix,
+            ca=state.ca,
         )
         console.log(f"using the local stack running since {state.started_at} (pid {state.pid})")
         if "console" in state.services:
-            console.log(f"watch it in the console: http://{HOST}:{state.ports.console_http}")
+            scheme = "https" if state.ca else "http"
+            console.log(f"watch it in the console: {scheme}://{HOST}:{state.ports.console_http}")
         report = _run(endpoints, config, console, model)
     else:
         defaults = StackPorts.defaults()
         ports = defaults if not any(port_open(p) for p in defaults.as_dict().values()) else StackPorts.free()
         with tempfile.TemporaryDirectory(prefix="mlops-demo-") as tmp:
-            stack = LocalStack(Path(tmp), ports)
+            stack = LocalStack(Path(tmp), ports, tls=tls)
             console.log(
                 "starting a local stack for the demo (broker, database, the services and the console)"
             )
