@@ -18,6 +18,7 @@ import typer
 from services.cli.output import ExitCode, fail, platform_errors
 from services.cli.stack import StackPorts, StackState, running_stack
 from services.common.clients.base import GrpcClient
+from services.common.kafka_security import KafkaSecurity
 from services.common.settings import PlatformSettings
 from services.common.tls import ClientTls, client_tls
 
@@ -125,6 +126,12 @@ def resolve_tls() -> ClientTls | None:
     if state is not None and state.ca:
         return ClientTls(ca_file=Path(state.ca))
     return None
+
+
+def kafka_security() -> KafkaSecurity:
+    """How the CLI's Kafka clients connect: the ``MLOPS_KAFKA_SECURITY_PROTOCOL`` group of
+    variables, as every service reads them (PLAINTEXT when unset, as the local stack's broker)."""
+    return KafkaSecurity.from_settings(PlatformSettings())
 
 
 def call_service(

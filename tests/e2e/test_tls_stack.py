@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -118,8 +119,9 @@ def test_the_demo_closes_the_loop_over_tls_with_artifacts_encrypted(
     report = run_demo(workdir, tmp_path / "demo.json")
     assert report["loop_closed"], report["verdict"]
     assert report["failed_requests"] == 0
+    client: MongoClient[dict[str, Any]]
     with MongoClient(f"mongodb://127.0.0.1:{state.ports.mongodb}") as client:
-        entries = list(client["mlops"]["artifacts"].find({}, {"encryption.key_id": 1}))
+        entries: list[dict[str, Any]] = list(client["mlops"]["artifacts"].find({}, {"encryption.key_id": 1}))
     assert len(entries) >= 2  # the first model and its retrained successor
     assert all(entry["encryption"]["key_id"] == "local" for entry in entries)
 
