@@ -185,6 +185,7 @@ class KeyRing:
         """The ring ``REGISTRY_ARTIFACT_KEYS`` (a JSON object: key id -> base64 of 32 bytes)
         and ``REGISTRY_ARTIFACT_KEY_ID`` (optional with a single key) describe; None when no
         keys are set (artifacts are then stored unencrypted)."""
+        active = active or None  # an empty variable (compose's ${VAR:-}) is an unset one
         if keys is None:
             if active is not None:
                 raise KeyConfigError("REGISTRY_ARTIFACT_KEY_ID is set but REGISTRY_ARTIFACT_KEYS is not")
