@@ -75,10 +75,14 @@ def test_deployment_is_probed_limited_locked_down_and_configured_as_the_code_rea
     assert container["workingDir"] == "/tmp"  # relative writes must not hit the read-only root
 
     # Settings come from the shared ConfigMap, the Secret, and the service's own env.
-    # The console gets its own Secret (its session key), never the platform's.
-    secret = "mlops-console" if service == CONSOLE else "mlops-secrets"
-    sources = {next(iter(ref)): next(iter(ref.values()))["name"] for ref in container["envFrom"]}
-    assert sources == {"configMapRef": "mlops-platform", "secretRef": secret}
+    # The console gets its own Secret (its session key), never the platform's; the registry
+    # also the artifact keys, which no other service holds.
+    secrets = {"mlops-console"} if service == CONSOLE else {"mlops-secrets"}
+    secrets |= {"mlops-registry-keys"} if service == "registry" else set()
+    sources = [(next(iter(ref)), next(iter(ref.values()))["name"]) for ref in container["envFrom"]]
+    assert sorted(sources) == sorted(
+        [("configMapRef", "mlops-platform"), *(("secretRef", s) for s in secrets)]
+    )
     cls = settings_class(service)
     known = service_env_names(cls)
     config = by_kind(production_manifests, "ConfigMap")["mlops-platform"]["data"]
