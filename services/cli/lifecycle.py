@@ -6,8 +6,9 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -28,7 +29,6 @@ from services.cli.stack import (
     check_component,
     pid_alive,
     running_stack,
-    signals_as_exit,
 )
 
 WorkdirOption = Annotated[
@@ -329,3 +329,21 @@ def status(
             console.print(Text(note, style="yellow"))
     if not healthy:
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+@contextlib.contextmanager
+def signals_as_exit(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Turn ``signals`` into :class:`KeyboardInterrupt` in the main thread, so ``try/finally``
+    blocks clean up whichever signal stops the process."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous: dict[int, Callable[..., Any] | int | None] = {}
+    for sig in signals:
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -10,7 +10,6 @@ need, so nothing is left behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -20,11 +19,11 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from services.cli.health import Health, check_grpc_health, check_http_health, check_kafka, check_mongodb
 from services.cli.stack_security import artifact_keys, issue_tls, persistent_key, tls_env
@@ -165,7 +164,7 @@ def check_component(
         endpoint = f"{host}:{ports.kafka}"
         return Health(name, endpoint, *check_kafka(endpoint, timeout=max(timeout, 3.0)))
     if name == "mongodb":
-        endpoint = f"mongodb://{host}:{ports.mongodb}"
+        endpoint = f"mongodb://{host}:{ports.mongodb}" + (f"/?tls=true&tlsCAFile={ca}" if ca else "")
         return Health(name, endpoint, *check_mongodb(endpoint, timeout=max(timeout, 3.0)))
     spec = SERVICES[name]
     ready_url = f"{'https' if tls else 'http'}://{host}:{getattr(ports, spec.http_port)}/health/ready"
@@ -288,8 +287,8 @@ class LocalStack:
         the database.
     tls
         Every service serves gRPC and HTTP with TLS only, with certificates of a private CA
-        made in ``<workdir>/tls/`` (:attr:`ca`); the broker and database stay on loopback
-        in plaintext (the embedded ones have no TLS).
+        made in ``<workdir>/tls/`` (:attr:`ca`), and so does the database; the embedded
+        broker stays in plaintext on loopback (its TLS cannot be configured, see docs/security.md).
 
     Examples
     --------
@@ -327,6 +326,7 @@ class LocalStack:
         self.ca: Path | None = None
         """The stack's CA certificate once :meth:`start` made it (with ``tls``)."""
         self._tls_env: dict[str, str] = {}
+        self._tls_files: tuple[Path, Path] | None = None
         self.started_at: datetime | None = None
         self.notes: list[str] = []
         """What happened that an operator should know, oldest first (``mlops status`` shows it)."""
@@ -339,7 +339,8 @@ class LocalStack:
 
     @property
     def mongodb_uri(self) -> str:
-        return f"mongodb://{HOST}:{self.ports.mongodb}"
+        tls = f"/?tls=true&tlsCAFile={self.ca}" if self.ca else ""
+        return f"mongodb://{HOST}:{self.ports.mongodb}{tls}"
 
     def grpc_address(self, service: str) -> str:
         port_field = SERVICES[service].grpc_port
@@ -409,6 +410,7 @@ class LocalStack:
         if self.tls:
             files = issue_tls(self.workdir)
             self.ca, self._tls_env = files.ca.resolve(), tls_env(files)
+            self._tls_files = (files.certificate, files.key)
         try:
             self._start_kafka(deadline)
             self._start_mongodb(deadline)
@@ -526,6 +528,7 @@ class LocalStack:
                 sync_on_commit=self._mongo_sync_on_commit,
                 log_path=self.log_path("mongodb"),
                 timeout=_left(deadline),
+                tls=self._tls_files,
             )
         except (RuntimeError, TimeoutError, OSError) as exc:
             raise StackError(f"mongodb failed to start on port {self.ports.mongodb}: {exc}") from exc
@@ -578,21 +581,3 @@ class LocalStack:
 
 def _left(deadline: float) -> float:
     return max(1.0, deadline - time.monotonic())
-
-
-@contextlib.contextmanager
-def signals_as_exit(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
-    """Turn ``signals`` into :class:`KeyboardInterrupt` in the main thread, so ``try/finally``
-    blocks clean up whichever signal stops the process."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous: dict[int, Callable[..., Any] | int | None] = {}
-    for sig in signals:
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

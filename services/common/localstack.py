@@ -158,14 +158,18 @@ def start_mongo(
     sync_on_commit: bool = False,
     log_path: Path | None = None,
     timeout: float = 30.0,
+    tls: tuple[Path, Path] | None = None,
 ) -> ManagedProcess:
-    """Start SecantusDB on ``127.0.0.1:port``; ``:memory:`` keeps nothing after it stops."""
+    """Start SecantusDB on ``127.0.0.1:port``; ``:memory:`` keeps nothing after it stops.
+    With ``tls`` (a certificate and its key) it accepts TLS connections only."""
     if storage_path != ":memory:":
         Path(storage_path).mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--storage-path", str(storage_path), "--log-level", "WARNING"]
     if sync_on_commit:
         args.append("--sync-on-commit")
+    if tls is not None:
+        args += ["--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1])]
     process = start_process("mongodb", args, log_path=log_path)
     process.ports["mongodb"] = port
     wait_until(lambda: port_open(port), process, timeout, f"MongoDB listener on port {port}")

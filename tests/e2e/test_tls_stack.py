@@ -1,5 +1,5 @@
-"""``mlops up --tls`` as a user meets it: every gRPC and HTTP endpoint of every service
-refuses plaintext and accepts the stack's CA (the platform's clients, curl --cacert, and
+"""``mlops up --tls`` as a user meets it: every gRPC and HTTP endpoint of every service,
+and the database, refuse plaintext and accept the stack's CA (the platform's clients, curl --cacert, and
 NVIDIA's tritonclient with ``ssl=True``), artifacts are stored encrypted, and ``mlops
 demo`` closes the loop on it, finding the CA by itself through stack.json."""
 
@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from services.cli.health import check_grpc_health, check_http_health
 from services.cli.stack import ALL_SERVICES, SERVICES, StackState
@@ -120,10 +121,19 @@ def test_the_demo_closes_the_loop_over_tls_with_artifacts_encrypted(
     assert report["loop_closed"], report["verdict"]
     assert report["failed_requests"] == 0
     client: MongoClient[dict[str, Any]]
-    with MongoClient(f"mongodb://127.0.0.1:{state.ports.mongodb}") as client:
+    uri = f"mongodb://127.0.0.1:{state.ports.mongodb}/?tls=true&tlsCAFile={state.ca}"
+    with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
         entries: list[dict[str, Any]] = list(client["mlops"]["artifacts"].find({}, {"encryption.key_id": 1}))
     assert len(entries) >= 2  # the first model and its retrained successor
     assert all(entry["encryption"]["key_id"] == "local" for entry in entries)
+
+
+def test_the_database_refuses_plaintext(stack: tuple[StackState, Path]) -> None:
+    state, _ = stack
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(f"mongodb://127.0.0.1:{state.ports.mongodb}", serverSelectionTimeoutMS=2000) as client:
+        with pytest.raises(PyMongoError):
+            client.admin.command("ping")
 
 
 def test_the_cli_finds_the_ca_by_itself(stack: tuple[StackState, Path]) -> None:
