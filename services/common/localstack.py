@@ -159,9 +159,11 @@ def start_mongo(
     log_path: Path | None = None,
     timeout: float = 30.0,
     tls: tuple[Path, Path] | None = None,
+    client_ca: Path | None = None,
 ) -> ManagedProcess:
     """Start SecantusDB on ``127.0.0.1:port``; ``:memory:`` keeps nothing after it stops.
-    With ``tls`` (a certificate and its key) it accepts TLS connections only."""
+    With ``tls`` (a certificate and its key) it accepts TLS connections only, and with
+    ``client_ca`` only from clients with a certificate that CA signed."""
     if storage_path != ":memory:":
         Path(storage_path).mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port)]
@@ -170,6 +172,8 @@ def start_mongo(
         args.append("--sync-on-commit")
     if tls is not None:
         args += ["--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1])]
+        if client_ca is not None:
+            args += ["--tls-ca-file", str(client_ca), "--tls-require-client-cert"]
     process = start_process("mongodb", args, log_path=log_path)
     process.ports["mongodb"] = port
     wait_until(lambda: port_open(port), process, timeout, f"MongoDB listener on port {port}")
