@@ -138,13 +138,15 @@ def tansu_binary() -> Path:
     return path
 
 
-def start_kafka(port: int, *, log_path: Path | None = None, timeout: float = 20.0) -> ManagedProcess:
-    """Start Tansu on ``127.0.0.1:port`` (memory storage: a restart loses topics)."""
+def start_kafka(
+    port: int, *, log_path: Path | None = None, timeout: float = 20.0, authentication: bool = False
+) -> ManagedProcess:
+    """Start Tansu on ``127.0.0.1:port`` (memory storage: a restart loses topics); with
+    ``authentication`` it refuses clients that do not authenticate with SASL."""
     url = f"tcp://127.0.0.1:{port}"
+    args = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
     process = start_process(
-        "kafka",
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        log_path=log_path,
+        "kafka", args + (["--authentication"] if authentication else []), log_path=log_path
     )
     process.ports["kafka"] = port
     wait_until(lambda: port_open(port), process, timeout, f"Kafka listener on port {port}")
