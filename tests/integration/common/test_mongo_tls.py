@@ -21,8 +21,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
     return issue_local_certificates(tmp_path_factory.mktemp("mongo-pki"))
 
 
-def settings(port: int, **tls: Path) -> ServiceSettings:
-    return ServiceSettings(auth_secret="x" * 32, mongodb_uri=f"mongodb://127.0.0.1:{port}", **tls)
+def settings(port: int, ca: Path | None = None, client: Path | None = None) -> ServiceSettings:
+    return ServiceSettings(
+        auth_secret="x" * 32,
+        mongodb_uri=f"mongodb://127.0.0.1:{port}",
+        mongodb_tls_ca_file=ca,
+        mongodb_tls_certificate_key_file=client,
+    )
 
 
 async def ping(settings: ServiceSettings) -> bool:
@@ -54,7 +59,7 @@ def database(pki: CertificateFiles, tmp_path: Path, request: pytest.FixtureReque
 
 @pytest.mark.parametrize("database", [False], indirect=True)
 async def test_tls_with_the_ca_and_plaintext_refused(database: int, pki: CertificateFiles) -> None:
-    assert await ping(settings(database, mongodb_tls_ca_file=pki.ca))
+    assert await ping(settings(database, ca=pki.ca))
     assert not await ping(settings(database))
 
 
@@ -71,7 +76,5 @@ def client_pem(pki: CertificateFiles, tmp_path: Path) -> Path:
 async def test_a_client_certificate_when_the_server_requires_one(
     database: int, pki: CertificateFiles, client_pem: Path
 ) -> None:
-    assert await ping(
-        settings(database, mongodb_tls_ca_file=pki.ca, mongodb_tls_certificate_key_file=client_pem)
-    )
-    assert not await ping(settings(database, mongodb_tls_ca_file=pki.ca))
+    assert await ping(settings(database, ca=pki.ca, client=client_pem))
+    assert not await ping(settings(database, ca=pki.ca))
