@@ -17,10 +17,11 @@ import typer
 
 from services.cli.output import ExitCode, fail, platform_errors
 from services.cli.stack import StackPorts, StackState, running_stack
+from services.cli.stack_security import platform_tls
 from services.common.clients.base import GrpcClient
 from services.common.kafka_security import KafkaSecurity
 from services.common.settings import PlatformSettings
-from services.common.tls import ClientTls, client_tls
+from services.common.tls import ClientTls
 
 DEFAULT_STACK_DIR = Path(".mlops")
 STACK_DIR_ENV = "MLOPS_STACK_DIR"
@@ -119,13 +120,8 @@ def resolve_kafka(explicit: str | None) -> tuple[str, str]:
 def resolve_tls() -> ClientTls | None:
     """TLS for the platform's endpoints: the ``MLOPS_TLS*`` variables when ``MLOPS_TLS`` is
     set, else the running local stack's CA when it runs with TLS, else none (plaintext)."""
-    settings = PlatformSettings()
-    if settings.tls_enabled:
-        return client_tls(settings)
     state = local_stack()
-    if state is not None and state.ca:
-        return ClientTls(ca_file=Path(state.ca))
-    return None
+    return platform_tls(state.ca if state is not None else "")
 
 
 def kafka_security() -> KafkaSecurity:

@@ -17,6 +17,8 @@ import secrets
 from pathlib import Path
 
 from services.common.certificates import CertificateFiles, issue_local_certificates
+from services.common.settings import PlatformSettings
+from services.common.tls import ClientTls, client_tls
 
 ARTIFACT_KEY_ID = "local"
 TLS_HOSTS = ("127.0.0.1", "localhost")
@@ -56,3 +58,13 @@ def tls_env(files: CertificateFiles) -> dict[str, str]:
         "MLOPS_TLS_KEY_FILE": str(files.key.resolve()),
         "MLOPS_TLS_CA_FILE": str(files.ca.resolve()),
     }
+
+
+def platform_tls(stack_ca: str = "") -> ClientTls | None:
+    """TLS for a client of the platform (the CLI, the SDK): the ``MLOPS_TLS*`` variables
+    when ``MLOPS_TLS`` is set, else the local stack's CA when it runs with TLS (``stack_ca``,
+    from stack.json), else none (plaintext)."""
+    settings = PlatformSettings()
+    if settings.tls_enabled:
+        return client_tls(settings)
+    return ClientTls(ca_file=Path(stack_ca)) if stack_ca else None
