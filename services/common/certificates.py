@@ -79,7 +79,7 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 
 
 def _new_ca(
-    directory: Path, name: str, now: datetime.datetime
+    directory: Path, name: str, now: datetime.datetime, keep_key: bool
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -97,7 +97,8 @@ def _new_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_key(directory / "ca.key", key)
+    if keep_key:
+        _write_key(directory / "ca.key", key)
     (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     return ca, key
 
@@ -108,13 +109,17 @@ def issue_local_certificates(
     *,
     name: str = "server",
     ca_name: str = "mlops local CA",
+    keep_ca: bool = True,
 ) -> CertificateFiles:
-    """A CA in ``directory`` (kept when one valid for another day is there, so clients that
-    trust it keep working) and a fresh certificate ``<name>.pem``/``<name>.key`` for
-    ``hosts`` (IP addresses or DNS names), good for servers and, under mutual TLS, clients."""
+    """A CA in ``directory`` and a fresh certificate ``<name>.pem``/``<name>.key`` for
+    ``hosts`` (IP addresses or DNS names), good for servers and, under mutual TLS, clients.
+
+    With ``keep_ca`` the CA's key is kept (``ca.key``) and a CA valid for another day is
+    reused, so clients that trust it keep working across restarts; without, a new CA signs
+    the certificate and its key is thrown away, so it can never sign anything else."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    ca, ca_key = _load_ca(directory) or _new_ca(directory, ca_name, now)
+    ca, ca_key = (_load_ca(directory) if keep_ca else None) or _new_ca(directory, ca_name, now, keep_ca)
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = (
         x509.CertificateBuilder()

@@ -17,5 +17,7 @@ from services.federation.runtime import Certificates
 
 def local_certificates(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Certificates:
     """A CA and a server certificate for ``hosts`` (IP addresses or DNS names), in ``directory``."""
-    files = issue_local_certificates(directory, hosts, name="superlink", ca_name="mlops federation local CA")
+    files = issue_local_certificates(
+        directory, hosts, name="superlink", ca_name="mlops federation local CA", keep_ca=False
+    )
     return Certificates(ca=files.ca, certificate=files.certificate, key=files.key)
