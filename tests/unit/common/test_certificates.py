@@ -22,10 +22,10 @@ def names(path: Path) -> list[str]:
 
 def test_a_kept_ca_signs_the_next_certificate_too(tmp_path: Path) -> None:
     first = issue_local_certificates(tmp_path, ("127.0.0.1", "serving"))
-    ca = first.ca.read_bytes()
+    ca, certificate = first.ca.read_bytes(), first.certificate.read_bytes()
     second = issue_local_certificates(tmp_path, ("127.0.0.1", "serving"))
     assert second.ca.read_bytes() == ca  # clients given the CA once keep trusting the stack
-    assert second.certificate.read_bytes() != first.certificate.read_bytes()
+    assert second.certificate.read_bytes() != certificate
     context = ssl.create_default_context(cafile=str(second.ca))
     context.load_cert_chain(second.certificate, second.key)
     assert sorted(names(second.certificate)) == sorted(["serving", str(ipaddress.ip_address("127.0.0.1"))])
