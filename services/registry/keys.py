@@ -1,4 +1,5 @@
-"""``python -m services.registry.keys``: the artifact key-encryption keys, for operators.
+"""``python -m services.registry.keys`` (or ``mlops keys``): the artifact key-encryption keys,
+for operators.
 
 ``status`` counts the artifacts each key id wraps; ``rotate`` re-wraps every data key by
 the active key (``REGISTRY_ARTIFACT_KEY_ID``), leaving the artifacts' bytes as they are.
@@ -7,7 +8,7 @@ database, so run them where a registry runs (a one-off container, a Kubernetes J
 The procedure is in docs/security.md::
 
     REGISTRY_ARTIFACT_KEYS='{"2026-11":"...","2027-01":"..."}' REGISTRY_ARTIFACT_KEY_ID=2027-01 \\
-        python -m services.registry.keys rotate
+        mlops keys rotate          # or: python -m services.registry.keys rotate
 """
 
 from __future__ import annotations
@@ -50,21 +51,23 @@ def _counts(usage: KeyUsage) -> dict[str, int]:
     return {key_id or "unencrypted": count for key_id, count in sorted(usage.by_key_id.items(), key=str)}
 
 
+def run(command: str, settings: RegistrySettings) -> dict[str, object]:
+    """``status`` or ``rotate`` against the registry's database; what it found, as JSON."""
+    if command == "rotate":
+        rewrapped, usage = asyncio.run(rotate(settings))
+        ring = KeyRing.from_settings(settings.artifact_keys, settings.artifact_key_id)
+        active = ring.active if ring is not None else None
+        return {"rewrapped": rewrapped, "active_key_id": active, "artifacts": _counts(usage)}
+    return {"artifacts": _counts(asyncio.run(status(settings)))}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m services.registry.keys", description=__doc__.splitlines()[0]
     )
     parser.add_argument("command", choices=["status", "rotate"])
     args = parser.parse_args(argv)
-    settings = load_settings("registry", RegistrySettings)
-    if args.command == "rotate":
-        rewrapped, usage = asyncio.run(rotate(settings))
-        ring = KeyRing.from_settings(settings.artifact_keys, settings.artifact_key_id)
-        active = ring.active if ring is not None else None
-        report = {"rewrapped": rewrapped, "active_key_id": active, "artifacts": _counts(usage)}
-    else:
-        report = {"artifacts": _counts(asyncio.run(status(settings)))}
-    json.dump(report, sys.stdout)
+    json.dump(run(args.command, load_settings("registry", RegistrySettings)), sys.stdout)
     sys.stdout.write("\n")
 
 

@@ -7,8 +7,8 @@ the registry's settings (``REGISTRY_ARTIFACT_KEYS``), never in the database, so 
 the database or a backup holds no readable model.
 
 Rotating a key-encryption key re-wraps the data keys (32 bytes each) and leaves the
-artifacts' bytes as they are: :meth:`KeyRing.rewrap`, run by ``python -m
-services.registry.keys rotate`` (docs/security.md has the procedure).
+artifacts' bytes as they are: :meth:`KeyRing.rewrap`, run by ``mlops keys rotate``
+(docs/security.md has the procedure).
 
 The artifact's SHA-256 stays the digest of its plaintext: clients, lineage and serving's
 verification see the same digest with or without encryption, and a download is decrypted,

@@ -4,9 +4,13 @@ loadable by a registry that holds only the new key."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -84,10 +88,22 @@ async def test_rotation_leaves_every_version_loadable_under_the_new_key_alone(
         settings_for(infra, database_name, artifact_keys=both, artifact_key_id="next")
     )
     assert rewrapped == 3 and usage.by_key_id == {"next": 3}
-    again, _ = await keys.rotate(
-        settings_for(infra, database_name, artifact_keys=both, artifact_key_id="next")
+    # The operator's command, run again: nothing left to re-wrap.
+    environment = {
+        **infra.env("mlops", database_name),
+        "REGISTRY_ARTIFACT_KEYS": both,
+        "REGISTRY_ARTIFACT_KEY_ID": "next",
+    }
+    again = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "keys", "rotate", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **environment},
     )
-    assert again == 0
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {"rewrapped": 0, "active_key_id": "next", "artifacts": {"next": 3}}
 
     # A registry holding only the new key reads every version back, digest verified.
     only_new = settings_for(infra, database_name, artifact_keys=json.dumps({"next": new_key}))
