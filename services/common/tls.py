@@ -103,6 +103,7 @@ class ServerTls:
         self._pair = self._load()
         self._stamp = _mtime(cert_file, key_file)
         self._contexts: list[ssl.SSLContext] = []
+        self._contexts_stamp = self._stamp
 
     def _load(self) -> tuple[bytes, bytes]:
         pair = _read(self.cert_file, "MLOPS_TLS_CERT_FILE"), _read(self.key_file, "MLOPS_TLS_KEY_FILE")
@@ -115,21 +116,21 @@ class ServerTls:
             ) from None
         return pair
 
-    def _changed(self) -> bool:
-        """Whether the files changed since they were read, re-reading them if so (a pair
-        caught half-written is retried at the next check, the old one kept meanwhile)."""
+    def _current(self) -> tuple[float, ...]:
+        """The files' stamp, re-reading them when they changed since they were read (a pair
+        caught half-written is retried at the next look, the old one kept meanwhile). gRPC
+        and HTTP servers sharing this object each compare the stamp with the one they serve."""
         stamp = _mtime(self.cert_file, self.key_file)
         with self._lock:
-            if stamp == self._stamp:
-                return False
-            try:
-                self._pair = self._load()
-            except TlsConfigError as exc:
-                log.warning("tls_reload_failed", error=str(exc))
-                return False
-            self._stamp = stamp
-        log.info("tls_certificate_reloaded", cert_file=str(self.cert_file))
-        return True
+            if stamp != self._stamp:
+                try:
+                    self._pair = self._load()
+                except TlsConfigError as exc:
+                    log.warning("tls_reload_failed", error=str(exc))
+                    return self._stamp
+                self._stamp = stamp
+                log.info("tls_certificate_reloaded", cert_file=str(self.cert_file))
+            return self._stamp
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         ca = _read(self.client_ca, "MLOPS_TLS_CA_FILE") if self.client_ca else None
@@ -140,8 +141,15 @@ class ServerTls:
         """Credentials whose certificate follows the files: grpc calls the fetcher before
         each handshake, and it answers a new configuration only when they changed."""
 
+        served = self._stamp
+
         def fetch() -> grpc.ServerCertificateConfiguration | None:
-            return self._configuration() if self._changed() else None
+            nonlocal served
+            current = self._current()
+            if current == served:
+                return None
+            served = current
+            return self._configuration()
 
         return grpc.dynamic_ssl_server_credentials(
             self._configuration(), fetch, require_client_authentication=self.client_ca is not None
@@ -160,10 +168,12 @@ class ServerTls:
 
     def reload_if_changed(self) -> bool:
         """Load renewed files into every context :meth:`ssl_context` made; True if it did."""
-        if not self._changed():
+        current = self._current()
+        if current == self._contexts_stamp:
             return False
         for context in self._contexts:
             context.load_cert_chain(self.cert_file, self.key_file)
+        self._contexts_stamp = current
         return True
 
 

@@ -147,3 +147,33 @@ def test_settings_missing_a_file_name_the_variable(certificates: CertificateFile
         )
     )
     assert mutual == ClientTls(certificates.ca, certificates.certificate, certificates.key)
+
+
+async def test_a_renewal_reaches_the_grpc_and_http_servers_sharing_one_certificate(
+    certificates: CertificateFiles, tmp_path: Path
+) -> None:
+    """As in every service with both: one ServerTls, whichever server notices first."""
+    tls = ServerTls(certificates.certificate, certificates.key)
+    grpc_server = GrpcServer("127.0.0.1:0", tls=tls)
+    http_server = HttpServer(create_app("t", "1"), "127.0.0.1", 0, tls=tls, reload_seconds=0.05)
+    await grpc_server.start()
+    await http_server.start()
+    try:
+        renewed = issue_local_certificates(tmp_path / "new-ca")
+        replace_with(renewed, certificates)
+        new_ca = ClientTls(ca_file=renewed.ca)
+        address = f"127.0.0.1:{grpc_server.port}"
+        assert await health(address, new_ca) == health_pb2.HealthCheckResponse.SERVING
+
+        async def http_renewed() -> bool:
+            try:
+                async with httpx.AsyncClient(verify=new_ca.ssl_context()) as client:
+                    url = f"https://127.0.0.1:{http_server.port}/health/live"
+                    return (await client.get(url)).status_code == 200
+            except httpx.ConnectError:
+                return False
+
+        assert await eventually(http_renewed, bool, within=10)
+    finally:
+        await http_server.stop()
+        await grpc_server.stop(0)
