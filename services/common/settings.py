@@ -45,15 +45,17 @@ class FileVariables(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         environment = {key.upper(): value for key, value in os.environ.items()}
         values: dict[str, Any] = {}
-        for name in self.settings_cls.model_fields:
+        for name, field in self.settings_cls.model_fields.items():
             variable = variable_name(self.settings_cls, name)
             path = environment.get(f"{variable}_FILE")
             if not path or variable in environment:
                 continue
             try:
-                values[name] = Path(path).read_text().strip()
+                text = Path(path).read_text().strip()
             except OSError as exc:
                 raise ValueError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
+            # As the variable itself would be read: a list or a mapping is JSON.
+            values[name] = self.prepare_field_value(name, field, text, value_is_complex=False)
         return values
 
 

@@ -21,6 +21,7 @@ from services.monitor.drift import DriftMonitor
 from services.monitor.settings import MonitorSettings
 from services.monitor.stream import MonitorStreams
 from services.serving.events import PredictionPublisher
+from services.serving.settings import ServingSettings
 
 BOOTSTRAP = "127.0.0.1:1"  # never connected to: the clients are only built
 
@@ -196,3 +197,10 @@ def test_an_unreadable_secret_file_is_named(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("MLOPS_AUTH_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="MLOPS_AUTH_SECRET_FILE"):
         MonitorSettings()
+
+
+def test_a_list_setting_from_a_file_is_read_as_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    aliases = tmp_path / "aliases"
+    aliases.write_text('["production", "shadow"]')
+    monkeypatch.setenv("SERVING_SERVED_ALIASES_FILE", str(aliases))
+    assert ServingSettings(auth_secret="x" * 32).served_aliases == ("production", "shadow")
