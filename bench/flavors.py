@@ -38,7 +38,8 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
 from bench.serving import Result, load, signature
-from services.cli.stack import LocalStack, StackPorts
+from services.cli.stack import LocalStack
+from services.cli.stack_state import StackPorts
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
 from services.common.flavors import flavor, flavor_of

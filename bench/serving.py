@@ -44,7 +44,8 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from services.cli.stack import LocalStack, StackPorts
+from services.cli.stack import LocalStack
+from services.cli.stack_state import StackPorts
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.flavors.skops import SkopsFlavor

@@ -13,6 +13,7 @@ from services.cli import (
     demo,
     drift,
     federation,
+    keys,
     lifecycle,
     model_changes,
     model_reviews,
@@ -78,6 +79,7 @@ app.add_typer(drift.app, name="drift")
 app.add_typer(federation.app, name="federation")
 app.add_typer(teams.app, name="teams", rich_help_panel="Operations")
 app.add_typer(token.app, name="token", rich_help_panel="Operations")
+app.add_typer(keys.app, name="keys", rich_help_panel="Operations")
 app.add_typer(probe.app, name="probe", rich_help_panel="Operations")
 app.add_typer(config_reference.app, name="config", rich_help_panel="Operations")
 

@@ -16,8 +16,12 @@ from typing import Annotated, TypeVar
 import typer
 
 from services.cli.output import ExitCode, fail, platform_errors
-from services.cli.stack import StackPorts, StackState, running_stack
+from services.cli.stack_security import platform_tls
+from services.cli.stack_state import StackPorts, StackState, running_stack
 from services.common.clients.base import GrpcClient
+from services.common.kafka_security import KafkaSecurity
+from services.common.settings import PlatformSettings
+from services.common.tls import ClientTls
 
 DEFAULT_STACK_DIR = Path(".mlops")
 STACK_DIR_ENV = "MLOPS_STACK_DIR"
@@ -112,8 +116,21 @@ def resolve_kafka(explicit: str | None) -> tuple[str, str]:
     return f"127.0.0.1:{ports.kafka}", prefix
 
 
+def resolve_tls() -> ClientTls | None:
+    """TLS for the platform's endpoints: the ``MLOPS_TLS*`` variables when ``MLOPS_TLS`` is
+    set, else the running local stack's CA when it runs with TLS, else none (plaintext)."""
+    state = local_stack()
+    return platform_tls(state.ca if state is not None else "")
+
+
+def kafka_security() -> KafkaSecurity:
+    """How the CLI's Kafka clients connect: the ``MLOPS_KAFKA_SECURITY_PROTOCOL`` group of
+    variables, as every service reads them (PLAINTEXT when unset, as the local stack's broker)."""
+    return KafkaSecurity.from_settings(PlatformSettings())
+
+
 def call_service(
-    client_type: Callable[[str, Callable[[], str]], C],
+    client_type: Callable[..., C],
     port_name: str,
     address: str | None,
     token: str | None,
@@ -129,7 +146,7 @@ def call_service(
     bearer = resolve_token(token)
 
     async def run() -> T:
-        async with client_type(target, lambda: bearer) as client:
+        async with client_type(target, lambda: bearer, tls=resolve_tls()) as client:
             return await call(client)
 
     with platform_errors(what):

@@ -40,7 +40,8 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.federation import federation_env, federation_python
-from services.cli.stack import LocalStack, StackError, StackPorts, running_stack
+from services.cli.stack import LocalStack, StackError
+from services.cli.stack_state import StackPorts, running_stack
 from services.common.auth import Scope, SigningKey, TokenIssuer, bearer_metadata
 from services.common.localstack import port_open
 from services.common.proto.inference import grpc_service_pb2 as oip

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.common.localstack import port_open
+
+if TYPE_CHECKING:
+    from services.common.tls import ClientTls
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,10 @@ class Health:
     detail: str
 
 
-def check_grpc_health(address: str, timeout: float = 1.0, service: str = "") -> tuple[bool, str]:
-    """The standard gRPC health protocol: SERVING or why not."""
+def check_grpc_health(
+    address: str, timeout: float = 1.0, service: str = "", tls: ClientTls | None = None
+) -> tuple[bool, str]:
+    """The standard gRPC health protocol: SERVING or why not (over TLS with ``tls``)."""
     import grpc
     from grpc_health.v1 import health_pb2
 
@@ -33,7 +38,9 @@ def check_grpc_health(address: str, timeout: float = 1.0, service: str = "") -> 
     host, _, port = address.rpartition(":")
     if not port_open(int(port), host or "127.0.0.1"):
         return False, "connection refused"
-    with grpc.insecure_channel(address) as channel:
+    from services.common.tls import sync_channel
+
+    with sync_channel(address, tls) as channel:
         try:
             reply = health_stub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -44,15 +51,16 @@ def check_grpc_health(address: str, timeout: float = 1.0, service: str = "") -> 
     return reply.status == health_pb2.HealthCheckResponse.SERVING, status
 
 
-def check_http_health(url: str, timeout: float = 1.0) -> tuple[bool, str]:
-    """An HTTP readiness route: 200 or why not (the problems the service reports, when it does)."""
+def check_http_health(url: str, timeout: float = 1.0, tls: ClientTls | None = None) -> tuple[bool, str]:
+    """An HTTP readiness route: 200 or why not (the problems the service reports, when it
+    does); an ``https`` URL is verified with ``tls``'s CA (the system's roots without)."""
     import httpx
 
     parsed = httpx.URL(url)
-    if not port_open(parsed.port or 80, parsed.host):
+    if not port_open(parsed.port or (443 if parsed.scheme == "https" else 80), parsed.host):
         return False, "connection refused"
     try:
-        response = httpx.get(url, timeout=timeout)
+        response = httpx.get(url, timeout=timeout, verify=tls.ssl_context() if tls is not None else True)
     except httpx.HTTPError as exc:
         return False, type(exc).__name__
     detail = f"HTTP {response.status_code}"

@@ -6,8 +6,9 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,16 +21,11 @@ from services.cli.stack import (
     INFRA,
     RECORDS_LOST,
     SERVICES,
-    STATE_FILE,
     LocalStack,
     StackError,
-    StackPorts,
-    StackState,
     check_component,
-    pid_alive,
-    running_stack,
-    signals_as_exit,
 )
+from services.cli.stack_state import STATE_FILE, StackPorts, StackState, pid_alive, running_stack
 
 WorkdirOption = Annotated[
     Path | None,
@@ -90,6 +86,13 @@ def up(
     restart: Annotated[
         bool, typer.Option(help="Start a component that dies again, with backoff (1 s doubling to 30 s).")
     ] = True,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve every gRPC and HTTP endpoint with TLS only, with a private CA made in <workdir>/tls/.",
+        ),
+    ] = False,
     json_output: JsonOutput = False,
 ) -> None:
     """Run the whole platform on this machine until Ctrl-C.
@@ -108,13 +111,15 @@ def up(
       mlops up --port serving_grpc=9001        # move one port
 
       mlops up --free-ports --services registry,serving
+
+      mlops up --tls                           # TLS everywhere; the CA's path is in stack.json ("ca")
     """
     directory = workdir or stack_dir()
     existing = running_stack(directory)
     if existing is not None:
         fail(f"a stack is already running from {directory} (pid {existing.pid}); `mlops down` first")
     ports = _parse_ports(StackPorts.free() if free_ports else StackPorts.defaults(), port)
-    stack = LocalStack(directory, ports, services=_parse_services(services))
+    stack = LocalStack(directory, ports, services=_parse_services(services), tls=tls)
     state_path = directory / STATE_FILE
     with signals_as_exit():
         try:
@@ -153,16 +158,21 @@ def _announce(state: StackState, state_path: Path, json_output: bool) -> None:
     table.add_column("pid", justify="right")
     ports = state.ports
     rows = [("kafka", f"127.0.0.1:{ports.kafka}"), ("mongodb", f"mongodb://127.0.0.1:{ports.mongodb}")]
+    scheme = "https" if state.ca else "http"
     for name in state.services:
         spec = SERVICES[name]
-        grpc = f"grpc 127.0.0.1:{getattr(ports, spec.grpc_port)}  " if spec.grpc_port else ""
-        rows.append((name, f"{grpc}http://127.0.0.1:{getattr(ports, spec.http_port)}"))
+        grpc = (
+            f"grpc{'s' if state.ca else ''} 127.0.0.1:{getattr(ports, spec.grpc_port)}  "
+            if spec.grpc_port
+            else ""
+        )
+        rows.append((name, f"{grpc}{scheme}://127.0.0.1:{getattr(ports, spec.http_port)}"))
     for name, endpoint in rows:
         table.add_row(name, endpoint, str(state.pids.get(name, "")))
     console.print(table)
     if "console" in state.services:
         console.print(
-            f"console: [bold]http://127.0.0.1:{ports.console_http}[/] (sign in with the token below)",
+            f"console: [bold]{scheme}://127.0.0.1:{ports.console_http}[/] (sign in with the token below)",
             highlight=False,
         )
     token = state.admin_token()
@@ -171,6 +181,9 @@ def _announce(state: StackState, state_path: Path, json_output: bool) -> None:
         soft_wrap=True,
     )
     console.print(f"  export MLOPS_TOKEN={token}", soft_wrap=True, highlight=False)
+    if state.ca:
+        console.print(f"TLS only; the stack's CA: {state.ca}", highlight=False)
+        console.print(f"  curl --cacert {state.ca} {scheme}://127.0.0.1:{ports.serving_http}/v2/health/ready")
     console.print(f"state: {state_path}   logs: {Path(state.workdir) / 'logs'}")
     console.print("Ctrl-C (or `mlops down`) stops everything.")
 
@@ -185,6 +198,7 @@ def _public_state(state: StackState) -> dict[str, object]:
         "topic_prefix": state.topic_prefix,
         "started_at": state.started_at,
         "workdir": state.workdir,
+        "ca": state.ca,
     }
 
 
@@ -288,7 +302,8 @@ def status(
     state = running_stack(workdir or stack_dir())
     ports = _parse_ports(state.ports if state else StackPorts.defaults(), port)
     components = [*INFRA, *(state.services if state else ALL_SERVICES)]
-    results = [check_component(name, ports, host=host) for name in components]
+    ca = Path(state.ca) if state and state.ca else None
+    results = [check_component(name, ports, host=host, ca=ca) for name in components]
     healthy = all(r.healthy for r in results)
     if json_output:
         print_json(
@@ -314,3 +329,21 @@ def status(
             console.print(Text(note, style="yellow"))
     if not healthy:
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+@contextlib.contextmanager
+def signals_as_exit(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Turn ``signals`` into :class:`KeyboardInterrupt` in the main thread, so ``try/finally``
+    blocks clean up whichever signal stops the process."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous: dict[int, Callable[..., Any] | int | None] = {}
+    for sig in signals:
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

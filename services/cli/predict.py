@@ -13,7 +13,7 @@ import grpc
 import typer
 from rich.table import Table
 
-from services.cli.context import resolve_address, resolve_token
+from services.cli.context import resolve_address, resolve_tls, resolve_token
 from services.cli.output import ExitCode, console, err_console, fail, platform_errors, print_json
 from services.cli.rows import BadRow, Row, detect_format, read_rows
 from services.common.auth import bearer_metadata
@@ -21,6 +21,7 @@ from services.common.clients.inference import output_values
 from services.common.grpc_errors import platform_error
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
+from services.common.tls import sync_channel
 
 DEFAULT_EXCLUDE = "dataset,event_id,entity_id,ts,timestamp,label"
 IN_FLIGHT = 32
@@ -292,7 +293,7 @@ def _answers(
     timeout: float,
 ) -> Iterator[tuple[oip.ModelInferResponse, list[str]]]:
     """Each request's answer and row ids, in order; a refused request raises its platform error."""
-    with grpc.insecure_channel(address) as channel:
+    with sync_channel(address, resolve_tls()) as channel:
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
         window: list[tuple[grpc.Future[oip.ModelInferResponse], list[str]]] = []
         try:

@@ -11,7 +11,7 @@ import typer
 from aiokafka.errors import KafkaError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.cli.context import resolve_kafka
+from services.cli.context import kafka_security, resolve_kafka
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
 from services.cli.rows import BadRow, Row, count_lines, detect_format, read_rows
 from services.cli.topics import BootstrapOption, topic_name
@@ -66,7 +66,7 @@ def produce(
         total -= 1
 
     async def send() -> tuple[int, list[BadRow], float]:
-        producer = create_producer(bootstrap, "mlops-cli-produce", linger_ms=10)
+        producer = create_producer(bootstrap, "mlops-cli-produce", linger_ms=10, security=kafka_security())
         await producer.start()
         bad: list[BadRow] = []
         sent = 0

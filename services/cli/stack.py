@@ -10,8 +10,6 @@ need, so nothing is left behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import functools
 import importlib.util
 import json
@@ -20,35 +18,35 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-
-import jwt
+from typing import Literal
 
 from services.cli.health import Health, check_grpc_health, check_http_health, check_kafka, check_mongodb
-from services.common.auth import PlatformKeys, Scope, SigningKey, TokenIssuer
+from services.cli.stack_security import artifact_keys, issue_tls, persistent_key, tls_env
+from services.cli.stack_state import (
+    ADMIN_TOKEN_TTL_SECONDS,
+    LOCAL_ADMIN,
+    RENEW_BEFORE_SECONDS,
+    StackPorts,
+    StackState,
+    process_started,
+)
+from services.common.auth import PlatformKeys, Scope, TokenIssuer
 from services.common.events import Topics
 from services.common.kafka import ensure_topics
 from services.common.localstack import (
     ManagedProcess,
-    free_port,
     start_kafka,
     start_mongo,
     start_process,
 )
+from services.common.tls import ClientTls
 
 HOST = "127.0.0.1"
-STATE_FILE = "stack.json"
 INFRA = ("kafka", "mongodb")
-LOCAL_ADMIN = "local-admin"
-"""The subject of the local stack's admin token, as the audit log shows it."""
-ADMIN_TOKEN_TTL_SECONDS = 3600
-"""The local admin token's lifetime: it expires like every token, and the CLI mints a new
-one from the stack's key when it is close to expiring."""
-RENEW_BEFORE_SECONDS = 300
 ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer", "console")
 """Every service, in start order: a service starts after the ones it calls."""
 RESTARTED_WITH_BROKER = ("monitor",)
@@ -62,58 +60,6 @@ RECORDS_LOST = (
     "empty and the services resumed from the new logs; data already stored in the database "
     "(datasets, models, jobs) is intact. Compose with Apache Kafka keeps its logs."
 )
-
-
-@dataclass(frozen=True)
-class StackPorts:
-    """Where each component of the stack listens on loopback."""
-
-    kafka: int
-    mongodb: int
-    registry_grpc: int
-    registry_http: int
-    serving_grpc: int
-    serving_http: int
-    ingest_grpc: int
-    ingest_http: int
-    monitor_http: int
-    trainer_http: int
-    console_http: int
-
-    @classmethod
-    def defaults(cls) -> StackPorts:
-        """The documented default ports (as Triton and KServe use for serving)."""
-        return cls(
-            kafka=9092,
-            mongodb=27017,
-            registry_grpc=50051,
-            registry_http=8080,
-            serving_grpc=8001,
-            serving_http=8000,
-            ingest_grpc=50052,
-            ingest_http=8081,
-            monitor_http=8082,
-            trainer_http=8083,
-            console_http=8090,
-        )
-
-    @classmethod
-    def free(cls) -> StackPorts:
-        """Ports free on loopback right now, all distinct (for tests and ``mlops up --free-ports``)."""
-        chosen: set[int] = set()
-        while len(chosen) < len(dataclasses.fields(cls)):
-            chosen.add(free_port())
-        return cls(*sorted(chosen))
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    def replace(self, overrides: Mapping[str, int]) -> StackPorts:
-        """These ports with some replaced by name (``{"serving_grpc": 9001}``)."""
-        unknown = set(overrides) - set(self.as_dict())
-        if unknown:
-            raise ValueError(f"unknown port name(s) {sorted(unknown)}; known: {', '.join(self.as_dict())}")
-        return dataclasses.replace(self, **overrides)
 
 
 @dataclass(frozen=True)
@@ -161,133 +107,35 @@ class StackError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 
 
-def check_component(name: str, ports: StackPorts, host: str = HOST, timeout: float = 1.0) -> Health:
-    """Health of one component of a stack listening on ``host`` at ``ports``."""
+def check_component(
+    name: str, ports: StackPorts, host: str = HOST, timeout: float = 1.0, ca: Path | None = None
+) -> Health:
+    """Health of one component of a stack listening on ``host`` at ``ports`` (over TLS
+    verified with ``ca`` when the stack runs with TLS)."""
+    tls = ClientTls(ca_file=ca) if ca is not None else None
     if name == "kafka":
         endpoint = f"{host}:{ports.kafka}"
         return Health(name, endpoint, *check_kafka(endpoint, timeout=max(timeout, 3.0)))
     if name == "mongodb":
-        endpoint = f"mongodb://{host}:{ports.mongodb}"
+        endpoint = f"mongodb://{host}:{ports.mongodb}" + (f"/?tls=true&tlsCAFile={ca}" if ca else "")
         return Health(name, endpoint, *check_mongodb(endpoint, timeout=max(timeout, 3.0)))
     spec = SERVICES[name]
-    ready_url = f"http://{host}:{getattr(ports, spec.http_port)}/health/ready"
+    ready_url = f"{'https' if tls else 'http'}://{host}:{getattr(ports, spec.http_port)}/health/ready"
     if spec.health == "grpc":
         assert spec.grpc_port is not None
         endpoint = f"{host}:{getattr(ports, spec.grpc_port)}"
-        healthy, detail = check_grpc_health(endpoint, timeout)
+        healthy, detail = check_grpc_health(endpoint, timeout, tls=tls)
         if healthy:
             # SERVING says the server is up; readiness also says whether its consumers consume.
-            ready, why = check_http_health(ready_url, timeout)
+            ready, why = check_http_health(ready_url, timeout, tls=tls)
             if not ready:
                 healthy, detail = False, f"{detail}, not ready: {why}"
         return Health(name, endpoint, healthy, detail)
-    return Health(name, ready_url, *check_http_health(ready_url, timeout))
+    return Health(name, ready_url, *check_http_health(ready_url, timeout, tls=tls))
 
 
 # ---------------------------------------------------------------------------------------------
 # The stack's state file, read by ``mlops down``/``status``/``demo`` to find a running stack.
-
-
-@dataclass(frozen=True)
-class StackState:
-    """What ``mlops up`` writes to ``<workdir>/stack.json`` (mode 0600: it holds the stack's
-    token-signing key)."""
-
-    pid: int
-    """The supervising ``mlops up`` process."""
-    ports: StackPorts
-    pids: dict[str, int]
-    services: list[str]
-    token: str
-    """An admin token for this stack, minted when it started (see :meth:`admin_token`)."""
-    signing_key: str
-    """The stack's token-signing key (PEM): the registry's, and the CLI's for admin tokens."""
-    public_keys: str
-    """The JWKS every service of the stack verifies tokens with."""
-    topic_prefix: str
-    started_at: str
-    workdir: str
-    pid_started: int = 0
-    """When the supervisor started (clock ticks since boot), so a pid the system has since
-    given to another process is not mistaken for the stack (``mlops down`` signals it)."""
-    notes: list[str] = dataclasses.field(default_factory=list)
-    """What an operator should know about this stack's history (records lost in a broker restart)."""
-
-    def save(self, path: Path) -> None:
-        """Write atomically, readable by the owner only."""
-        payload = dataclasses.asdict(self)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> StackState:
-        data = json.loads(path.read_text())
-        data["ports"] = StackPorts(**data["ports"])
-        return cls(**data)
-
-    def supervisor_alive(self) -> bool:
-        return pid_alive(self.pid) and process_started(self.pid) == self.pid_started
-
-    def admin_token(self, now: float | None = None) -> str:
-        """An admin token for this stack: the saved one while it has more than a few minutes
-        left, else a new one minted with the stack's key (nothing is written back: minting
-        is cheap, and the file belongs to ``mlops up``)."""
-        moment = time.time() if now is None else now
-        try:
-            expires = float(jwt.decode(self.token, options={"verify_signature": False})["exp"])
-        except (jwt.InvalidTokenError, KeyError, TypeError, ValueError):
-            expires = 0.0
-        if expires - moment > RENEW_BEFORE_SECONDS:
-            return self.token
-        return self.mint(LOCAL_ADMIN, [Scope.ADMIN], clock=lambda: moment)
-
-    def mint(
-        self,
-        subject: str,
-        scopes: Sequence[Scope],
-        ttl_seconds: float = ADMIN_TOKEN_TTL_SECONDS,
-        clock: Callable[[], float] = time.time,
-    ) -> str:
-        """A token for ``subject`` (in the default team), signed with the stack's key."""
-        issuer = TokenIssuer(SigningKey.from_pem(self.signing_key), clock=clock)
-        return issuer.mint(subject, scopes, ttl_seconds=ttl_seconds).token
-
-
-def process_started(pid: int) -> int:
-    """When ``pid`` started, in clock ticks since boot (0 if it cannot be read)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[-1].split()[19])
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def running_stack(workdir: Path) -> StackState | None:
-    """The stack ``mlops up`` is running from ``workdir``, if one is."""
-    path = workdir / STATE_FILE
-    try:
-        state = StackState.load(path)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    return state if state.supervisor_alive() else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +162,10 @@ class LocalStack:
     mongo_sync_on_commit
         Make every database commit durable before it is acknowledged, for tests that kill
         the database.
+    tls
+        Every service serves gRPC and HTTP with TLS only, with certificates of a private CA
+        made in ``<workdir>/tls/`` (:attr:`ca`), and so does the database; the embedded
+        broker stays in plaintext on loopback (its TLS cannot be configured, see docs/security.md).
 
     Examples
     --------
@@ -331,6 +183,7 @@ class LocalStack:
         services: Sequence[str] = ALL_SERVICES,
         topic_prefix: str = "mlops",
         mongo_sync_on_commit: bool = False,
+        tls: bool = False,
     ):
         unknown = [s for s in services if s not in SERVICES]
         if unknown:
@@ -350,6 +203,11 @@ class LocalStack:
         self.processes: dict[str, ManagedProcess] = {}
         self._extra_env = dict(env or {})
         self._mongo_sync_on_commit = mongo_sync_on_commit
+        self.tls = tls
+        self.ca: Path | None = None
+        """The stack's CA certificate once :meth:`start` made it (with ``tls``)."""
+        self._tls_env: dict[str, str] = {}
+        self._tls_files: tuple[Path, Path] | None = None
         self.started_at: datetime | None = None
         self.notes: list[str] = []
         """What happened that an operator should know, oldest first (``mlops status`` shows it)."""
@@ -372,7 +230,8 @@ class LocalStack:
 
     @property
     def mongodb_uri(self) -> str:
-        return f"mongodb://{HOST}:{self.ports.mongodb}"
+        tls = f"/?tls=true&tlsCAFile={self.ca}" if self.ca else ""
+        return f"mongodb://{HOST}:{self.ports.mongodb}{tls}"
 
     def grpc_address(self, service: str) -> str:
         port_field = SERVICES[service].grpc_port
@@ -381,7 +240,8 @@ class LocalStack:
         return f"{HOST}:{getattr(self.ports, port_field)}"
 
     def http_url(self, service: str) -> str:
-        return f"http://{HOST}:{getattr(self.ports, SERVICES[service].http_port)}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{HOST}:{getattr(self.ports, SERVICES[service].http_port)}"
 
     def log_path(self, component: str) -> Path:
         return self.workdir / "logs" / f"{component}.log"
@@ -405,10 +265,13 @@ class LocalStack:
         }
         if spec.grpc_port is not None:
             env[f"{prefix}_GRPC_PORT"] = str(getattr(self.ports, spec.grpc_port))
+        env.update(self._tls_env)
         if service == "registry":
             env["REGISTRY_SIGNING_KEY"] = self.keys.issuer.private_pem()
         elif service != "console":
             env["MLOPS_SERVICE_KEY"] = self.keys.service.private_pem()
+        if service == "registry":
+            env["REGISTRY_ARTIFACT_KEYS"] = artifact_keys(self.workdir)
         if service == "ingest":
             env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
         if service == "console":
@@ -423,14 +286,14 @@ class LocalStack:
                 del env[held]
             env["CONSOLE_MONITOR_URLS"] = json.dumps([self.http_url("monitor")])
             env["CONSOLE_INGEST_URL"] = self.http_url("ingest")
-            env["CONSOLE_SESSION_KEY"] = _persistent_key(self.workdir / "console-session.key")
+            env["CONSOLE_SESSION_KEY"] = persistent_key(self.workdir / "console-session.key")
         env.update(self._extra_env)
         return env
 
     @functools.cached_property
     def pseudonymization_key(self) -> str:
         """Ingest's key for private fields, kept in the workdir so pseudonyms stay stable."""
-        return _persistent_key(self.workdir / "pseudonymization.key")
+        return persistent_key(self.workdir / "pseudonymization.key")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -440,6 +303,10 @@ class LocalStack:
         is stopped again and :class:`StackError` says which component failed and why."""
         deadline = time.monotonic() + timeout
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            files = issue_tls(self.workdir)
+            self.ca, self._tls_env = files.ca.resolve(), tls_env(files)
+            self._tls_files = (files.certificate, files.key)
         try:
             self._start_kafka(deadline)
             self._start_mongodb(deadline)
@@ -501,7 +368,7 @@ class LocalStack:
             raise ValueError(f"{component!r} is not part of this stack")
 
     def health(self, timeout: float = 1.0) -> list[Health]:
-        return [check_component(c, self.ports, timeout=timeout) for c in (*INFRA, *self.services)]
+        return [check_component(c, self.ports, timeout=timeout, ca=self.ca) for c in (*INFRA, *self.services)]
 
     def state(self, supervisor_pid: int | None = None) -> StackState:
         pid = supervisor_pid if supervisor_pid is not None else os.getpid()
@@ -518,6 +385,7 @@ class LocalStack:
             workdir=str(self.workdir.resolve()),
             pid_started=process_started(pid),
             notes=list(self.notes),
+            ca=str(self.ca or ""),
         )
 
     def __enter__(self) -> LocalStack:
@@ -557,6 +425,7 @@ class LocalStack:
                 sync_on_commit=self._mongo_sync_on_commit,
                 log_path=self.log_path("mongodb"),
                 timeout=_left(deadline),
+                tls=self._tls_files,
             )
         except (RuntimeError, TimeoutError, OSError) as exc:
             raise StackError(f"mongodb failed to start on port {self.ports.mongodb}: {exc}") from exc
@@ -591,7 +460,7 @@ class LocalStack:
                         f"{service} exited with code {process.popen.returncode} during start-up; "
                         f"log {process.log_path}:\n{process.log_tail()}"
                     )
-                health = check_component(service, self.ports, timeout=0.5)
+                health = check_component(service, self.ports, timeout=0.5, ca=self.ca)
                 last[service] = health.detail
                 if health.healthy:
                     pending.remove(service)
@@ -607,38 +476,5 @@ class LocalStack:
             time.sleep(0.1)
 
 
-def _persistent_key(path: Path) -> str:
-    """A random key kept in ``path`` (mode 0600): stored pseudonyms stay comparable across
-    restarts of a stack whose database persists in the same directory."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
-
-
 def _left(deadline: float) -> float:
     return max(1.0, deadline - time.monotonic())
-
-
-@contextlib.contextmanager
-def signals_as_exit(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
-    """Turn ``signals`` into :class:`KeyboardInterrupt` in the main thread, so ``try/finally``
-    blocks clean up whichever signal stops the process."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous: dict[int, Callable[..., Any] | int | None] = {}
-    for sig in signals:
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.json_format import MessageToDict
 from rich.table import Table
 
-from services.cli.context import resolve_kafka
+from services.cli.context import kafka_security, resolve_kafka
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode
 from services.common.kafka import DLQ_ERROR_CLASS, TailReader, ensure_topics
@@ -99,7 +99,12 @@ async def tail_records(
 
     Raises :class:`LookupError` when the topic does not exist."""
     reader = TailReader(
-        bootstrap, [topic], client_id="mlops-cli-tail", from_beginning=from_beginning, metadata_timeout=0
+        bootstrap,
+        [topic],
+        client_id="mlops-cli-tail",
+        from_beginning=from_beginning,
+        metadata_timeout=0,
+        security=kafka_security(),
     )
     try:
         await reader.start()
@@ -198,7 +203,12 @@ def list_topics(bootstrap_servers: BootstrapOption = None, json_output: JsonOutp
     bootstrap, prefix = resolve_kafka(bootstrap_servers)
 
     async def describe() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, client_id="mlops-cli-topics")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            client_id="mlops-cli-topics",
+            **kafka_security().aiokafka(),
+        )
         try:
             await consumer.start()
             names = sorted(t for t in await consumer.topics() if t.startswith(f"{prefix}."))
@@ -256,7 +266,11 @@ def create(
         while True:
             try:
                 await ensure_topics(
-                    bootstrap, names, partitions=partitions, replication_factor=replication_factor
+                    bootstrap,
+                    names,
+                    partitions=partitions,
+                    replication_factor=replication_factor,
+                    security=kafka_security(),
                 )
                 return
             except (KafkaError, OSError) as exc:

@@ -41,7 +41,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from services.cli.context import RegistryAddressOption, TokenOption, resolve_kafka
+from services.cli.context import RegistryAddressOption, TokenOption, kafka_security, resolve_kafka
 from services.cli.datasets import MAX_ROWS, MaxRows, WindowEnd, WindowStart, data_window
 from services.cli.models import Name, call_registry, gates_failed, gates_table, headline_metrics, message_json
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
@@ -157,11 +157,12 @@ class ResultFollower:
         self._bootstrap = bootstrap
         self._topic = topic
         # Assigned partitions, no group: a group join costs seconds on the embedded broker.
-        self._reader = TailReader(bootstrap, [topic], client_id="mlops-cli-train")
+        self._security = kafka_security()
+        self._reader = TailReader(bootstrap, [topic], client_id="mlops-cli-train", security=self._security)
 
     async def start(self) -> None:
         """Fix "the end" now, before the request goes out."""
-        await ensure_topics(self._bootstrap, [self._topic])
+        await ensure_topics(self._bootstrap, [self._topic], security=self._security)
         try:
             await self._reader.start()
         except LookupError:
@@ -187,7 +188,7 @@ class ResultFollower:
 
 async def submit(bootstrap: str, topics: Topics, request: TrainRequest) -> None:
     """Publish ``request`` keyed by its model name, once the broker acknowledged it."""
-    producer = create_producer(bootstrap, "mlops-cli-train", linger_ms=0)
+    producer = create_producer(bootstrap, "mlops-cli-train", linger_ms=0, security=kafka_security())
     try:
         await producer.start()
         await publish(

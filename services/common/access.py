@@ -27,6 +27,7 @@ from services.common.auth import (
 from services.common.auth.revocation import RevocationSource
 from services.common.clients.access import AccessClient
 from services.common.settings import ServiceSettings
+from services.common.tls import client_tls
 
 
 class PlatformAccess:
@@ -61,7 +62,9 @@ class PlatformAccess:
         """Keep the revocation list in step with ``source``, by default the registry's
         ``ListRevokedTokens`` (with this service's read credentials)."""
         if source is None:
-            self._client = AccessClient(self._settings.registry_address, self.credentials(Scope.READ))
+            self._client = AccessClient(
+                self._settings.registry_address, self.credentials(Scope.READ), tls=client_tls(self._settings)
+            )
             source = self._client.revocations
         self._poller = RevocationPoller(source, self.revocations, self._settings.revocation_poll_seconds)
         self._poller.start()

@@ -1,6 +1,6 @@
 """A gRPC server with what every service's server needs: the standard health protocol,
 reflection, authentication, platform errors answered with their status, message-size
-limits and an orderly shutdown."""
+limits, TLS when the settings ask for it, and an orderly shutdown."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.grpc_errors import ErrorInterceptor
 from services.common.logging import get_logger
+from services.common.tls import ServerTls
 from services.common.tracing import server_interceptor
 
 log = get_logger(__name__)
@@ -27,6 +28,7 @@ class GrpcServer:
     :class:`~services.common.errors.PlatformError` is answered with its kind's status
     (:class:`~services.common.grpc_errors.ErrorInterceptor`), inside the trace's span and
     outside ``interceptors`` (authentication), so their refusals are answered the same way.
+    With ``tls`` the port accepts TLS only (see :mod:`services.common.tls`).
     """
 
     def __init__(
@@ -36,8 +38,10 @@ class GrpcServer:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_message_bytes: int = 16 * 1024 * 1024,
         options: Sequence[tuple[str, Any]] = (),
+        tls: ServerTls | None = None,
     ):
         self._address = address
+        self._tls = tls
         self._server = grpc.aio.server(
             interceptors=[server_interceptor(), ErrorInterceptor(), *interceptors],
             options=[
@@ -60,7 +64,10 @@ class GrpcServer:
         self._service_names.append(full_name)
 
     async def start(self) -> None:
-        self.port = self._server.add_insecure_port(self._address)
+        if self._tls is not None:
+            self.port = self._server.add_secure_port(self._address, self._tls.grpc_credentials())
+        else:
+            self.port = self._server.add_insecure_port(self._address)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {self._address}")
         names = [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -68,7 +75,13 @@ class GrpcServer:
         await self._server.start()
         for name in ["", *self._service_names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("grpc_started", address=self._address, port=self.port, services=self._service_names)
+        log.info(
+            "grpc_started",
+            address=self._address,
+            port=self.port,
+            tls=self._tls is not None,
+            services=self._service_names,
+        )
 
     async def set_serving(self, serving: bool) -> None:
         status = (

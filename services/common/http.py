@@ -1,6 +1,6 @@
 """The HTTP side every service shares: FastAPI app with health and Prometheus routes,
 bearer-token dependencies, one error body (:mod:`services.common.http_errors`), and a
-uvicorn server that runs inside the service's loop."""
+uvicorn server that runs inside the service's loop, with TLS when the settings ask for it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal, denial
 from services.common.http_errors import PlatformApp
+from services.common.lifecycle import cancel
+from services.common.tls import ServerTls
 from services.common.tracing import instrument_http
 
 _bearer = HTTPBearer(
@@ -94,21 +96,51 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 
 
 class HttpServer:
-    """Runs a FastAPI app with uvicorn inside the current event loop."""
+    """Runs a FastAPI app with uvicorn inside the current event loop; with ``tls`` it
+    speaks HTTPS only, and loads a renewed certificate every ``reload_seconds``."""
 
-    def __init__(self, app: FastAPI, host: str, port: int):
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str,
+        port: int,
+        *,
+        tls: ServerTls | None = None,
+        reload_seconds: float = 60.0,
+    ):
+        self._tls = tls
+        self._reload_seconds = reload_seconds
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                # One context of ours, whose certificate the reloader replaces for later handshakes.
+                ssl_context_factory=(lambda _config, _default: tls.ssl_context())
+                if tls is not None
+                else None,
+            )
         )
         self._task: asyncio.Task[None] | None = None
+        self._reloader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self._tls is not None:
+            self._reloader = asyncio.create_task(self._reload(self._tls), name="http-tls-reload")
         self._task = asyncio.create_task(self._server.serve(), name="http")
         while not self._server.started:
             if self._task.done():
                 self._task.result()
                 raise OSError("HTTP server exited during start-up")
             await asyncio.sleep(0.01)
+
+    async def _reload(self, tls: ServerTls) -> None:
+        while True:
+            await asyncio.sleep(self._reload_seconds)
+            await asyncio.to_thread(tls.reload_if_changed)
 
     @property
     def port(self) -> int:
@@ -120,5 +152,7 @@ class HttpServer:
 
     async def stop(self) -> None:
         self._server.should_exit = True
+        if self._reloader is not None:
+            await cancel(self._reloader)
         if self._task:
             await asyncio.gather(self._task, return_exceptions=True)

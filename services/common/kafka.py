@@ -33,6 +33,7 @@ from services.common import metrics, mongo, tracing
 from services.common.errors import PlatformError
 from services.common.events import IncomingRecord, OutgoingRecord
 from services.common.grpc_errors import platform_error
+from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 from services.common.logging import get_logger
 from services.common.progress import STALL_SECONDS, Progress, Resume, lag, resume_past_end
 
@@ -106,7 +107,9 @@ class DeadLetter:
         )
 
 
-def create_producer(bootstrap_servers: str, client_id: str, *, linger_ms: int = 5) -> AIOKafkaProducer:
+def create_producer(
+    bootstrap_servers: str, client_id: str, *, linger_ms: int = 5, security: KafkaSecurity = PLAINTEXT
+) -> AIOKafkaProducer:
     """A producer that waits for all in-sync replicas and batches for ``linger_ms``.
 
     Idempotence stays off: the embedded broker does not implement InitProducerId,
@@ -120,6 +123,7 @@ def create_producer(bootstrap_servers: str, client_id: str, *, linger_ms: int = 
         enable_idempotence=False,
         max_request_size=8 * 1024 * 1024,
         request_timeout_ms=15000,
+        **security.aiokafka(),
     )
 
 
@@ -225,6 +229,7 @@ class ConsumerLoop:
         auto_offset_reset: str = "earliest",
         max_retry_delay: float = 5.0,
         stall_seconds: float = STALL_SECONDS,
+        security: KafkaSecurity = PLAINTEXT,
     ):
         self._topics = list(topics)
         self._group_id = group_id
@@ -244,6 +249,7 @@ class ConsumerLoop:
             fetch_max_bytes=64 * 1024 * 1024,
             session_timeout_ms=10000,
             heartbeat_interval_ms=2000,
+            **security.aiokafka(),
         )
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -414,6 +420,7 @@ class TailReader:
         metadata_timeout: float = 5.0,
         resume: Resume = Resume.END,
         stall_seconds: float = STALL_SECONDS,
+        security: KafkaSecurity = PLAINTEXT,
     ):
         self.topics = list(topics)
         self._name = client_id
@@ -430,6 +437,7 @@ class TailReader:
             auto_offset_reset=resume.reset_policy,
             fetch_max_wait_ms=fetch_max_wait_ms,
             max_partition_fetch_bytes=max_partition_fetch_bytes,
+            **security.aiokafka(),
         )
         self.assignment: list[TopicPartition] = []
 
@@ -507,9 +515,13 @@ async def ensure_topics(
     partitions: int = 4,
     replication_factor: int = 1,
     configs: Mapping[str, str] | None = None,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create the topics that do not exist yet (an existing topic is left as it is)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="mlops-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="mlops-admin", **security.aiokafka()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -138,13 +138,15 @@ def tansu_binary() -> Path:
     return path
 
 
-def start_kafka(port: int, *, log_path: Path | None = None, timeout: float = 20.0) -> ManagedProcess:
-    """Start Tansu on ``127.0.0.1:port`` (memory storage: a restart loses topics)."""
+def start_kafka(
+    port: int, *, log_path: Path | None = None, timeout: float = 20.0, authentication: bool = False
+) -> ManagedProcess:
+    """Start Tansu on ``127.0.0.1:port`` (memory storage: a restart loses topics); with
+    ``authentication`` it refuses clients that do not authenticate with SASL."""
     url = f"tcp://127.0.0.1:{port}"
+    args = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
     process = start_process(
-        "kafka",
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        log_path=log_path,
+        "kafka", args + (["--authentication"] if authentication else []), log_path=log_path
     )
     process.ports["kafka"] = port
     wait_until(lambda: port_open(port), process, timeout, f"Kafka listener on port {port}")
@@ -158,14 +160,22 @@ def start_mongo(
     sync_on_commit: bool = False,
     log_path: Path | None = None,
     timeout: float = 30.0,
+    tls: tuple[Path, Path] | None = None,
+    client_ca: Path | None = None,
 ) -> ManagedProcess:
-    """Start SecantusDB on ``127.0.0.1:port``; ``:memory:`` keeps nothing after it stops."""
+    """Start SecantusDB on ``127.0.0.1:port``; ``:memory:`` keeps nothing after it stops.
+    With ``tls`` (a certificate and its key) it accepts TLS connections only, and with
+    ``client_ca`` only from clients with a certificate that CA signed."""
     if storage_path != ":memory:":
         Path(storage_path).mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--storage-path", str(storage_path), "--log-level", "WARNING"]
     if sync_on_commit:
         args.append("--sync-on-commit")
+    if tls is not None:
+        args += ["--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1])]
+        if client_ca is not None:
+            args += ["--tls-ca-file", str(client_ca), "--tls-require-client-cert"]
     process = start_process("mongodb", args, log_path=log_path)
     process.ports["mongodb"] = port
     wait_until(lambda: port_open(port), process, timeout, f"MongoDB listener on port {port}")

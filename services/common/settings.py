@@ -13,11 +13,14 @@ and so never holds a key that could mint one.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from services.common.auth import KeySet, SigningKey
 from services.common.auth.oidc import GroupGrant, OidcProvider
@@ -28,10 +31,54 @@ def platform_field(env: str, default: Any = ..., **kwargs: Any) -> Any:
     return Field(default, validation_alias=f"MLOPS_{env}", **kwargs)
 
 
+def variable_name(settings_class: type[BaseSettings], name: str) -> str:
+    """The environment variable field ``name`` of ``settings_class`` is read from."""
+    alias = settings_class.model_fields[name].validation_alias
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    return alias if isinstance(alias, str) else f"{prefix}{name}".upper()
+
+
+class FileVariables(PydanticBaseSettingsSource):
+    """Every setting also from a file: ``<VARIABLE>_FILE`` names a file holding the value
+    (surrounding white space dropped), the way compose and Kubernetes mount secrets. The
+    variable itself wins when both are set; an unreadable file stops start-up naming it."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ answers for every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        environment = {key.upper(): value for key, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            variable = variable_name(self.settings_cls, name)
+            path = environment.get(f"{variable}_FILE")
+            if not path or variable in environment:
+                continue
+            try:
+                text = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
+            # As the variable itself would be read: a list or a mapping is JSON.
+            values[name] = self.prepare_field_value(name, field, text, value_is_complex=False)
+        return values
+
+
 class PlatformSettings(BaseSettings):
-    """What every component reads from ``MLOPS_*`` environment variables."""
+    """What every component reads from ``MLOPS_*`` environment variables (or, for each,
+    from the file ``<VARIABLE>_FILE`` names: see :class:`FileVariables`)."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, FileVariables(settings_cls), dotenv_settings, file_secret_settings
 
     kafka_bootstrap_servers: str = platform_field("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     """Kafka bootstrap servers, comma-separated host:port pairs."""
@@ -51,6 +98,69 @@ class PlatformSettings(BaseSettings):
     code_version: str = platform_field("CODE_VERSION", "dev")
     """Version of the running code (a git commit in images), recorded in lineage."""
 
+    tls_enabled: bool = platform_field("TLS", False)
+    """TLS on every gRPC and HTTP hop: servers listen with TLS only (plaintext is refused),
+    clients connect with TLS only (see docs/security.md)."""
+
+    tls_cert_file: Path | None = platform_field("TLS_CERT_FILE", None)
+    """PEM certificate (chain) this component serves with; also its client certificate under
+    mutual TLS. Renewed files are picked up without a restart."""
+
+    tls_key_file: Path | None = platform_field("TLS_KEY_FILE", None)
+    """PEM private key of ``MLOPS_TLS_CERT_FILE``."""
+
+    tls_ca_file: Path | None = platform_field("TLS_CA_FILE", None)
+    """PEM CA bundle that clients verify servers with (the system's roots when unset) and,
+    under mutual TLS, servers verify clients with."""
+
+    tls_client_auth: bool = platform_field("TLS_CLIENT_AUTH", False)
+    """Mutual TLS: gRPC servers require a client certificate from ``MLOPS_TLS_CA_FILE``'s CA
+    (HTTP servers verify one when presented), and clients present this component's own."""
+
+    tls_reload_seconds: float = platform_field("TLS_RELOAD_SECONDS", 60.0, gt=0, le=86400)
+    """How often HTTP servers look for a renewed certificate (gRPC servers look at each handshake)."""
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = platform_field(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"
+    )
+    """How every Kafka client (aiokafka, librdkafka, faust) talks to the brokers."""
+
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = platform_field(
+        "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"
+    )
+    """SASL mechanism with ``SASL_*`` protocols. OAUTHBEARER takes its token from
+    ``MLOPS_KAFKA_OAUTH_TOKEN_URL`` (OAuth 2 client credentials)."""
+
+    kafka_sasl_username: str | None = platform_field("KAFKA_SASL_USERNAME", None)
+    """SASL user (PLAIN and SCRAM)."""
+
+    kafka_sasl_password: SecretStr | None = platform_field("KAFKA_SASL_PASSWORD", None)
+    """SASL password (PLAIN and SCRAM); ``MLOPS_KAFKA_SASL_PASSWORD_FILE`` reads it from a file."""
+
+    kafka_oauth_token_url: str | None = platform_field("KAFKA_OAUTH_TOKEN_URL", None)
+    """OAUTHBEARER: the identity provider's token endpoint (client-credentials grant)."""
+
+    kafka_oauth_client_id: str | None = platform_field("KAFKA_OAUTH_CLIENT_ID", None)
+    """OAUTHBEARER: this platform's client id at the identity provider."""
+
+    kafka_oauth_client_secret: SecretStr | None = platform_field("KAFKA_OAUTH_CLIENT_SECRET", None)
+    """OAUTHBEARER: the client secret (``MLOPS_KAFKA_OAUTH_CLIENT_SECRET_FILE`` from a file)."""
+
+    kafka_oauth_scope: str | None = platform_field("KAFKA_OAUTH_SCOPE", None)
+    """OAUTHBEARER: scope requested with the token, if the provider needs one."""
+
+    kafka_ssl_ca_file: Path | None = platform_field("KAFKA_SSL_CA_FILE", None)
+    """PEM CA bundle the brokers' certificates are verified with (the system's roots when unset)."""
+
+    kafka_ssl_cert_file: Path | None = platform_field("KAFKA_SSL_CERT_FILE", None)
+    """PEM client certificate for brokers that authenticate clients by certificate (mutual TLS)."""
+
+    kafka_ssl_key_file: Path | None = platform_field("KAFKA_SSL_KEY_FILE", None)
+    """PEM private key of ``MLOPS_KAFKA_SSL_CERT_FILE``."""
+
+    kafka_ssl_check_hostname: bool = platform_field("KAFKA_SSL_CHECK_HOSTNAME", True)
+    """Verify that a broker's certificate names the host connected to."""
+
 
 class ServiceSettings(PlatformSettings):
     """The platform-wide settings of the back-end services: :class:`PlatformSettings`, the
@@ -64,6 +174,14 @@ class ServiceSettings(PlatformSettings):
 
     mongodb_database: str = platform_field("MONGODB_DATABASE", "mlops")
     """Database that holds this platform's collections."""
+
+    mongodb_tls_ca_file: Path | None = platform_field("MONGODB_TLS_CA_FILE", None)
+    """PEM CA bundle the database's certificate is verified with; setting it (or the next)
+    turns TLS on for the database connection (as ``tls=true`` in the URI would)."""
+
+    mongodb_tls_certificate_key_file: Path | None = platform_field("MONGODB_TLS_CERTIFICATE_KEY_FILE", None)
+    """PEM file holding this client's certificate and key, for databases that authenticate
+    clients by certificate (X.509)."""
 
     auth_public_keys: str = platform_field("AUTH_PUBLIC_KEYS")
     """The public keys bearer tokens are verified with: a JSON Web Key Set

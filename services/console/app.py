@@ -11,8 +11,10 @@ import httpx
 
 from services.common.events import Topics
 from services.common.http import HttpServer
+from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
+from services.common.tls import client_tls, server_tls
 from services.console import web
 from services.console.backends import HttpApi, Monitors, Registry, current_token
 from services.console.follower import JobFollower
@@ -50,16 +52,28 @@ class ConsoleApp:
             key = secrets.token_bytes(32)
         else:
             key = settings.session_key.get_secret_value().encode()
+        tls = client_tls(settings)
         registry = Registry(
-            settings.registry_address, current_token.get, timeout=settings.request_timeout_seconds
+            settings.registry_address, current_token.get, timeout=settings.request_timeout_seconds, tls=tls
         )
         parts.on_stop("registry_client", registry.close)
         client = await parts.enter(
-            "http_client", httpx.AsyncClient(timeout=settings.request_timeout_seconds, follow_redirects=False)
+            "http_client",
+            httpx.AsyncClient(
+                timeout=settings.request_timeout_seconds,
+                follow_redirects=False,
+                verify=tls.ssl_context() if tls is not None else True,
+            ),
         )
         jobs = Jobs(settings.jobs_kept)
         follower = await parts.start(
-            "jobs", JobFollower(settings.kafka_bootstrap_servers, Topics(settings.topic_prefix), jobs)
+            "jobs",
+            JobFollower(
+                settings.kafka_bootstrap_servers,
+                Topics(settings.topic_prefix),
+                jobs,
+                security=KafkaSecurity.from_settings(settings),
+            ),
         )
         self.console = web.Console(
             settings=settings,
@@ -72,7 +86,14 @@ class ConsoleApp:
             clock=self._clock,
         )
         app = web.create_http_app(self.console, ready=lambda: self._serving)
-        self.http_port = (await parts.start("http", HttpServer(app, settings.host, settings.http_port))).port
+        http_server = HttpServer(
+            app,
+            settings.host,
+            settings.http_port,
+            tls=server_tls(settings),
+            reload_seconds=settings.tls_reload_seconds,
+        )
+        self.http_port = (await parts.start("http", http_server)).port
         self._serving = True
         parts.on_stop("readiness", self._not_ready)
 

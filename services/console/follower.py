@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode, encode
 from services.common.kafka import TailReader, create_producer, ensure_topics, publish
+from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 from services.common.lifecycle import cancel
 from services.common.logging import get_logger
 from services.common.progress import Resume
@@ -29,8 +30,9 @@ RETRY_SECONDS = 2.0
 class JobFollower:
     """Follows both topics into ``jobs`` until stopped."""
 
-    def __init__(self, bootstrap: str, topics: Topics, jobs: Jobs):
+    def __init__(self, bootstrap: str, topics: Topics, jobs: Jobs, *, security: KafkaSecurity = PLAINTEXT):
         self._bootstrap = bootstrap
+        self._security = security
         self._topics = topics
         self._jobs = jobs
         self._reader = TailReader(
@@ -40,12 +42,17 @@ class JobFollower:
             from_beginning=True,
             resume=Resume.BEGINNING,
             fetch_max_wait_ms=200,
+            security=security,
         )
         self._task: asyncio.Task[None] | None = None
-        self._producer = create_producer(bootstrap, "mlops-console", linger_ms=0)
+        self._producer = create_producer(bootstrap, "mlops-console", linger_ms=0, security=security)
 
     async def start(self) -> None:
-        await ensure_topics(self._bootstrap, [self._topics.train_requests, self._topics.train_results])
+        await ensure_topics(
+            self._bootstrap,
+            [self._topics.train_requests, self._topics.train_results],
+            security=self._security,
+        )
         await self._producer.start()
         await self._reader.start()
         self._task = asyncio.create_task(self._follow(), name="console-jobs")

@@ -12,9 +12,11 @@ from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
 from services.common.kafka import create_producer, ensure_topics
+from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import datasets_pb2_grpc
+from services.common.tls import server_tls
 from services.ingest import grpc_api, http_api
 from services.ingest.consumer import RawEventConsumer
 from services.ingest.datasets import Datasets
@@ -76,12 +78,15 @@ class IngestApp:
                 detail="datasets with private fields exist; their events are refused until "
                 "INGEST_PSEUDONYMIZATION_KEY is set",
             )
+        kafka_security = KafkaSecurity.from_settings(settings)
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             [topics.raw_events, Topics.dlq(topics.raw_events), topics.features, topics.labels],
+            security=kafka_security,
         )
         producer = await parts.start(
-            "producer", create_producer(settings.kafka_bootstrap_servers, "mlops-ingest")
+            "producer",
+            create_producer(settings.kafka_bootstrap_servers, "mlops-ingest", security=kafka_security),
         )
         catalog = SchemaCatalog(
             store, pseudonymizer, settings.max_clock_skew_seconds, settings.schema_cache_seconds
@@ -104,10 +109,12 @@ class IngestApp:
         )
         access = PlatformAccess(settings, "ingest")
         verifier = access.verifier
+        tls = server_tls(settings)
         grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[AuthInterceptor(verifier, grpc_api.SCOPES)],
             max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
+            tls=tls,
         )
         grpc_server.add_service(
             datasets_pb2_grpc.add_DatasetServiceServicer_to_server,
@@ -120,6 +127,8 @@ class IngestApp:
             ),
             settings.host,
             settings.http_port,
+            tls=tls,
+            reload_seconds=settings.tls_reload_seconds,
         )
         self.consumer = await parts.start(
             "consumer", RawEventConsumer(settings, self.pipeline, producer, topics)

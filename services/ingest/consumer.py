@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.common.events import IncomingRecord, Topics
 from services.common.kafka import ConsumerLoop, DeadLetter, is_transient
+from services.common.kafka_security import KafkaSecurity
 from services.common.logging import get_logger
 from services.ingest.formats import Decoded, decode_record
 from services.ingest.pipeline import IngestPipeline, Status, Submission
@@ -42,6 +43,7 @@ class RawEventConsumer:
             client_id="mlops-ingest",
             max_batch=settings.consumer_batch_size,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            security=KafkaSecurity.from_settings(settings),
         )
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from services.common.clients.registry import RegistryClient
 from services.common.http import HttpServer
 from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
+from services.common.tls import client_tls, server_tls
 from services.monitor import http_api
 from services.monitor.alerts import WebhookAlerter
 from services.monitor.drift import DriftMonitor
@@ -63,6 +64,7 @@ class MonitorApp:
             settings.registry_address,
             access.credentials(Scope.READ),
             timeout=settings.reference_timeout_seconds,
+            tls=client_tls(settings),
         )
         parts.on_stop("registry_client", registry.close)
         if settings.alert_webhook_url is not None:
@@ -98,7 +100,16 @@ class MonitorApp:
             clock=self._clock,
         )
         self.http_port = (
-            await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
+            await parts.start(
+                "http",
+                HttpServer(
+                    http_app,
+                    settings.host,
+                    settings.http_port,
+                    tls=server_tls(settings),
+                    reload_seconds=settings.tls_reload_seconds,
+                ),
+            )
         ).port
         # Consuming stops first: what was handled is committed while HTTP still answers.
         self.streams = await parts.start("streams", streams)

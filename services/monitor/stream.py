@@ -30,6 +30,7 @@ start it exactly as production does.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections import Counter
@@ -42,6 +43,7 @@ import faust
 from services.common import tracing
 from services.common.events import EnvelopeError, IncomingRecord, Topics
 from services.common.kafka import DeadLetter, ensure_topics
+from services.common.kafka_security import KafkaSecurity
 from services.common.logging import get_logger
 from services.monitor import metrics
 from services.monitor.alerts import WebhookAlerter
@@ -161,10 +163,12 @@ class MonitorStreams:
         self._model_partitions: dict[str, int] = {}
         self.assignment: dict[str, list[int]] = {}
         """Partitions of the monitor's topics this process owns, by topic (after the last rebalance)."""
+        self._security = KafkaSecurity.from_settings(settings)
         app = StreamApp(
             settings.consumer_group(),
             monitor=StatisticsOff(),
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+            broker_credentials=self._security.faust_credentials(),
             autodiscover=False,
             web_enabled=False,
             store="memory://",
@@ -237,20 +241,18 @@ class MonitorStreams:
         again when the consumer finds that the broker lost its records (the platform's topics
         come back with the stack; the monitor's own would not, and faust waits on them)."""
         settings, bootstrap = self.settings, self.settings.kafka_bootstrap_servers
+        create = functools.partial(ensure_topics, bootstrap, security=self._security)
         consumed = self.source_topics
-        await ensure_topics(
-            bootstrap,
-            [*consumed, *(Topics.dlq(t) for t in consumed), self.topics.drift, self.topics.train_requests],
+        await create(
+            [*consumed, *(Topics.dlq(t) for t in consumed), self.topics.drift, self.topics.train_requests]
         )
-        await ensure_topics(bootstrap, [self.join_topic, self.samples_topic], partitions=settings.partitions)
+        await create([self.join_topic, self.samples_topic], partitions=settings.partitions)
         changelogs = [
             self._pending.changelog_topic.get_topic_name(),
             self._episodes.changelog_topic.get_topic_name(),
         ]
-        await ensure_topics(
-            bootstrap, changelogs, partitions=settings.partitions, configs={"cleanup.policy": "compact"}
-        )
-        await ensure_topics(bootstrap, [f"{self.app.conf.id}-__assignor-__leader"], partitions=1)
+        await create(changelogs, partitions=settings.partitions, configs={"cleanup.policy": "compact"})
+        await create([f"{self.app.conf.id}-__assignor-__leader"], partitions=1)
 
     async def start(self) -> None:
         await self.app.start()

@@ -14,9 +14,11 @@ from services.common.errors import PlatformError
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer
+from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import registry_pb2_grpc, runs_pb2_grpc
+from services.common.tls import server_tls
 from services.registry import grpc_api, http_api, run_api
 from services.registry.outbox import OutboxRelay
 from services.registry.registry import Registry
@@ -67,6 +69,11 @@ class RegistryApp:
             )
         store = Store.open(settings)
         parts.on_stop("mongodb", store.close)
+        if settings.artifact_keys is None:
+            log.warning(
+                "artifacts_unencrypted",
+                detail="REGISTRY_ARTIFACT_KEYS is unset: artifacts are stored as they are",
+            )
         await store.ensure_indexes(settings.outbox_retention_seconds, settings.audit_retention_seconds)
         await store.migrate(datetime.now(UTC))
         relay = OutboxRelay(
@@ -74,6 +81,7 @@ class RegistryApp:
             settings.kafka_bootstrap_servers,
             Topics(settings.topic_prefix).model_events,
             settings.outbox_poll_seconds,
+            security=KafkaSecurity.from_settings(settings),
         )
         registry = Registry(
             store,
@@ -95,6 +103,7 @@ class RegistryApp:
         parts.on_stop("artifact_sweeper", lambda: self._stop_sweeper(sweeper))
 
         verifier = access.verifier
+        tls = server_tls(settings)
         grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[
@@ -103,6 +112,7 @@ class RegistryApp:
                 )
             ],
             max_message_bytes=MAX_GRPC_MESSAGE_BYTES,
+            tls=tls,
         )
         grpc_server.add_service(
             registry_pb2_grpc.add_RegistryServiceServicer_to_server,
@@ -117,7 +127,16 @@ class RegistryApp:
         http_app = http_api.create_http_app(registry, settings, verifier, ready=lambda: self._ready)
         self.grpc_port = (await parts.start("grpc", grpc_server)).port
         self.http_port = (
-            await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
+            await parts.start(
+                "http",
+                HttpServer(
+                    http_app,
+                    settings.host,
+                    settings.http_port,
+                    tls=tls,
+                    reload_seconds=settings.tls_reload_seconds,
+                ),
+            )
         ).port
         # Last to start, first to stop: the revocation list follows the registry's own records.
         parts.on_stop("revocations", access.stop)

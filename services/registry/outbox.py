@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.common.events import encode
 from services.common.kafka import create_producer, ensure_topics, publish
+from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1 import events_pb2
 from services.registry.metrics import OUTBOX_PENDING, OUTBOX_RELAYED
@@ -33,9 +34,18 @@ class OutboxRelay:
     """Publishes the outbox. It connects to Kafka on its own schedule: the registry keeps
     accepting changes while the broker is away, and their events go out once it is back."""
 
-    def __init__(self, outbox: OutboxRepository, bootstrap_servers: str, topic: str, poll_seconds: float):
+    def __init__(
+        self,
+        outbox: OutboxRepository,
+        bootstrap_servers: str,
+        topic: str,
+        poll_seconds: float,
+        *,
+        security: KafkaSecurity = PLAINTEXT,
+    ):
         self._outbox = outbox
         self._bootstrap_servers = bootstrap_servers
+        self._security = security
         self._producer: AIOKafkaProducer | None = None
         self._topic = topic
         self._poll_seconds = poll_seconds
@@ -68,8 +78,8 @@ class OutboxRelay:
             await self._producer.stop()
 
     async def _connect(self) -> AIOKafkaProducer:
-        await ensure_topics(self._bootstrap_servers, [self._topic])
-        producer = create_producer(self._bootstrap_servers, "mlops-registry")
+        await ensure_topics(self._bootstrap_servers, [self._topic], security=self._security)
+        producer = create_producer(self._bootstrap_servers, "mlops-registry", security=self._security)
         try:
             await producer.start()
         except BaseException:

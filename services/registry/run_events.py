@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from services.common.errors import InvalidArgument
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode
 from services.common.kafka import ConsumerLoop, DeadLetter, create_producer, ensure_topics
+from services.common.kafka_security import KafkaSecurity
 from services.common.logging import get_logger
 from services.common.proto.mlops.v1.events_pb2 import TrainResult
 from services.registry.runs import RunUseCases
@@ -56,10 +57,17 @@ class RunRecorder:
 
     async def _connect(self) -> None:
         settings = self._settings
+        security = KafkaSecurity.from_settings(settings)
         for attempt in itertools.count(1):
             try:
-                await ensure_topics(settings.kafka_bootstrap_servers, [self._topic, Topics.dlq(self._topic)])
-                self._producer = create_producer(settings.kafka_bootstrap_servers, "mlops-registry-runs")
+                await ensure_topics(
+                    settings.kafka_bootstrap_servers,
+                    [self._topic, Topics.dlq(self._topic)],
+                    security=security,
+                )
+                self._producer = create_producer(
+                    settings.kafka_bootstrap_servers, "mlops-registry-runs", security=security
+                )
                 await self._producer.start()
                 self._consumer = ConsumerLoop(
                     bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -68,6 +76,7 @@ class RunRecorder:
                     handler=self._handle,
                     producer=self._producer,
                     client_id="mlops-registry-runs",
+                    security=security,
                 )
                 await self._consumer.start()
                 await self._consumer.assigned.wait()

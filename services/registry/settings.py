@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -32,6 +34,15 @@ class RegistrySettings(ServiceSettings):
 
     max_artifact_bytes: int = Field(512 * MiB, ge=1)
     """Largest artifact accepted; a larger declared or streamed size is refused."""
+
+    artifact_keys: SecretStr | None = None
+    """Key-encryption keys for artifacts at rest: a JSON object of key id -> base64 of 32
+    random bytes (``REGISTRY_ARTIFACT_KEYS_FILE`` reads it from a file). Each artifact is
+    stored under its own AES-256-GCM data key wrapped by the active one. Unset: artifacts are
+    stored unencrypted (a warning at start). See docs/security.md for rotation."""
+
+    artifact_key_id: str | None = None
+    """Id of the key in ``REGISTRY_ARTIFACT_KEYS`` that wraps new data keys (optional with one key)."""
 
     max_page_size: int = Field(500, ge=1, le=10000)
     """Most items one list or search call returns."""
@@ -94,7 +105,7 @@ class RegistrySettings(ServiceSettings):
         return value
 
     @model_validator(mode="after")
-    def _ttls(self) -> RegistrySettings:
+    def _ttls(self) -> Self:
         if self.token_ttl_seconds > self.max_token_ttl_seconds:
             raise ValueError("token_ttl_seconds must not exceed max_token_ttl_seconds")
         return self
@@ -104,3 +115,12 @@ class RegistrySettings(ServiceSettings):
         if self.signing_key is None:
             return None
         return SigningKey.from_pem(self.signing_key.get_secret_value(), kid=self.signing_key_id)
+
+    @model_validator(mode="after")
+    def _artifact_keys_usable(self) -> Self:
+        """A key ring that cannot work stops start-up, naming the variable (never a key)."""
+        # Here, not at the top: the store package imports these settings.
+        from services.registry.store.encryption import KeyRing
+
+        KeyRing.from_settings(self.artifact_keys, self.artifact_key_id)
+        return self

@@ -20,7 +20,8 @@ from typing import Any, Self, TypeVar
 
 import numpy as np
 
-from services.cli.stack import running_stack
+from services.cli.stack_security import platform_tls
+from services.cli.stack_state import running_stack
 from services.common.artifacts import ArtifactError
 from services.common.clients.inference import InferenceClient
 from services.common.clients.registry import RegistryClient
@@ -59,9 +60,10 @@ class Client:
 
     Addresses and token: the arguments, else ``MLOPS_REGISTRY_ADDRESS``,
     ``MLOPS_SERVING_ADDRESS`` and ``MLOPS_TOKEN``, else the local stack ``mlops up`` runs
-    (from ``MLOPS_STACK_DIR``, default ``.mlops``), else the default ports. Calls raise the
-    platform's errors (:mod:`services.common.errors`): ``NotFound``, ``InvalidArgument``
-    naming the field, ``PermissionDenied`` ...
+    (from ``MLOPS_STACK_DIR``, default ``.mlops``), else the default ports. TLS with
+    ``MLOPS_TLS`` and ``MLOPS_TLS_CA_FILE``, or the local stack's CA when it runs with TLS.
+    Calls raise the platform's errors (:mod:`services.common.errors`): ``NotFound``,
+    ``InvalidArgument`` naming the field, ``PermissionDenied`` ...
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Client:
         ports = stack.ports if stack else None
         registry = registry or f"127.0.0.1:{ports.registry_grpc if ports else 50051}"
         serving = serving or f"127.0.0.1:{ports.serving_grpc if ports else 8001}"
+        tls = platform_tls(stack.ca if stack else "")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mlops-sdk", daemon=True)
         self._thread.start()
@@ -93,9 +96,9 @@ class Client:
         async def open_clients() -> tuple[RegistryClient, RunClient, InferenceClient]:
             # gRPC channels belong to the loop they are made on: make them on ours.
             return (
-                RegistryClient(registry, bearer, timeout=timeout),
-                RunClient(registry, bearer, timeout=timeout),
-                InferenceClient(serving, bearer, timeout=timeout),
+                RegistryClient(registry, bearer, timeout=timeout, tls=tls),
+                RunClient(registry, bearer, timeout=timeout, tls=tls),
+                InferenceClient(serving, bearer, timeout=timeout, tls=tls),
             )
 
         self._registry, self._runs, self._serving = self._call(open_clients())

@@ -14,9 +14,11 @@ from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer, create_app
 from services.common.kafka import ensure_topics
+from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
+from services.common.tls import client_tls, server_tls
 from services.serving import http_api
 from services.serving.events import ModelEventsListener, PredictionLog, PredictionPublisher
 from services.serving.grpc_api import SERVICE_NAME, InferenceServicer, ServingAuthInterceptor
@@ -87,7 +89,10 @@ class ServingApp:
         access = PlatformAccess(settings, SERVICE)
         verifier = access.verifier
         registry = await parts.enter(
-            "registry_client", RegistryClient(settings.registry_address, access.credentials(Scope.READ))
+            "registry_client",
+            RegistryClient(
+                settings.registry_address, access.credentials(Scope.READ), tls=client_tls(settings)
+            ),
         )
         executor = concurrent.futures.ThreadPoolExecutor(
             settings.predict_threads, thread_name_prefix="predict", initializer=configure_predict_thread
@@ -117,8 +122,11 @@ class ServingApp:
         self.manager = manager
         parts.on_stop("manager", manager.close)
 
+        kafka_security = KafkaSecurity.from_settings(settings)
         await ensure_topics(
-            settings.kafka_bootstrap_servers, [self.topics.model_events, self.topics.predictions]
+            settings.kafka_bootstrap_servers,
+            [self.topics.model_events, self.topics.predictions],
+            security=kafka_security,
         )
         sink = None
         if settings.prediction_logging:
@@ -127,6 +135,7 @@ class ServingApp:
                 self.topics.predictions,
                 client_id=SERVICE,
                 capacity=settings.prediction_buffer,
+                security=kafka_security,
             )
             self.publisher = publisher
             publisher.start()
@@ -152,14 +161,20 @@ class ServingApp:
         self._events = await parts.start(
             "model_events",
             ModelEventsListener(
-                settings.kafka_bootstrap_servers, self.topics.model_events, manager.request_sync, SERVICE
+                settings.kafka_bootstrap_servers,
+                self.topics.model_events,
+                manager.request_sync,
+                SERVICE,
+                security=kafka_security,
             ),
         )
 
+        tls = server_tls(settings)
         grpc_server = GrpcServer(
             f"{settings.host}:{settings.grpc_port}",
             interceptors=[ServingAuthInterceptor(verifier, MethodScopes(default=Scope.PREDICT))],
             max_message_bytes=settings.max_message_bytes,
+            tls=tls,
         )
         grpc_server.add_service(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
@@ -184,7 +199,10 @@ class ServingApp:
         )
         # Stopped in reverse: gRPC stops taking requests (and lets those in flight finish)
         # before HTTP, and both before the parts above that requests use.
-        self.http_port = (await parts.start("http", HttpServer(app, settings.host, settings.http_port))).port
+        http_server = HttpServer(
+            app, settings.host, settings.http_port, tls=tls, reload_seconds=settings.tls_reload_seconds
+        )
+        self.http_port = (await parts.start("http", http_server)).port
         await parts.start("grpc", grpc_server)
         await grpc_server.set_serving(False)
         self.grpc_port = grpc_server.port

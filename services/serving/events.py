@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from services.common import metrics
 from services.common.events import EnvelopeError, EnvelopeTemplate, IncomingRecord, OutgoingRecord, decode
 from services.common.kafka import TailReader
+from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 from services.common.lifecycle import cancel
 from services.common.logging import get_logger
 from services.common.metrics import PREFIX
@@ -52,7 +53,15 @@ MODEL_EVENTS = Counter(
 class ModelEventsListener:
     """Calls ``on_change(model_name)`` for every model event published after :meth:`start`."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, on_change: Callable[[str], None], client_id: str):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        on_change: Callable[[str], None],
+        client_id: str,
+        *,
+        security: KafkaSecurity = PLAINTEXT,
+    ):
         self._on_change = on_change
         self._reader = TailReader(
             bootstrap_servers,
@@ -66,6 +75,7 @@ class ModelEventsListener:
             # A log that lost its records starts again with events published since: every
             # one is news (and a trigger read twice only re-reads the registry).
             resume=Resume.BEGINNING,
+            security=security,
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -142,6 +152,7 @@ class PredictionPublisher:
         capacity: int,
         max_buffer_bytes: int = 64 * 1024 * 1024,
         delivery_timeout_ms: int = 15000,
+        security: KafkaSecurity = PLAINTEXT,
     ):
         self._producer = Producer(
             {
@@ -157,6 +168,7 @@ class PredictionPublisher:
                 "message.max.bytes": 8 * 1024 * 1024,
                 "message.timeout.ms": delivery_timeout_ms,
                 "logger": logging.getLogger("serving.kafka"),
+                **security.librdkafka(),
             }
         )
         self._topic = topic

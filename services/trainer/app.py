@@ -17,8 +17,10 @@ from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.http import HttpServer, create_app
 from services.common.kafka import ConsumerLoop, create_producer, ensure_topics
+from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
+from services.common.tls import client_tls, server_tls
 from services.trainer import metrics
 from services.trainer.events import ResultPublisher, TrainRequestHandler
 from services.trainer.job_store import JobStore
@@ -70,21 +72,27 @@ class TrainerApp:
         parts.on_stop("mongodb", client.close)
         store = JobStore(mongo.database(client, settings), self.instance, settings.job_lease_seconds)
         await store.ensure_indexes()
+        kafka_security = KafkaSecurity.from_settings(settings)
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             [topics.train_requests, Topics.dlq(topics.train_requests), topics.train_results, topics.features],
+            security=kafka_security,
         )
         producer = await parts.start(
-            "producer", create_producer(settings.kafka_bootstrap_servers, "mlops-trainer")
+            "producer",
+            create_producer(settings.kafka_bootstrap_servers, "mlops-trainer", security=kafka_security),
         )
         # The trainer's HTTP port serves health and metrics only, so no caller's token is
         # checked there and it keeps no revocation list.
         access = PlatformAccess(settings, "trainer")
         credentials = access.credentials(Scope.READ, Scope.WRITE)
         registry = await parts.enter(
-            "registry_client", RegistryClient(settings.registry_address, credentials)
+            "registry_client",
+            RegistryClient(settings.registry_address, credentials, tls=client_tls(settings)),
         )
-        datasets = await parts.enter("datasets_client", DatasetClient(settings.datasets_address, credentials))
+        datasets = await parts.enter(
+            "datasets_client", DatasetClient(settings.datasets_address, credentials, tls=client_tls(settings))
+        )
         key = settings.artifact_signing_key
         signing_key = key.get_secret_value().encode() if key is not None else None
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
@@ -118,6 +126,7 @@ class TrainerApp:
                 client_id=f"mlops-trainer-{self.instance}",
                 # One request per batch: a retried batch never re-answers a request it already answered.
                 max_batch=1,
+                security=kafka_security,
             ),
         )
         # Before the consumer stops (it finishes the batch in hand): the running job gives up
@@ -135,6 +144,7 @@ class TrainerApp:
                     code_version=settings.code_version,
                     signing_key=signing_key,
                 ),
+                security=kafka_security,
             )
             self._online = await parts.start("online_learner", online)
         metrics.ASSIGNED_PARTITIONS.set_function(lambda: len(consumer.assignment()))
@@ -147,7 +157,16 @@ class TrainerApp:
             description="Trains, evaluates and registers models from train requests on Kafka.",
         )
         self.http_port = (
-            await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
+            await parts.start(
+                "http",
+                HttpServer(
+                    http_app,
+                    settings.host,
+                    settings.http_port,
+                    tls=server_tls(settings),
+                    reload_seconds=settings.tls_reload_seconds,
+                ),
+            )
         ).port
 
     async def stop(self) -> None:

@@ -34,6 +34,7 @@ from services.common.flavors import flavor
 from services.common.flavors.base import SIGNATURE_HMAC_PARAM, StoredArtifact
 from services.common.flavors.river import RiverFlavor, RiverRuntime
 from services.common.kafka import TailReader
+from services.common.kafka_security import PLAINTEXT, KafkaSecurity
 from services.common.logging import get_logger
 from services.common.progress import Resume
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
@@ -77,6 +78,7 @@ class OnlineLearner:
         registry: RegistryClient,
         store: JobStore,
         config: OnlineConfig,
+        security: KafkaSecurity = PLAINTEXT,
     ):
         self._registry = registry
         self._store = store
@@ -89,6 +91,7 @@ class OnlineLearner:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             # Rows published since the broker lost its log were never learned.
             resume=Resume.BEGINNING,
+            security=security,
         )
         self.sessions: dict[str, OnlineSession] = {}
         self._task: asyncio.Task[None] | None = None

@@ -36,6 +36,7 @@ REQUIRED_ENV = {
     "MONGO_ROOT_PASSWORD": "root-password",
     "MONGO_APP_PASSWORD": "app-password",
     "CONSOLE_SESSION_KEY": "d" * 48,
+    "REGISTRY_ARTIFACT_KEYS": '{"2026-11": "' + "e" * 43 + '="}',
 }
 
 

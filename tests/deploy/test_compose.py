@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from services.cli.stack import SERVICES, StackPorts
+from services.cli.stack import SERVICES
+from services.cli.stack_state import StackPorts
 from tests.deploy.conftest import (
     CONSOLE,
     DEPLOYED,

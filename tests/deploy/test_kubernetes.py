@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.cli.stack import SERVICES, StackPorts
+from services.cli.stack import SERVICES
+from services.cli.stack_state import StackPorts
 from services.common.settings import ServiceSettings
 from tests.deploy.conftest import (
     CONSOLE,
@@ -76,12 +77,14 @@ def test_deployment_is_probed_limited_locked_down_and_configured_as_the_code_rea
     assert container["workingDir"] == "/tmp"  # relative writes must not hit the read-only root
 
     # Settings come from the shared ConfigMap, the Secret, and the service's own env; the
-    # token-signing key from a Secret only the registry reads. The console gets its own
-    # Secret (its session key), never the platform's.
-    sources = {(next(iter(ref)), next(iter(ref.values()))["name"]) for ref in container["envFrom"]}
-    secret = "mlops-console" if service == CONSOLE else "mlops-secrets"
-    signing = {("secretRef", "mlops-registry-signing")} if service == "registry" else set()
-    assert sources == {("configMapRef", "mlops-platform"), ("secretRef", secret), *signing}
+    # token-signing key and the artifact keys from Secrets only the registry reads. The
+    # console gets its own Secret (its session key), never the platform's.
+    secrets = {"mlops-console"} if service == CONSOLE else {"mlops-secrets"}
+    secrets |= {"mlops-registry-signing", "mlops-registry-keys"} if service == "registry" else set()
+    sources = [(next(iter(ref)), next(iter(ref.values()))["name"]) for ref in container["envFrom"]]
+    assert sorted(sources) == sorted(
+        [("configMapRef", "mlops-platform"), *(("secretRef", s) for s in secrets)]
+    )
     cls = settings_class(service)
     known = service_env_names(cls)
     config = by_kind(production_manifests, "ConfigMap")["mlops-platform"]["data"]

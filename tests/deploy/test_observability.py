@@ -13,7 +13,8 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from services.cli.stack import SERVICES, StackPorts
+from services.cli.stack import SERVICES
+from services.cli.stack_state import StackPorts
 from tests.deploy.conftest import DEPLOYED, ROOT
 
 OBSERVABILITY = ROOT / "deploy" / "observability"

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from services.cli.demo.scenario import DemoConfig
-from services.cli.stack import ALL_SERVICES, StackState
+from services.cli.stack import ALL_SERVICES
+from services.cli.stack_state import StackState
 from services.common.clients.registry import RegistryClient
 from services.common.proto.mlops.v1 import registry_pb2
 from tests.helpers.stack import start_up

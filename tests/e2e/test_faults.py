@@ -23,7 +23,8 @@ from rich.console import Console
 from services.cli.demo.command import endpoints_of
 from services.cli.demo.report import DemoReport
 from services.cli.demo.scenario import ClosedLoopDemo, DemoConfig
-from services.cli.stack import ALL_SERVICES, RECORDS_LOST, RESTARTED_WITH_BROKER, LocalStack, StackPorts
+from services.cli.stack import ALL_SERVICES, RECORDS_LOST, RESTARTED_WITH_BROKER, LocalStack
+from services.cli.stack_state import StackPorts
 from services.common.auth import bearer_metadata
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc

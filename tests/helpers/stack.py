@@ -7,17 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.cli.stack import StackState
+from services.cli.stack_state import StackState
 
 
 def start_up(
-    workdir: Path, services: tuple[str, ...] | None = None
+    workdir: Path, services: tuple[str, ...] | None = None, *, tls: bool = False
 ) -> tuple[subprocess.Popen[str], StackState]:
     """``mlops up`` on free ports with its state in ``workdir`` (every service unless
-    ``services`` says which); returns once it says it is ready. Its own log goes to
-    ``workdir/up.log``."""
+    ``services`` says which; with ``--tls`` when ``tls``); returns once it says it is ready.
+    Its own log goes to ``workdir/up.log``."""
     workdir.mkdir(parents=True, exist_ok=True)
     chosen = ["--services", ",".join(services)] if services is not None else []
+    chosen += ["--tls"] if tls else []
     log = workdir / "up.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(

@@ -28,9 +28,10 @@ EDGES = (
     # database client, Kafka's retry rules (a failed gRPC call may be transient).
     "services/common/clients/*.py",
     "services/common/grpc_*.py",
-    "services/common/auth.py",
+    "services/common/auth/interceptor.py",
     "services/common/kafka.py",
     "services/common/mongo.py",
+    "services/common/tls.py",
     "services/common/tracing.py",
     # The CLI is a client program: each command calls the services.
     "services/cli/*.py",

@@ -13,7 +13,8 @@ from rich.console import Console
 from services.cli.demo.report import DemoReport, summary_table
 from services.cli.demo.scenario import ClosedLoopDemo, DemoConfig, Endpoints
 from services.cli.demo.watcher import DemoFailed
-from services.cli.stack import HOST, LocalStack, StackError, StackPorts, running_stack
+from services.cli.stack import HOST, LocalStack, StackError
+from services.cli.stack_state import StackPorts, running_stack
 from services.common.clients.registry import MODEL_NAME
 from services.common.errors import PlatformError
 from services.common.localstack import port_open
@@ -30,6 +31,7 @@ def endpoints_of(stack: LocalStack) -> Endpoints:
         monitor_url=stack.http_url("monitor"),
         token=stack.admin_token,
         topic_prefix=stack.topic_prefix,
+        ca=str(stack.ca or ""),
     )
 
 
@@ -71,6 +73,10 @@ def demo(
             "the report goes to .mlops/federated-report.json unless --report says otherwise.",
         ),
     ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="Start its own stack with TLS on every endpoint (as `mlops up --tls`)."),
+    ] = False,
 ) -> None:
     """Run the closed loop: train, serve, drift, detect, retrain, swap, and report.
 
@@ -94,19 +100,21 @@ def demo(
             registry_address=f"{HOST}:{state.ports.registry_grpc}",
             datasets_address=f"{HOST}:{state.ports.ingest_grpc}",
             serving_address=f"{HOST}:{state.ports.serving_grpc}",
-            monitor_url=f"http://{HOST}:{state.ports.monitor_http}",
+            monitor_url=f"{'https' if state.ca else 'http'}://{HOST}:{state.ports.monitor_http}",
             token=state.admin_token(),
             topic_prefix=state.topic_prefix,
+            ca=state.ca,
         )
         console.log(f"using the local stack running since {state.started_at} (pid {state.pid})")
         if "console" in state.services:
-            console.log(f"watch it in the console: http://{HOST}:{state.ports.console_http}")
+            scheme = "https" if state.ca else "http"
+            console.log(f"watch it in the console: {scheme}://{HOST}:{state.ports.console_http}")
         report = _run(endpoints, config, console, model)
     else:
         defaults = StackPorts.defaults()
         ports = defaults if not any(port_open(p) for p in defaults.as_dict().values()) else StackPorts.free()
         with tempfile.TemporaryDirectory(prefix="mlops-demo-") as tmp:
-            stack = LocalStack(Path(tmp), ports)
+            stack = LocalStack(Path(tmp), ports, tls=tls)
             console.log(
                 "starting a local stack for the demo (broker, database, the services and the console)"
             )

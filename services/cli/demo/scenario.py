@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -31,6 +32,7 @@ from services.common.kafka import create_producer, publish
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.proto.mlops.v1 import events_pb2
+from services.common.tls import ClientTls
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class Endpoints:
     monitor_url: str
     token: str
     topic_prefix: str = "mlops"
+    ca: str = ""
+    """The CA the services' TLS certificates chain to (empty: they speak plaintext)."""
+
+    @property
+    def tls(self) -> ClientTls | None:
+        return ClientTls(ca_file=Path(self.ca)) if self.ca else None
 
 
 @dataclass(frozen=True)
@@ -110,9 +118,10 @@ class ClosedLoopDemo:
         token = self._endpoints.token
         watcher = LoopWatcher(self._endpoints.kafka_bootstrap, self._topics, self._run_id, self.model)
         producer = create_producer(self._endpoints.kafka_bootstrap, "mlops-demo", linger_ms=10)
-        registry = RegistryClient(self._endpoints.registry_address, lambda: token)
-        datasets = DatasetClient(self._endpoints.datasets_address, lambda: token)
-        channel = open_channel(self._endpoints.serving_address)
+        tls = self._endpoints.tls
+        registry = RegistryClient(self._endpoints.registry_address, lambda: token, tls=tls)
+        datasets = DatasetClient(self._endpoints.datasets_address, lambda: token, tls=tls)
+        channel = open_channel(self._endpoints.serving_address, tls=tls)
         self._serving = translating(oip_grpc.GRPCInferenceServiceStub(channel))
         self._producer = producer
         self._watcher = watcher
@@ -164,7 +173,8 @@ class ClosedLoopDemo:
         url = f"{self._endpoints.monitor_url}/v1/status/{quote(self.model, safe='')}"
         headers = {"authorization": f"Bearer {self._endpoints.token}"}
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
+            tls = self._endpoints.tls
+            async with httpx.AsyncClient(timeout=10, verify=tls.ssl_context() if tls else True) as client:
                 response = await client.get(url, headers=headers)
         except httpx.HTTPError:
             return None

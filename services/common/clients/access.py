@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.common.auth import Revocation
 from services.common.clients.base import GrpcClient
 from services.common.proto.mlops.v1 import registry_pb2, registry_pb2_grpc
+from services.common.tls import ClientTls
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -27,8 +28,10 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 class AccessClient(GrpcClient):
     """Typed calls to the team and token methods of ``mlops.v1.RegistryService``."""
 
-    def __init__(self, address: str, token: Callable[[], str], *, timeout: float = 10.0):
-        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES)
+    def __init__(
+        self, address: str, token: Callable[[], str], *, timeout: float = 10.0, tls: ClientTls | None = None
+    ):
+        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES, tls=tls)
         self._registry = self._stub(registry_pb2_grpc.RegistryServiceStub)
         self._timeout = timeout
 

@@ -1,5 +1,5 @@
-"""What every platform gRPC client shares: a traced channel with size limits, the bearer
-token on each call, platform errors instead of gRPC's, and ``async with`` to close the
+"""What every platform gRPC client shares: a traced channel with size limits (TLS when
+given a :class:`~services.common.tls.ClientTls`), the bearer token on each call, platform errors instead of gRPC's, and ``async with`` to close the
 channel.
 
 A failed call raises the :class:`~services.common.errors.PlatformError` its status stands
@@ -17,21 +17,25 @@ import grpc
 from services.common import tracing
 from services.common.auth import bearer_metadata
 from services.common.grpc_errors import translating
+from services.common.tls import ClientTls
 
 S = TypeVar("S")
 
 
-def open_channel(address: str, max_message_bytes: int = 32 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure channel to ``address`` (TLS terminates at the mesh or the load balancer)
-    that propagates the trace context."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ],
-        interceptors=tracing.client_interceptors(),
-    )
+def open_channel(
+    address: str, max_message_bytes: int = 32 * 1024 * 1024, *, tls: ClientTls | None = None
+) -> grpc.aio.Channel:
+    """A channel to ``address`` that propagates the trace context: TLS with ``tls``,
+    plaintext without (where TLS terminates at a mesh or a load balancer)."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    if tls is not None:
+        return grpc.aio.secure_channel(
+            address, tls.grpc_credentials(), options=options, interceptors=tracing.client_interceptors()
+        )
+    return grpc.aio.insecure_channel(address, options=options, interceptors=tracing.client_interceptors())
 
 
 class GrpcClient:
@@ -40,8 +44,10 @@ class GrpcClient:
     Subclasses make their stubs with :meth:`_stub`, whose calls raise platform errors.
     """
 
-    def __init__(self, address: str, token: Callable[[], str], *, max_message_bytes: int):
-        self._channel = open_channel(address, max_message_bytes)
+    def __init__(
+        self, address: str, token: Callable[[], str], *, max_message_bytes: int, tls: ClientTls | None = None
+    ):
+        self._channel = open_channel(address, max_message_bytes, tls=tls)
         self._token = token
 
     def _stub(self, stub_type: Callable[[grpc.aio.Channel], S]) -> S:

@@ -32,6 +32,7 @@ from services.common.clients.base import GrpcClient
 from services.common.proto.mlops.v1 import datasets_pb2, datasets_pb2_grpc
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, MaterializedWindow
+from services.common.tls import ClientTls
 from services.common.values import from_feature_value
 
 DatasetSchema = datasets_pb2.DatasetSchema
@@ -108,8 +109,9 @@ class DatasetClient(GrpcClient):
         *,
         timeout: float = 30.0,
         window_timeout: float = 600.0,
+        tls: ClientTls | None = None,
     ):
-        super().__init__(address, token, max_message_bytes=_MAX_MESSAGE_BYTES)
+        super().__init__(address, token, max_message_bytes=_MAX_MESSAGE_BYTES, tls=tls)
         self._datasets = self._stub(datasets_pb2_grpc.DatasetServiceStub)
         self._timeout = timeout
         self._window_timeout = window_timeout

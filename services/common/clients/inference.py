@@ -24,6 +24,7 @@ import numpy as np
 from services.common.clients.base import GrpcClient
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
+from services.common.tls import ClientTls
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 _RAW = {"FP64": "<f8", "FP32": "<f4", "INT64": "<i8", "INT32": "<i4", "BOOL": "?"}
@@ -67,8 +68,10 @@ class Inference:
 class InferenceClient(GrpcClient):
     """Typed calls to serving's ``ModelInfer``; one channel per client."""
 
-    def __init__(self, address: str, token: Callable[[], str], *, timeout: float = 30.0):
-        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES)
+    def __init__(
+        self, address: str, token: Callable[[], str], *, timeout: float = 30.0, tls: ClientTls | None = None
+    ):
+        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES, tls=tls)
         self._serving = self._stub(oip_grpc.GRPCInferenceServiceStub)
         self._timeout = timeout
 

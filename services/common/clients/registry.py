@@ -24,6 +24,7 @@ from services.common.artifacts import DigestMismatch, sha256_hex
 from services.common.clients.base import GrpcClient
 from services.common.errors import AlreadyExists
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2, registry_pb2_grpc
+from services.common.tls import ClientTls
 
 Model = registry_pb2.Model
 ModelVersion = registry_pb2.ModelVersion
@@ -82,8 +83,9 @@ class RegistryClient(GrpcClient):
         *,
         timeout: float = 30.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        tls: ClientTls | None = None,
     ):
-        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES)
+        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES, tls=tls)
         self._registry = self._stub(registry_pb2_grpc.RegistryServiceStub)
         self._timeout = timeout
         self._chunk_bytes = chunk_bytes

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from services.common.clients.base import GrpcClient
 from services.common.proto.mlops.v1 import runs_pb2, runs_pb2_grpc
+from services.common.tls import ClientTls
 
 Run = runs_pb2.Run
 RunState = runs_pb2.RunState
@@ -24,8 +25,10 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 class RunClient(GrpcClient):
     """Typed calls to ``mlops.v1.RunService``; one channel per client."""
 
-    def __init__(self, address: str, token: Callable[[], str], *, timeout: float = 30.0):
-        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES)
+    def __init__(
+        self, address: str, token: Callable[[], str], *, timeout: float = 30.0, tls: ClientTls | None = None
+    ):
+        super().__init__(address, token, max_message_bytes=MAX_MESSAGE_BYTES, tls=tls)
         self._runs = self._stub(runs_pb2_grpc.RunServiceStub)
         self._timeout = timeout
 

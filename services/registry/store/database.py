@@ -20,6 +20,7 @@ from services.registry.settings import RegistrySettings
 from services.registry.store.aliases import AliasHistoryRepository
 from services.registry.store.artifacts import ArtifactRepository
 from services.registry.store.audit import AuditRepository
+from services.registry.store.encryption import KeyRing
 from services.registry.store.errors import translated
 from services.registry.store.models import ModelRepository
 from services.registry.store.outbox import OutboxRepository
@@ -75,6 +76,7 @@ class Store(Repositories):
         transaction_timeout: float = 10.0,
         artifact_chunk_bytes: int,
         signing_key: bytes | None,
+        artifact_keys: KeyRing | None = None,
     ):
         self.client = client
         self.db = db
@@ -85,7 +87,9 @@ class Store(Repositories):
         self.alias_history = AliasHistoryRepository(db["alias_history"])
         self.audit = AuditRepository(db["audit_log"])
         self.outbox = OutboxRepository(db["outbox"])
-        self.artifacts = ArtifactRepository(db, chunk_bytes=artifact_chunk_bytes, signing_key=signing_key)
+        self.artifacts = ArtifactRepository(
+            db, chunk_bytes=artifact_chunk_bytes, signing_key=signing_key, keys=artifact_keys
+        )
         self.teams = TeamRepository(db["teams"])
         self.tokens = TokenRepository(db["tokens"])
         self.runs = RunRepository(db["train_runs"])
@@ -101,6 +105,7 @@ class Store(Repositories):
             transaction_timeout=settings.transaction_timeout_seconds,
             artifact_chunk_bytes=settings.artifact_chunk_bytes,
             signing_key=key.get_secret_value().encode() if key is not None else None,
+            artifact_keys=KeyRing.from_settings(settings.artifact_keys, settings.artifact_key_id),
         )
 
     async def close(self) -> None:

@@ -33,12 +33,10 @@ from services.cli.stack import (
     RECORDS_LOST,
     LocalStack,
     StackError,
-    StackPorts,
-    StackState,
     available_services,
     check_component,
-    pid_alive,
 )
+from services.cli.stack_state import StackPorts, StackState, pid_alive
 from services.cli.topics import tail_records
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient

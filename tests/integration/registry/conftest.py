@@ -3,6 +3,8 @@ broker and database (its own database name and topic prefix)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +24,10 @@ from tests.helpers.apps import registry_settings, started
 from tests.helpers.kafka import TopicReader
 
 SIGNING_KEY = secrets.token_hex(32)
+ARTIFACT_KEY_ID = "test-2026"
+ARTIFACT_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+ARTIFACT_KEYS = json.dumps({ARTIFACT_KEY_ID: ARTIFACT_KEY})
+"""Every registry under test stores its artifacts encrypted, as a production one should."""
 
 ModelEvents = TopicReader[events_pb2.ModelEvent]
 """The registry's model events as the ``model_events`` fixture reads them."""
@@ -29,9 +35,10 @@ ModelEvents = TopicReader[events_pb2.ModelEvent]
 
 def settings_for(infra: Infra, name: str, **overrides: object) -> RegistrySettings:
     """A registry on its own database and topic prefix ``name``, with small artifact chunks
-    and limits so the tests cross them cheaply."""
+    and limits so the tests cross them cheaply, and artifacts encrypted at rest."""
     values: dict[str, object] = {
         "artifact_signing_key": SIGNING_KEY,
+        "artifact_keys": ARTIFACT_KEYS,
         "artifact_chunk_bytes": 64 * 1024,
         "max_artifact_bytes": 4 * 1024 * 1024,
     }

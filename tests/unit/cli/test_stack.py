@@ -18,15 +18,8 @@ from typer.testing import CliRunner
 
 from services.cli.__main__ import app
 from services.cli.output import ExitCode
-from services.cli.stack import (
-    ADMIN_TOKEN_TTL_SECONDS,
-    ALL_SERVICES,
-    SERVICES,
-    LocalStack,
-    StackPorts,
-    StackState,
-    running_stack,
-)
+from services.cli.stack import ALL_SERVICES, SERVICES, LocalStack
+from services.cli.stack_state import ADMIN_TOKEN_TTL_SECONDS, StackPorts, StackState, running_stack
 from services.common.auth import KeySet, Scope, SigningKey, TokenVerifier
 from services.common.settings import ServiceSettings
 from services.console.settings import ConsoleSettings
