@@ -185,6 +185,7 @@ class ModelManager:
         self._failed: dict[tuple[str, int], str] = {}
         self._syncs: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._read_once = False
         self.changed = asyncio.Condition()
 
     # -- reading -------------------------------------------------------------------------------
@@ -194,9 +195,15 @@ class ModelManager:
         return self._models
 
     def get(self, name: str) -> ServedModel:
-        """The served model, or :class:`ModelNotFound`."""
+        """The served model, or :class:`ModelNotFound`; :class:`ModelUnavailable` before the
+        first full read of the registry, which may still be loading it (NOT_FOUND tells a
+        client not to retry, and a restarted replica would tell it so for every model)."""
         model = self._models.get(name)
         if model is None:
+            if not self._read_once:
+                raise ModelUnavailable(
+                    f"model '{shown(name)}' is not loaded yet: serving is still reading the registry"
+                )
             raise ModelNotFound(f"model '{shown(name)}' is not served")
         return model
 
@@ -257,6 +264,7 @@ class ModelManager:
         listed = await self._source.list_models(alias=PRODUCTION)
         names = {m.name for m in listed} | set(self._models)
         await asyncio.gather(*(self.sync(name) for name in sorted(names)))
+        self._read_once = True
 
     def request_sync(self, name: str) -> None:
         """Make ``name`` match the registry soon; requests during a sync coalesce into one more."""
