@@ -24,7 +24,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,12 +33,16 @@ import grpc
 import numpy as np
 import pytest
 from pymongo import AsyncMongoClient
+from rich.console import Console
 from sklearn.linear_model import LogisticRegression
 
+from services.cli.demo.report import DemoReport
+from services.cli.demo.scenario import ClosedLoopDemo, DemoConfig, Endpoints
 from services.cli.stack import StackState
 from services.common.clients.base import MAX_RECONNECT_BACKOFF_MS
 from services.common.clients.datasets import DatasetClient
 from services.common.clients.inference import InferenceClient
+from services.common.errors import NotFound
 from services.common.events import Topics
 from services.common.kafka import create_producer
 from services.sdk import Client
@@ -49,7 +53,10 @@ from tests.helpers.waiting import eventually, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
-SERVICES = ("registry", "ingest", "serving")
+SERVICES = ("registry", "ingest", "monitor", "serving", "trainer")
+ENV = {"TRAINER_JOB_LEASE_SECONDS": "5"}
+"""A killed trainer's claim on its job lapses after this (30 s by default), so the job is
+taken over within the test's patience; what is measured is that it is done once."""
 WAIT = 120.0
 LOG_BEHIND = 0.5
 """Seconds before a kill within which an answered prediction may be missing from the log."""
@@ -87,7 +94,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("kills")
-    process, state = start_up(workdir, SERVICES)
+    process, state = start_up(workdir, SERVICES, env=ENV)
     try:
         yield Stack(process, workdir / "stack.json", state)
     finally:
@@ -246,3 +253,63 @@ async def _traffic_across_a_kill(stack: Stack, model: str, X: np.ndarray) -> lis
     assert killed is not None and back_at is not None
     outcomes[0].window = (killed[1], back_at)
     return outcomes
+
+
+def test_monitor_and_trainer_killed_mid_loop_close_it_with_one_retrain_and_one_new_version(
+    stack: Stack,
+) -> None:
+    """The demo's closed loop while the monitor is killed mid-stream and then the trainer
+    mid-retrain: still exactly one retrain request, one new version, no failed request."""
+    ports = stack.state.ports
+    endpoints = Endpoints(
+        kafka_bootstrap=f"127.0.0.1:{ports.kafka}",
+        registry_address=stack.address(ports.registry_grpc),
+        datasets_address=stack.address(ports.ingest_grpc),
+        serving_address=stack.address(ports.serving_grpc),
+        monitor_url=f"http://127.0.0.1:{ports.monitor_http}",
+        token=stack.token(),
+        topic_prefix=stack.state.topic_prefix,
+    )
+    config = DemoConfig(rate=200, pre_drift_samples=3000)
+    demo = ClosedLoopDemo(endpoints, config, Console(stderr=True), model="kill-loop")
+    outages: dict[str, float] = {}
+
+    async def kill_when(service: str, moment: Callable[[], Awaitable[bool]]) -> None:
+        await wait_for(moment, 600, f"the moment to kill {service}", interval=0.2)
+        pid, killed_at = stack.kill(service)
+        outages[service] = await stack.back(service, pid) - killed_at
+
+    async def run() -> DemoReport:
+        jobs: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(f"mongodb://127.0.0.1:{ports.mongodb}")
+        retrains = {"model_name": demo.model, "state": "running", "attempts": 1}
+
+        async def mid_stream() -> bool:  # the monitor holds joins and detectors in the making
+            return demo.report.first_version > 0 and demo.events_sent > config.bootstrap_samples + 600
+
+        async def mid_retrain() -> bool:  # the drift's job, trained by the first trainer
+            return (
+                outages.get("monitor") is not None
+                and await jobs["mlops"]["trainer_jobs"].count_documents(retrains) > 0
+            )
+
+        killers = asyncio.gather(kill_when("monitor", mid_stream), kill_when("trainer", mid_retrain))
+        try:
+            return await demo.run()
+        finally:
+            await asyncio.wait_for(killers, WAIT)
+            await jobs.close()
+
+    report = asyncio.run(run())
+    assert set(outages) == {"monitor", "trainer"}
+    assert report.retrain_requests == 1, "a retrain was requested twice"
+    assert (report.first_version, report.new_version) == (1, 2), "a version was registered twice"
+    assert report.failed_requests == 0
+    assert report.loop_closed, report.verdict
+    with Client(stack.address(ports.registry_grpc), stack.address(ports.serving_grpc), stack.token()) as sdk:
+        with pytest.raises(NotFound):
+            sdk.version(demo.model, 3)
+    print(
+        f"\nmonitor killed mid-stream: healthy again after {outages['monitor']:.1f}s; trainer killed "
+        f"mid-retrain: healthy again after {outages['trainer']:.1f}s; one retrain, version 2 served "
+        f"{report.seconds_drift_to_swap:.0f}s after the drift"
+    )

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from services.cli.stack import StackState
 
 
 def start_up(
-    workdir: Path, services: tuple[str, ...] | None = None
+    workdir: Path, services: tuple[str, ...] | None = None, env: Mapping[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], StackState]:
     """``mlops up`` on free ports with its state in ``workdir`` (every service unless
-    ``services`` says which); returns once it says it is ready. Its own log goes to
-    ``workdir/up.log``."""
+    ``services`` says which, with ``env`` added to their environment); returns once it says
+    it is ready. Its own log goes to ``workdir/up.log``."""
     workdir.mkdir(parents=True, exist_ok=True)
     chosen = ["--services", ",".join(services)] if services is not None else []
     log = workdir / "up.log"
@@ -26,6 +28,7 @@ def start_up(
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            env={**os.environ, **(env or {})},
         )
     assert process.stdout is not None
     ready = json.loads(process.stdout.readline() or "{}")  # blocks until ready or exit
