@@ -8,9 +8,10 @@ version. Every ``--sample-seconds`` it records each process's resident memory an
 consumers' lag (``mlops_kafka_consumer_lag_records``, summed per service); at the end it
 counts the events the database did not store, failed requests and ERROR log lines.
 
-Memory is judged flat when no process grows by more than 10% between the end of the
+Memory is judged flat when no service process grows by more than 10% between the end of the
 warm-up (the first fifth of the run; models loaded, caches and buffers filled) and its
-largest later sample. The exit code is 0 when memory is flat and nothing was lost or failed.
+largest later sample (the embedded broker and database are reported, not judged: they hold
+the records and rows, in memory for the broker). The exit code is 0 when memory is flat and nothing was lost or failed.
 This is not part of ``python -m bench``: it runs for half an hour by default.
 """
 
@@ -34,7 +35,7 @@ from rich.console import Console
 from services.cli.demo.command import endpoints_of
 from services.cli.demo.scenario import ClosedLoopDemo, DemoConfig
 from services.cli.demo.spec import DATASET
-from services.cli.stack import ALL_SERVICES, LocalStack, StackPorts
+from services.cli.stack import ALL_SERVICES, INFRA, LocalStack, StackPorts
 
 FLAT = 0.10
 """Largest growth of a process's memory after warm-up that still counts as flat."""
@@ -122,6 +123,20 @@ def judge_memory(samples: list[Sample], duration: float) -> dict[str, dict[str, 
     return verdict
 
 
+def stored_events(stack: LocalStack, run_id: str, sent: int, within: float = 120.0) -> int:
+    """Events of the run the database holds, once ingest has worked off its backlog (or
+    ``within`` seconds have passed: what is missing then is lost)."""
+    client: MongoClient[dict[str, object]]
+    with MongoClient(stack.mongodb_uri) as client:
+        rows = client["mlops"]["ingest_rows"]
+        deadline = time.monotonic() + within
+        while True:
+            stored = rows.count_documents({"dataset": DATASET, "event_id": {"$regex": f"^{run_id}-"}})
+            if stored >= sent or time.monotonic() > deadline:
+                return stored
+            time.sleep(1.0)
+
+
 def error_lines(stack: LocalStack) -> dict[str, int]:
     """ERROR (or worse) lines in each service's JSON log."""
     counts = {}
@@ -168,11 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         duration = time.monotonic() - started
         sampler.stop()
         sent = demo.events_sent
-        client: MongoClient[dict[str, object]]
-        with MongoClient(stack.mongodb_uri) as client:
-            stored = client["mlops"]["ingest_rows"].count_documents(
-                {"dataset": DATASET, "event_id": {"$regex": f"^{report.run_id}-"}}
-            )
+        stored = stored_events(stack, report.run_id, sent)
         errors = error_lines(stack)
     memory = judge_memory(sampler.samples, duration)
     figures = {
@@ -199,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<10}{row['warm_mib']:>10.1f}{row['peak_mib']:>10.1f}{row['last_mib']:>10.1f}{row['growth']:>8.1%}"
         )
-    flat = all(row["growth"] <= FLAT for row in memory.values())
-    print(f"memory flat within {FLAT:.0%} after warm-up: {'yes' if flat else 'NO'}")
+    # The embedded broker keeps every record in memory and the database its data: they grow
+    # with what they hold, by design. The platform's processes must not.
+    flat = all(row["growth"] <= FLAT for name, row in memory.items() if name not in INFRA)
+    print(
+        f"services' memory flat within {FLAT:.0%} after warm-up: {'yes' if flat else 'NO'} (kafka and mongodb hold the data)"
+    )
     return 0 if flat and sent == stored and not report.failed_requests else 1
 
 

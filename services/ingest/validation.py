@@ -13,9 +13,9 @@ dead-lettered and answered over HTTP without leaking what it refused.
 from __future__ import annotations
 
 import enum
-import re
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime

@@ -85,7 +85,9 @@ def test_infinity_is_refused_even_where_the_signature_allows_missing_values(
     # and an all-inf row used to answer OK with probabilities [nan, nan].
     tolerant = Predictor("m", 1, classifier.runtime, classifier_signature(4, ["0", "1", "2"], allow_nan=True))
     data = np.full((2, 4), value)
-    with pytest.raises(InvalidInput, match=f"row 0, feature 'f0' is {value}; infinity is not a feature value"):
+    with pytest.raises(
+        InvalidInput, match=f"row 0, feature 'f0' is {value}; infinity is not a feature value"
+    ):
         tolerant.assemble([matrix(data)], max_rows=10)
     columns = [Tensor(f"f{i}", "FP64", (2,), np.array([0.0, value])) for i in range(4)]
     with pytest.raises(InvalidInput, match=f"input 'f0': row 1 is {value}; infinity is not a feature value"):
