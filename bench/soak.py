@@ -30,6 +30,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from rich.console import Console
 
 from services.cli.demo.command import endpoints_of
@@ -128,7 +129,7 @@ def stored_events(stack: LocalStack, run_id: str, sent: int, within: float = 120
     ``within`` seconds have passed: what is missing then is lost)."""
     client: MongoClient[dict[str, object]]
     with MongoClient(stack.mongodb_uri) as client:
-        rows = client["mlops"]["ingest_rows"]
+        rows: Collection[dict[str, object]] = client["mlops"]["ingest_rows"]
         deadline = time.monotonic() + within
         while True:
             stored = rows.count_documents({"dataset": DATASET, "event_id": {"$regex": f"^{run_id}-"}})
