@@ -255,6 +255,7 @@ async def _traffic_across_a_kill(stack: Stack, model: str, X: np.ndarray) -> lis
     return outcomes
 
 
+@pytest.mark.timeout(900)  # the demo's loop with two restarts, on a shared machine
 def test_monitor_and_trainer_killed_mid_loop_close_it_with_one_retrain_and_one_new_version(
     stack: Stack,
 ) -> None:
