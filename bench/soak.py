@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mlops-soak-"))
     console = Console(stderr=True)
     services = [s for s in ALL_SERVICES if s != "console"]
-    with LocalStack(workdir, StackPorts.free(), services=services) as stack:
+    stack = LocalStack(workdir, StackPorts.free(), services=services)
+    stack.start(timeout=300)  # a shared machine may take minutes to start six processes
+    try:
         sampler = Sampler(stack, args.sample_seconds)
         demo = ClosedLoopDemo(endpoints_of(stack), config, console)
         started = time.monotonic()
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         sent = demo.events_sent
         stored = stored_events(stack, report.run_id, sent)
         errors = error_lines(stack)
+    finally:
+        stack.stop()
     memory = judge_memory(sampler.samples, duration)
     figures = {
         "minutes": round(duration / 60, 1),
