@@ -45,7 +45,9 @@ def main() -> int:
     restarts: dict[str, list[float]] = {s: [] for s in ALL_SERVICES}
     floors: dict[str, list[float]] = {s: [] for s in ALL_SERVICES}
     with tempfile.TemporaryDirectory(prefix="bench-restart-") as workdir:
-        with LocalStack(Path(workdir), StackPorts.free()) as stack:
+        stack = LocalStack(Path(workdir), StackPorts.free())
+        stack.start(timeout=300)  # a shared machine may take minutes to start six processes
+        try:
             for _ in range(args.rounds):
                 for service in ALL_SERVICES:
                     floors[service].append(import_floor(service))
@@ -53,6 +55,8 @@ def main() -> int:
                     started = time.monotonic()
                     stack.restart(service)
                     restarts[service].append(time.monotonic() - started)
+        finally:
+            stack.stop()
     load = os.getloadavg()[0]
     print(
         f"kill -9, then restart to healthy (median of {args.rounds}); load average {load:.1f} on {os.cpu_count()} cores"
