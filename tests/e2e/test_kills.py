@@ -8,7 +8,9 @@ service's process group with SIGKILL part-way, and checks what users and the dat
 - serving: requests fail only between the kill and the supervisor's "healthy again" (plus
   the client's reconnect backoff, at most a second), no prediction is logged twice, and
   none is missing from the log but those answered in the instant before the kill (the log
-  is written behind the answer; SIGTERM flushes it, SIGKILL cannot).
+  is written behind the answer; SIGTERM flushes it, SIGKILL cannot);
+- the monitor mid-stream, then the trainer mid-retrain, during the demo's closed loop: one
+  retrain request, one new version, no failed prediction, the loop closed.
 
 Each prints its outage window (kill to healthy, as the supervisor's state file records the
 new pid once the restarted service answers its health check) with ``-s``.
