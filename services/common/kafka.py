@@ -237,8 +237,9 @@ class ConsumerLoop:
         self._producer = producer
         self._max_batch = max_batch
         self._max_retry_delay = max_retry_delay
+        # Subscribed in start(), after the consumer started: start() then does not wait for
+        # the group join (see start()).
         self._consumer = AIOKafkaConsumer(
-            *self._topics,
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
             client_id=client_id,
@@ -259,7 +260,12 @@ class ConsumerLoop:
         self.assigned = asyncio.Event()
 
     async def start(self) -> None:
+        """Connect and subscribe; the group join goes on in the background (``assigned`` is
+        set once this member holds partitions). A join takes seconds, more after a member was
+        killed (the group waits out its session): a service's API must not wait for it, and
+        readiness already allows a member some time without partitions (see ``Progress``)."""
         await self._consumer.start()
+        self._consumer.subscribe(self._topics)
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self._group_id}")
 
     async def stop(self) -> None:

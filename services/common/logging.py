@@ -1,7 +1,7 @@
 """Structured logging: one JSON object per line, with context bound per request.
 
-Library loggers (aiokafka, uvicorn, grpc) go through the same renderer, so every line a
-service writes parses as JSON. Bind ``request_id`` or ``model_version`` with
+Library loggers (aiokafka, uvicorn, grpc) and Python warnings go through the same renderer,
+so every line a service writes parses as JSON. Bind ``request_id`` or ``model_version`` with
 :func:`structlog.contextvars.bind_contextvars` and they appear in every line of that task.
 """
 
@@ -58,6 +58,9 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Warnings (numpy's overflow, a library's deprecation) otherwise print plain text to
+    # stderr between the JSON lines; through logging they are lines like the others.
+    logging.captureWarnings(True)
     for noisy in ("aiokafka", "kafka", "pymongo", "faust", "mode", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     structlog.contextvars.clear_contextvars()

@@ -28,6 +28,12 @@ from services.ingest.validation import RawInput, Reason, Rejection
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 REQUIRED_CE_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type")
+SPEC_VERSION = "1.0"
+"""The one CloudEvents version the Kafka binding here follows: 0.3 names attributes
+differently (``schemaurl``, ``datacontentencoding``), so its events are refused, not guessed."""
+RAW_EVENT_TYPE = type_name(RawEvent)
+"""The type of every raw event, whatever its encoding: the body (flat JSON or the protobuf)
+is one contract, and an event of another type sent to the raw topic is a mistake to surface."""
 
 
 class Encoding:
@@ -120,10 +126,35 @@ def decode_record(record: IncomingRecord) -> Decoded | Rejection:
     return event if isinstance(event, Rejection) else Decoded(event, Encoding.JSON, len(record.value))
 
 
+def _envelope_refused(spec_version: object, event_type: object, prefix: str) -> Rejection | None:
+    """Why an envelope's version or type is not the raw topic's, if it is not (``prefix`` is
+    ``ce_`` for the binary mode's headers, empty for the structured mode's attributes)."""
+    if spec_version != SPEC_VERSION:
+        return Rejection(
+            "bad_envelope",
+            f"{prefix}specversion",
+            f"CloudEvents specversion must be {SPEC_VERSION!r}, got {spec_version!r}",
+        )
+    if event_type != RAW_EVENT_TYPE:
+        return Rejection(
+            "unexpected_type", f"{prefix}type", f"expected type {RAW_EVENT_TYPE!r}, got {event_type!r}"
+        )
+    return None
+
+
+def _text_header(record: IncomingRecord, name: str) -> str:
+    return (_header(record, name) or b"").decode("utf-8", errors="replace")
+
+
 def _binary_cloudevent(record: IncomingRecord, content_type: str) -> Decoded | Rejection:
     missing = [name for name in REQUIRED_CE_HEADERS if _header(record, name) is None]
     if missing:
         return Rejection("not_cloudevent", missing[0], f"missing CloudEvents header(s): {', '.join(missing)}")
+    refused = _envelope_refused(
+        _text_header(record, "ce_specversion"), _text_header(record, "ce_type"), "ce_"
+    )
+    if refused is not None:
+        return refused
     if content_type.split(";", 1)[0].strip().lower() == PROTOBUF_CONTENT_TYPE:
         try:
             envelope = decode(record, RawEvent)
@@ -161,6 +192,9 @@ def _structured_cloudevent(body: bytes) -> Decoded | Rejection:
         return Rejection(
             "not_cloudevent", missing[0], f"missing CloudEvents attribute(s): {', '.join(missing)}"
         )
+    refused = _envelope_refused(envelope["specversion"], envelope["type"], "")
+    if refused is not None:
+        return refused
     data = envelope.get("data")
     if not isinstance(data, dict):
         return Rejection(Reason.NOT_AN_OBJECT, "data", "the CloudEvent's data must be a JSON object")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from services.ingest.privacy import REDACTED, Pseudonymizer
 
 Scalar = float | str | bool
 MAX_ID_CHARS = 512
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters, refused in ids."""
 
 
 class Reason(enum.StrEnum):
@@ -318,6 +321,16 @@ class EventValidator:
         if len(entity_id) > MAX_ID_CHARS:
             field = schema.entity_id_field
             return Rejection(Reason.OUT_OF_RANGE, field, f"{field!r} has more than {MAX_ID_CHARS} characters")
+        for field, identifier in ((schema.event_id_field, event_id), (schema.entity_id_field, entity_id)):
+            control = _CONTROL.search(identifier)
+            if control is not None:
+                # Ids end up in keys, headers, logs and file names: a newline or NUL in one
+                # forges log lines and breaks the tools that read them.
+                return Rejection(
+                    Reason.OUT_OF_RANGE,
+                    field,
+                    f"{field!r} has a control character ({control.group()!r} at {control.start()})",
+                )
         derived = self._deriver.compute(values) if not label_only else {}
         if self._private:
             pseudonymized = self._pseudonymize(values)

@@ -107,7 +107,14 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def _deliver(self, batch: list[tuple[TP, Message]]) -> None:
         """Hand a fetched batch to the streams in order, keeping faust's offset bookkeeping:
-        the read offset per partition, gaps in acked topics, commits every n acks."""
+        the read offset per partition, gaps in acked topics, commits every n acks, and when
+        each partition's stream last took a record (once per batch: :class:`StatisticsOff`
+        keeps no per-message times, and without them faust's watchdog logs every partition
+        with a backlog as "Stream has not started processing", at ERROR, forever)."""
+        inbound = self.app.monitor.stream_inbound_time
+        now = time.monotonic()
+        for tp in {tp for tp, _ in batch}:
+            inbound[tp] = now
         read_offsets = self._read_offset
         for tp, message in batch:
             offset = message.offset

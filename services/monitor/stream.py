@@ -30,6 +30,7 @@ start it exactly as production does.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import tempfile
 import time
@@ -44,7 +45,9 @@ from services.common import tracing
 from services.common.events import EnvelopeError, IncomingRecord, Topics
 from services.common.kafka import DeadLetter, ensure_topics
 from services.common.kafka_security import KafkaSecurity
+from services.common.lifecycle import cancel
 from services.common.logging import get_logger
+from services.common.progress import STALL_SECONDS
 from services.monitor import metrics
 from services.monitor.alerts import WebhookAlerter
 from services.monitor.changelog import BatchedChangelogTable
@@ -164,6 +167,8 @@ class MonitorStreams:
         self.assignment: dict[str, list[int]] = {}
         """Partitions of the monitor's topics this process owns, by topic (after the last rebalance)."""
         self._security = KafkaSecurity.from_settings(settings)
+        self._starting: asyncio.Task[None] | None = None
+        self._started_at = 0.0
         app = StreamApp(
             settings.consumer_group(),
             monitor=StatisticsOff(),
@@ -255,13 +260,35 @@ class MonitorStreams:
         await create([f"{self.app.conf.id}-__assignor-__leader"], partitions=1)
 
     async def start(self) -> None:
-        await self.app.start()
+        """Start faust in the background: it returns only once the group has assigned this
+        process its partitions and the tables are recovered, which after a killed member
+        waits out that member's session (18 s on the embedded broker). The monitor's HTTP
+        API answers meanwhile, and readiness counts the wait as a member without partitions
+        (see :func:`problem`)."""
+        self._started_at = time.monotonic()
+        self._starting = asyncio.create_task(self._start_app(), name="monitor-streams-start")
+
+    async def _start_app(self) -> None:
+        try:
+            await self.app.start()
+        except Exception as exc:
+            log.error("streams_start_failed", error=repr(exc))
+            raise
 
     async def stop(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            await cancel(self._starting)
         await self.app.stop()
 
     def problem(self) -> str | None:
-        """Why the streams are not consuming (None while they are)."""
+        """Why the streams are not consuming (None while they are, or while they join their
+        group for less than the stall time a member may go without partitions)."""
+        starting = self._starting
+        if starting is not None and not starting.done():
+            waited = time.monotonic() - self._started_at
+            return f"no partition assigned for {waited:.0f}s (starting)" if waited > STALL_SECONDS else None
+        if starting is not None and not starting.cancelled() and starting.exception() is not None:
+            return f"failed to start: {starting.exception()!r}"
         if not self.running:
             return "stopped"
         progress = cast(Any, self.app.consumer).progress

@@ -188,6 +188,7 @@ class ModelManager:
         self._failed: dict[tuple[str, int], str] = {}
         self._syncs: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._read_once = False
         self.changed = asyncio.Condition()
 
     # -- reading -------------------------------------------------------------------------------
@@ -199,8 +200,15 @@ class ModelManager:
     def get(self, name: str, caller: Principal | None = None) -> ServedModel:
         """The served model, or :class:`ModelNotFound` (also for a model of a team ``caller``
         does not act for, so other teams' model names do not leak); :class:`Forbidden` when
-        ``caller`` lacks the predict scope in the model's team. No caller: no check."""
+        ``caller`` lacks the predict scope in the model's team (no caller: no check);
+        :class:`ModelUnavailable` before the first full read of the registry, which may still
+        be loading it (NOT_FOUND tells a client not to retry, and a restarted replica would
+        tell it so for every model)."""
         model = self._models.get(name)
+        if model is None and not self._read_once:
+            raise ModelUnavailable(
+                f"model '{shown(name)}' is not loaded yet: serving is still reading the registry"
+            )
         if model is None or (caller is not None and not caller.acts_for(model.team)):
             raise ModelNotFound(f"model '{shown(name)}' is not served")
         if caller is not None and not caller.may(Scope.PREDICT, model.team):
@@ -271,6 +279,7 @@ class ModelManager:
         listed = await self._source.list_models(alias=PRODUCTION)
         names = {m.name for m in listed} | set(self._models)
         await asyncio.gather(*(self.sync(name) for name in sorted(names)))
+        self._read_once = True
 
     def request_sync(self, name: str) -> None:
         """Make ``name`` match the registry soon; requests during a sync coalesce into one more."""

@@ -47,6 +47,30 @@ def configure_predict_thread() -> None:
     sklearn.set_config(assume_finite=True)
 
 
+def _first_refused(values: np.ndarray[Any, Any], allow_nan: bool) -> tuple[int, ...] | None:
+    """Where the first value the signature refuses is, if any. NaN means missing, which a
+    signature may allow (the model handles it); infinity is never a feature value: a model
+    answers it with NaN probabilities or a silent extreme, so it is refused either way.
+
+    >>> _first_refused(np.array([[0.0, np.nan], [np.inf, 1.0]]), allow_nan=True)
+    (1, 0)
+    >>> _first_refused(np.array([0.0, np.nan]), allow_nan=False)
+    (1,)
+    >>> _first_refused(np.array([0.0, np.nan]), allow_nan=True) is None
+    True
+    """
+    refused = np.isinf(values) if allow_nan else ~np.isfinite(values)
+    if not refused.any():
+        return None
+    return tuple(int(i) for i in np.argwhere(refused)[0])
+
+
+def _why_refused(allow_nan: bool) -> str:
+    if allow_nan:
+        return "infinity is not a feature value (NaN stands for a missing one)"
+    return "the model's signature does not allow NaN or infinity"
+
+
 class SignatureError(ValueError):
     """A version whose signature cannot be served (it is refused at load)."""
 
@@ -276,18 +300,15 @@ class Predictor:
             )
         self._check_rows(tensor.name, tensor.shape[0], max_rows)
         matrix = tensor.data.astype(np.float64, copy=False)
-        if tensor.datatype in FLOATS and not spec.allow_nan:
-            self._check_finite(tensor.name, matrix)
+        if tensor.datatype in FLOATS:
+            refused = _first_refused(matrix, spec.allow_nan)
+            if refused is not None:
+                row, column = refused
+                raise InvalidInput(
+                    f"input '{tensor.name}': row {row}, feature '{self.feature_names[column]}' is "
+                    f"{matrix[row, column]}; {_why_refused(spec.allow_nan)}"
+                )
         return matrix
-
-    def _check_finite(self, name: str, matrix: np.ndarray[Any, Any]) -> None:
-        finite = np.isfinite(matrix)
-        if not finite.all():
-            row, column = (int(i) for i in np.argwhere(~finite)[0])
-            raise InvalidInput(
-                f"input '{name}': row {row}, feature '{self.feature_names[column]}' is "
-                f"{matrix[row, column]}; the model's signature does not allow NaN or infinity"
-            )
 
     def _from_columns(self, by_name: Mapping[str, Tensor], max_rows: int) -> np.ndarray[Any, Any]:
         unknown = sorted(set(by_name) - set(self._columns))
@@ -346,13 +367,12 @@ class Predictor:
                 f"input '{feature}': expected datatype {spec.datatype} (or another numeric type), got {datatype}"
             )
         column = data.astype(np.float64, copy=False)
-        if datatype in FLOATS and not spec.allow_nan:
-            finite = np.isfinite(column)
-            if not finite.all():
-                row = int(np.argmin(finite))
+        if datatype in FLOATS:
+            refused = _first_refused(column, spec.allow_nan)
+            if refused is not None:
+                (row,) = refused
                 raise InvalidInput(
-                    f"input '{feature}': row {row} is {column[row]}; "
-                    "the model's signature does not allow NaN or infinity"
+                    f"input '{feature}': row {row} is {column[row]}; {_why_refused(spec.allow_nan)}"
                 )
         return column
 

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from services.cli.stack_state import StackState
 
 
 def start_up(
-    workdir: Path, services: tuple[str, ...] | None = None, *, tls: bool = False
+    workdir: Path,
+    services: tuple[str, ...] | None = None,
+    *,
+    tls: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], StackState]:
     """``mlops up`` on free ports with its state in ``workdir`` (every service unless
-    ``services`` says which; with ``--tls`` when ``tls``); returns once it says it is ready.
-    Its own log goes to ``workdir/up.log``."""
+    ``services`` says which; with ``--tls`` when ``tls``; with ``env`` added to their
+    environment); returns once it says it is ready. Its own log goes to ``workdir/up.log``."""
     workdir.mkdir(parents=True, exist_ok=True)
     chosen = ["--services", ",".join(services)] if services is not None else []
     chosen += ["--tls"] if tls else []
@@ -27,6 +33,7 @@ def start_up(
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            env={**os.environ, **(env or {})},
         )
     assert process.stdout is not None
     ready = json.loads(process.stdout.readline() or "{}")  # blocks until ready or exit

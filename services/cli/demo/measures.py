@@ -88,6 +88,10 @@ class SentEvents:
         self._times: list[float] = []
         self._indexes: list[int] = []
 
+    def __len__(self) -> int:
+        """Events sent."""
+        return len(self._times)
+
     def add(self, at: float, index: int) -> None:
         """Sample ``index``'s event was sent at ``at`` (epoch seconds, not before the last one)."""
         self._times.append(at)

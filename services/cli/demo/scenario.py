@@ -148,6 +148,11 @@ class ClosedLoopDemo:
             await datasets.close()
         return self.report
 
+    @property
+    def events_sent(self) -> int:
+        """Events this run handed to the broker (bootstrap and traffic)."""
+        return len(self._sent)
+
     def _say(self, message: str) -> None:
         self._console.log(message)
 

@@ -85,7 +85,7 @@ async def test_every_event_is_stored_dead_lettered_or_counted_as_duplicate(
         ("ce_specversion", b"1.0"),
         ("ce_id", b"c-201"),
         ("ce_source", b"/orders"),
-        ("ce_type", b"com.example.order"),
+        ("ce_type", b"mlops.v1.RawEvent"),
         ("content-type", b"application/json"),
     ]
     body = json.dumps(order(dataset, 201, base)).encode()

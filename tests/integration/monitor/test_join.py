@@ -48,6 +48,22 @@ async def test_labels_before_and_long_after_their_predictions_are_joined(running
     assert status["accuracy"] == pytest.approx(0.75)
 
 
+async def test_faust_knows_when_each_stream_last_took_a_record(running: Running) -> None:
+    # Faust's watchdog reads these times; without them it logged a busy partition as
+    # "Stream has not started processing" at ERROR once the backlog outlived its timeout.
+    topics, model, now = running.topics, "inbound", time.time()
+    before = time.monotonic()
+    await send(
+        running.producer,
+        [prediction(topics.predictions, f"in-{i}", model, 1, "1", occurred_at=now) for i in range(5)],
+    )
+    await wait_for(lambda: running.predicted(model, 1) == 5, WAIT, "the predictions counted")
+    assert running.app.streams is not None
+    inbound = running.app.streams.app.monitor.stream_inbound_time
+    fresh = {tp.topic for tp, at in inbound.items() if at >= before}
+    assert {topics.predictions, f"{topics.prefix}.monitor.join", f"{topics.prefix}.monitor.samples"} <= fresh
+
+
 async def test_duplicate_predictions_and_labels_are_counted_once(running: Running) -> None:
     topics, model, now = running.topics, "dupes", time.time()
     ids = [f"dup-{i}" for i in range(30)]

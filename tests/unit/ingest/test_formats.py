@@ -60,14 +60,21 @@ def test_cloudevent_with_a_protobuf_body() -> None:
     assert result.event.fields == {"amount": 5.0, "email": "alice@example.com", "vip": True}
 
 
-def ce_headers(content_type: bytes) -> list[tuple[str, bytes]]:
+def ce_headers(
+    content_type: bytes, *, version: bytes = b"1.0", event_type: bytes = b"mlops.v1.RawEvent"
+) -> list[tuple[str, bytes]]:
     return [
-        ("ce_specversion", b"1.0"),
+        ("ce_specversion", version),
         ("ce_id", b"x1"),
         ("ce_source", b"/producer"),
-        ("ce_type", b"com.example.order"),
+        ("ce_type", event_type),
         ("content-type", content_type),
     ]
+
+
+def structured(version: str = "1.0", event_type: str = "mlops.v1.RawEvent") -> bytes:
+    envelope = {"specversion": version, "id": "x", "source": "/p", "type": event_type, "data": event()}
+    return json.dumps(envelope | {"data": {"dataset": "demo", **event()}}).encode()
 
 
 def test_cloudevent_with_a_json_body() -> None:
@@ -82,7 +89,7 @@ def test_structured_cloudevent() -> None:
         "specversion": "1.0",
         "id": "x",
         "source": "/p",
-        "type": "t",
+        "type": "mlops.v1.RawEvent",
         "data": {"dataset": "demo", **event()},
     }
     result = decoded(json.dumps(envelope).encode(), [("content-type", b"application/cloudevents+json")])
@@ -105,10 +112,23 @@ def test_structured_cloudevent() -> None:
         (b'{"dataset": ""}', None, Reason.WRONG_TYPE, "dataset"),
         (b"{}", [("ce_specversion", b"1.0")], "not_cloudevent", "ce_id"),
         (b"{}", ce_headers(b"text/plain"), "unexpected_content_type", "content-type"),
-        (b"\x0a\x02", ce_headers(b"application/protobuf"), "unexpected_type", ""),
+        (b"\x0a\x02", ce_headers(b"application/protobuf", event_type=b"t"), "unexpected_type", "ce_type"),
+        # A body that would be stored: the envelope alone decides (these were stored before).
+        (
+            structured().replace(b'"1.0"', b'"0.3"'),
+            [("content-type", b"application/cloudevents+json")],
+            "bad_envelope",
+            "specversion",
+        ),
+        (
+            structured(event_type="com.example.order"),
+            [("content-type", b"application/cloudevents+json")],
+            "unexpected_type",
+            "type",
+        ),
         (b"{}", [("content-type", b"application/cloudevents+json")], "not_cloudevent", "specversion"),
         (
-            b'{"specversion": "1.0", "id": "x", "source": "/p", "type": "t", "data": [1]}',
+            b'{"specversion": "1.0", "id": "x", "source": "/p", "type": "mlops.v1.RawEvent", "data": [1]}',
             [("content-type", b"application/cloudevents+json")],
             Reason.NOT_AN_OBJECT,
             "data",
@@ -119,6 +139,27 @@ def test_undecodable_records_are_refused_precisely(
     value: bytes | None, headers: list[tuple[str, bytes]] | None, reason: str, field: str
 ) -> None:
     result = refused(value, headers)
+    assert (result.error_class, result.field) == (reason, field)
+
+
+@pytest.mark.parametrize("content_type", [b"application/json", b"application/protobuf"])
+@pytest.mark.parametrize(
+    ("version", "event_type", "reason", "field"),
+    [
+        (b"0.3", b"mlops.v1.RawEvent", "bad_envelope", "ce_specversion"),
+        (b"", b"mlops.v1.RawEvent", "bad_envelope", "ce_specversion"),
+        (b"1.0", b"com.example.order", "unexpected_type", "ce_type"),
+        (b"1.0", b"", "unexpected_type", "ce_type"),
+    ],
+)
+def test_a_binary_cloudevent_of_another_version_or_type_is_refused_whatever_its_body(
+    content_type: bytes, version: bytes, event_type: bytes, reason: str, field: str
+) -> None:
+    if content_type == b"application/json":
+        body = json.dumps({"dataset": "demo", **event()}).encode()
+    else:
+        body = raw_event().SerializeToString()
+    result = refused(body, ce_headers(content_type, version=version, event_type=event_type))
     assert (result.error_class, result.field) == (reason, field)
 
 
@@ -152,7 +193,7 @@ def test_redacted_bodies_keep_the_encoding_but_not_the_private_values(encoding: 
             "specversion": "1.0",
             "id": "x",
             "source": "/p",
-            "type": "t",
+            "type": "mlops.v1.RawEvent",
             "data": {"dataset": "demo", **event()},
         }
         original = decoded(json.dumps(envelope).encode(), [("content-type", b"application/cloudevents+json")])

@@ -6,6 +6,7 @@ tests run the same flows against the real registry service.
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import random
 
@@ -277,3 +278,35 @@ async def test_a_model_serves_only_callers_of_its_team(registry: MemoryRegistry)
 def test_the_examples_in_the_docstrings_run() -> None:
     result = doctest.testmod(models)
     assert result.failed == 0 and result.attempted > 0
+
+
+class SlowRegistry(MemoryRegistry):
+    """Lists its models only once ``listed`` is set: a replica restarted while the
+    registry is slow to answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listed = asyncio.Event()
+
+    async def list_models(self, alias: str = "") -> list[registry_pb2.Model]:
+        await self.listed.wait()
+        return await super().list_models(alias)
+
+
+async def test_before_the_first_registry_read_every_model_is_unavailable_not_absent(
+    classifier: Fitted,
+) -> None:
+    registry = SlowRegistry()
+    registry.add("iris", 1, classifier)
+    registry.alias("iris", "production", 1)
+    manager = ModelManager(registry)
+    first_read = asyncio.create_task(manager.sync_all())
+    # NOT_FOUND would tell clients not to retry a model that is about to be served.
+    for name in ("iris", "unserved"):
+        with pytest.raises(ModelUnavailable, match=f"model '{name}' is not loaded yet"):
+            manager.route(name)
+    registry.listed.set()
+    await first_read
+    assert manager.route("iris").target.number == 1
+    with pytest.raises(ModelNotFound, match="model 'unserved' is not served"):
+        manager.route("unserved")

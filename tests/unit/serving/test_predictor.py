@@ -73,7 +73,25 @@ def test_nan_and_infinity_are_refused_with_row_and_feature_unless_allowed(classi
     with pytest.raises(InvalidInput, match="feature 'f1' is -inf"):
         predictor.assemble([matrix(data)], max_rows=10)
     tolerant = Predictor("m", 1, classifier.runtime, classifier_signature(4, ["0", "1", "2"], allow_nan=True))
-    assert np.isinf(tolerant.assemble([matrix(data)], max_rows=10).matrix[2, 1])
+    data[2, 1] = np.nan
+    assert np.isnan(tolerant.assemble([matrix(data)], max_rows=10).matrix[2, 1])
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinity_is_refused_even_where_the_signature_allows_missing_values(
+    classifier: Fitted, value: float
+) -> None:
+    # NaN stands for a missing value, which a signature may allow; infinity is not missing,
+    # and an all-inf row used to answer OK with probabilities [nan, nan].
+    tolerant = Predictor("m", 1, classifier.runtime, classifier_signature(4, ["0", "1", "2"], allow_nan=True))
+    data = np.full((2, 4), value)
+    with pytest.raises(
+        InvalidInput, match=f"row 0, feature 'f0' is {value}; infinity is not a feature value"
+    ):
+        tolerant.assemble([matrix(data)], max_rows=10)
+    columns = [Tensor(f"f{i}", "FP64", (2,), np.array([0.0, value])) for i in range(4)]
+    with pytest.raises(InvalidInput, match=f"input 'f0': row 1 is {value}; infinity is not a feature value"):
+        tolerant.assemble(columns, max_rows=10)
 
 
 def test_rows_beyond_the_limit_are_resource_exhausted_and_zero_rows_invalid(classifier: Fitted) -> None:

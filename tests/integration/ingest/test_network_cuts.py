@@ -1,0 +1,110 @@
+"""Ingest cut off from its database by the network (a proxy the test controls), mid-stream:
+its API stays up and says the database is away, the batch in hand waits, and once the link
+is back every event is stored once."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from prometheus_client import REGISTRY
+from pymongo import AsyncMongoClient
+
+from services.common.auth import Scope
+from services.common.clients.datasets import DatasetClient
+from services.common.events import Topics
+from services.common.kafka import create_producer
+from services.ingest.app import IngestApp
+from services.ingest.settings import IngestSettings
+from tests.conftest import Infra
+from tests.helpers.apps import app_settings, started
+from tests.helpers.datasets import orders_schema
+from tests.helpers.proxy import TcpProxy
+from tests.helpers.waiting import eventually
+from tests.integration.ingest.conftest import PSEUDONYMIZATION_KEY
+
+EVENTS = 600
+WAIT = 120.0
+
+
+def order(dataset: str, i: int, base: datetime) -> bytes:
+    event = {
+        "dataset": dataset,
+        "event_id": f"cut-{i}",
+        "customer": f"c{i % 20}",
+        "ts": (base + timedelta(milliseconds=i)).isoformat(),
+        "amount": float(i % 900),
+        "items": 1 + i % 4,
+        "country": "FR",
+        "label": "yes" if i % 2 else "no",
+    }
+    return json.dumps(event).encode()
+
+
+async def test_ingest_cut_from_its_database_mid_stream_stores_every_event_once_after(infra: Infra) -> None:
+    prefix = "cut" + uuid.uuid4().hex[:8]
+    dataset, topics = f"orders-{prefix}", Topics(prefix)
+    mongo_port = int(infra.mongodb_uri.rsplit(":", 1)[1].split("/")[0])
+    rows_client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(infra.mongodb_uri)
+    rows = rows_client[prefix]["ingest_rows"]
+    base = datetime.now(UTC) - timedelta(hours=1)
+
+    async def stored() -> int:
+        return await rows.count_documents({"dataset": dataset})
+
+    with TcpProxy(mongo_port) as link:
+        settings = app_settings(
+            IngestSettings,
+            infra,
+            prefix,
+            # Direct: the database names itself as a replica set member, which a client would
+            # then reach around the proxy.
+            mongodb_uri=f"mongodb://{link.address}/?directConnection=true",
+            pseudonymization_key=PSEUDONYMIZATION_KEY,
+        )
+        producer = create_producer(infra.kafka_bootstrap, "cut-test")
+        await producer.start()
+        try:
+            async with (
+                started(IngestApp(settings)) as app,
+                DatasetClient(f"127.0.0.1:{app.grpc_port}", lambda: infra.token(Scope.WRITE)) as datasets,
+            ):
+                await datasets.register_schema(orders_schema(dataset))
+                for i in range(EVENTS // 2):
+                    await producer.send(topics.raw_events, order(dataset, i, base), key=f"cut-{i}".encode())
+                await producer.flush()
+                await eventually(stored, lambda count: count == EVENTS // 2, within=WAIT)
+
+                link.cut()
+                for i in range(EVENTS // 2, EVENTS):
+                    await producer.send(topics.raw_events, order(dataset, i, base), key=f"cut-{i}".encode())
+                await producer.flush()
+                # The consumer holds its batch and retries it, rather than commit past it; the
+                # HTTP API answers, and says the database is away (503, retry later).
+                group = f"{prefix}.{settings.consumer_group}"
+                await eventually(lambda: _retries(group), lambda count: count > 0, within=WAIT)
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{app.http_port}", timeout=30
+                ) as http:
+                    answer = await http.post(
+                        "/v1/events",
+                        json=[json.loads(order(dataset, EVENTS, base))],
+                        headers={"authorization": f"Bearer {infra.token(Scope.INGEST)}"},
+                    )
+                    assert answer.status_code == 503 and "retry-after" in answer.headers, answer.text
+                    assert (await http.get("/health/live")).status_code == 200
+                assert await stored() == EVENTS // 2
+
+                link.mend()
+                await eventually(stored, lambda count: count >= EVENTS, within=WAIT)
+        finally:
+            await producer.stop()
+    assert await stored() == EVENTS
+    assert len(await rows.distinct("event_id", {"dataset": dataset})) == EVENTS
+    await rows_client.close()
+
+
+async def _retries(group: str) -> float:
+    return REGISTRY.get_sample_value("mlops_kafka_handler_retries_total", {"group": group}) or 0.0
