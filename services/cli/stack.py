@@ -349,6 +349,7 @@ class LocalStack:
             "MLOPS_ARTIFACT_SIGNING_KEY": self.artifact_signing_key,
             "MLOPS_REGISTRY_ADDRESS": self.grpc_address("registry"),
             "MLOPS_DATASETS_ADDRESS": self.grpc_address("ingest"),
+            "MLOPS_SERVING_ADDRESS": self.grpc_address("serving"),
             "MLOPS_LOG_FORMAT": "json",
             f"{prefix}_HOST": HOST,
             f"{prefix}_HTTP_PORT": str(getattr(self.ports, spec.http_port)),

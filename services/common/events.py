@@ -80,6 +80,18 @@ class Topics:
     def inference_responses(self) -> str:
         return f"{self.prefix}.inference.responses"
 
+    @property
+    def batch_requests(self) -> str:
+        return f"{self.prefix}.batch.requests"
+
+    @property
+    def batch_results(self) -> str:
+        return f"{self.prefix}.batch.results"
+
+    @property
+    def batch_scores(self) -> str:
+        return f"{self.prefix}.batch.scores"
+
     @staticmethod
     def dlq(topic: str) -> str:
         return f"{topic}.dlq"
@@ -97,6 +109,9 @@ class Topics:
             self.drift,
             self.inference_requests,
             self.inference_responses,
+            self.batch_requests,
+            self.batch_results,
+            self.batch_scores,
         ]
         return main + [self.dlq(topic) for topic in main]
 

@@ -9,16 +9,24 @@ import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from aiokafka import AIOKafkaProducer
+from pymongo.asynchronous.database import AsyncDatabase
+
 from services.common import mongo
 from services.common.auth import Scope, ServiceCredentials, TokenVerifier
 from services.common.clients.datasets import DatasetClient
+from services.common.clients.inference import InferenceClient
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.http import HttpServer, create_app
 from services.common.kafka import ConsumerLoop, create_producer, ensure_topics
 from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
+from services.common.mongo import Document
 from services.trainer import metrics
+from services.trainer.batch import BatchConfig, BatchJobs
+from services.trainer.batch_events import BatchPublisher, BatchRequestHandler
+from services.trainer.batch_store import BatchStore
 from services.trainer.events import ResultPublisher, TrainRequestHandler
 from services.trainer.jobs import JobStore
 from services.trainer.online import OnlineConfig, OnlineLearner
@@ -37,6 +45,7 @@ class TrainerApp:
         # Unique per process: a restarted trainer is a new owner and waits out the old leases.
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._consumer: ConsumerLoop | None = None
+        self._batch_consumer: ConsumerLoop | None = None
         self._online: OnlineLearner | None = None
         self._parts = Parts("trainer")
         self._ready = False
@@ -51,6 +60,8 @@ class TrainerApp:
         problem = self._consumer.problem() if self._consumer is not None else "not started"
         if problem:
             found.append(f"train requests consumer: {problem}")
+        if self._batch_consumer is not None and (problem := self._batch_consumer.problem()):
+            found.append(f"batch requests consumer: {problem}")
         if self._online is not None and (problem := self._online.problem()):
             found.append(f"online learner: {problem}")
         return found
@@ -67,17 +78,27 @@ class TrainerApp:
         topics = Topics(settings.topic_prefix)
         client = mongo.create_client(settings, "mlops-trainer")
         parts.on_stop("mongodb", client.close)
-        store = JobStore(mongo.database(client, settings), self.instance, settings.job_lease_seconds)
+        database = mongo.database(client, settings)
+        store = JobStore(database, self.instance, settings.job_lease_seconds)
         await store.ensure_indexes()
         await ensure_topics(
             settings.kafka_bootstrap_servers,
-            [topics.train_requests, Topics.dlq(topics.train_requests), topics.train_results, topics.features],
+            [
+                topics.train_requests,
+                Topics.dlq(topics.train_requests),
+                topics.train_results,
+                topics.features,
+                topics.batch_requests,
+                Topics.dlq(topics.batch_requests),
+                topics.batch_results,
+                topics.batch_scores,
+            ],
         )
         producer = await parts.start(
             "producer", create_producer(settings.kafka_bootstrap_servers, "mlops-trainer")
         )
         credentials = ServiceCredentials(
-            settings.auth_secret.get_secret_value(), "trainer", [Scope.READ, Scope.WRITE]
+            settings.auth_secret.get_secret_value(), "trainer", [Scope.READ, Scope.WRITE, Scope.PREDICT]
         )
         registry = await parts.enter(
             "registry_client", RegistryClient(settings.registry_address, credentials)
@@ -118,6 +139,7 @@ class TrainerApp:
                 max_batch=1,
             ),
         )
+        await self._start_batch_scoring(database, producer, credentials, registry, datasets)
         # Before the consumer stops (it finishes the batch in hand): the running job gives up
         # at its next step, and its request is redelivered to whoever takes the partition.
         parts.on_stop("running_job", runner.stop)
@@ -148,6 +170,48 @@ class TrainerApp:
         self.http_port = (
             await parts.start("http", HttpServer(http_app, settings.host, settings.http_port))
         ).port
+
+    async def _start_batch_scoring(
+        self,
+        database: AsyncDatabase[Document],
+        producer: AIOKafkaProducer,
+        credentials: ServiceCredentials,
+        registry: RegistryClient,
+        datasets: DatasetClient,
+    ) -> None:
+        """Batch scoring jobs from their own topic and consumer group, so a long job never
+        holds up training (and the reverse); serving computes the scores."""
+        settings, parts = self.settings, self._parts
+        topics = Topics(settings.topic_prefix)
+        batch_store = BatchStore(database)
+        await batch_store.ensure_indexes()
+        serving = await parts.enter("serving_client", InferenceClient(settings.serving_address, credentials))
+        publisher = BatchPublisher(producer, topics.batch_results, topics.batch_scores)
+        jobs = BatchJobs(
+            store=batch_store,
+            registry=registry,
+            datasets=datasets,
+            serving=serving,
+            publish_result=publisher.result,
+            publish_scores=publisher.scores,
+            config=BatchConfig(
+                chunk_rows=settings.batch_chunk_rows,
+                progress_interval_seconds=settings.progress_interval_seconds,
+                scores_topic=topics.batch_scores,
+            ),
+        )
+        self._batch_consumer = await parts.start(
+            "batch_consumer",
+            ConsumerLoop(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topics=[topics.batch_requests],
+                group_id=f"{settings.topic_prefix}.{settings.consumer_group}-batch",
+                handler=BatchRequestHandler(jobs),
+                producer=producer,
+                client_id=f"mlops-trainer-batch-{self.instance}",
+                max_batch=1,
+            ),
+        )
 
     async def stop(self) -> None:
         """Give up the running job (it is redelivered), leave the group, then disconnect."""
