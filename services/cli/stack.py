@@ -349,7 +349,6 @@ class LocalStack:
             "MLOPS_ARTIFACT_SIGNING_KEY": self.artifact_signing_key,
             "MLOPS_REGISTRY_ADDRESS": self.grpc_address("registry"),
             "MLOPS_DATASETS_ADDRESS": self.grpc_address("ingest"),
-            "MLOPS_SERVING_ADDRESS": self.grpc_address("serving"),
             "MLOPS_LOG_FORMAT": "json",
             f"{prefix}_HOST": HOST,
             f"{prefix}_HTTP_PORT": str(getattr(self.ports, spec.http_port)),
@@ -358,6 +357,8 @@ class LocalStack:
             env[f"{prefix}_GRPC_PORT"] = str(getattr(self.ports, spec.grpc_port))
         if service == "ingest":
             env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
+        if service == "trainer":
+            env["TRAINER_SERVING_ADDRESS"] = self.grpc_address("serving")
         if service == "console":
             # It acts with each person's own token: no database, no key that could mint one.
             for held in (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings, platform_field
+from services.common.settings import ServiceSettings
 from services.trainer.plan import Limits
 
 
@@ -54,7 +54,7 @@ class TrainerSettings(ServiceSettings):
     online_refresh_seconds: float = Field(10.0, gt=0)
     """How often online learning looks for new or changed river models in production."""
 
-    serving_address: str = platform_field("SERVING_ADDRESS", "127.0.0.1:8001")
+    serving_address: str = "127.0.0.1:8001"
     """gRPC address of serving, which computes the scores of batch scoring jobs."""
 
     batch_chunk_rows: int = Field(256, ge=1, le=4096)
