@@ -215,6 +215,7 @@ class ServingApp:
             topics.inference_responses,
             producer,
             ready=self._synced.is_set,
+            max_bytes=settings.max_message_bytes,
             source=f"mlops-{SERVICE}",
         )
         self._requests = await parts.start(

@@ -80,8 +80,13 @@ class KafkaRequest:
     raw_outputs: bool = False
 
 
-def read_request(record: IncomingRecord) -> KafkaRequest:
-    """The request ``record`` carries, or :class:`BadRequest` saying why it is not one."""
+def read_request(record: IncomingRecord, max_bytes: int) -> KafkaRequest:
+    """The request ``record`` carries, or :class:`BadRequest` saying why it is not one
+    (a value over ``max_bytes`` included, as gRPC and HTTP refuse one)."""
+    if record.value is not None and len(record.value) > max_bytes:
+        raise BadRequest(
+            "too_large", f"request of {len(record.value)} bytes exceeds the limit of {max_bytes}"
+        )
     try:
         attributes = open_binary(record)
     except EnvelopeError as exc:
@@ -217,6 +222,8 @@ class KafkaInference:
         so a batch is retried later rather than answered.
     source
         The answers' ``ce_source``.
+    max_bytes
+        Largest request value accepted (``SERVING_MAX_MESSAGE_BYTES``); larger is dead-lettered.
     """
 
     def __init__(
@@ -227,8 +234,10 @@ class KafkaInference:
         *,
         ready: Callable[[], bool],
         source: str,
+        max_bytes: int,
     ):
         self._service = service
+        self._max_bytes = max_bytes
         self._responses = responses
         self._producer = producer
         self._ready = ready
@@ -245,7 +254,7 @@ class KafkaInference:
             if (record.topic, record.partition, record.offset) in self._answered:
                 continue
             try:
-                requests.append(read_request(record))
+                requests.append(read_request(record, self._max_bytes))
             except BadRequest as exc:
                 dead.append(DeadLetter(record, exc.error_class, str(exc), exc.field))
         outcomes = await asyncio.gather(*(self._answer(request) for request in requests))
