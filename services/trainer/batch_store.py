@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from services.common.mongo import Document
 from services.common.proto.mlops.v1.batch_pb2 import BatchScore, BatchScoreRequest, BatchScoreResult
 
 JOBS = "batch_jobs"
 SCORES = "batch_scores"
+DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,20 @@ class BatchStore:
         return {document["event_id"] async for document in cursor}
 
     async def save(self, scores: Iterable[BatchScore]) -> None:
-        """Store each score unless its row has one (a resumed chunk changes nothing)."""
-        writes = [
-            UpdateOne(
-                {"job_id": s.job_id, "event_id": s.event_id}, {"$setOnInsert": _score_fields(s)}, upsert=True
-            )
-            for s in scores
-        ]
-        if writes:
-            await self._scores.bulk_write(writes, ordered=False)
+        """Store each score unless its row has one (a resumed chunk changes nothing).
+
+        Inserts, the unique index refusing a row scored before (by a trainer that scored it
+        concurrently, around a rebalance): an upsert per row cost four times as long on the
+        embedded database (2 s against 0.5 s for 256 rows)."""
+        documents = [_score_document(s) for s in scores]
+        if not documents:
+            return
+        try:
+            await self._scores.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            refused = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in refused):
+                raise
 
     async def count(self, job_id: str) -> int:
         return int(await self._scores.count_documents({"job_id": job_id}))
@@ -119,9 +126,10 @@ def _job(document: Document) -> BatchJob:
     )
 
 
-def _score_fields(score: BatchScore) -> Document:
-    """A score's fields besides its key (the upsert's filter supplies job_id and event_id)."""
+def _score_document(score: BatchScore) -> Document:
     document: Document = {
+        "job_id": score.job_id,
+        "event_id": score.event_id,
         "model_name": score.model_name,
         "version": score.version,
         "entity_id": score.entity_id,

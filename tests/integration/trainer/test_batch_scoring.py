@@ -22,7 +22,7 @@ from services.common.proto.mlops.v1.batch_pb2 import BatchScore, BatchScoreReque
 from services.common.proto.mlops.v1.events_pb2 import FeatureRow, TrainRequest, TrainStatus
 from services.common.proto.mlops.v1.model_pb2 import DataWindow, DerivedFeature
 from services.trainer.batch import column_values, raw_columns
-from services.trainer.batch_store import JOBS, SCORES
+from services.trainer.batch_store import JOBS, SCORES, BatchStore
 from tests.helpers.cli import Cli
 from tests.helpers.kafka import TopicReader
 from tests.integration.trainer.conftest import Platform
@@ -152,3 +152,21 @@ async def test_mlops_batch_score_follows_the_job_and_shows_its_lineage(
     result = await cli.json(*args)
     assert result["state"] == "STATE_SUCCEEDED" and int(result["rows_scored"]) == ROWS
     assert len(result["window"]["content_sha256"]) == 64 and result["scores_collection"] == SCORES
+
+
+async def test_a_score_saved_twice_is_stored_once(platform: Platform) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(platform.infra.mongodb_uri)
+    try:
+        store = BatchStore(client[platform.topics.prefix])
+        await store.ensure_indexes()
+        job = "twice-" + uuid.uuid4().hex
+        scores = [
+            BatchScore(job_id=job, model_name="m", version=1, event_id=f"e{i}", value=float(i))
+            for i in range(5)
+        ]
+        await store.save(scores[:3])
+        await store.save(scores)  # a chunk scored again around a rebalance: only the new rows land
+        assert await store.count(job) == 5
+        assert await store.scored(job, ["e0", "e4", "nope"]) == {"e0", "e4"}
+    finally:
+        await client.close()
