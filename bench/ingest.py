@@ -47,7 +47,8 @@ from services.common.clients.datasets import DatasetClient
 from services.common.events import Topics
 from services.common.kafka import create_producer, ensure_topics
 from services.common.localstack import ManagedProcess, free_port, start_kafka, start_mongo, start_process
-from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, DerivedFeature, FieldSpec, FieldType
+from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldSpec, FieldType
+from services.common.proto.mlops.v1.model_pb2 import DerivedFeature
 from services.ingest.privacy import Pseudonymizer
 from services.ingest.store import DatasetStore
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from services.cli import (
+    batch,
     config_reference,
     datasets,
     demo,
@@ -75,6 +76,7 @@ models.app.add_typer(model_specs.app, name="spec")
 app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(batch.app, name="batch")
 app.add_typer(drift.app, name="drift")
 app.add_typer(federation.app, name="federation")
 app.add_typer(teams.app, name="teams", rich_help_panel="Operations")

@@ -274,6 +274,8 @@ class LocalStack:
             env["REGISTRY_ARTIFACT_KEYS"] = artifact_keys(self.workdir)
         if service == "ingest":
             env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
+        if service == "trainer":
+            env["TRAINER_SERVING_ADDRESS"] = self.grpc_address("serving")
         if service == "console":
             # It acts with each person's own token: no database, no key that could sign one
             # (neither the registry's nor the service key), nothing to verify tokens with.

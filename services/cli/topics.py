@@ -20,7 +20,7 @@ from services.cli.context import kafka_security, resolve_kafka
 from services.cli.output import ExitCode, JsonOutput, console, err_console, fail, print_json
 from services.common.events import EnvelopeError, IncomingRecord, Topics, decode
 from services.common.kafka import DLQ_ERROR_CLASS, TailReader, ensure_topics
-from services.common.proto.mlops.v1 import datasets_pb2, events_pb2, model_pb2, registry_pb2
+from services.common.proto.mlops.v1 import batch_pb2, datasets_pb2, events_pb2, model_pb2, registry_pb2
 
 app = typer.Typer(
     help="The platform's Kafka topics: create, list, and tail them decoded.", no_args_is_help=True
@@ -28,7 +28,7 @@ app = typer.Typer(
 
 # Importing the generated modules registers every message type in the default pool,
 # which is how a record's ce_type finds its protobuf class.
-_PROTO_MODULES = (datasets_pb2, events_pb2, model_pb2, registry_pb2)
+_PROTO_MODULES = (batch_pb2, datasets_pb2, events_pb2, model_pb2, registry_pb2)
 
 BootstrapOption = Annotated[
     str | None,

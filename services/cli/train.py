@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 import typer
 from aiokafka.errors import KafkaError
+from google.protobuf.message import Message
 from rich.progress import (
     BarColumn,
     Progress,
@@ -64,6 +65,7 @@ FINAL = {
     TrainStatus.TRAIN_STATUS_FAILED,
     TrainStatus.TRAIN_STATUS_DUPLICATE,
 }
+M = TypeVar("M", bound=Message)
 MAX_ID_LENGTH = 256
 _ID = re.compile(rf"[^\x00-\x1f\x7f]{{0,{MAX_ID_LENGTH}}}")
 
@@ -149,13 +151,24 @@ def _show_outcome(result: TrainResult, meaning: Outcome) -> None:
 # ------------------------------------------------------------------ Kafka
 
 
-class ResultFollower:
+class ResultFollower(Generic[M]):
     """The results topic from its current end, fixed at :meth:`start`: every result
-    published after that, filtered to one request id."""
+    published after that, filtered to one request id (train and batch scoring results)."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        message_type: type[M],
+        *,
+        request_id: Callable[[M], str],
+        final: Callable[[M], bool],
+    ):
         self._bootstrap = bootstrap
         self._topic = topic
+        self._type = message_type
+        self._request_id = request_id
+        self._final = final
         # Assigned partitions, no group: a group join costs seconds on the embedded broker.
         self._security = kafka_security()
         self._reader = TailReader(bootstrap, [topic], client_id="mlops-cli-train", security=self._security)
@@ -171,18 +184,18 @@ class ResultFollower:
     async def stop(self) -> None:
         await self._reader.stop()
 
-    async def follow(self, request_id: str, on_result: Callable[[TrainResult], None]) -> TrainResult:
+    async def follow(self, request_id: str, on_result: Callable[[M], None]) -> M:
         """Results for ``request_id`` to ``on_result`` until a final one, which it returns."""
         while True:
             for record in await self._reader.read(timeout_ms=1000):
                 try:
-                    result = decode(record, TrainResult).message
+                    result = decode(record, self._type).message
                 except EnvelopeError:
                     continue  # not ours to judge
-                if result.request_id != request_id:
+                if self._request_id(result) != request_id:
                     continue
                 on_result(result)
-                if result.status in FINAL:
+                if self._final(result):
                     return result
 
 
@@ -312,7 +325,13 @@ def train(
     view = TrainProgress(name, enabled=follow and not json_output)
 
     async def run() -> TrainResult | None:
-        follower = ResultFollower(bootstrap, topics.train_results)
+        follower = ResultFollower(
+            bootstrap,
+            topics.train_results,
+            TrainResult,
+            request_id=lambda r: r.request_id,
+            final=lambda r: r.status in FINAL,
+        )
         try:
             if follow:
                 await follower.start()

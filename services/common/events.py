@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -72,6 +72,26 @@ class Topics:
     def drift(self) -> str:
         return f"{self.prefix}.drift"
 
+    @property
+    def inference_requests(self) -> str:
+        return f"{self.prefix}.inference.requests"
+
+    @property
+    def inference_responses(self) -> str:
+        return f"{self.prefix}.inference.responses"
+
+    @property
+    def batch_requests(self) -> str:
+        return f"{self.prefix}.batch.requests"
+
+    @property
+    def batch_results(self) -> str:
+        return f"{self.prefix}.batch.results"
+
+    @property
+    def batch_scores(self) -> str:
+        return f"{self.prefix}.batch.scores"
+
     @staticmethod
     def dlq(topic: str) -> str:
         return f"{topic}.dlq"
@@ -87,6 +107,11 @@ class Topics:
             self.model_events,
             self.predictions,
             self.drift,
+            self.inference_requests,
+            self.inference_responses,
+            self.batch_requests,
+            self.batch_results,
+            self.batch_scores,
         ]
         return main + [self.dlq(topic) for topic in main]
 
@@ -176,15 +201,44 @@ def encode(
     headers: Sequence[tuple[str, bytes]] = (),
 ) -> OutgoingRecord:
     """Wrap ``message`` in a binary-mode CloudEvent for ``topic``."""
+    return encode_data(
+        topic,
+        message.SerializeToString(),
+        type=type_name(message),
+        content_type=PROTOBUF_CONTENT_TYPE,
+        source=source,
+        key=key,
+        event_id=event_id,
+        time=time,
+        headers=headers,
+    )
+
+
+def encode_data(
+    topic: str,
+    data: bytes,
+    *,
+    type: str,
+    content_type: str,
+    source: str,
+    key: str | bytes | None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+    attributes: Mapping[str, str] | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> OutgoingRecord:
+    """Wrap ``data`` (already encoded as ``content_type``) in a binary-mode CloudEvent of
+    ``type``; ``attributes`` adds optional ones (``subject``) and extensions."""
     event = CloudEvent(
         attributes={
-            "type": type_name(message),
+            **(attributes or {}),
+            "type": type,
             "source": source,
             "id": event_id or uuid.uuid4().hex,
             "time": time or datetime.now(UTC),
-            "datacontenttype": PROTOBUF_CONTENT_TYPE,
+            "datacontenttype": content_type,
         },
-        data=message.SerializeToString(),
+        data=data,
     )
     encoded_key = key.encode() if isinstance(key, str) else key
     kafka_message = to_binary(event, _FORMAT, key_mapper=lambda _: encoded_key)
@@ -310,6 +364,22 @@ def _known_envelope(
         message=message,
         record=record,
     )
+
+
+def open_binary(record: IncomingRecord) -> dict[str, Any]:
+    """The CloudEvents attributes of a binary-mode record whatever its content type
+    (the value stays the record's), or :class:`EnvelopeError` naming what is wrong."""
+    if record.value is None:
+        raise EnvelopeError("empty_value", "record has no value (tombstone)")
+    headers = {name: value if value is not None else b"" for name, value in record.headers}
+    missing = [h for h in ("ce_specversion", "ce_type", "ce_id", "ce_source") if h not in headers]
+    if missing:
+        raise EnvelopeError("not_cloudevent", f"missing CloudEvents header(s): {', '.join(missing)}")
+    try:
+        event = from_binary(KafkaMessage(headers=headers, key=record.key, value=record.value), _FORMAT)
+    except Exception as exc:  # the library raises several types for bad attributes
+        raise EnvelopeError("bad_envelope", f"invalid CloudEvents attributes: {exc}") from None
+    return dict(event.get_attributes())
 
 
 def decode(record: IncomingRecord, message_type: type[M]) -> Envelope[M]:

@@ -29,7 +29,7 @@ Timestamp inputs may be aware ``datetime`` objects, ISO-8601 text with an offset
 numbers of seconds since the Unix epoch. Every result is a float, or ``None`` when an
 input is missing or the function is undefined there: a missing value, never NaN.
 
->>> from services.common.proto.mlops.v1.datasets_pb2 import DerivedFeature
+>>> from services.common.proto.mlops.v1.model_pb2 import DerivedFeature
 >>> deriver = FeatureDeriver([
 ...     DerivedFeature(name="hour", function="hour_of_day", inputs=["ts"]),
 ...     DerivedFeature(name="per_item", function="ratio", inputs=["amount", "items"]),
@@ -49,7 +49,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from services.common.proto.mlops.v1.datasets_pb2 import DerivedFeature, FieldType
+from services.common.proto.mlops.v1.datasets_pb2 import FieldType
+from services.common.proto.mlops.v1.model_pb2 import DerivedFeature
 
 Compute = Callable[[Mapping[str, object]], float | None]
 

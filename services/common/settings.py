@@ -194,7 +194,7 @@ class ServiceSettings(PlatformSettings):
     """PEM private key (Ed25519 or P-256) this service signs its own credentials with when it
     calls another service (and the registry for the revocation list). One per deployment,
     its public half in ``MLOPS_AUTH_PUBLIC_KEYS`` under a ``kid`` starting ``service-``;
-    tokens it signs are accepted for ``service:`` subjects with read and write only.
+    tokens it signs are accepted for ``service:`` subjects with read, write and predict only.
     Required by every service but the registry."""
 
     revocation_poll_seconds: float = platform_field("REVOCATION_POLL_SECONDS", 2.0, gt=0, le=60)

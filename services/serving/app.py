@@ -13,7 +13,7 @@ from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
 from services.common.http import HttpServer, create_app
-from services.common.kafka import ensure_topics
+from services.common.kafka import ConsumerLoop, create_producer, ensure_topics
 from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
@@ -23,6 +23,7 @@ from services.serving import http_api
 from services.serving.events import ModelEventsListener, PredictionLog, PredictionPublisher
 from services.serving.grpc_api import SERVICE_NAME, InferenceServicer, ServingAuthInterceptor
 from services.serving.inference import InferenceService
+from services.serving.kafka_api import KafkaInference
 from services.serving.metrics import BatchMetrics, ServingMetrics
 from services.serving.models import ModelManager
 from services.serving.predictor import configure_predict_thread
@@ -51,6 +52,7 @@ class ServingApp:
         self._synced = asyncio.Event()
         self._parts = Parts(SERVICE)
         self._events: ModelEventsListener | None = None
+        self._requests: ConsumerLoop | None = None
         self.publisher: PredictionPublisher | None = None
         self.manager: ModelManager | None = None
         self.inference: InferenceService | None = None
@@ -65,7 +67,10 @@ class ServingApp:
         if not self._ready:
             return ["not yet synced with the registry"]
         problem = self._events.problem() if self._events is not None else "not started"
-        return [f"model events listener: {problem}"] if problem else []
+        problems = [f"model events listener: {problem}"] if problem else []
+        if self._requests is not None and (problem := self._requests.problem()):
+            problems.append(f"kafka inference consumer: {problem}")
+        return problems
 
     async def start(self) -> None:
         """Start every part in order; if one fails, the ones before it are stopped again.
@@ -212,6 +217,45 @@ class ServingApp:
 
         sync_task = asyncio.create_task(self._keep_in_sync(manager, grpc_server), name="serving-sync")
         parts.on_stop("sync", lambda: cancel(sync_task))
+        if settings.kafka_inference:
+            await self._start_kafka_inference(inference)
+
+    async def _start_kafka_inference(self, inference: InferenceService) -> None:
+        """Answer requests from the inference topic (stopped first: its batch in hand is
+        answered and committed before the data plane goes)."""
+        settings, parts, topics = self.settings, self._parts, self.topics
+        security = KafkaSecurity.from_settings(settings)
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            [topics.inference_requests, topics.dlq(topics.inference_requests), topics.inference_responses],
+            security=security,
+        )
+        producer = await parts.start(
+            "inference_producer",
+            create_producer(settings.kafka_bootstrap_servers, SERVICE, linger_ms=1, security=security),
+        )
+        handler = KafkaInference(
+            inference,
+            topics.inference_responses,
+            producer,
+            ready=self._synced.is_set,
+            max_bytes=settings.max_message_bytes,
+            source=f"mlops-{SERVICE}",
+        )
+        self._requests = await parts.start(
+            "inference_requests",
+            ConsumerLoop(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topics=[topics.inference_requests],
+                group_id=settings.kafka_inference_group,
+                handler=handler.handle,
+                producer=producer,
+                client_id=SERVICE,
+                max_batch=settings.kafka_inference_max_batch,
+                fetch_max_wait_ms=settings.kafka_inference_fetch_wait_ms,
+                security=security,
+            ),
+        )
 
     async def _keep_in_sync(self, manager: ModelManager, grpc_server: GrpcServer) -> None:
         """The first full read of the registry, then one every ``resync_interval_seconds``."""

@@ -32,6 +32,9 @@ ALIAS_PARAMETER = "alias"
 ROUTING_KEY_PARAMETER = "routing_key"
 EXPLAIN_PARAMETER = "explain"
 """Boolean request parameter: also return the feature contributions (see :mod:`.explain`)."""
+PREDICTION_LOG_PARAMETER = "prediction_log"
+"""Boolean request parameter, true by default: false keeps the answer out of the prediction
+log (batch scoring of stored rows, which are not live traffic for the monitor to judge)."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ class InferenceService:
         latency = time.perf_counter() - started
         request_id = request.id or os.urandom(16).hex()
         self._observer.request(model_label, version_label, "OK", latency, rows)
-        if self._sink is not None:
+        if self._sink is not None and _bool_parameter(request.parameters, PREDICTION_LOG_PARAMETER, True):
             self._sink.record(
                 request_id=request_id,
                 version=route.target,
@@ -223,8 +226,8 @@ class InferenceService:
             await asyncio.wait(set(self._shadow_tasks), timeout=grace)
 
 
-def _bool_parameter(parameters: Mapping[str, Any], name: str) -> bool:
-    value = parameters.get(name, False)
+def _bool_parameter(parameters: Mapping[str, Any], name: str, default: bool = False) -> bool:
+    value = parameters.get(name, default)
     if not isinstance(value, bool):
         raise InvalidInput(f"parameter '{name}' must be a boolean, got {type(value).__name__}")
     return value

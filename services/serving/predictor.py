@@ -20,6 +20,7 @@ from services.common.flavors.base import Runtime
 from services.common.flavors.explain import Explainer, Unexplainable
 from services.common.proto.mlops.v1 import model_pb2
 from services.common.values import label_text
+from services.serving.derivation import TIMESTAMP, Derivation, DerivationError
 from services.serving.errors import InvalidInput, TooLarge
 from services.serving.tensors import FLOATS, NUMERIC, Tensor
 
@@ -147,9 +148,16 @@ class Predictor:
                 f"the signature names {len(self.feature_names)} features but the model was fitted on "
                 f"{fitted_width}"
             )
+        try:
+            self.derivation = Derivation(signature.derived, self.feature_names) if signature.derived else None
+        except DerivationError as exc:
+            raise SignatureError(str(exc)) from None
         self.feature_inputs = self._feature_inputs(signature)
         self.categorical = any(t.datatype == "BYTES" for t in self.feature_inputs.values())
-        self.matrix_input = None if self.categorical else self._matrix_input(signature)
+        # A matrix would carry the derived features computed by the client: only raw columns then.
+        self.matrix_input = (
+            None if self.categorical or self.derivation is not None else self._matrix_input(signature)
+        )
         self.classes: tuple[str, ...] = ()
         self._has_proba = False
         if self.task == model_pb2.TASK_CLASSIFICATION:
@@ -238,10 +246,21 @@ class Predictor:
 
     @property
     def inputs(self) -> list[TensorMeta]:
-        """The inputs as metadata lists them: the matrix when there is one, else one per feature."""
-        if self.matrix_input is not None:
-            return [self.matrix_input]
-        return list(self.feature_inputs.values())
+        """The inputs as metadata lists them: the matrix when there is one, else one per raw
+        field (a feature, or the input of a derived feature: a timestamp as BYTES text)."""
+        return [self.matrix_input] if self.matrix_input is not None else self.column_inputs
+
+    @property
+    def column_inputs(self) -> list[TensorMeta]:
+        """One 1-D input per raw field: the features a request sends, then the raw inputs of
+        the derived ones."""
+        if self.derivation is None:
+            return list(self.feature_inputs.values())
+        derived = self.derivation
+        return [t for name, t in self.feature_inputs.items() if name not in derived.names] + [
+            TensorMeta(name, "BYTES" if kind == TIMESTAMP else "FP64", (-1,), allow_nan=True, text_ok=True)
+            for name, kind in derived.raw_inputs.items()
+        ]
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -269,7 +288,8 @@ class Predictor:
         return FeatureBatch(matrix, ids)
 
     def _expected_inputs(self) -> str:
-        columns = ", ".join(self.feature_names[:8]) + (" ..." if len(self.feature_names) > 8 else "")
+        names = [t.name for t in self.column_inputs]
+        columns = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
         if self.matrix_input is None:
             return f"model '{self.name}' takes one 1-D tensor per feature: {columns}"
         return (
@@ -311,12 +331,16 @@ class Predictor:
         return matrix
 
     def _from_columns(self, by_name: Mapping[str, Tensor], max_rows: int) -> np.ndarray[Any, Any]:
-        unknown = sorted(set(by_name) - set(self._columns))
+        derivation = self.derivation
+        if derivation is not None:
+            derivation.refuse_derived(list(by_name))
+        expected = [t.name for t in self.column_inputs]
+        unknown = sorted(set(by_name) - set(expected))
         if unknown:
             raise InvalidInput(
                 f"unknown input(s) {', '.join(repr(n) for n in unknown)}; {self._expected_inputs()}"
             )
-        missing = [f for f in self.feature_names if f not in by_name]
+        missing = [f for f in expected if f not in by_name]
         if missing:
             raise InvalidInput(
                 f"missing input(s) {', '.join(repr(n) for n in missing[:8])}"
@@ -325,7 +349,14 @@ class Predictor:
             )
         rows = -1
         columns = []
+        derived: dict[str, np.ndarray[Any, Any]] = {}
         for feature in self.feature_names:
+            if derivation is not None and feature in derivation.names:
+                if not derived:
+                    rows = rows if rows >= 0 else self._raw_rows(by_name, max_rows)
+                    derived = derivation.columns(by_name, rows)
+                columns.append(self._column(feature, self.feature_inputs[feature], "FP64", derived[feature]))
+                continue
             tensor = by_name[feature]
             spec = self.feature_inputs[feature]
             if len(tensor.shape) == 2 and tensor.shape[1] == 1:
@@ -351,6 +382,12 @@ class Predictor:
         for i, column in enumerate(columns):
             matrix[:, i] = column
         return matrix
+
+    def _raw_rows(self, by_name: Mapping[str, Tensor], max_rows: int) -> int:
+        """The rows of the first raw input (the other inputs are checked against it)."""
+        name, tensor = next(iter(by_name.items()))
+        self._check_rows(name, tensor.shape[0], max_rows)
+        return tensor.shape[0]
 
     def _column(self, feature: str, spec: TensorMeta, datatype: str, data: np.ndarray[Any, Any]) -> Any:
         if datatype == "BYTES":

@@ -105,3 +105,18 @@ class ServingSettings(ServiceSettings):
     retained_versions: int = Field(2, ge=0, le=32)
     """Versions kept in memory per model after they stop being served, so a rollback to one of
     them swaps at once, without a download."""
+
+    kafka_inference: bool = True
+    """Answer Open Inference Protocol requests from ``<prefix>.inference.requests`` on
+    ``<prefix>.inference.responses`` (docs/serving.md). Whoever may write the requests topic
+    may predict: restrict it with the broker's ACLs as you would the predict scope."""
+
+    kafka_inference_group: str = Field("mlops-serving-inference", min_length=1)
+    """Consumer group of the Kafka inference consumers: the replicas share its partitions."""
+
+    kafka_inference_max_batch: int = Field(256, ge=1, le=10000)
+    """Request records handled together; they run concurrently and meet in the batcher."""
+
+    kafka_inference_fetch_wait_ms: int = Field(10, ge=0, le=500)
+    """How long a fetch waits for requests on a quiet partition. Low, because the embedded
+    broker holds every fetch on a quiet partition for this long: latency, not throughput."""

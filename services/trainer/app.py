@@ -9,10 +9,14 @@ import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from aiokafka import AIOKafkaProducer
+from pymongo.asynchronous.database import AsyncDatabase
+
 from services.common import mongo
 from services.common.access import PlatformAccess
-from services.common.auth import Scope
+from services.common.auth import Scope, ServiceCredentials
 from services.common.clients.datasets import DatasetClient
+from services.common.clients.inference import InferenceClient
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.http import HttpServer, create_app
@@ -20,8 +24,12 @@ from services.common.kafka import ConsumerLoop, create_producer, ensure_topics
 from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import Parts, run_until
 from services.common.logging import get_logger
+from services.common.mongo import Document
 from services.common.tls import client_tls, server_tls
 from services.trainer import metrics
+from services.trainer.batch import BatchConfig, BatchJobs
+from services.trainer.batch_events import BatchPublisher, BatchRequestHandler
+from services.trainer.batch_store import BatchStore
 from services.trainer.events import ResultPublisher, TrainRequestHandler
 from services.trainer.job_store import JobStore
 from services.trainer.online import OnlineConfig, OnlineLearner
@@ -40,6 +48,7 @@ class TrainerApp:
         # Unique per process: a restarted trainer is a new owner and waits out the old leases.
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._consumer: ConsumerLoop | None = None
+        self._batch_consumer: ConsumerLoop | None = None
         self._online: OnlineLearner | None = None
         self._parts = Parts("trainer")
         self._ready = False
@@ -54,6 +63,8 @@ class TrainerApp:
         problem = self._consumer.problem() if self._consumer is not None else "not started"
         if problem:
             found.append(f"train requests consumer: {problem}")
+        if self._batch_consumer is not None and (problem := self._batch_consumer.problem()):
+            found.append(f"batch requests consumer: {problem}")
         if self._online is not None and (problem := self._online.problem()):
             found.append(f"online learner: {problem}")
         return found
@@ -70,12 +81,22 @@ class TrainerApp:
         topics = Topics(settings.topic_prefix)
         client = mongo.create_client(settings, "mlops-trainer")
         parts.on_stop("mongodb", client.close)
-        store = JobStore(mongo.database(client, settings), self.instance, settings.job_lease_seconds)
+        database = mongo.database(client, settings)
+        store = JobStore(database, self.instance, settings.job_lease_seconds)
         await store.ensure_indexes()
         kafka_security = KafkaSecurity.from_settings(settings)
         await ensure_topics(
             settings.kafka_bootstrap_servers,
-            [topics.train_requests, Topics.dlq(topics.train_requests), topics.train_results, topics.features],
+            [
+                topics.train_requests,
+                Topics.dlq(topics.train_requests),
+                topics.train_results,
+                topics.features,
+                topics.batch_requests,
+                Topics.dlq(topics.batch_requests),
+                topics.batch_results,
+                topics.batch_scores,
+            ],
             security=kafka_security,
         )
         producer = await parts.start(
@@ -85,7 +106,7 @@ class TrainerApp:
         # The trainer's HTTP port serves health and metrics only, so no caller's token is
         # checked there and it keeps no revocation list.
         access = PlatformAccess(settings, "trainer")
-        credentials = access.credentials(Scope.READ, Scope.WRITE)
+        credentials = access.credentials(Scope.READ, Scope.WRITE, Scope.PREDICT)
         registry = await parts.enter(
             "registry_client",
             RegistryClient(settings.registry_address, credentials, tls=client_tls(settings)),
@@ -129,6 +150,7 @@ class TrainerApp:
                 security=kafka_security,
             ),
         )
+        await self._start_batch_scoring(database, producer, credentials, registry, datasets)
         # Before the consumer stops (it finishes the batch in hand): the running job gives up
         # at its next step, and its request is redelivered to whoever takes the partition.
         parts.on_stop("running_job", runner.stop)
@@ -168,6 +190,52 @@ class TrainerApp:
                 ),
             )
         ).port
+
+    async def _start_batch_scoring(
+        self,
+        database: AsyncDatabase[Document],
+        producer: AIOKafkaProducer,
+        credentials: ServiceCredentials,
+        registry: RegistryClient,
+        datasets: DatasetClient,
+    ) -> None:
+        """Batch scoring jobs from their own topic and consumer group, so a long job never
+        holds up training (and the reverse); serving computes the scores."""
+        settings, parts = self.settings, self._parts
+        topics = Topics(settings.topic_prefix)
+        batch_store = BatchStore(database)
+        await batch_store.ensure_indexes()
+        serving = await parts.enter(
+            "serving_client",
+            InferenceClient(settings.serving_address, credentials, tls=client_tls(settings)),
+        )
+        publisher = BatchPublisher(producer, topics.batch_results, topics.batch_scores)
+        jobs = BatchJobs(
+            store=batch_store,
+            registry=registry,
+            datasets=datasets,
+            serving=serving,
+            publish_result=publisher.result,
+            publish_scores=publisher.scores,
+            config=BatchConfig(
+                chunk_rows=settings.batch_chunk_rows,
+                progress_interval_seconds=settings.progress_interval_seconds,
+                scores_topic=topics.batch_scores,
+            ),
+        )
+        self._batch_consumer = await parts.start(
+            "batch_consumer",
+            ConsumerLoop(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topics=[topics.batch_requests],
+                group_id=f"{settings.topic_prefix}.{settings.consumer_group}-batch",
+                handler=BatchRequestHandler(jobs),
+                producer=producer,
+                client_id=f"mlops-trainer-batch-{self.instance}",
+                max_batch=1,
+                security=KafkaSecurity.from_settings(settings),
+            ),
+        )
 
     async def stop(self) -> None:
         """Give up the running job (it is redelivered), leave the group, then disconnect."""

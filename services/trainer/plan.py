@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldType
-from services.common.proto.mlops.v1.model_pb2 import DataWindow, Gates, ModelSpec, Task
+from services.common.proto.mlops.v1.model_pb2 import DataWindow, DerivedFeature, Gates, ModelSpec, Task
 from services.trainer.errors import SpecError
 from services.trainer.pipelines import (
     DEFAULT_FAMILIES,
@@ -75,6 +75,9 @@ class TrainingPlan:
     limits: Limits = field(default_factory=Limits)
     # Every feature the dataset offers (to score a production model trained on other ones).
     available_features: Mapping[str, Feature] = field(default_factory=dict)
+    # How the chosen derived features are computed: the signature carries them, so serving
+    # computes them from raw request fields with ingest's code.
+    derived: tuple[DerivedFeature, ...] = ()
 
     @property
     def searches(self) -> bool:
@@ -264,6 +267,7 @@ def make_plan(spec: ModelSpec, schema: DatasetSchema, limits: Limits | None = No
         holdout_fraction=_holdout_fraction(spec),
         limits=limits,
         available_features=schema_features(schema),
+        derived=tuple(d for d in schema.derived if d.name in {f.name for f in features}),
     )
 
 

@@ -54,6 +54,12 @@ class TrainerSettings(ServiceSettings):
     online_refresh_seconds: float = Field(10.0, gt=0)
     """How often online learning looks for new or changed river models in production."""
 
+    serving_address: str = "127.0.0.1:8001"
+    """gRPC address of serving, which computes the scores of batch scoring jobs."""
+
+    batch_chunk_rows: int = Field(256, ge=1, le=4096)
+    """Rows per ModelInfer call of a batch scoring job (at most serving's ``SERVING_MAX_ROWS``)."""
+
     @property
     def limits(self) -> Limits:
         return Limits(

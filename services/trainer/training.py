@@ -121,11 +121,13 @@ def _check_classes(y: np.ndarray, what: str, target: str) -> None:
 
 
 def signature_for(plan: TrainingPlan, pipeline: Model) -> Signature:
-    """What serving enforces: one ``features`` tensor in ``feature_names`` order, and the outputs."""
+    """What serving enforces: one ``features`` tensor in ``feature_names`` order (raw fields
+    instead when some features are derived: serving derives them), and the outputs."""
     signature = Signature(
         inputs=[TensorSpec(name="features", datatype="FP64", shape=[-1, len(plan.features)], allow_nan=True)],
         feature_names=[f.name for f in plan.features],
         task=plan.task,
+        derived=plan.derived,
     )
     if plan.task == Task.TASK_CLASSIFICATION:
         classes = [str(c) for c in pipeline.classes_]

@@ -41,6 +41,19 @@ def run_demo(workdir: Path, report: Path) -> dict[str, Any]:
     return dict(json.loads(report.read_text()))
 
 
+def mlops(workdir: Path, *args: str) -> str:
+    """``mlops ARGS`` against the stack ``mlops up`` runs from ``workdir``; its stdout."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLOPS_STACK_DIR": str(workdir), "COLUMNS": "200"},
+    )
+    assert finished.returncode == 0, finished.stderr[-6000:]
+    return finished.stdout
+
+
 async def versions_of(state: StackState, model: str) -> list[registry_pb2.ModelVersion]:
     async with RegistryClient(f"127.0.0.1:{state.ports.registry_grpc}", state.admin_token) as registry:
         return await registry.list_versions(model)
@@ -56,6 +69,25 @@ def test_the_loop_closes_by_itself_run_after_run_on_one_running_stack(tmp_path: 
         assert len(set(state.pids.values())) == len(state.pids)
         reports = [run_demo(workdir, tmp_path / f"demo-{run}.json") for run in (1, 2)]
         registered = {r["model_name"]: asyncio.run(versions_of(state, r["model_name"])) for r in reports}
+        # The demo dataset scored as a batch job by the first run's production version.
+        scored = json.loads(
+            mlops(workdir, "batch", "score", reports[0]["model_name"], "--dataset", "demo", "--json")
+        )
+        some_scores = [
+            json.loads(line)
+            for line in mlops(
+                workdir,
+                "topics",
+                "tail",
+                "batch.scores",
+                "--from-beginning",
+                "--max",
+                "3",
+                "--idle-timeout",
+                "20",
+                "--json",
+            ).splitlines()
+        ]
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(60)
@@ -79,6 +111,15 @@ def test_the_loop_closes_by_itself_run_after_run_on_one_running_stack(tmp_path: 
         assert lineage.train_request_id == report["retrain_request_id"]
         assert lineage.drift_event_id == report["drift_event_id"] != ""
         assert versions[report["first_version"]].lineage.trigger == "initial"
+
+    # Batch scoring: every stored row of the window scored by the version production names,
+    # with the window's content hash as lineage, the scores readable on their topic.
+    assert scored["state"] == "STATE_SUCCEEDED", scored
+    assert scored["version"] == first["new_version"]
+    assert scored["rows_scored"] == scored["window"]["row_count"] > 0
+    assert len(scored["window"]["content_sha256"]) == 64
+    assert len(some_scores) == 3
+    assert all(s["message"]["job_id"] == scored["job_id"] and s["message"]["label"] for s in some_scores)
 
     # The figures of a run, as the demo measured them.
     assert first["accuracy_before_drift"] > 0.85

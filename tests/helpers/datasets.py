@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, DerivedFeature, FieldSpec, FieldType
+from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldSpec, FieldType
+from services.common.proto.mlops.v1.model_pb2 import DerivedFeature
 
 
 def orders_schema(

@@ -45,9 +45,10 @@ from services.common.errors import PermissionDenied, PlatformError, Unauthentica
 
 ISSUER = "mlops"
 """``iss`` of the platform's own tokens."""
-SERVICE_SCOPES = frozenset({Scope.READ, Scope.WRITE})
-"""The most a service credential may hold: services read models and data, and the trainer
-registers versions; nothing promotes, approves or administers on a service's word."""
+SERVICE_SCOPES = frozenset({Scope.READ, Scope.WRITE, Scope.PREDICT})
+"""The most a service credential may hold: services read models and data, the trainer
+registers versions and has serving score its batch jobs; nothing promotes, approves or
+administers on a service's word."""
 MAX_SUBJECT_LENGTH = 256
 LEEWAY_SECONDS = 30.0
 """Clock difference tolerated between the issuer and a verifier."""

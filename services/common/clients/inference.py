@@ -15,7 +15,7 @@ Refusals surface as :class:`~services.common.errors.PlatformError` of serving's 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,40 @@ class InferenceClient(GrpcClient):
         request.raw_input_contents.append(matrix.tobytes())
         if alias:
             request.parameters["alias"].string_param = alias
+        return await self._infer(request, request_id)
+
+    async def infer_columns(
+        self,
+        model: str,
+        columns: Mapping[str, Sequence[float | str | None]],
+        *,
+        version: str = "",
+        request_id: str = "",
+        row_ids: Sequence[str] = (),
+        prediction_log: bool = True,
+    ) -> Inference:
+        """The answer for one 1-D tensor per column: numbers as FP64, text as BYTES (None is
+        missing: NaN, or empty text); the raw fields of a version that derives features, or any model's features by
+        name. ``row_ids`` names the rows in the prediction log; ``prediction_log=False``
+        keeps the answer out of it."""
+        request = oip.ModelInferRequest(model_name=model, model_version=version, id=request_id)
+        named: dict[str, Sequence[float | str | None]] = dict(columns)
+        if row_ids:
+            named["row_ids"] = list(row_ids)
+        for name, values in named.items():
+            text = any(isinstance(v, str) for v in values)
+            request.inputs.add(name=name, datatype="BYTES" if text else "FP64", shape=[len(values)])
+            if text:
+                encoded = [("" if v is None else str(v)).encode() for v in values]
+                request.raw_input_contents.append(b"".join(struct.pack("<I", len(v)) + v for v in encoded))
+            else:
+                numbers = [np.nan if v is None else v for v in values]
+                request.raw_input_contents.append(np.asarray(numbers, dtype="<f8").tobytes())
+        if not prediction_log:
+            request.parameters["prediction_log"].bool_param = False
+        return await self._infer(request, request_id)
+
+    async def _infer(self, request: oip.ModelInferRequest, request_id: str) -> Inference:
         response = await self._serving.ModelInfer(
             request, metadata=self._metadata(request_id or None), timeout=self._timeout
         )

@@ -25,6 +25,8 @@ from services.common.proto.mlops.v1.events_pb2 import ModelEvent, TrainRequest, 
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.registry.app import RegistryApp
+from services.serving.app import ServingApp
+from services.serving.settings import ServingSettings
 from services.trainer.app import TrainerApp
 from services.trainer.settings import TrainerSettings
 from tests.conftest import Infra
@@ -62,6 +64,7 @@ class Platform:
     topics: Topics
     ingest: IngestApp
     registry_app: RegistryApp
+    serving: ServingApp
     trainer: TrainerApp
     producer: AIOKafkaProducer
     registry: RegistryClient
@@ -72,7 +75,11 @@ class Platform:
 
     def trainer_settings(self, **overrides: Any) -> TrainerSettings:
         return trainer_settings(
-            self.infra, self.topics.prefix, self.registry_app.grpc_port, self.ingest.grpc_port, **overrides
+            self.infra,
+            self.topics.prefix,
+            self.registry_app.grpc_port,
+            self.ingest.grpc_port,
+            **{"serving_address": f"127.0.0.1:{self.serving.grpc_port}", **overrides},
         )
 
     async def dataset(self, name: str, rows: int, seed: int = 0, flip: bool = False) -> None:
@@ -128,6 +135,21 @@ async def platform(infra: Infra) -> AsyncIterator[Platform]:
         registry_app = await running.enter_async_context(
             started(RegistryApp(registry_settings(infra, prefix, artifact_signing_key=SIGNING_KEY)))
         )
+        # Batch scoring jobs ask serving for their scores.
+        serving = await running.enter_async_context(
+            started(
+                ServingApp(
+                    app_settings(
+                        ServingSettings,
+                        infra,
+                        prefix,
+                        registry_address=f"127.0.0.1:{registry_app.grpc_port}",
+                        artifact_signing_key=SIGNING_KEY,
+                        kafka_inference=False,
+                    )
+                )
+            )
+        )
         trainer = await running.enter_async_context(
             started(
                 TrainerApp(
@@ -136,6 +158,7 @@ async def platform(infra: Infra) -> AsyncIterator[Platform]:
                         prefix,
                         registry_app.grpc_port,
                         ingest.grpc_port,
+                        serving_address=f"127.0.0.1:{serving.grpc_port}",
                         artifact_signing_key=SIGNING_KEY,
                         online_snapshot_rows=100,
                         online_refresh_seconds=0.5,
@@ -168,6 +191,7 @@ async def platform(infra: Infra) -> AsyncIterator[Platform]:
             topics,
             ingest,
             registry_app,
+            serving,
             trainer,
             producer,
             registry,

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from services.common.features import DerivedFeatureError, FeatureDeriver, as_datetime, check_definitions
-from services.common.proto.mlops.v1.datasets_pb2 import DerivedFeature, FieldType
+from services.common.proto.mlops.v1.datasets_pb2 import FieldType
+from services.common.proto.mlops.v1.model_pb2 import DerivedFeature
 
 
 def derive(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, DerivedFeature, FieldSpec, FieldType
+from services.common.proto.mlops.v1.datasets_pb2 import DatasetSchema, FieldSpec, FieldType
+from services.common.proto.mlops.v1.model_pb2 import DerivedFeature
 from services.ingest.schemas import (
     Registration,
     SchemaConflict,

@@ -27,39 +27,37 @@ from services.common.proto.mlops.v1 import events_pb2 as mlops_dot_v1_dot_events
 from services.common.proto.mlops.v1 import model_pb2 as mlops_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mlops/v1/datasets.proto\x12\x08mlops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15mlops/v1/events.proto\x1a\x14mlops/v1/model.proto\"\xc7\x01\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.mlops.v1.FieldType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x0f\n\x07private\x18\x04 \x01(\x08\x12\x0f\n\x07has_min\x18\x05 \x01(\x08\x12\x0b\n\x03min\x18\x06 \x01(\x01\x12\x0f\n\x07has_max\x18\x07 \x01(\x08\x12\x0b\n\x03max\x18\x08 \x01(\x01\x12\x16\n\x0e\x61llowed_values\x18\t \x03(\t\x12\x12\n\nmax_length\x18\n \x01(\x05\"T\n\x0e\x44\x65rivedFeature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\x12\x12\n\nboundaries\x18\x04 \x03(\x01\"\xdf\x02\n\rDatasetSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12#\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x13.mlops.v1.FieldSpec\x12\x13\n\x0blabel_field\x18\x04 \x01(\t\x12\x16\n\x0e\x65vent_id_field\x18\x05 \x01(\t\x12\x17\n\x0f\x65ntity_id_field\x18\x06 \x01(\t\x12\x17\n\x0ftimestamp_field\x18\x07 \x01(\t\x12)\n\x07\x64\x65rived\x18\x08 \x03(\x0b\x32\x18.mlops.v1.DerivedFeature\x12\x19\n\x11retention_seconds\x18\t \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12\x0c\n\x04team\x18\r \x01(\t\"@\n\x15RegisterSchemaRequest\x12\'\n\x06schema\x18\x01 \x01(\x0b\x32\x17.mlops.v1.DatasetSchema\"1\n\x10GetSchemaRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"\x14\n\x12ListSchemasRequest\"?\n\x13ListSchemasResponse\x12(\n\x07schemas\x18\x01 \x03(\x0b\x32\x17.mlops.v1.DatasetSchema\"d\n\x11ReadWindowRequest\x12$\n\x06window\x18\x01 \x01(\x0b\x32\x14.mlops.v1.DataWindow\x12\x15\n\rlabelled_only\x18\x02 \x01(\x08\x12\x12\n\nchunk_rows\x18\x03 \x01(\x05\"`\n\x0bWindowChunk\x12\"\n\x04rows\x18\x01 \x03(\x0b\x32\x14.mlops.v1.FeatureRow\x12-\n\x07summary\x18\x02 \x01(\x0b\x32\x1c.mlops.v1.MaterializedWindow\"\x86\x01\n\x15QualitySummaryRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0cQualityIssue\x12\x13\n\x0b\x65rror_class\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\xef\x01\n\x0eQualitySummary\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x03\x12\x12\n\nduplicates\x18\x05 \x01(\x03\x12\x10\n\x08rejected\x18\x06 \x01(\x03\x12\x0e\n\x06labels\x18\x07 \x01(\x03\x12&\n\x06issues\x18\x08 \x03(\x0b\x32\x16.mlops.v1.QualityIssue*\x9e\x01\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46IELD_TYPE_NUMBER\x10\x01\x12\x17\n\x13\x46IELD_TYPE_CATEGORY\x10\x02\x12\x16\n\x12\x46IELD_TYPE_BOOLEAN\x10\x03\x12\x18\n\x14\x46IELD_TYPE_TIMESTAMP\x10\x04\x12\x13\n\x0f\x46IELD_TYPE_TEXT\x10\x05\x32\x88\x03\n\x0e\x44\x61tasetService\x12L\n\x0eRegisterSchema\x12\x1f.mlops.v1.RegisterSchemaRequest\x1a\x17.mlops.v1.DatasetSchema\"\x00\x12\x42\n\tGetSchema\x12\x1a.mlops.v1.GetSchemaRequest\x1a\x17.mlops.v1.DatasetSchema\"\x00\x12L\n\x0bListSchemas\x12\x1c.mlops.v1.ListSchemasRequest\x1a\x1d.mlops.v1.ListSchemasResponse\"\x00\x12\x44\n\nReadWindow\x12\x1b.mlops.v1.ReadWindowRequest\x1a\x15.mlops.v1.WindowChunk\"\x00\x30\x01\x12P\n\x11GetQualitySummary\x12\x1f.mlops.v1.QualitySummaryRequest\x1a\x18.mlops.v1.QualitySummary\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mlops/v1/datasets.proto\x12\x08mlops.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15mlops/v1/events.proto\x1a\x14mlops/v1/model.proto\"\xc7\x01\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.mlops.v1.FieldType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x0f\n\x07private\x18\x04 \x01(\x08\x12\x0f\n\x07has_min\x18\x05 \x01(\x08\x12\x0b\n\x03min\x18\x06 \x01(\x01\x12\x0f\n\x07has_max\x18\x07 \x01(\x08\x12\x0b\n\x03max\x18\x08 \x01(\x01\x12\x16\n\x0e\x61llowed_values\x18\t \x03(\t\x12\x12\n\nmax_length\x18\n \x01(\x05\"\xdf\x02\n\rDatasetSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12#\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x13.mlops.v1.FieldSpec\x12\x13\n\x0blabel_field\x18\x04 \x01(\t\x12\x16\n\x0e\x65vent_id_field\x18\x05 \x01(\t\x12\x17\n\x0f\x65ntity_id_field\x18\x06 \x01(\t\x12\x17\n\x0ftimestamp_field\x18\x07 \x01(\t\x12)\n\x07\x64\x65rived\x18\x08 \x03(\x0b\x32\x18.mlops.v1.DerivedFeature\x12\x19\n\x11retention_seconds\x18\t \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12\x0c\n\x04team\x18\r \x01(\t\"@\n\x15RegisterSchemaRequest\x12\'\n\x06schema\x18\x01 \x01(\x0b\x32\x17.mlops.v1.DatasetSchema\"1\n\x10GetSchemaRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"\x14\n\x12ListSchemasRequest\"?\n\x13ListSchemasResponse\x12(\n\x07schemas\x18\x01 \x03(\x0b\x32\x17.mlops.v1.DatasetSchema\"d\n\x11ReadWindowRequest\x12$\n\x06window\x18\x01 \x01(\x0b\x32\x14.mlops.v1.DataWindow\x12\x15\n\rlabelled_only\x18\x02 \x01(\x08\x12\x12\n\nchunk_rows\x18\x03 \x01(\x05\"`\n\x0bWindowChunk\x12\"\n\x04rows\x18\x01 \x03(\x0b\x32\x14.mlops.v1.FeatureRow\x12-\n\x07summary\x18\x02 \x01(\x0b\x32\x1c.mlops.v1.MaterializedWindow\"\x86\x01\n\x15QualitySummaryRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0cQualityIssue\x12\x13\n\x0b\x65rror_class\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\xef\x01\n\x0eQualitySummary\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x03\x12\x12\n\nduplicates\x18\x05 \x01(\x03\x12\x10\n\x08rejected\x18\x06 \x01(\x03\x12\x0e\n\x06labels\x18\x07 \x01(\x03\x12&\n\x06issues\x18\x08 \x03(\x0b\x32\x16.mlops.v1.QualityIssue*\x9e\x01\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46IELD_TYPE_NUMBER\x10\x01\x12\x17\n\x13\x46IELD_TYPE_CATEGORY\x10\x02\x12\x16\n\x12\x46IELD_TYPE_BOOLEAN\x10\x03\x12\x18\n\x14\x46IELD_TYPE_TIMESTAMP\x10\x04\x12\x13\n\x0f\x46IELD_TYPE_TEXT\x10\x05\x32\x88\x03\n\x0e\x44\x61tasetService\x12L\n\x0eRegisterSchema\x12\x1f.mlops.v1.RegisterSchemaRequest\x1a\x17.mlops.v1.DatasetSchema\"\x00\x12\x42\n\tGetSchema\x12\x1a.mlops.v1.GetSchemaRequest\x1a\x17.mlops.v1.DatasetSchema\"\x00\x12L\n\x0bListSchemas\x12\x1c.mlops.v1.ListSchemasRequest\x1a\x1d.mlops.v1.ListSchemasResponse\"\x00\x12\x44\n\nReadWindow\x12\x1b.mlops.v1.ReadWindowRequest\x1a\x15.mlops.v1.WindowChunk\"\x00\x30\x01\x12P\n\x11GetQualitySummary\x12\x1f.mlops.v1.QualitySummaryRequest\x1a\x18.mlops.v1.QualitySummary\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mlops.v1.datasets_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIELDTYPE']._serialized_start=1608
-  _globals['_FIELDTYPE']._serialized_end=1766
+  _globals['_FIELDTYPE']._serialized_start=1522
+  _globals['_FIELDTYPE']._serialized_end=1680
   _globals['_FIELDSPEC']._serialized_start=116
   _globals['_FIELDSPEC']._serialized_end=315
-  _globals['_DERIVEDFEATURE']._serialized_start=317
-  _globals['_DERIVEDFEATURE']._serialized_end=401
-  _globals['_DATASETSCHEMA']._serialized_start=404
-  _globals['_DATASETSCHEMA']._serialized_end=755
-  _globals['_REGISTERSCHEMAREQUEST']._serialized_start=757
-  _globals['_REGISTERSCHEMAREQUEST']._serialized_end=821
-  _globals['_GETSCHEMAREQUEST']._serialized_start=823
-  _globals['_GETSCHEMAREQUEST']._serialized_end=872
-  _globals['_LISTSCHEMASREQUEST']._serialized_start=874
-  _globals['_LISTSCHEMASREQUEST']._serialized_end=894
-  _globals['_LISTSCHEMASRESPONSE']._serialized_start=896
-  _globals['_LISTSCHEMASRESPONSE']._serialized_end=959
-  _globals['_READWINDOWREQUEST']._serialized_start=961
-  _globals['_READWINDOWREQUEST']._serialized_end=1061
-  _globals['_WINDOWCHUNK']._serialized_start=1063
-  _globals['_WINDOWCHUNK']._serialized_end=1159
-  _globals['_QUALITYSUMMARYREQUEST']._serialized_start=1162
-  _globals['_QUALITYSUMMARYREQUEST']._serialized_end=1296
-  _globals['_QUALITYISSUE']._serialized_start=1298
-  _globals['_QUALITYISSUE']._serialized_end=1363
-  _globals['_QUALITYSUMMARY']._serialized_start=1366
-  _globals['_QUALITYSUMMARY']._serialized_end=1605
-  _globals['_DATASETSERVICE']._serialized_start=1769
-  _globals['_DATASETSERVICE']._serialized_end=2161
+  _globals['_DATASETSCHEMA']._serialized_start=318
+  _globals['_DATASETSCHEMA']._serialized_end=669
+  _globals['_REGISTERSCHEMAREQUEST']._serialized_start=671
+  _globals['_REGISTERSCHEMAREQUEST']._serialized_end=735
+  _globals['_GETSCHEMAREQUEST']._serialized_start=737
+  _globals['_GETSCHEMAREQUEST']._serialized_end=786
+  _globals['_LISTSCHEMASREQUEST']._serialized_start=788
+  _globals['_LISTSCHEMASREQUEST']._serialized_end=808
+  _globals['_LISTSCHEMASRESPONSE']._serialized_start=810
+  _globals['_LISTSCHEMASRESPONSE']._serialized_end=873
+  _globals['_READWINDOWREQUEST']._serialized_start=875
+  _globals['_READWINDOWREQUEST']._serialized_end=975
+  _globals['_WINDOWCHUNK']._serialized_start=977
+  _globals['_WINDOWCHUNK']._serialized_end=1073
+  _globals['_QUALITYSUMMARYREQUEST']._serialized_start=1076
+  _globals['_QUALITYSUMMARYREQUEST']._serialized_end=1210
+  _globals['_QUALITYISSUE']._serialized_start=1212
+  _globals['_QUALITYISSUE']._serialized_end=1277
+  _globals['_QUALITYSUMMARY']._serialized_start=1280
+  _globals['_QUALITYSUMMARY']._serialized_end=1519
+  _globals['_DATASETSERVICE']._serialized_start=1683
+  _globals['_DATASETSERVICE']._serialized_end=2075
 # @@protoc_insertion_point(module_scope)

@@ -100,41 +100,6 @@ class FieldSpec(_message.Message):
 Global___FieldSpec: _TypeAlias = FieldSpec  # noqa: Y015
 
 @_typing.final
-class DerivedFeature(_message.Message):
-    """A derived feature computed from one row (the same function runs in ingest
-    and in serving, so training and serving cannot skew).
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    FUNCTION_FIELD_NUMBER: _builtins.int
-    INPUTS_FIELD_NUMBER: _builtins.int
-    BOUNDARIES_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    function: _builtins.str
-    """hour_of_day, day_of_week, ratio, bucket, log1p."""
-    @_builtins.property
-    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    @_builtins.property
-    def boundaries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        function: _builtins.str = ...,
-        inputs: _abc.Iterable[_builtins.str] | None = ...,
-        boundaries: _abc.Iterable[_builtins.float] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boundaries", b"boundaries", "function", b"function", "inputs", b"inputs", "name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___DerivedFeature: _TypeAlias = DerivedFeature  # noqa: Y015
-
-@_typing.final
 class DatasetSchema(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -173,7 +138,7 @@ class DatasetSchema(_message.Message):
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldSpec]: ...
     @_builtins.property
-    def derived(self) -> _containers.RepeatedCompositeFieldContainer[Global___DerivedFeature]: ...
+    def derived(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.DerivedFeature]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """Set by the server."""
@@ -188,7 +153,7 @@ class DatasetSchema(_message.Message):
         event_id_field: _builtins.str = ...,
         entity_id_field: _builtins.str = ...,
         timestamp_field: _builtins.str = ...,
-        derived: _abc.Iterable[Global___DerivedFeature] | None = ...,
+        derived: _abc.Iterable[_model_pb2.DerivedFeature] | None = ...,
         retention_seconds: _builtins.int = ...,
         description: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,

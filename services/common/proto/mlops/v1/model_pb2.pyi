@@ -373,6 +373,45 @@ class TensorSpec(_message.Message):
 Global___TensorSpec: _TypeAlias = TensorSpec  # noqa: Y015
 
 @_typing.final
+class DerivedFeature(_message.Message):
+    """A derived feature computed from one row by a function of the platform
+    (services/common/features.py): ingest computes it for every stored row and
+    serving for every request row, with the same code, so training and serving
+    cannot skew.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FUNCTION_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    BOUNDARIES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    function: _builtins.str
+    """hour_of_day, day_of_week, ratio, bucket, log1p."""
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The raw fields it is computed from."""
+
+    @_builtins.property
+    def boundaries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        function: _builtins.str = ...,
+        inputs: _abc.Iterable[_builtins.str] | None = ...,
+        boundaries: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boundaries", b"boundaries", "function", b"function", "inputs", b"inputs", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DerivedFeature: _TypeAlias = DerivedFeature  # noqa: Y015
+
+@_typing.final
 class Signature(_message.Message):
     """What a model version accepts and returns, as serving enforces it."""
 
@@ -383,6 +422,7 @@ class Signature(_message.Message):
     FEATURE_NAMES_FIELD_NUMBER: _builtins.int
     CLASSES_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
+    DERIVED_FIELD_NUMBER: _builtins.int
     task: Global___Task.ValueType
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TensorSpec]: ...
@@ -396,6 +436,14 @@ class Signature(_message.Message):
     def classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Class labels in the order of the probability columns."""
 
+    @_builtins.property
+    def derived(self) -> _containers.RepeatedCompositeFieldContainer[Global___DerivedFeature]:
+        """The features among feature_names that serving derives from raw request
+        fields, and how. A request sends the raw fields (the other feature_names
+        and the inputs of these), never a derived value: the same fields an event
+        producer sends to ingest.
+        """
+
     def __init__(
         self,
         *,
@@ -404,10 +452,11 @@ class Signature(_message.Message):
         feature_names: _abc.Iterable[_builtins.str] | None = ...,
         classes: _abc.Iterable[_builtins.str] | None = ...,
         task: Global___Task.ValueType = ...,
+        derived: _abc.Iterable[Global___DerivedFeature] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["classes", b"classes", "feature_names", b"feature_names", "inputs", b"inputs", "outputs", b"outputs", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classes", b"classes", "derived", b"derived", "feature_names", b"feature_names", "inputs", b"inputs", "outputs", b"outputs", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
