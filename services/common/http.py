@@ -5,6 +5,7 @@ uvicorn server that runs inside the service's loop."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
@@ -94,16 +95,20 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 
 
 class HttpServer:
-    """Runs a FastAPI app with uvicorn inside the current event loop."""
+    """Runs a FastAPI app with uvicorn inside the current event loop.
 
-    def __init__(self, app: FastAPI, host: str, port: int):
+    ``reuse_port`` binds with SO_REUSEPORT, so that several processes (a replica's workers)
+    listen on one port and the kernel spreads connections over them."""
+
+    def __init__(self, app: FastAPI, host: str, port: int, *, reuse_port: bool = False):
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
         )
+        self._sockets = [reuse_port_socket(host, port)] if reuse_port else None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(), name="http")
+        self._task = asyncio.create_task(self._server.serve(sockets=self._sockets), name="http")
         while not self._server.started:
             if self._task.done():
                 self._task.result()
@@ -122,3 +127,15 @@ class HttpServer:
         self._server.should_exit = True
         if self._task:
             await asyncio.gather(self._task, return_exceptions=True)
+        for sock in self._sockets or ():
+            sock.close()
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with SO_REUSEPORT (not listening yet)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    return sock
