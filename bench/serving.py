@@ -214,6 +214,7 @@ async def load(
     seconds: float,
     server_pids: list[int],
     outputs: Sequence[str] = (),
+    model: str = MODEL,
 ) -> Result:
     """``concurrency`` clients sending back to back for ``seconds``, each on a connection of
     its own (as separate clients would be: a server's worker processes share connections,
@@ -228,9 +229,9 @@ async def load(
     ]
     try:
         # Every connection's worker, not just one, must serve the model.
-        await asyncio.gather(*(wait_until_served(channel, metadata) for channel in channels))
+        await asyncio.gather(*(wait_until_served(channel, metadata, model) for channel in channels))
         calls = [channel.unary_unary(INFER) for channel in channels]
-        payloads = request_bytes(X, rows, MODEL, outputs)
+        payloads = request_bytes(X, rows, model, outputs)
         latencies: list[float] = []
         errors = 0
 
