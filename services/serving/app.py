@@ -53,10 +53,16 @@ class ServingApp:
     registry is away, after ``startup_timeout_seconds``, not ready and still retrying).
     """
 
-    def __init__(self, settings: ServingSettings, peers: PeerBoard | None = None):
+    def __init__(
+        self, settings: ServingSettings, peers: PeerBoard | None = None, listen_when_synced: bool = False
+    ):
         self.settings = settings
         self._peers = peers
         """Set when this app is one worker of several: readiness is then the replica's."""
+        self._listen_when_synced = listen_when_synced
+        """Open the ports only after the first full read of the registry: a worker restarted
+        beside others that serve would otherwise be handed connections by the kernel as soon
+        as it listens, before it has the models to answer them."""
         self.grpc_port = 0
         self.http_port = 0
         self.topics = Topics(settings.topic_prefix)
@@ -177,6 +183,8 @@ class ServingApp:
             ),
         )
 
+        if self._listen_when_synced:
+            await self._sync_before_listening(manager)
         # Workers of one replica share its ports; the kernel spreads connections over them.
         shared_ports = self._peers is not None
         grpc_server = GrpcServer(
@@ -239,6 +247,17 @@ class ServingApp:
                     await grpc_server.set_serving(self.ready)
                     self._synced.set()
             await asyncio.sleep(self.settings.resync_interval_seconds if self._ready else RETRY_SECONDS)
+
+    async def _sync_before_listening(self, manager: ModelManager) -> None:
+        while True:
+            try:
+                await manager.sync_all()
+                return
+            except Exception as exc:
+                log.warning("registry_sync_failed", error=repr(exc))
+                if self._peers is not None:
+                    self._peers.post(["not yet synced with the registry"])
+            await asyncio.sleep(RETRY_SECONDS)
 
     async def _share_readiness(self, peers: PeerBoard, grpc_server: GrpcServer) -> None:
         """Post this worker's problems, and make gRPC health follow the replica's readiness."""

@@ -130,10 +130,10 @@ class WorkerPool:
         )
         self._processes: list[Any] = [None] * settings.workers
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int, restart: bool = False) -> None:
         process = self._context.Process(
             target=worker_main,
-            args=(self._settings, index, self._board, os.getpid()),
+            args=(self._settings, index, self._board, os.getpid(), restart),
             name=f"serving-worker-{index}",
         )
         process.start()
@@ -158,7 +158,7 @@ class WorkerPool:
                     if index in restart_at:
                         if time.monotonic() >= restart_at[index]:
                             del restart_at[index]
-                            self._spawn(index)
+                            self._spawn(index, restart=True)
                         continue
                     if process.exitcode is None:
                         continue
@@ -188,8 +188,11 @@ class WorkerPool:
                 process.join(5)
 
 
-def worker_main(settings: ServingSettings, index: int, board: WorkerBoard, parent: int) -> None:
-    """One worker: the serving app on the shared ports, until SIGTERM (or its parent dies)."""
+def worker_main(
+    settings: ServingSettings, index: int, board: WorkerBoard, parent: int, restart: bool
+) -> None:
+    """One worker: the serving app on the shared ports, until SIGTERM (or its parent dies).
+    With ``restart`` it listens only once it has its models: the others answer meanwhile."""
     from services.common.entrypoint import run_service
     from services.common.localstack import die_with_parent
     from services.serving.app import ServingApp
@@ -206,7 +209,8 @@ def worker_main(settings: ServingSettings, index: int, board: WorkerBoard, paren
         from services.common.lifecycle import run_until
 
         structlog.contextvars.bind_contextvars(worker=index)
-        await run_until(ServingApp(settings, peers=_Peers(board, index)), stop)
+        app = ServingApp(settings, peers=_Peers(board, index), listen_when_synced=restart)
+        await run_until(app, stop)
 
     run_service("serving", settings, run)
 
