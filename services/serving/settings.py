@@ -30,7 +30,12 @@ class ServingSettings(ServiceSettings):
     http_port: int = Field(8000, ge=0, le=65535)
     """Open Inference Protocol over HTTP/JSON, health and /metrics (0: any free port)."""
 
-    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1, le=256)
+    workers: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)),
+        ge=1,
+        le=256,
+        json_schema_extra={"reference_default": "the cores available"},
+    )
     """Worker processes of this replica, all on the same ports (SO_REUSEPORT); default: the
     cores this process may run on. Each has its own models, batchers and prediction producer,
     and the kernel spreads connections (not requests: one gRPC channel is one connection)
