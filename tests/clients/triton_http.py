@@ -10,38 +10,28 @@ JSON line per check and exits 0 only if all pass.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from typing import Any
 
 import numpy as np
 import tritonclient.http as httpclient
-from triton_conformance import expect, run_checks  # type: ignore[import-not-found]
+from triton_conformance import arguments, expect, run_checks  # type: ignore[import-not-found]
 from tritonclient.utils import InferenceServerException
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="serving's HTTP host:port")
-    parser.add_argument("--token", required=True, help="a token with the predict scope")
-    parser.add_argument(
-        "--case", required=True, help="JSON file: model, version, rows, probabilities, labels"
-    )
-    args = parser.parse_args()
-    with open(args.case) as file:
-        case = json.load(file)
+    url, token, case = arguments(__doc__.splitlines()[0], "HTTP")
     model, version = case["model"], case["version"]
     rows = np.array(case["rows"], dtype=np.float64)
     probabilities = np.array(case["probabilities"])
     labels = case["labels"]
-    token = {"authorization": f"Bearer {args.token}"}
-    client = httpclient.InferenceServerClient(url=args.url)
+    authorization = {"authorization": f"Bearer {token}"}
+    client = httpclient.InferenceServerClient(url=url)
 
     def headers() -> dict[str, str]:
         # A fresh dict per call: tritonclient writes Inference-Header-Content-Length into
         # the dict it is given, and a stale one would cut the next JSON-only request short.
-        return dict(token)
+        return dict(authorization)
 
     def features(data: np.ndarray, datatype: str = "FP64", binary: bool = True) -> httpclient.InferInput:
         tensor = httpclient.InferInput("features", list(data.shape), datatype)
