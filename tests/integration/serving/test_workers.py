@@ -19,8 +19,9 @@ from tests.helpers.waiting import wait_for
 from tests.integration.serving.conftest import Fitted, Stack, features_request, output
 from tests.integration.serving.test_process import serving_env
 
-START = 90.0
-"""Seconds a worker may take to start and load its models on a busy two-core machine."""
+START = 180.0
+"""Seconds a worker may take to start and load its models on a busy two-core machine (seen:
+60 s from spawn to its first log line, importing, at a load average of 21)."""
 
 
 def workers_of(pid: int) -> list[int]:
@@ -72,14 +73,23 @@ async def test_two_workers_answer_on_shared_ports_and_one_that_dies_is_restarted
             stderr=sink,
         )
     try:
+        last: list[str] = ["no answer"]
 
         async def ready() -> bool:
             try:
-                return (await readiness(http_port))[0] == 200
-            except httpx.HTTPError:
+                status, last[:] = await readiness(http_port)
+            except httpx.HTTPError as exc:
+                last[:] = [repr(exc)]
                 return False
+            return status == 200
 
-        await wait_for(ready, START, "both workers ready", interval=0.2)
+        async def replica_ready(what: str) -> None:
+            try:
+                await wait_for(ready, START, what, interval=0.2)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; problems: {last}; log: {log.read_text()[-1500:]}") from None
+
+        await replica_ready("both workers ready")
         before = workers_of(process.pid)
         assert len(before) == 2, before
         await answers(stack, grpc_port, model_name, model_a, connections=6)
@@ -101,7 +111,7 @@ async def test_two_workers_answer_on_shared_ports_and_one_that_dies_is_restarted
         # And it keeps answering predictions meanwhile, on whatever connection.
         await answers(stack, grpc_port, model_name, model_a, connections=4)
 
-        await wait_for(ready, START, "the replica ready again", interval=0.2)
+        await replica_ready("the replica ready again")
         after = workers_of(process.pid)
         assert len(after) == 2 and before[0] not in after and before[1] in after, (before, after)
         await answers(stack, grpc_port, model_name, model_a, connections=6)
