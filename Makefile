@@ -12,13 +12,17 @@ CLIENT_STAMP := $(CLIENT_VENV)/.installed
 # The federation (Flower server and site agent) in its own environment: flwr pins
 # protobuf < 7 and older fastapi, typer and rich. It reaches services/federation through a
 # .pth file and its own code generated from protos/ (never the platform's, built for protobuf 7).
+# MLServer, the peer bench/serving.py measures serving against, in its own environment
+# (its FastAPI and uvloop pins are not the platform's).
+MLSERVER_VENV := .venv-mlserver
+MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 FED_VENV := .venv-federation
 FED_BIN := $(FED_VENV)/bin
 FED_STAMP := $(FED_VENV)/.installed
 FED_PROTOS := protos/mlops/v1/model.proto protos/mlops/v1/events.proto
 PYTEST_ARGS ?=
 
-.PHONY: venv client-venv federation-venv observability-tools browser-tools proto proto-check lint format test test-fast test-browser screenshots up demo bench clean
+.PHONY: venv client-venv mlserver-venv federation-venv observability-tools browser-tools proto proto-check lint format test test-fast test-browser screenshots up demo bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +38,13 @@ $(CLIENT_STAMP): tests/clients/requirements.lock
 	touch $(CLIENT_STAMP)
 
 client-venv: $(CLIENT_STAMP)
+
+$(MLSERVER_STAMP): bench/mlserver-requirements.lock
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet -r bench/mlserver-requirements.lock
+	touch $(MLSERVER_STAMP)
+
+mlserver-venv: $(MLSERVER_STAMP)
 
 $(FED_STAMP): services/federation/requirements.lock $(FED_PROTOS)
 	$(PYTHON) -m venv $(FED_VENV)
@@ -107,8 +118,8 @@ up: venv
 demo: venv
 	OMP_NUM_THREADS=1 $(BIN)/mlops demo
 
-bench: venv
+bench: venv mlserver-venv
 	OMP_NUM_THREADS=1 $(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(CLIENT_VENV) $(FED_VENV) .proto-check .mlops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CLIENT_VENV) $(MLSERVER_VENV) $(FED_VENV) .proto-check .mlops .pytest_cache .mypy_cache .ruff_cache

@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
-from bench.serving import Result, load, signature
+from bench.serving import Result, load, process_family, signature
 from services.cli.stack import LocalStack
 from services.cli.stack_state import StackPorts
 from services.common.auth import Scope
@@ -152,7 +152,17 @@ def main(argv: list[str] | None = None) -> int:
             for name, entry in served.items():
                 results[name] = tuple(  # type: ignore[assignment]
                     asyncio.run(
-                        load(address, token, X, rows, concurrency, args.seconds, True, pid, entry.model)
+                        load(
+                            name,
+                            address,
+                            token,
+                            X,
+                            rows,
+                            concurrency,
+                            args.seconds,
+                            process_family(pid),
+                            model=entry.model,
+                        )
                     )
                     for rows, concurrency in (SINGLE, BATCH)
                 )

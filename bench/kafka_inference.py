@@ -119,7 +119,7 @@ async def closed_loop(client: KafkaClient, payloads: list[bytes], seconds: float
     await asyncio.gather(*(worker(w, started + seconds, True) for w in range(CONCURRENCY)))
     elapsed = time.perf_counter() - started
     p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-    return Result(1, CONCURRENCY, True, len(latencies), 0, elapsed, float(p50), float(p99), 0.0)
+    return Result("kafka", 1, CONCURRENCY, len(latencies), 0, elapsed, float(p50), float(p99), 0.0)
 
 
 async def flood(client: KafkaClient, payloads: list[bytes], count: int) -> float:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         token = stack.keys.mint("bench", Scope.PREDICT)
         pid = stack.processes["serving"].pid
         grpc = asyncio.run(
-            load(stack.grpc_address("serving"), token, X, 1, CONCURRENCY, args.seconds, True, pid)
+            load("serving", stack.grpc_address("serving"), token, X, 1, CONCURRENCY, args.seconds, [pid])
         )
         kafka, flood_rate = asyncio.run(kafka_runs(stack.kafka_bootstrap, payloads, args.seconds, args.flood))
     for name, result in (("gRPC", grpc), ("Kafka", kafka)):

@@ -14,9 +14,14 @@ Everything runs for real: an embedded broker, and the monitor as its own process
    separate them (a backlog spread over partitions is consumed partition by partition).
    Target (issue 7): the monitor adds no more than one micro-batch (MONITOR_BATCH_SIZE
    samples) to the bare detector's delay.
-2. Throughput: a backlog of predictions with labels (20 features) is consumed once with a
-   bare aiokafka consumer (the floor) and once by the monitor, which decodes, joins,
-   and runs every detector. Target: at least 10% of the floor.
+2. Throughput: a backlog of predictions with labels (20 features, eight models, two on each
+   partition of the samples topic) is consumed by one monitor process, then a backlog
+   like it by two processes in one consumer group, started together, timed from when each
+   owns partitions of every stage; the monitor decodes, joins, and runs every detector. A bare
+   aiokafka consumer reading the first backlog is the floor. Targets (issue 18): one
+   process at least 10% of the floor, two at least 1.7x one. Each process's CPU seconds
+   are read from /proc, so records per CPU second tell the monitor's own cost from the
+   machine's load.
 3. Steady run: predictions and labels at a fixed rate for ``--seconds``, stationary; the
    monitor's resident memory is sampled throughout. Targets: memory flat (the last quarter
    within 10% of the second); no false alarm on the stationary streams of steps 2 and 3
@@ -33,7 +38,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +55,8 @@ from services.common.events import IncomingRecord, OutgoingRecord, Topics, decod
 from services.common.kafka import create_producer, ensure_topics, publish
 from services.common.localstack import ManagedProcess, free_port, start_kafka, start_process
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
-from services.monitor.settings import DATA_ADWIN_DELTA
+from services.monitor.join import partition_of
+from services.monitor.settings import DATA_ADWIN_DELTA, MonitorSettings
 
 N_FEATURES = 20
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
@@ -98,20 +105,30 @@ class Monitor:
     url: str
     token: str
 
-    async def status(self) -> dict[str, dict[str, int]]:
-        """Per model: predictions and labelled samples of version 1."""
+    async def _status(self) -> dict[str, object]:
         async with httpx.AsyncClient(timeout=10) as client:
             response = await client.get(
                 f"{self.url}/v1/status", headers={"authorization": f"Bearer {self.token}"}
             )
-        if response.status_code != 200:
-            return {}
+        return response.json() if response.status_code == 200 else {}
+
+    async def assignment(self) -> dict[str, list[int]]:
+        """Partitions this process owns, by topic."""
+        return (await self._status()).get("assignment", {})  # type: ignore[return-value]
+
+    async def status(self) -> dict[str, dict[str, int]]:
+        """Per model: predictions and labelled samples of version 1."""
         out = {}
-        for model in response.json()["models"]:
+        for model in (await self._status()).get("models", []):  # type: ignore[attr-defined]
             for v in model["versions"]:
                 if v["version"] == 1:
                     out[model["model"]] = {"predictions": v["predictions"], "labelled": v["labelled"]}
         return out
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -131,6 +148,11 @@ async def wait_until(check: object, what: str, within: float = WAIT) -> None:
 
 async def count_reached(monitor: Monitor, model: str, field: str, count: int) -> bool:
     return (await monitor.status()).get(model, {}).get(field, 0) >= count
+
+
+async def counted(monitors: Sequence[Monitor], field: str) -> list[int]:
+    """Per process: ``field`` summed over the models it holds."""
+    return [sum(m.get(field, 0) for m in (await monitor.status()).values()) for monitor in monitors]
 
 
 async def send(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) -> None:
@@ -246,7 +268,7 @@ async def detection_delays(
     return results
 
 
-async def raw_floor(bootstrap: str, topics: list[str], total: int) -> float:
+async def raw_floor(bootstrap: str, topics: list[str]) -> float:
     """Records per second a bare aiokafka consumer reads the backlog at."""
     consumer = AIOKafkaConsumer(
         *topics,
@@ -257,6 +279,8 @@ async def raw_floor(bootstrap: str, topics: list[str], total: int) -> float:
     )
     await consumer.start()
     try:
+        ends = await consumer.end_offsets([TopicPartition(t, p) for t in topics for p in range(4)])
+        total = sum(ends.values())
         seen = 0
         started = time.perf_counter()
         while seen < total:
@@ -267,12 +291,89 @@ async def raw_floor(bootstrap: str, topics: list[str], total: int) -> float:
         await consumer.stop()
 
 
+def backlog_models(partitions: int, per_partition: int = 2) -> list[str]:
+    """Model names, ``per_partition`` on each partition of the monitor's samples topic, so
+    that processes splitting the partitions split the detectors' work evenly."""
+    models: list[str] = []
+    taken: Counter[int] = Counter()
+    k = 0
+    while len(models) < partitions * per_partition:
+        name = f"backlog-{k}"
+        partition = partition_of(name, partitions)
+        if taken[partition] < per_partition:
+            models.append(name)
+            taken[partition] += 1
+        k += 1
+    return models
+
+
+@dataclass
+class BacklogRun:
+    monitors: list[Monitor]
+    rate: float
+    """Records (predictions and labels) per second, through the monitor."""
+    per_cpu_second: float
+    """Records per CPU second of the monitor processes."""
+
+
+async def consume_backlog(
+    bootstrap: str,
+    producer: AIOKafkaProducer,
+    topics: Topics,
+    models: Sequence[str],
+    count: int,
+    processes: int,
+    start_monitor: Callable[[str], Awaitable[Monitor]],
+) -> BacklogRun:
+    """Send ``count`` predictions with labels, then start ``processes`` monitors in one group
+    together, and time the backlog through them from when each owns partitions of every
+    stage. (Sent while the monitor runs, the backlog would be timed at the bench's own
+    sending rate.)"""
+    await ensure_topics(bootstrap, topics.all())
+    rng = random.Random(7)
+    for start in range(0, count, 5000):
+        await send(producer, stationary_records(topics, models, start, min(5000, count - start), rng))
+    monitors = list(await asyncio.gather(*(start_monitor(topics.prefix) for _ in range(processes))))
+    join, samples = f"{topics.prefix}.monitor.join", f"{topics.prefix}.monitor.samples"
+
+    async def spread() -> bool:
+        owned = [await m.assignment() for m in monitors]
+        return all(all(o.get(t) for t in (topics.predictions, join, samples)) for o in owned)
+
+    await wait_until(spread, f"{processes} processes to share the partitions", within=60)
+    await wait_until(lambda: _any_counted(monitors), "first prediction")
+    started, cpu = time.perf_counter(), sum(m.cpu_seconds() for m in monitors)
+    # Count from what was handled by then (a process may have started before the other).
+    done_at_start = sum(await counted(monitors, "predictions")) + sum(await counted(monitors, "labelled"))
+
+    async def all_labelled() -> bool:
+        return sum(await counted(monitors, "labelled")) >= count
+
+    await wait_until(all_labelled, "backlog labelled")
+    elapsed = time.perf_counter() - started
+    used = sum(m.cpu_seconds() for m in monitors) - cpu
+    records = 2 * count - done_at_start
+    split = await counted(monitors, "labelled")
+    print(
+        f"  {processes} process{'es' if processes > 1 else ''}: {records / elapsed:,.0f} records/s "
+        f"({elapsed:.1f} s, {used:.1f} CPU s, labelled per process {split})",
+        flush=True,
+    )
+    return BacklogRun(monitors, records / elapsed, records / used)
+
+
+async def _any_counted(monitors: Sequence[Monitor]) -> bool:
+    return sum(await counted(monitors, "predictions")) > 0
+
+
 def stationary_records(
-    topics: Topics, model: str, start: int, count: int, rng: random.Random
+    topics: Topics, models: Sequence[str], start: int, count: int, rng: random.Random
 ) -> list[OutgoingRecord]:
+    """Predictions with their labels, stationary, the models taking turns."""
     now = time.time()
     out = []
     for i in range(start, start + count):
+        model = models[i % len(models)]
         event_id = f"{model}-{i}"
         out.append(prediction(topics, event_id, model, "1", [rng.gauss(0.0, 1.0) for _ in FEATURES], now))
         out.append(label(topics, event_id, "0" if rng.random() < 0.1 else "1", now))
@@ -288,11 +389,14 @@ async def run(args: argparse.Namespace) -> int:
     token = keys.mint("bench", Scope.READ)
     monitors: list[ManagedProcess] = []
 
-    async def start_monitor(prefix: str, **env: str) -> Monitor:
+    async def start_monitor(prefix: str, tree: Path | None = None, **env: str) -> Monitor:
+        """A monitor process on ``prefix``; from the source ``tree`` when given (``services``
+        is imported from the working directory first), else from this one."""
         port = free_port()
         process = start_process(
             f"monitor-{prefix}",
             [sys.executable, "-m", "services.monitor"],
+            cwd=tree,
             env={
                 **os.environ,
                 "MLOPS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -306,7 +410,7 @@ async def run(args: argparse.Namespace) -> int:
                 "MLOPS_LOG_LEVEL": "WARNING",
                 **env,
             },
-            log_path=workdir / f"monitor-{prefix}.log",
+            log_path=workdir / f"monitor-{prefix}-{len(monitors)}.log",
         )
         monitors.append(process)
         monitor = Monitor(process, f"http://127.0.0.1:{port}", token)
@@ -336,28 +440,37 @@ async def run(args: argparse.Namespace) -> int:
             f"\n2. throughput on a backlog of {args.backlog} predictions with labels, {N_FEATURES} features",
             flush=True,
         )
-        backlog = Topics("backlog")
-        await ensure_topics(bootstrap, backlog.all())
-        rng = random.Random(7)
-        for start in range(0, args.backlog, 5000):
-            await send(
-                producer, stationary_records(backlog, "backlog", start, min(5000, args.backlog - start), rng)
+        models = backlog_models(MonitorSettings.model_fields["partitions"].default)
+        runs = {}
+        for processes in (1, 2):
+            backlog = Topics(f"backlog{processes}")
+            runs[processes] = await consume_backlog(
+                bootstrap, producer, backlog, models, args.backlog, processes, start_monitor
             )
-        total = 2 * args.backlog
-        floor = await raw_floor(bootstrap, [backlog.predictions, backlog.labels], total)
-        print(f"  raw aiokafka consumption: {floor:,.0f} records/s", flush=True)
-        monitor = await start_monitor(backlog.prefix)
-        await wait_until(lambda: count_reached(monitor, "backlog", "predictions", 1), "first prediction")
-        started = time.perf_counter()
-        await wait_until(
-            lambda: count_reached(monitor, "backlog", "labelled", args.backlog), "backlog labelled"
-        )
-        elapsed = time.perf_counter() - started
-        # The first poll may come late: count from the samples already seen then.
-        through = total / elapsed
-        print(f"  through the monitor: {through:,.0f} records/s ({elapsed:.1f} s)", flush=True)
-        backlog_alarms = [e for e in await read_drift(bootstrap, backlog.drift) if e.model_name == "backlog"]
-        monitor.process.stop()
+            # Stopped one by one, each leaving the group and committing what it handled.
+            for monitor in runs[processes].monitors:
+                monitor.process.stop()
+        if args.peer_tree is not None:
+            print(f"  the monitor of {args.peer_tree}, one process:", flush=True)
+            peer = await consume_backlog(
+                bootstrap,
+                producer,
+                Topics("backlogpeer"),
+                models,
+                args.backlog,
+                1,
+                lambda prefix: start_monitor(prefix, tree=args.peer_tree),
+            )
+            peer.monitors[0].process.stop()
+            print(f"  this tree against it: {runs[1].rate / peer.rate:.2f}x records/s", flush=True)
+        floor = await raw_floor(bootstrap, [Topics("backlog1").predictions, Topics("backlog1").labels])
+        print(f"  raw aiokafka consumption of the first backlog: {floor:,.0f} records/s", flush=True)
+        backlog_alarms = [
+            e
+            for processes in runs
+            for e in await read_drift(bootstrap, Topics(f"backlog{processes}").drift)
+            if e.model_name in models
+        ]
 
         print(
             f"\n3. steady run: {args.rate} predictions and labels per second for {args.seconds} s, stationary",
@@ -373,7 +486,7 @@ async def run(args: argparse.Namespace) -> int:
         next_sample = began
         while time.monotonic() - began < args.seconds:
             second = time.monotonic()
-            await send(producer, stationary_records(steady, "steady", sent, args.rate, rng))
+            await send(producer, stationary_records(steady, ["steady"], sent, args.rate, rng))
             sent += args.rate
             if time.monotonic() >= next_sample:
                 rss.append((time.monotonic() - began, monitor.rss_mb()))
@@ -406,11 +519,20 @@ async def run(args: argparse.Namespace) -> int:
                     f"added at most {max(extra)} (target <= one micro-batch, {BATCH_SIZE}): "
                     f"{'met' if within else 'MISSED'}"
                 )
-        ratio = through / floor
+        one, two = runs[1], runs[2]
+        ratio = one.rate / floor
         ok &= ratio >= 0.10
         print(
-            f"  throughput: {through:,.0f} vs raw {floor:,.0f} records/s = {ratio:.1%} of the floor "
+            f"  throughput, one process: {one.rate:,.0f} vs raw {floor:,.0f} records/s = {ratio:.1%} of the floor "
             f"(target >= 10%): {'met' if ratio >= 0.10 else 'MISSED'}"
+        )
+        scaling = two.rate / one.rate
+        ok &= scaling >= 1.7
+        print(
+            f"  two processes: {two.rate:,.0f} vs one {one.rate:,.0f} records/s = {scaling:.2f}x "
+            f"(target >= 1.7x): {'met' if scaling >= 1.7 else 'MISSED'}; records per CPU second "
+            f"{two.per_cpu_second:,.0f} vs {one.per_cpu_second:,.0f} "
+            f"({two.per_cpu_second / one.per_cpu_second:.2f}x: what two processes cost in work, whatever the load)"
         )
         second_quarter = [mb for at, mb in rss if args.seconds * 0.25 <= at < args.seconds * 0.5]
         last_quarter = [mb for at, mb in rss if at >= args.seconds * 0.75]
@@ -445,6 +567,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=120, help="Length of the steady run.")
     parser.add_argument(
         "--rate", type=int, default=300, help="Predictions (each with a label) per second in the steady run."
+    )
+    parser.add_argument(
+        "--peer-tree",
+        type=Path,
+        help="Also time one process of the monitor in this source tree (e.g. `git archive main services`"
+        " unpacked) on the same backlog, in the same run.",
     )
     parser.add_argument(
         "--join-window", type=float, default=30.0, help="The monitor's join window in the steady run."

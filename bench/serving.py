@@ -1,22 +1,28 @@
-"""Serving throughput and latency over gRPC against the in-process predict rate.
+"""Serving against MLServer in the same run, and across worker processes.
 
-``python -m bench.serving [--seconds 15]``
+``python -m bench.serving [--seconds 15] [--rounds 2]``
 
 A HistGradientBoostingClassifier on 20 features (make_classification, 20,000 rows,
 random_state 0) is registered in a real registry and served by a real serving process
-(broker, database, registry and serving each their own process, prediction logging on).
-A load generator sends ModelInfer requests of 1 and 64 rows at concurrency 8 and 32 and
-reports requests/s, rows/s, p50 and p99, next to the floor measured in this run: the
-model's own ``predict_proba`` rate in this process, one call per request. The single-row
-scenario at concurrency 32 and the 64-row one are repeated with logging off, to price it.
+(broker, database, registry and serving each their own process, prediction logging on),
+with one worker process and with two. The same model, saved with joblib, is served by
+MLServer 1.7.1 from its own environment (``make mlserver-venv``), with its adaptive
+batching and without. One load generator process sends ModelInfer requests with raw FP64
+tensors (as tritonclient does) to each in turn: single rows at concurrency 32 and 64-row
+requests at concurrency 8, each client on a connection of its own. Servers take turns
+round after round (``--rounds``, the order reversed every other round, so that drifting
+load on the machine hurts each alike) and the medians are compared.
 
-For scale, the same load runs against a bare grpc.aio server that answers every ModelInfer
-with a canned two-output response and does nothing else: the transport floor, the most
-any Python gRPC server can do on this machine in this run.
+It prints requests/s, rows/s, p50 and p99 at the client, the server processes' CPU per
+request, and, for serving, the time requests spent inside its handler (from its own
+histogram) against the time the client saw, which tells queueing in the transport from
+work in the data plane. Then the ratios: serving's single-row req/s and p99 and its 64-row
+rows/s against MLServer's, and serving with two workers against one. The model's own
+``predict_proba`` rate in this process is the floor printed first.
 
-Targets (issue 3): single rows at concurrency 32 at least 5x the in-process single-row
-rate with p99 under 25 ms; 64-row requests at least 70% of the in-process rows/s;
-logging costs under 10%.
+Targets (issue 18): single-row p99 at concurrency 32 no worse than MLServer with adaptive
+batching, single-row req/s at least 2x MLServer's, 64-row rows/s at least MLServer's with
+adaptive batching.
 
 ``python -m bench.serving --explain`` prices feature contributions instead: in process, the
 trainer's logistic-regression and random-forest pipelines (scaled numbers, a one-hot or
@@ -28,50 +34,57 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import gc
 import os
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import grpc
+import httpx
 import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from bench import _mlserver
 from services.cli.stack import LocalStack
 from services.cli.stack_state import StackPorts
 from services.common.auth import Scope, bearer_metadata
 from services.common.clients.registry import RegistryClient
 from services.common.flavors.skops import SkopsFlavor
-from services.common.grpc_handlers import ServicerContext
-from services.common.localstack import free_port, port_open
+from services.common.localstack import start_process
 from services.common.proto.inference import grpc_service_pb2 as oip
 from services.common.proto.mlops.v1 import model_pb2, registry_pb2
 
 MODEL = "bench-hgb"
 N_FEATURES = 20
 INFER = "/inference.GRPCInferenceService/ModelInfer"
-SCENARIOS = [(1, 8), (1, 32), (64, 8), (64, 32)]
-LOGGING_OFF_SCENARIOS = [(1, 32), (64, 32)]
+SCENARIOS = [(1, 32), (64, 8)]
+"""(rows per request, concurrent clients)."""
+WORKERS = (1, 2)
 
 
 @dataclass(frozen=True)
 class Result:
+    server: str
     rows: int
     concurrency: int
-    logging: bool
     requests: int
     errors: int
     seconds: float
     p50_ms: float
     p99_ms: float
     server_cpu_seconds: float
+    handler_ms: tuple[float, float] | None = None
+    """Serving only: p50 and p99 of the time inside its handler (its own histogram)."""
 
     @property
     def server_cpu_us_per_request(self) -> float:
@@ -138,12 +151,14 @@ async def register(stack: LocalStack, artifact: bytes) -> None:
         )
 
 
-def request_bytes(X: np.ndarray, rows: int, model: str = MODEL) -> list[bytes]:
+def request_bytes(X: np.ndarray, rows: int, model: str = MODEL, outputs: Sequence[str] = ()) -> list[bytes]:
     """Serialized requests (raw FP64 tensors, as tritonclient sends), cycling through the data."""
     requests = []
     for start in range(0, 64 * rows, rows):
         request = oip.ModelInferRequest(model_name=model)
         request.inputs.add(name="features", datatype="FP64", shape=[rows, X.shape[1]])
+        for name in outputs:
+            request.outputs.add(name=name)
         request.raw_input_contents.append(np.ascontiguousarray(X[start : start + rows]).tobytes())
         requests.append(request.SerializeToString())
     return requests
@@ -157,11 +172,30 @@ async def wait_until_served(
         request_serializer=oip.ModelReadyRequest.SerializeToString,
         response_deserializer=oip.ModelReadyResponse.FromString,
     )
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(120):
         while True:
-            if (await ready(oip.ModelReadyRequest(name=model), metadata=metadata)).ready:
-                return
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                if (await ready(oip.ModelReadyRequest(name=model), metadata=metadata)).ready:
+                    return
             await asyncio.sleep(0.1)
+
+
+def process_family(pid: int) -> list[int]:
+    """``pid`` and its descendants (a serving replica's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    family, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        family.append(current)
+        pending += children.get(current, [])
+    return family
 
 
 def cpu_seconds(pid: int) -> float:
@@ -172,28 +206,41 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def load(
+    server: str,
     address: str,
     token: str,
     X: np.ndarray,
     rows: int,
     concurrency: int,
     seconds: float,
-    logging: bool,
-    server_pid: int,
+    server_pids: list[int],
+    outputs: Sequence[str] = (),
     model: str = MODEL,
 ) -> Result:
-    """``concurrency`` clients sending back to back for ``seconds``; bytes in, bytes out, so the
-    load generator spends its CPU on the wire rather than on protobuf."""
+    """``concurrency`` clients sending back to back for ``seconds``, each on a connection of
+    its own (as separate clients would be: a server's worker processes share connections,
+    not requests); bytes in, bytes out, so the load generator spends its CPU on the wire
+    rather than on protobuf."""
     metadata = bearer_metadata(token)
-    async with grpc.aio.insecure_channel(address) as channel:
-        await wait_until_served(channel, metadata, model)
-        infer: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(INFER)
-        payloads = request_bytes(X, rows, model)
+    # A local subchannel pool per channel: otherwise grpc shares one connection among
+    # channels to the same address.
+    channels = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(concurrency)
+    ]
+    try:
+        # Every connection's worker, not just one, must serve the model.
+        await asyncio.gather(*(wait_until_served(channel, metadata, model) for channel in channels))
+        calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            channel.unary_unary(INFER) for channel in channels
+        ]
+        payloads = request_bytes(X, rows, model, outputs)
         latencies: list[float] = []
         errors = 0
 
         async def client(worker: int, deadline: float, record: bool) -> None:
             nonlocal errors
+            infer = calls[worker]
             i = worker
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
@@ -209,97 +256,109 @@ async def load(
         warm_until = time.perf_counter() + min(2.0, seconds / 5)
         await asyncio.gather(*(client(w, warm_until, False) for w in range(concurrency)))
         errors = 0
-        cpu_before = cpu_seconds(server_pid)
+        cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
         started = time.perf_counter()
         await asyncio.gather(*(client(w, started + seconds, True) for w in range(concurrency)))
         elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(server_pid) - cpu_before
-    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99]) if latencies else (float("nan"),) * 2
-    return Result(rows, concurrency, logging, len(latencies), errors, elapsed, float(p50), float(p99), cpu)
-
-
-async def serve_canned(port: int) -> None:
-    """A gRPC server that answers ModelReady and ModelInfer like serving does (same sizes),
-    without routing, checking, predicting or logging."""
-    answer = oip.ModelInferResponse(model_name=MODEL, model_version="1")
-    answer.outputs.add(name="probabilities", datatype="FP64", shape=[1, 2])
-    answer.outputs.add(name="label", datatype="BYTES", shape=[1])
-    answer.raw_output_contents.extend([np.zeros(2).tobytes(), b"\x01\x00\x00\x000"])
-    ready = oip.ModelReadyResponse(ready=True)
-
-    async def model_infer(request: oip.ModelInferRequest, context: ServicerContext) -> oip.ModelInferResponse:
-        return answer
-
-    async def model_ready(request: oip.ModelReadyRequest, context: ServicerContext) -> oip.ModelReadyResponse:
-        return ready
-
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(
-            model_infer,
-            request_deserializer=oip.ModelInferRequest.FromString,
-            response_serializer=oip.ModelInferResponse.SerializeToString,
-        ),
-        "ModelReady": grpc.unary_unary_rpc_method_handler(
-            model_ready,
-            request_deserializer=oip.ModelReadyRequest.FromString,
-            response_serializer=oip.ModelReadyResponse.SerializeToString,
-        ),
-    }
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers)]
-    )
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
-
-
-def transport_floor(X: np.ndarray, seconds: float) -> Result:
-    """Single-row requests at concurrency 32 against the canned server, in its own process."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench.serving", "--canned-server", str(port)])
-    try:
-        deadline = time.monotonic() + 60
-        while not port_open(port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the canned gRPC server did not start")
-            time.sleep(0.1)
-        return asyncio.run(load(f"127.0.0.1:{port}", "none", X, 1, 32, seconds, False, server.pid))
+        cpu = sum(cpu_seconds(pid) for pid in server_pids) - cpu_before
     finally:
-        server.terminate()
-        server.wait(10)
+        for channel in channels:
+            await channel.close()
+    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99]) if latencies else (float("nan"),) * 2
+    return Result(server, rows, concurrency, len(latencies), errors, elapsed, float(p50), float(p99), cpu)
 
 
-def run_stack(
-    workdir: Path,
-    artifact: bytes,
-    X: np.ndarray,
-    scenarios: list[tuple[int, int]],
-    seconds: float,
-    logging: bool,
-) -> list[Result]:
+def handler_histogram(metrics_url: str) -> list[tuple[float, float]]:
+    """Serving's own request histogram (the time inside its handler, from decoding the
+    request to the answer) as (upper bound in seconds, cumulative count); one worker's."""
+    text = httpx.get(metrics_url, timeout=10).text
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("mlops_serving_request_seconds_bucket") and 'code="OK"' in line:
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    return sorted(buckets)
+
+
+def handler_percentiles(
+    before: list[tuple[float, float]], after: list[tuple[float, float]]
+) -> tuple[float, float]:
+    """p50 and p99 in ms (bucket upper bounds) of what the histogram counted in between."""
+    counted = dict(before)
+    buckets = [(bound, count - counted.get(bound, 0.0)) for bound, count in after]
+    total = buckets[-1][1] if buckets else 0.0
+
+    def percentile(q: float) -> float:
+        return next((bound * 1000 for bound, count in buckets if count >= q * total), float("nan"))
+
+    return percentile(0.5), percentile(0.99)
+
+
+@contextlib.contextmanager
+def platform(stack: LocalStack, workdir: Path, workers: int) -> Iterator[tuple[str, int, str]]:
+    """Serving on the stack's registry with ``workers`` processes: its address, pid, metrics URL."""
     env = {
+        **os.environ,
+        **stack.env_for("serving"),
         "OMP_NUM_THREADS": "1",
         "MLOPS_LOG_LEVEL": "WARNING",
-        "SERVING_PREDICTION_LOGGING": "true" if logging else "false",
+        "SERVING_WORKERS": str(workers),
     }
-    with LocalStack(workdir, StackPorts.free(), services=["registry", "serving"], env=env) as stack:
-        asyncio.run(register(stack, artifact))
-        token = stack.keys.mint("bench", Scope.PREDICT)
-        address = stack.grpc_address("serving")
-        results = []
-        for rows, concurrency in scenarios:
-            result = asyncio.run(
-                load(address, token, X, rows, concurrency, seconds, logging, stack.processes["serving"].pid)
-            )
-            print(
-                f"  rows={rows:<3} concurrency={concurrency:<3} logging={'on ' if logging else 'off'} "
-                f"{result.requests_per_s:9.0f} req/s {result.rows_per_s:9.0f} rows/s "
-                f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                f"server CPU {result.server_cpu_us_per_request:5.0f} us/req  errors {result.errors}",
-                flush=True,
-            )
-            results.append(result)
+    process = start_process(
+        "serving",
+        [sys.executable, "-m", "services.serving"],
+        env=env,
+        log_path=workdir / f"serving-{workers}.log",
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(f"{stack.http_url('serving')}/health/ready"):
+            if not process.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"serving did not become ready; see {workdir / f'serving-{workers}.log'}")
+            time.sleep(0.2)
+        yield stack.grpc_address("serving"), process.pid, f"{stack.http_url('serving')}/metrics"
+    finally:
+        process.stop()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def run_server(
+    name: str,
+    address: str,
+    pid: int,
+    token: str,
+    X: np.ndarray,
+    seconds: float,
+    metrics_url: str | None = None,
+    outputs: Sequence[str] = (),
+) -> list[Result]:
+    results = []
+    for rows, concurrency in SCENARIOS:
+        before = handler_histogram(metrics_url) if metrics_url is not None else []
+        result = asyncio.run(
+            load(name, address, token, X, rows, concurrency, seconds, process_family(pid), outputs)
+        )
+        if metrics_url is not None:
+            handler_ms = handler_percentiles(before, handler_histogram(metrics_url))
+            result = dataclasses.replace(result, handler_ms=handler_ms)
+        handler = (
+            f"  in handler p50 {result.handler_ms[0]:.1f} p99 {result.handler_ms[1]:.1f} ms"
+            if result.handler_ms
+            else ""
+        )
+        print(
+            f"  {name:<30} rows={rows:<3} c={concurrency:<3} {result.requests_per_s:7.0f} req/s "
+            f"{result.rows_per_s:8.0f} rows/s  p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  "
+            f"CPU {result.server_cpu_us_per_request:5.0f} us/req  errors {result.errors}{handler}",
+            flush=True,
+        )
+        results.append(result)
     return results
 
 
@@ -342,72 +401,105 @@ def explanation_cost(seconds: float) -> None:
             )
 
 
+def median_of(results: list[Result], server: str, rows: int, attribute: str) -> float:
+    values = [getattr(r, attribute) for r in results if r.server == server and r.rows == rows]
+    return float(statistics.median(values)) if values else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each scenario")
+    parser.add_argument("--rounds", type=int, default=2, help="times every server takes its turn")
     parser.add_argument("--floor-seconds", type=float, default=3.0, help="duration of each in-process floor")
-    parser.add_argument("--canned-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument(
         "--explain", action="store_true", help="price feature contributions in process, and stop"
     )
     args = parser.parse_args(argv)
-    if args.canned_server:
-        asyncio.run(serve_canned(args.canned_server))
-        return 0
+    print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores)")
     if args.explain:
-        print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores)")
         explanation_cost(args.floor_seconds)
         return 0
-
-    print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())} ({os.cpu_count()} cores)")
+    # The load generator is the measuring instrument: its own full collections must not
+    # show up in the latencies it measures (serving freezes its start-up objects too).
+    gc.collect()
+    gc.freeze()
     model, X = train()
     single_floor, batch_floor = in_process_floor(model, X, args.floor_seconds)
     print(
         f"in-process floor: {single_floor:.0f} single-row calls/s, {batch_floor:.0f} rows/s in 64-row calls"
     )
-    canned = transport_floor(X, args.seconds)
-    print(
-        f"transport floor (bare grpc.aio, canned answers): {canned.requests_per_s:.0f} req/s at concurrency 32, "
-        f"p50 {canned.p50_ms:.2f} ms, p99 {canned.p99_ms:.2f} ms, server CPU "
-        f"{canned.server_cpu_us_per_request:.0f} us/req",
-        flush=True,
-    )
+    if not _mlserver.available():
+        print(f"MLServer is not installed in {_mlserver.VENV} (make mlserver-venv): comparing workers only")
     artifact = SkopsFlavor().save(model).data
+    results: list[Result] = []
+    names = [f"serving, {w} worker{'s' if w > 1 else ''}" for w in WORKERS]
+    peers = ["MLServer, adaptive batching", "MLServer"] if _mlserver.available() else []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        logged = run_stack(Path(tmp) / "on", artifact, X, SCENARIOS, args.seconds, logging=True)
-        unlogged = run_stack(
-            Path(tmp) / "off", artifact, X, LOGGING_OFF_SCENARIOS, args.seconds, logging=False
-        )
-
-    by_key = {(r.rows, r.concurrency, r.logging): r for r in [*logged, *unlogged]}
-    single = by_key[(1, 32, True)]
-    batch = by_key[(64, 32, True)]
-    single_ratio = single.rows_per_s / single_floor
-    batch_ratio = batch.rows_per_s / batch_floor
-    # Logging's cost as the server's CPU per request, which other processes on the machine
-    # disturb far less than throughput.
-    single_cost = single.server_cpu_us_per_request / by_key[(1, 32, False)].server_cpu_us_per_request - 1
-    batch_cost = batch.server_cpu_us_per_request / by_key[(64, 32, False)].server_cpu_us_per_request - 1
-    errors = sum(r.errors for r in [*logged, *unlogged])
-    verdicts = [
-        (
-            f"single rows, concurrency 32: {single_ratio:.1f}x the in-process single-row rate",
-            single_ratio >= 5,
-        ),
-        (f"single rows, concurrency 32: p99 {single.p99_ms:.1f} ms", single.p99_ms < 25),
-        (f"64-row requests, concurrency 32: {batch_ratio:.0%} of the in-process rows/s", batch_ratio >= 0.7),
-        (
-            f"prediction logging costs {single_cost:.1%} (1 row) and {batch_cost:.1%} (64 rows) of server CPU per request",
-            max(single_cost, batch_cost) < 0.10,
-        ),
-        (f"failed requests: {errors}", errors == 0),
-    ]
-    print(
-        f"\nsingle rows at concurrency 32 reach {single.requests_per_s / canned.requests_per_s:.0%} of the "
-        "transport floor's request rate"
-    )
+        workdir = Path(tmp)
+        with LocalStack(workdir / "stack", StackPorts.free(), services=["registry"]) as stack:
+            asyncio.run(register(stack, artifact))
+            token = stack.keys.mint("bench", Scope.PREDICT)
+            turns: list[str] = [names[0], *peers[:1], names[1], *peers[1:]]
+            for round_ in range(args.rounds):
+                print(f"round {round_ + 1}", flush=True)
+                for name in turns if round_ % 2 == 0 else reversed(turns):
+                    if name in names:
+                        workers = WORKERS[names.index(name)]
+                        with platform(stack, workdir, workers) as (address, pid, metrics_url):
+                            results += run_server(name, address, pid, token, X, args.seconds, metrics_url)
+                    else:
+                        mlserver_dir = workdir / f"mlserver-{round_}-{len(results)}"
+                        batching = name == peers[0]
+                        with _mlserver.mlserver(mlserver_dir, model, MODEL, batching=batching) as (
+                            address,
+                            process,
+                        ):
+                            results += run_server(
+                                name, address, process.pid, token, X, args.seconds, outputs=_mlserver.OUTPUTS
+                            )
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    print("targets:")
+    print(f"\nmedians of {args.rounds} rounds:")
+    for name in [*names, *peers]:
+        print(
+            f"  {name:<30} 1 row x 32: {median_of(results, name, 1, 'requests_per_s'):7.0f} req/s, "
+            f"p99 {median_of(results, name, 1, 'p99_ms'):6.1f} ms;  64 rows x 8: "
+            f"{median_of(results, name, 64, 'rows_per_s'):7.0f} rows/s, p99 {median_of(results, name, 64, 'p99_ms'):6.1f} ms"
+        )
+    ours = names[-1]
+    scaling = median_of(results, names[1], 1, "requests_per_s") / median_of(
+        results, names[0], 1, "requests_per_s"
+    )
+    scaling_64 = median_of(results, names[1], 64, "rows_per_s") / median_of(
+        results, names[0], 64, "rows_per_s"
+    )
+    print(
+        f"\nscaling from 1 to 2 workers: {scaling:.2f}x single-row req/s, {scaling_64:.2f}x 64-row rows/s "
+        f"(on {os.cpu_count()} cores, the load generator included)"
+    )
+    errors = sum(r.errors for r in results)
+    verdicts = [(f"failed requests: {errors}", errors == 0)]
+    if peers:
+        adaptive, plain = peers
+        req_ratio = median_of(results, ours, 1, "requests_per_s") / median_of(
+            results, plain, 1, "requests_per_s"
+        )
+        req_ratio_adaptive = median_of(results, ours, 1, "requests_per_s") / median_of(
+            results, adaptive, 1, "requests_per_s"
+        )
+        p99_ratio = median_of(results, ours, 1, "p99_ms") / median_of(results, adaptive, 1, "p99_ms")
+        rows_ratio = median_of(results, ours, 64, "rows_per_s") / median_of(
+            results, adaptive, 64, "rows_per_s"
+        )
+        verdicts = [
+            (
+                f"single rows x 32, req/s: {req_ratio:.2f}x MLServer's, {req_ratio_adaptive:.2f}x with its adaptive batching",
+                min(req_ratio, req_ratio_adaptive) >= 2,
+            ),
+            (f"single rows x 32, p99: {p99_ratio:.2f}x MLServer's with adaptive batching", p99_ratio <= 1),
+            (f"64 rows x 8, rows/s: {rows_ratio:.2f}x MLServer's with adaptive batching", rows_ratio >= 1),
+            *verdicts,
+        ]
+    print(f"targets ({ours} against MLServer 1.7.1, medians):")
     for text, met in verdicts:
         print(f"  [{'met' if met else 'MISSED'}] {text}")
     return 0

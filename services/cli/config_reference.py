@@ -58,6 +58,11 @@ def field_types(cls: type) -> dict[str, str]:
     }
 
 
+REFERENCE_DEFAULT = "reference_default"
+"""A field's ``json_schema_extra`` key saying what its default is, where the value computed
+on the machine that writes the reference would mislead (a count of cores)."""
+
+
 def settings_class(service: str) -> type[PlatformSettings]:
     module = importlib.import_module(f"services.{service}.settings")
     for value in vars(module).values():
@@ -72,6 +77,9 @@ def settings_class(service: str) -> type[PlatformSettings]:
 
 
 def _default(field: Any) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and REFERENCE_DEFAULT in extra:
+        return str(extra[REFERENCE_DEFAULT])
     if field.default_factory is not None:
         return f"`{field.default_factory()!r}`"
     if field.default is PydanticUndefined:

@@ -42,6 +42,12 @@ def serve(name: str, settings_class: type[S], runner: Callable[[], Runner[S]]) -
     scikit-learn or gRPC.
     """
     settings = load_settings(name, settings_class)
+    run_service(name, settings, runner())
+
+
+def run_service(name: str, settings: S, run: Runner[S]) -> None:
+    """Configure logging and tracing, then ``run`` until SIGTERM or SIGINT (a service's worker
+    processes start here with the settings their parent read)."""
     configure_logging(name, settings.log_level, settings.log_format)
     get_logger(name).info(f"{name}_starting")
     # Imported once the settings are good, like the service itself: tracing loads gRPC.
@@ -49,7 +55,7 @@ def serve(name: str, settings_class: type[S], runner: Callable[[], Runner[S]]) -
 
     configure_tracing(name, settings.code_version)
     try:
-        asyncio.run(_run_until_signalled(settings, runner()))
+        asyncio.run(_run_until_signalled(settings, run))
     finally:
         shutdown_tracing()
 

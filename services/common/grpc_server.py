@@ -39,6 +39,7 @@ class GrpcServer:
         max_message_bytes: int = 16 * 1024 * 1024,
         options: Sequence[tuple[str, Any]] = (),
         tls: ServerTls | None = None,
+        reuse_port: bool = False,
     ):
         self._address = address
         self._tls = tls
@@ -47,7 +48,9 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Off unless asked: a second server on a taken port must fail, not share it.
+                # Worker processes of one replica ask, to share their port (SO_REUSEPORT).
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 *options,
             ],
         )

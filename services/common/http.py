@@ -5,6 +5,7 @@ uvicorn server that runs inside the service's loop, with TLS when the settings a
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
@@ -97,7 +98,10 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 
 class HttpServer:
     """Runs a FastAPI app with uvicorn inside the current event loop; with ``tls`` it
-    speaks HTTPS only, and loads a renewed certificate every ``reload_seconds``."""
+    speaks HTTPS only, and loads a renewed certificate every ``reload_seconds``.
+
+    ``reuse_port`` binds with SO_REUSEPORT, so that several processes (a replica's workers)
+    listen on one port and the kernel spreads connections over them."""
 
     def __init__(
         self,
@@ -107,6 +111,7 @@ class HttpServer:
         *,
         tls: ServerTls | None = None,
         reload_seconds: float = 60.0,
+        reuse_port: bool = False,
     ):
         self._tls = tls
         self._reload_seconds = reload_seconds
@@ -124,13 +129,14 @@ class HttpServer:
                 else None,
             )
         )
+        self._sockets = [reuse_port_socket(host, port)] if reuse_port else None
         self._task: asyncio.Task[None] | None = None
         self._reloader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self._tls is not None:
             self._reloader = asyncio.create_task(self._reload(self._tls), name="http-tls-reload")
-        self._task = asyncio.create_task(self._server.serve(), name="http")
+        self._task = asyncio.create_task(self._server.serve(sockets=self._sockets), name="http")
         while not self._server.started:
             if self._task.done():
                 self._task.result()
@@ -156,3 +162,15 @@ class HttpServer:
             await cancel(self._reloader)
         if self._task:
             await asyncio.gather(self._task, return_exceptions=True)
+        for sock in self._sockets or ():
+            sock.close()
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with SO_REUSEPORT (not listening yet)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    return sock

@@ -14,7 +14,6 @@ import dataclasses
 import heapq
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
 from services.monitor.records import Label, LabelledSample, Prediction
 
@@ -38,23 +37,6 @@ class JoinEntry:
     """Stream partition the id belongs to: expiry runs per partition."""
     predictions: tuple[Prediction, ...] = ()
     label: Label | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "e": self.expires_at,
-            "pt": self.partition,
-            "p": [p.to_json(with_features=False) for p in self.predictions],
-            "l": self.label.to_json() if self.label else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> JoinEntry:
-        return cls(
-            expires_at=float(data["e"]),
-            partition=int(data["pt"]),
-            predictions=tuple(Prediction.from_json(p) for p in data["p"]),
-            label=Label.from_json(data["l"]) if data["l"] else None,
-        )
 
     @property
     def unmatched_predictions(self) -> int:

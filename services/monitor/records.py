@@ -1,18 +1,14 @@
 """What the monitor reasons about: predicted rows, labels, and the two joined.
 
 These are plain values, independent of Kafka and protobuf. Between the monitor's own
-stages they travel as compact JSON (:func:`dumps` / :func:`loads`): the monitor's
-internal topics are its own business and JSON keeps them readable with any tool.
+stages they travel as the protobuf messages of ``protos/mlops/v1/monitor.proto``
+(:mod:`services.monitor.internal`).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import math
-import struct
 from dataclasses import dataclass
-from typing import Any
 
 from services.common.aliases import PRODUCTION
 
@@ -64,37 +60,6 @@ class Prediction:
         """Answered real clients from the production alias (not shadow, not canary)."""
         return not self.shadow and self.route in ("", PRODUCTION)
 
-    def to_json(self, with_features: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": self.id,
-            "m": self.model,
-            "v": self.version,
-            "r": self.route,
-            "s": self.shadow,
-            "y": self.label,
-            "x": self.value,
-            "t": self.occurred_at,
-        }
-        if with_features and self.features:
-            data["f"] = pack_floats(self.features)
-            data["fn"] = self.feature_names
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Prediction:
-        return cls(
-            id=data["id"],
-            model=data["m"],
-            version=int(data["v"]),
-            route=data["r"],
-            shadow=bool(data["s"]),
-            label=data["y"],
-            value=float(data["x"]),
-            occurred_at=float(data["t"]),
-            features=_features(data.get("f", "")),
-            feature_names=tuple(data.get("fn", ())),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Label:
@@ -109,20 +74,6 @@ class Label:
     """Event time of the labelled event, epoch seconds, when known."""
     available_at: float
     """When the label became available (ingested), epoch seconds."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "y": self.label, "x": self.value, "t": self.event_time, "a": self.available_at}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Label:
-        value, event_time = data["x"], data["t"]
-        return cls(
-            id=data["id"],
-            label=data["y"],
-            value=None if value is None else float(value),
-            event_time=None if event_time is None else float(event_time),
-            available_at=float(data["a"]),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,46 +108,6 @@ class LabelledSample:
     def label_lag(self) -> float:
         """Seconds from the prediction to its label becoming available (0 if the label came first)."""
         return max(0.0, self.label.available_at - self.prediction.occurred_at)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"p": self.prediction.to_json(with_features=False), "l": self.label.to_json()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LabelledSample:
-        return cls(Prediction.from_json(data["p"]), Label.from_json(data["l"]))
-
-
-def pack_floats(values: tuple[float, ...]) -> str:
-    """Feature values as base64 of little-endian doubles.
-
-    As JSON numbers they cost most of the monitor's encoding and decoding time (every
-    prediction crosses two topics), and a missing value (NaN) is no JSON number at all.
-
-    >>> unpack_floats(pack_floats((0.1, -2.0, math.inf)))
-    (0.1, -2.0, inf)
-    """
-    return base64.b64encode(struct.pack(f"<{len(values)}d", *values)).decode()
-
-
-def unpack_floats(packed: str) -> tuple[float, ...]:
-    raw = base64.b64decode(packed, validate=True)
-    return struct.unpack(f"<{len(raw) // 8}d", raw)
-
-
-def _features(field: str | list[float]) -> tuple[float, ...]:
-    # Items written before features were packed may still wait on the internal topics.
-    return tuple(field) if isinstance(field, list) else unpack_floats(field)
-
-
-def dumps(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
-
-
-def loads(raw: bytes) -> dict[str, Any]:
-    data = json.loads(raw)
-    if not isinstance(data, dict):
-        raise InvalidRecord("value", "not a JSON object")
-    return data
 
 
 def finite(value: float, field: str) -> float:

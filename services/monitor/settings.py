@@ -137,7 +137,7 @@ class MonitorSettings(ServiceSettings):
     """How often consumed offsets are committed (after their effects are flushed)."""
 
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000)
-    """How long the broker may hold a fetch when there is nothing new; low keeps detection prompt."""
+    """How long the broker may hold the route stage's fetch when there is nothing new; low keeps detection prompt."""
 
     rebalance_timeout_seconds: float = Field(10.0, gt=0)
     """Group rebalance timeout; the embedded broker holds every join for about half of it."""

@@ -1,4 +1,4 @@
-"""The monitor's stream processing: a faust application of three agents.
+"""The monitor's stream processing: three stages over Kafka.
 
 ::
 
@@ -16,8 +16,15 @@
 - *detect* re-keys by model name, so one process holds all of a model's detectors and
   several monitor processes in one group split the models between them.
 
-Between the stages items travel in batches, one JSON message per partition per batch (see
-:class:`_Batches`): faust's cost is per message, and per item it would dominate.
+*join* and *detect* are faust agents with faust's tables (the join's, the episodes'):
+faust assigns their partitions, recovers each table from its changelog before the stream
+resumes, and moves state with partitions on a rebalance. Their topics carry batches (one
+protobuf message per partition per batch, ``protos/mlops/v1/monitor.proto``), so faust's
+cost per message is spread over hundreds of items. *route* reads the platform's topics,
+one Kafka record per prediction or label, where faust's per-message path would cost more
+than all of the monitor's own work (see docs/monitor.md, Benchmark): it is the platform's
+:class:`~services.common.kafka.ConsumerLoop`, in a consumer group of its own
+(``<group>-route``), committing a batch once its join batches are acknowledged.
 
 Every agent runs with concurrency 1: faust's concurrent agents can commit an offset past a
 message still being processed. Faust commits offsets only after flushing what the agents
@@ -40,74 +47,32 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaProducer
 
 from services.common import tracing
-from services.common.events import EnvelopeError, IncomingRecord, Topics
-from services.common.kafka import DeadLetter, ensure_topics
+from services.common.events import Topics
+from services.common.kafka import ConsumerLoop, create_producer, ensure_topics
 from services.common.kafka_security import KafkaSecurity
 from services.common.lifecycle import cancel
 from services.common.logging import get_logger
-from services.common.progress import STALL_SECONDS
-from services.monitor import metrics
+from services.common.progress import STALL_SECONDS, Progress
+from services.common.proto.mlops.v1 import monitor_pb2
+from services.monitor import internal, metrics
 from services.monitor.alerts import WebhookAlerter
-from services.monitor.changelog import BatchedChangelogTable
+from services.monitor.changelog import JoinTable
 from services.monitor.drift import Decision, Drift, DriftMonitor
-from services.monitor.events import (
-    drift_alert,
-    drift_record,
-    label_from,
-    live_version_from,
-    predictions_from,
-    retrain_alert,
-    train_outcome_from,
-    train_request_record,
-)
-from services.monitor.faust_app import RawBytes, StatisticsOff, StreamApp, incoming
-from services.monitor.join import ExpiryQueue, JoinEntry, JoinResult, add_label, add_prediction, partition_of
+from services.monitor.events import drift_alert, drift_record, retrain_alert, train_request_record
+from services.monitor.faust_app import RawBytes, StatisticsOff
+from services.monitor.join import ExpiryQueue, JoinEntry, JoinResult, add_label, add_prediction
 from services.monitor.profiles import ProfileSource
-from services.monitor.records import InvalidRecord, Label, LabelledSample, Prediction, dumps, loads
+from services.monitor.records import LabelledSample
 from services.monitor.retrain import RetrainRequest
+from services.monitor.route import Router
 from services.monitor.settings import MonitorSettings
+from services.monitor.stages import watch_stage_logs
 from services.monitor.timeline import Timeline
 
 log = get_logger(__name__)
-
-# Messages on the monitor's internal topics are JSON batches: {"j": [item, ...]} on the
-# join topic, {"s": [item, ...]} on the samples topic; each item says what it is in "k".
-JOIN_ITEMS = "j"
-SAMPLE_ITEMS = "s"
-PREDICTED = "p"
-LABEL = "l"
-OBSERVED = "o"
-SAMPLE = "s"
-COMPARED = "c"
-LIVE = "live"
-TRAINED = "t"
-
-
-class _Batches:
-    """Items bound for the monitor's internal topics, grouped by the partition they belong to."""
-
-    def __init__(self, partitions: int):
-        self._partitions = partitions
-        self.join: dict[int, list[dict[str, Any]]] = {}
-        self.samples: dict[int, list[dict[str, Any]]] = {}
-
-    def add_join(self, row_id: str, item: dict[str, Any]) -> None:
-        self.join.setdefault(partition_of(row_id, self._partitions), []).append(item)
-
-    def add_sample(self, model: str, item: dict[str, Any]) -> None:
-        self.samples.setdefault(partition_of(model, self._partitions), []).append(item)
-
-    async def flush(self, app: faust.App, join_topic: str, samples_topic: str) -> None:
-        """One message per partition and topic; faust flushes them before committing."""
-        for topic, field, batches in (
-            (join_topic, JOIN_ITEMS, self.join),
-            (samples_topic, SAMPLE_ITEMS, self.samples),
-        ):
-            for partition, items in batches.items():
-                await app.producer.send(topic, None, dumps({field: items}), partition, None, None)
-            batches.clear()
 
 
 class _Tally:
@@ -164,12 +129,12 @@ class MonitorStreams:
         self._expiry = ExpiryQueue()
         self._restored: set[str] = set()
         self._model_partitions: dict[str, int] = {}
-        self.assignment: dict[str, list[int]] = {}
-        """Partitions of the monitor's topics this process owns, by topic (after the last rebalance)."""
+        self._assigned: dict[str, list[int]] = {}
+        """Partitions of the faust stages' topics this process owns (after the last rebalance)."""
         self._security = KafkaSecurity.from_settings(settings)
         self._starting: asyncio.Task[None] | None = None
         self._started_at = 0.0
-        app = StreamApp(
+        app = faust.App(
             settings.consumer_group(),
             monitor=StatisticsOff(),
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
@@ -205,8 +170,6 @@ class MonitorStreams:
             key_serializer="raw",
             value_serializer="raw",
         )
-        app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-        app.on_log_lost = self.ensure_topics
         self.app = app
         raw: dict[str, Any] = {"schema": RawBytes()}
         self.source_topics = (
@@ -216,16 +179,17 @@ class MonitorStreams:
             self.topics.train_results,
         )
         """What the monitor consumes from the rest of the platform."""
-        self._source_names = ",".join(sorted(self.source_topics))
         self._group = settings.consumer_group()
-        self._sources = app.topic(*self.source_topics, **raw)
+        self.route_group = f"{self._group}-route"
+        """The route stage's consumer group (the platform's topics); faust's is ``group``."""
         self._join = app.topic(self.join_topic, partitions=settings.partitions, internal=True, **raw)
         self._samples = app.topic(self.samples_topic, partitions=settings.partitions, internal=True, **raw)
-        # Values are JSON (faust's default for tables): nothing here is ever unpickled.
+        # Values are protobuf (the join's) and JSON (faust's default, the episodes'): nothing
+        # here is ever unpickled.
         self._pending = cast(
-            BatchedChangelogTable,
+            JoinTable,
             app.tables.add(
-                BatchedChangelogTable(
+                JoinTable(
                     app,
                     name="join",
                     partitions=settings.partitions,
@@ -235,11 +199,17 @@ class MonitorStreams:
             ),
         )
         self._episodes = app.Table("episodes", partitions=settings.partitions)
-        app.agent(self._sources, name="route")(self._route)
         app.agent(self._join, name="join")(self._join_rows)
         app.agent(self._samples, name="detect")(self._detect)
         app.timer(settings.sweep_interval_seconds, name="sweep")(self._send_ticks)
         app.on_partitions_assigned.connect(self._on_assigned)
+        self._producer: AIOKafkaProducer | None = None
+        self._route: ConsumerLoop | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stages = Progress()
+        """Whether the faust stages consume (the route's loop keeps its own)."""
+        self._handled = 0
+        """Messages the faust stages handled (a batch each), for their progress."""
 
     async def ensure_topics(self) -> None:
         """Create whichever of the monitor's topics the broker does not have: at start, and
@@ -260,25 +230,64 @@ class MonitorStreams:
         await create([f"{self.app.conf.id}-__assignor-__leader"], partitions=1)
 
     async def start(self) -> None:
-        """Start faust in the background: it returns only once the group has assigned this
+        """Start in the background: faust returns only once the group has assigned this
         process its partitions and the tables are recovered, which after a killed member
         waits out that member's session (18 s on the embedded broker). The monitor's HTTP
         API answers meanwhile, and readiness counts the wait as a member without partitions
-        (see :func:`problem`)."""
+        (see :meth:`problem`)."""
         self._started_at = time.monotonic()
-        self._starting = asyncio.create_task(self._start_app(), name="monitor-streams-start")
+        self._starting = asyncio.create_task(self._start_stages(), name="monitor-streams-start")
 
-    async def _start_app(self) -> None:
+    async def _start_stages(self) -> None:
         try:
-            await self.app.start()
+            await self._start_stages_in_order()
         except Exception as exc:
             log.error("streams_start_failed", error=repr(exc))
             raise
 
+    async def _start_stages_in_order(self) -> None:
+        """Faust's stages, then the route (which feeds them)."""
+        settings = self.settings
+        self._producer = create_producer(
+            settings.kafka_bootstrap_servers, "monitor-route", security=self._security
+        )
+        await self._producer.start()
+        await self.app.start()
+        router = Router(self.topics, self.join_topic, self.samples_topic, settings.partitions, self._producer)
+        self._route = ConsumerLoop(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topics=self.source_topics,
+            group_id=self.route_group,
+            handler=router.handle,
+            producer=self._producer,
+            client_id="monitor",
+            max_batch=settings.batch_size,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            security=self._security,
+        )
+        await self._route.start()
+        watch = watch_stage_logs(
+            self.app.consumer,
+            {self.join_topic, self.samples_topic},
+            self._group,
+            self._stages,
+            lambda: self._handled,
+            self.ensure_topics,
+        )
+        self._watch = asyncio.create_task(watch, name="monitor-logs")
+
     async def stop(self) -> None:
+        """Stop the route first (it commits what it handled), then faust, then the producer."""
         if self._starting is not None and not self._starting.done():
             await cancel(self._starting)
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        if self._route is not None:
+            await self._route.stop()
         await self.app.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     def problem(self) -> str | None:
         """Why the streams are not consuming (None while they are, or while they join their
@@ -291,71 +300,26 @@ class MonitorStreams:
             return f"failed to start: {starting.exception()!r}"
         if not self.running:
             return "stopped"
-        progress = cast(Any, self.app.consumer).progress
-        return progress.problem() if progress is not None else None
+        assert self._route is not None
+        route = self._route.problem()
+        if route is not None:
+            return f"route: {route}"
+        return self._stages.problem()
+
+    @property
+    def assignment(self) -> dict[str, list[int]]:
+        """Partitions of the monitor's topics this process owns, by topic: the faust stages'
+        after their last rebalance, and the route's."""
+        route = self._route.assignment() if self._route is not None else frozenset()
+        sources = {
+            topic: sorted(tp.partition for tp in route if tp.topic == topic) for topic in self.source_topics
+        }
+        return {**self._assigned, **sources}
 
     @property
     def running(self) -> bool:
-        return bool(self.app.started and not self.app.should_stop and not self.app.crashed)
-
-    # --- route: envelopes in, rows and labels out, batched by join partition ---------------
-
-    async def _route(self, stream: faust.StreamT[bytes]) -> None:
-        # take_events acks a batch only once the loop body is done with it.
-        batches = cast(faust.Stream[bytes], stream).take_events(
-            self.settings.batch_size, within=self.settings.batch_seconds
-        )
-        async for events in batches:
-            records = [incoming(event) for event in events]
-            with tracing.consume_span(self._source_names, self._group, [r.headers for r in records]):
-                await self._route_batch(records)
-
-    async def _route_batch(self, records: list[IncomingRecord]) -> None:
-        out = _Batches(self.settings.partitions)
-        for record in records:
-            try:
-                self._route_one(record, out)
-            except (EnvelopeError, InvalidRecord) as exc:
-                error_class = exc.error_class if isinstance(exc, EnvelopeError) else "invalid"
-                field = exc.field if isinstance(exc, InvalidRecord) else ""
-                await self._dead_letter(DeadLetter(record, error_class, str(exc), field))
-            except Exception as exc:
-                log.exception("route_failed", topic=record.topic, offset=record.offset)
-                await self._dead_letter(
-                    DeadLetter(record, "processing_error", f"{type(exc).__name__}: {exc}")
-                )
-        await out.flush(self.app, self.join_topic, self.samples_topic)
-
-    def _route_one(self, record: IncomingRecord, out: _Batches) -> None:
-        if record.topic == self.topics.predictions:
-            for prediction in predictions_from(record):
-                out.add_join(prediction.id, {"k": PREDICTED, **prediction.to_json()})
-        elif record.topic == self.topics.labels:
-            label = label_from(record)
-            out.add_join(label.id, {"k": LABEL, **label.to_json()})
-        elif record.topic == self.topics.train_results:
-            trained = train_outcome_from(record)
-            if trained is not None:
-                out.add_sample(
-                    trained.model,
-                    {
-                        "k": TRAINED,
-                        "m": trained.model,
-                        "key": trained.key,
-                        "o": trained.outcome,
-                        "d": trained.detail,
-                    },
-                )
-        else:
-            live = live_version_from(record)
-            if live is not None:
-                model, version = live
-                out.add_sample(model, {"k": LIVE, "m": model, "v": version})
-
-    async def _dead_letter(self, dead: DeadLetter) -> None:
-        out = dead.to_outgoing()
-        await self.app.producer.send(out.topic, out.key, out.value, None, None, list(out.headers))
-        dead.sent()
+        faust_running = self.app.started and not self.app.should_stop and not self.app.crashed
+        return bool(faust_running and self._route is not None and self._route.running)
 
     # --- join: one entry per row id, each pair passed on once ------------------------------
 
@@ -364,66 +328,70 @@ class MonitorStreams:
             # One span per message, which carries a batch of items: tracing costs nothing per item.
             with tracing.consume_span(self.join_topic, self._group, ()):
                 await self._join_batch(event)
+            self._handled += 1
 
     async def _join_batch(self, event: faust.types.EventT[bytes]) -> None:
         partition = event.message.partition
         now = self._clock()
-        out = _Batches(self.settings.partitions)
+        out = internal.Batches(self.settings.partitions)
         try:
-            for item in loads(event.value)[JOIN_ITEMS]:
-                kind = item["k"]
-                if kind == PREDICTED:
-                    self._join_prediction(Prediction.from_json(item), partition, now, out)
-                elif kind == LABEL:
-                    self._join_label(Label.from_json(item), partition, now, out)
+            batch = monitor_pb2.JoinBatch.FromString(event.value)
+            for message in batch.predictions:
+                self._join_prediction(message, partition, now, out)
+            for label in batch.labels:
+                self._join_label(label, partition, now, out)
             self._expire(partition, now)
         except Exception:
             # Only the monitor writes this topic: a record it cannot read is a bug, not
             # hostile input. Log it and go on rather than stop the join.
             log.exception("join_failed", partition=partition, offset=event.message.offset)
         await self._pending.flush_changelog()
-        await out.flush(self.app, self.join_topic, self.samples_topic)
+        for topic, to, value in out.messages(self.join_topic, self.samples_topic):
+            await self.app.producer.send(topic, None, value, to, None, None)
 
-    def _join_prediction(self, prediction: Prediction, partition: int, now: float, out: _Batches) -> None:
-        entry = self._entry(prediction.id)
+    def _join_prediction(
+        self, message: monitor_pb2.MonitoredPrediction, partition: int, now: float, out: internal.Batches
+    ) -> None:
+        prediction = internal.prediction(message)
+        entry = self._pending.get(prediction.id)
         result = add_prediction(
             entry, prediction, deadline=now + self.settings.join_window_seconds, partition=partition
         )
         self._store(prediction.id, entry, result, "prediction", out)
         if not result.duplicate:
-            out.add_sample(prediction.model, {"k": OBSERVED, **prediction.to_json()})
+            # Seen for the first time: on to its model's data and prediction detectors, as it came.
+            out.add_sample(prediction.model).prediction.CopyFrom(message)
 
-    def _join_label(self, label: Label, partition: int, now: float, out: _Batches) -> None:
-        entry = self._entry(label.id)
+    def _join_label(
+        self, message: monitor_pb2.MonitoredLabel, partition: int, now: float, out: internal.Batches
+    ) -> None:
+        label = internal.label(message)
+        entry = self._pending.get(label.id)
         result = add_label(
             entry, label, deadline=now + self.settings.join_window_seconds, partition=partition
         )
         self._store(label.id, entry, result, "label", out)
 
-    def _entry(self, key: str) -> JoinEntry | None:
-        stored = self._pending.get(key)
-        return JoinEntry.from_json(stored) if stored is not None else None
-
     def _store(
-        self, key: str, before: JoinEntry | None, result: JoinResult, kind: str, out: _Batches
+        self, key: str, before: JoinEntry | None, result: JoinResult, kind: str, out: internal.Batches
     ) -> None:
         if result.duplicate:
             metrics.DUPLICATES.labels(kind).inc()
             return
-        self._pending[key] = result.entry.to_json()
+        self._pending[key] = result.entry
         if before is None:
             self._expiry.add(result.entry.partition, result.entry.expires_at, key)
             metrics.JOIN_PENDING.inc()
         for sample in result.joined:
-            out.add_sample(sample.prediction.model, {"k": SAMPLE, **sample.to_json()})
+            out.add_sample(sample.prediction.model).sample.CopyFrom(internal.sample_message(sample))
         for live, challenger in result.compared:
-            out.add_sample(
-                live.prediction.model, {"k": COMPARED, "a": live.to_json(), "b": challenger.to_json()}
-            )
+            comparison = out.add_sample(live.prediction.model).comparison
+            comparison.live.CopyFrom(internal.sample_message(live))
+            comparison.challenger.CopyFrom(internal.sample_message(challenger))
 
     def _expire(self, partition: int, now: float) -> None:
         for key in self._expiry.pop_due(partition, now):
-            entry = self._entry(key)
+            entry = self._pending.get(key)
             if entry is None or entry.expires_at > now:
                 continue
             if entry.unmatched_predictions:
@@ -436,13 +404,13 @@ class MonitorStreams:
     async def _rebuild_expiry(self) -> None:
         """After the table is recovered from its changelog, index what it holds by deadline."""
         self._expiry = ExpiryQueue()
-        for key, stored in self._pending.items():
-            self._expiry.add(int(stored["pt"]), float(stored["e"]), key)
+        for key, entry in self._pending.items():
+            self._expiry.add(entry.partition, entry.expires_at, key)
         metrics.JOIN_PENDING.set(len(self._expiry))
 
     async def _send_ticks(self) -> None:
         """Wake every join partition so expiry runs even where no data arrives."""
-        tick = dumps({JOIN_ITEMS: []})
+        tick = monitor_pb2.JoinBatch().SerializeToString()
         for partition in range(self.settings.partitions):
             await self.app.producer.send(self.join_topic, None, tick, partition, None, None)
 
@@ -452,52 +420,60 @@ class MonitorStreams:
         async for event in stream.events():
             with tracing.consume_span(self.samples_topic, self._group, ()):
                 await self._detect_batch(event)
+            self._handled += 1
 
     async def _detect_batch(self, event: faust.types.EventT[bytes]) -> None:
         partition = event.message.partition
         now = self._clock()
         tally = _Tally()
         try:
-            for item in loads(event.value)[SAMPLE_ITEMS]:
+            for item in monitor_pb2.SampleBatch.FromString(event.value).items:
                 await self._detect_one(item, partition, now, tally)
         except Exception:
             log.exception("detect_failed", partition=partition, offset=event.message.offset)
         self._export_quality(tally)
 
-    async def _detect_one(self, data: dict[str, Any], partition: int, now: float, tally: _Tally) -> None:
-        kind = data["k"]
-        if kind == OBSERVED:
-            prediction = Prediction.from_json(data)
+    async def _detect_one(
+        self, item: monitor_pb2.SampleItem, partition: int, now: float, tally: _Tally
+    ) -> None:
+        kind = item.WhichOneof("item")
+        if kind == "prediction":
+            prediction = internal.prediction(item.prediction)
             self._restore(prediction.model, partition)
             await self._reference(prediction.model, prediction.version, now)
             await self._publish(self.monitor.observe(prediction, now))
             tally.predictions[prediction.model, prediction.version] += 1
             tally.models.add(prediction.model)
-        elif kind == SAMPLE:
-            sample = LabelledSample.from_json(data)
+        elif kind == "sample":
+            sample = internal.sample(item.sample)
             self._restore(sample.prediction.model, partition)
             await self._publish(self.monitor.observe_labelled(sample, now))
             tally.labelled[sample.prediction.model, sample.prediction.version] += 1
             tally.label_lags.setdefault(sample.prediction.model, []).append(sample.label_lag)
             tally.models.add(sample.prediction.model)
-        elif kind == COMPARED:
-            live, challenger = LabelledSample.from_json(data["a"]), LabelledSample.from_json(data["b"])
+        elif kind == "comparison":
+            live, challenger = (
+                internal.sample(item.comparison.live),
+                internal.sample(item.comparison.challenger),
+            )
             self._restore(live.prediction.model, partition)
             self.monitor.compare(live, challenger)
             self._export_comparison(live, challenger)
-        elif kind == LIVE:
-            model, version = str(data["m"]), int(data["v"])
+        elif kind == "live_version":
+            model, version = item.live_version.model, item.live_version.version
             self._restore(model, partition)
             await self._reference(model, version, now)
             self.monitor.version_live(model, version)
             self._save(model)
             tally.models.add(model)
-        elif kind == TRAINED:
-            model = str(data["m"])
-            self._restore(model, partition)
-            self.monitor.retrain.on_result(model, str(data["key"]), str(data["o"]), str(data["d"]))
-            self._save(model)
-            tally.models.add(model)
+        elif kind == "retrain_outcome":
+            outcome = item.retrain_outcome
+            self._restore(outcome.model, partition)
+            self.monitor.retrain.on_result(
+                outcome.model, outcome.idempotency_key, outcome.outcome, outcome.detail
+            )
+            self._save(outcome.model)
+            tally.models.add(outcome.model)
 
     async def _reference(self, model: str, version: int, now: float) -> None:
         """Ask for the version's training reference before its detectors see live values."""
@@ -521,9 +497,8 @@ class MonitorStreams:
         expiry and its models' detectors (the new owner takes over the episode state)."""
         assigned: Set[Any] = args[0]
         mine = {(tp.topic, tp.partition) for tp in assigned}
-        self.assignment = {
-            topic: sorted(p for t, p in mine if t == topic)
-            for topic in (self.join_topic, self.samples_topic, *self.source_topics)
+        self._assigned = {
+            topic: sorted(p for t, p in mine if t == topic) for topic in (self.join_topic, self.samples_topic)
         }
         for partition in range(self.settings.partitions):
             if (self.join_topic, partition) not in mine:

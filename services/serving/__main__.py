@@ -9,7 +9,7 @@ from services.serving.settings import ServingSettings
 
 
 def _runner() -> Runner[ServingSettings]:
-    from services.serving.app import run
+    from services.serving.workers import run
 
     return run
 

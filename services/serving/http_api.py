@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -19,12 +19,13 @@ from services.common.auth import Principal, Scope
 from services.common.errors import PlatformError
 from services.common.http import require_scope
 from services.common.http_errors import problem_response
+from services.serving import http_binary
 from services.serving.errors import InvalidInput, TooLarge
 from services.serving.grpc_api import EXTENSIONS, SERVER_NAME, repository_index
 from services.serving.inference import InferenceRequest, InferenceService
 from services.serving.models import ModelManager
 from services.serving.predictor import TensorMeta
-from services.serving.tensors import Tensor, from_json, to_json
+from services.serving.tensors import Tensor, from_json, from_raw, to_json, to_raw
 
 Predict = Annotated[Principal, Depends(require_scope(Scope.PREDICT))]
 
@@ -35,7 +36,8 @@ class RequestInput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = None
+    """Absent when the tensor travels in binary after the JSON (``parameters.binary_data_size``)."""
 
 
 class RequestOutput(BaseModel):
@@ -149,47 +151,75 @@ def install(
     async def model_metadata_version(name: str, model_version: str, principal: Predict) -> dict[str, Any]:
         return model_metadata(name, principal, model_version)
 
-    async def infer(name: str, model_version: str, request: Request, principal: Principal) -> dict[str, Any]:
-        body: InferBody = _parse(InferBody, await _read_body(request, max_body_bytes))
+    async def infer(name: str, model_version: str, request: Request, principal: Principal) -> Response:
+        header, binary = http_binary.split_body(
+            await _read_body(request, max_body_bytes), request.headers.get(http_binary.HEADER_LENGTH)
+        )
+        body: InferBody = _parse(InferBody, header)
+        sizes = [(i.name, http_binary.binary_size(i.name, i.parameters)) for i in body.inputs]
+        raw = http_binary.slice_inputs(sizes, binary)
+        for given in body.inputs:
+            if (given.name in raw) == (given.data is not None):
+                raise InvalidInput(
+                    f"input '{given.name}' needs either data or parameters.{http_binary.BINARY_DATA_SIZE}, "
+                    "not both",
+                    field=f"inputs.{given.name}.data",
+                )
+        binary_default, binary_named = http_binary.binary_outputs(
+            body.parameters, [(o.name, o.parameters) for o in body.outputs]
+        )
 
         def decode() -> list[Tensor]:
-            return [from_json(i.name, i.datatype, i.shape, i.data) for i in body.inputs]
+            return [
+                from_raw(i.name, i.datatype, i.shape, raw[i.name])
+                if i.data is None
+                else from_json(i.name, i.datatype, i.shape, i.data)
+                for i in body.inputs
+            ]
 
         response = await service.infer(
             InferenceRequest(
                 model_name=name,
                 model_version=model_version,
                 id=body.id,
-                parameters=body.parameters,
+                parameters={
+                    k: v for k, v in body.parameters.items() if k not in http_binary.TRANSPORT_PARAMETERS
+                },
                 outputs=[o.name for o in body.outputs],
                 decode_inputs=decode,
                 caller=principal,
             )
         )
-        return {
-            "model_name": response.model_name,
-            "model_version": response.model_version,
-            "id": response.id,
-            "parameters": {"route": response.route},
-            "outputs": [
-                {
-                    "name": o.name,
-                    "datatype": o.datatype,
-                    "shape": list(o.shape),
-                    "data": to_json(o.datatype, o.data),
-                }
-                for o in response.outputs
-            ],
-        }
+        outputs: list[dict[str, Any]] = []
+        binaries: list[bytes] = []
+        for o in response.outputs:
+            tensor: dict[str, Any] = {"name": o.name, "datatype": o.datatype, "shape": list(o.shape)}
+            if binary_named.get(o.name, binary_default):
+                data = to_raw(o.datatype, o.data)
+                tensor["parameters"] = {http_binary.BINARY_DATA_SIZE: len(data)}
+                binaries.append(data)
+            else:
+                tensor["data"] = to_json(o.datatype, o.data)
+            outputs.append(tensor)
+        content, headers = http_binary.encode_response(
+            {
+                "model_name": response.model_name,
+                "model_version": response.model_version,
+                "id": response.id,
+                "parameters": {"route": response.route},
+                "outputs": outputs,
+            },
+            binaries,
+        )
+        media_type = "application/octet-stream" if binaries else "application/json"
+        return Response(content, media_type=media_type, headers=headers)
 
     @router.post("/models/{name}/infer", summary="Inference with a model (production, or by rollout).")
-    async def infer_default(name: str, request: Request, principal: Predict) -> dict[str, Any]:
+    async def infer_default(name: str, request: Request, principal: Predict) -> Response:
         return await infer(name, "", request, principal)
 
     @router.post("/models/{name}/versions/{model_version}/infer", summary="Inference with one model version.")
-    async def infer_version(
-        name: str, model_version: str, request: Request, principal: Predict
-    ) -> dict[str, Any]:
+    async def infer_version(name: str, model_version: str, request: Request, principal: Predict) -> Response:
         return await infer(name, model_version, request, principal)
 
     @router.post("/repository/index", summary="The models this server knows and their state.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field
@@ -28,6 +29,17 @@ class ServingSettings(ServiceSettings):
 
     http_port: int = Field(8000, ge=0, le=65535)
     """Open Inference Protocol over HTTP/JSON, health and /metrics (0: any free port)."""
+
+    workers: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)),
+        ge=1,
+        le=256,
+        json_schema_extra={"reference_default": "the cores available"},
+    )
+    """Worker processes of this replica, all on the same ports (SO_REUSEPORT); default: the
+    cores this process may run on. Each has its own models, batchers and prediction producer,
+    and the kernel spreads connections (not requests: one gRPC channel is one connection)
+    over them. 1 serves from this process. See ``services/serving/workers.py``."""
 
     max_rows: int = Field(4096, ge=1)
     """Most rows one inference request may carry; more is RESOURCE_EXHAUSTED."""

@@ -44,6 +44,19 @@ def run_checks(checks: list[tuple[str, Check]]) -> int:
     return failed
 
 
+def arguments(description: str, transport: str) -> tuple[str, str, dict[str, Any]]:
+    """(url, token, case) from the command line every conformance script takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--url", required=True, help=f"serving's {transport} host:port")
+    parser.add_argument("--token", required=True, help="a token with the predict scope")
+    parser.add_argument(
+        "--case", required=True, help="JSON file: model, version, rows, probabilities, labels"
+    )
+    args = parser.parse_args()
+    with open(args.case) as file:
+        return args.url, args.token, json.load(file)
+
+
 def expect(condition: bool, message: str) -> None:
     if not condition:
         raise AssertionError(message)
@@ -63,21 +76,13 @@ def expect_status(call: Check, status: str, phrase: str = "") -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="serving's gRPC host:port")
-    parser.add_argument("--token", required=True, help="a token with the predict scope")
-    parser.add_argument(
-        "--case", required=True, help="JSON file: model, version, rows, probabilities, labels"
-    )
-    args = parser.parse_args()
-    with open(args.case) as file:
-        case = json.load(file)
+    url, token, case = arguments(__doc__.splitlines()[0], "gRPC")
     model, version = case["model"], case["version"]
     rows = np.array(case["rows"], dtype=np.float64)
     probabilities = np.array(case["probabilities"])
     labels = case["labels"]
-    headers = {"authorization": f"Bearer {args.token}"}
-    client = grpcclient.InferenceServerClient(url=args.url)
+    headers = {"authorization": f"Bearer {token}"}
+    client = grpcclient.InferenceServerClient(url=url)
 
     def features(data: np.ndarray, datatype: str = "FP64") -> grpcclient.InferInput:
         tensor = grpcclient.InferInput("features", list(data.shape), datatype)
@@ -169,7 +174,7 @@ def main() -> int:
 
     def async_client() -> str:
         async def go() -> str:
-            async with aioclient.InferenceServerClient(url=args.url) as aio:
+            async with aioclient.InferenceServerClient(url=url) as aio:
                 expect(await aio.is_server_live(), "not live")
                 expect(await aio.is_model_ready(model, headers=headers), "model not ready")
                 tensor = aioclient.InferInput("features", list(rows.shape), "FP64")

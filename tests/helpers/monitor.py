@@ -111,33 +111,37 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition,
         await consumer.stop()
 
 
-async def drained(bootstrap: str, group: str, stages: list[list[str]], within: float) -> None:
-    """Wait until the monitor group has handled everything sent so far: each stage's topics
-    committed up to their end, stage after stage. A stage's ends are read once the stage before
-    is committed (faust flushes what a stage produced before it commits), so they include
-    every record still on its way from one stage to the next, and nothing that comes later
-    (the sweep's ticks) is waited for."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        for topics in stages:
+async def drained(bootstrap: str, stages: list[tuple[str, list[str]]], within: float) -> None:
+    """Wait until the monitor has handled everything sent so far: each stage's topics
+    committed by its consumer group up to their end, stage after stage. A stage's ends are
+    read once the stage before is committed (a stage commits only what it produced is
+    acknowledged), so they include every record still on its way from one stage to the next,
+    and nothing that comes later (the sweep's ticks) is waited for."""
+    for group, topics in stages:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
             ends = await end_offsets(bootstrap, topics)
 
-            async def committed_to_end(ends: dict[TopicPartition, int] = ends) -> bool:
+            async def committed_to_end(
+                ends: dict[TopicPartition, int] = ends, consumer: AIOKafkaConsumer = consumer
+            ) -> bool:
                 for tp, end in ends.items():
                     if (await consumer.committed(tp) or 0) < end:
                         return False
                 return True
 
             await wait_for(committed_to_end, within, f"{group} to commit {', '.join(topics)} to their end")
-    finally:
-        await consumer.stop()
+        finally:
+            await consumer.stop()
 
 
-def stages(topics: Topics) -> list[list[str]]:
-    """The monitor's topics in the order its stages consume them (see services/monitor/stream.py)."""
+def stages(topics: Topics, group: str) -> list[tuple[str, list[str]]]:
+    """The monitor's consumer groups and topics in the order its stages consume them (see
+    services/monitor/stream.py): the route's group reads the platform's topics, faust's the
+    monitor's own."""
     return [
-        [topics.predictions, topics.labels],
-        [f"{topics.prefix}.monitor.join"],
-        [f"{topics.prefix}.monitor.samples"],
+        (f"{group}-route", [topics.predictions, topics.labels]),
+        (group, [f"{topics.prefix}.monitor.join"]),
+        (group, [f"{topics.prefix}.monitor.samples"]),
     ]

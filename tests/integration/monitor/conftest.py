@@ -79,7 +79,7 @@ class Running:
     async def drained(self) -> None:
         """Wait until the monitor has handled (and committed) everything sent so far."""
         await drained(
-            self.infra.kafka_bootstrap, self.app.settings.consumer_group(), stages(self.topics), WAIT
+            self.infra.kafka_bootstrap, stages(self.topics, self.app.settings.consumer_group()), WAIT
         )
 
     async def labelled_pairs(self, model: str, ids: list[str], wrong: Collection[str] = ()) -> None:

@@ -129,7 +129,7 @@ async def test_two_processes_share_the_partitions_and_count_each_sample_once(
             "every pair labelled",
             interval=0.5,
         )
-        await drained(infra.kafka_bootstrap, group, stages(topics), WAIT)
+        await drained(infra.kafka_bootstrap, stages(topics, group), WAIT)
         a, b = first.labelled(), second.labelled()
         assert a and b, "one process got no model"
         assert not set(a) & set(b), "a model is watched by both processes"
@@ -151,7 +151,7 @@ async def test_two_processes_share_the_partitions_and_count_each_sample_once(
         await send(
             producer, pairs(topics, models, range(40, 60), now) + pairs(topics, models, range(0, 40), now)
         )
-        await drained(infra.kafka_bootstrap, group, stages(topics), WAIT)
+        await drained(infra.kafka_bootstrap, stages(topics, group), WAIT)
         after = first.labelled()
         # Models that moved start afresh on the survivor: only the 20 new samples.
         assert after == {model: 20 if model in moved else 60 for model in models}

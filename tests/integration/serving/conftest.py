@@ -173,15 +173,19 @@ class Stack:
     async def infer(self, request: oip.ModelInferRequest, *scopes: Scope) -> oip.ModelInferResponse:
         return await self.stub.ModelInfer(request, metadata=self.metadata(*scopes), timeout=10)
 
-    async def run_client(self, script: Path, case: Path) -> tuple[int, list[dict[str, Any]]]:
-        """A client ``script`` from the client environment against this serving, with a
-        predict token and ``case``: its exit code and the JSON lines it printed."""
+    async def run_client(
+        self, script: Path, case: Path, *, http: bool = False
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """A client ``script`` from the client environment against this serving (its gRPC
+        port, or its HTTP port), with a predict token and ``case``: its exit code and the
+        JSON lines it printed."""
+        port = self.serving.http_port if http else self.serving.grpc_port
         # The server runs in this event loop: wait for the client without blocking it.
         process = await asyncio.create_subprocess_exec(
             str(CLIENT_PYTHON),
             str(script),
             "--url",
-            f"127.0.0.1:{self.serving.grpc_port}",
+            f"127.0.0.1:{port}",
             "--token",
             self.infra.token(Scope.PREDICT),
             "--case",

@@ -50,8 +50,9 @@ async def test_the_service_process_serves_and_exits_zero_on_sigterm(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             health = health_stub(channel)
-            # The health protocol says SERVING only once the served models are loaded.
-            watch = health.Watch(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60)
+            # The health protocol says SERVING only once the served models are loaded. With the
+            # default of a worker per core, start-up took 82 s at a load average of 18.
+            watch = health.Watch(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=180)
             async for update in watch:
                 if update.status == health_pb2.HealthCheckResponse.SERVING:
                     watch.cancel()

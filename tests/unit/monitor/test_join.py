@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
-from services.monitor.join import ExpiryQueue, JoinEntry, add_label, add_prediction, partition_of
-from services.monitor.records import Label, Prediction, dumps, loads
+from services.common.proto.mlops.v1 import monitor_pb2
+from services.monitor import internal
+from services.monitor.join import ExpiryQueue, add_label, add_prediction, partition_of
+from services.monitor.records import Label, Prediction
 
 
 def pred(
@@ -71,21 +73,39 @@ def test_what_never_met_its_other_half_is_counted_at_expiry() -> None:
     assert (joined.unmatched_predictions, joined.unmatched_label) == (0, False)
 
 
-def test_entries_survive_their_json_round_trip() -> None:
+def test_entries_survive_their_changelog_round_trip() -> None:
     entry = add_prediction(None, pred(), deadline=5.0, partition=3).entry
     entry = add_label(entry, lab(), deadline=5.0, partition=3).entry
-    assert JoinEntry.from_json(entry.to_json()) == entry
+    wire = internal.entry_message(entry).SerializeToString()
+    assert internal.entry(monitor_pb2.JoinEntry.FromString(wire)) == entry
+    unlabelled = add_prediction(None, pred(), deadline=5.0, partition=0).entry
+    assert internal.entry(internal.entry_message(unlabelled)).label is None
 
 
 def test_predictions_cross_the_internal_topics_with_every_feature_value_exact() -> None:
     # A missing value (NaN) is a valid feature: the detectors skip it, the topic must carry it.
     values = (0.1, -1.4368294451025299, 1e-300, math.nan, math.inf)
     prediction = Prediction("e1", "m", 1, "production", False, "1", 0.0, 100.0, values, tuple("abcde"))
-    back = Prediction.from_json(loads(dumps(prediction.to_json())))
+    batches = internal.Batches(4)
+    batches.add_prediction(prediction)
+    [(topic, partition, value)] = batches.messages("join", "samples")
+    assert (topic, partition) == ("join", partition_of("e1", 4))
+    back = internal.prediction(monitor_pb2.JoinBatch.FromString(value).predictions[0])
     assert back.features[:3] == values[:3] and math.isnan(back.features[3]) and back.features[4] == math.inf
     assert back.feature_names == prediction.feature_names
-    # Items written before features were packed, as JSON numbers, still read.
-    assert Prediction.from_json({**prediction.to_json(), "f": [1.0, 2.5]}).features == (1.0, 2.5)
+    assert back == Prediction(
+        "e1", "m", 1, "production", False, "1", 0.0, 100.0, back.features, prediction.feature_names
+    )
+
+
+def test_a_label_without_a_value_or_event_time_stays_without_them() -> None:
+    for label in (lab(), Label("e1", "yes", None, None, 3.0), Label("e1", "0", 0.0, 0.0, 3.0)):
+        assert (
+            internal.label(
+                monitor_pb2.MonitoredLabel.FromString(internal.label_message(label).SerializeToString())
+            )
+            == label
+        )
 
 
 def test_expiry_pops_only_what_is_due_in_that_partition() -> None:
