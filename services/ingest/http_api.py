@@ -158,11 +158,12 @@ def create_http_app(
                 f"events: at most {settings.http_max_events} per batch, got {len(events)}", field="events"
             )
         request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-        submissions = [
-            Submission(await _admitted(_decode(item), principal, datasets), f"http/{request_id}/{index}")
-            for index, item in enumerate(events)
-        ]
         try:
+            # Admitting reads each dataset's team from the database too.
+            submissions = [
+                Submission(await _admitted(_decode(item), principal, datasets), f"http/{request_id}/{index}")
+                for index, item in enumerate(events)
+            ]
             outcomes = await pipeline.ingest(submissions)
         except Exception as exc:
             if not is_transient(exc):
