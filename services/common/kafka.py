@@ -46,6 +46,9 @@ DLQ_ORIGINAL_TOPIC = "dlq.original.topic"
 DLQ_ORIGINAL_PARTITION = "dlq.original.partition"
 DLQ_ORIGINAL_OFFSET = "dlq.original.offset"
 MAX_ERROR_MESSAGE_BYTES = 1024
+STUCK_FETCH_SECONDS = 2.0
+"""How long a stopping loop waits for a fetch (200 ms at most while the broker answers)
+before it takes the fetch for stuck."""
 
 
 class TransientError(Exception):
@@ -253,6 +256,7 @@ class ConsumerLoop:
             **security.aiokafka(),
         )
         self._stopping = asyncio.Event()
+        self._fetching = False
         self._task: asyncio.Task[None] | None = None
         self._batch_seconds = metrics.KAFKA_BATCH_SECONDS.labels(group_id)
         self._retries = metrics.KAFKA_HANDLER_RETRIES.labels(group_id)
@@ -272,6 +276,11 @@ class ConsumerLoop:
         """Finish the batch in hand (and commit it), then leave the group."""
         self._stopping.set()
         if self._task:
+            done, _ = await asyncio.wait({self._task}, timeout=STUCK_FETCH_SECONDS)
+            if not done and self._fetching:
+                # No batch in hand: a fetch whose broker went away while this member had not
+                # yet been assigned its partitions waits for the assignment past its timeout.
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._consumer.stop()
 
@@ -291,7 +300,9 @@ class ConsumerLoop:
     async def _run(self) -> None:
         next_check = 0.0
         while not self._stopping.is_set():
+            self._fetching = True
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+            self._fetching = False
             assigned = bool(self._consumer.assignment())
             if assigned:
                 self.assigned.set()
