@@ -312,7 +312,10 @@ class ServingApp:
                     gc.collect()
                     gc.freeze()
                     self._ready = True
-                    await grpc_server.set_serving(self.ready)
+                    if self._peers is None:
+                        # With peers, _share_readiness alone sets the health status: two
+                        # writers raced, and the stale one could leave NOT_SERVING for good.
+                        await grpc_server.set_serving(self.ready)
                     self._synced.set()
             await asyncio.sleep(self.settings.resync_interval_seconds if self._ready else RETRY_SECONDS)
 
