@@ -276,6 +276,10 @@ class LocalStack:
             env["INGEST_PSEUDONYMIZATION_KEY"] = self.pseudonymization_key
         if service == "trainer":
             env["TRAINER_SERVING_ADDRESS"] = self.grpc_address("serving")
+        if service == "serving":
+            # One process: the stack's services share this machine's cores, and each worker
+            # keeps its own /metrics (a scrape sees one worker's counts).
+            env.setdefault("SERVING_WORKERS", "1")
         if service == "console":
             # It acts with each person's own token: no database, no key that could sign one
             # (neither the registry's nor the service key), nothing to verify tokens with.

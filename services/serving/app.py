@@ -332,12 +332,12 @@ class ServingApp:
 
     async def _share_readiness(self, peers: PeerBoard, grpc_server: GrpcServer) -> None:
         """Post this worker's problems, and make gRPC health follow the replica's readiness."""
-        serving = False
         while True:
             peers.post(self._own_problems())
-            if self._ready and self.ready != serving:
-                serving = self.ready
-                await grpc_server.set_serving(serving)
+            if self._ready:
+                # Set every time rather than on change: a status this task did not set (or
+                # set from a stale read) is corrected within one post.
+                await grpc_server.set_serving(self.ready)
             await asyncio.sleep(PEER_POST_SECONDS)
 
     async def stop(self) -> None:
