@@ -58,6 +58,7 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._service_names: list[str] = []
         self.port = 0
+        self._serving: bool | None = None
 
     def add_service(
         self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str
@@ -76,8 +77,7 @@ class GrpcServer:
         names = [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self._server)
         await self._server.start()
-        for name in ["", *self._service_names]:
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_serving(True)
         log.info(
             "grpc_started",
             address=self._address,
@@ -87,6 +87,11 @@ class GrpcServer:
         )
 
     async def set_serving(self, serving: bool) -> None:
+        """Tell the health protocol; a status it already says is not sent again (watchers
+        are told of changes only)."""
+        if serving == self._serving:
+            return
+        self._serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )

@@ -335,9 +335,7 @@ class ServingApp:
         while True:
             peers.post(self._own_problems())
             if self._ready:
-                # Set every time rather than on change: a status this task did not set (or
-                # set from a stale read) is corrected within one post.
-                await grpc_server.set_serving(self.ready)
+                await grpc_server.set_serving(self.ready)  # sent only when it changes
             await asyncio.sleep(PEER_POST_SECONDS)
 
     async def stop(self) -> None:
