@@ -10,6 +10,7 @@ second federated run from the production version, answered on ``train.results``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import uuid
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -33,6 +35,8 @@ from services.common.proto.inference import grpc_service_pb2_grpc as oip_grpc
 from services.common.proto.mlops.v1 import events_pb2
 from services.common.proto.mlops.v1.model_pb2 import TRAINING_FEDERATED
 from services.federation import runtime
+from services.federation.service import OUTCOME_FILE
+from services.federation.status import read_status
 from services.registry.app import RegistryApp
 from services.serving.app import ServingApp
 from services.serving.settings import ServingSettings
@@ -158,8 +162,15 @@ async def test_a_federated_model_is_registered_served_and_retrained_on_drift(
             command += ["--clientapp-port", str(runtime.free_port())]
             children.append(runtime.Child(name, command, flower.env(), tmp_path / f"{name}.log"))
 
+        # The first run's outcome file says how it ended; a failed run fails here, with the
+        # federation's and the sites' logs, rather than as a wait for an alias that never comes.
+        try:
+            outcome = await eventually(lambda: _first_outcome(federation_dir), bool, within=400, interval=1)
+        except TimeoutError:
+            raise AssertionError(_account({}, children, federation_dir)) from None
+        assert outcome.get("version") == 1, _account(outcome, children, federation_dir)
         production = await eventually(
-            lambda: _production(platform.registry, model), bool, within=400, interval=1
+            lambda: _production(platform.registry, model), bool, within=60, interval=0.5
         )
         version = await platform.registry.get_version(model, production)
         assert version.version == 1
@@ -249,3 +260,26 @@ async def _infer(
 
 async def _exists(path: Path) -> bool:
     return await asyncio.to_thread(path.exists)
+
+
+async def _first_outcome(federation_dir: Path) -> dict[str, Any]:
+    """The first run's ``outcome.json``; empty until the service has written it."""
+
+    def read() -> dict[str, Any]:
+        for path in sorted((federation_dir / "runs").glob(f"*/{OUTCOME_FILE}")):
+            with contextlib.suppress(OSError, ValueError):
+                value = json.loads(path.read_text())
+                return value if isinstance(value, dict) else {}
+        return {}
+
+    return await asyncio.to_thread(read)
+
+
+def _account(outcome: dict[str, Any], children: list[runtime.Child], federation_dir: Path) -> str:
+    """What the run came to, the ServerApp's status and every process's last lines."""
+    runs = sorted((federation_dir / "runs").glob("*"))
+    run_dir = Path(str(outcome["run_dir"])) if "run_dir" in outcome else runs[0] if runs else federation_dir
+    logs = "\n".join(f"--- {child.name}\n{child.tail(2500)}" for child in children)
+    superlink = federation_dir / "superlink.log"
+    superlink_tail = superlink.read_text(errors="replace")[-2500:] if superlink.exists() else ""
+    return f"{outcome}\nstatus: {read_status(run_dir)}\n{logs}\n--- superlink\n{superlink_tail}"
