@@ -76,6 +76,9 @@ class RegistryApp:
             )
         await store.ensure_indexes(settings.outbox_retention_seconds, settings.audit_retention_seconds)
         await store.migrate(datetime.now(UTC))
+        ended = await store.end_orphaned_transactions()
+        if ended:
+            log.info("orphaned_transactions_ended", sessions=ended)
         relay = OutboxRelay(
             store.outbox,
             settings.kafka_bootstrap_servers,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import pymongo
@@ -25,6 +26,7 @@ from services.registry.store.errors import translated
 from services.registry.store.models import ModelRepository
 from services.registry.store.outbox import OutboxRepository
 from services.registry.store.runs import RunRepository
+from services.registry.store.sessions import NOTE_LIFETIME_SECONDS, Owner, SessionRepository
 from services.registry.store.specs import SpecRepository
 from services.registry.store.teams import TeamRepository
 from services.registry.store.tokens import TokenRepository
@@ -93,6 +95,9 @@ class Store(Repositories):
         self.teams = TeamRepository(db["teams"])
         self.tokens = TokenRepository(db["tokens"])
         self.runs = RunRepository(db["train_runs"])
+        self.sessions = SessionRepository(db["transaction_sessions"])
+        self.owner = Owner.this_process()
+        self._noted: dict[bytes, float] = {}
 
     @classmethod
     def open(cls, settings: RegistrySettings) -> Store:
@@ -121,6 +126,14 @@ class Store(Repositories):
             await self.outbox.ensure_indexes(outbox_retention_seconds)
             await self.tokens.ensure_indexes()
             await self.runs.ensure_indexes()
+            await self.sessions.ensure_indexes()
+
+    async def end_orphaned_transactions(self) -> int:
+        """End the transactions a registry process killed on this host left open (see
+        :mod:`services.registry.store.sessions`); how many sessions were ended. Called at
+        start, before this process opens a transaction of its own."""
+        with translated():
+            return await self.sessions.end_orphaned(self.owner)
 
     async def migrate(self, now: datetime) -> None:
         """Bring records made before teams existed into the default team (idempotent: run at
@@ -143,8 +156,21 @@ class Store(Repositories):
         """
         with translated(), pymongo.timeout(self._transaction_timeout):
             async with self.client.start_session() as session:
+                await self._note(session)
                 return await session.with_transaction(
                     lambda session: work(Transaction(self, session)),
                     read_concern=ReadConcern("snapshot"),
                     write_concern=WriteConcern("majority"),
                 )
+
+    async def _note(self, session: AsyncClientSession) -> None:
+        """Note the session's id before its first transaction (the driver pools sessions, so
+        this is once per pooled session, renewed well within the note's lifetime)."""
+        lsid = session.session_id["id"]
+        noted = self._noted.get(lsid)
+        if noted is None or time.monotonic() - noted > NOTE_LIFETIME_SECONDS / 24:
+            await self.sessions.note(session.session_id, self.owner, datetime.now(UTC))
+            now = time.monotonic()
+            # Sessions the driver has since discarded drop out with their notes' lifetime.
+            self._noted = {k: t for k, t in self._noted.items() if now - t < NOTE_LIFETIME_SECONDS}
+            self._noted[lsid] = now

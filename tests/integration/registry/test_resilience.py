@@ -1,8 +1,10 @@
 """What the registry does when things go wrong around it: a broker that is away when
-changes happen, uploads a crash interrupted."""
+changes happen, uploads a crash interrupted, a transaction a killed process left open."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +20,7 @@ from services.common.localstack import free_port, start_kafka, start_mongo
 from services.common.proto.mlops.v1 import events_pb2
 from services.registry.app import RegistryApp
 from tests.conftest import Infra
+from tests.helpers.apps import started
 from tests.helpers.artifacts import model_bytes, random_artifact
 from tests.helpers.kafka import TopicReader
 from tests.integration.registry.conftest import settings_for
@@ -118,3 +121,72 @@ async def test_a_database_that_is_away_is_reported_as_unavailable(infra: Infra, 
     finally:
         await app.stop()
         mongodb.stop()
+
+
+HOLDER = """
+import asyncio, sys
+from pymongo import AsyncMongoClient
+from services.registry.store.database import Store
+
+
+async def hold() -> None:
+    client = AsyncMongoClient(sys.argv[2])
+    store = Store(client, client[sys.argv[3]], artifact_chunk_bytes=65536, signing_key=None)
+
+    async def work(tx) -> None:
+        await tx.models._collection.update_one(
+            {"_id": sys.argv[1]}, {"$set": {"description": "held"}}, session=tx.models.session
+        )
+        print("holding", flush=True)
+        await asyncio.Event().wait()
+
+    await store.transaction(work)
+
+
+asyncio.run(hold())
+"""
+"""A registry process caught inside a transaction that changes the model ``argv[1]``
+(database ``argv[3]`` at ``argv[2]``)."""
+
+
+async def test_a_transaction_left_open_by_a_killed_registry_is_ended_when_the_registry_restarts(
+    infra: Infra, model_name: str
+) -> None:
+    # Short transactions, so a change the open transaction blocks fails in 2 s, not 10.
+    settings = settings_for(infra, "orphan" + uuid.uuid4().hex[:8], transaction_timeout_seconds=2.0)
+    token = infra.token(Scope.ADMIN)
+    async with started(RegistryApp(settings)) as app:
+        async with RegistryClient(f"127.0.0.1:{app.grpc_port}", lambda: token) as client:
+            await client.create_model(model_name)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLDER,
+        model_name,
+        settings.mongodb_uri.get_secret_value(),
+        settings.mongodb_database,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"holding\n"
+
+        # A registry starting while the holder runs leaves its transaction alone: it is a
+        # live process's, on this host.
+        async with started(RegistryApp(settings)) as app:
+            async with RegistryClient(f"127.0.0.1:{app.grpc_port}", lambda: token) as client:
+                with pytest.raises(Unavailable):
+                    await client.update_model(model_name, description="blocked")
+        holder.kill()
+        await holder.wait()
+
+        # Killed, its transaction would hold the model for the database's transaction
+        # lifetime (60 s); the restarted registry ends it, and the change goes through.
+        async with started(RegistryApp(settings)) as app:
+            async with RegistryClient(f"127.0.0.1:{app.grpc_port}", lambda: token) as client:
+                changed = await client.update_model(model_name, description="after the kill")
+        assert changed.description == "after the kill"
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
