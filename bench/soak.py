@@ -162,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample-seconds", type=float, default=30.0, help="how often memory and lag are read"
     )
+    parser.add_argument(
+        "--join-window-minutes",
+        type=float,
+        default=None,
+        help="the monitor's join window (default: the monitor's, 60): it holds every prediction "
+        "waiting for its label that long, so its memory grows until one window has passed",
+    )
     parser.add_argument("--report", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -177,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mlops-soak-"))
     console = Console(stderr=True)
     services = [s for s in ALL_SERVICES if s != "console"]
-    stack = LocalStack(workdir, StackPorts.free(), services=services)
+    env = {}
+    if args.join_window_minutes is not None:
+        env["MONITOR_JOIN_WINDOW_SECONDS"] = str(args.join_window_minutes * 60)
+    stack = LocalStack(workdir, StackPorts.free(), services=services, env=env)
     stack.start(timeout=300)  # a shared machine may take minutes to start six processes
     try:
         sampler = Sampler(stack, args.sample_seconds)
@@ -195,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "minutes": round(duration / 60, 1),
         "rate": args.rate,
+        "join_window_minutes": args.join_window_minutes,
         "events_sent": sent,
         "events_lost": sent - stored,
         "failed_requests": report.failed_requests,

@@ -103,7 +103,10 @@ async def test_a_federated_model_is_registered_served_and_retrained_on_drift(
     assert await made.wait() == 0
     values = spec(
         secure_aggregation={"enabled": False},
-        privacy={"enabled": True, "noise_multiplier": 1.0, "clipping_norm": 1.0},
+        # Noise a one-round model survives, so the gates pass: at 1.0 (a standard deviation of
+        # 0.5 on each weight of two sites' average) about one run in nine scored under the 0.5
+        # floor in a simulation of the round (2,000 draws), and one did in CI; at 0.3 none did.
+        privacy={"enabled": True, "noise_multiplier": 0.3, "clipping_norm": 1.0},
         strategy={"expected_sites": 2},
         gates={"min_metric": 0.5, "max_regression": 0.5},
     )
