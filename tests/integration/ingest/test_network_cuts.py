@@ -170,8 +170,11 @@ async def test_ingest_cut_from_its_broker_mid_stream_stores_every_event_once_aft
                 )
                 assert answer.status_code == 503 and "retry-after" in answer.headers, answer.text
                 assert (await http.get("/health/live")).status_code == 200
+                # Readiness still says ready: a consumer the broker does not answer counts as
+                # stuck only after the stall (60 s) past the moment its lag goes unknown (10 s);
+                # tests/integration/common/test_broker_cuts.py shows the report.
                 ready = await http.get("/health/ready")
-                print(f"readiness during the cut: {ready.status_code} {ready.text}")
+                assert ready.status_code == 200, ready.text
                 assert await stored() <= EVENTS // 2 + 1  # the HTTP event's row may be stored
 
                 link.mend()
