@@ -442,7 +442,10 @@ class TailReader:
         self.topics = list(topics)
         self._name = client_id
         self._resume = resume
-        self._progress = Progress(stall_seconds)
+        # A reader that hears nothing from the broker still has what it read: serving's
+        # model-event listener keeps serving (and re-reads the registry every minute), and
+        # a broker away must not make every replica unready at once.
+        self._progress = Progress(stall_seconds, silence_is_stuck=False)
         self._next_check = 0.0
         self._from_beginning = from_beginning
         self._metadata_timeout = metadata_timeout

@@ -140,12 +140,22 @@ def tansu_binary() -> Path:
 
 
 def start_kafka(
-    port: int, *, log_path: Path | None = None, timeout: float = 20.0, authentication: bool = False
+    port: int,
+    *,
+    log_path: Path | None = None,
+    timeout: float = 20.0,
+    authentication: bool = False,
+    advertised_port: int | None = None,
 ) -> ManagedProcess:
     """Start Tansu on ``127.0.0.1:port`` (memory storage: a restart loses topics); with
-    ``authentication`` it refuses clients that do not authenticate with SASL."""
+    ``authentication`` it refuses clients that do not authenticate with SASL.
+
+    Clients bootstrap anywhere but then connect to the address the broker advertises in its
+    metadata: ``advertised_port`` (default ``port``) puts something between them and the
+    broker, such as a proxy that tests cut."""
     url = f"tcp://127.0.0.1:{port}"
-    args = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+    args = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised]
     process = start_process(
         "kafka", args + (["--authentication"] if authentication else []), log_path=log_path
     )

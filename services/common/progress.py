@@ -13,8 +13,9 @@ streams) uses these two things:
   that need only what happens from now on. Each move is logged once, with the partitions
   and offsets, as ``log_moved_behind``.
 - :class:`Progress`: readiness that tells the truth. A consumer that holds no partition,
-  keeps retrying a batch, or has records waiting that it does not consume is stuck, and
-  after ``stall_seconds`` its service reports why instead of "ready".
+  keeps retrying a batch, has records waiting that it does not consume, or hears nothing
+  from the broker (a network cut) is stuck, and after ``stall_seconds`` its service reports
+  why instead of "ready".
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ log = get_logger(__name__)
 
 STALL_SECONDS = 60.0
 """How long a consumer may make no progress before its service stops being ready."""
+ANSWERED_SECONDS = 10.0
+"""How recent a partition's last fetch answer must be for its lag to be known: a broker
+answers a fetch within ``fetch_max_wait_ms``, at most 5 s in every service's settings."""
 
 
 class Resume(enum.StrEnum):
@@ -97,10 +101,20 @@ def log_moved(
 
 
 async def lag(consumer: AIOKafkaConsumer) -> int | None:
-    """Records published and not read yet over the assigned partitions; None before a fetch
-    answered for any of them."""
-    positions = await _positions(consumer)
+    """Records published and not read yet over the assigned partitions; None when no fetch
+    answered for any of them in the last :data:`ANSWERED_SECONDS`: before the first answer,
+    or while the broker is out of reach, when the last answer's lag (often 0) is stale."""
+    since_ms = time.time() * 1000 - ANSWERED_SECONDS * 1000
+    positions = [p for p in await _positions(consumer) if (_answered_at(consumer, p[0]) or 0) >= since_ms]
     return sum(max(0, end - position) for _, position, end in positions) if positions else None
+
+
+def _answered_at(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """When (epoch ms) a fetch answer last told ``tp``'s end; None if it was revoked since."""
+    try:
+        return consumer.last_poll_timestamp(tp)  # type: ignore[no-any-return]
+    except (AssertionError, IllegalStateError):
+        return None
 
 
 async def _positions(consumer: AIOKafkaConsumer) -> list[tuple[TopicPartition, int, int]]:
@@ -122,8 +136,10 @@ class Progress:
     """Whether a consumer is consuming; :meth:`problem` says why not.
 
     Stuck, for longer than ``stall_seconds``: holding no partition; retrying one batch;
-    or records waiting (lag) while none is consumed and no batch is being handled (a long
-    training job is work, not a stall). Caught up, with nothing to read, is progress.
+    records waiting (lag) while none is consumed; or the lag unknown, no fetch answered (the
+    broker out of reach) unless ``silence_is_stuck`` is off. The last two only while no
+    batch is being handled (a long training job is work, not a stall). Caught up, with
+    nothing to read, is progress.
 
     >>> now = [0.0]
     >>> progress = Progress(stall_seconds=60, clock=lambda: now[0])
@@ -134,20 +150,33 @@ class Progress:
     True
     >>> progress.polled(assigned=True, lag=12, records=0)
     >>> now[0] = 400.0
+    >>> progress.polled(assigned=True, lag=12, records=0)
     >>> progress.problem()
     '12 records behind and none consumed for 100s'
     >>> progress.polled(assigned=True, lag=5, records=7)
     >>> progress.problem() is None
     True
+    >>> now[0] = 500.0  # a network cut: fetches go unanswered, the lag is unknown
+    >>> progress.polled(assigned=True, lag=None, records=0)
+    >>> progress.problem()
+    'no answer from the broker for 100s'
     """
 
-    def __init__(self, stall_seconds: float = STALL_SECONDS, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        stall_seconds: float = STALL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        silence_is_stuck: bool = True,
+    ):
         self._stall = stall_seconds
+        self._silence_is_stuck = silence_is_stuck
         self._clock = clock
         now = clock()
         self._progressed = now
         self._unassigned_since: float | None = now
         self._retrying_since: float | None = None
+        self._answered = now
         self._error = ""
         self._busy = False
         self.lag = 0
@@ -161,7 +190,9 @@ class Progress:
             self._unassigned_since = now
         if lag is not None:
             self.lag = lag
-        if records or (assigned and self.lag == 0):
+        if records or lag is not None:
+            self._answered = now
+        if records or (assigned and lag == 0):
             self._progressed = now
 
     def handling(self) -> None:
@@ -178,7 +209,8 @@ class Progress:
         """The batch in hand is done (or given up on at a stop)."""
         self._busy = False
         self._retrying_since = None
-        self._progressed = self._clock()
+        # The broker has had no chance to answer a fetch while the batch was being handled.
+        self._progressed = self._answered = self._clock()
 
     def problem(self) -> str | None:
         now = self._clock()
@@ -186,6 +218,10 @@ class Progress:
             return f"retrying a batch for {now - self._retrying_since:.0f}s: {self._error}"
         if self._unassigned_since is not None and now - self._unassigned_since > self._stall:
             return f"no partition assigned for {now - self._unassigned_since:.0f}s"
-        if not self._busy and self.lag > 0 and now - self._progressed > self._stall:
+        if self._busy:
+            return None
+        if self._silence_is_stuck and now - self._answered > self._stall:
+            return f"no answer from the broker for {now - self._answered:.0f}s"
+        if self.lag > 0 and now - self._progressed > self._stall:
             return f"{self.lag} records behind and none consumed for {now - self._progressed:.0f}s"
         return None

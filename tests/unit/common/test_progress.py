@@ -43,3 +43,28 @@ def test_a_long_batch_is_work_but_retrying_one_is_not() -> None:
     assert watched.problem() == "retrying a batch for 61s: ConnectionError('mongodb away')"
     watched.handled()
     assert watched.problem() is None
+
+
+def test_a_consumer_the_broker_does_not_answer_is_stuck_though_its_last_lag_was_zero() -> None:
+    clock = Clock()
+    watched = Progress(stall_seconds=60, clock=clock)
+    watched.polled(assigned=True, lag=0, records=0)
+    for clock.now in range(1, 62):  # a network cut: every look finds the lag unknown
+        watched.polled(assigned=True, lag=None, records=0)
+    assert watched.problem() == "no answer from the broker for 61s"
+    watched.polled(assigned=True, lag=40, records=0)  # the link is back: the broker answers
+    assert watched.problem() == "40 records behind and none consumed for 61s"
+    watched.polled(assigned=True, lag=None, records=40)
+    assert watched.problem() is None
+    watched.handling()
+    clock.now = 600
+    assert watched.problem() is None, "a long batch hears nothing from the broker, and is work"
+
+
+def test_a_reader_for_which_silence_is_not_stuck_stays_ready_through_a_cut() -> None:
+    clock = Clock()
+    watched = Progress(stall_seconds=60, clock=clock, silence_is_stuck=False)
+    watched.polled(assigned=True, lag=0, records=0)
+    for clock.now in range(1, 62):
+        watched.polled(assigned=True, lag=None, records=0)
+    assert watched.problem() is None
