@@ -4,9 +4,11 @@ only when both are, answering while one is down, and restarting the one that die
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -56,13 +58,42 @@ async def answers(stack: Stack, grpc_port: int, model: str, fitted: Fitted, conn
         np.testing.assert_allclose(output(response, "probabilities"), fitted.proba(fitted.X[:3]))
 
 
-async def test_two_workers_answer_on_shared_ports_and_one_that_dies_is_restarted(
-    stack: Stack, model_name: str, model_a: Fitted, tmp_path: Path
-) -> None:
-    await stack.register(model_name, model_a)
-    await stack.served(model_name, production=1)
+class Replica:
+    """A serving replica of two workers started as the ``services.serving`` process."""
+
+    def __init__(self, process: asyncio.subprocess.Process, grpc_port: int, http_port: int, log: Path):
+        self.process = process
+        self.grpc_port = grpc_port
+        self.http_port = http_port
+        self.log = log
+        self._last: list[str] = ["no answer"]
+
+    async def _ready(self) -> bool:
+        try:
+            status, self._last[:] = await readiness(self.http_port)
+        except httpx.HTTPError as exc:
+            self._last[:] = [repr(exc)]
+            return False
+        return status == 200
+
+    async def ready(self, what: str) -> None:
+        try:
+            await wait_for(self._ready, START, what, interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; problems: {self._last}; log: {self.log.read_text()[-1500:]}") from None
+
+    async def stop(self) -> None:
+        """SIGTERM, then the exit code must be 0."""
+        self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            await self.process.wait()
+        assert self.process.returncode == 0, self.log.read_text()[-2000:]
+
+
+@contextlib.asynccontextmanager
+async def two_workers(stack: Stack, log: Path) -> AsyncIterator[Replica]:
+    """A two-worker replica, ready; killed on the way out if a test left it running."""
     grpc_port, http_port = free_port(), free_port()
-    log = tmp_path / "serving.log"
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -73,24 +104,23 @@ async def test_two_workers_answer_on_shared_ports_and_one_that_dies_is_restarted
             stderr=sink,
         )
     try:
-        last: list[str] = ["no answer"]
+        replica = Replica(process, grpc_port, http_port, log)
+        await replica.ready("both workers ready")
+        yield replica
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
-        async def ready() -> bool:
-            try:
-                status, last[:] = await readiness(http_port)
-            except httpx.HTTPError as exc:
-                last[:] = [repr(exc)]
-                return False
-            return status == 200
 
-        async def replica_ready(what: str) -> None:
-            try:
-                await wait_for(ready, START, what, interval=0.2)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}; problems: {last}; log: {log.read_text()[-1500:]}") from None
-
-        await replica_ready("both workers ready")
-        before = workers_of(process.pid)
+async def test_two_workers_answer_on_shared_ports_and_one_that_dies_is_restarted(
+    stack: Stack, model_name: str, model_a: Fitted, tmp_path: Path
+) -> None:
+    await stack.register(model_name, model_a)
+    await stack.served(model_name, production=1)
+    async with two_workers(stack, tmp_path / "serving.log") as replica:
+        grpc_port, http_port = replica.grpc_port, replica.http_port
+        before = workers_of(replica.process.pid)
         assert len(before) == 2, before
         await answers(stack, grpc_port, model_name, model_a, connections=6)
 
@@ -111,18 +141,10 @@ async def test_two_workers_answer_on_shared_ports_and_one_that_dies_is_restarted
         # And it keeps answering predictions meanwhile, on whatever connection.
         await answers(stack, grpc_port, model_name, model_a, connections=4)
 
-        await replica_ready("the replica ready again")
-        after = workers_of(process.pid)
+        await replica.ready("the replica ready again")
+        after = workers_of(replica.process.pid)
         assert len(after) == 2 and before[0] not in after and before[1] in after, (before, after)
         await answers(stack, grpc_port, model_name, model_a, connections=6)
-
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = log.read_text()
-    assert process.returncode == 0, text[-2000:]
+        await replica.stop()
+    text = replica.log.read_text()
     assert "serving_worker_exited" in text and text.count("serving_stopped") >= 2, text[-2000:]
