@@ -13,11 +13,13 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from services.common.auth import AuthError, Principal, Scope, TokenVerifier, current_principal, denial
 from services.common.http_errors import PlatformApp
 from services.common.lifecycle import cancel
+from services.common.metrics import shared_directory
 from services.common.tls import ServerTls
 from services.common.tracing import instrument_http
 
@@ -67,11 +69,25 @@ def create_app(
             return Response('{"status":"ready"}', media_type="application/json")
         return JSONResponse({"status": "not ready", "problems": list(problems())}, status_code=503)
 
+    exposition = _exposition()
+
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics.", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _exposition() -> Callable[[], bytes]:
+    """What ``/metrics`` answers: this process's metrics, or, in a process whose metrics live in
+    a directory it shares with the other workers of its replica, all of theirs merged (the
+    library's multiprocess collector reads every worker's files on each scrape)."""
+    directory = shared_directory()
+    if directory is None:
+        return generate_latest
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return lambda: generate_latest(registry)
 
 
 def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:

@@ -3,13 +3,29 @@
 Names follow the Prometheus conventions: the ``mlops_`` prefix, base units
 (``_seconds``, ``_bytes``), ``_total`` on counters. Service-specific metrics live in
 their service; the ones here measure the shared plumbing.
+
+Several processes can share their metrics (prometheus_client's multiprocess mode: a serving
+replica's workers, :mod:`services.serving.workers`): each writes its values to files in
+:data:`SHARED_DIRECTORY_VARIABLE`'s directory, and ``/metrics`` merges them all. Counters and
+histograms add up; every gauge such a process sets says how its workers' values merge
+(``multiprocess_mode``), ``live`` ones forgetting a worker that exited.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PREFIX = "mlops"
+SHARED_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's: set before it is imported, it writes this process's metrics there."""
+
+
+def shared_directory() -> str | None:
+    """The directory this process shares its metrics in with its replica's other workers, if any."""
+    return os.environ.get(SHARED_DIRECTORY_VARIABLE) or None
+
 
 KAFKA_CONSUMED = Counter(
     f"{PREFIX}_kafka_records_consumed_total", "Records consumed from Kafka.", ["topic", "group"]
@@ -29,6 +45,9 @@ KAFKA_CONSUMER_LAG = Gauge(
     f"{PREFIX}_kafka_consumer_lag_records",
     "Records between the committed position and the partition's end.",
     ["group", "topic", "partition"],
+    # A partition's current owner reports it last; a worker that lost it keeps a stale value,
+    # and a sum would count the partition twice.
+    multiprocess_mode="livemostrecent",
 )
 KAFKA_HANDLER_RETRIES = Counter(
     f"{PREFIX}_kafka_handler_retries_total",
@@ -42,7 +61,10 @@ KAFKA_PUBLISH_DROPPED = Counter(
     ["topic", "reason"],
 )
 KAFKA_PUBLISH_QUEUE = Gauge(
-    f"{PREFIX}_kafka_publish_queue_records", "Records waiting in a background publisher's buffer.", ["topic"]
+    f"{PREFIX}_kafka_publish_queue_records",
+    "Records waiting in a background publisher's buffer.",
+    ["topic"],
+    multiprocess_mode="livesum",  # every worker has its own publisher: the replica waits on all of them
 )
 KAFKA_POSITIONS_RESET = Counter(
     f"{PREFIX}_kafka_positions_reset_total",

@@ -1,4 +1,8 @@
-"""Serving's Prometheus metrics: requests, latency, batches, queues, shadows and models."""
+"""Serving's Prometheus metrics: requests, latency, batches, queues, shadows and models.
+
+A replica of several workers merges its workers' metrics (:mod:`services.common.metrics`):
+each gauge's ``multiprocess_mode`` says how, for the replica.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.common.metrics import PREFIX
+from services.common.metrics import PREFIX, shared_directory
 from services.serving.batching import BatchObserver
 from services.serving.inference import RequestObserver
 from services.serving.models import ModelState, ServedModel
@@ -47,17 +51,28 @@ QUEUE_ROWS = Gauge(
     f"{PREFIX}_serving_queue_rows",
     "Rows waiting for a predict call, by model and version.",
     ["model", "version"],
+    multiprocess_mode="livesum",  # each worker has its own batcher: the replica's queue is them all
 )
 SHADOWS = Counter(
     f"{PREFIX}_serving_shadow_requests_total",
     "Requests mirrored to a shadow version: answered, skipped (candidate busy) or failed.",
     ["model", "outcome"],
 )
-MODELS = Gauge(f"{PREFIX}_serving_models", "Models known to this replica, by state.", ["state"])
+MODELS = Gauge(
+    f"{PREFIX}_serving_models",
+    "Models known to this replica, by state (with several workers: the most any worker has in it).",
+    ["state"],
+    # Every worker loads every model. One that cannot serve a model fails the connections the
+    # kernel hands it, so LOADING and UNAVAILABLE show the worst worker; READY the best.
+    multiprocess_mode="livemax",
+)
 PRODUCTION_FALLBACK = Gauge(
     f"{PREFIX}_serving_production_fallback",
     "The production version a model cannot serve while an earlier version answers for it (0: none).",
     ["model"],
+    # Workers agree on the production version; one in fallback answers some requests with the
+    # earlier version, so the replica is in fallback when any worker is.
+    multiprocess_mode="livemax",
 )
 _fallbacks: set[str] = set()
 
@@ -85,7 +100,10 @@ class ServingMetrics(RequestObserver):
         for state in ModelState:
             MODELS.labels(state.value).set(sum(1 for m in models.values() if m.state is state))
         for name in _fallbacks - set(models):
-            PRODUCTION_FALLBACK.remove(name)
+            if shared_directory() is None:
+                PRODUCTION_FALLBACK.remove(name)
+            else:  # the library cannot remove a series from the shared files: none it is
+                PRODUCTION_FALLBACK.labels(name).set(0)
         _fallbacks.intersection_update(models)
         for name, model in models.items():
             if model.fallback_from or name in _fallbacks:

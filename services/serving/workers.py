@@ -17,6 +17,10 @@ posts its own problems on a :class:`WorkerBoard` (shared memory), and every work
 ``/health/ready`` and gRPC health add the others' (a worker still starting, one that
 exited and is being restarted). The parent process serves nothing: it holds the ports,
 supervises, and restarts a worker that exits unexpectedly.
+
+``/metrics`` answers for the replica too: the workers write their metrics to files in a
+private directory the parent makes (prometheus_client's multiprocess mode), whichever worker
+a scrape reaches merges them all, and the parent drops a dead worker's gauges.
 """
 
 from __future__ import annotations
@@ -27,14 +31,20 @@ import ctypes
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import struct
+import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from services.common.http import reuse_port_socket
 from services.common.logging import get_logger
+from services.common.metrics import SHARED_DIRECTORY_VARIABLE
 from services.serving.settings import ServingSettings
 
 log = get_logger(__name__)
@@ -142,6 +152,10 @@ class WorkerPool:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run the workers until ``stop`` is set."""
+        with _shared_metrics() as metrics:
+            await self._supervise(stop, metrics)
+
+    async def _supervise(self, stop: asyncio.Event, metrics: str) -> None:
         for index in range(len(self._processes)):
             self._spawn(index)
         log.info(
@@ -167,6 +181,7 @@ class WorkerPool:
                     restart_at[index] = time.monotonic() + wait
                     reason = f"exited with code {process.exitcode}; restarting in {wait:.0f}s"
                     self._board.post(index, [reason])
+                    mark_process_dead(process.pid, metrics)  # its gauges; its counts stay in the totals
                     log.warning("serving_worker_exited", worker=index, pid=process.pid, code=process.exitcode)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
@@ -186,6 +201,23 @@ class WorkerPool:
                 log.warning("serving_worker_killed", pid=process.pid, after_seconds=STOP_GRACE_SECONDS)
                 process.kill()
                 process.join(5)
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[str]:
+    """A new directory for the workers' metrics, in the environment the workers are spawned
+    with (their prometheus_client, imported fresh, then writes there); removed at the end."""
+    directory = tempfile.mkdtemp(prefix="mlops-serving-metrics-")
+    previous = os.environ.get(SHARED_DIRECTORY_VARIABLE)
+    os.environ[SHARED_DIRECTORY_VARIABLE] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            del os.environ[SHARED_DIRECTORY_VARIABLE]
+        else:
+            os.environ[SHARED_DIRECTORY_VARIABLE] = previous
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def worker_main(

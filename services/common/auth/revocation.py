@@ -29,11 +29,15 @@ from services.common.logging import get_logger
 log = get_logger(__name__)
 
 REVOKED_TOKENS = Gauge(
-    "mlops_auth_revoked_tokens", "Revoked tokens not expired yet, as this process knows them."
+    "mlops_auth_revoked_tokens",
+    "Revoked tokens not expired yet, as this process knows them.",
+    multiprocess_mode="livemostrecent",  # a replica's workers: the list as last read
 )
 REVOCATIONS_SYNCED = Gauge(
     "mlops_auth_revocations_synced_timestamp_seconds",
     "When this process last read the revocation list from the registry (0: never).",
+    # A replica's workers: the stalest, as one that stopped syncing still admits revoked tokens.
+    multiprocess_mode="livemin",
 )
 
 
