@@ -93,6 +93,14 @@ def up(
             help="Serve every gRPC and HTTP endpoint with TLS only, with a private CA made in <workdir>/tls/.",
         ),
     ] = False,
+    persistent_broker: Annotated[
+        bool,
+        typer.Option(
+            "--persistent-broker",
+            help="Keep the broker's records, groups and offsets on disk in <workdir>/kafka-store/ "
+            "(an S3 store, SeaweedFS), so a broker restart loses nothing: slower than memory.",
+        ),
+    ] = False,
     json_output: JsonOutput = False,
 ) -> None:
     """Run the whole platform on this machine until Ctrl-C.
@@ -113,13 +121,17 @@ def up(
       mlops up --free-ports --services registry,serving
 
       mlops up --tls                           # TLS everywhere; the CA's path is in stack.json ("ca")
+
+      mlops up --persistent-broker             # the broker keeps its records across restarts
     """
     directory = workdir or stack_dir()
     existing = running_stack(directory)
     if existing is not None:
         fail(f"a stack is already running from {directory} (pid {existing.pid}); `mlops down` first")
     ports = _parse_ports(StackPorts.free() if free_ports else StackPorts.defaults(), port)
-    stack = LocalStack(directory, ports, services=_parse_services(services), tls=tls)
+    stack = LocalStack(
+        directory, ports, services=_parse_services(services), tls=tls, persistent_broker=persistent_broker
+    )
     state_path = directory / STATE_FILE
     with signals_as_exit():
         try:
@@ -243,7 +255,7 @@ def _supervise(stack: LocalStack, state_path: Path, restart: bool) -> None:
             started_at[name] = time.monotonic()
             stack.state().save(state_path)
             err_console.print(Text(f"{name} restarted (pid {stack.processes[name].pid})", style="green"))
-            if name == "kafka":
+            if name == "kafka" and not stack.persistent_broker:
                 err_console.print(Text(RECORDS_LOST, style="yellow"))
         time.sleep(0.5)
 

