@@ -386,7 +386,9 @@ async def run(args: argparse.Namespace) -> int:
     kafka = start_kafka(kafka_port, log_path=workdir / "kafka.log")
     bootstrap = f"127.0.0.1:{kafka_port}"
     keys = PlatformKeys()
-    token = keys.mint("bench", Scope.READ)
+    # An administrator sees every model's status: no registry runs here to tell the
+    # monitor which team a model is of, and a team member would see none of them.
+    token = keys.mint("bench", Scope.ADMIN)
     monitors: list[ManagedProcess] = []
 
     async def start_monitor(prefix: str, tree: Path | None = None, **env: str) -> Monitor:
