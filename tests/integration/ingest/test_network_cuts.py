@@ -91,13 +91,7 @@ async def test_ingest_cut_from_its_database_mid_stream_stores_every_event_once_a
                 async with httpx.AsyncClient(
                     base_url=f"http://127.0.0.1:{app.http_port}", timeout=30
                 ) as http:
-                    answer = await http.post(
-                        "/v1/events",
-                        json=[json.loads(order(dataset, EVENTS, base))],
-                        headers={"authorization": f"Bearer {infra.token(Scope.INGEST)}"},
-                    )
-                    assert answer.status_code == 503 and "retry-after" in answer.headers, answer.text
-                    assert (await http.get("/health/live")).status_code == 200
+                    await _refused_for_now(http, infra, order(dataset, EVENTS, base))
                 assert await stored() == EVENTS // 2
 
                 link.mend()
@@ -163,13 +157,7 @@ async def test_ingest_cut_from_its_broker_mid_stream_stores_every_event_once_aft
                 # publishing its features times out, which takes the cut past the consumer's
                 # session (10 s): the broker drops ingest from its group.
                 assert (await http.get("/health/live")).status_code == 200
-                answer = await http.post(
-                    "/v1/events",
-                    json=[json.loads(order(dataset, EVENTS, base))],
-                    headers={"authorization": f"Bearer {infra.token(Scope.INGEST)}"},
-                )
-                assert answer.status_code == 503 and "retry-after" in answer.headers, answer.text
-                assert (await http.get("/health/live")).status_code == 200
+                await _refused_for_now(http, infra, order(dataset, EVENTS, base))
                 # Readiness still says ready: a consumer the broker does not answer counts as
                 # stuck only after the stall (60 s) past the moment its lag goes unknown (10 s);
                 # tests/integration/common/test_broker_cuts.py shows the report.
@@ -191,3 +179,15 @@ async def test_ingest_cut_from_its_broker_mid_stream_stores_every_event_once_aft
     assert await stored() == EVENTS + 1
     assert len(await rows.distinct("event_id", {"dataset": dataset})) == EVENTS + 1
     await rows_client.close()
+
+
+async def _refused_for_now(http: httpx.AsyncClient, infra: Infra, event: bytes) -> None:
+    """An HTTP batch of ``event`` is refused with "retry later" (503, Retry-After) while the
+    service stays alive."""
+    answer = await http.post(
+        "/v1/events",
+        json=[json.loads(event)],
+        headers={"authorization": f"Bearer {infra.token(Scope.INGEST)}"},
+    )
+    assert answer.status_code == 503 and "retry-after" in answer.headers, answer.text
+    assert (await http.get("/health/live")).status_code == 200
