@@ -289,8 +289,8 @@ class LocalStack:
         if service == "trainer":
             env["TRAINER_SERVING_ADDRESS"] = self.grpc_address("serving")
         if service == "serving":
-            # One process: the stack's services share this machine's cores, and each worker
-            # keeps its own /metrics (a scrape sees one worker's counts).
+            # One process: the stack's six services already share this machine's cores, so
+            # more workers would compete with them (SERVING_WORKERS in the environment wins).
             env.setdefault("SERVING_WORKERS", "1")
         if service == "console":
             # It acts with each person's own token: no database, no key that could sign one
