@@ -290,7 +290,7 @@ class LocalStack:
             env["TRAINER_SERVING_ADDRESS"] = self.grpc_address("serving")
         if service == "serving":
             # One process: the stack's six services already share this machine's cores, so
-            # more workers would compete with them (SERVING_WORKERS in the environment wins).
+            # more workers would compete with them (a SERVING_WORKERS in the stack's env wins).
             env.setdefault("SERVING_WORKERS", "1")
         if service == "console":
             # It acts with each person's own token: no database, no key that could sign one
