@@ -190,13 +190,16 @@ async def searched_job_in_training(platform: Platform, group: Group, name: str) 
 async def registered_once(
     platform: Platform, group: Group, model: str, key: str, request_id: str, by: TrainerProcess
 ) -> None:
-    """The interrupted request finished by trainer ``by``: started twice (the interrupted run
+    """The interrupted request finished by trainer ``by``: started again (the interrupted run
     never finished), registered once, as version 1 with the request in its lineage."""
     result = await group.results.final(request_id, within=120)
     assert result.status == TrainStatus.TRAIN_STATUS_REGISTERED, result.error
     assert result.version == 1
     outcomes = [r.status for r in group.results.of(request_id)]
-    assert outcomes.count(TrainStatus.TRAIN_STATUS_STARTED) == 2
+    # At least twice: a survivor that missed its heartbeats (held still by a test, or a busy
+    # machine) is moved out of the group and back, which interrupts its first attempt too;
+    # one seen in a full run started three times. What must hold is one registration.
+    assert outcomes.count(TrainStatus.TRAIN_STATUS_STARTED) >= 2
     assert outcomes.count(TrainStatus.TRAIN_STATUS_REGISTERED) == 1
     assert (await platform.registry.get_model(model)).latest_version == 1
     version = await platform.registry.get_version(model, 1)
