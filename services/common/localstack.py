@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -205,8 +206,9 @@ def start_object_store(
     args = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
     args += [f"-s3.port={port}", f"-bucket={BROKER_BUCKET}", "-admin.ui=false", "-webdav=false"]
     args += ["-s3.port.iceberg=0", "-s3.port.lance=0"]
+    master = free_port()
+    args.append(f"-master.port={master}")
     for server in (
-        "master.port",
         "volume.port",
         "filer.port",
         "s3.port.grpc",
@@ -218,7 +220,14 @@ def start_object_store(
         args.append(f"-{server}.port.grpc={free_port()}")
     process = start_process("kafka-store", args, log_path=log_path)
     process.ports["s3"] = port
-    wait_until(lambda: _bucket_ready(port), process, timeout, f"bucket {BROKER_BUCKET} on port {port}")
+    # The bucket exists before the volume server has registered any capacity (none at all
+    # when the disk is nearly full), and the broker's first write would then fail.
+    wait_until(
+        lambda: _bucket_ready(port) and _volume_capacity(master) > 0,
+        process,
+        timeout,
+        f"bucket {BROKER_BUCKET} on port {port} with volume capacity (is the disk nearly full?)",
+    )
     return process
 
 
@@ -229,6 +238,18 @@ def _bucket_ready(port: int) -> bool:
             return int(response.status) == 200
     except (OSError, urllib.error.URLError):
         return False
+
+
+def _volume_capacity(master_port: int) -> int:
+    """How many volumes the store's master says its volume servers can hold."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{master_port}/dir/status", timeout=1) as response:
+            status = json.loads(response.read())
+    except (OSError, urllib.error.URLError, ValueError):
+        return 0
+    topology = status.get("Topology") if isinstance(status, dict) else None
+    capacity = topology.get("Max") if isinstance(topology, dict) else None
+    return capacity if isinstance(capacity, int) else 0
 
 
 def start_mongo(
