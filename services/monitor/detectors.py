@@ -71,6 +71,10 @@ class DetectorSpec:
 class SampleHistory:
     """The last ``capacity`` samples of a stream: event time and value, in arrival order.
 
+    Samples are appended to lists and moved into the ring's arrays a block at a time:
+    writing one numpy element costs more than the detector's own update, and a stream's
+    history is read only when its detector fires.
+
     >>> history = SampleHistory(capacity=3)
     >>> for t in range(5):
     ...     history.append(float(t), t * 10.0)
@@ -78,24 +82,40 @@ class SampleHistory:
     (3, [30.0, 40.0])
     """
 
+    BLOCK = 256
+    """Samples held in lists before they are written to the arrays."""
+
     def __init__(self, capacity: int):
         self._times = np.zeros(capacity)
         self._values = np.zeros(capacity)
         self._capacity = capacity
         self._next = 0
         self._size = 0
+        self._new_times: list[float] = []
+        self._new_values: list[float] = []
 
     def __len__(self) -> int:
-        return self._size
+        return min(self._size + len(self._new_times), self._capacity)
 
     def append(self, event_time: float, value: float) -> None:
-        self._times[self._next] = event_time
-        self._values[self._next] = value
-        self._next = (self._next + 1) % self._capacity
-        self._size = min(self._size + 1, self._capacity)
+        self._new_times.append(event_time)
+        self._new_values.append(value)
+        if len(self._new_times) >= self.BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        times, values = self._new_times[-self._capacity :], self._new_values[-self._capacity :]
+        index = (self._next + np.arange(len(times))) % self._capacity
+        self._times[index] = times
+        self._values[index] = values
+        self._next = (self._next + len(times)) % self._capacity
+        self._size = min(self._size + len(times), self._capacity)
+        self._new_times.clear()
+        self._new_values.clear()
 
     def last(self, n: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Times and values of ``n`` samples, ending ``skip`` samples before the newest."""
+        self._flush()
         n = max(0, min(n, self._size - skip))
         end = self._next - skip
         index = np.arange(end - n, end) % self._capacity

@@ -36,7 +36,11 @@ def prediction_message(p: Prediction, *, with_features: bool = True) -> monitor_
     return message
 
 
-def prediction(m: monitor_pb2.MonitoredPrediction) -> Prediction:
+def prediction(m: monitor_pb2.MonitoredPrediction, *, with_features: bool = True) -> Prediction:
+    """The message's prediction; ``with_features=False`` leaves the inputs in the message
+    (the join does not read them, and a tuple of each costs more than the join's own work)."""
+    if not with_features:
+        return Prediction(m.id, m.model, m.version, m.route, m.shadow, m.label, m.value, m.occurred_at)
     return Prediction(
         m.id,
         m.model,

@@ -10,7 +10,6 @@ its other half is counted as unmatched.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import zlib
 from dataclasses import dataclass
@@ -77,8 +76,9 @@ def add_prediction(
         entry = JoinEntry(expires_at=deadline, partition=partition)
     if any(known.served_by == prediction.served_by for known in entry.predictions):
         return JoinResult(entry, duplicate=True)
-    stored = dataclasses.replace(prediction, features=(), feature_names=())
-    updated = dataclasses.replace(entry, predictions=(*entry.predictions, stored))
+    updated = JoinEntry(
+        entry.expires_at, entry.partition, (*entry.predictions, prediction.without_features()), entry.label
+    )
     if entry.label is None:
         return JoinResult(updated)
     sample = LabelledSample(prediction, entry.label)
@@ -100,7 +100,8 @@ def add_label(entry: JoinEntry | None, label: Label, *, deadline: float, partiti
     if entry.label is not None:
         return JoinResult(entry, duplicate=True)
     joined = [LabelledSample(prediction, label) for prediction in entry.predictions]
-    return JoinResult(dataclasses.replace(entry, label=label), tuple(joined), _comparisons(joined, joined))
+    updated = JoinEntry(entry.expires_at, entry.partition, entry.predictions, label)
+    return JoinResult(updated, tuple(joined), _comparisons(joined, joined))
 
 
 def _comparisons(

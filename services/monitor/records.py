@@ -49,6 +49,27 @@ class Prediction:
     def task(self) -> str:
         return CLASSIFICATION if self.label else REGRESSION
 
+    def without_features(self) -> Prediction:
+        """The same answer without its inputs: what the join keeps (the detectors have them).
+
+        >>> Prediction("e1", "m", 1, "production", False, "1", 0.0, 10.0, (0.5,), ("a",)).without_features().features
+        ()
+        """
+        if not self.features:
+            return self
+        # Built field by field: dataclasses.replace looks the fields up on every call, and
+        # this runs for every row the monitor sees.
+        return Prediction(
+            self.id,
+            self.model,
+            self.version,
+            self.route,
+            self.shadow,
+            self.label,
+            self.value,
+            self.occurred_at,
+        )
+
     @property
     def served_by(self) -> tuple[str, int, str, bool]:
         """Which model version answered, and how: two predictions for one row with the

@@ -352,7 +352,7 @@ class MonitorStreams:
     def _join_prediction(
         self, message: monitor_pb2.MonitoredPrediction, partition: int, now: float, out: internal.Batches
     ) -> None:
-        prediction = internal.prediction(message)
+        prediction = internal.prediction(message, with_features=False)
         entry = self._pending.get(prediction.id)
         result = add_prediction(
             entry, prediction, deadline=now + self.settings.join_window_seconds, partition=partition

@@ -119,3 +119,17 @@ def test_sample_history_keeps_the_newest_samples_in_order() -> None:
     assert values.tolist() == [14.0, 16.0, 18.0]
     times, _ = history.last(10, skip=1)
     assert times.tolist() == [6.0, 7.0, 8.0]
+
+
+@pytest.mark.parametrize(("capacity", "appended"), [(100, 257), (300, 1000), (1000, 300)])
+def test_sample_history_keeps_the_newest_samples_across_its_blocks(capacity: int, appended: int) -> None:
+    history = SampleHistory(capacity)
+    for t in range(appended):
+        history.append(float(t), -float(t))
+        if t == appended // 2:
+            history.last(1)  # a read in between writes what is held so far
+    kept = min(capacity, appended)
+    times, values = history.last(capacity)
+    assert len(history) == kept
+    assert times.tolist() == [float(t) for t in range(appended - kept, appended)]
+    assert values.tolist() == [-t for t in times.tolist()]
