@@ -150,9 +150,11 @@ async def cancel(task: asyncio.Task[object]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def run_until(app: Startable, stop: asyncio.Event) -> None:
-    """Start ``app``, wait for ``stop``, stop it (the ``run`` of every service)."""
+async def run_until(app: Startable, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
+    """Start ``app``, call ``started``, wait for ``stop``, stop it (the ``run`` of every service)."""
     await app.start()
+    if started is not None:
+        started()
     try:
         await stop.wait()
     finally:

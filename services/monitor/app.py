@@ -9,6 +9,7 @@ from collections.abc import Callable
 from services.common.access import PlatformAccess
 from services.common.auth import Scope
 from services.common.clients.registry import RegistryClient
+from services.common.heap import freeze_startup_heap
 from services.common.http import HttpServer
 from services.common.lifecycle import Parts, cancel, run_until
 from services.common.logging import get_logger
@@ -133,5 +134,11 @@ class MonitorApp:
 
 
 async def run(settings: MonitorSettings, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set."""
-    await run_until(MonitorApp(settings), stop)
+    """Run until ``stop`` is set. Once started, the process's heap is frozen (the monitor's
+    work is allocation-heavy; see services/common/heap.py): done here, not in
+    :class:`MonitorApp`, which tests start inside their own process."""
+
+    def started() -> None:
+        log.info("heap_frozen", objects=freeze_startup_heap())
+
+    await run_until(MonitorApp(settings), stop, started=started)
