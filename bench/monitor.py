@@ -126,15 +126,19 @@ class Monitor:
         return out
 
     def cpu_seconds(self) -> float:
-        """User and system CPU time the process has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process)
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return 0.0
+
+
+def cpu_seconds(process: ManagedProcess) -> float:
+    """User and system CPU time ``process`` has used so far."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_until(check: object, what: str, within: float = WAIT) -> None:
@@ -314,6 +318,10 @@ class BacklogRun:
     """Records (predictions and labels) per second, through the monitor."""
     per_cpu_second: float
     """Records per CPU second of the monitor processes."""
+    cores: float
+    """CPU seconds the monitor processes used per second of the run."""
+    broker_cores: float
+    """The same for the broker, which shares the machine's cores with them."""
 
 
 async def consume_backlog(
@@ -324,6 +332,7 @@ async def consume_backlog(
     count: int,
     processes: int,
     start_monitor: Callable[[str], Awaitable[Monitor]],
+    broker: ManagedProcess,
 ) -> BacklogRun:
     """Send ``count`` predictions with labels, then start ``processes`` monitors in one group
     together, and time the backlog through them from when each owns partitions of every
@@ -343,6 +352,7 @@ async def consume_backlog(
     await wait_until(spread, f"{processes} processes to share the partitions", within=60)
     await wait_until(lambda: _any_counted(monitors), "first prediction")
     started, cpu = time.perf_counter(), sum(m.cpu_seconds() for m in monitors)
+    broker_cpu = cpu_seconds(broker)
     # Count from what was handled by then (a process may have started before the other).
     done_at_start = sum(await counted(monitors, "predictions")) + sum(await counted(monitors, "labelled"))
 
@@ -352,14 +362,15 @@ async def consume_backlog(
     await wait_until(all_labelled, "backlog labelled")
     elapsed = time.perf_counter() - started
     used = sum(m.cpu_seconds() for m in monitors) - cpu
+    broker_used = cpu_seconds(broker) - broker_cpu
     records = 2 * count - done_at_start
     split = await counted(monitors, "labelled")
     print(
         f"  {processes} process{'es' if processes > 1 else ''}: {records / elapsed:,.0f} records/s "
-        f"({elapsed:.1f} s, {used:.1f} CPU s, labelled per process {split})",
+        f"({elapsed:.1f} s, {used:.1f} CPU s, the broker {broker_used:.1f} CPU s, labelled per process {split})",
         flush=True,
     )
-    return BacklogRun(monitors, records / elapsed, records / used)
+    return BacklogRun(monitors, records / elapsed, records / used, used / elapsed, broker_used / elapsed)
 
 
 async def _any_counted(monitors: Sequence[Monitor]) -> bool:
@@ -447,7 +458,7 @@ async def run(args: argparse.Namespace) -> int:
         for processes in (1, 2):
             backlog = Topics(f"backlog{processes}")
             runs[processes] = await consume_backlog(
-                bootstrap, producer, backlog, models, args.backlog, processes, start_monitor
+                bootstrap, producer, backlog, models, args.backlog, processes, start_monitor, kafka
             )
             # Stopped one by one, each leaving the group and committing what it handled.
             for monitor in runs[processes].monitors:
@@ -462,6 +473,7 @@ async def run(args: argparse.Namespace) -> int:
                 args.backlog,
                 1,
                 lambda prefix: start_monitor(prefix, tree=args.peer_tree),
+                kafka,
             )
             peer.monitors[0].process.stop()
             print(f"  this tree against it: {runs[1].rate / peer.rate:.2f}x records/s", flush=True)
@@ -535,6 +547,15 @@ async def run(args: argparse.Namespace) -> int:
             f"(target >= 1.7x): {'met' if scaling >= 1.7 else 'MISSED'}; records per CPU second "
             f"{two.per_cpu_second:,.0f} vs {one.per_cpu_second:,.0f} "
             f"({two.per_cpu_second / one.per_cpu_second:.2f}x: what two processes cost in work, whatever the load)"
+        )
+        # Two processes can go at most as much faster as there are cores left for them: one
+        # used `one.cores`; the broker runs on the same machine.
+        cores = os.cpu_count() or 1
+        ceiling = (cores - two.broker_cores) / one.cores
+        print(
+            f"    cores used: one process {one.cores:.2f} (the broker {one.broker_cores:.2f}), two "
+            f"{two.cores:.2f} (the broker {two.broker_cores:.2f}) of {cores}: this machine leaves two "
+            f"processes room for at most {ceiling:.2f}x"
         )
         second_quarter = [mb for at, mb in rss if args.seconds * 0.25 <= at < args.seconds * 0.5]
         last_quarter = [mb for at, mb in rss if at >= args.seconds * 0.75]
