@@ -22,7 +22,7 @@ FED_STAMP := $(FED_VENV)/.installed
 FED_PROTOS := protos/mlops/v1/model.proto protos/mlops/v1/events.proto
 PYTEST_ARGS ?=
 
-.PHONY: venv client-venv mlserver-venv federation-venv observability-tools browser-tools proto proto-check lint format test test-fast test-browser screenshots up demo bench clean
+.PHONY: venv client-venv mlserver-venv federation-venv observability-tools browser-tools proto proto-check lint format test test-faults test-fast test-browser screenshots up demo bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -94,9 +94,14 @@ format: venv
 	$(BIN)/ruff check --fix services tests bench protos
 	$(BIN)/ruff format services tests bench protos
 
-## The whole suite: lint, types, unit, integration and end-to-end tests.
+## Lint, types, unit, integration and end-to-end tests: all but the slow fault tests
+## (kill -9 and restarts under a running stack, about four minutes), which CI runs too.
 test: venv client-venv federation-venv observability-tools browser-tools lint
-	OMP_NUM_THREADS=1 $(BIN)/pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
+
+## The fault tests: services and infrastructure killed and restarted under a running stack.
+test-faults: venv
+	OMP_NUM_THREADS=1 $(BIN)/pytest -m faults $(PYTEST_ARGS)
 
 ## Everything but the end-to-end closed loop.
 test-fast: venv observability-tools browser-tools
