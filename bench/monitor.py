@@ -141,6 +141,13 @@ def cpu_seconds(process: ManagedProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of all the machine's cores so far (/proc/stat)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 async def wait_until(check: object, what: str, within: float = WAIT) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -322,6 +329,8 @@ class BacklogRun:
     """CPU seconds the monitor processes used per second of the run."""
     broker_cores: float
     """The same for the broker, which shares the machine's cores with them."""
+    machine_busy: float
+    """The share of all the machine's cores that was busy (anything: monitors, broker, bench)."""
 
 
 async def consume_backlog(
@@ -353,6 +362,7 @@ async def consume_backlog(
     await wait_until(lambda: _any_counted(monitors), "first prediction")
     started, cpu = time.perf_counter(), sum(m.cpu_seconds() for m in monitors)
     broker_cpu = cpu_seconds(broker)
+    machine = machine_jiffies()
     # Count from what was handled by then (a process may have started before the other).
     done_at_start = sum(await counted(monitors, "predictions")) + sum(await counted(monitors, "labelled"))
 
@@ -363,14 +373,18 @@ async def consume_backlog(
     elapsed = time.perf_counter() - started
     used = sum(m.cpu_seconds() for m in monitors) - cpu
     broker_used = cpu_seconds(broker) - broker_cpu
+    busy, total = (after - before for after, before in zip(machine_jiffies(), machine, strict=True))
     records = 2 * count - done_at_start
     split = await counted(monitors, "labelled")
     print(
         f"  {processes} process{'es' if processes > 1 else ''}: {records / elapsed:,.0f} records/s "
-        f"({elapsed:.1f} s, {used:.1f} CPU s, the broker {broker_used:.1f} CPU s, labelled per process {split})",
+        f"({elapsed:.1f} s, {used:.1f} CPU s, the broker {broker_used:.1f} CPU s, the machine's cores "
+        f"{busy / total:.0%} busy, labelled per process {split})",
         flush=True,
     )
-    return BacklogRun(monitors, records / elapsed, records / used, used / elapsed, broker_used / elapsed)
+    return BacklogRun(
+        monitors, records / elapsed, records / used, used / elapsed, broker_used / elapsed, busy / total
+    )
 
 
 async def _any_counted(monitors: Sequence[Monitor]) -> bool:
@@ -548,14 +562,12 @@ async def run(args: argparse.Namespace) -> int:
             f"{two.per_cpu_second:,.0f} vs {one.per_cpu_second:,.0f} "
             f"({two.per_cpu_second / one.per_cpu_second:.2f}x: what two processes cost in work, whatever the load)"
         )
-        # Two processes can go at most as much faster as there are cores left for them: one
-        # used `one.cores`; the broker runs on the same machine.
-        cores = os.cpu_count() or 1
-        ceiling = (cores - two.broker_cores) / one.cores
+        # What the ratio of two processes can be depends on free cores: the broker and this
+        # bench run on the same machine.
         print(
-            f"    cores used: one process {one.cores:.2f} (the broker {one.broker_cores:.2f}), two "
-            f"{two.cores:.2f} (the broker {two.broker_cores:.2f}) of {cores}: this machine leaves two "
-            f"processes room for at most {ceiling:.2f}x"
+            f"    cores used: one process {one.cores:.2f}, the broker {one.broker_cores:.2f}, the machine "
+            f"{one.machine_busy:.0%} busy; two processes {two.cores:.2f}, the broker {two.broker_cores:.2f}, "
+            f"the machine {two.machine_busy:.0%} busy (of {os.cpu_count()} cores)"
         )
         second_quarter = [mb for at, mb in rss if args.seconds * 0.25 <= at < args.seconds * 0.5]
         last_quarter = [mb for at, mb in rss if at >= args.seconds * 0.75]
