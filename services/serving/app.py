@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import sys
 from typing import Protocol
 
@@ -14,6 +13,7 @@ from services.common.auth import MethodScopes, Scope
 from services.common.clients.registry import RegistryClient
 from services.common.events import Topics
 from services.common.grpc_server import GrpcServer
+from services.common.heap import freeze_startup_heap
 from services.common.http import HttpServer, create_app
 from services.common.kafka import ConsumerLoop, create_producer, ensure_topics
 from services.common.kafka_security import KafkaSecurity
@@ -309,8 +309,7 @@ class ServingApp:
                     # the process: out of the collector's reach, a full collection no longer
                     # scans it, which took about 100 ms with the process's 200,000 objects and
                     # stalled every request in flight (the single-row p99).
-                    gc.collect()
-                    gc.freeze()
+                    freeze_startup_heap()
                     self._ready = True
                     if self._peers is None:
                         # With peers, _share_readiness alone sets the health status: two
