@@ -42,6 +42,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
+from bench.processes import cpu_seconds, rss_bytes
 from services.common.auth import PlatformKeys, Scope
 from services.common.clients.datasets import DatasetClient
 from services.common.events import Topics
@@ -165,19 +166,6 @@ async def insert_floor(mongodb_uri: str, database: str, rows: list[dict[str, Any
         return len(rows) / (time.perf_counter() - started)
     finally:
         await client.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 async def handled(http: httpx.AsyncClient, port: int) -> int:

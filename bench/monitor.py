@@ -50,8 +50,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 from river.drift import ADWIN
 
+from bench.monitor_process import Monitor, count_reached, counted, read_drift, wait_until
+from bench.processes import cpu_seconds, machine_ticks
 from services.common.auth import PlatformKeys, Scope
-from services.common.events import IncomingRecord, OutgoingRecord, Topics, decode, encode
+from services.common.events import OutgoingRecord, Topics, encode
 from services.common.kafka import create_producer, ensure_topics, publish
 from services.common.localstack import ManagedProcess, free_port, start_kafka, start_process
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
@@ -64,7 +66,6 @@ CHANGE_AT = 2000
 STREAM = 4000
 SHIFTED = "f3"
 BATCH_SIZE = 500
-WAIT = 300.0
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -99,73 +100,6 @@ def label(topics: Topics, event_id: str, value: str, at: float) -> OutgoingRecor
     return encode(topics.labels, message, source="/bench/ingest", key=event_id)
 
 
-@dataclass
-class Monitor:
-    process: ManagedProcess
-    url: str
-    token: str
-
-    async def _status(self) -> dict[str, object]:
-        async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.get(
-                f"{self.url}/v1/status", headers={"authorization": f"Bearer {self.token}"}
-            )
-        return response.json() if response.status_code == 200 else {}
-
-    async def assignment(self) -> dict[str, list[int]]:
-        """Partitions this process owns, by topic."""
-        return (await self._status()).get("assignment", {})  # type: ignore[return-value]
-
-    async def status(self) -> dict[str, dict[str, int]]:
-        """Per model: predictions and labelled samples of version 1."""
-        out = {}
-        for model in (await self._status()).get("models", []):  # type: ignore[attr-defined]
-            for v in model["versions"]:
-                if v["version"] == 1:
-                    out[model["model"]] = {"predictions": v["predictions"], "labelled": v["labelled"]}
-        return out
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.process)
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-
-def cpu_seconds(process: ManagedProcess) -> float:
-    """User and system CPU time ``process`` has used so far."""
-    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_jiffies() -> tuple[int, int]:
-    """(busy, total) clock ticks of all the machine's cores so far (/proc/stat)."""
-    ticks = [int(t) for t in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle and iowait
-    return sum(ticks) - idle, sum(ticks)
-
-
-async def wait_until(check: object, what: str, within: float = WAIT) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.25)
-    raise TimeoutError(f"no {what} within {within:.0f}s")
-
-
-async def count_reached(monitor: Monitor, model: str, field: str, count: int) -> bool:
-    return (await monitor.status()).get(model, {}).get(field, 0) >= count
-
-
-async def counted(monitors: Sequence[Monitor], field: str) -> list[int]:
-    """Per process: ``field`` summed over the models it holds."""
-    return [sum(m.get(field, 0) for m in (await monitor.status()).values()) for monitor in monitors]
-
-
 async def send(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) -> None:
     batch: list[OutgoingRecord] = []
     for record in records:
@@ -174,32 +108,6 @@ async def send(producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]) ->
             await publish(producer, batch)
             batch = []
     await publish(producer, batch)
-
-
-async def read_drift(bootstrap: str, topic: str) -> list[events_pb2.DriftEvent]:
-    """Every drift event so far. The end is the fetch high watermark: the embedded broker's
-    ListOffsets answers the last batch's base offset + 1, short after a multi-record batch."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        out = []
-        while True:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for r in records:
-                    incoming = IncomingRecord(
-                        r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp
-                    )
-                    out.append(decode(incoming, events_pb2.DriftEvent).message)
-            ends = {tp: consumer.highwater(tp) for tp in partitions}
-            positions = {tp: await consumer.position(tp) for tp in partitions}
-            if all(end is not None and positions[tp] >= end for tp, end in ends.items()):
-                return out
-    finally:
-        await consumer.stop()
 
 
 def bare_delay(values: list[float], delta: float) -> int | None:
@@ -361,8 +269,8 @@ async def consume_backlog(
     await wait_until(spread, f"{processes} processes to share the partitions", within=60)
     await wait_until(lambda: _any_counted(monitors), "first prediction")
     started, cpu = time.perf_counter(), sum(m.cpu_seconds() for m in monitors)
-    broker_cpu = cpu_seconds(broker)
-    machine = machine_jiffies()
+    broker_cpu = cpu_seconds(broker.pid)
+    machine = machine_ticks()
     # Count from what was handled by then (a process may have started before the other).
     done_at_start = sum(await counted(monitors, "predictions")) + sum(await counted(monitors, "labelled"))
 
@@ -372,8 +280,8 @@ async def consume_backlog(
     await wait_until(all_labelled, "backlog labelled")
     elapsed = time.perf_counter() - started
     used = sum(m.cpu_seconds() for m in monitors) - cpu
-    broker_used = cpu_seconds(broker) - broker_cpu
-    busy, total = (after - before for after, before in zip(machine_jiffies(), machine, strict=True))
+    broker_used = cpu_seconds(broker.pid) - broker_cpu
+    busy, total = (after - before for after, before in zip(machine_ticks(), machine, strict=True))
     records = 2 * count - done_at_start
     split = await counted(monitors, "labelled")
     print(

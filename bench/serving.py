@@ -55,6 +55,7 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from bench import _mlserver
+from bench.processes import cpu_seconds
 from services.cli.stack import LocalStack
 from services.cli.stack_state import StackPorts
 from services.common.auth import Scope, bearer_metadata
@@ -196,13 +197,6 @@ def process_family(pid: int) -> list[int]:
         family.append(current)
         pending += children.get(current, [])
     return family
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) a process has used so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def load(
