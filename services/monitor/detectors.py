@@ -2,10 +2,8 @@
 
 A retrain after drift should learn from the data since the change, so the monitor needs
 the change's onset in event time. A detector says *that* the stream changed; *where* is
-estimated afterwards, over the samples since the previous change put in event-time order, as
-the split that best separates two means (:func:`locate_change`). Samples do not arrive in
-event-time order: a backlog is read partition by partition, labels come late. Detectors' own
-windows are no substitute:
+estimated afterwards, over the samples since the previous change, as the split that best
+separates two means (:func:`locate_change`). Detectors' own windows are no substitute:
 ADWIN, for one, keeps many pre-change samples after an alarm, and training on them
 teaches the retrained model the old concept again.
 """
@@ -163,8 +161,7 @@ class Change:
     reference_statistic: float
     """Mean over the samples before it, since the previous change."""
     onset_time: float
-    """Event time (epoch seconds) of the located change: the first sample after it, with the
-    samples since the previous change in event-time order."""
+    """Event time (epoch seconds) of the oldest sample after the located change."""
 
 
 class ChangeDetector:
@@ -252,9 +249,6 @@ class ChangeDetector:
 
     def _change(self) -> Change:
         times, values = self._history.last(min(self._since_change, len(self._history)))
-        # Stable, so reference values (one event time for all) keep their order.
-        order = np.argsort(times, kind="stable")
-        times, values = times[order], values[order]
         start = locate_change(values)
         before, times, values = values[:start], times[start:], values[start:]
         statistic = float(values.mean())
@@ -264,7 +258,7 @@ class ChangeDetector:
             window_size=len(values),
             statistic=statistic,
             reference_statistic=reference if math.isfinite(reference) else statistic,
-            onset_time=float(times[0]),
+            onset_time=float(times.min()),
         )
         self._since_change = len(values)
         self._warning_at = None
