@@ -95,11 +95,11 @@ format: venv
 	$(BIN)/ruff format services tests bench protos
 
 ## Lint, types, unit, integration and end-to-end tests: all but the slow fault tests
-## (kill -9 and restarts under a running stack, about four minutes), which CI runs too.
+## (services and infrastructure killed, cut off or restarted: about eight minutes), which CI runs too.
 test: venv client-venv federation-venv observability-tools browser-tools lint
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
 
-## The fault tests: services and infrastructure killed and restarted under a running stack.
+## The fault tests: services and infrastructure killed, cut off from the network or restarted under load.
 test-faults: venv
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m faults $(PYTEST_ARGS)
 

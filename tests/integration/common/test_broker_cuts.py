@@ -7,12 +7,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from services.common.events import IncomingRecord, OutgoingRecord, Topics, encode
 from services.common.kafka import ConsumerLoop, DeadLetter, create_producer, ensure_topics, publish
 from services.common.localstack import free_port, start_kafka
 from services.common.proto.mlops.v1 import events_pb2
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.faults  # slow: `make test-faults` runs it, and CI
 
 
 def label(topic: str, event_id: str) -> OutgoingRecord:

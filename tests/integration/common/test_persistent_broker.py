@@ -17,6 +17,8 @@ from services.common.events import IncomingRecord
 from services.common.kafka import ConsumerLoop, DeadLetter, create_producer, ensure_topics
 from services.common.localstack import ManagedProcess, free_port, start_kafka, start_object_store
 
+pytestmark = pytest.mark.faults  # slow: `make test-faults` runs it, and CI
+
 TOPIC = "persisted"
 GROUP = "persisted-readers"
 

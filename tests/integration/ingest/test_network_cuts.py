@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 from pymongo import AsyncMongoClient
 
@@ -27,6 +28,8 @@ from tests.helpers.datasets import orders_schema
 from tests.helpers.proxy import TcpProxy, kafka_client_id
 from tests.helpers.waiting import eventually
 from tests.integration.ingest.conftest import PSEUDONYMIZATION_KEY
+
+pytestmark = pytest.mark.faults  # slow: `make test-faults` runs it, and CI
 
 EVENTS = 600
 WAIT = 120.0

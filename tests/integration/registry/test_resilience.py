@@ -26,6 +26,8 @@ from tests.helpers.kafka import TopicReader
 from tests.integration.registry.conftest import settings_for
 from tests.integration.registry.helpers import metadata
 
+pytestmark = pytest.mark.faults  # slow: `make test-faults` runs it, and CI
+
 
 async def test_changes_made_while_the_broker_is_away_are_published_when_it_returns(
     infra: Infra, model_name: str

@@ -18,6 +18,7 @@ import uuid
 
 import grpc
 import numpy as np
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from grpc_health.v1 import health_pb2
 
@@ -28,6 +29,8 @@ from tests.helpers.waiting import eventually
 from tests.integration.serving.conftest import Fitted, Stack
 from tests.integration.serving.kafka_client import PARTITIONS, headers_of, request_headers, v2_json
 from tests.integration.serving.test_process import serving_env
+
+pytestmark = pytest.mark.faults  # slow: `make test-faults` runs it, and CI
 
 REQUESTS = 1200
 RATE = 300.0  # requests a second: about four seconds of traffic

@@ -31,6 +31,8 @@ from services.trainer.job_store import JOBS, MODEL_LEASES
 from tests.integration.trainer.conftest import Platform, Results
 from tests.unit.trainer import synthetic
 
+pytestmark = pytest.mark.faults  # slow: `make test-faults` runs it, and CI
+
 REPO = Path(__file__).resolve().parents[3]
 PARTITIONS = 4
 
