@@ -120,12 +120,13 @@ class SampleHistory:
         return self._times[index], self._values[index]
 
 
-def locate_change(values: np.ndarray, min_segment: int = 5) -> int:
+def locate_change(values: np.ndarray, min_segment: int = 5, direction: int = 0) -> int:
     """Index of the first sample after the most likely single change in the mean.
 
     The split ``k`` maximising ``|mean(after) - mean(before)| * sqrt(k (n - k) / n)``, the
     CUSUM statistic of binary segmentation; both sides keep at least ``min_segment``
-    samples. Linear time, from cumulative sums.
+    samples. Linear time, from cumulative sums. With ``direction`` 1 (or -1) only a rise
+    (or a fall) of the mean counts.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -134,6 +135,8 @@ def locate_change(values: np.ndarray, min_segment: int = 5) -> int:
     True
     >>> locate_change(np.zeros(8))
     0
+    >>> locate_change(errors, direction=1) == locate_change(errors)
+    True
     """
     n = len(values)
     if n < 2 * min_segment:
@@ -142,7 +145,8 @@ def locate_change(values: np.ndarray, min_segment: int = 5) -> int:
     split = np.arange(min_segment, n - min_segment + 1)
     before = cumulative[split - 1] / split
     after = (cumulative[-1] - cumulative[split - 1]) / (n - split)
-    score = np.abs(after - before) * np.sqrt(split * (n - split) / n)
+    difference = (after - before) * direction if direction else np.abs(after - before)
+    score = difference * np.sqrt(split * (n - split) / n)
     if not np.any(score > 0):
         return 0
     return int(split[np.argmax(score)])
@@ -250,17 +254,41 @@ class ChangeDetector:
     def _change(self) -> Change:
         times, values = self._history.last(min(self._since_change, len(self._history)))
         start = locate_change(values)
-        before, times, values = values[:start], times[start:], values[start:]
-        statistic = float(values.mean())
+        before, after = values[:start], values[start:]
+        statistic = float(after.mean())
         reference = float(before.mean()) if len(before) else statistic
         change = Change(
             sample_index=self._count - 1,
-            window_size=len(values),
+            window_size=len(after),
             statistic=statistic,
             reference_statistic=reference if math.isfinite(reference) else statistic,
-            onset_time=float(times.min()),
+            onset_time=_onset(times, values, start, statistic - reference),
         )
-        self._since_change = len(values)
+        self._since_change = len(after)
         self._warning_at = None
         self.changes += 1
         return change
+
+
+def _onset(times: np.ndarray, values: np.ndarray, start: int, rise: float) -> float:
+    """Event time of a change found at ``start`` in arrival order, whose mean moved by ``rise``.
+
+    Samples do not arrive in event-time order (a label can come long after its neighbours, a
+    backlog is read partition by partition), so the oldest event time after ``start`` can lie
+    far before the change: one late label there once placed a drift 1,443 samples early and
+    its retrain learnt the old concept. The change is located again with the samples in
+    event-time order, counting only a move in the direction the detector saw: where event
+    times of the two sides overlap, the largest move either way can be the wrong way round.
+
+    >>> times = np.array([0.0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+    >>> values = np.array([0.0] * 10 + [1.0] * 10)
+    >>> late = times.copy(); late[15] = 1.5  # a post-change sample that happened before it
+    >>> _onset(times, values, 10, 1.0), _onset(late, values, 10, 1.0)
+    (10.0, 10.0)
+    """
+    fallback = float(times[start:].min())
+    if rise == 0:
+        return fallback
+    order = np.argsort(times, kind="stable")  # stable: reference values share one time
+    split = locate_change(values[order], direction=1 if rise > 0 else -1)
+    return float(times[order][split]) if split else fallback
