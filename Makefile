@@ -95,7 +95,7 @@ format: venv
 	$(BIN)/ruff format services tests bench protos
 
 ## Lint, types, unit, integration and end-to-end tests: all but the slow fault tests
-## (services and infrastructure killed, cut off or restarted: about eight minutes), which CI runs too.
+## (services and infrastructure killed, cut off or restarted: six to seven minutes), which CI runs too.
 test: venv client-venv federation-venv observability-tools browser-tools lint
 	OMP_NUM_THREADS=1 $(BIN)/pytest -m "not faults" $(PYTEST_ARGS)
 
