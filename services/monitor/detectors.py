@@ -165,7 +165,7 @@ class Change:
     reference_statistic: float
     """Mean over the samples before it, since the previous change."""
     onset_time: float
-    """Event time (epoch seconds) of the oldest sample after the located change."""
+    """Event time (epoch seconds) of the change, located in event-time order (see :func:`_onset`)."""
 
 
 class ChangeDetector:

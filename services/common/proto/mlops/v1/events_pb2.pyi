@@ -664,7 +664,9 @@ class DriftEvent(_message.Message):
     def detected_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def onset_time(self) -> _timestamp_pb2.Timestamp:
-        """Event time of the oldest sample in the post-change window."""
+        """Event time of the change: located with the samples since the previous change in
+        event-time order, in the direction the detector saw.
+        """
 
     def __init__(
         self,
