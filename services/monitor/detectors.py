@@ -203,6 +203,9 @@ class ChangeDetector:
     def __init__(self, spec: DetectorSpec, history: int = 20_000):
         self.spec = spec
         self._detector = spec.build()
+        # Read once: update runs for every feature of every prediction.
+        self._binary = spec.binary
+        self._warns = hasattr(self._detector, "warning_detected")
         self._history = SampleHistory(history)
         self._count = 0
         self._since_change = 0
@@ -234,22 +237,22 @@ class ChangeDetector:
         for value in values:
             self._since_change += 1
             self._history.append(event_time, value)
-            self._detector.update(bool(value) if self.spec.binary else value)
+            self._detector.update(bool(value) if self._binary else value)
         self._warning_at = None
 
     def update(self, value: float, event_time: float) -> Change | None:
         self._count += 1
         self._since_change += 1
         self._history.append(event_time, value)
-        self._detector.update(bool(value) if self.spec.binary else value)
-        if getattr(self._detector, "warning_detected", False):
+        detector = self._detector
+        detector.update(bool(value) if self._binary else value)
+        drifted = detector.drift_detected
+        if self._warns and detector.warning_detected:
             if self._warning_at is None:
                 self._warning_at = self._since_change
-        elif not self._detector.drift_detected:
+        elif not drifted:
             self._warning_at = None
-        if not self._detector.drift_detected:
-            return None
-        return self._change()
+        return self._change() if drifted else None
 
     def _change(self) -> Change:
         times, values = self._history.last(min(self._since_change, len(self._history)))
