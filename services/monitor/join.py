@@ -27,7 +27,8 @@ def partition_of(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
-@dataclass(frozen=True)
+# Values, but not frozen: see services.monitor.records (one entry and one result per arrival).
+@dataclass(slots=True)
 class JoinEntry:
     """Everything seen so far for one row id."""
 
@@ -48,7 +49,7 @@ class JoinEntry:
         return self.label is not None and not self.predictions
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class JoinResult:
     entry: JoinEntry
     """The entry to store."""

@@ -3,6 +3,11 @@
 These are plain values, independent of Kafka and protobuf. Between the monitor's own
 stages they travel as the protobuf messages of ``protos/mlops/v1/monitor.proto``
 (:mod:`services.monitor.internal`).
+
+They are values that nothing changes once built, but not frozen dataclasses: a frozen
+dataclass sets each field through ``object.__setattr__``, which made building a
+:class:`Prediction` cost 1.1 us against 0.17 us, and the monitor builds several of these
+for every row it sees.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ class InvalidRecord(ValueError):
         self.field = field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prediction:
     """One predicted row, as served by one model version."""
 
@@ -82,7 +87,7 @@ class Prediction:
         return not self.shadow and self.route in ("", PRODUCTION)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Label:
     """The ground truth for one row, arrived later (or earlier) than its prediction."""
 
@@ -97,7 +102,7 @@ class Label:
     """When the label became available (ingested), epoch seconds."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LabelledSample:
     """A prediction joined with its label: one point of the model's error stream."""
 
