@@ -18,10 +18,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.aliases import PRODUCTION
 from services.common.events import IncomingRecord, OutgoingRecord, decode, encode
-from services.common.proto.mlops.v1 import events_pb2, model_pb2
+from services.common.proto.mlops.v1 import events_pb2, model_pb2, monitor_pb2
 from services.common.values import from_feature_value, label_text
 from services.monitor.drift import CONCEPT, DATA, PREDICTION, Drift
-from services.monitor.records import InvalidRecord, Label, Prediction, finite
+from services.monitor.records import InvalidRecord, finite
 from services.monitor.retrain import RetrainRequest
 
 SOURCE = "/mlops/monitor"
@@ -55,72 +55,78 @@ def _check_id(value: str, field: str) -> str:
     return value
 
 
-def predictions_from(record: IncomingRecord) -> list[Prediction]:
-    """The rows of a ``PredictionRecord``, each a :class:`Prediction`."""
+def predictions_from(record: IncomingRecord) -> list[monitor_pb2.MonitoredPrediction]:
+    """The rows of a ``PredictionRecord``, each checked, as the join topic carries them.
+
+    Built as the monitor's own message straight away: the route stage only checks and
+    re-keys a row, and a :class:`~services.monitor.records.Prediction` in between cost as
+    much again as the checks.
+    """
     message = decode(record, events_pb2.PredictionRecord).message
     if not MODEL_NAME.match(message.model_name):
         raise InvalidRecord("model_name", f"not a model name: {message.model_name[:140]!r}")
     if message.model_version <= 0:
         raise InvalidRecord("model_version", f"must be positive, got {message.model_version}")
-    if not message.rows:
+    rows = message.rows
+    if not rows:
         raise InvalidRecord("rows", "no rows")
-    if len(message.rows) > MAX_ROWS:
+    if len(rows) > MAX_ROWS:
         raise InvalidRecord("rows", f"more than {MAX_ROWS} rows")
     occurred_at = (
         _seconds(message.occurred_at) if message.HasField("occurred_at") else record.timestamp_ms / 1000
     )
-    width = len(message.feature_names)
-    names = tuple(message.feature_names)
+    names = message.feature_names
+    width = len(names)
     for index, name in enumerate(names):
         if not name or len(name) > MAX_NAME_LENGTH:
             raise InvalidRecord(f"feature_names[{index}]", f"must be 1 to {MAX_NAME_LENGTH} characters")
     predictions = []
-    for index, row in enumerate(message.rows):
-        field = f"rows[{index}]"
-        row_id = row.id or (message.request_id if len(message.rows) == 1 else "")
-        _check_id(row_id, f"{field}.id")
+    for index, row in enumerate(rows):
+        row_id = row.id or (message.request_id if len(rows) == 1 else "")
+        _check_id(row_id, f"rows[{index}].id")
         if width and len(row.features) != width:
-            raise InvalidRecord(f"{field}.features", f"{len(row.features)} values for {width} feature names")
+            raise InvalidRecord(
+                f"rows[{index}].features", f"{len(row.features)} values for {width} feature names"
+            )
         for p in row.probabilities:
             if not (math.isfinite(p) and 0.0 <= p <= 1.0):
-                raise InvalidRecord(f"{field}.probabilities", f"not a probability: {p!r}")
-        predictions.append(
-            Prediction(
-                id=row_id,
-                model=message.model_name,
-                version=message.model_version,
-                route=message.route,
-                shadow=message.shadow,
-                label=row.label,
-                value=finite(row.value, f"{field}.value"),
-                occurred_at=occurred_at,
-                features=tuple(row.features),
-                feature_names=names if width else (),
-            )
+                raise InvalidRecord(f"rows[{index}].probabilities", f"not a probability: {p!r}")
+        prediction = monitor_pb2.MonitoredPrediction(
+            id=row_id,
+            model=message.model_name,
+            version=message.model_version,
+            route=message.route,
+            shadow=message.shadow,
+            label=row.label,
+            value=finite(row.value, f"rows[{index}].value"),
+            occurred_at=occurred_at,
         )
+        prediction.features.MergeFrom(row.features)
+        if width:
+            prediction.feature_names.MergeFrom(names)
+        predictions.append(prediction)
     return predictions
 
 
-def label_from(record: IncomingRecord) -> Label:
-    """The :class:`Label` of a ``LabelRecord``."""
+def label_from(record: IncomingRecord) -> monitor_pb2.MonitoredLabel:
+    """The label of a ``LabelRecord``, checked, as the join topic carries it."""
     message = decode(record, events_pb2.LabelRecord).message
     _check_id(message.event_id, "event_id")
     if not message.HasField("label") or message.label.WhichOneof("kind") is None:
         raise InvalidRecord("label", "missing")
     value = from_feature_value(message.label)
-    number: float | None = None
-    if isinstance(value, float):
-        number = finite(value, "label")
-    available_at = (
-        _seconds(message.ingested_at) if message.HasField("ingested_at") else record.timestamp_ms / 1000
-    )
-    return Label(
+    label = monitor_pb2.MonitoredLabel(
         id=message.event_id,
         label=label_text(value),
-        value=number,
-        event_time=_seconds(message.event_time) if message.HasField("event_time") else None,
-        available_at=available_at,
+        available_at=(
+            _seconds(message.ingested_at) if message.HasField("ingested_at") else record.timestamp_ms / 1000
+        ),
     )
+    if isinstance(value, float):
+        label.value = finite(value, "label")
+    if message.HasField("event_time"):
+        label.event_time = _seconds(message.event_time)
+    return label
 
 
 def live_version_from(record: IncomingRecord) -> tuple[str, int] | None:

@@ -123,11 +123,11 @@ class Batches:
             batch = self.join[partition] = monitor_pb2.JoinBatch()
         return batch
 
-    def add_prediction(self, p: Prediction) -> None:
-        self._join(p.id).predictions.append(prediction_message(p))
+    def add_prediction(self, p: monitor_pb2.MonitoredPrediction) -> None:
+        self._join(p.id).predictions.append(p)
 
-    def add_label(self, label_: Label) -> None:
-        self._join(label_.id).labels.append(label_message(label_))
+    def add_label(self, label_: monitor_pb2.MonitoredLabel) -> None:
+        self._join(label_.id).labels.append(label_)
 
     def add_sample(self, model: str) -> monitor_pb2.SampleItem:
         """A new item for the model's partition of the samples topic, to fill in."""

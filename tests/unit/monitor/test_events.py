@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 
 from services.common.events import EnvelopeError, IncomingRecord, decode, encode
 from services.common.proto.mlops.v1 import events_pb2, model_pb2
+from services.monitor import internal
 from services.monitor.detectors import Change
 from services.monitor.drift import Drift
 from services.monitor.events import (
@@ -52,7 +53,7 @@ def test_a_prediction_record_becomes_one_prediction_per_row() -> None:
         ],
     )
     message.occurred_at.FromSeconds(1_800_000_000)
-    rows = predictions_from(incoming("p", message))
+    rows = [internal.prediction(m) for m in predictions_from(incoming("p", message))]
     assert [(r.id, r.label, r.task) for r in rows] == [
         ("batch/0", "1", "classification"),
         ("batch/1", "0", "classification"),
@@ -62,9 +63,12 @@ def test_a_prediction_record_becomes_one_prediction_per_row() -> None:
 
 
 def test_a_single_row_without_an_id_takes_the_request_id_and_the_record_time() -> None:
-    rows = predictions_from(
-        incoming("p", record(rows=[events_pb2.PredictedRow(features=[1.0, 2.0], value=2.5)]))
-    )
+    rows = [
+        internal.prediction(m)
+        for m in predictions_from(
+            incoming("p", record(rows=[events_pb2.PredictedRow(features=[1.0, 2.0], value=2.5)]))
+        )
+    ]
     assert rows[0].id == "r1"
     assert rows[0].task == "regression" and rows[0].value == 2.5
     assert rows[0].occurred_at == 1_700_000_000.0
@@ -107,7 +111,7 @@ def test_labels_keep_their_text_number_and_times() -> None:
     message = events_pb2.LabelRecord(event_id="e1", label=model_pb2.FeatureValue(number_value=1.0))
     message.event_time.FromSeconds(100)
     message.ingested_at.FromSeconds(160)
-    label = label_from(incoming("l", message))
+    label = internal.label(label_from(incoming("l", message)))
     assert (label.id, label.label, label.value, label.event_time, label.available_at) == (
         "e1",
         "1",
@@ -115,8 +119,12 @@ def test_labels_keep_their_text_number_and_times() -> None:
         100.0,
         160.0,
     )
-    text = label_from(
-        incoming("l", events_pb2.LabelRecord(event_id="e2", label=model_pb2.FeatureValue(string_value="cat")))
+    text = internal.label(
+        label_from(
+            incoming(
+                "l", events_pb2.LabelRecord(event_id="e2", label=model_pb2.FeatureValue(string_value="cat"))
+            )
+        )
     )
     assert (text.label, text.value, text.event_time, text.available_at) == (
         "cat",
