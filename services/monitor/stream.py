@@ -248,8 +248,10 @@ class MonitorStreams:
     async def _start_stages_in_order(self) -> None:
         """Faust's stages, then the route (which feeds them)."""
         settings = self.settings
+        # No linger: the route waits for a batch's acknowledgement before it takes the next,
+        # so lingering would only add to every batch's time.
         self._producer = create_producer(
-            settings.kafka_bootstrap_servers, "monitor-route", security=self._security
+            settings.kafka_bootstrap_servers, "monitor-route", linger_ms=0, security=self._security
         )
         await self._producer.start()
         await self.app.start()
