@@ -11,7 +11,7 @@ teaches the retrained model the old concept again.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,13 @@ class SampleHistory:
     def append(self, event_time: float, value: float) -> None:
         self._new_times.append(event_time)
         self._new_values.append(value)
+        if len(self._new_times) >= self.BLOCK:
+            self._flush()
+
+    def extend(self, event_times: Sequence[float], values: Sequence[float]) -> None:
+        """:meth:`append` each pair in turn."""
+        self._new_times.extend(event_times)
+        self._new_values.extend(values)
         if len(self._new_times) >= self.BLOCK:
             self._flush()
 
@@ -241,21 +248,48 @@ class ChangeDetector:
         self._warning_at = None
 
     def update(self, value: float, event_time: float) -> Change | None:
-        self._count += 1
-        self._since_change += 1
-        self._history.append(event_time, value)
-        detector = self._detector
-        detector.update(bool(value) if self._binary else value)
-        drifted = detector.drift_detected
-        if self._warns and detector.warning_detected:
-            if self._warning_at is None:
-                self._warning_at = self._since_change
-        elif not drifted:
-            self._warning_at = None
-        return self._change() if drifted else None
+        changes = self.update_many((value,), (event_time,))
+        return changes[0][1] if changes else None
 
-    def _change(self) -> Change:
-        times, values = self._history.last(min(self._since_change, len(self._history)))
+    def update_many(self, values: Sequence[float], event_times: Sequence[float]) -> list[tuple[int, Change]]:
+        """:meth:`update` with each value in turn; the changes found, each with the index of
+        the value that raised it.
+
+        The detect stage feeds a feature's values a batch at a time: one call into this
+        loop, rather than one per value, was most of what data drift cost per prediction.
+
+        >>> one, many = ChangeDetector(DetectorSpec("ADWIN")), ChangeDetector(DetectorSpec("ADWIN"))
+        >>> values = [0.0] * 1000 + [1.0] * 100
+        >>> found = [(i, c) for i, v in enumerate(values) if (c := one.update(v, float(i)))]
+        >>> many.update_many(values, [float(i) for i in range(1100)]) == found
+        True
+        """
+        self._history.extend(event_times, values)
+        detector, binary, warns = self._detector, self._binary, self._warns
+        count, since = self._count, self._since_change
+        changes = []
+        last = len(values) - 1
+        for index, value in enumerate(values):
+            count += 1
+            since += 1
+            detector.update(bool(value) if binary else value)
+            drifted = detector.drift_detected
+            if warns:
+                if detector.warning_detected:
+                    if self._warning_at is None:
+                        self._warning_at = since
+                elif not drifted:
+                    self._warning_at = None
+            if drifted:
+                self._count, self._since_change = count, since
+                changes.append((index, self._change(skip=last - index)))
+                since = self._since_change
+        self._count, self._since_change = count, since
+        return changes
+
+    def _change(self, skip: int) -> Change:
+        """The change the detector found ``skip`` values before the newest in the history."""
+        times, values = self._history.last(self._since_change, skip)
         start = locate_change(values)
         before, after = values[:start], values[start:]
         statistic = float(after.mean())

@@ -9,7 +9,7 @@ It does no I/O and reads no clock: callers pass ``now``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,25 @@ __all__ = ["CONCEPT", "DATA", "PREDICTION", "Decision", "Drift", "DriftMonitor",
 
 MAX_VERSIONS_PER_MODEL = 8
 """Versions watched per model; the least recently seen one not live is dropped beyond that."""
+
+
+def _runs_by_version(predictions: Sequence[Prediction]) -> list[list[Prediction]]:
+    """``predictions`` by model (in order of first appearance), each model's in runs of
+    consecutive predictions of one version.
+
+    >>> runs = _runs_by_version([Prediction(str(i), m, v, "", False, "1", 0.0, 0.0)
+    ...     for i, (m, v) in enumerate([("a", 1), ("b", 1), ("a", 1), ("a", 2), ("a", 1)])])
+    >>> [[(p.model, p.version, p.id) for p in run] for run in runs]
+    [[('a', 1, '0'), ('a', 1, '2')], [('a', 2, '3')], [('a', 1, '4')], [('b', 1, '1')]]
+    """
+    by_model: dict[str, list[list[Prediction]]] = {}
+    for prediction in predictions:
+        runs = by_model.setdefault(prediction.model, [])
+        if runs and runs[-1][0].version == prediction.version:
+            runs[-1].append(prediction)
+        else:
+            runs.append([prediction])
+    return [run for runs in by_model.values() for run in runs]
 
 
 @dataclass(frozen=True)
@@ -140,10 +159,30 @@ class DriftMonitor:
     def observe(self, prediction: Prediction, now: float) -> list[Decision]:
         """A prediction was served (seen once, whether or not its label ever comes):
         data drift on its inputs, prediction drift on its answer."""
-        if prediction.live:
-            self._note_live(prediction.model, prediction.version)
-        findings = self._quality(prediction, now).observe(prediction, now)
-        return self._decide(prediction, findings, now)
+        return self.observe_many([prediction], now)
+
+    def observe_many(self, predictions: Sequence[Prediction], now: float) -> list[Decision]:
+        """:meth:`observe` for each prediction in turn, a version's predictions together
+        (see :meth:`VersionQuality.observe_many`): the same decisions, the same order
+        within each model (models are independent of each other)."""
+        decisions: list[Decision] = []
+        for run in _runs_by_version(predictions):
+            # The first live answer of a newer version makes it live and starts its detectors
+            # afresh: what came before it is observed before that.
+            first_live = next((i for i, p in enumerate(run) if p.live), len(run))
+            decisions += self._observe_version(run[:first_live], now)
+            if first_live < len(run):
+                self._note_live(run[0].model, run[0].version)
+                decisions += self._observe_version(run[first_live:], now)
+        return decisions
+
+    def _observe_version(self, run: Sequence[Prediction], now: float) -> list[Decision]:
+        if not run:
+            return []
+        decisions = []
+        for index, finding in self._quality(run[0], now).observe_many(run, now):
+            decisions += self._decide(run[index], [finding], now)
+        return decisions
 
     def observe_labelled(self, sample: LabelledSample, now: float) -> list[Decision]:
         """A prediction met its label: one point on the version's error stream."""

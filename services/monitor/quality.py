@@ -55,6 +55,20 @@ class RollingMean:
             self._since_exact = 0
 
 
+def _runs_by_names(
+    predictions: Sequence[Prediction], indices: list[int]
+) -> list[tuple[Sequence[str], list[int]]]:
+    """``indices`` of ``predictions`` in runs of consecutive ones with the same feature names."""
+    runs: list[tuple[Sequence[str], list[int]]] = []
+    for i in indices:
+        names = predictions[i].feature_names
+        if runs and (runs[-1][0] is names or runs[-1][0] == names):
+            runs[-1][1].append(i)
+        else:
+            runs.append((names, [i]))
+    return runs
+
+
 @dataclass(frozen=True)
 class Finding:
     """A change found by one of a version's detectors."""
@@ -93,20 +107,27 @@ class StreamWatch:
         self.last: dict[str, Finding] = {}
 
     def update(self, name: str, value: float, event_time: float, now: float) -> Finding | None:
+        found = self.update_many(name, (value,), (event_time,), now)
+        return found[0][1] if found else None
+
+    def update_many(
+        self, name: str, values: Sequence[float], event_times: Sequence[float], now: float
+    ) -> list[tuple[int, Finding]]:
+        """:meth:`update` with each value of one stream in turn; each finding with the index
+        of the value that raised it."""
         detector = self.detectors.get(name)
         if detector is None:
-            if len(self.detectors) >= self._limit:
-                return None
+            if len(self.detectors) >= self._limit or not values:
+                return []
             detector = self.detectors[name] = ChangeDetector(self.spec, self._history)
             seed = self._seeds.get(name)
             if seed:
-                detector.seed(seed, event_time)
-        change = detector.update(value, event_time)
-        if change is None:
-            return None
-        finding = Finding(self.kind, name, self.spec.name, change, now)
-        self.last[name] = finding
-        return finding
+                detector.seed(seed, event_times[0])
+        found = []
+        for index, change in detector.update_many(values, event_times):
+            finding = self.last[name] = Finding(self.kind, name, self.spec.name, change, now)
+            found.append((index, finding))
+        return found
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -190,34 +211,69 @@ class VersionQuality:
 
     def observe(self, prediction: Prediction, now: float) -> list[Finding]:
         """One served prediction: feeds the data and prediction drift detectors."""
-        self.predictions += 1
+        return [finding for _, finding in self.observe_many([prediction], now)]
+
+    def observe_many(self, predictions: Sequence[Prediction], now: float) -> list[tuple[int, Finding]]:
+        """:meth:`observe` for each prediction in turn, a stream at a time (see
+        :meth:`ChangeDetector.update_many`); each finding with the index of its prediction,
+        in the order one at a time would have found them."""
+        start = self.predictions
+        self.predictions += len(predictions)
         self.last_seen = now
-        found: list[Finding] = []
-        at = prediction.occurred_at
-        if self.data is not None and self.predictions % self._policy.data_sample_every == 0:
-            for name, value in zip(prediction.feature_names, prediction.features, strict=False):
-                # Missing values (NaN) say nothing about the distribution of the others.
-                if math.isfinite(value):
-                    finding = self.data.update(name, value, at, now)
-                    if finding:
-                        found.append(finding)
+        found: list[tuple[int, Finding]] = []
+        if self.data is not None:
+            every = self._policy.data_sample_every
+            sampled = [i for i in range(len(predictions)) if (start + i + 1) % every == 0]
+            found += self._observe_features(predictions, sampled, now)
         if self.outputs is not None:
-            found += self._observe_output(prediction, at, now)
+            found += self._observe_outputs(predictions, now)
+        # Stable: a prediction's data findings stay before its output findings, as they were.
+        found.sort(key=lambda item: item[0])
         return found
 
-    def _observe_output(self, prediction: Prediction, at: float, now: float) -> list[Finding]:
-        assert self.outputs is not None
-        if prediction.task != CLASSIFICATION:
-            finding = self.outputs.update("value", prediction.value, at, now)
-            return [finding] if finding else []
-        if prediction.label not in self._classes and len(self._classes) < self._policy.max_watched_features:
-            self._classes.append(prediction.label)
+    def _observe_features(
+        self, predictions: Sequence[Prediction], sampled: list[int], now: float
+    ) -> list[tuple[int, Finding]]:
+        assert self.data is not None
         found = []
-        # Each class's share of the answers; with two classes one of them says it all.
-        for label in self._classes[:1] if len(self._classes) <= 2 else self._classes:
-            finding = self.outputs.update(f"label={label}", float(prediction.label == label), at, now)
-            if finding:
-                found.append(finding)
+        for names, rows in _runs_by_names(predictions, sampled):
+            times = [predictions[i].occurred_at for i in rows]
+            columns = zip(*(predictions[i].features for i in rows), strict=False)
+            column: Sequence[float]
+            for name, column in zip(names, columns, strict=False):
+                kept, at, where = column, times, rows
+                if not all(map(math.isfinite, column)):
+                    # Missing values (NaN) say nothing about the distribution of the others.
+                    keep = [j for j, value in enumerate(column) if math.isfinite(value)]
+                    kept, at, where = (
+                        tuple(column[j] for j in keep),
+                        [times[j] for j in keep],
+                        [rows[j] for j in keep],
+                    )
+                found += [(where[j], finding) for j, finding in self.data.update_many(name, kept, at, now)]
+        return found
+
+    def _observe_outputs(self, predictions: Sequence[Prediction], now: float) -> list[tuple[int, Finding]]:
+        assert self.outputs is not None
+        if self.task != CLASSIFICATION:
+            times = [p.occurred_at for p in predictions]
+            values = [p.value for p in predictions]
+            return self.outputs.update_many("value", values, times, now)
+        # Each class's share of the answers, from the prediction where the class was first
+        # seen; with two classes one of them says it all.
+        streams: dict[str, tuple[list[int], list[float], list[float]]] = {}
+        limit = self._policy.max_watched_features
+        for index, prediction in enumerate(predictions):
+            if prediction.label not in self._classes and len(self._classes) < limit:
+                self._classes.append(prediction.label)
+            for label in self._classes[:1] if len(self._classes) <= 2 else self._classes:
+                rows, values, times = streams.setdefault(label, ([], [], []))
+                rows.append(index)
+                values.append(float(prediction.label == label))
+                times.append(prediction.occurred_at)
+        found = []
+        for label, (rows, values, times) in streams.items():
+            found += [(rows[j], f) for j, f in self.outputs.update_many(f"label={label}", values, times, now)]
         return found
 
     def add(self, sample: LabelledSample, now: float) -> Finding | None:

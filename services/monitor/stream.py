@@ -41,7 +41,6 @@ import asyncio
 import functools
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Set
 from pathlib import Path
 from typing import Any, cast
@@ -65,7 +64,7 @@ from services.monitor.events import drift_alert, drift_record, retrain_alert, tr
 from services.monitor.faust_app import RawBytes, StatisticsOff
 from services.monitor.join import ExpiryQueue, JoinEntry, JoinResult, add_label, add_prediction
 from services.monitor.profiles import ProfileSource
-from services.monitor.records import LabelledSample
+from services.monitor.records import Prediction
 from services.monitor.retrain import RetrainRequest
 from services.monitor.route import Router
 from services.monitor.settings import MonitorSettings
@@ -73,19 +72,6 @@ from services.monitor.stages import watch_stage_logs
 from services.monitor.timeline import Timeline
 
 log = get_logger(__name__)
-
-
-class _Tally:
-    """What one batch of the detect stage adds to the per-version metrics, exported once
-    per batch: finding a metric's child for its labels costs 2 us, four times what counting
-    does, and per sample there were four of them."""
-
-    def __init__(self) -> None:
-        self.predictions: Counter[tuple[str, int]] = Counter()
-        self.labelled: Counter[tuple[str, int]] = Counter()
-        self.label_lags: dict[str, list[float]] = {}
-        self.models: set[str] = set()
-        """Models the batch touched: their retrain holds are exported again."""
 
 
 class MonitorStreams:
@@ -427,26 +413,41 @@ class MonitorStreams:
     async def _detect_batch(self, event: faust.types.EventT[bytes]) -> None:
         partition = event.message.partition
         now = self._clock()
-        tally = _Tally()
+        tally = metrics.Tally()
+        # Consecutive predictions go to the detectors together (see DriftMonitor.observe_many),
+        # before whatever item comes next: the order of everything else is kept.
+        predictions: list[Prediction] = []
         try:
             for item in monitor_pb2.SampleBatch.FromString(event.value).items:
+                if item.WhichOneof("item") == "prediction":
+                    predictions.append(internal.prediction(item.prediction))
+                    continue
+                await self._observe(predictions, partition, now, tally)
+                predictions = []
                 await self._detect_one(item, partition, now, tally)
+            await self._observe(predictions, partition, now, tally)
         except Exception:
             log.exception("detect_failed", partition=partition, offset=event.message.offset)
-        self._export_quality(tally)
+        tally.export(self.monitor, self._clock())
+
+    async def _observe(
+        self, predictions: list[Prediction], partition: int, now: float, tally: metrics.Tally
+    ) -> None:
+        versions = dict.fromkeys((p.model, p.version) for p in predictions)
+        for model, version in versions:
+            self._restore(model, partition)
+            await self._reference(model, version, now)
+            tally.models.add(model)
+        tally.predictions.update((p.model, p.version) for p in predictions)
+        if predictions:
+            await self._publish(self.monitor.observe_many(predictions, now))
 
     async def _detect_one(
-        self, item: monitor_pb2.SampleItem, partition: int, now: float, tally: _Tally
+        self, item: monitor_pb2.SampleItem, partition: int, now: float, tally: metrics.Tally
     ) -> None:
+        """Any item but a prediction (see :meth:`_observe`)."""
         kind = item.WhichOneof("item")
-        if kind == "prediction":
-            prediction = internal.prediction(item.prediction)
-            self._restore(prediction.model, partition)
-            await self._reference(prediction.model, prediction.version, now)
-            await self._publish(self.monitor.observe(prediction, now))
-            tally.predictions[prediction.model, prediction.version] += 1
-            tally.models.add(prediction.model)
-        elif kind == "sample":
+        if kind == "sample":
             sample = internal.sample(item.sample)
             self._restore(sample.prediction.model, partition)
             await self._publish(self.monitor.observe_labelled(sample, now))
@@ -460,7 +461,7 @@ class MonitorStreams:
             )
             self._restore(live.prediction.model, partition)
             self.monitor.compare(live, challenger)
-            self._export_comparison(live, challenger)
+            metrics.export_comparison(self.monitor, live, challenger)
         elif kind == "live_version":
             model, version = item.live_version.model, item.live_version.version
             self._restore(model, partition)
@@ -559,35 +560,3 @@ class MonitorStreams:
                 self._alerter.offer(alert)
             if self._timeline is not None:
                 self._timeline.record(decision)
-
-    def _export_quality(self, tally: _Tally) -> None:
-        now = self._clock()
-        for model in tally.models:
-            metrics.export_hold(model, self.monitor.retrain.hold(model, now))
-        for (model, version), count in tally.predictions.items():
-            metrics.PREDICTIONS.labels(model, str(version)).inc(count)
-        for model, lags in tally.label_lags.items():
-            histogram = metrics.LABEL_LAG.labels(model)
-            for lag in lags:
-                histogram.observe(lag)
-        for (model, version), count in tally.labelled.items():
-            metrics.LABELLED.labels(model, str(version)).inc(count)
-            quality = self.monitor.quality(model, version)
-            if quality is None:
-                continue
-            if quality.accuracy is not None:
-                metrics.ACCURACY.labels(model, str(version)).set(quality.accuracy)
-            elif quality.rolling_error.value is not None:
-                metrics.MEAN_ABSOLUTE_ERROR.labels(model, str(version)).set(quality.rolling_error.value)
-
-    def _export_comparison(self, live: LabelledSample, challenger: LabelledSample) -> None:
-        model = live.prediction.model
-        for entry in self.monitor.shadow_comparison(model):
-            if (
-                entry["version"] == challenger.prediction.version
-                and entry["against"] == live.prediction.version
-            ):
-                labels = (model, str(entry["version"]), str(entry["against"]))
-                if "accuracy" in entry:
-                    metrics.SHADOW_ACCURACY.labels(*labels).set(entry["accuracy"])
-                    metrics.SHADOW_LIVE_ACCURACY.labels(*labels).set(entry["live_accuracy"])

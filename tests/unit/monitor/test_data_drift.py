@@ -125,3 +125,79 @@ def test_a_shadow_arriving_after_the_label_is_compared_too() -> None:
     result = add_prediction(entry, shadow, deadline=9.0, partition=0)
     [(a, b)] = result.compared
     assert (a.prediction.version, b.prediction.version, a.error, b.error) == (1, 2, 0.0, 1.0)
+
+
+def mixed_stream(seed: int) -> list[Prediction]:
+    """Two models; a newer version arriving first as shadow, then live; missing values; a
+    third class from halfway; a feature shift and a class-share shift; a set of feature
+    names that changes once."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(8000):
+        model = "churn" if rng.random() < 0.7 else "fraud"
+        version = 2 if model == "churn" and i >= 5000 else 1
+        shadow = model == "churn" and 4000 <= i < 5000 and rng.random() < 0.5
+        if shadow:
+            version = 2
+        features = [rng.gauss(1.0 if i >= 3000 and model == "churn" else 0.0, 1.0)] + [
+            rng.gauss(0, 1) for _ in NAMES[1:]
+        ]
+        if rng.random() < 0.05:
+            features[rng.randrange(len(features))] = float("nan")
+        names = NAMES if i < 6000 else (*NAMES[:4], "g4")
+        classes = ("0", "1", "2") if i >= 4000 else ("0", "1")
+        label = rng.choices(classes, weights=(0.6, 0.4 if i < 2000 else 0.2, 0.3)[: len(classes)])[0]
+        out.append(
+            Prediction(
+                f"e{i}",
+                model,
+                version,
+                "shadow" if shadow else "production",
+                shadow,
+                label,
+                0.0,
+                float(i),
+                tuple(features),
+                names,
+            )
+        )
+    return out
+
+
+def test_predictions_observed_in_batches_decide_what_one_at_a_time_decides() -> None:
+    stream = mixed_stream(6)
+    policy = {"retrain_on_data_drift": True, "retrain_min_samples": 1}
+    singly, batched = monitor(**policy), monitor(**policy)
+    one_at_a_time = [d for i, p in enumerate(stream) for d in singly.observe(p, now=float(i))]
+    rng = random.Random(1)
+    in_batches: list[Drift | RetrainRequest] = []
+    start = 0
+    while start < len(stream):
+        size = rng.choice([1, 2, 50, 333, 700])
+        # ``now`` is the batch's: the one-at-a-time run is given each one's own, so compare
+        # what does not depend on it.
+        in_batches += batched.observe_many(stream[start : start + size], now=float(start))
+        start += size
+
+    def per_model(decisions: list[Drift | RetrainRequest], model: str) -> list[tuple[object, ...]]:
+        return [
+            (d.kind, d.version, d.feature, d.change)
+            if isinstance(d, Drift)
+            else ("retrain", d.parent_version, d.onset_time)
+            for d in decisions
+            if d.model == model
+        ]
+
+    kinds = {d.kind for d in one_at_a_time if isinstance(d, Drift)}
+    assert kinds == {DATA, PREDICTION} and any(isinstance(d, RetrainRequest) for d in one_at_a_time)
+    for model in ("churn", "fraud"):
+        assert per_model(in_batches, model) == per_model(one_at_a_time, model)
+    assert batched.live_version("churn") == singly.live_version("churn") == 2
+    for model, version in (("churn", 1), ("churn", 2), ("fraud", 1)):
+        a, b = singly.quality(model, version), batched.quality(model, version)
+        assert a is not None and b is not None
+        assert (b.predictions, b.snapshot()["features"], b.snapshot()["outputs"]) == (
+            a.predictions,
+            a.snapshot()["features"],
+            a.snapshot()["outputs"],
+        )

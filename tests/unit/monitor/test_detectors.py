@@ -144,3 +144,32 @@ def test_sample_history_keeps_the_newest_samples_across_its_blocks(capacity: int
     assert len(history) == kept
     assert times.tolist() == [float(t) for t in range(appended - kept, appended)]
     assert values.tolist() == [-t for t in times.tolist()]
+
+
+@pytest.mark.parametrize(
+    ("name", "block"), [("ADWIN", 7), ("ADWIN", 256), ("DDM", 1), ("DDM", 300), ("HDDMA", 50)]
+)
+def test_values_fed_a_block_at_a_time_find_the_changes_river_finds_one_at_a_time(
+    name: str, block: int
+) -> None:
+    # Two rises, so a block can hold an alarm after the first one's reset.
+    errors = error_stream(3, 6000, 2000) + error_stream(4, 4000, 1000, before=0.3, after=0.6)
+    river = DetectorSpec(name).build()
+    expected = []
+    for i, error in enumerate(errors):
+        river.update(bool(error))
+        if river.drift_detected:
+            expected.append(i)
+    assert len(expected) >= 2
+    one, many = ChangeDetector(DetectorSpec(name)), ChangeDetector(DetectorSpec(name))
+    singly = [(i, change) for i, error in enumerate(errors) if (change := one.update(error, float(i)))]
+    blocks = [
+        (start + i, change)
+        for start in range(0, len(errors), block)
+        for i, change in many.update_many(
+            errors[start : start + block], [float(t) for t in range(start, min(start + block, len(errors)))]
+        )
+    ]
+    assert [i for i, _ in blocks] == expected
+    assert blocks == singly
+    assert (many.samples, many.state) == (one.samples, one.state)
