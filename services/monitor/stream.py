@@ -414,16 +414,21 @@ class MonitorStreams:
         partition = event.message.partition
         now = self._clock()
         tally = metrics.Tally()
-        # Consecutive predictions go to the detectors together (see DriftMonitor.observe_many),
-        # before whatever item comes next: the order of everything else is kept.
+        # A batch's predictions go to the detectors together (see DriftMonitor.observe_many):
+        # after the labelled samples among them, which feed other detectors (the join puts
+        # each prediction's sample next to it, so waiting for the next sample would leave runs
+        # of one), and before a version going live or a retrain's outcome, which change what
+        # the detectors and the drift episode are.
         predictions: list[Prediction] = []
         try:
             for item in monitor_pb2.SampleBatch.FromString(event.value).items:
-                if item.WhichOneof("item") == "prediction":
+                kind = item.WhichOneof("item")
+                if kind == "prediction":
                     predictions.append(internal.prediction(item.prediction))
                     continue
-                await self._observe(predictions, partition, now, tally)
-                predictions = []
+                if kind in ("live_version", "retrain_outcome"):
+                    await self._observe(predictions, partition, now, tally)
+                    predictions = []
                 await self._detect_one(item, partition, now, tally)
             await self._observe(predictions, partition, now, tally)
         except Exception:
