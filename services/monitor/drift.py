@@ -163,7 +163,7 @@ class DriftMonitor:
 
     def observe_many(self, predictions: Sequence[Prediction], now: float) -> list[Decision]:
         """:meth:`observe` for each prediction in turn, a version's predictions together
-        (see :meth:`VersionQuality.observe_many`): the same decisions, the same order
+        (see :meth:`~services.monitor.quality.VersionQuality.observe_many`): the same decisions, the same order
         within each model (models are independent of each other)."""
         decisions: list[Decision] = []
         for run in _runs_by_version(predictions):

@@ -6,8 +6,8 @@ the route stage checked what came in, so nothing is validated again here.
 >>> from services.monitor.records import Label, Prediction
 >>> p = Prediction("e1", "churn", 3, "production", False, "1", 0.0, 10.0, (0.5, float("nan")), ("a", "b"))
 >>> back = prediction(prediction_message(p))
->>> (back.id, back.version, back.feature_names, back.features[0])
-('e1', 3, ('a', 'b'), 0.5)
+>>> (back.id, back.version, back.features)
+('e1', 3, ())
 >>> label(label_message(Label("e1", "1", None, None, 12.0)))
 Label(id='e1', label='1', value=None, event_time=None, available_at=12.0)
 """
@@ -19,8 +19,10 @@ from services.monitor.join import JoinEntry, partition_of
 from services.monitor.records import Label, LabelledSample, Prediction
 
 
-def prediction_message(p: Prediction, *, with_features: bool = True) -> monitor_pb2.MonitoredPrediction:
-    message = monitor_pb2.MonitoredPrediction(
+def prediction_message(p: Prediction) -> monitor_pb2.MonitoredPrediction:
+    """The prediction's answer without its inputs, as the join keeps it and passes it on with
+    its label: only the route puts features on the join topic (as it checks a record)."""
+    return monitor_pb2.MonitoredPrediction(
         id=p.id,
         model=p.model,
         version=p.version,
@@ -30,10 +32,6 @@ def prediction_message(p: Prediction, *, with_features: bool = True) -> monitor_
         value=p.value,
         occurred_at=p.occurred_at,
     )
-    if with_features and p.features:
-        message.features.extend(p.features)
-        message.feature_names.extend(p.feature_names)
-    return message
 
 
 def prediction(m: monitor_pb2.MonitoredPrediction, *, with_features: bool = True) -> Prediction:
@@ -77,7 +75,7 @@ def label(m: monitor_pb2.MonitoredLabel) -> Label:
 
 def sample_message(sample: LabelledSample) -> monitor_pb2.JoinedSample:
     return monitor_pb2.JoinedSample(
-        prediction=prediction_message(sample.prediction, with_features=False),
+        prediction=prediction_message(sample.prediction),
         label=label_message(sample.label),
     )
 
@@ -90,7 +88,7 @@ def entry_message(entry: JoinEntry) -> monitor_pb2.JoinEntry:
     message = monitor_pb2.JoinEntry(
         expires_at=entry.expires_at,
         partition=entry.partition,
-        predictions=[prediction_message(p, with_features=False) for p in entry.predictions],
+        predictions=[prediction_message(p) for p in entry.predictions],
     )
     if entry.label is not None:
         message.label.CopyFrom(label_message(entry.label))

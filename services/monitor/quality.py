@@ -106,15 +106,11 @@ class StreamWatch:
         self.detectors: dict[str, ChangeDetector] = {}
         self.last: dict[str, Finding] = {}
 
-    def update(self, name: str, value: float, event_time: float, now: float) -> Finding | None:
-        found = self.update_many(name, (value,), (event_time,), now)
-        return found[0][1] if found else None
-
     def update_many(
         self, name: str, values: Sequence[float], event_times: Sequence[float], now: float
     ) -> list[tuple[int, Finding]]:
-        """:meth:`update` with each value of one stream in turn; each finding with the index
-        of the value that raised it."""
+        """Feed one stream's values in turn to its detector; each finding with the index of
+        the value that raised it."""
         detector = self.detectors.get(name)
         if detector is None:
             if len(self.detectors) >= self._limit or not values:
@@ -209,14 +205,10 @@ class VersionQuality:
         if reference.seeded or had:
             self.data = self._data_watch()
 
-    def observe(self, prediction: Prediction, now: float) -> list[Finding]:
-        """One served prediction: feeds the data and prediction drift detectors."""
-        return [finding for _, finding in self.observe_many([prediction], now)]
-
     def observe_many(self, predictions: Sequence[Prediction], now: float) -> list[tuple[int, Finding]]:
-        """:meth:`observe` for each prediction in turn, a stream at a time (see
-        :meth:`ChangeDetector.update_many`); each finding with the index of its prediction,
-        in the order one at a time would have found them."""
+        """Served predictions, in turn: they feed the data and prediction drift detectors, a
+        stream at a time (see :meth:`ChangeDetector.update_many`); each finding with the index
+        of its prediction, in the order one at a time would have found them."""
         start = self.predictions
         self.predictions += len(predictions)
         self.last_seen = now

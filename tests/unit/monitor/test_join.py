@@ -87,7 +87,18 @@ def test_predictions_cross_the_internal_topics_with_every_feature_value_exact() 
     values = (0.1, -1.4368294451025299, 1e-300, math.nan, math.inf)
     prediction = Prediction("e1", "m", 1, "production", False, "1", 0.0, 100.0, values, tuple("abcde"))
     batches = internal.Batches(4)
-    batches.add_prediction(internal.prediction_message(prediction))
+    batches.add_prediction(
+        monitor_pb2.MonitoredPrediction(
+            id="e1",
+            model="m",
+            version=1,
+            route="production",
+            label="1",
+            occurred_at=100.0,
+            features=values,
+            feature_names=prediction.feature_names,
+        )
+    )
     [(topic, partition, value)] = batches.messages("join", "samples")
     assert (topic, partition) == ("join", partition_of("e1", 4))
     back = internal.prediction(monitor_pb2.JoinBatch.FromString(value).predictions[0])
